@@ -1,0 +1,1 @@
+//! The key-value state machine applied from committed log entries.

@@ -1,0 +1,1 @@
+//! Everything durable: the segmented write-ahead log and the hard state.
