@@ -7,6 +7,8 @@
 //! message codecs turn one frame into one typed message.
 
 pub mod frame;
+pub mod peer;
+pub mod wire;
 
 /// Why a byte stream could not be decoded. Any of these closes the connection.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
