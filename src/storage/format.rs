@@ -190,7 +190,7 @@ pub fn decode_record(bytes: &[u8]) -> Result<RecordView<'_>, &'static str> {
         return Err("bad record length");
     }
     let end = 8 + len as usize;
-    if bytes.len() < end {
+    if bytes.len() < align8(end) {
         return Err("short record");
     }
     if crc32fast::hash(&bytes[4..end]) != u32_at(bytes, 0) {
