@@ -13,3 +13,4 @@ pub mod codec;
 pub mod kv;
 pub mod raft;
 pub mod storage;
+pub mod tools;

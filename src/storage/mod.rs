@@ -1,3 +1,111 @@
-//! Everything durable: the segmented write-ahead log and the hard state.
+//! Everything durable: the segmented write-ahead log, the hard state, the
+//! directory lock and the snapshot files.
+//!
+//! [`Wal`] is the one entry point of the node: [`Wal::open`] takes the lock and
+//! recovers, `append` buffers, `sync` makes everything appended durable with one
+//! fdatasync (group commit). The byte layouts live in [`format`] and
+//! `docs/FORMAT.md`; [`recovery`] holds the read-only scanner that both the
+//! node and the `raftkv-log` tool use, so they judge a log the same way.
 
+pub mod format;
+pub mod hard_state;
+pub mod lock;
+pub mod recovery;
+mod segment;
 pub mod snapshot;
+pub mod wal;
+
+use std::path::PathBuf;
+
+pub use wal::{SegmentInfo, Wal};
+
+/// Errors of the storage layer.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A system call on `path` failed. Fatal for the log that returned it.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory involved.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The log is damaged in a way recovery must not guess about.
+    #[error("corrupt log: {file} at byte offset {offset}: {reason}")]
+    Corruption {
+        /// The damaged file.
+        file: PathBuf,
+        /// Byte offset of the damage inside `file`.
+        offset: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Another process (or another `Wal` in this one) holds the directory lock.
+    #[error("{dir} is locked by another process{}", holder.as_deref().map(|h| format!(" ({h})")).unwrap_or_default())]
+    Locked {
+        /// The log directory.
+        dir: PathBuf,
+        /// What the lock file says about its holder, if anything.
+        holder: Option<String>,
+    },
+    /// The requested entry lies at or below the compaction marker.
+    #[error("entry {index} is compacted")]
+    Compacted {
+        /// The requested index.
+        index: u64,
+    },
+    /// The requested entry lies beyond the last index.
+    #[error("entry {index} is not in the log yet")]
+    Unavailable {
+        /// The requested index.
+        index: u64,
+    },
+}
+
+/// Result of storage operations.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Wraps an IO error with the path it concerns.
+pub(crate) fn io_error(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
+    let path = path.into();
+    move |source| Error::Io { path, source }
+}
+
+/// Whether `sync` really flushes to stable storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FsyncMode {
+    /// fdatasync on every `sync` (and fsync of the directory when files changed).
+    #[default]
+    Always,
+    /// Write but never flush. UNSAFE: a power loss loses acknowledged writes.
+    /// For benchmarks only.
+    Never,
+}
+
+/// How a log is opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WalOptions {
+    /// A segment is sealed and a new one started before an append would make it
+    /// larger than this (a single larger entry still gets a segment of its own).
+    pub segment_bytes: u64,
+    /// Whether `sync` flushes.
+    pub fsync: FsyncMode,
+    /// Re-checksum every record of sealed segments at open instead of trusting
+    /// their index footers (slower; reads always check the crc of what they return).
+    pub verify_on_open: bool,
+}
+
+impl WalOptions {
+    /// The largest accepted `segment_bytes`, so record offsets fit the footer's u32.
+    pub const SEGMENT_BYTES_MAX: u64 = 1 << 30;
+}
+
+impl Default for WalOptions {
+    fn default() -> WalOptions {
+        WalOptions {
+            segment_bytes: 64 << 20,
+            fsync: FsyncMode::Always,
+            verify_on_open: false,
+        }
+    }
+}

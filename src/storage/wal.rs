@@ -1,0 +1,507 @@
+//! The segmented write-ahead log.
+//!
+//! Entries are encoded into an in-memory buffer by [`Wal::append`] (no syscall);
+//! [`Wal::sync`] writes that buffer with one `pwrite` and makes it durable with one
+//! `fdatasync` (group commit), plus an fsync of the directory when segment files
+//! were created since the last sync. A segment is sealed once an append would make
+//! it larger than `segment_bytes`: its index footer is written, it is memory-mapped
+//! for reads, and a new segment begins. The compaction marker (the index and term
+//! just before the first entry) is the first segment's header, so compaction is
+//! nothing but the removal of whole files.
+//!
+//! Invariants: there is always exactly one open segment (the tail), after all
+//! sealed ones; segments hold consecutive indexes; terms never decrease.
+
+use std::fs::{self, File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use memmap2::Mmap;
+
+use super::format::{
+    HEADER_BYTES, RESET_TEMP_NAME, SegmentHeader, encode_footer, encode_record, record_bytes,
+    segment_name,
+};
+use super::hard_state::{self, sync_dir};
+use super::lock::DirLock;
+use super::recovery::{self, finish_reset};
+use super::segment::{Budget, Segment, TailBytes};
+use super::{Error, FsyncMode, Result, WalOptions, io_error};
+use crate::raft::message::{Entry, HardState};
+
+/// A read-only description of one segment, for tools and metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentInfo {
+    /// The segment file.
+    pub path: PathBuf,
+    /// Index of its first entry (or of the entry it would hold first, when empty).
+    pub first_index: u64,
+    /// Index of its last entry; `first_index - 1` when empty.
+    pub last_index: u64,
+    /// Lowest and highest term of its entries; `None` when empty.
+    pub terms: Option<(u64, u64)>,
+    /// Number of entries.
+    pub entry_count: u64,
+    /// Bytes the segment takes (on disk plus not yet written, for the open one).
+    pub bytes: u64,
+    /// Whether the segment is sealed (has an index footer and is read-only).
+    pub sealed: bool,
+}
+
+/// The write-ahead log of one node. See the module docs.
+#[derive(Debug)]
+pub struct Wal {
+    dir: PathBuf,
+    options: WalOptions,
+    _lock: DirLock,
+    hard_state: HardState,
+    /// Invariant: consecutive, each non-empty unless it is the first one.
+    sealed: Vec<Segment>,
+    /// Invariant: `tail.first_index == sealed.last().last_index() + 1`.
+    tail: Segment,
+    tail_file: File,
+    /// Bytes of the tail already in the file; the rest of `tail.data_end` is `pending`.
+    written: u64,
+    /// Invariant: `written + pending.len() == tail.data_end`.
+    pending: Vec<u8>,
+    /// Whether the tail file changed since its last fdatasync.
+    tail_dirty: bool,
+    /// Sealed files written since the last sync; fdatasynced by the next one.
+    unsynced_sealed: Vec<File>,
+    /// Whether segment files were created since the last sync.
+    dir_dirty: bool,
+    scratch: Vec<u8>,
+}
+
+impl Wal {
+    /// Opens (creating if needed) the log in `dir`: takes the directory lock, then
+    /// recovers as described in `docs/FORMAT.md` ("Recovery").
+    ///
+    /// # Errors
+    /// [`Error::Locked`] if another process holds the log; [`Error::Corruption`] naming
+    /// file and offset for damage that is not a torn tail; [`Error::Io`].
+    ///
+    /// # Panics
+    /// If `options.segment_bytes` exceeds [`WalOptions::SEGMENT_BYTES_MAX`].
+    pub fn open(dir: &Path, options: WalOptions) -> Result<Wal> {
+        assert!(
+            options.segment_bytes <= WalOptions::SEGMENT_BYTES_MAX,
+            "segment_bytes too large"
+        );
+        fs::create_dir_all(dir).map_err(io_error(dir))?;
+        let lock = DirLock::acquire(dir)?;
+        finish_reset(dir)?;
+        let hard_state = hard_state::load(dir)?;
+        let recovered = recovery::recover(
+            dir,
+            options.verify_on_open,
+            options.fsync == FsyncMode::Always,
+        )?;
+        let written = recovered.tail.data_end;
+        Ok(Wal {
+            dir: dir.to_path_buf(),
+            options,
+            _lock: lock,
+            hard_state,
+            sealed: recovered.sealed,
+            tail: recovered.tail,
+            tail_file: recovered.tail_file,
+            written,
+            pending: Vec::with_capacity(1 << 16),
+            tail_dirty: false,
+            unsynced_sealed: Vec::new(),
+            dir_dirty: false,
+            scratch: Vec::new(),
+        })
+    }
+
+    /// Appends entries in memory; nothing is written until [`Wal::sync`].
+    ///
+    /// # Errors
+    /// [`Error::Io`] when sealing a full segment or creating the next one fails; the
+    /// log must then be dropped (the caller treats it as fatal).
+    ///
+    /// # Panics
+    /// If the entries do not continue at `last_index() + 1`, a term decreases, or a
+    /// payload exceeds [`super::format::PAYLOAD_BYTES_MAX`].
+    pub fn append(&mut self, entries: &[Entry]) -> Result<()> {
+        for entry in entries {
+            assert_eq!(
+                entry.index,
+                self.last_index() + 1,
+                "entries must be consecutive"
+            );
+            assert!(
+                entry.term >= self.tail.last_term(),
+                "terms must not decrease"
+            );
+            let size = record_bytes(entry.data.len()) as u64;
+            if self.tail.count() > 0 && self.tail.data_end + size > self.options.segment_bytes {
+                self.roll()?;
+            }
+            let offset = self.tail.data_end;
+            encode_record(entry, &mut self.pending);
+            self.tail.data_end += size;
+            self.tail.file_bytes = self.tail.data_end;
+            self.tail.push(offset, entry.index, entry.term);
+        }
+        Ok(())
+    }
+
+    /// Seals the tail (footer, one write, map) and starts the next segment.
+    fn roll(&mut self) -> Result<()> {
+        encode_footer(
+            self.tail.data_end,
+            &self.tail.offsets,
+            &self.tail.runs,
+            &mut self.pending,
+        );
+        self.write_pending()?;
+        let path = self.tail.path.clone();
+        // SAFETY: the directory lock is held and a sealed segment is never written
+        // while mapped (truncate_suffix drops the map before it reopens the file).
+        let map = unsafe { Mmap::map(&self.tail_file) }.map_err(io_error(&path))?;
+        let next_first = self.tail.last_index() + 1;
+        let next_path = self.dir.join(segment_name(next_first));
+        let next_file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&next_path)
+            .map_err(io_error(&next_path))?;
+        let header = SegmentHeader {
+            first_index: next_first,
+            prev_term: self.tail.last_term(),
+        };
+        let next = Segment {
+            path: next_path,
+            first_index: next_first,
+            prev_term: header.prev_term,
+            offsets: Vec::new(),
+            runs: Vec::new(),
+            data_end: HEADER_BYTES as u64,
+            file_bytes: HEADER_BYTES as u64,
+            map: None,
+        };
+        let mut sealed = std::mem::replace(&mut self.tail, next);
+        sealed.file_bytes = map.len() as u64;
+        sealed.map = Some(map);
+        self.sealed.push(sealed);
+        let sealed_file = std::mem::replace(&mut self.tail_file, next_file);
+        if self.tail_dirty {
+            self.unsynced_sealed.push(sealed_file);
+        }
+        self.pending.extend_from_slice(&header.encode());
+        self.written = 0;
+        self.dir_dirty = true;
+        Ok(())
+    }
+
+    fn write_pending(&mut self) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let path = &self.tail.path;
+        self.tail_file
+            .write_all_at(&self.pending, self.written)
+            .map_err(io_error(path))?;
+        self.written += self.pending.len() as u64;
+        self.pending.clear();
+        self.tail_dirty = true;
+        Ok(())
+    }
+
+    /// Writes everything appended and makes it durable: one fdatasync of the tail
+    /// (plus one per segment sealed since the last sync) and an fsync of the
+    /// directory when segments were created. Under [`FsyncMode::Never`] it only writes.
+    ///
+    /// # Errors
+    /// [`Error::Io`]. Never retry a failed sync: treat it as fatal (the kernel may
+    /// have dropped the dirty pages).
+    pub fn sync(&mut self) -> Result<()> {
+        self.write_pending()?;
+        let flush = self.options.fsync == FsyncMode::Always;
+        for file in self.unsynced_sealed.drain(..) {
+            if flush {
+                file.sync_data().map_err(io_error(&self.dir))?;
+            }
+        }
+        if self.tail_dirty && flush {
+            self.tail_file
+                .sync_data()
+                .map_err(io_error(&self.tail.path))?;
+        }
+        self.tail_dirty = false;
+        if self.dir_dirty && flush {
+            sync_dir(&self.dir)?;
+        }
+        self.dir_dirty = false;
+        Ok(())
+    }
+
+    /// The entry at `index`, or `None` outside `[first_index, last_index]`.
+    ///
+    /// # Errors
+    /// [`Error::Corruption`] when the stored record fails its crc; [`Error::Io`].
+    pub fn entry(&mut self, index: u64) -> Result<Option<Entry>> {
+        if index < self.first_index() || index > self.last_index() {
+            return Ok(None);
+        }
+        Ok(self.entries(index, index + 1, 0)?.pop())
+    }
+
+    /// Entries `[lo, hi)`, stopping before their size (payload plus 25 bytes each)
+    /// would exceed `max_bytes`, but always at least one when the range is non-empty.
+    /// Sees appended entries that are not yet synced.
+    ///
+    /// # Errors
+    /// [`Error::Compacted`] when `lo < first_index()`; [`Error::Unavailable`] when
+    /// `hi > last_index() + 1`; [`Error::Corruption`]; [`Error::Io`].
+    pub fn entries(&mut self, lo: u64, hi: u64, max_bytes: u64) -> Result<Vec<Entry>> {
+        if lo < self.first_index() {
+            return Err(Error::Compacted { index: lo });
+        }
+        if hi > self.last_index() + 1 {
+            return Err(Error::Unavailable { index: hi - 1 });
+        }
+        let mut out = Vec::new();
+        let mut budget = Budget { left: max_bytes };
+        let mut lo = lo;
+        let start = self.sealed.partition_point(|s| s.last_index() < lo);
+        for segment in &self.sealed[start..] {
+            if lo >= hi {
+                return Ok(out);
+            }
+            let end = hi.min(segment.last_index() + 1);
+            if segment.read_into(lo, end, None, &mut self.scratch, &mut budget, &mut out)? {
+                return Ok(out);
+            }
+            lo = end;
+        }
+        if lo < hi {
+            let tail = TailBytes {
+                file: &self.tail_file,
+                written: self.written,
+                pending: &self.pending,
+            };
+            self.tail.read_into(
+                lo,
+                hi,
+                Some(&tail),
+                &mut self.scratch,
+                &mut budget,
+                &mut out,
+            )?;
+        }
+        Ok(out)
+    }
+
+    /// Term of `index`, including the compaction marker; `None` outside
+    /// `[compacted().0, last_index()]`.
+    pub fn term(&self, index: u64) -> Option<u64> {
+        if index >= self.tail.first_index - 1 {
+            return self.tail.term(index);
+        }
+        let at = self.sealed.partition_point(|s| s.last_index() < index);
+        match self.sealed.get(at) {
+            Some(segment) => segment.term(index),
+            None => None,
+        }
+    }
+
+    fn first_segment(&self) -> &Segment {
+        self.sealed.first().unwrap_or(&self.tail)
+    }
+
+    /// Index of the first entry; `last_index() + 1` when the log is empty.
+    pub fn first_index(&self) -> u64 {
+        self.first_segment().first_index
+    }
+
+    /// Index of the last entry; the marker index when the log is empty.
+    pub fn last_index(&self) -> u64 {
+        self.tail.last_index()
+    }
+
+    /// The compaction marker: index and term of the entry just before the first one.
+    pub fn compacted(&self) -> (u64, u64) {
+        let first = self.first_segment();
+        (first.first_index - 1, first.prev_term)
+    }
+
+    /// Removes entries `>= from` (conflict resolution). Whole segments past `from`
+    /// are removed durably at once (directory fsynced after each, newest first); the
+    /// cut inside the segment holding `from` is durable after the next [`Wal::sync`].
+    /// Until then a crash may bring the removed entries of that segment back, which
+    /// Raft tolerates: they were never acknowledged in their new form.
+    ///
+    /// # Errors
+    /// [`Error::Io`]; fatal.
+    ///
+    /// # Panics
+    /// If `from <= compacted().0` (compacted entries cannot be truncated).
+    pub fn truncate_suffix(&mut self, from: u64) -> Result<()> {
+        assert!(
+            from > self.compacted().0,
+            "cannot truncate compacted entries"
+        );
+        if from > self.last_index() {
+            return Ok(());
+        }
+        while self.tail.first_index > from {
+            self.pop_tail()?;
+        }
+        let offset = self.tail.forget_from(from);
+        if offset >= self.written {
+            self.pending.truncate((offset - self.written) as usize);
+        } else {
+            self.pending.clear();
+            self.tail_file
+                .set_len(offset)
+                .map_err(io_error(&self.tail.path))?;
+            self.written = offset;
+            self.tail_dirty = true;
+        }
+        self.tail.file_bytes = self.tail.data_end;
+        Ok(())
+    }
+
+    /// Removes the tail file and reopens the last sealed segment as the tail.
+    fn pop_tail(&mut self) -> Result<()> {
+        let mut segment = self
+            .sealed
+            .pop()
+            .expect("a tail above `from` has a predecessor");
+        fs::remove_file(&self.tail.path).map_err(io_error(&self.tail.path))?;
+        sync_dir(&self.dir)?;
+        segment.map = None;
+        let path = segment.path.clone();
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(io_error(&path))?;
+        file.set_len(segment.data_end).map_err(io_error(&path))?;
+        segment.file_bytes = segment.data_end;
+        self.written = segment.data_end;
+        self.pending.clear();
+        self.tail = segment;
+        self.tail_file = file;
+        self.tail_dirty = true;
+        Ok(())
+    }
+
+    /// Syncs, then removes every sealed segment whose entries are all below `upto`,
+    /// oldest first, fsyncing the directory after each removal, so the new marker
+    /// (the first kept segment's header) is durable when this returns. The open
+    /// segment is never removed, so the log may keep entries below `upto`.
+    ///
+    /// # Errors
+    /// [`Error::Io`]; fatal.
+    pub fn compact_prefix(&mut self, upto: u64) -> Result<()> {
+        self.sync()?;
+        let count = self
+            .sealed
+            .iter()
+            .take_while(|s| s.last_index() < upto)
+            .count();
+        for segment in self.sealed.drain(..count) {
+            fs::remove_file(&segment.path).map_err(io_error(&segment.path))?;
+            sync_dir(&self.dir)?;
+        }
+        Ok(())
+    }
+
+    /// Drops every entry and sets the marker to `(index, term)` after a snapshot was
+    /// installed; the next append starts at `index + 1`. Durable when it returns: a
+    /// temp segment is synced first, and recovery finishes an interrupted reset.
+    ///
+    /// # Errors
+    /// [`Error::Io`]; fatal.
+    pub fn reset_to_snapshot(&mut self, index: u64, term: u64) -> Result<()> {
+        let temp = self.dir.join(RESET_TEMP_NAME);
+        let header = SegmentHeader {
+            first_index: index + 1,
+            prev_term: term,
+        };
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&temp)
+            .map_err(io_error(&temp))?;
+        file.write_all_at(&header.encode(), 0)
+            .map_err(io_error(&temp))?;
+        file.sync_all().map_err(io_error(&temp))?;
+        sync_dir(&self.dir)?;
+        self.unsynced_sealed.clear();
+        for segment in std::iter::once(&self.tail).chain(self.sealed.iter().rev()) {
+            fs::remove_file(&segment.path).map_err(io_error(&segment.path))?;
+        }
+        let path = self.dir.join(segment_name(index + 1));
+        fs::rename(&temp, &path).map_err(io_error(&path))?;
+        sync_dir(&self.dir)?;
+        self.sealed.clear();
+        self.tail = Segment {
+            path,
+            first_index: index + 1,
+            prev_term: term,
+            offsets: Vec::new(),
+            runs: Vec::new(),
+            data_end: HEADER_BYTES as u64,
+            file_bytes: HEADER_BYTES as u64,
+            map: None,
+        };
+        self.tail_file = file;
+        self.written = HEADER_BYTES as u64;
+        self.pending.clear();
+        self.tail_dirty = false;
+        self.dir_dirty = false;
+        Ok(())
+    }
+
+    /// Saves the hard state atomically and durably (temp file, fsync, rename, fsync of
+    /// the directory: three flushes, so call it only when term or vote change).
+    ///
+    /// # Errors
+    /// [`Error::Io`]; fatal.
+    pub fn save_hard_state(&mut self, state: &HardState) -> Result<()> {
+        hard_state::save(&self.dir, state)?;
+        self.hard_state = *state;
+        Ok(())
+    }
+
+    /// The last saved hard state (loaded at open; default when never saved).
+    pub fn hard_state(&self) -> HardState {
+        self.hard_state
+    }
+
+    /// The log directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Every segment, oldest first.
+    pub fn segments(&self) -> Vec<SegmentInfo> {
+        let info = |s: &Segment| SegmentInfo {
+            path: s.path.clone(),
+            first_index: s.first_index,
+            last_index: s.last_index(),
+            terms: s.runs.first().map(|first| (first.term, s.last_term())),
+            entry_count: s.count(),
+            bytes: s.file_bytes,
+            sealed: s.map.is_some(),
+        };
+        self.sealed
+            .iter()
+            .chain(std::iter::once(&self.tail))
+            .map(info)
+            .collect()
+    }
+
+    /// Bytes of all segments together.
+    pub fn total_bytes(&self) -> u64 {
+        self.sealed.iter().map(|s| s.file_bytes).sum::<u64>() + self.tail.file_bytes
+    }
+}
