@@ -10,6 +10,8 @@
 #![deny(missing_docs)]
 
 pub mod codec;
+pub mod config;
 pub mod kv;
 pub mod raft;
+pub mod server;
 pub mod storage;
