@@ -5,4 +5,6 @@
 //! are unit-tested without sockets or clocks; [`local`] starts a loopback cluster of
 //! child processes for `raftkv-server local`.
 
+pub mod backoff;
+pub mod connection;
 pub mod timer;
