@@ -7,4 +7,5 @@
 
 pub mod backoff;
 pub mod connection;
+pub mod metrics;
 pub mod timer;
