@@ -10,7 +10,9 @@
 #![deny(missing_docs)]
 
 pub mod codec;
+pub mod config;
 pub mod kv;
 pub mod raft;
+pub mod server;
 pub mod storage;
 pub mod tools;

@@ -1,0 +1,836 @@
+//! The node's TOML configuration file: parsing, defaults, validation, error messages.
+//!
+//! Every key is documented in `docs/CONFIG.md`. Identity, addresses and members are
+//! required; everything else has a default. Unknown keys are errors (a typo must not
+//! silently fall back to a default).
+//!
+//! Invariant: a [`Config`] returned by [`Config::load`] or [`Config::parse`] has passed
+//! [`Config::validate`]; every [`ConfigError`] names the file, and the key whenever the
+//! problem belongs to one, so the binary can print it and exit with code 2.
+//!
+//! [`DEFAULT_LOCAL_TOML`] is the embedded template of `raftkv-server local`: node 1 of a
+//! three-node loopback cluster, with every tunable key spelled out at its default.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::raft::message::{NO_NODE, NodeId};
+
+/// The embedded default configuration (node 1 of a three-node loopback cluster).
+pub const DEFAULT_LOCAL_TOML: &str = include_str!("../config/local.toml");
+
+/// Smallest accepted `storage.segment_bytes`: a segment must hold a header and records.
+pub const SEGMENT_BYTES_MIN: u64 = 64 * 1024;
+
+/// A complete, validated node configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// This node's id; must be one of `members` and non-zero.
+    pub node_id: NodeId,
+    /// The cluster's id; peers presenting another id in their handshake are refused.
+    pub cluster_id: u64,
+    /// Directory of the WAL, hard state and snapshots. A relative path is resolved
+    /// against the directory of the config file.
+    pub data_dir: PathBuf,
+    /// Address the peer listener binds.
+    pub listen_peer: SocketAddr,
+    /// Address the client listener binds.
+    pub listen_client: SocketAddr,
+    /// Every voting member of the cluster, this node included.
+    pub members: Vec<Member>,
+    /// Raft timings.
+    #[serde(default)]
+    pub raft: RaftConfig,
+    /// Bounds on memory, message sizes and connections.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// Write-ahead log settings.
+    #[serde(default)]
+    pub storage: StorageConfig,
+    /// When snapshots are taken.
+    #[serde(default)]
+    pub snapshot: SnapshotConfig,
+    /// Logging.
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+/// One member of the cluster as seen by every other member.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Member {
+    /// The member's node id (non-zero, unique).
+    pub id: NodeId,
+    /// Address other members dial for Raft traffic.
+    pub peer_addr: SocketAddr,
+    /// Address clients connect to (returned in NotLeader redirects).
+    pub client_addr: SocketAddr,
+}
+
+/// Raft timings, in ticks of `tick_ms` milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RaftConfig {
+    /// Length of one logical tick in milliseconds.
+    pub tick_ms: u64,
+    /// A leader sends heartbeats every `heartbeat_ticks` ticks.
+    pub heartbeat_ticks: u32,
+    /// Base election timeout in ticks (randomized in `[election_ticks, 2*election_ticks)`).
+    pub election_ticks: u32,
+}
+
+impl Default for RaftConfig {
+    fn default() -> RaftConfig {
+        RaftConfig {
+            tick_ms: 100,
+            heartbeat_ticks: 1,
+            election_ticks: 10,
+        }
+    }
+}
+
+/// Bounds that keep one peer or client from exhausting the node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Most AppendEntries messages in flight to one follower.
+    pub inflight_count_max: usize,
+    /// Most entry bytes batched into one AppendEntries message.
+    pub message_bytes_max: u64,
+    /// Largest frame body accepted or sent on any connection.
+    pub frame_bytes_max: u32,
+    /// Most simultaneously open connections (peers and clients together).
+    pub connections_max: usize,
+    /// Most unwritten output bytes queued for one connection before it is dropped.
+    pub output_bytes_max: usize,
+    /// Most bytes read from one connection in one loop turn (fairness).
+    pub read_bytes_per_turn_max: usize,
+    /// A client request not answered within this many milliseconds gets an error.
+    pub request_timeout_ms: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> LimitsConfig {
+        LimitsConfig {
+            inflight_count_max: 256,
+            message_bytes_max: 1024 * 1024,
+            frame_bytes_max: 16 * 1024 * 1024,
+            connections_max: 1024,
+            output_bytes_max: 64 * 1024 * 1024,
+            read_bytes_per_turn_max: 1024 * 1024,
+            request_timeout_ms: 5000,
+        }
+    }
+}
+
+/// When the log is forced to disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FsyncMode {
+    /// One fdatasync per loop turn before anything is acknowledged (durable).
+    Always,
+    /// Never sync (benchmarks and tests only: acknowledged writes can be lost on a crash).
+    Never,
+}
+
+/// Write-ahead log settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// A segment file is sealed and a new one started once it reaches this size.
+    pub segment_bytes: u64,
+    /// Whether appends are synced.
+    pub fsync: FsyncMode,
+    /// Log a warning when one fsync takes longer than this many milliseconds.
+    pub slow_fsync_warn_ms: u64,
+}
+
+impl Default for StorageConfig {
+    fn default() -> StorageConfig {
+        StorageConfig {
+            segment_bytes: 64 * 1024 * 1024,
+            fsync: FsyncMode::Always,
+            slow_fsync_warn_ms: 100,
+        }
+    }
+}
+
+/// Snapshot policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SnapshotConfig {
+    /// Take a snapshot once this many entries were applied since the last one.
+    pub threshold_entries: u64,
+}
+
+impl Default for SnapshotConfig {
+    fn default() -> SnapshotConfig {
+        SnapshotConfig {
+            threshold_entries: 100_000,
+        }
+    }
+}
+
+/// Log verbosity (`RUST_LOG`, when set, takes precedence).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    /// No logging.
+    Off,
+    /// Errors only.
+    Error,
+    /// Errors and warnings.
+    Warn,
+    /// Role changes, terms, leaders, snapshots, peer connects and disconnects.
+    Info,
+    /// Per-request detail.
+    Debug,
+    /// Everything.
+    Trace,
+}
+
+impl LogLevel {
+    /// The equivalent `log` crate filter.
+    pub fn to_level_filter(self) -> log::LevelFilter {
+        match self {
+            LogLevel::Off => log::LevelFilter::Off,
+            LogLevel::Error => log::LevelFilter::Error,
+            LogLevel::Warn => log::LevelFilter::Warn,
+            LogLevel::Info => log::LevelFilter::Info,
+            LogLevel::Debug => log::LevelFilter::Debug,
+            LogLevel::Trace => log::LevelFilter::Trace,
+        }
+    }
+}
+
+/// Logging settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// Verbosity.
+    pub level: LogLevel,
+}
+
+impl Default for LogConfig {
+    fn default() -> LogConfig {
+        LogConfig {
+            level: LogLevel::Info,
+        }
+    }
+}
+
+/// A config file that cannot be used. The `Display` form is the message to print.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("config {}: cannot read: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML.
+    #[error("config {}: line {line}, column {column}: {message}", path.display())]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line of the error.
+        line: usize,
+        /// 1-based column of the error.
+        column: usize,
+        /// What the TOML parser reported.
+        message: String,
+    },
+    /// One key is missing, unknown, of the wrong type, or has an invalid value.
+    #[error("config {}: key `{key}`: {message}", path.display())]
+    Key {
+        /// The file.
+        path: PathBuf,
+        /// The dotted key path, e.g. `raft.election_ticks` or `members[1].peer_addr`.
+        key: String,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+impl ConfigError {
+    /// The offending key, when the error belongs to one.
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            ConfigError::Key { key, .. } => Some(key),
+            _ => None,
+        }
+    }
+}
+
+impl Config {
+    /// Reads, parses and validates the config file at `path`.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the file (and the key) when it cannot be read, parsed or
+    /// validated.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Parses and validates `text`; `path` names it in errors, and a relative `data_dir`
+    /// is resolved against `path`'s directory.
+    ///
+    /// # Errors
+    /// [`ConfigError::Syntax`] for invalid TOML, [`ConfigError::Key`] for a missing,
+    /// unknown, mistyped or invalid key.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let mut config: Config =
+            toml::from_str(text).map_err(|error| toml_error(text, path, &error))?;
+        if config.data_dir.is_relative()
+            && !config.data_dir.as_os_str().is_empty()
+            && let Some(parent) = path.parent()
+        {
+            config.data_dir = parent.join(&config.data_dir);
+        }
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    /// Checks the relations between keys that the types cannot express.
+    ///
+    /// # Errors
+    /// [`ConfigError::Key`] naming `path` and the first offending key.
+    pub fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let fail = |key: &str, message: &str| {
+            Err(ConfigError::Key {
+                path: path.to_path_buf(),
+                key: key.to_string(),
+                message: message.to_string(),
+            })
+        };
+        if self.node_id == NO_NODE {
+            return fail("node_id", "must not be 0 (0 means \"no node\")");
+        }
+        if self.cluster_id == 0 {
+            return fail("cluster_id", "must not be 0");
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return fail("data_dir", "must not be empty");
+        }
+        if self.members.is_empty() {
+            return fail("members", "must list at least this node");
+        }
+        let mut ids = HashSet::new();
+        let mut addrs = HashSet::new();
+        for (i, member) in self.members.iter().enumerate() {
+            if member.id == NO_NODE {
+                return fail(&format!("members[{i}].id"), "must not be 0");
+            }
+            if !ids.insert(member.id) {
+                return fail(&format!("members[{i}].id"), "duplicate member id");
+            }
+            if !addrs.insert(member.peer_addr) {
+                return fail(&format!("members[{i}].peer_addr"), "address used twice");
+            }
+            if !addrs.insert(member.client_addr) {
+                return fail(&format!("members[{i}].client_addr"), "address used twice");
+            }
+        }
+        if !ids.contains(&self.node_id) {
+            return fail("node_id", "must be the id of one of the members");
+        }
+        if self.listen_peer == self.listen_client {
+            return fail("listen_client", "must differ from listen_peer");
+        }
+        self.validate_tunables(path)
+    }
+
+    fn validate_tunables(&self, path: &Path) -> Result<(), ConfigError> {
+        let fail = |key: &str, message: String| {
+            Err(ConfigError::Key {
+                path: path.to_path_buf(),
+                key: key.to_string(),
+                message,
+            })
+        };
+        let positive: [(&str, u64); 10] = [
+            ("raft.tick_ms", self.raft.tick_ms),
+            ("raft.heartbeat_ticks", u64::from(self.raft.heartbeat_ticks)),
+            (
+                "limits.inflight_count_max",
+                self.limits.inflight_count_max as u64,
+            ),
+            ("limits.message_bytes_max", self.limits.message_bytes_max),
+            (
+                "limits.frame_bytes_max",
+                u64::from(self.limits.frame_bytes_max),
+            ),
+            ("limits.connections_max", self.limits.connections_max as u64),
+            (
+                "limits.read_bytes_per_turn_max",
+                self.limits.read_bytes_per_turn_max as u64,
+            ),
+            ("limits.request_timeout_ms", self.limits.request_timeout_ms),
+            (
+                "snapshot.threshold_entries",
+                self.snapshot.threshold_entries,
+            ),
+            (
+                "storage.slow_fsync_warn_ms",
+                self.storage.slow_fsync_warn_ms,
+            ),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                return fail(key, "must be greater than 0".to_string());
+            }
+        }
+        if self.raft.election_ticks <= self.raft.heartbeat_ticks {
+            return fail(
+                "raft.election_ticks",
+                "must be greater than raft.heartbeat_ticks".to_string(),
+            );
+        }
+        if self.limits.message_bytes_max >= u64::from(self.limits.frame_bytes_max) {
+            return fail(
+                "limits.message_bytes_max",
+                "must be smaller than limits.frame_bytes_max (a message must fit in a frame)"
+                    .to_string(),
+            );
+        }
+        if (self.limits.output_bytes_max as u64) < u64::from(self.limits.frame_bytes_max) {
+            return fail(
+                "limits.output_bytes_max",
+                "must be at least limits.frame_bytes_max (one frame must fit)".to_string(),
+            );
+        }
+        if self.storage.segment_bytes < SEGMENT_BYTES_MIN {
+            return fail(
+                "storage.segment_bytes",
+                format!("must be at least {SEGMENT_BYTES_MIN}"),
+            );
+        }
+        Ok(())
+    }
+
+    /// This node's own member entry.
+    pub fn self_member(&self) -> Option<&Member> {
+        self.member(self.node_id)
+    }
+
+    /// The member with id `id`.
+    pub fn member(&self, id: NodeId) -> Option<&Member> {
+        self.members.iter().find(|m| m.id == id)
+    }
+
+    /// Every member except this node.
+    pub fn peers(&self) -> impl Iterator<Item = &Member> {
+        self.members.iter().filter(move |m| m.id != self.node_id)
+    }
+
+    /// The config as a TOML document that [`Config::parse`] reads back unchanged.
+    ///
+    /// # Errors
+    /// Only if `data_dir` is not valid UTF-8 (TOML strings are UTF-8).
+    pub fn to_toml(&self) -> Result<String, toml::ser::Error> {
+        toml::to_string(self)
+    }
+}
+
+/// Turns a toml/serde error into a [`ConfigError`] naming the key when one can be found.
+fn toml_error(text: &str, path: &Path, error: &toml::de::Error) -> ConfigError {
+    let message = error.message().trim().to_string();
+    let span = error.span();
+    // A document that does not parse as TOML at all has no key to blame: give line/column.
+    let Ok(document) = toml::de::DeTable::parse(text) else {
+        let (line, column) = span.map_or((1, 1), |s| line_column(text, s.start));
+        return ConfigError::Syntax {
+            path: path.to_path_buf(),
+            line,
+            column,
+            message,
+        };
+    };
+    let mut key = span
+        .and_then(|s| find_key(document.get_ref(), &s))
+        .unwrap_or_default();
+    // serde names missing and unknown fields only in the message: "missing field `x`".
+    let names_field = message.starts_with("missing field") || message.starts_with("unknown field");
+    if names_field
+        && let Some(field) = message.split('`').nth(1)
+        && key.rsplit('.').next() != Some(field)
+    {
+        if !key.is_empty() {
+            key.push('.');
+        }
+        key.push_str(field);
+    }
+    if key.is_empty() {
+        key.push_str("<document>");
+    }
+    ConfigError::Key {
+        path: path.to_path_buf(),
+        key,
+        message,
+    }
+}
+
+/// The dotted path of the innermost key whose key or value span covers `span`.
+fn find_key(table: &toml::de::DeTable<'_>, span: &Range<usize>) -> Option<String> {
+    for (key, value) in table {
+        let name = key.get_ref().to_string();
+        if covers(&key.span(), span) {
+            return Some(name);
+        }
+        if let Some(inner) = find_in_value(value.get_ref(), span) {
+            return Some(join_key(&name, &inner));
+        }
+        if covers(&value.span(), span) {
+            return Some(name);
+        }
+    }
+    None
+}
+
+fn find_in_value(value: &toml::de::DeValue<'_>, span: &Range<usize>) -> Option<String> {
+    match value {
+        toml::de::DeValue::Table(table) => find_key(table, span),
+        toml::de::DeValue::Array(array) => array.iter().enumerate().find_map(|(i, item)| {
+            match find_in_value(item.get_ref(), span) {
+                Some(inner) => Some(join_key(&format!("[{i}]"), &inner)),
+                None if covers(&item.span(), span) => Some(format!("[{i}]")),
+                None => None,
+            }
+        }),
+        _ => None,
+    }
+}
+
+fn join_key(outer: &str, inner: &str) -> String {
+    if inner.starts_with('[') {
+        format!("{outer}{inner}")
+    } else {
+        format!("{outer}.{inner}")
+    }
+}
+
+fn covers(outer: &Range<usize>, inner: &Range<usize>) -> bool {
+    outer.start <= inner.start && inner.end <= outer.end && outer.start < outer.end
+}
+
+/// 1-based line and column of byte `offset` in `text`.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    //! Goal: every way a config can be wrong yields a message naming the file and the key.
+    //! Method: start from the embedded default and edit one line at a time.
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("/etc/raftkv/node1.toml"))
+    }
+
+    const MINIMAL: &str = r#"
+node_id = 2
+cluster_id = 7
+data_dir = "/var/lib/raftkv"
+listen_peer = "127.0.0.1:7002"
+listen_client = "127.0.0.1:8002"
+
+[[members]]
+id = 1
+peer_addr = "127.0.0.1:7001"
+client_addr = "127.0.0.1:8001"
+
+[[members]]
+id = 2
+peer_addr = "127.0.0.1:7002"
+client_addr = "127.0.0.1:8002"
+"#;
+
+    fn expect_key(text: &str, key: &str, fragment: &str) {
+        let error = parse(text).expect_err("config must be rejected");
+        assert_eq!(error.key(), Some(key), "{error}");
+        let shown = error.to_string();
+        assert!(
+            shown.starts_with("config /etc/raftkv/node1.toml: key `"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains(fragment),
+            "{shown} should contain {fragment:?}"
+        );
+    }
+
+    #[test]
+    fn minimal_config_gets_every_default() {
+        let config = parse(MINIMAL).unwrap();
+        assert_eq!(config.node_id, 2);
+        assert_eq!(config.raft, RaftConfig::default());
+        assert_eq!(config.limits, LimitsConfig::default());
+        assert_eq!(config.storage, StorageConfig::default());
+        assert_eq!(config.snapshot.threshold_entries, 100_000);
+        assert_eq!(config.storage.slow_fsync_warn_ms, 100);
+        assert_eq!(config.storage.fsync, FsyncMode::Always);
+        assert_eq!(config.log.level, LogLevel::Info);
+        assert_eq!(config.peers().map(|m| m.id).collect::<Vec<_>>(), vec![1]);
+        assert_eq!(config.self_member().unwrap().client_addr.port(), 8002);
+    }
+
+    #[test]
+    fn embedded_default_is_valid_and_spells_out_every_default() {
+        let config = Config::parse(DEFAULT_LOCAL_TOML, Path::new("/tmp/local.toml")).unwrap();
+        assert_eq!(config.members.len(), 3);
+        assert_eq!(config.raft, RaftConfig::default());
+        assert_eq!(config.limits, LimitsConfig::default());
+        assert_eq!(config.storage, StorageConfig::default());
+        assert_eq!(config.snapshot, SnapshotConfig::default());
+        assert_eq!(config.log, LogConfig::default());
+        assert_eq!(config.data_dir, Path::new("/tmp/data/node-1"));
+    }
+
+    #[test]
+    fn to_toml_round_trips() {
+        let config = parse(MINIMAL).unwrap();
+        let text = config.to_toml().unwrap();
+        assert_eq!(parse(&text).unwrap(), config);
+    }
+
+    #[test]
+    fn relative_data_dir_is_resolved_against_the_config_directory() {
+        let text = MINIMAL.replace("\"/var/lib/raftkv\"", "\"data\"");
+        assert_eq!(
+            parse(&text).unwrap().data_dir,
+            Path::new("/etc/raftkv/data")
+        );
+    }
+
+    #[test]
+    fn each_validation_error_names_its_key() {
+        let cases: &[(&str, &str, &str, &str)] = &[
+            ("node_id = 2", "node_id = 0", "node_id", "must not be 0"),
+            (
+                "node_id = 2",
+                "node_id = 3",
+                "node_id",
+                "one of the members",
+            ),
+            (
+                "cluster_id = 7",
+                "cluster_id = 0",
+                "cluster_id",
+                "must not be 0",
+            ),
+            (
+                "data_dir = \"/var/lib/raftkv\"",
+                "data_dir = \"\"",
+                "data_dir",
+                "empty",
+            ),
+            ("id = 1", "id = 0", "members[0].id", "must not be 0"),
+            ("id = 1", "id = 2", "members[1].id", "duplicate"),
+            ("7001", "7002", "members[1].peer_addr", "used twice"),
+            (
+                "client_addr = \"127.0.0.1:8001\"",
+                "client_addr = \"127.0.0.1:7001\"",
+                "members[0].client_addr",
+                "used twice",
+            ),
+            (
+                "listen_client = \"127.0.0.1:8002\"",
+                "listen_client = \"127.0.0.1:7002\"",
+                "listen_client",
+                "differ",
+            ),
+        ];
+        for (i, (from, to, key, fragment)) in cases.iter().enumerate() {
+            let text = MINIMAL.replacen(from, to, 1);
+            assert_ne!(text, MINIMAL, "#{i}: edit did not apply");
+            let error = parse(&text).expect_err("must be rejected");
+            assert_eq!(error.key(), Some(*key), "#{i}: {error}");
+            assert!(error.to_string().contains(fragment), "#{i}: {error}");
+        }
+    }
+
+    #[test]
+    fn each_tunable_validation_error_names_its_key() {
+        let cases: &[(&str, &str, &str)] = &[
+            ("[raft]\ntick_ms = 0", "raft.tick_ms", "greater than 0"),
+            (
+                "[raft]\nheartbeat_ticks = 0",
+                "raft.heartbeat_ticks",
+                "greater than 0",
+            ),
+            (
+                "[raft]\nheartbeat_ticks = 5\nelection_ticks = 5",
+                "raft.election_ticks",
+                "must be greater than raft.heartbeat_ticks",
+            ),
+            (
+                "[limits]\ninflight_count_max = 0",
+                "limits.inflight_count_max",
+                "greater",
+            ),
+            (
+                "[limits]\nconnections_max = 0",
+                "limits.connections_max",
+                "greater",
+            ),
+            (
+                "[limits]\nrequest_timeout_ms = 0",
+                "limits.request_timeout_ms",
+                "greater",
+            ),
+            (
+                "[limits]\nread_bytes_per_turn_max = 0",
+                "limits.read_bytes_per_turn_max",
+                "0",
+            ),
+            (
+                "[limits]\nframe_bytes_max = 1024",
+                "limits.message_bytes_max",
+                "fit in a frame",
+            ),
+            (
+                "[limits]\noutput_bytes_max = 1024",
+                "limits.output_bytes_max",
+                "one frame",
+            ),
+            (
+                "[storage]\nsegment_bytes = 100",
+                "storage.segment_bytes",
+                "at least 65536",
+            ),
+            (
+                "[storage]\nslow_fsync_warn_ms = 0",
+                "storage.slow_fsync_warn_ms",
+                "greater",
+            ),
+            (
+                "[snapshot]\nthreshold_entries = 0",
+                "snapshot.threshold_entries",
+                "greater",
+            ),
+        ];
+        for (i, (section, key, fragment)) in cases.iter().enumerate() {
+            let text = format!("{MINIMAL}\n{section}\n");
+            let error = parse(&text).expect_err("must be rejected");
+            assert_eq!(error.key(), Some(*key), "#{i}: {error}");
+            assert!(error.to_string().contains(fragment), "#{i}: {error}");
+        }
+    }
+
+    #[test]
+    fn election_error_message_is_the_documented_one() {
+        let text = format!("{MINIMAL}\n[raft]\nheartbeat_ticks = 3\nelection_ticks = 2\n");
+        assert_eq!(
+            parse(&text).unwrap_err().to_string(),
+            "config /etc/raftkv/node1.toml: key `raft.election_ticks`: \
+             must be greater than raft.heartbeat_ticks"
+        );
+    }
+
+    #[test]
+    fn missing_required_keys_are_named() {
+        expect_key(
+            &MINIMAL.replace("cluster_id = 7\n", ""),
+            "cluster_id",
+            "missing field",
+        );
+        expect_key(
+            &MINIMAL.replace("client_addr = \"127.0.0.1:8002\"\n", ""),
+            "members[1].client_addr",
+            "missing field",
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        expect_key(&format!("colour = 3\n{MINIMAL}"), "colour", "unknown field");
+        expect_key(
+            &format!("{MINIMAL}\n[raft]\nelection_tick = 3\n"),
+            "raft.election_tick",
+            "unknown field",
+        );
+        expect_key(
+            &format!("{MINIMAL}\n[raf]\ntick_ms = 3\n"),
+            "raf",
+            "unknown field",
+        );
+        expect_key(
+            &MINIMAL.replacen("id = 1", "id = 1\nweight = 2", 1),
+            "members[0].weight",
+            "unknown field",
+        );
+    }
+
+    #[test]
+    fn type_errors_are_named() {
+        expect_key(
+            &MINIMAL.replace("node_id = 2", "node_id = \"two\""),
+            "node_id",
+            "",
+        );
+        expect_key(
+            &format!("{MINIMAL}\n[raft]\ntick_ms = -5\n"),
+            "raft.tick_ms",
+            "",
+        );
+        expect_key(
+            &format!("{MINIMAL}\n[storage]\nfsync = \"sometimes\"\n"),
+            "storage.fsync",
+            "sometimes",
+        );
+        expect_key(
+            &format!("{MINIMAL}\n[log]\nlevel = \"loud\"\n"),
+            "log.level",
+            "loud",
+        );
+        expect_key(
+            &MINIMAL.replace("127.0.0.1:7001", "localhost"),
+            "members[0].peer_addr",
+            "",
+        );
+        expect_key(
+            &format!("{MINIMAL}\n[limits]\nframe_bytes_max = 5000000000\n"),
+            "limits.frame_bytes_max",
+            "",
+        );
+    }
+
+    #[test]
+    fn syntax_errors_give_line_and_column() {
+        let error = parse("node_id = 1\ncluster_id = = 2\n").unwrap_err();
+        match &error {
+            ConfigError::Syntax { line, .. } => assert_eq!(*line, 2, "{error}"),
+            other => panic!("expected a syntax error, got {other}"),
+        }
+        assert!(
+            error
+                .to_string()
+                .starts_with("config /etc/raftkv/node1.toml: line 2")
+        );
+    }
+
+    #[test]
+    fn unreadable_file_is_named() {
+        let error = Config::load(Path::new("/nonexistent/raftkv.toml")).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .starts_with("config /nonexistent/raftkv.toml: cannot read")
+        );
+    }
+}

@@ -1,0 +1,531 @@
+//! The buffers of one socket: bytes in, frames out; frames in, bytes out.
+//!
+//! Generic over `Read + Write` so tests drive it with mock streams and the event loop with
+//! `mio::net::TcpStream`. Reads drain until `WouldBlock` (edge-triggered readiness) but at
+//! most a caller-given number of bytes per call, so one busy socket cannot starve the loop;
+//! `Interrupted` is retried. Decoded frames are consumed by advancing a read cursor; the
+//! consumed prefix is dropped only when it is at least half of the buffer, so consuming is
+//! amortized O(1) per byte. Output is queued (or framed straight into the buffer) and
+//! written by [`Connection::flush`]; queuing past `output_bytes_max` unwritten bytes is
+//! refused, and the loop then disconnects the slow reader instead of growing memory.
+//!
+//! Invariants: `read_pos <= input.len()`, `write_pos <= output.len()`, and the unwritten
+//! output `output.len() - write_pos` never exceeds `output_bytes_max`.
+
+use std::io::{self, ErrorKind, Read, Write};
+
+use crate::codec::DecodeError;
+use crate::codec::frame::FrameCodec;
+
+/// Bytes requested from the socket per `read` call.
+const READ_CHUNK_BYTES: usize = 16 * 1024;
+
+/// An empty buffer with more capacity than this is shrunk, so one burst (a snapshot
+/// chunk, a large batch) does not pin its memory for the connection's lifetime.
+const IDLE_CAPACITY_MAX: usize = 256 * 1024;
+
+/// Consecutive `Interrupted` results tolerated in one call before giving up for this turn.
+const INTERRUPTED_RETRIES_MAX: u32 = 64;
+
+/// What one [`Connection::read_available`] call did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadOutcome {
+    /// Bytes appended to the input buffer.
+    pub bytes: usize,
+    /// The peer closed its side (read returned 0). Buffered input is still decodable.
+    pub closed: bool,
+    /// The socket reported `WouldBlock`: nothing more until the next readable event.
+    /// When `false` and not `closed`, the byte limit stopped the read and the loop must
+    /// read again on a later turn (an edge-triggered poll will not report it again).
+    pub drained: bool,
+}
+
+/// What one [`Connection::flush`] call did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlushOutcome {
+    /// Every queued byte was written.
+    Done,
+    /// The socket would block with bytes still queued: register WRITABLE interest.
+    Partial,
+}
+
+/// Queuing this output would exceed `output_bytes_max` unwritten bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("output buffer limit exceeded: {pending} bytes pending + {queued} queued > {max}")]
+pub struct OutputLimitExceeded {
+    /// Unwritten bytes before the refused queue call.
+    pub pending: usize,
+    /// Bytes the refused call tried to add.
+    pub queued: usize,
+    /// The configured limit.
+    pub max: usize,
+}
+
+/// One socket with its input and output buffers.
+#[derive(Debug)]
+pub struct Connection<S> {
+    stream: S,
+    input: Vec<u8>,
+    /// Invariant: bytes before `read_pos` have been consumed.
+    read_pos: usize,
+    output: Vec<u8>,
+    /// Invariant: bytes before `write_pos` have been written to the socket.
+    write_pos: usize,
+    output_bytes_max: usize,
+}
+
+impl<S: Read + Write> Connection<S> {
+    /// Wraps `stream`; at most `output_bytes_max` unwritten bytes may be queued.
+    pub fn new(stream: S, output_bytes_max: usize) -> Connection<S> {
+        Connection {
+            stream,
+            input: Vec::new(),
+            read_pos: 0,
+            output: Vec::new(),
+            write_pos: 0,
+            output_bytes_max,
+        }
+    }
+
+    /// The underlying stream (for poll registration).
+    pub fn stream(&self) -> &S {
+        &self.stream
+    }
+
+    /// The underlying stream, mutably (for poll registration).
+    pub fn stream_mut(&mut self) -> &mut S {
+        &mut self.stream
+    }
+
+    /// Reads until the socket would block, the peer closes, or about `limit` bytes were
+    /// read in this call (at least one chunk is attempted).
+    ///
+    /// # Errors
+    /// Any IO error other than `WouldBlock` and `Interrupted`; the connection is then dead.
+    pub fn read_available(&mut self, limit: usize) -> io::Result<ReadOutcome> {
+        self.compact_input();
+        let mut outcome = ReadOutcome {
+            bytes: 0,
+            closed: false,
+            drained: false,
+        };
+        let mut interrupted = 0;
+        loop {
+            if outcome.bytes >= limit && outcome.bytes > 0 {
+                return Ok(outcome);
+            }
+            let start = self.input.len();
+            self.input.resize(start + READ_CHUNK_BYTES, 0);
+            let result = self.stream.read(&mut self.input[start..]);
+            let got = *result.as_ref().unwrap_or(&0);
+            self.input.truncate(start + got);
+            match result {
+                Ok(0) => {
+                    outcome.closed = true;
+                    return Ok(outcome);
+                }
+                Ok(n) => outcome.bytes += n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    outcome.drained = true;
+                    return Ok(outcome);
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {
+                    interrupted += 1;
+                    if interrupted >= INTERRUPTED_RETRIES_MAX {
+                        return Ok(outcome);
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The received bytes not yet consumed.
+    pub fn input(&self) -> &[u8] {
+        &self.input[self.read_pos..]
+    }
+
+    /// Marks the first `count` bytes of [`Connection::input`] as consumed.
+    ///
+    /// # Panics
+    /// If `count` exceeds the unconsumed input (a programming error).
+    pub fn consume(&mut self, count: usize) {
+        assert!(
+            count <= self.input.len() - self.read_pos,
+            "consumed past the input"
+        );
+        self.read_pos += count;
+    }
+
+    /// Decodes and consumes the next complete frame; `Ok(None)` when more bytes are needed.
+    ///
+    /// # Errors
+    /// [`DecodeError`] when the frame is invalid (e.g. too large): close the connection.
+    pub fn next_frame(&mut self, codec: &FrameCodec) -> Result<Option<&[u8]>, DecodeError> {
+        let start = self.read_pos;
+        let Some((consumed, body)) = codec.decode(&self.input[start..])? else {
+            return Ok(None);
+        };
+        let body_len = body.len();
+        self.read_pos += consumed;
+        let end = start + consumed;
+        Ok(Some(&self.input[end - body_len..end]))
+    }
+
+    /// Queues raw bytes for sending.
+    ///
+    /// # Errors
+    /// [`OutputLimitExceeded`] (nothing is queued): disconnect this peer.
+    pub fn queue(&mut self, bytes: &[u8]) -> Result<(), OutputLimitExceeded> {
+        self.check_room(bytes.len())?;
+        self.output.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    /// Encodes one frame straight into the output buffer, the body written by `write_body`.
+    ///
+    /// # Errors
+    /// [`OutputLimitExceeded`] (the frame is taken back out): disconnect this peer.
+    ///
+    /// # Panics
+    /// If the body exceeds the codec's frame limit (see [`FrameCodec::encode_with`]).
+    pub fn queue_frame(
+        &mut self,
+        codec: &FrameCodec,
+        write_body: impl FnOnce(&mut Vec<u8>),
+    ) -> Result<(), OutputLimitExceeded> {
+        let start = self.output.len();
+        codec.encode_with(&mut self.output, write_body);
+        let added = self.output.len() - start;
+        let room = self.check_room_after(added);
+        if room.is_err() {
+            self.output.truncate(start);
+        }
+        room
+    }
+
+    /// Unwritten output bytes.
+    pub fn pending_output_bytes(&self) -> usize {
+        self.output.len() - self.write_pos
+    }
+
+    /// Writes queued output until done or the socket would block.
+    ///
+    /// # Errors
+    /// Any IO error other than `WouldBlock` and `Interrupted`, and `WriteZero` when the
+    /// socket accepts no bytes; the connection is then dead.
+    pub fn flush(&mut self) -> io::Result<FlushOutcome> {
+        let mut interrupted = 0;
+        while self.write_pos < self.output.len() {
+            match self.stream.write(&self.output[self.write_pos..]) {
+                Ok(0) => return Err(ErrorKind::WriteZero.into()),
+                Ok(n) => self.write_pos += n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    self.compact_output();
+                    return Ok(FlushOutcome::Partial);
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {
+                    interrupted += 1;
+                    if interrupted >= INTERRUPTED_RETRIES_MAX {
+                        self.compact_output();
+                        return Ok(FlushOutcome::Partial);
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        self.output.clear();
+        self.output.shrink_to(IDLE_CAPACITY_MAX);
+        self.write_pos = 0;
+        Ok(FlushOutcome::Done)
+    }
+
+    fn check_room(&self, adding: usize) -> Result<(), OutputLimitExceeded> {
+        self.limit_error(self.pending_output_bytes(), adding)
+    }
+
+    /// Like `check_room` for `added` bytes already appended to `output`.
+    fn check_room_after(&self, added: usize) -> Result<(), OutputLimitExceeded> {
+        self.limit_error(self.pending_output_bytes() - added, added)
+    }
+
+    fn limit_error(&self, pending: usize, adding: usize) -> Result<(), OutputLimitExceeded> {
+        if pending.saturating_add(adding) > self.output_bytes_max {
+            return Err(OutputLimitExceeded {
+                pending,
+                queued: adding,
+                max: self.output_bytes_max,
+            });
+        }
+        Ok(())
+    }
+
+    /// Drops the consumed input prefix once it is at least half the buffer (amortized O(1)).
+    fn compact_input(&mut self) {
+        if self.read_pos == self.input.len() {
+            self.input.clear();
+            self.input.shrink_to(IDLE_CAPACITY_MAX);
+            self.read_pos = 0;
+        } else if self.read_pos >= self.input.len() / 2 {
+            self.input.drain(..self.read_pos);
+            self.read_pos = 0;
+        }
+    }
+
+    /// Drops the written output prefix once it is at least half the buffer.
+    fn compact_output(&mut self) {
+        if self.write_pos >= self.output.len() / 2 {
+            self.output.drain(..self.write_pos);
+            self.write_pos = 0;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Goal: the buffers survive every socket behaviour the loop can meet: short reads,
+    //! `WouldBlock`, `Interrupted`, partial writes, EOF, errors. Method: a scripted stream.
+    use super::*;
+    use std::collections::VecDeque;
+
+    /// One scripted result per read or write call; an empty script means `WouldBlock`.
+    #[derive(Debug, Default)]
+    struct MockStream {
+        reads: VecDeque<io::Result<Vec<u8>>>,
+        /// Each entry: how many bytes the next write accepts, or an error.
+        writes: VecDeque<io::Result<usize>>,
+        written: Vec<u8>,
+        read_calls: usize,
+    }
+
+    impl Read for MockStream {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.read_calls += 1;
+            match self.reads.pop_front() {
+                None => Err(ErrorKind::WouldBlock.into()),
+                Some(Err(e)) => Err(e),
+                Some(Ok(mut bytes)) => {
+                    let n = bytes.len().min(buf.len());
+                    buf[..n].copy_from_slice(&bytes[..n]);
+                    if n < bytes.len() {
+                        self.reads.push_front(Ok(bytes.split_off(n)));
+                    }
+                    Ok(n)
+                }
+            }
+        }
+    }
+
+    impl Write for MockStream {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            match self.writes.pop_front() {
+                None => Err(ErrorKind::WouldBlock.into()),
+                Some(Err(e)) => Err(e),
+                Some(Ok(n)) => {
+                    let n = n.min(buf.len());
+                    self.written.extend_from_slice(&buf[..n]);
+                    Ok(n)
+                }
+            }
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn frame(body: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        FrameCodec::new(1024).encode_with(&mut out, |b| b.extend_from_slice(body));
+        out
+    }
+
+    fn connection(reads: Vec<io::Result<Vec<u8>>>) -> Connection<MockStream> {
+        let stream = MockStream {
+            reads: reads.into(),
+            ..MockStream::default()
+        };
+        Connection::new(stream, 100)
+    }
+
+    #[test]
+    fn reads_until_would_block_retrying_interrupted() {
+        let mut conn = connection(vec![
+            Ok(b"ab".to_vec()),
+            Err(ErrorKind::Interrupted.into()),
+            Ok(b"cd".to_vec()),
+        ]);
+        let outcome = conn.read_available(1 << 20).unwrap();
+        assert_eq!(
+            outcome,
+            ReadOutcome {
+                bytes: 4,
+                closed: false,
+                drained: true
+            }
+        );
+        assert_eq!(conn.input(), b"abcd");
+    }
+
+    #[test]
+    fn byte_limit_stops_reading_and_says_not_drained() {
+        let big = vec![7u8; 3 * READ_CHUNK_BYTES];
+        let mut conn = connection(vec![Ok(big)]);
+        let first = conn.read_available(READ_CHUNK_BYTES).unwrap();
+        assert_eq!(
+            first,
+            ReadOutcome {
+                bytes: READ_CHUNK_BYTES,
+                closed: false,
+                drained: false
+            }
+        );
+        let second = conn.read_available(usize::MAX).unwrap();
+        assert_eq!(second.bytes, 2 * READ_CHUNK_BYTES);
+        assert!(second.drained);
+        assert_eq!(conn.input().len(), 3 * READ_CHUNK_BYTES);
+    }
+
+    #[test]
+    fn eof_is_reported_with_the_bytes_before_it() {
+        let mut conn = connection(vec![Ok(b"xyz".to_vec()), Ok(Vec::new())]);
+        let outcome = conn.read_available(1 << 20).unwrap();
+        assert_eq!(
+            outcome,
+            ReadOutcome {
+                bytes: 3,
+                closed: true,
+                drained: false
+            }
+        );
+        assert_eq!(conn.input(), b"xyz");
+    }
+
+    #[test]
+    fn read_errors_are_returned() {
+        let mut conn = connection(vec![Err(ErrorKind::ConnectionReset.into())]);
+        let error = conn.read_available(1 << 20).unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::ConnectionReset);
+    }
+
+    #[test]
+    fn endless_interrupts_end_the_call_without_error() {
+        let reads = (0..1000)
+            .map(|_| Err(ErrorKind::Interrupted.into()))
+            .collect();
+        let mut conn = connection(reads);
+        let outcome = conn.read_available(1 << 20).unwrap();
+        assert_eq!(
+            outcome,
+            ReadOutcome {
+                bytes: 0,
+                closed: false,
+                drained: false
+            }
+        );
+        assert_eq!(conn.stream().read_calls, INTERRUPTED_RETRIES_MAX as usize);
+    }
+
+    #[test]
+    fn frames_split_across_reads_are_decoded_in_order() {
+        let mut bytes = frame(b"one");
+        bytes.extend(frame(b""));
+        bytes.extend(frame(b"three"));
+        let codec = FrameCodec::new(1024);
+        // Deliver the stream one byte per read, decoding after each.
+        let mut conn = connection(bytes.iter().map(|b| Ok(vec![*b])).collect());
+        let mut frames = Vec::new();
+        for _ in 0..bytes.len() {
+            conn.read_available(1).unwrap();
+            while let Some(body) = conn.next_frame(&codec).unwrap() {
+                frames.push(body.to_vec());
+            }
+        }
+        assert_eq!(
+            frames,
+            vec![b"one".to_vec(), b"".to_vec(), b"three".to_vec()]
+        );
+        assert!(conn.input().is_empty());
+    }
+
+    #[test]
+    fn oversized_frame_is_an_error() {
+        let mut conn = connection(vec![Ok(u32::MAX.to_le_bytes().to_vec())]);
+        conn.read_available(1 << 20).unwrap();
+        let error = conn.next_frame(&FrameCodec::new(1024)).unwrap_err();
+        assert!(matches!(error, DecodeError::TooLarge { .. }));
+    }
+
+    #[test]
+    fn consumed_input_is_compacted_and_the_rest_kept() {
+        let mut conn = connection(vec![Ok(b"0123456789".to_vec()), Ok(b"ab".to_vec())]);
+        conn.read_available(1).unwrap();
+        conn.consume(8);
+        assert_eq!(conn.input(), b"89");
+        conn.read_available(1).unwrap();
+        assert_eq!(conn.read_pos, 0, "prefix dropped before reading");
+        assert_eq!(conn.input(), b"89ab");
+    }
+
+    #[test]
+    fn partial_writes_resume_where_they_stopped() {
+        let mut conn = connection(Vec::new());
+        conn.queue(b"hello world").unwrap();
+        conn.stream_mut().writes = vec![Ok(3), Err(ErrorKind::Interrupted.into()), Ok(2)].into();
+        assert_eq!(conn.flush().unwrap(), FlushOutcome::Partial);
+        assert_eq!(conn.pending_output_bytes(), 6);
+        conn.queue(b"!").unwrap();
+        conn.stream_mut().writes = vec![Ok(100)].into();
+        assert_eq!(conn.flush().unwrap(), FlushOutcome::Done);
+        assert_eq!(conn.stream().written, b"hello world!");
+        assert_eq!(conn.pending_output_bytes(), 0);
+    }
+
+    #[test]
+    fn write_errors_and_write_zero_are_returned() {
+        let mut conn = connection(Vec::new());
+        conn.queue(b"x").unwrap();
+        conn.stream_mut().writes = vec![Err(ErrorKind::BrokenPipe.into())].into();
+        assert_eq!(conn.flush().unwrap_err().kind(), ErrorKind::BrokenPipe);
+        conn.stream_mut().writes = vec![Ok(0)].into();
+        assert_eq!(conn.flush().unwrap_err().kind(), ErrorKind::WriteZero);
+    }
+
+    #[test]
+    fn output_limit_refuses_and_leaves_the_buffer_unchanged() {
+        let codec = FrameCodec::new(1024);
+        let mut conn = connection(Vec::new());
+        conn.queue(&[1; 90]).unwrap();
+        assert_eq!(
+            conn.queue(&[2; 11]),
+            Err(OutputLimitExceeded {
+                pending: 90,
+                queued: 11,
+                max: 100
+            })
+        );
+        conn.queue_frame(&codec, |b| b.extend_from_slice(&[3; 6]))
+            .unwrap();
+        assert_eq!(conn.pending_output_bytes(), 100);
+        let refused = conn.queue_frame(&codec, |b| b.push(4));
+        assert_eq!(
+            refused,
+            Err(OutputLimitExceeded {
+                pending: 100,
+                queued: 5,
+                max: 100
+            })
+        );
+        assert_eq!(conn.pending_output_bytes(), 100);
+        // Written bytes no longer count against the limit.
+        conn.stream_mut().writes = vec![Ok(50)].into();
+        assert_eq!(conn.flush().unwrap(), FlushOutcome::Partial);
+        conn.queue(&[5; 50]).unwrap();
+        conn.stream_mut().writes = vec![Ok(1000)].into();
+        assert_eq!(conn.flush().unwrap(), FlushOutcome::Done);
+        let mut want = vec![1; 90];
+        want.extend(frame(&[3; 6]));
+        want.extend([5; 50]);
+        assert_eq!(conn.stream().written, want);
+    }
+}

@@ -1,0 +1,359 @@
+//! The node's counters, gauges and histograms, and their rendering for the Metrics reply.
+//!
+//! The event loop calls the `on_*`/`record_*`/`set_*` methods as things happen; nothing
+//! here reads a clock or does IO (durations are measured by the caller and passed in).
+//! [`Metrics::render`] flattens everything into `(name, value)` pairs with stable names,
+//! documented in `docs/CONFIG.md` ("Metrics"): renaming one is a breaking change for
+//! whoever scrapes them.
+//!
+//! Invariant: counters only grow; gauges hold the last value set.
+
+use std::collections::BTreeMap;
+
+use hdrhistogram::Histogram;
+
+use crate::raft::message::NodeId;
+
+/// Largest fsync latency the histogram tracks exactly (60 s); longer ones are clamped.
+const FSYNC_LATENCY_US_MAX: u64 = 60_000_000;
+
+/// Largest number of entries per fsync tracked exactly; larger batches are clamped.
+const ENTRIES_PER_FSYNC_MAX: u64 = 10_000_000;
+
+/// Traffic and link state of one peer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PeerMetrics {
+    /// Whether a link to the peer is currently up (handshake done).
+    pub connected: bool,
+    /// Links established.
+    pub connects: u64,
+    /// Links lost.
+    pub disconnects: u64,
+    /// Messages sent to the peer.
+    pub messages_sent: u64,
+    /// Bytes (framed) sent to the peer.
+    pub bytes_sent: u64,
+    /// Messages received from the peer.
+    pub messages_received: u64,
+    /// Bytes (framed) received from the peer.
+    pub bytes_received: u64,
+}
+
+/// Everything the node counts about itself.
+#[derive(Debug)]
+pub struct Metrics {
+    proposals: u64,
+    commit_index: u64,
+    committed_entries: u64,
+    applied_index: u64,
+    elections_started: u64,
+    elections_won: u64,
+    leader_changes: u64,
+    fsync_count: u64,
+    fsync_slow_count: u64,
+    slow_fsync_us: u64,
+    fsync_latency_us: Histogram<u64>,
+    /// Entries made durable by each fsync: the group-commit factor.
+    entries_per_fsync: Histogram<u64>,
+    fsync_entries_sum: u64,
+    loop_turns: u64,
+    loop_slow_turns: u64,
+    log_bytes: u64,
+    snapshot_bytes: u64,
+    snapshots_taken: u64,
+    peers: BTreeMap<NodeId, PeerMetrics>,
+}
+
+impl Metrics {
+    /// Empty metrics; fsyncs longer than `slow_fsync_us` microseconds count as slow.
+    pub fn new(slow_fsync_us: u64) -> Metrics {
+        Metrics {
+            proposals: 0,
+            commit_index: 0,
+            committed_entries: 0,
+            applied_index: 0,
+            elections_started: 0,
+            elections_won: 0,
+            leader_changes: 0,
+            fsync_count: 0,
+            fsync_slow_count: 0,
+            slow_fsync_us,
+            fsync_latency_us: histogram(FSYNC_LATENCY_US_MAX),
+            entries_per_fsync: histogram(ENTRIES_PER_FSYNC_MAX),
+            fsync_entries_sum: 0,
+            loop_turns: 0,
+            loop_slow_turns: 0,
+            log_bytes: 0,
+            snapshot_bytes: 0,
+            snapshots_taken: 0,
+            peers: BTreeMap::new(),
+        }
+    }
+
+    /// A client proposal was handed to Raft.
+    pub fn on_proposal(&mut self) {
+        self.proposals += 1;
+    }
+
+    /// The commit index moved to `commit_index`; the entries in between count as commits.
+    pub fn on_commit(&mut self, commit_index: u64) {
+        self.committed_entries += commit_index.saturating_sub(self.commit_index);
+        self.commit_index = self.commit_index.max(commit_index);
+    }
+
+    /// Entries up to `applied_index` were applied to the state machine.
+    pub fn on_apply(&mut self, applied_index: u64) {
+        self.applied_index = applied_index;
+    }
+
+    /// This node started an election (became candidate).
+    pub fn on_election_started(&mut self) {
+        self.elections_started += 1;
+    }
+
+    /// This node won an election (became leader).
+    pub fn on_election_won(&mut self) {
+        self.elections_won += 1;
+    }
+
+    /// The leader this node knows of changed (including to "none").
+    pub fn on_leader_change(&mut self) {
+        self.leader_changes += 1;
+    }
+
+    /// One fsync took `latency_us` and made `entries` entries durable. Returns whether it
+    /// was slower than the threshold, so the caller logs the warning.
+    pub fn record_fsync(&mut self, latency_us: u64, entries: u64) -> bool {
+        self.fsync_count += 1;
+        self.fsync_latency_us.saturating_record(latency_us);
+        self.entries_per_fsync.saturating_record(entries);
+        self.fsync_entries_sum += entries;
+        let slow = latency_us > self.slow_fsync_us;
+        if slow {
+            self.fsync_slow_count += 1;
+        }
+        slow
+    }
+
+    /// One loop turn ended; `slow` when it took longer than the caller's threshold.
+    pub fn on_loop_turn(&mut self, slow: bool) {
+        self.loop_turns += 1;
+        if slow {
+            self.loop_slow_turns += 1;
+        }
+    }
+
+    /// The WAL now occupies `bytes` on disk.
+    pub fn set_log_bytes(&mut self, bytes: u64) {
+        self.log_bytes = bytes;
+    }
+
+    /// A snapshot of `bytes` bytes was written (or installed).
+    pub fn on_snapshot(&mut self, bytes: u64) {
+        self.snapshots_taken += 1;
+        self.snapshot_bytes = bytes;
+    }
+
+    /// A link to `peer` completed its handshake.
+    pub fn on_peer_connected(&mut self, peer: NodeId) {
+        let stats = self.peers.entry(peer).or_default();
+        stats.connected = true;
+        stats.connects += 1;
+    }
+
+    /// The link to `peer` was lost (only counted if it was up).
+    pub fn on_peer_disconnected(&mut self, peer: NodeId) {
+        let stats = self.peers.entry(peer).or_default();
+        if stats.connected {
+            stats.connected = false;
+            stats.disconnects += 1;
+        }
+    }
+
+    /// One message of `bytes` bytes was queued for `peer`.
+    pub fn on_message_sent(&mut self, peer: NodeId, bytes: u64) {
+        let stats = self.peers.entry(peer).or_default();
+        stats.messages_sent += 1;
+        stats.bytes_sent += bytes;
+    }
+
+    /// One message of `bytes` bytes arrived from `peer`.
+    pub fn on_message_received(&mut self, peer: NodeId, bytes: u64) {
+        let stats = self.peers.entry(peer).or_default();
+        stats.messages_received += 1;
+        stats.bytes_received += bytes;
+    }
+
+    /// The counters of `peer`, if anything was recorded for it.
+    pub fn peer(&self, peer: NodeId) -> Option<&PeerMetrics> {
+        self.peers.get(&peer)
+    }
+
+    /// Every metric as `(name, value)`, in a stable order; names are documented in
+    /// `docs/CONFIG.md`.
+    pub fn render(&self) -> Vec<(String, u64)> {
+        let mut out: Vec<(String, u64)> = [
+            ("raft.proposals", self.proposals),
+            ("raft.commit_index", self.commit_index),
+            ("raft.committed_entries", self.committed_entries),
+            ("raft.applied_index", self.applied_index),
+            ("raft.elections_started", self.elections_started),
+            ("raft.elections_won", self.elections_won),
+            ("raft.leader_changes", self.leader_changes),
+            ("loop.turns", self.loop_turns),
+            ("loop.slow_turns", self.loop_slow_turns),
+            ("storage.fsync.count", self.fsync_count),
+            ("storage.fsync.slow_count", self.fsync_slow_count),
+        ]
+        .into_iter()
+        .map(|(name, value)| (name.to_string(), value))
+        .collect();
+        push_percentiles(&mut out, "storage.fsync.latency_us", &self.fsync_latency_us);
+        out.push((
+            "storage.fsync.entries.sum".to_string(),
+            self.fsync_entries_sum,
+        ));
+        push_percentiles(&mut out, "storage.fsync.entries", &self.entries_per_fsync);
+        out.push(("storage.log_bytes".to_string(), self.log_bytes));
+        out.push(("storage.snapshot_bytes".to_string(), self.snapshot_bytes));
+        out.push(("storage.snapshots_taken".to_string(), self.snapshots_taken));
+        for (id, peer) in &self.peers {
+            let fields = [
+                ("connected", u64::from(peer.connected)),
+                ("connects", peer.connects),
+                ("disconnects", peer.disconnects),
+                ("messages_sent", peer.messages_sent),
+                ("bytes_sent", peer.bytes_sent),
+                ("messages_received", peer.messages_received),
+                ("bytes_received", peer.bytes_received),
+            ];
+            for (field, value) in fields {
+                out.push((format!("peer.{id}.{field}"), value));
+            }
+        }
+        out
+    }
+}
+
+fn histogram(high: u64) -> Histogram<u64> {
+    // Constant, valid bounds (1 <= high, 3 significant figures): creation cannot fail.
+    Histogram::new_with_bounds(1, high, 3).expect("constant histogram bounds are valid")
+}
+
+fn push_percentiles(out: &mut Vec<(String, u64)>, prefix: &str, histogram: &Histogram<u64>) {
+    let quantiles = [("p50", 0.5), ("p99", 0.99), ("p999", 0.999)];
+    for (name, quantile) in quantiles {
+        out.push((
+            format!("{prefix}.{name}"),
+            histogram.value_at_quantile(quantile),
+        ));
+    }
+    out.push((format!("{prefix}.max"), histogram.max()));
+}
+
+#[cfg(test)]
+mod tests {
+    //! Goal: every recorded event shows up under its documented name with the right value.
+    use super::*;
+
+    fn value(rendered: &[(String, u64)], name: &str) -> u64 {
+        rendered
+            .iter()
+            .find(|(n, _)| n == name)
+            .unwrap_or_else(|| panic!("metric {name} missing"))
+            .1
+    }
+
+    #[test]
+    fn fresh_metrics_render_zeroes_and_no_peers() {
+        let rendered = Metrics::new(100_000).render();
+        assert!(rendered.iter().all(|(_, v)| *v == 0));
+        assert!(rendered.iter().all(|(n, _)| !n.starts_with("peer.")));
+        assert_eq!(rendered.len(), 23);
+    }
+
+    #[test]
+    fn raft_counters_and_gauges() {
+        let mut m = Metrics::new(100_000);
+        m.on_proposal();
+        m.on_proposal();
+        m.on_commit(5);
+        m.on_commit(3); // a stale report never moves the index back
+        m.on_commit(9);
+        m.on_apply(7);
+        m.on_election_started();
+        m.on_election_started();
+        m.on_election_won();
+        m.on_leader_change();
+        m.on_loop_turn(false);
+        m.on_loop_turn(true);
+        let r = m.render();
+        let want = [
+            ("raft.proposals", 2),
+            ("raft.commit_index", 9),
+            ("raft.committed_entries", 9),
+            ("raft.applied_index", 7),
+            ("raft.elections_started", 2),
+            ("raft.elections_won", 1),
+            ("raft.leader_changes", 1),
+            ("loop.turns", 2),
+            ("loop.slow_turns", 1),
+        ];
+        for (i, (name, v)) in want.iter().enumerate() {
+            assert_eq!(value(&r, name), *v, "#{i}: {name}");
+        }
+    }
+
+    #[test]
+    fn fsync_histograms_and_slow_count() {
+        let mut m = Metrics::new(100_000);
+        for i in 1..=1000u64 {
+            assert!(!m.record_fsync(i * 10, 4));
+        }
+        assert!(m.record_fsync(250_000, 100));
+        let r = m.render();
+        assert_eq!(value(&r, "storage.fsync.count"), 1001);
+        assert_eq!(value(&r, "storage.fsync.slow_count"), 1);
+        let p50 = value(&r, "storage.fsync.latency_us.p50");
+        assert!((4_990..=5_020).contains(&p50), "p50 {p50}");
+        let max = value(&r, "storage.fsync.latency_us.max");
+        assert!((249_000..=251_000).contains(&max), "max {max}");
+        assert_eq!(value(&r, "storage.fsync.entries.sum"), 4100);
+        assert_eq!(value(&r, "storage.fsync.entries.p50"), 4);
+        assert_eq!(value(&r, "storage.fsync.entries.max"), 100);
+    }
+
+    #[test]
+    fn peer_traffic_and_link_state() {
+        let mut m = Metrics::new(100_000);
+        m.on_peer_disconnected(3); // never connected: not a disconnect
+        m.on_peer_connected(2);
+        m.on_message_sent(2, 100);
+        m.on_message_sent(2, 50);
+        m.on_message_received(2, 30);
+        m.on_peer_disconnected(2);
+        m.on_peer_connected(2);
+        let r = m.render();
+        assert_eq!(value(&r, "peer.2.connected"), 1);
+        assert_eq!(value(&r, "peer.2.connects"), 2);
+        assert_eq!(value(&r, "peer.2.disconnects"), 1);
+        assert_eq!(value(&r, "peer.2.messages_sent"), 2);
+        assert_eq!(value(&r, "peer.2.bytes_sent"), 150);
+        assert_eq!(value(&r, "peer.2.messages_received"), 1);
+        assert_eq!(value(&r, "peer.2.bytes_received"), 30);
+        assert_eq!(value(&r, "peer.3.disconnects"), 0);
+        assert_eq!(value(&r, "peer.3.connected"), 0);
+    }
+
+    #[test]
+    fn storage_sizes() {
+        let mut m = Metrics::new(1);
+        m.set_log_bytes(4096);
+        m.on_snapshot(1000);
+        m.on_snapshot(2000);
+        let r = m.render();
+        assert_eq!(value(&r, "storage.log_bytes"), 4096);
+        assert_eq!(value(&r, "storage.snapshot_bytes"), 2000);
+        assert_eq!(value(&r, "storage.snapshots_taken"), 2);
+    }
+}
