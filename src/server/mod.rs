@@ -7,5 +7,6 @@
 
 pub mod backoff;
 pub mod connection;
+pub mod local;
 pub mod metrics;
 pub mod timer;
