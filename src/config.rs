@@ -602,6 +602,44 @@ client_addr = "127.0.0.1:8002"
     }
 
     #[test]
+    fn every_key_is_in_the_embedded_default_and_documented() {
+        let docs = include_str!("../docs/CONFIG.md");
+        // Serializing a full config lists every key the struct knows.
+        let config = parse(MINIMAL).unwrap();
+        let all: toml::Table = toml::from_str(&config.to_toml().unwrap()).unwrap();
+        let embedded: toml::Table = toml::from_str(DEFAULT_LOCAL_TOML).unwrap();
+        let mut checked = 0;
+        for (key, value) in &all {
+            assert!(
+                embedded.contains_key(key),
+                "{key} missing from config/local.toml"
+            );
+            let leaves: Vec<String> = match value {
+                toml::Value::Table(table) => {
+                    assert_eq!(
+                        embedded[key].as_table().map(|t| t.len()),
+                        Some(table.len()),
+                        "[{key}] of config/local.toml"
+                    );
+                    table.keys().cloned().collect()
+                }
+                toml::Value::Array(_) => {
+                    vec!["id".into(), "peer_addr".into(), "client_addr".into()]
+                }
+                _ => vec![key.clone()],
+            };
+            for leaf in leaves {
+                assert!(
+                    docs.contains(&format!("| `{leaf}` |")),
+                    "{key}.{leaf} not in CONFIG.md"
+                );
+                checked += 1;
+            }
+        }
+        assert_eq!(checked, 23);
+    }
+
+    #[test]
     fn to_toml_round_trips() {
         let config = parse(MINIMAL).unwrap();
         let text = config.to_toml().unwrap();

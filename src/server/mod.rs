@@ -1,11 +1,12 @@
 //! The node server: one thread, one mio event loop, and the independent parts it uses.
 //!
-//! [`timer`] (hashed timer wheel), [`backoff`] (reconnect delays), [`connection`]
-//! (per-socket buffers) and [`metrics`] are sans-IO or generic over the stream so they
-//! are unit-tested without sockets or clocks; [`local`] starts a loopback cluster of
-//! child processes for `raftkv-server local`.
+//! [`timer`] (hashed timer wheel) and [`backoff`] (reconnect delays) are sans-IO: time
+//! and randomness are passed in. [`connection`] (per-socket buffers) is generic over the
+//! stream, so it is tested with mock streams. [`metrics`] holds the node's counters.
+//! [`local`] starts a loopback cluster of child processes for `raftkv-server local`.
 
 pub mod backoff;
 pub mod connection;
+pub mod local;
 pub mod metrics;
 pub mod timer;
