@@ -15,12 +15,14 @@
 //! Invariant: `expiry` holds exactly one `(last_active_index, client_id)` pair per session.
 
 use std::collections::{BTreeSet, VecDeque};
+use std::sync::Arc;
 
 use super::command::CommandResult;
 use super::shards::{Shards, ShardsView};
 
-/// Shards of the session table (few sessions compared to keys; see [`Shards`]).
-const SESSION_SHARDS: usize = 256;
+/// Shards of the session table (fewer sessions than keys; see [`Shards`]). Sessions are
+/// `Arc`-shared too, so a shard copy does not copy recorded results.
+const SESSION_SHARDS: usize = 1024;
 
 /// One client's session.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,7 +48,7 @@ pub(crate) enum Admission {
 /// All sessions plus the index that orders them by last use.
 #[derive(Debug, Clone)]
 pub(crate) struct SessionTable {
-    pub(crate) sessions: Shards<u64, SessionState>,
+    pub(crate) sessions: Shards<u64, Arc<SessionState>>,
     expiry: BTreeSet<(u64, u64)>,
 }
 
@@ -86,7 +88,7 @@ impl SessionTable {
     /// Adds a session (also used when restoring a snapshot).
     pub(crate) fn insert(&mut self, client_id: u64, state: SessionState) {
         self.expiry.insert((state.last_active_index, client_id));
-        if let Some(previous) = self.sessions.insert(client_id, state) {
+        if let Some(previous) = self.sessions.insert(client_id, Arc::new(state)) {
             self.expiry.remove(&(previous.last_active_index, client_id));
         }
     }
@@ -110,7 +112,7 @@ impl SessionTable {
     /// Decides whether write `seq` of `client_id`, applied at `index`, runs, and marks the
     /// session active at `index`.
     pub(crate) fn admit(&mut self, client_id: u64, seq: u64, index: u64) -> Admission {
-        let Some(state) = self.sessions.get_mut(&client_id) else {
+        let Some(state) = self.sessions.get_mut(&client_id).map(Arc::make_mut) else {
             return Admission::Answer(CommandResult::SessionExpired);
         };
         let previous_active = state.last_active_index;
@@ -135,7 +137,7 @@ impl SessionTable {
         result: &CommandResult,
         results_max: usize,
     ) {
-        let Some(state) = self.sessions.get_mut(&client_id) else {
+        let Some(state) = self.sessions.get_mut(&client_id).map(Arc::make_mut) else {
             return;
         };
         let position = match state.results.binary_search_by_key(&seq, |(s, _)| *s) {
@@ -151,7 +153,7 @@ impl SessionTable {
     }
 
     /// A point-in-time view for a snapshot.
-    pub(crate) fn view(&self) -> ShardsView<u64, SessionState> {
+    pub(crate) fn view(&self) -> ShardsView<u64, Arc<SessionState>> {
         self.sessions.view()
     }
 }

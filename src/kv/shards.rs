@@ -2,11 +2,13 @@
 //! one `Arc` clone per shard and can be encoded by a helper thread while the event loop
 //! keeps applying writes.
 //!
-//! Each shard is an `Arc<BTreeMap>`. [`Shards::view`] clones the `Arc`s. A later write to
-//! a shard that a view still shares copies that one shard first (`Arc::make_mut`), like
-//! the pages a forked redis child shares with its parent. So after a view is taken, the
-//! loop pays at most one shard copy per shard touched (a few hundred entries at 1M keys)
-//! and never more than one full copy of the map in total per view.
+//! Each shard is an `Arc<BTreeMap>`, allocated on its first insert. [`Shards::view`]
+//! clones the `Arc`s. A later write to a shard that a view still shares copies that one
+//! shard first (`Arc::make_mut`), like the pages a forked redis child shares with its
+//! parent. So after a view is taken, the loop pays at most one shard copy per shard
+//! touched and never more than one full copy of the map in total per view. Callers keep
+//! those copies cheap by storing `Arc`-shared keys and values: a shard copy then
+//! allocates only the B-tree nodes and bumps reference counts.
 //!
 //! Invariant: the shard of a key is a pure function of its bytes ([`ShardKey`]), so
 //! iteration order (shard by shard, keys sorted within a shard) and therefore snapshot
@@ -29,7 +31,7 @@ impl ShardKey for [u8] {
     }
 }
 
-impl ShardKey for Vec<u8> {
+impl ShardKey for Arc<[u8]> {
     fn shard_hash(&self) -> u32 {
         crc32fast::hash(self)
     }
@@ -49,8 +51,8 @@ impl ShardKey for u64 {
 #[derive(Debug, Clone)]
 pub(crate) struct Shards<K, V> {
     /// Invariant: the length is a power of two and every key sits in shard
-    /// `key.shard_hash() & (len - 1)`.
-    shards: Vec<Arc<BTreeMap<K, V>>>,
+    /// `key.shard_hash() & (len - 1)`; `None` is an empty shard never written.
+    shards: Vec<Option<Arc<BTreeMap<K, V>>>>,
     /// Invariant: the total number of entries over all shards.
     len: usize,
 }
@@ -60,7 +62,7 @@ impl<K: Ord + Clone + ShardKey, V: Clone> Shards<K, V> {
     pub(crate) fn new(shard_count: usize) -> Shards<K, V> {
         let count = shard_count.max(1).next_power_of_two();
         Shards {
-            shards: (0..count).map(|_| Arc::new(BTreeMap::new())).collect(),
+            shards: vec![None; count],
             len: 0,
         }
     }
@@ -80,7 +82,11 @@ impl<K: Ord + Clone + ShardKey, V: Clone> Shards<K, V> {
         K: Borrow<Q>,
         Q: Ord + ShardKey + ?Sized,
     {
-        self.shards[self.index_of(key)].get(key)
+        self.shards[self.index_of(key)].as_ref()?.get(key)
+    }
+
+    fn shard_mut(&mut self, index: usize) -> &mut BTreeMap<K, V> {
+        Arc::make_mut(self.shards[index].get_or_insert_with(Default::default))
     }
 
     /// Mutable access to the value of `key` (copies the shard if a view shares it).
@@ -90,13 +96,14 @@ impl<K: Ord + Clone + ShardKey, V: Clone> Shards<K, V> {
         Q: Ord + ShardKey + ?Sized,
     {
         let index = self.index_of(key);
-        Arc::make_mut(&mut self.shards[index]).get_mut(key)
+        self.shards[index].as_ref()?.get(key)?;
+        self.shard_mut(index).get_mut(key)
     }
 
     /// Sets `key` to `value`, returning the previous value.
     pub(crate) fn insert(&mut self, key: K, value: V) -> Option<V> {
         let index = self.index_of(&key);
-        let previous = Arc::make_mut(&mut self.shards[index]).insert(key, value);
+        let previous = self.shard_mut(index).insert(key, value);
         if previous.is_none() {
             self.len += 1;
         }
@@ -111,10 +118,8 @@ impl<K: Ord + Clone + ShardKey, V: Clone> Shards<K, V> {
     {
         let index = self.index_of(key);
         // Only copy a shared shard when the key is really there.
-        if !self.shards[index].contains_key(key) {
-            return None;
-        }
-        let removed = Arc::make_mut(&mut self.shards[index]).remove(key);
+        self.shards[index].as_ref()?.get(key)?;
+        let removed = self.shard_mut(index).remove(key);
         if removed.is_some() {
             self.len -= 1;
         }
@@ -134,7 +139,7 @@ impl<K: Ord + Clone + ShardKey, V: Clone> Shards<K, V> {
 /// can be handed to a helper thread.
 #[derive(Debug, Clone)]
 pub(crate) struct ShardsView<K, V> {
-    shards: Vec<Arc<BTreeMap<K, V>>>,
+    shards: Vec<Option<Arc<BTreeMap<K, V>>>>,
     len: usize,
 }
 
@@ -146,7 +151,7 @@ impl<K, V> ShardsView<K, V> {
 
     /// Entries in canonical order: shard by shard, sorted by key within a shard.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
-        self.shards.iter().flat_map(|shard| shard.iter())
+        self.shards.iter().flatten().flat_map(|shard| shard.iter())
     }
 }
 
@@ -156,12 +161,12 @@ mod tests {
 
     #[test]
     fn a_view_is_unaffected_by_later_writes() {
-        let mut map: Shards<Vec<u8>, u32> = Shards::new(8);
+        let mut map: Shards<Arc<[u8]>, u32> = Shards::new(8);
         for i in 0..100u32 {
-            map.insert(i.to_le_bytes().to_vec(), i);
+            map.insert(Arc::from(&i.to_le_bytes()[..]), i);
         }
         let view = map.view();
-        map.insert(b"new".to_vec(), 7);
+        map.insert(Arc::from(&b"new"[..]), 7);
         map.remove(&0u32.to_le_bytes()[..]);
         *map.get_mut(&1u32.to_le_bytes()[..]).unwrap() = 1000;
         assert_eq!(view.len(), 100);

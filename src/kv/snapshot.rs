@@ -19,13 +19,14 @@
 //! parsing and validates every length, so corrupt input is an error, never a panic.
 
 use std::io::{self, Write};
+use std::sync::Arc;
 
 use crate::codec::DecodeError;
 
 use super::command::{encode_result, read_result};
 use super::session::{SessionState, SessionTable};
 use super::shards::ShardsView;
-use super::store::{KvConfig, KvStore};
+use super::store::{Bytes, KvConfig, KvStore};
 use super::wire::{Reader, len_u32, put_bytes, put_u32, put_u64};
 
 /// The first eight bytes of a kv snapshot.
@@ -61,8 +62,8 @@ pub enum Error {
 #[derive(Debug, Clone)]
 pub struct SnapshotView {
     applied_index: u64,
-    data: ShardsView<Vec<u8>, Vec<u8>>,
-    sessions: ShardsView<u64, SessionState>,
+    data: ShardsView<Bytes, Bytes>,
+    sessions: ShardsView<u64, Arc<SessionState>>,
 }
 
 /// A writer that feeds everything it writes into a crc.
@@ -200,8 +201,8 @@ impl KvStore {
         let key_count = input.u64("key count").map_err(corrupt)?;
         let session_count = input.u64("session count").map_err(corrupt)?;
         for _ in 0..key_count {
-            let key = input.bytes("key").map_err(corrupt)?;
-            let value = input.bytes("value").map_err(corrupt)?;
+            let key = Bytes::from(input.slice("key").map_err(corrupt)?);
+            let value = Bytes::from(input.slice("value").map_err(corrupt)?);
             if store.data.insert(key, value).is_some() {
                 return Err(Error::Corrupt("duplicate key".to_owned()));
             }

@@ -5,13 +5,21 @@
 //! of its [`KvConfig`]; nothing reads a clock or a random source, so every replica that
 //! applies the same log holds the same state and produces byte-identical snapshots.
 
+use std::sync::Arc;
+
 use super::command::{Command, CommandResult, Op, OpResult, decode_command};
 use super::session::{Admission, SessionTable};
 use super::shards::Shards;
 
-/// Shards of the key space. At 1M keys a shard holds about 244 entries, which is what
-/// the first write to a shard copies while a snapshot view is alive.
-pub(crate) const DATA_SHARDS: usize = 4096;
+/// Shards of the key space. At 1M keys a shard holds about 61 entries, which is what
+/// the first write to a shard copies (B-tree nodes and reference counts, not bytes)
+/// while a snapshot view is alive. Shards are allocated on first use, so an empty store
+/// costs one 128 KiB vector of `None`.
+pub(crate) const DATA_SHARDS: usize = 16_384;
+
+/// Keys and values are shared, immutable byte strings, so copying a shard for
+/// copy-on-write never copies the bytes themselves.
+pub(crate) type Bytes = Arc<[u8]>;
 
 /// Parameters of the state machine. They are part of its deterministic behaviour:
 /// every replica of a cluster must use the same values.
@@ -37,15 +45,15 @@ impl Default for KvConfig {
 
 /// The replicated key-value map plus the client session table.
 ///
-/// The map is a set of copy-on-write `BTreeMap` shards rather than one `HashMap`: a
-/// point-in-time [`KvStore::snapshot_view`] then costs one `Arc` clone per shard and a
-/// helper thread can encode it while the loop goes on applying; `BTreeMap` (not
-/// `HashMap`) gives a deterministic iteration order, so snapshots are byte-identical on
-/// every replica, and has no per-process hash seed.
+/// The map is a set of copy-on-write `BTreeMap` shards of `Arc<[u8]>` keys and values
+/// rather than one `HashMap`: a point-in-time [`KvStore::snapshot_view`] then costs one
+/// `Arc` clone per shard and a helper thread can encode it while the loop goes on
+/// applying; `BTreeMap` (not `HashMap`) gives a deterministic iteration order, so
+/// snapshots are byte-identical on every replica, and has no per-process hash seed.
 #[derive(Debug, Clone)]
 pub struct KvStore {
     pub(crate) config: KvConfig,
-    pub(crate) data: Shards<Vec<u8>, Vec<u8>>,
+    pub(crate) data: Shards<Bytes, Bytes>,
     pub(crate) sessions: SessionTable,
     /// Invariant: the highest index given to `apply` or `advance_applied`.
     pub(crate) applied_index: u64,
@@ -70,7 +78,7 @@ impl KvStore {
     /// The value of `key` in the applied state (a local read: linearizable only after a
     /// ReadIndex round has confirmed the applied index, stale otherwise).
     pub fn get(&self, key: &[u8]) -> Option<&[u8]> {
-        self.data.get(key).map(Vec::as_slice)
+        self.data.get(key).map(|value| &value[..])
     }
 
     /// The number of keys.
@@ -156,7 +164,7 @@ impl KvStore {
     fn execute_write(&mut self, write: Command) -> CommandResult {
         match write {
             Command::Put { key, value, .. } => {
-                self.data.insert(key, value);
+                self.data.insert(Bytes::from(key), Bytes::from(value));
                 CommandResult::Ok
             }
             Command::Delete { key, .. } => match self.data.remove(&key[..]) {
@@ -168,7 +176,7 @@ impl KvStore {
             } => {
                 let current = self.get(&key);
                 if current == expected.as_deref() {
-                    self.data.insert(key, new);
+                    self.data.insert(Bytes::from(key), Bytes::from(new));
                     CommandResult::Ok
                 } else {
                     CommandResult::CasFailed {
@@ -200,7 +208,7 @@ impl KvStore {
     fn execute_op(&mut self, op: Op) -> OpResult {
         match op {
             Op::Put { key, value } => {
-                self.data.insert(key, value);
+                self.data.insert(Bytes::from(key), Bytes::from(value));
                 OpResult::Done
             }
             Op::Delete { key } => {
@@ -419,7 +427,7 @@ mod tests {
                 apply_model(&mut model, &command);
             }
             let got: BTreeMap<Vec<u8>, Vec<u8>> =
-                store.data.view().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+                store.data.view().iter().map(|(k, v)| (k.to_vec(), v.to_vec())).collect();
             prop_assert_eq!(store.len(), model.len());
             prop_assert_eq!(got, model);
         }
