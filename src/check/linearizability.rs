@@ -771,6 +771,121 @@ mod tests {
         );
     }
 
+    /// The reference semantics, by exhaustion: some subset of the unknown operations plus
+    /// every known one, in some order respecting real time, replays on a register.
+    fn brute_force(history: &[Operation]) -> bool {
+        let known: Vec<usize> = (0..history.len())
+            .filter(|&i| !matches!(history[i].outcome, Outcome::Unknown | Outcome::Failed))
+            .collect();
+        let unknown: Vec<usize> = (0..history.len())
+            .filter(|&i| history[i].outcome == Outcome::Unknown)
+            .collect();
+        (0..1u32 << unknown.len()).any(|mask| {
+            let mut chosen = known.clone();
+            chosen.extend(
+                (0..unknown.len())
+                    .filter(|b| mask & (1 << b) != 0)
+                    .map(|b| unknown[b]),
+            );
+            permutations_replay(history, &mut chosen, 0)
+        })
+    }
+
+    fn permutations_replay(history: &[Operation], order: &mut Vec<usize>, at: usize) -> bool {
+        if at == order.len() {
+            return replays(history, order);
+        }
+        for i in at..order.len() {
+            order.swap(at, i);
+            if permutations_replay(history, order, at + 1) {
+                order.swap(at, i);
+                return true;
+            }
+            order.swap(at, i);
+        }
+        false
+    }
+
+    fn replays(history: &[Operation], order: &[usize]) -> bool {
+        let precedes =
+            |a: &Operation, b: &Operation| a.outcome != Outcome::Unknown && a.complete < b.invoke;
+        for (x, &i) in order.iter().enumerate() {
+            if order[x + 1..]
+                .iter()
+                .any(|&j| precedes(&history[j], &history[i]))
+            {
+                return false;
+            }
+        }
+        let mut state: Option<Vec<u8>> = None;
+        for &i in order {
+            let operation = &history[i];
+            match (&operation.call, &operation.outcome) {
+                (KvCall::Put(value), _) => state = Some(value.clone()),
+                (KvCall::Delete, _) => state = None,
+                (KvCall::Get, Outcome::Read(value)) if *value != state => return false,
+                (KvCall::Get, _) => {}
+                (KvCall::Cas { expected, new }, outcome) => {
+                    let matches = *expected == state;
+                    match outcome {
+                        Outcome::Ok if !matches => return false,
+                        Outcome::CasFailed if matches => return false,
+                        Outcome::CasFailed => {}
+                        _ if matches => state = Some(new.clone()),
+                        _ => {}
+                    }
+                }
+            }
+        }
+        true
+    }
+
+    fn small_history() -> impl proptest::strategy::Strategy<Value = Vec<Operation>> {
+        use proptest::prelude::*;
+        let value = || (0u8..3).prop_map(|v| vec![b'a' + v]);
+        let call = prop_oneof![
+            value().prop_map(KvCall::Put),
+            Just(KvCall::Get),
+            Just(KvCall::Delete),
+            (proptest::option::of(value()), value())
+                .prop_map(|(expected, new)| KvCall::Cas { expected, new }),
+        ];
+        let operation = (
+            call,
+            0u8..10,
+            proptest::option::of(value()),
+            0u64..12,
+            0u64..6,
+        )
+            .prop_map(|(call, roll, read, invoke, length)| {
+                let outcome = match (&call, roll) {
+                    (_, 0 | 1) => Outcome::Unknown,
+                    (_, 2) => Outcome::Failed,
+                    (KvCall::Get, _) => Outcome::Read(read),
+                    (KvCall::Cas { .. }, 3..=5) => Outcome::CasFailed,
+                    _ => Outcome::Ok,
+                };
+                Operation {
+                    client: 0,
+                    key: b"k".to_vec(),
+                    call,
+                    outcome,
+                    invoke,
+                    complete: invoke + length,
+                }
+            });
+        proptest::collection::vec(operation, 1..7)
+    }
+
+    proptest::proptest! {
+        /// Goal: the search and its reductions (pruning unobserved unknown writes,
+        /// bounding observed ones, ordering identical ones) agree with exhaustion.
+        #[test]
+        fn agrees_with_brute_force(history in small_history()) {
+            proptest::prop_assert_eq!(check(&history).is_ok(), brute_force(&history), "{:?}", history);
+        }
+    }
+
     /// SplitMix64, so the generated histories are the same on every run.
     struct Rng(u64);
     impl Rng {

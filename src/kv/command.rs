@@ -4,7 +4,23 @@
 //! Both encodings start with a format version byte ([`COMMAND_VERSION`],
 //! [`RESULT_VERSION`]) and then a type byte; integers are little-endian, byte strings are
 //! `u32 length | bytes`, optional byte strings are `0` or `1 | bytes`, lists are
-//! `u32 count | elements`. docs/FORMAT.md has the full table.
+//! `u32 count | elements`, a session is `client_id u64 | seq u64`.
+//!
+//! ```text
+//! command: 1 | type | fields
+//!   1 Get      key
+//!   2 Put      session key value
+//!   3 Delete   session key
+//!   4 Cas      session key expected:option new
+//!   5 Txn      session compare:list(key op:u8 value) success:list(op) failure:list(op)
+//!              op = 1 Put key value | 2 Delete key | 3 Get key
+//!              compare op = 1 Eq | 2 NotEq | 3 Exists | 4 Absent | 5 Lt | 6 Gt
+//!   6 RegisterSession
+//! result: 1 | type | fields
+//!   1 Ok | 2 Value option | 3 NotFound | 4 CasFailed option
+//!   5 Txn succeeded:u8 list(1 Done | 2 Value option) | 6 Registered client_id:u64
+//!   7 SessionExpired | 8 StaleSequence | 9 Error message
+//! ```
 //!
 //! Invariant: `decode_*(encode_*(x)) == x` for every value, and decoding arbitrary bytes
 //! returns an error instead of panicking or allocating more than the input's length.

@@ -1,6 +1,6 @@
 //! Snapshot encoding of a [`KvStore`]: the map, the session table and the applied index.
 //!
-//! Format (little-endian, docs/FORMAT.md):
+//! Format (little-endian):
 //!
 //! ```text
 //! magic "RKVSNAP\0" (8) | version u32 | applied_index u64 | key_count u64 | session_count u64
@@ -344,6 +344,13 @@ mod tests {
             KvStore::restore(KvConfig::default(), &bytes),
             Err(Error::Corrupt(_))
         ));
+    }
+
+    #[test]
+    fn views_and_stores_can_move_to_a_helper_thread() {
+        fn assert_send<T: Send + 'static>() {}
+        assert_send::<SnapshotView>();
+        assert_send::<KvStore>();
     }
 
     proptest! {
