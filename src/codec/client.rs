@@ -10,10 +10,10 @@
 //! server proposes and answers without re-encoding into a second format.
 //!
 //! Invariant: decoding never panics and allocates at most the frame's length: every
-//! length and count is checked against the bytes left in the frame (`kv::wire::Reader`).
+//! length and count is checked against the bytes left in the frame (`codec::wire::Reader`).
 
+use super::wire::{Reader, len_u32, put_bytes, put_u32, put_u64};
 use crate::kv::command::{encode_command, encode_result, read_command, read_result};
-use crate::kv::wire::{Reader, len_u32, put_bytes, put_u32, put_u64};
 use crate::kv::{Command, CommandResult};
 use crate::raft::message::NodeId;
 

@@ -16,7 +16,6 @@ mod session;
 mod shards;
 mod snapshot;
 mod store;
-pub(crate) mod wire;
 
 pub use command::{
     Command, CommandResult, Compare, CompareOp, Op, OpResult, Session, command_to_vec,

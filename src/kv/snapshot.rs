@@ -27,7 +27,7 @@ use super::command::{encode_result, read_result};
 use super::session::{SessionState, SessionTable};
 use super::shards::ShardsView;
 use super::store::{Bytes, KvConfig, KvStore};
-use super::wire::{Reader, len_u32, put_bytes, put_u32, put_u64};
+use crate::codec::wire::{Reader, len_u32, put_bytes, put_u32, put_u64};
 
 /// The first eight bytes of a kv snapshot.
 pub const SNAPSHOT_MAGIC: [u8; 8] = *b"RKVSNAP\0";
