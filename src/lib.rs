@@ -10,6 +10,7 @@
 #![deny(missing_docs)]
 
 pub mod check;
+pub mod client;
 pub mod codec;
 pub mod config;
 pub mod kv;

@@ -1,5 +1,5 @@
-//! Little-endian primitives shared by the wire codecs, the kv command encoding and the
-//! snapshot format.
+//! Little-endian primitives shared by the wire codecs (peer and client protocols), the kv
+//! command encoding and the snapshot format.
 //!
 //! Invariant: a [`Reader`] never allocates more than the bytes it still holds. Every
 //! length or count read from the input is checked against the remaining input before
