@@ -24,7 +24,7 @@ use std::sync::mpsc::{self, Receiver, TryRecvError};
 use std::thread;
 use std::time::Instant;
 
-use log::{error, info, warn};
+use log::{info, warn};
 
 use super::metrics::Metrics;
 use super::wal_store::WalStore;
@@ -34,8 +34,9 @@ use crate::codec::client::{
 };
 use crate::config::Config;
 use crate::kv::{CommandResult, KvConfig, KvStore, command_to_vec};
-use crate::raft::message::{Entry, EntryKind, Message, NodeId, Snapshot};
+use crate::raft::message::{Entry, EntryKind, Message, NodeId, Snapshot, SnapshotMeta};
 use crate::raft::{self, RawNode, Role};
+use crate::storage::snapshot::{self as snapshot_file, SnapshotFile};
 
 /// A client connection as the node knows it: slab key plus generation, so a reply to a
 /// connection that has since closed is never delivered to a newer one in the same slot.
@@ -71,9 +72,10 @@ struct PendingRead {
 
 /// A snapshot being encoded and written on a helper thread.
 struct SnapshotJob {
-    index: u64,
+    meta: SnapshotMeta,
     started: Instant,
-    done: Receiver<Vec<u8>>,
+    /// The encoded state machine once its file is durable, or why writing failed.
+    done: Receiver<Result<Vec<u8>, String>>,
 }
 
 /// One node's state: the core, its log, the state machine and waiting clients.
@@ -497,24 +499,21 @@ impl Node {
         Ok(())
     }
 
-    /// Starts a snapshot when the log has grown past the threshold, and finishes one
-    /// whose encoding completed. Encoding runs on a helper thread over a copy-on-write
-    /// view of the map, so the loop keeps serving heartbeats meanwhile.
+    /// Starts a snapshot when the log has grown past the threshold, and adopts one whose
+    /// file is durable. Encoding and writing run on a helper thread over a copy-on-write
+    /// view of the map, so the loop keeps serving heartbeats meanwhile; the loop only
+    /// takes the view (O(shards)) and, at the end, deletes the covered segments.
     fn maybe_snapshot(&mut self) -> Result<(), String> {
         if let Some(job) = &self.snapshot_job {
             match job.done.try_recv() {
-                Ok(data) => {
-                    let index = job.index;
+                Ok(Ok(data)) => {
+                    let meta = job.meta.clone();
                     let elapsed = job.started.elapsed();
                     self.snapshot_job = None;
-                    let bytes = data.len() as u64;
-                    let snapshot = self
-                        .raw
-                        .build_snapshot(index, data)
-                        .map_err(|e| e.to_string())?;
+                    let (index, bytes) = (meta.index, data.len() as u64);
                     self.raw
                         .store_mut()
-                        .compact(snapshot)
+                        .compact_saved(Snapshot { meta, data })
                         .map_err(|e| e.to_string())?;
                     self.metrics.on_snapshot(bytes);
                     info!(
@@ -522,10 +521,10 @@ impl Node {
                         elapsed.as_millis()
                     );
                 }
+                Ok(Err(e)) => return Err(format!("writing the snapshot failed: {e}")),
                 Err(TryRecvError::Empty) => {}
                 Err(TryRecvError::Disconnected) => {
-                    error!("snapshot thread died; will retry");
-                    self.snapshot_job = None;
+                    return Err("the snapshot thread died".into());
                 }
             }
             return Ok(());
@@ -535,16 +534,34 @@ impl Node {
         if applied.saturating_sub(snapshot_index) < self.config.snapshot.threshold_entries {
             return Ok(());
         }
+        let meta = self
+            .raw
+            .build_snapshot(applied, Vec::new())
+            .map_err(|e| e.to_string())?
+            .meta;
         let view = self.kv.snapshot_view();
+        let dir = self.raw.store().snapshot_dir().to_path_buf();
+        let file_meta = meta.clone();
         let (done_tx, done) = mpsc::channel();
         thread::Builder::new()
             .name("raftkv-snapshot".into())
             .spawn(move || {
-                let _ = done_tx.send(view.encode());
+                let data = view.encode();
+                drop(view);
+                let file = SnapshotFile {
+                    index: file_meta.index,
+                    term: file_meta.term,
+                    meta: file_meta.config.encode(),
+                    data,
+                };
+                let result = snapshot_file::save(&dir, &file)
+                    .map(|_| file.data)
+                    .map_err(|e| e.to_string());
+                let _ = done_tx.send(result);
             })
             .map_err(|e| format!("cannot start the snapshot thread: {e}"))?;
         self.snapshot_job = Some(SnapshotJob {
-            index: applied,
+            meta,
             started: Instant::now(),
             done,
         });

@@ -156,20 +156,25 @@ impl WalStore {
         Ok(())
     }
 
-    /// Keeps a snapshot this node built at an applied index, then deletes the log
-    /// segments it covers entirely.
+    /// Adopts a snapshot this node built at an applied index and whose file is already
+    /// durable in [`WalStore::snapshot_dir`] (written off the loop thread), then deletes
+    /// the log segments it covers entirely.
     ///
     /// # Errors
     /// IO errors; fatal.
-    pub fn compact(&mut self, snapshot: Snapshot) -> Result<(), StoreOpenError> {
+    pub fn compact_saved(&mut self, snapshot: Snapshot) -> Result<(), StoreOpenError> {
         if snapshot.meta.index <= self.snapshot.meta.index {
             return Ok(());
         }
-        self.save_snapshot_file(&snapshot)?;
         let upto = snapshot.meta.index;
         self.snapshot = snapshot;
         self.wal.get_mut().compact_prefix(upto)?;
         Ok(())
+    }
+
+    /// Where snapshot files live.
+    pub fn snapshot_dir(&self) -> &Path {
+        &self.snapshot_dir
     }
 
     fn save_snapshot_file(&self, snapshot: &Snapshot) -> Result<(), StoreOpenError> {
