@@ -217,7 +217,11 @@ impl EventLoop {
     fn turn(&mut self) -> Result<(), RunError> {
         let turn_started = Instant::now();
         self.before_sleep()?;
-        let timeout = match self.timers.next_deadline() {
+        let next_deadline = match (self.timers.next_deadline(), self.node.next_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let timeout = match next_deadline {
             Some(deadline) => Duration::from_millis(deadline.saturating_sub(self.now_ms())),
             None => Duration::from_millis(self.tick_ms),
         };
@@ -258,6 +262,8 @@ impl EventLoop {
             self.on_readable(key);
         }
         self.expire_timers();
+        let now = self.now_ms();
+        self.node.expire_deadlines(now, &mut self.net);
         self.net.close_pending(&mut self.node);
         let busy = busy + dispatch_started.elapsed();
         let slow = busy.as_millis() as u64 > self.slow_turn_ms;
@@ -399,6 +405,7 @@ impl EventLoop {
     }
 
     fn decode_client_frames(&mut self, key: usize) -> Result<(), String> {
+        let now_ms = self.now_ms();
         let generation = self.net.conns[key].generation;
         let client = ClientRef { key, generation };
         for _ in 0..FRAMES_PER_TURN_MAX {
@@ -410,7 +417,7 @@ impl EventLoop {
             };
             let request =
                 client_codec::decode_request(body).map_err(|e| format!("bad request: {e}"))?;
-            if let Some(response) = self.node.on_client_request(client, request) {
+            if let Some(response) = self.node.on_client_request(client, request, now_ms) {
                 self.net.reply(client, &response);
             }
         }

@@ -27,6 +27,7 @@ use std::time::Instant;
 use log::{info, warn};
 
 use super::metrics::Metrics;
+use super::timer::{TimerId, TimerWheel};
 use super::wal_store::WalStore;
 use crate::codec::client::{
     Member as StatusMember, Request, RequestBody, Response, ResponseBody, Role as StatusRole,
@@ -62,12 +63,67 @@ struct PendingWrite {
     client: ClientRef,
     request_id: u64,
     term: u64,
+    deadline: TimerId,
 }
 
 struct PendingRead {
     client: ClientRef,
     request_id: u64,
     key: Vec<u8>,
+    deadline: TimerId,
+}
+
+/// A client request deadline in the timer wheel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Deadline {
+    /// The write proposed at this log index.
+    Write(u64),
+    /// A linearizable read.
+    Read(ClientRef, u64),
+}
+
+/// Who waits for a reply, whatever the request was.
+struct Waiter {
+    client: ClientRef,
+    request_id: u64,
+    deadline: TimerId,
+}
+
+impl From<PendingWrite> for Waiter {
+    fn from(write: PendingWrite) -> Waiter {
+        Waiter {
+            client: write.client,
+            request_id: write.request_id,
+            deadline: write.deadline,
+        }
+    }
+}
+
+impl From<PendingRead> for Waiter {
+    fn from(read: PendingRead) -> Waiter {
+        Waiter {
+            client: read.client,
+            request_id: read.request_id,
+            deadline: read.deadline,
+        }
+    }
+}
+
+/// Replies to a waiting request and cancels its deadline.
+fn finish(
+    deadlines: &mut TimerWheel<Deadline>,
+    out: &mut impl Outbox,
+    waiter: Waiter,
+    body: ResponseBody,
+) {
+    deadlines.cancel(waiter.deadline);
+    out.reply(
+        waiter.client,
+        &Response {
+            request_id: waiter.request_id,
+            body,
+        },
+    );
 }
 
 /// A snapshot being encoded and written on a helper thread.
@@ -96,6 +152,8 @@ pub struct Node {
     last_leader: NodeId,
     last_term: u64,
     snapshot_job: Option<SnapshotJob>,
+    /// Client request deadlines (`limits.request_timeout_ms`), in the loop's clock.
+    deadlines: TimerWheel<Deadline>,
     /// What the last `before_sleep` did, for the slow-turn warning.
     turn_summary: String,
 }
@@ -148,6 +206,7 @@ impl Node {
             last_leader: raft::NO_NODE,
             last_term: 0,
             snapshot_job: None,
+            deadlines: TimerWheel::new(256, 4, 0),
             turn_summary: String::new(),
             config,
         })
@@ -184,8 +243,16 @@ impl Node {
         self.reads_this_turn.retain(|r| r.client != client);
     }
 
-    /// A decoded client request. Returns the reply when it can be given at once.
-    pub fn on_client_request(&mut self, client: ClientRef, request: Request) -> Option<Response> {
+    /// A decoded client request at `now_ms` (the loop's clock). Returns the reply when it
+    /// can be given at once; otherwise the reply comes from `before_sleep`, or a timeout
+    /// from [`Node::expire_deadlines`].
+    pub fn on_client_request(
+        &mut self,
+        client: ClientRef,
+        request: Request,
+        now_ms: u64,
+    ) -> Option<Response> {
+        let deadline_ms = now_ms + self.config.limits.request_timeout_ms;
         let request_id = request.request_id;
         let reply = |body| Some(Response { request_id, body });
         match request.body {
@@ -199,10 +266,14 @@ impl Node {
                 if let Some(body) = self.not_leader() {
                     return reply(body);
                 }
+                let deadline = self
+                    .deadlines
+                    .schedule(deadline_ms, Deadline::Read(client, request_id));
                 self.reads_this_turn.push(PendingRead {
                     client,
                     request_id,
                     key,
+                    deadline,
                 });
                 None
             }
@@ -215,12 +286,14 @@ impl Node {
                     Ok(index) => {
                         self.metrics.on_proposal();
                         let term = self.raw.raft().term;
+                        let deadline = self.deadlines.schedule(deadline_ms, Deadline::Write(index));
                         self.pending_writes.insert(
                             index,
                             PendingWrite {
                                 client,
                                 request_id,
                                 term,
+                                deadline,
                             },
                         );
                         None
@@ -308,11 +381,7 @@ impl Node {
                 Err(e) => {
                     let body = self.refusal(e);
                     for read in reads {
-                        let response = Response {
-                            request_id: read.request_id,
-                            body: body.clone(),
-                        };
-                        out.reply(read.client, &response);
+                        finish(&mut self.deadlines, out, read.into(), body.clone());
                     }
                 }
             }
@@ -403,13 +472,65 @@ impl Node {
                 "leadership changed before the write committed; it was not applied, retry".into(),
             ),
         };
-        out.reply(
-            waiting.client,
-            &Response {
-                request_id: waiting.request_id,
-                body,
-            },
-        );
+        finish(&mut self.deadlines, out, waiting.into(), body);
+    }
+
+    /// The earliest client request deadline, in the loop's clock.
+    pub fn next_deadline(&mut self) -> Option<u64> {
+        self.deadlines.next_deadline()
+    }
+
+    /// Answers every request whose deadline passed by `now_ms` with Unavailable: a write
+    /// may still commit later (its outcome is unknown to the client, whose session makes
+    /// a retry safe); a read is simply not served.
+    pub fn expire_deadlines(&mut self, now_ms: u64, out: &mut impl Outbox) {
+        let mut expired = Vec::new();
+        self.deadlines.expire(now_ms, &mut expired);
+        for deadline in expired {
+            let (waiter, what) = match deadline {
+                Deadline::Write(index) => {
+                    let Some(write) = self.pending_writes.remove(&index) else {
+                        continue;
+                    };
+                    (
+                        Waiter::from(write),
+                        "write timed out before it committed; outcome unknown",
+                    )
+                }
+                Deadline::Read(client, request_id) => {
+                    let Some(read) = self.take_read(client, request_id) else {
+                        continue;
+                    };
+                    (
+                        Waiter::from(read),
+                        "read timed out before leadership was confirmed",
+                    )
+                }
+            };
+            let body = ResponseBody::Unavailable(what.into());
+            out.reply(
+                waiter.client,
+                &Response {
+                    request_id: waiter.request_id,
+                    body,
+                },
+            );
+        }
+    }
+
+    fn take_read(&mut self, client: ClientRef, request_id: u64) -> Option<PendingRead> {
+        let matches = |r: &PendingRead| r.client == client && r.request_id == request_id;
+        let lists = self
+            .reads_by_context
+            .values_mut()
+            .chain(self.reads_by_index.values_mut())
+            .chain(std::iter::once(&mut self.reads_this_turn));
+        for list in lists {
+            if let Some(at) = list.iter().position(matches) {
+                return Some(list.swap_remove(at));
+            }
+        }
+        None
     }
 
     fn answer_reads(&mut self, out: &mut impl Outbox) {
@@ -421,13 +542,7 @@ impl Node {
             for read in entry.remove() {
                 let value = self.kv.get(&read.key).map(<[u8]>::to_vec);
                 let body = ResponseBody::Result(CommandResult::Value(value));
-                out.reply(
-                    read.client,
-                    &Response {
-                        request_id: read.request_id,
-                        body,
-                    },
-                );
+                finish(&mut self.deadlines, out, read.into(), body);
             }
         }
     }
@@ -454,30 +569,18 @@ impl Node {
         }
         if self.last_role == Role::Leader {
             let body = self.redirect(leader);
+            let unknown = ResponseBody::Unavailable(
+                "leadership lost before the write committed; outcome unknown, retry".into(),
+            );
             for (_, write) in self.pending_writes.drain() {
-                let unknown = ResponseBody::Unavailable(
-                    "leadership lost before the write committed; outcome unknown, retry".into(),
-                );
-                out.reply(
-                    write.client,
-                    &Response {
-                        request_id: write.request_id,
-                        body: unknown,
-                    },
-                );
+                finish(&mut self.deadlines, out, write.into(), unknown.clone());
             }
             let reads = self.reads_by_context.drain().flat_map(|(_, r)| r);
             let reads: Vec<PendingRead> = reads
                 .chain(self.reads_by_index.split_off(&0).into_values().flatten())
                 .collect();
             for read in reads {
-                out.reply(
-                    read.client,
-                    &Response {
-                        request_id: read.request_id,
-                        body: body.clone(),
-                    },
-                );
+                finish(&mut self.deadlines, out, read.into(), body.clone());
             }
         }
         self.last_role = role;
