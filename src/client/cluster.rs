@@ -171,6 +171,17 @@ impl Client {
         self.client_id
     }
 
+    /// The session id, registering a session now if none is open. For callers that
+    /// build their own commands (the pipelined benchmark): they must give each new write
+    /// a new `seq`, keep it on retries, and keep at most `session_results_max` (128 by
+    /// default) writes of one session in flight.
+    ///
+    /// # Errors
+    /// See [`Error`].
+    pub fn session_id(&mut self) -> Result<u64, Error> {
+        self.session()
+    }
+
     /// Reads `key` linearizably (through the leader). `None`: absent.
     ///
     /// # Errors
