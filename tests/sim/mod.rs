@@ -45,6 +45,9 @@ const CLIENTS_STOP_TICKS: u64 = 100;
 const END_TICKS: u64 = 300;
 /// Chance, per thousand `Ready`s that write something, of a crash before the sync.
 const CRASH_BEFORE_SYNC_PER_MILLE: u64 = 4;
+/// Chance, per thousand steps in which a leader's commit index advanced, that it crashes
+/// right after: the moments when a commit has not yet reached the followers.
+const CRASH_AFTER_COMMIT_PER_MILLE: u64 = 100;
 
 /// What one run simulates.
 #[derive(Debug, Clone)]
@@ -67,7 +70,7 @@ impl Options {
         Options {
             seed,
             nodes,
-            clients: 3,
+            clients: 5,
             fault_ticks: 300,
             faults: Faults::default(),
         }
@@ -288,6 +291,8 @@ impl Sim {
             return Ok(());
         };
         let mut out = Outputs::default();
+        let commit_before = node.raw.raft().log.committed;
+        let was_leader = node.raw.raft().role == Role::Leader;
         input(node, &mut out)?;
         let crash_chance = if self.faults_over {
             0
@@ -305,7 +310,13 @@ impl Sim {
             &mut crash_before_sync,
             &mut out,
         )?;
-        if !alive {
+        let raft = node.raw.raft();
+        let is_leader = raft.role == Role::Leader;
+        let interesting = is_leader && (!was_leader || raft.log.committed > commit_before);
+        if !alive
+            || (interesting
+                && self.rng.range(0, 1000) < crash_chance_after_commit(self.faults_over))
+        {
             self.crash(id);
         }
         self.route(out)
@@ -388,7 +399,7 @@ impl Sim {
         }
         self.incarnation[i] += 1;
         self.report.crashes += 1;
-        let downtime = self.rng.range(20, 600);
+        let downtime = self.rng.range(10, 300);
         self.at(downtime, Event::Restart(id));
     }
 
@@ -400,11 +411,11 @@ impl Sim {
         match self.rng.range(0, 100) {
             0..25 => self.network.partition(&mut self.rng, &ids),
             25..40 => self.network.reconnect(),
-            40..58 => {
+            40..52 => {
                 let id = self.rng.range(1, self.options.nodes + 1);
                 self.crash(id);
             }
-            58..68 => {
+            52..68 => {
                 if let Some(id) = self.leader() {
                     self.crash(id);
                 }
@@ -426,7 +437,7 @@ impl Sim {
             }
             _ => {}
         }
-        let next = self.rng.range(20, 250);
+        let next = self.rng.range(10, 120);
         self.at(next, Event::Nemesis);
         Ok(())
     }
@@ -498,6 +509,14 @@ impl Sim {
         self.report.committed = commit;
         self.report.operations = self.history.len();
         check::check(&self.history).map_err(|violation| format!("not linearizable: {violation}"))
+    }
+}
+
+fn crash_chance_after_commit(faults_over: bool) -> u64 {
+    if faults_over {
+        0
+    } else {
+        CRASH_AFTER_COMMIT_PER_MILLE
     }
 }
 

@@ -81,7 +81,7 @@ pub struct SimNode {
 pub fn raft_config(id: NodeId, applied: u64) -> Config {
     let mut config = Config::new(id);
     config.inflight_count_max = 4;
-    config.message_bytes_max = 256;
+    config.message_bytes_max = 1;
     config.snapshot_chunk_bytes_max = 128;
     config.committed_bytes_max = 512;
     config.applied = applied;
