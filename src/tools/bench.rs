@@ -25,6 +25,7 @@ use hdrhistogram::Histogram;
 use crate::client::{self, Client, ClientOptions};
 use crate::config::{ConfigError, FsyncMode};
 use crate::server::local::LocalError;
+use keys::SplitMix64;
 
 use cluster::SpawnedCluster;
 use keys::{KEY_BYTES, KEYS_MAX, KeyChooser};
@@ -491,9 +492,7 @@ fn worker_plan(
             .rate
             .map(|rate| RateSchedule::new(rate, args.connections, index)),
         options: args.client_options(),
-        seed: seed
-            .wrapping_add(index as u64)
-            .wrapping_mul(0x9E37_79B9_7F4A_7C15),
+        seed: worker_seed(seed, index),
         histogram: Arc::new(Mutex::new(new_histogram())),
     }
 }
@@ -513,4 +512,28 @@ fn merge_totals(into: &mut WorkerTotals, from: &WorkerTotals) {
     into.cas_failed += from.cas_failed;
     into.redirects += from.redirects;
     into.retries += from.retries;
+}
+
+/// The key-choice seed of connection `index`: hashed, not stepped, because SplitMix64
+/// seeded with `s + k * step` replays the stream of seed `s` shifted by k, and every
+/// connection would then write the same keys.
+fn worker_seed(seed: u64, index: usize) -> u64 {
+    SplitMix64::new(seed ^ (index as u64).rotate_left(32)).next_u64()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connections_draw_different_keys() {
+        let keys = |index| {
+            let mut rng = SplitMix64::new(worker_seed(7, index));
+            (0..1000)
+                .map(|_| rng.below(1_000_000))
+                .collect::<std::collections::HashSet<u64>>()
+        };
+        let (first, second) = (keys(0), keys(1));
+        assert!(first.intersection(&second).count() < 20, "streams overlap");
+    }
 }
