@@ -1,11 +1,13 @@
 //! WAL benchmarks: append+sync per batch size next to the raw write+fdatasync of
 //! the same bytes in the same directory (the yardstick), and the reopen time of a
-//! 1 GiB log of sealed segments. Warm-up and measurement are short so the whole
+//! 1 GiB log of sealed segments. The log and the raw file are stepped alternately
+//! in both measurements (each times only its own step), so a neighbour loading the
+//! disk slows both alike instead of skewing their ratio. Warm-up and measurement are short so the whole
 //! run takes well under two minutes.
 
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput};
 use raftkv::raft::message::{Entry, EntryKind};
@@ -26,38 +28,67 @@ fn batch(first: u64, count: usize, payload: usize) -> Vec<Entry> {
         .collect()
 }
 
+/// One raw file and one log in the same directory, stepped alternately so that both
+/// see the same disk conditions (the machine's disk is shared and noisy: measuring
+/// one for two seconds and then the other compares two different disks).
+struct Pair {
+    raw: File,
+    raw_bytes: Vec<u8>,
+    wal: Wal,
+    entries: Vec<Entry>,
+}
+
+impl Pair {
+    fn raw_step(&mut self) {
+        self.raw.write_all(&self.raw_bytes).expect("write");
+        self.raw.sync_data().expect("fdatasync");
+    }
+
+    fn wal_step(&mut self) {
+        let next = self.wal.last_index() + 1;
+        for (k, entry) in self.entries.iter_mut().enumerate() {
+            entry.index = next + k as u64;
+        }
+        self.wal.append(&self.entries).expect("append");
+        self.wal.sync().expect("sync");
+    }
+}
+
+/// Times `measured` over `iters` steps, each preceded by an untimed `other` step.
+fn paired(pair: &mut Pair, iters: u64, other: fn(&mut Pair), measured: fn(&mut Pair)) -> Duration {
+    let mut total = Duration::ZERO;
+    for _ in 0..iters {
+        other(pair);
+        let start = Instant::now();
+        measured(pair);
+        total += start.elapsed();
+    }
+    total
+}
+
 fn append_sync(c: &mut Criterion) {
     let mut group = c.benchmark_group("wal");
     for payload in PAYLOADS {
         for count in BATCHES {
             let dir = tempfile::tempdir().expect("temp dir");
+            let raw = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dir.path().join("raw"))
+                .expect("raw file");
+            let mut pair = Pair {
+                raw,
+                raw_bytes: vec![7u8; count * record_bytes(payload)],
+                wal: Wal::open(&dir.path().join("wal"), WalOptions::default()).expect("open"),
+                entries: batch(1, count, payload),
+            };
             group.throughput(Throughput::Elements(count as u64));
-            let bytes = vec![7u8; count * record_bytes(payload)];
             let id = format!("{count}x{payload}B");
             group.bench_function(BenchmarkId::new("raw_write_fdatasync", &id), |b| {
-                let path = dir.path().join("raw");
-                let mut file = OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)
-                    .expect("raw file");
-                b.iter(|| {
-                    file.write_all(&bytes).expect("write");
-                    file.sync_data().expect("fdatasync");
-                });
+                b.iter_custom(|iters| paired(&mut pair, iters, Pair::wal_step, Pair::raw_step));
             });
             group.bench_function(BenchmarkId::new("append_sync", &id), |b| {
-                let mut wal =
-                    Wal::open(&dir.path().join("wal"), WalOptions::default()).expect("open");
-                let mut entries = batch(1, count, payload);
-                b.iter(|| {
-                    let next = wal.last_index() + 1;
-                    for (k, entry) in entries.iter_mut().enumerate() {
-                        entry.index = next + k as u64;
-                    }
-                    wal.append(&entries).expect("append");
-                    wal.sync().expect("sync");
-                });
+                b.iter_custom(|iters| paired(&mut pair, iters, Pair::raw_step, Pair::wal_step));
             });
         }
     }

@@ -15,7 +15,7 @@ mod segment;
 pub mod snapshot;
 pub mod wal;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 pub use wal::{SegmentInfo, Wal};
 
@@ -65,10 +65,13 @@ pub enum Error {
 /// Result of storage operations.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Wraps an IO error with the path it concerns.
-pub(crate) fn io_error(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
-    let path = path.into();
-    move |source| Error::Io { path, source }
+/// Wraps an IO error with the path it concerns. The path is copied only when there
+/// is an error, so the hot path (`write_pending`, `sync`) does not allocate.
+pub(crate) fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// Whether `sync` really flushes to stable storage.
@@ -90,6 +93,12 @@ pub struct WalOptions {
     pub segment_bytes: u64,
     /// Whether `sync` flushes.
     pub fsync: FsyncMode,
+    /// Reserve `segment_bytes` of disk for the open segment with `fallocate`, so an
+    /// append inside it does not grow the file and its fdatasync need not flush the
+    /// new size (see the bench figures in `docs/FORMAT.md`). Sealing trims a segment
+    /// to its data and footer; zeroed space after the last record ends the log cleanly.
+    /// Ignored where the file system cannot preallocate.
+    pub preallocate: bool,
     /// Re-checksum every record of sealed segments at open instead of trusting
     /// their index footers (slower; reads always check the crc of what they return).
     pub verify_on_open: bool,
@@ -105,6 +114,7 @@ impl Default for WalOptions {
         WalOptions {
             segment_bytes: 64 << 20,
             fsync: FsyncMode::Always,
+            preallocate: true,
             verify_on_open: false,
         }
     }

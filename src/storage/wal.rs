@@ -13,6 +13,7 @@
 //! sealed ones; segments hold consecutive indexes; terms never decrease.
 
 use std::fs::{self, File, OpenOptions};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -98,7 +99,7 @@ impl Wal {
             options.fsync == FsyncMode::Always,
         )?;
         let written = recovered.tail.data_end;
-        Ok(Wal {
+        let wal = Wal {
             dir: dir.to_path_buf(),
             options,
             _lock: lock,
@@ -112,7 +113,29 @@ impl Wal {
             unsynced_sealed: Vec::new(),
             dir_dirty: false,
             scratch: Vec::new(),
-        })
+        };
+        wal.preallocate_tail();
+        Ok(wal)
+    }
+
+    /// Reserves `segment_bytes` for the tail file (see [`WalOptions::preallocate`]).
+    /// An optimisation only: a failure is logged and the file grows as it is written.
+    fn preallocate_tail(&self) {
+        if !self.options.preallocate || self.written >= self.options.segment_bytes {
+            return;
+        }
+        let Ok(len) = libc::off_t::try_from(self.options.segment_bytes) else {
+            return;
+        };
+        // SAFETY: a plain syscall on an open descriptor owned by `tail_file`; mode 0
+        // allocates without changing data, so zeroes appear after the file's end.
+        let rc = unsafe { libc::fallocate(self.tail_file.as_raw_fd(), 0, 0, len) };
+        if rc != 0 {
+            let error = std::io::Error::last_os_error();
+            if error.raw_os_error() != Some(libc::EOPNOTSUPP) {
+                log::warn!("{}: cannot preallocate: {error}", self.tail.path.display());
+            }
+        }
     }
 
     /// Appends entries in memory; nothing is written until [`Wal::sync`].
@@ -158,6 +181,10 @@ impl Wal {
         );
         self.write_pending()?;
         let path = self.tail.path.clone();
+        // The footer's trailer must end the file: drop the preallocated rest.
+        self.tail_file
+            .set_len(self.written)
+            .map_err(io_error(&path))?;
         // SAFETY: the directory lock is held and a sealed segment is never written
         // while mapped (truncate_suffix drops the map before it reopens the file).
         let map = unsafe { Mmap::map(&self.tail_file) }.map_err(io_error(&path))?;
@@ -194,6 +221,7 @@ impl Wal {
         self.pending.extend_from_slice(&header.encode());
         self.written = 0;
         self.dir_dirty = true;
+        self.preallocate_tail();
         Ok(())
     }
 
@@ -356,11 +384,14 @@ impl Wal {
             self.pending.truncate((offset - self.written) as usize);
         } else {
             self.pending.clear();
+            // Shortening also drops the preallocation, which is then taken again, so
+            // the space after `offset` reads as zeroes, never as the removed records.
             self.tail_file
                 .set_len(offset)
                 .map_err(io_error(&self.tail.path))?;
             self.written = offset;
             self.tail_dirty = true;
+            self.preallocate_tail();
         }
         self.tail.file_bytes = self.tail.data_end;
         Ok(())
@@ -388,6 +419,7 @@ impl Wal {
         self.tail = segment;
         self.tail_file = file;
         self.tail_dirty = true;
+        self.preallocate_tail();
         Ok(())
     }
 
@@ -458,6 +490,7 @@ impl Wal {
         self.pending.clear();
         self.tail_dirty = false;
         self.dir_dirty = false;
+        self.preallocate_tail();
         Ok(())
     }
 
