@@ -7,6 +7,8 @@
 //! `docs/FORMAT.md`; [`recovery`] holds the read-only scanner that both the
 //! node and the `raftkv-log` tool use, so they judge a log the same way.
 
+#[cfg(test)]
+mod fault;
 pub mod format;
 pub mod hard_state;
 pub mod lock;
@@ -47,6 +49,14 @@ pub enum Error {
         dir: PathBuf,
         /// What the lock file says about its holder, if anything.
         holder: Option<String>,
+    },
+    /// An earlier write, sync or file operation of this log failed, so it refuses
+    /// every change: drop it and reopen the directory (recovery keeps every record
+    /// that reached the disk whole, and everything an earlier sync covered).
+    #[error("{dir}: the log failed earlier; reopen it")]
+    Failed {
+        /// The log directory.
+        dir: PathBuf,
     },
     /// The requested entry lies at or below the compaction marker.
     #[error("entry {index} is compacted")]
