@@ -1,9 +1,10 @@
 //! WAL benchmarks: append+sync per batch size next to the raw write+fdatasync of
 //! the same bytes in the same directory (the yardstick), and the reopen time of a
 //! 1 GiB log of sealed segments. The log and the raw file are stepped alternately
-//! in both measurements (each times only its own step), so a neighbour loading the
-//! disk slows both alike instead of skewing their ratio. Warm-up and measurement are short so the whole
-//! run takes well under two minutes.
+//! in both measurements (each reports only its own step), so a neighbour loading
+//! the disk slows both alike instead of skewing their ratio; after each size the
+//! medians of all paired steps and their ratio are printed (`wal/paired/...`).
+//! Warm-up and measurement are short so the whole run takes well under two minutes.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -36,6 +37,8 @@ struct Pair {
     raw_bytes: Vec<u8>,
     wal: Wal,
     entries: Vec<Entry>,
+    /// Every `(raw, wal)` pair of step times, for the paired medians printed at the end.
+    times: Vec<(Duration, Duration)>,
 }
 
 impl Pair {
@@ -54,16 +57,41 @@ impl Pair {
     }
 }
 
-/// Times `measured` over `iters` steps, each preceded by an untimed `other` step.
-fn paired(pair: &mut Pair, iters: u64, other: fn(&mut Pair), measured: fn(&mut Pair)) -> Duration {
+fn timed(step: fn(&mut Pair), pair: &mut Pair) -> Duration {
+    let start = Instant::now();
+    step(pair);
+    start.elapsed()
+}
+
+/// Runs `iters` raw steps each followed by a log step; returns the total time of
+/// the raw steps (`wal_measured` false) or of the log steps (true).
+fn paired(pair: &mut Pair, iters: u64, wal_measured: bool) -> Duration {
     let mut total = Duration::ZERO;
     for _ in 0..iters {
-        other(pair);
-        let start = Instant::now();
-        measured(pair);
-        total += start.elapsed();
+        let raw = timed(Pair::raw_step, pair);
+        let wal = timed(Pair::wal_step, pair);
+        pair.times.push((raw, wal));
+        total += if wal_measured { wal } else { raw };
     }
     total
+}
+
+fn median(mut times: Vec<Duration>) -> Duration {
+    times.sort_unstable();
+    times[times.len() / 2]
+}
+
+/// Prints the medians of both steps over every paired iteration, and their ratio.
+fn report(id: &str, count: usize, times: &[(Duration, Duration)]) {
+    let raw = median(times.iter().map(|t| t.0).collect());
+    let wal = median(times.iter().map(|t| t.1).collect());
+    println!(
+        "wal/paired/{id}: {} pairs, median raw {raw:.1?}, append_sync {wal:.1?}, \
+         ratio {:.2}, {:.0} entries/s",
+        times.len(),
+        wal.as_secs_f64() / raw.as_secs_f64(),
+        count as f64 / wal.as_secs_f64()
+    );
 }
 
 fn append_sync(c: &mut Criterion) {
@@ -81,15 +109,17 @@ fn append_sync(c: &mut Criterion) {
                 raw_bytes: vec![7u8; count * record_bytes(payload)],
                 wal: Wal::open(&dir.path().join("wal"), WalOptions::default()).expect("open"),
                 entries: batch(1, count, payload),
+                times: Vec::new(),
             };
             group.throughput(Throughput::Elements(count as u64));
             let id = format!("{count}x{payload}B");
             group.bench_function(BenchmarkId::new("raw_write_fdatasync", &id), |b| {
-                b.iter_custom(|iters| paired(&mut pair, iters, Pair::wal_step, Pair::raw_step));
+                b.iter_custom(|iters| paired(&mut pair, iters, false));
             });
             group.bench_function(BenchmarkId::new("append_sync", &id), |b| {
-                b.iter_custom(|iters| paired(&mut pair, iters, Pair::raw_step, Pair::wal_step));
+                b.iter_custom(|iters| paired(&mut pair, iters, true));
             });
+            report(&id, count, &pair.times);
         }
     }
     group.finish();
