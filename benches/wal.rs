@@ -83,6 +83,9 @@ fn median(mut times: Vec<Duration>) -> Duration {
 
 /// Prints the medians of both steps over every paired iteration, and their ratio.
 fn report(id: &str, count: usize, times: &[(Duration, Duration)]) {
+    if times.is_empty() {
+        return; // filtered out on the command line
+    }
     let raw = median(times.iter().map(|t| t.0).collect());
     let wal = median(times.iter().map(|t| t.1).collect());
     println!(
