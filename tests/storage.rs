@@ -347,6 +347,10 @@ fn roll_compact_reopen_and_tool() {
         text.starts_with("{\"index\":520,\"term\":9,\"kind\":\"normal\",\"bytes\":40"),
         "{text}"
     );
+    // The open segment's preallocated zeroes are not "after" the last entry.
+    let (code, text) = log_tool(&["truncate", &dir_arg, "--after", "540", "--yes"]);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("nothing after index 540"), "{text}");
     let (code, text) = log_tool(&["truncate", &dir_arg, "--after", "510", "--yes"]);
     assert_eq!(code, 0, "{text}");
     let backups = fs::read_dir(dir.path()).unwrap().filter(|e| {
