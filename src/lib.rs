@@ -9,6 +9,8 @@
 //! The design is written down in `docs/` and in each module's documentation.
 #![deny(missing_docs)]
 
+pub mod check;
+pub mod client;
 pub mod codec;
 pub mod config;
 pub mod kv;

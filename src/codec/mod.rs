@@ -6,6 +6,7 @@
 //! Layers compose: [`frame`] cuts a byte stream into length-prefixed frames, and the
 //! message codecs turn one frame into one typed message.
 
+pub mod client;
 pub mod frame;
 pub mod peer;
 pub mod wire;

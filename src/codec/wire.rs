@@ -1,5 +1,5 @@
-//! Little-endian primitives shared by the wire codecs, the kv command encoding and the
-//! snapshot format.
+//! Little-endian primitives shared by the wire codecs (peer and client protocols), the kv
+//! command encoding and the snapshot format.
 //!
 //! Invariant: a [`Reader`] never allocates more than the bytes it still holds. Every
 //! length or count read from the input is checked against the remaining input before
@@ -67,6 +67,26 @@ impl<'a> Reader<'a> {
         Ok(self.slice(what)?.to_vec())
     }
 
+    /// A presence byte (0 or 1) followed, if 1, by [`Reader::bytes`].
+    pub(crate) fn option_bytes(
+        &mut self,
+        what: &'static str,
+    ) -> Result<Option<Vec<u8>>, DecodeError> {
+        if self.bool(what)? {
+            Ok(Some(self.bytes(what)?))
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// A `u32` length followed by that many bytes of UTF-8.
+    pub(crate) fn string(&mut self, what: &'static str) -> Result<String, DecodeError> {
+        let raw = self.slice(what)?;
+        std::str::from_utf8(raw)
+            .map(str::to_owned)
+            .map_err(|_| DecodeError::Malformed(what))
+    }
+
     /// A `u32` element count, checked against the remaining input assuming every element
     /// takes at least `element_bytes_min` bytes (so `Vec::with_capacity(count)` is bounded).
     pub(crate) fn count(
@@ -112,6 +132,17 @@ pub(crate) fn put_u64(out: &mut Vec<u8>, value: u64) {
 pub(crate) fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
     put_u32(out, len_u32(bytes.len()));
     out.extend_from_slice(bytes);
+}
+
+/// Appends a presence byte and, if present, the bytes.
+pub(crate) fn put_option_bytes(out: &mut Vec<u8>, bytes: Option<&[u8]>) {
+    match bytes {
+        Some(bytes) => {
+            out.push(1);
+            put_bytes(out, bytes);
+        }
+        None => out.push(0),
+    }
 }
 
 /// A collection length as the `u32` the formats store.

@@ -1,1 +1,25 @@
 //! The key-value state machine applied from committed log entries.
+//!
+//! - [`command`]: the commands a `Normal` entry carries, their results, and the
+//!   versioned binary encoding of both (also used inside client protocol frames).
+//! - [`KvStore`]: applies commands in log order, deduplicates retried writes through
+//!   client sessions (Raft thesis §6.3) that expire by log position, serves local reads.
+//! - snapshots: [`KvStore::snapshot_view`] takes a point-in-time view in O(shards) that a
+//!   helper thread encodes ([`SnapshotView::write_to`]); [`KvStore::restore`] checks a
+//!   crc32 and every length before trusting a byte.
+//!
+//! Determinism: the state after applying a log prefix depends only on that prefix and on
+//! [`KvConfig`], so replicas agree and snapshots of equal states are byte-identical.
+
+pub mod command;
+mod session;
+mod shards;
+mod snapshot;
+mod store;
+
+pub use command::{
+    Command, CommandResult, Compare, CompareOp, Op, OpResult, Session, command_to_vec,
+    decode_command, decode_result, encode_command, encode_result,
+};
+pub use snapshot::{Error, SNAPSHOT_MAGIC, SNAPSHOT_VERSION, SnapshotView};
+pub use store::{KvConfig, KvStore};

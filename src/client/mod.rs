@@ -1,0 +1,25 @@
+//! The blocking client library, used by `raftkv-cli`, `raftkv-bench` and the tests.
+//!
+//! - [`Client`]: typed calls (`get`, `get_stale`, `put`, `delete`, `cas`, `txn`,
+//!   `status`, `metrics`) with leader discovery, `NotLeader` redirects, retries with
+//!   backoff bounded by a per-request timeout, and a session so a retried write applies
+//!   once.
+//! - [`Pipeline`]: one connection with many requests in flight, replies matched by
+//!   request id (for the benchmark).
+//! - [`status_at`] / [`metrics_at`]: one node, one attempt (for `raftkv-cli status`).
+//!
+//! Plain `std::net::TcpStream`, no async runtime: one client per thread.
+
+mod cluster;
+mod error;
+mod pipeline;
+
+pub use cluster::{
+    CasOutcome, Client, ClientOptions, ClientStats, LeaderInfo, TxnOutcome, leader_of, metrics_at,
+    status_at,
+};
+pub use error::Error;
+pub use pipeline::Pipeline;
+
+#[cfg(test)]
+mod tests;

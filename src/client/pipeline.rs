@@ -1,0 +1,181 @@
+//! One blocking, framed connection to one node, with many requests in flight.
+//!
+//! [`Pipeline::submit`] encodes a request into the output buffer and returns its request
+//! id; [`Pipeline::flush`] writes every buffered request in one `write_all`;
+//! [`Pipeline::recv`] reads until one complete response arrives. Replies may come back
+//! in any order (a stale read is answered before an earlier write commits), so callers
+//! match them by [`Response::request_id`].
+//!
+//! Invariant: `input[input_start..]` holds the bytes received and not yet decoded; the
+//! buffer never holds more than one frame beyond what the caller has asked for, because
+//! frames are decoded as soon as they are complete.
+
+use std::io::{self, ErrorKind, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::{Duration, Instant};
+
+use crate::codec::client::{ClientCodec, Request, RequestBody, Response};
+
+use super::error::Error;
+
+/// Bytes read from the socket per `read` call.
+const READ_CHUNK_BYTES: usize = 64 * 1024;
+
+/// A connection to one node carrying pipelined requests.
+#[derive(Debug)]
+pub struct Pipeline {
+    addr: String,
+    stream: TcpStream,
+    codec: ClientCodec,
+    /// Received bytes; the undecoded part starts at `input_start`.
+    input: Vec<u8>,
+    input_start: usize,
+    /// Encoded requests not yet written.
+    output: Vec<u8>,
+    next_request_id: u64,
+    /// Invariant: requests submitted minus responses received.
+    in_flight: usize,
+}
+
+impl Pipeline {
+    /// Connects to `addr` (`host:port`), trying each resolved address for at most
+    /// `timeout`. Frames larger than `frame_bytes_max` are refused in both directions.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if no resolved address accepts the connection.
+    pub fn connect(addr: &str, timeout: Duration, frame_bytes_max: u32) -> Result<Pipeline, Error> {
+        let io_error = |source| Error::Io {
+            addr: addr.to_string(),
+            source,
+        };
+        let mut last = io::Error::new(ErrorKind::NotFound, "address resolves to nothing");
+        for socket_addr in addr.to_socket_addrs().map_err(io_error)? {
+            match TcpStream::connect_timeout(&socket_addr, timeout.max(Duration::from_millis(1))) {
+                Ok(stream) => {
+                    // Requests are small and latency-bound: never wait for Nagle.
+                    stream.set_nodelay(true).map_err(io_error)?;
+                    return Ok(Pipeline {
+                        addr: addr.to_string(),
+                        stream,
+                        codec: ClientCodec::new(frame_bytes_max),
+                        input: Vec::new(),
+                        input_start: 0,
+                        output: Vec::new(),
+                        next_request_id: 1,
+                        in_flight: 0,
+                    });
+                }
+                Err(error) => last = error,
+            }
+        }
+        Err(io_error(last))
+    }
+
+    /// The address this pipeline is connected to.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// Requests submitted whose response has not been received.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+
+    /// Buffers `body` as a new request and returns its request id (unique on this
+    /// connection). Nothing is sent before [`Pipeline::flush`] or [`Pipeline::recv`].
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] if the request does not fit in one frame.
+    pub fn submit(&mut self, body: RequestBody) -> Result<u64, Error> {
+        let request_id = self.next_request_id;
+        let request = Request { request_id, body };
+        self.codec
+            .encode_request(&request, &mut self.output)
+            .map_err(|error| Error::Invalid(error.to_string()))?;
+        self.next_request_id += 1;
+        self.in_flight += 1;
+        Ok(request_id)
+    }
+
+    /// Writes every buffered request.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the socket fails; the pipeline should then be dropped.
+    pub fn flush(&mut self) -> Result<(), Error> {
+        if self.output.is_empty() {
+            return Ok(());
+        }
+        let result = self.stream.write_all(&self.output);
+        self.output.clear();
+        result.map_err(|source| self.io_error(source))
+    }
+
+    /// Flushes, then blocks until one response arrives or `deadline` passes.
+    ///
+    /// # Errors
+    /// [`Error::Timeout`] at the deadline: the pipeline stays usable (a partial frame is
+    /// kept), so a caller may wait with a short deadline and call again.
+    /// [`Error::Io`] if the connection fails or closes, [`Error::Protocol`] if the node
+    /// sends a frame that does not decode: the pipeline should then be dropped.
+    pub fn recv(&mut self, deadline: Instant) -> Result<Response, Error> {
+        self.flush()?;
+        loop {
+            let undecoded = &self.input[self.input_start..];
+            let decoded =
+                self.codec
+                    .decode_response(undecoded)
+                    .map_err(|error| Error::Protocol {
+                        addr: self.addr.clone(),
+                        reason: error.to_string(),
+                    })?;
+            if let Some((consumed, response)) = decoded {
+                self.input_start += consumed;
+                self.in_flight = self.in_flight.saturating_sub(1);
+                return Ok(response);
+            }
+            self.read_more(deadline)?;
+        }
+    }
+
+    /// Reads at least one byte, or fails at the deadline or on end of stream.
+    fn read_more(&mut self, deadline: Instant) -> Result<(), Error> {
+        // Compact first, so the buffer only holds the partial frame being received.
+        if self.input_start > 0 {
+            self.input.drain(..self.input_start);
+            self.input_start = 0;
+        }
+        let filled = self.input.len();
+        self.input.resize(filled + READ_CHUNK_BYTES, 0);
+        let result = loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                break Err(Error::Timeout);
+            }
+            if let Err(source) = self.stream.set_read_timeout(Some(remaining)) {
+                break Err(self.io_error(source));
+            }
+            match self.stream.read(&mut self.input[filled..]) {
+                Ok(0) => {
+                    let closed = io::Error::new(ErrorKind::UnexpectedEof, "connection closed");
+                    break Err(self.io_error(closed));
+                }
+                Ok(count) => break Ok(count),
+                Err(error) if error.kind() == ErrorKind::Interrupted => {}
+                // A read timeout: loop to check the deadline (spurious wake-ups included).
+                Err(error)
+                    if matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                Err(source) => break Err(self.io_error(source)),
+            }
+        };
+        let count = result.as_ref().map_or(0, |count| *count);
+        self.input.truncate(filled + count);
+        result.map(|_| ())
+    }
+
+    fn io_error(&self, source: io::Error) -> Error {
+        Error::Io {
+            addr: self.addr.clone(),
+            source,
+        }
+    }
+}

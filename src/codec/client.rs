@@ -1,0 +1,559 @@
+//! ClientMessageCodec: the client protocol, one message per frame ([`super::frame`]).
+//!
+//! Every message body is `version u8 | type u8 | request_id u64 | fields`, little-endian.
+//! The request id is chosen by the client per connection and echoed in the response, so
+//! a client may pipeline many requests and match the replies (which may come back out of
+//! order: a stale read is answered before an earlier write commits).
+//!
+//! Writes carry a [`Command`] encoded exactly as in a log entry (`kv::command`), and
+//! results carry a [`CommandResult`] encoded as the state machine records it, so the
+//! server proposes and answers without re-encoding into a second format.
+//!
+//! Invariant: decoding never panics and allocates at most the frame's length: every
+//! length and count is checked against the bytes left in the frame (`codec::wire::Reader`).
+
+use super::wire::{Reader, len_u32, put_bytes, put_u32, put_u64};
+use crate::kv::command::{encode_command, encode_result, read_command, read_result};
+use crate::kv::{Command, CommandResult};
+use crate::raft::message::NodeId;
+
+use super::DecodeError;
+use super::frame::FrameCodec;
+
+/// Version byte at the start of every client message body.
+pub const CLIENT_PROTOCOL_VERSION: u8 = 1;
+
+/// A client request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// Chosen by the client, echoed in the [`Response`].
+    pub request_id: u64,
+    /// What is asked.
+    pub body: RequestBody,
+}
+
+/// What a client asks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RequestBody {
+    /// Reads `key` without writing to the log: through ReadIndex on the leader
+    /// (linearizable), or from the local state of whichever node receives it if `stale`.
+    Get {
+        /// The key.
+        key: Vec<u8>,
+        /// Serve from the local applied state, possibly stale.
+        stale: bool,
+    },
+    /// A command to propose to the log: a write (Put, Delete, Cas, Txn, each with its
+    /// session), `RegisterSession`, or a `Get` that must be ordered through the log.
+    Command(Command),
+    /// The node's view of the cluster ([`Status`]).
+    Status,
+    /// The node's counters ([`ResponseBody::Metrics`]).
+    Metrics,
+}
+
+/// A reply to one [`Request`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    /// The id of the request answered.
+    pub request_id: u64,
+    /// The answer.
+    pub body: ResponseBody,
+}
+
+/// The answer to a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResponseBody {
+    /// The state machine's result: `Value` for reads, `Ok` / `NotFound` / `CasFailed` /
+    /// `Txn` / `Registered` / `SessionExpired` / `StaleSequence` for commands.
+    Result(CommandResult),
+    /// This node is not the leader; retry at the leader if one is known.
+    NotLeader {
+        /// The leader this node knows of, or `NO_NODE`.
+        leader_id: NodeId,
+        /// That leader's client address, when known.
+        leader_client_addr: Option<String>,
+    },
+    /// The request cannot be served now (no leader, shutting down, overloaded); retry.
+    Unavailable(String),
+    /// The request was refused (for example a command too large for a log entry).
+    Error(String),
+    /// The answer to [`RequestBody::Status`].
+    Status(Status),
+    /// The answer to [`RequestBody::Metrics`]: counter names and values, in the server's
+    /// order.
+    Metrics(Vec<(String, u64)>),
+}
+
+/// A node's Raft role as reported by [`Status`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Role {
+    /// Follows a leader (or waits for one).
+    Follower = 1,
+    /// Runs a pre-vote before campaigning.
+    PreCandidate = 2,
+    /// Campaigns for leadership.
+    Candidate = 3,
+    /// Leads the cluster.
+    Leader = 4,
+}
+
+impl Role {
+    fn from_u8(byte: u8) -> Option<Role> {
+        Some(match byte {
+            1 => Role::Follower,
+            2 => Role::PreCandidate,
+            3 => Role::Candidate,
+            4 => Role::Leader,
+            _ => return None,
+        })
+    }
+
+    /// A short lowercase name for tables and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Follower => "follower",
+            Role::PreCandidate => "pre-candidate",
+            Role::Candidate => "candidate",
+            Role::Leader => "leader",
+        }
+    }
+}
+
+/// One member of the cluster as a node knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    /// The member's node id.
+    pub id: NodeId,
+    /// The address clients connect to.
+    pub client_addr: String,
+}
+
+/// A node's view of itself and the cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    /// This node's id.
+    pub node_id: NodeId,
+    /// This node's role.
+    pub role: Role,
+    /// This node's current term.
+    pub term: u64,
+    /// The leader this node knows of, or `NO_NODE`.
+    pub leader_id: NodeId,
+    /// The highest index known committed.
+    pub commit_index: u64,
+    /// The highest index applied to the state machine.
+    pub applied_index: u64,
+    /// The last index of this node's log.
+    pub last_index: u64,
+    /// The cluster members with their client addresses.
+    pub members: Vec<Member>,
+}
+
+const REQ_GET: u8 = 1;
+const REQ_COMMAND: u8 = 2;
+const REQ_STATUS: u8 = 3;
+const REQ_METRICS: u8 = 4;
+
+const RESP_RESULT: u8 = 1;
+const RESP_NOT_LEADER: u8 = 2;
+const RESP_UNAVAILABLE: u8 = 3;
+const RESP_ERROR: u8 = 4;
+const RESP_STATUS: u8 = 5;
+const RESP_METRICS: u8 = 6;
+
+/// Appends the body of `request` (no frame header) to `out`.
+pub fn encode_request(request: &Request, out: &mut Vec<u8>) {
+    out.push(CLIENT_PROTOCOL_VERSION);
+    let kind = match &request.body {
+        RequestBody::Get { .. } => REQ_GET,
+        RequestBody::Command(_) => REQ_COMMAND,
+        RequestBody::Status => REQ_STATUS,
+        RequestBody::Metrics => REQ_METRICS,
+    };
+    out.push(kind);
+    put_u64(out, request.request_id);
+    match &request.body {
+        RequestBody::Get { key, stale } => {
+            put_bytes(out, key);
+            out.push(u8::from(*stale));
+        }
+        RequestBody::Command(command) => encode_command(command, out),
+        RequestBody::Status | RequestBody::Metrics => {}
+    }
+}
+
+/// Decodes one request body (the contents of one frame).
+///
+/// # Errors
+/// [`DecodeError::UnknownType`] for an unknown message type, [`DecodeError::Malformed`]
+/// for anything else that does not parse exactly.
+pub fn decode_request(body: &[u8]) -> Result<Request, DecodeError> {
+    let mut input = Reader::new(body);
+    let kind = read_header(&mut input)?;
+    let request_id = input.u64("request id")?;
+    let body = match kind {
+        REQ_GET => RequestBody::Get {
+            key: input.bytes("get key")?,
+            stale: input.bool("get stale flag")?,
+        },
+        REQ_COMMAND => RequestBody::Command(read_command(&mut input)?),
+        REQ_STATUS => RequestBody::Status,
+        REQ_METRICS => RequestBody::Metrics,
+        other => return Err(DecodeError::UnknownType(other)),
+    };
+    input.finish()?;
+    Ok(Request { request_id, body })
+}
+
+/// Appends the body of `response` (no frame header) to `out`.
+pub fn encode_response(response: &Response, out: &mut Vec<u8>) {
+    out.push(CLIENT_PROTOCOL_VERSION);
+    let kind = match &response.body {
+        ResponseBody::Result(_) => RESP_RESULT,
+        ResponseBody::NotLeader { .. } => RESP_NOT_LEADER,
+        ResponseBody::Unavailable(_) => RESP_UNAVAILABLE,
+        ResponseBody::Error(_) => RESP_ERROR,
+        ResponseBody::Status(_) => RESP_STATUS,
+        ResponseBody::Metrics(_) => RESP_METRICS,
+    };
+    out.push(kind);
+    put_u64(out, response.request_id);
+    match &response.body {
+        ResponseBody::Result(result) => encode_result(result, out),
+        ResponseBody::NotLeader {
+            leader_id,
+            leader_client_addr,
+        } => {
+            put_u64(out, *leader_id);
+            match leader_client_addr {
+                Some(addr) => {
+                    out.push(1);
+                    put_bytes(out, addr.as_bytes());
+                }
+                None => out.push(0),
+            }
+        }
+        ResponseBody::Unavailable(message) | ResponseBody::Error(message) => {
+            put_bytes(out, message.as_bytes());
+        }
+        ResponseBody::Status(status) => encode_status(status, out),
+        ResponseBody::Metrics(counters) => {
+            put_u32(out, len_u32(counters.len()));
+            for (name, value) in counters {
+                put_bytes(out, name.as_bytes());
+                put_u64(out, *value);
+            }
+        }
+    }
+}
+
+fn encode_status(status: &Status, out: &mut Vec<u8>) {
+    put_u64(out, status.node_id);
+    out.push(status.role as u8);
+    put_u64(out, status.term);
+    put_u64(out, status.leader_id);
+    put_u64(out, status.commit_index);
+    put_u64(out, status.applied_index);
+    put_u64(out, status.last_index);
+    put_u32(out, len_u32(status.members.len()));
+    for member in &status.members {
+        put_u64(out, member.id);
+        put_bytes(out, member.client_addr.as_bytes());
+    }
+}
+
+fn read_status(input: &mut Reader<'_>) -> Result<Status, DecodeError> {
+    let node_id = input.u64("status node id")?;
+    let role = Role::from_u8(input.u8("status role")?).ok_or(DecodeError::Malformed("role"))?;
+    let term = input.u64("status term")?;
+    let leader_id = input.u64("status leader id")?;
+    let commit_index = input.u64("status commit index")?;
+    let applied_index = input.u64("status applied index")?;
+    let last_index = input.u64("status last index")?;
+    // Smallest member: id + empty address = 12 bytes.
+    let count = input.count(12, "status member count")?;
+    let mut members = Vec::with_capacity(count);
+    for _ in 0..count {
+        members.push(Member {
+            id: input.u64("member id")?,
+            client_addr: input.string("member client address")?,
+        });
+    }
+    Ok(Status {
+        node_id,
+        role,
+        term,
+        leader_id,
+        commit_index,
+        applied_index,
+        last_index,
+        members,
+    })
+}
+
+/// Decodes one response body (the contents of one frame).
+///
+/// # Errors
+/// As [`decode_request`].
+pub fn decode_response(body: &[u8]) -> Result<Response, DecodeError> {
+    let mut input = Reader::new(body);
+    let kind = read_header(&mut input)?;
+    let request_id = input.u64("request id")?;
+    let body = match kind {
+        RESP_RESULT => ResponseBody::Result(read_result(&mut input)?),
+        RESP_NOT_LEADER => ResponseBody::NotLeader {
+            leader_id: input.u64("leader id")?,
+            leader_client_addr: if input.bool("leader address presence")? {
+                Some(input.string("leader address")?)
+            } else {
+                None
+            },
+        },
+        RESP_UNAVAILABLE => ResponseBody::Unavailable(input.string("unavailable reason")?),
+        RESP_ERROR => ResponseBody::Error(input.string("error message")?),
+        RESP_STATUS => ResponseBody::Status(read_status(&mut input)?),
+        RESP_METRICS => {
+            // Smallest counter: empty name + value = 12 bytes.
+            let count = input.count(12, "metrics count")?;
+            let mut counters = Vec::with_capacity(count);
+            for _ in 0..count {
+                counters.push((input.string("metric name")?, input.u64("metric value")?));
+            }
+            ResponseBody::Metrics(counters)
+        }
+        other => return Err(DecodeError::UnknownType(other)),
+    };
+    input.finish()?;
+    Ok(Response { request_id, body })
+}
+
+fn read_header(input: &mut Reader<'_>) -> Result<u8, DecodeError> {
+    if input.u8("protocol version")? != CLIENT_PROTOCOL_VERSION {
+        return Err(DecodeError::Malformed(
+            "unsupported client protocol version",
+        ));
+    }
+    input.u8("message type")
+}
+
+/// The client chain: [`FrameCodec`] then the client messages, for a byte stream.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientCodec {
+    /// The frame layer (its `frame_bytes_max` bounds every message).
+    pub frame: FrameCodec,
+}
+
+impl ClientCodec {
+    /// A codec accepting message bodies up to `frame_bytes_max` bytes.
+    pub fn new(frame_bytes_max: u32) -> ClientCodec {
+        ClientCodec {
+            frame: FrameCodec::new(frame_bytes_max),
+        }
+    }
+
+    /// Decodes the first request in `input`: `Ok(Some((consumed, request)))`, or
+    /// `Ok(None)` when more bytes are needed.
+    ///
+    /// # Errors
+    /// A frame too large or a body that does not decode: close the connection.
+    pub fn decode_request(&self, input: &[u8]) -> Result<Option<(usize, Request)>, DecodeError> {
+        match self.frame.decode(input)? {
+            Some((consumed, body)) => Ok(Some((consumed, decode_request(body)?))),
+            None => Ok(None),
+        }
+    }
+
+    /// Decodes the first response in `input`, as [`ClientCodec::decode_request`].
+    ///
+    /// # Errors
+    /// As [`ClientCodec::decode_request`].
+    pub fn decode_response(&self, input: &[u8]) -> Result<Option<(usize, Response)>, DecodeError> {
+        match self.frame.decode(input)? {
+            Some((consumed, body)) => Ok(Some((consumed, decode_response(body)?))),
+            None => Ok(None),
+        }
+    }
+
+    /// Appends `request` as one frame to `out`.
+    ///
+    /// # Errors
+    /// [`DecodeError::TooLarge`] (and `out` unchanged) when the body exceeds the frame
+    /// limit; the peer would refuse it.
+    pub fn encode_request(&self, request: &Request, out: &mut Vec<u8>) -> Result<(), DecodeError> {
+        let mut body = Vec::new();
+        encode_request(request, &mut body);
+        self.frame_body(&body, out)
+    }
+
+    /// Appends `response` as one frame to `out`.
+    ///
+    /// # Errors
+    /// As [`ClientCodec::encode_request`]; the server should then answer with a short
+    /// [`ResponseBody::Error`] instead.
+    pub fn encode_response(
+        &self,
+        response: &Response,
+        out: &mut Vec<u8>,
+    ) -> Result<(), DecodeError> {
+        let mut body = Vec::new();
+        encode_response(response, &mut body);
+        self.frame_body(&body, out)
+    }
+
+    fn frame_body(&self, body: &[u8], out: &mut Vec<u8>) -> Result<(), DecodeError> {
+        if body.len() > self.frame.frame_bytes_max as usize {
+            return Err(DecodeError::TooLarge {
+                len: body.len() as u64,
+                max: u64::from(self.frame.frame_bytes_max),
+            });
+        }
+        self.frame
+            .encode_with(out, |frame| frame.extend_from_slice(body));
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::kv::command::strategy;
+
+    fn text() -> impl Strategy<Value = String> {
+        ".{0,6}"
+    }
+
+    fn request() -> impl Strategy<Value = Request> {
+        let body = prop_oneof![
+            (strategy::bytes(), any::<bool>())
+                .prop_map(|(key, stale)| RequestBody::Get { key, stale }),
+            strategy::command().prop_map(RequestBody::Command),
+            Just(RequestBody::Status),
+            Just(RequestBody::Metrics),
+        ];
+        (any::<u64>(), body).prop_map(|(request_id, body)| Request { request_id, body })
+    }
+
+    fn response() -> impl Strategy<Value = Response> {
+        let member =
+            (any::<u64>(), text()).prop_map(|(id, client_addr)| Member { id, client_addr });
+        let status = (
+            (any::<u64>(), 1u8..=4, any::<u64>(), any::<u64>()),
+            (any::<u64>(), any::<u64>(), any::<u64>()),
+            proptest::collection::vec(member, 0..4),
+        )
+            .prop_map(
+                |((node_id, role, term, leader_id), (commit, applied, last), members)| Status {
+                    node_id,
+                    role: Role::from_u8(role).expect("valid role byte"),
+                    term,
+                    leader_id,
+                    commit_index: commit,
+                    applied_index: applied,
+                    last_index: last,
+                    members,
+                },
+            );
+        let body = prop_oneof![
+            strategy::result().prop_map(ResponseBody::Result),
+            (any::<u64>(), proptest::option::of(text())).prop_map(
+                |(leader_id, leader_client_addr)| ResponseBody::NotLeader {
+                    leader_id,
+                    leader_client_addr
+                }
+            ),
+            text().prop_map(ResponseBody::Unavailable),
+            text().prop_map(ResponseBody::Error),
+            status.prop_map(ResponseBody::Status),
+            proptest::collection::vec((text(), any::<u64>()), 0..4).prop_map(ResponseBody::Metrics),
+        ];
+        (any::<u64>(), body).prop_map(|(request_id, body)| Response { request_id, body })
+    }
+
+    proptest! {
+        #[test]
+        fn requests_round_trip_through_frames(requests in proptest::collection::vec(request(), 1..4)) {
+            let codec = ClientCodec::new(1 << 16);
+            let mut stream = Vec::new();
+            for request in &requests {
+                codec.encode_request(request, &mut stream).unwrap();
+            }
+            let mut decoded = Vec::new();
+            let mut at = 0;
+            while let Some((used, request)) = codec.decode_request(&stream[at..]).unwrap() {
+                decoded.push(request);
+                at += used;
+            }
+            prop_assert_eq!(at, stream.len());
+            prop_assert_eq!(decoded, requests);
+        }
+
+        #[test]
+        fn responses_round_trip(response in response()) {
+            let mut body = Vec::new();
+            encode_response(&response, &mut body);
+            prop_assert_eq!(decode_response(&body), Ok(response));
+            for cut in 0..body.len() {
+                prop_assert!(decode_response(&body[..cut]).is_err());
+            }
+        }
+
+        #[test]
+        fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..96)) {
+            let codec = ClientCodec::new(64);
+            let _ = codec.decode_request(&bytes);
+            let _ = codec.decode_response(&bytes);
+            // Behind a valid version byte and a valid length prefix the body parser runs.
+            let mut framed = Vec::new();
+            let mut body = vec![CLIENT_PROTOCOL_VERSION];
+            body.extend_from_slice(&bytes[..bytes.len().min(63)]);
+            codec.frame.encode_with(&mut framed, |out| out.extend_from_slice(&body));
+            let _ = codec.decode_request(&framed);
+            let _ = codec.decode_response(&framed);
+        }
+    }
+
+    #[test]
+    fn hostile_lengths_are_refused_without_allocating() {
+        // A Metrics response claiming 2^32-1 counters in a 20-byte frame.
+        let mut body = vec![CLIENT_PROTOCOL_VERSION, RESP_METRICS];
+        put_u64(&mut body, 7);
+        put_u32(&mut body, u32::MAX);
+        assert!(matches!(
+            decode_response(&body),
+            Err(DecodeError::Malformed(_))
+        ));
+        let codec = ClientCodec::new(1024);
+        let mut prefix = u32::MAX.to_le_bytes().to_vec();
+        prefix.extend_from_slice(&[0; 16]);
+        assert!(matches!(
+            codec.decode_request(&prefix),
+            Err(DecodeError::TooLarge { .. })
+        ));
+        assert_eq!(
+            decode_request(&[CLIENT_PROTOCOL_VERSION, 99, 0, 0, 0, 0, 0, 0, 0, 0]),
+            Err(DecodeError::UnknownType(99))
+        );
+    }
+
+    #[test]
+    fn an_oversized_message_is_an_error_and_leaves_the_buffer_alone() {
+        let codec = ClientCodec::new(32);
+        let request = Request {
+            request_id: 1,
+            body: RequestBody::Get {
+                key: vec![0; 64],
+                stale: false,
+            },
+        };
+        let mut out = vec![9];
+        assert!(matches!(
+            codec.encode_request(&request, &mut out),
+            Err(DecodeError::TooLarge { .. })
+        ));
+        assert_eq!(out, vec![9]);
+    }
+}

@@ -1,0 +1,688 @@
+//! The commands a log entry carries and the results applying them produces, with their
+//! versioned binary encoding.
+//!
+//! Both encodings start with a format version byte ([`COMMAND_VERSION`],
+//! [`RESULT_VERSION`]) and then a type byte; integers are little-endian, byte strings are
+//! `u32 length | bytes`, optional byte strings are `0` or `1 | bytes`, lists are
+//! `u32 count | elements`, a session is `client_id u64 | seq u64`.
+//!
+//! ```text
+//! command: 1 | type | fields
+//!   1 Get      key
+//!   2 Put      session key value
+//!   3 Delete   session key
+//!   4 Cas      session key expected:option new
+//!   5 Txn      session compare:list(key op:u8 value) success:list(op) failure:list(op)
+//!              op = 1 Put key value | 2 Delete key | 3 Get key
+//!              compare op = 1 Eq | 2 NotEq | 3 Exists | 4 Absent | 5 Lt | 6 Gt
+//!   6 RegisterSession
+//! result: 1 | type | fields
+//!   1 Ok | 2 Value option | 3 NotFound | 4 CasFailed option
+//!   5 Txn succeeded:u8 list(1 Done | 2 Value option) | 6 Registered client_id:u64
+//!   7 SessionExpired | 8 StaleSequence | 9 Error message
+//! ```
+//!
+//! Invariant: `decode_*(encode_*(x)) == x` for every value, and decoding arbitrary bytes
+//! returns an error instead of panicking or allocating more than the input's length.
+//! The same encoding is used inside log entries, in snapshots (recorded session results)
+//! and inside client protocol frames, so each value has exactly one byte form.
+
+use crate::codec::DecodeError;
+
+use crate::codec::wire::{Reader, put_bytes, put_option_bytes, put_u32, put_u64};
+
+/// Format version of an encoded [`Command`].
+pub const COMMAND_VERSION: u8 = 1;
+/// Format version of an encoded [`CommandResult`].
+pub const RESULT_VERSION: u8 = 1;
+
+/// The session a write belongs to (Raft thesis §6.3): results are recorded per
+/// `client_id` and `seq` so that a retried write is applied once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Session {
+    /// The id returned by [`Command::RegisterSession`] (the index of that entry).
+    pub client_id: u64,
+    /// The client's sequence number for this request; each new request uses a new one.
+    pub seq: u64,
+}
+
+/// One operation inside a [`Command::Txn`] branch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// Sets `key` to `value`.
+    Put {
+        /// The key.
+        key: Vec<u8>,
+        /// The new value.
+        value: Vec<u8>,
+    },
+    /// Removes `key` (no effect if absent).
+    Delete {
+        /// The key.
+        key: Vec<u8>,
+    },
+    /// Reads `key`, seeing the effects of earlier ops in the same branch.
+    Get {
+        /// The key.
+        key: Vec<u8>,
+    },
+}
+
+/// How a [`Compare`] tests the current value of its key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum CompareOp {
+    /// The key exists and its value equals the operand.
+    Eq = 1,
+    /// The key is absent or its value differs from the operand.
+    NotEq = 2,
+    /// The key exists (operand ignored).
+    Exists = 3,
+    /// The key is absent (operand ignored).
+    Absent = 4,
+    /// The key exists and its value is bytewise less than the operand.
+    Lt = 5,
+    /// The key exists and its value is bytewise greater than the operand.
+    Gt = 6,
+}
+
+impl CompareOp {
+    fn from_u8(byte: u8) -> Option<CompareOp> {
+        Some(match byte {
+            1 => CompareOp::Eq,
+            2 => CompareOp::NotEq,
+            3 => CompareOp::Exists,
+            4 => CompareOp::Absent,
+            5 => CompareOp::Lt,
+            6 => CompareOp::Gt,
+            _ => return None,
+        })
+    }
+
+    /// Whether a key whose current value is `current` passes the test against `operand`.
+    pub fn holds(self, current: Option<&[u8]>, operand: &[u8]) -> bool {
+        match self {
+            CompareOp::Eq => current == Some(operand),
+            CompareOp::NotEq => current != Some(operand),
+            CompareOp::Exists => current.is_some(),
+            CompareOp::Absent => current.is_none(),
+            CompareOp::Lt => current.is_some_and(|value| value < operand),
+            CompareOp::Gt => current.is_some_and(|value| value > operand),
+        }
+    }
+}
+
+/// One condition of a [`Command::Txn`]; all conditions must hold for the success branch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Compare {
+    /// The key tested.
+    pub key: Vec<u8>,
+    /// The test.
+    pub op: CompareOp,
+    /// The operand (empty and ignored for `Exists` / `Absent`).
+    pub value: Vec<u8>,
+}
+
+/// A command carried by a `Normal` log entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// A read ordered through the log (no session: reads are idempotent).
+    Get {
+        /// The key.
+        key: Vec<u8>,
+    },
+    /// Sets `key` to `value`. Result: `Ok`.
+    Put {
+        /// The writer's session.
+        session: Session,
+        /// The key.
+        key: Vec<u8>,
+        /// The new value.
+        value: Vec<u8>,
+    },
+    /// Removes `key`. Result: `Ok` if it existed, `NotFound` otherwise.
+    Delete {
+        /// The writer's session.
+        session: Session,
+        /// The key.
+        key: Vec<u8>,
+    },
+    /// Sets `key` to `new` if its value is `expected` (`None`: the key must be absent).
+    /// Result: `Ok` or `CasFailed { current }`.
+    Cas {
+        /// The writer's session.
+        session: Session,
+        /// The key.
+        key: Vec<u8>,
+        /// The value required; `None` requires the key to be absent.
+        expected: Option<Vec<u8>>,
+        /// The value written on success.
+        new: Vec<u8>,
+    },
+    /// Runs `success` if every `compare` holds, else `failure`, atomically.
+    /// Result: `Txn { succeeded, results }` with one result per op run.
+    Txn {
+        /// The writer's session.
+        session: Session,
+        /// Conditions, all of which must hold.
+        compare: Vec<Compare>,
+        /// Ops run when every condition holds.
+        success: Vec<Op>,
+        /// Ops run otherwise.
+        failure: Vec<Op>,
+    },
+    /// Opens a client session. Result: `Registered { client_id }`, the entry's index.
+    RegisterSession,
+}
+
+impl Command {
+    /// The session of a write, `None` for `Get` and `RegisterSession`.
+    pub fn session(&self) -> Option<Session> {
+        match self {
+            Command::Put { session, .. }
+            | Command::Delete { session, .. }
+            | Command::Cas { session, .. }
+            | Command::Txn { session, .. } => Some(*session),
+            Command::Get { .. } | Command::RegisterSession => None,
+        }
+    }
+}
+
+/// The result of one [`Op`] of a transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OpResult {
+    /// A `Put` or `Delete` ran.
+    Done,
+    /// A `Get` read this value (`None`: absent).
+    Value(Option<Vec<u8>>),
+}
+
+/// What applying a command produced. Deterministic: every replica computes the same one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommandResult {
+    /// A put, a delete of an existing key, or a successful cas.
+    Ok,
+    /// The value a get read (`None`: absent).
+    Value(Option<Vec<u8>>),
+    /// A delete found no such key.
+    NotFound,
+    /// A cas did not match; nothing was written.
+    CasFailed {
+        /// The value found (`None`: absent).
+        current: Option<Vec<u8>>,
+    },
+    /// A transaction ran one of its branches.
+    Txn {
+        /// Whether every compare held (the success branch ran).
+        succeeded: bool,
+        /// One result per op of the branch that ran.
+        results: Vec<OpResult>,
+    },
+    /// A session was opened; use `client_id` in every later write.
+    Registered {
+        /// The new session's id (the index of the registering entry).
+        client_id: u64,
+    },
+    /// The write's session is unknown: it expired or was never registered. Nothing was
+    /// applied; the client must register a new session (and may not know whether its
+    /// earlier in-flight writes were applied).
+    SessionExpired,
+    /// The write's `seq` is older than the results still kept for its session: it is a
+    /// stale retry whose outcome is no longer known. Nothing was applied.
+    StaleSequence,
+    /// The entry was not a valid command (undecodable, or an index already applied);
+    /// nothing was applied.
+    Error(String),
+}
+
+fn encode_session(session: Session, out: &mut Vec<u8>) {
+    put_u64(out, session.client_id);
+    put_u64(out, session.seq);
+}
+
+fn decode_session(input: &mut Reader<'_>) -> Result<Session, DecodeError> {
+    Ok(Session {
+        client_id: input.u64("session client id")?,
+        seq: input.u64("session seq")?,
+    })
+}
+
+const OP_PUT: u8 = 1;
+const OP_DELETE: u8 = 2;
+const OP_GET: u8 = 3;
+
+fn encode_ops(ops: &[Op], out: &mut Vec<u8>) {
+    put_u32(out, crate::codec::wire::len_u32(ops.len()));
+    for op in ops {
+        match op {
+            Op::Put { key, value } => {
+                out.push(OP_PUT);
+                put_bytes(out, key);
+                put_bytes(out, value);
+            }
+            Op::Delete { key } => {
+                out.push(OP_DELETE);
+                put_bytes(out, key);
+            }
+            Op::Get { key } => {
+                out.push(OP_GET);
+                put_bytes(out, key);
+            }
+        }
+    }
+}
+
+fn decode_ops(input: &mut Reader<'_>) -> Result<Vec<Op>, DecodeError> {
+    // Smallest op: type byte + empty key = 5 bytes.
+    let count = input.count(5, "txn op count")?;
+    let mut ops = Vec::with_capacity(count);
+    for _ in 0..count {
+        ops.push(match input.u8("txn op type")? {
+            OP_PUT => Op::Put {
+                key: input.bytes("txn put key")?,
+                value: input.bytes("txn put value")?,
+            },
+            OP_DELETE => Op::Delete {
+                key: input.bytes("txn delete key")?,
+            },
+            OP_GET => Op::Get {
+                key: input.bytes("txn get key")?,
+            },
+            _ => return Err(DecodeError::Malformed("txn op type")),
+        });
+    }
+    Ok(ops)
+}
+
+const CMD_GET: u8 = 1;
+const CMD_PUT: u8 = 2;
+const CMD_DELETE: u8 = 3;
+const CMD_CAS: u8 = 4;
+const CMD_TXN: u8 = 5;
+const CMD_REGISTER: u8 = 6;
+
+/// Appends the encoding of `command` (version byte first) to `out`.
+pub fn encode_command(command: &Command, out: &mut Vec<u8>) {
+    out.push(COMMAND_VERSION);
+    match command {
+        Command::Get { key } => {
+            out.push(CMD_GET);
+            put_bytes(out, key);
+        }
+        Command::Put {
+            session,
+            key,
+            value,
+        } => {
+            out.push(CMD_PUT);
+            encode_session(*session, out);
+            put_bytes(out, key);
+            put_bytes(out, value);
+        }
+        Command::Delete { session, key } => {
+            out.push(CMD_DELETE);
+            encode_session(*session, out);
+            put_bytes(out, key);
+        }
+        Command::Cas {
+            session,
+            key,
+            expected,
+            new,
+        } => {
+            out.push(CMD_CAS);
+            encode_session(*session, out);
+            put_bytes(out, key);
+            put_option_bytes(out, expected.as_deref());
+            put_bytes(out, new);
+        }
+        Command::Txn {
+            session,
+            compare,
+            success,
+            failure,
+        } => {
+            out.push(CMD_TXN);
+            encode_session(*session, out);
+            put_u32(out, crate::codec::wire::len_u32(compare.len()));
+            for condition in compare {
+                put_bytes(out, &condition.key);
+                out.push(condition.op as u8);
+                put_bytes(out, &condition.value);
+            }
+            encode_ops(success, out);
+            encode_ops(failure, out);
+        }
+        Command::RegisterSession => out.push(CMD_REGISTER),
+    }
+}
+
+/// The encoding of `command` as a new vector (the payload of a log entry).
+pub fn command_to_vec(command: &Command) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode_command(command, &mut out);
+    out
+}
+
+/// Decodes a command that must fill `input` exactly.
+///
+/// # Errors
+/// [`DecodeError::Malformed`] on an unknown version, truncation or trailing bytes;
+/// [`DecodeError::UnknownType`] on an unknown command type.
+pub fn decode_command(input: &[u8]) -> Result<Command, DecodeError> {
+    let mut reader = Reader::new(input);
+    let command = read_command(&mut reader)?;
+    reader.finish()?;
+    Ok(command)
+}
+
+/// Reads one command from `input`, leaving the bytes after it.
+pub(crate) fn read_command(input: &mut Reader<'_>) -> Result<Command, DecodeError> {
+    if input.u8("command version")? != COMMAND_VERSION {
+        return Err(DecodeError::Malformed("unsupported command version"));
+    }
+    let command = match input.u8("command type")? {
+        CMD_GET => Command::Get {
+            key: input.bytes("get key")?,
+        },
+        CMD_PUT => Command::Put {
+            session: decode_session(input)?,
+            key: input.bytes("put key")?,
+            value: input.bytes("put value")?,
+        },
+        CMD_DELETE => Command::Delete {
+            session: decode_session(input)?,
+            key: input.bytes("delete key")?,
+        },
+        CMD_CAS => Command::Cas {
+            session: decode_session(input)?,
+            key: input.bytes("cas key")?,
+            expected: input.option_bytes("cas expected")?,
+            new: input.bytes("cas new value")?,
+        },
+        CMD_TXN => {
+            let session = decode_session(input)?;
+            // Smallest compare: empty key + op byte + empty value = 9 bytes.
+            let count = input.count(9, "txn compare count")?;
+            let mut compare = Vec::with_capacity(count);
+            for _ in 0..count {
+                let key = input.bytes("txn compare key")?;
+                let op = CompareOp::from_u8(input.u8("txn compare op")?)
+                    .ok_or(DecodeError::Malformed("txn compare op"))?;
+                let value = input.bytes("txn compare value")?;
+                compare.push(Compare { key, op, value });
+            }
+            Command::Txn {
+                session,
+                compare,
+                success: decode_ops(input)?,
+                failure: decode_ops(input)?,
+            }
+        }
+        CMD_REGISTER => Command::RegisterSession,
+        other => return Err(DecodeError::UnknownType(other)),
+    };
+    Ok(command)
+}
+
+const RES_OK: u8 = 1;
+const RES_VALUE: u8 = 2;
+const RES_NOT_FOUND: u8 = 3;
+const RES_CAS_FAILED: u8 = 4;
+const RES_TXN: u8 = 5;
+const RES_REGISTERED: u8 = 6;
+const RES_SESSION_EXPIRED: u8 = 7;
+const RES_STALE_SEQUENCE: u8 = 8;
+const RES_ERROR: u8 = 9;
+
+const OPRES_DONE: u8 = 1;
+const OPRES_VALUE: u8 = 2;
+
+/// Appends the encoding of `result` (version byte first) to `out`.
+pub fn encode_result(result: &CommandResult, out: &mut Vec<u8>) {
+    out.push(RESULT_VERSION);
+    match result {
+        CommandResult::Ok => out.push(RES_OK),
+        CommandResult::Value(value) => {
+            out.push(RES_VALUE);
+            put_option_bytes(out, value.as_deref());
+        }
+        CommandResult::NotFound => out.push(RES_NOT_FOUND),
+        CommandResult::CasFailed { current } => {
+            out.push(RES_CAS_FAILED);
+            put_option_bytes(out, current.as_deref());
+        }
+        CommandResult::Txn { succeeded, results } => {
+            out.push(RES_TXN);
+            out.push(u8::from(*succeeded));
+            put_u32(out, crate::codec::wire::len_u32(results.len()));
+            for result in results {
+                match result {
+                    OpResult::Done => out.push(OPRES_DONE),
+                    OpResult::Value(value) => {
+                        out.push(OPRES_VALUE);
+                        put_option_bytes(out, value.as_deref());
+                    }
+                }
+            }
+        }
+        CommandResult::Registered { client_id } => {
+            out.push(RES_REGISTERED);
+            put_u64(out, *client_id);
+        }
+        CommandResult::SessionExpired => out.push(RES_SESSION_EXPIRED),
+        CommandResult::StaleSequence => out.push(RES_STALE_SEQUENCE),
+        CommandResult::Error(message) => {
+            out.push(RES_ERROR);
+            put_bytes(out, message.as_bytes());
+        }
+    }
+}
+
+/// Decodes a result that must fill `input` exactly.
+///
+/// # Errors
+/// As [`decode_command`].
+pub fn decode_result(input: &[u8]) -> Result<CommandResult, DecodeError> {
+    let mut reader = Reader::new(input);
+    let result = read_result(&mut reader)?;
+    reader.finish()?;
+    Ok(result)
+}
+
+/// Reads one result from `input`, leaving the bytes after it.
+pub(crate) fn read_result(input: &mut Reader<'_>) -> Result<CommandResult, DecodeError> {
+    if input.u8("result version")? != RESULT_VERSION {
+        return Err(DecodeError::Malformed("unsupported result version"));
+    }
+    let result = match input.u8("result type")? {
+        RES_OK => CommandResult::Ok,
+        RES_VALUE => CommandResult::Value(input.option_bytes("value")?),
+        RES_NOT_FOUND => CommandResult::NotFound,
+        RES_CAS_FAILED => CommandResult::CasFailed {
+            current: input.option_bytes("cas current")?,
+        },
+        RES_TXN => {
+            let succeeded = input.bool("txn succeeded")?;
+            let count = input.count(1, "txn result count")?;
+            let mut results = Vec::with_capacity(count);
+            for _ in 0..count {
+                results.push(match input.u8("txn result type")? {
+                    OPRES_DONE => OpResult::Done,
+                    OPRES_VALUE => OpResult::Value(input.option_bytes("txn value")?),
+                    _ => return Err(DecodeError::Malformed("txn result type")),
+                });
+            }
+            CommandResult::Txn { succeeded, results }
+        }
+        RES_REGISTERED => CommandResult::Registered {
+            client_id: input.u64("client id")?,
+        },
+        RES_SESSION_EXPIRED => CommandResult::SessionExpired,
+        RES_STALE_SEQUENCE => CommandResult::StaleSequence,
+        RES_ERROR => CommandResult::Error(input.string("error message")?),
+        other => return Err(DecodeError::UnknownType(other)),
+    };
+    Ok(result)
+}
+
+/// Proptest strategies for commands and results, shared with the client codec tests.
+#[cfg(test)]
+pub(crate) mod strategy {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Short byte strings, so that collisions between keys happen.
+    pub(crate) fn bytes() -> impl Strategy<Value = Vec<u8>> {
+        proptest::collection::vec(0u8..4, 0..4)
+    }
+
+    pub(crate) fn session() -> impl Strategy<Value = Session> {
+        (any::<u64>(), any::<u64>()).prop_map(|(client_id, seq)| Session { client_id, seq })
+    }
+
+    pub(crate) fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (bytes(), bytes()).prop_map(|(key, value)| Op::Put { key, value }),
+            bytes().prop_map(|key| Op::Delete { key }),
+            bytes().prop_map(|key| Op::Get { key }),
+        ]
+    }
+
+    fn compare_op() -> impl Strategy<Value = CompareOp> {
+        (1u8..=6).prop_map(|byte| CompareOp::from_u8(byte).expect("valid op byte"))
+    }
+
+    pub(crate) fn command() -> impl Strategy<Value = Command> {
+        let compare = (bytes(), compare_op(), bytes()).prop_map(|(key, op, value)| Compare {
+            key,
+            op,
+            value,
+        });
+        let ops = || proptest::collection::vec(op(), 0..4);
+        prop_oneof![
+            bytes().prop_map(|key| Command::Get { key }),
+            (session(), bytes(), bytes()).prop_map(|(session, key, value)| Command::Put {
+                session,
+                key,
+                value
+            }),
+            (session(), bytes()).prop_map(|(session, key)| Command::Delete { session, key }),
+            (session(), bytes(), proptest::option::of(bytes()), bytes()).prop_map(
+                |(session, key, expected, new)| Command::Cas {
+                    session,
+                    key,
+                    expected,
+                    new
+                }
+            ),
+            (
+                session(),
+                proptest::collection::vec(compare, 0..3),
+                ops(),
+                ops()
+            )
+                .prop_map(|(session, compare, success, failure)| Command::Txn {
+                    session,
+                    compare,
+                    success,
+                    failure
+                }),
+            Just(Command::RegisterSession),
+        ]
+    }
+
+    pub(crate) fn result() -> impl Strategy<Value = CommandResult> {
+        let op_result = prop_oneof![
+            Just(OpResult::Done),
+            proptest::option::of(bytes()).prop_map(OpResult::Value),
+        ];
+        prop_oneof![
+            Just(CommandResult::Ok),
+            proptest::option::of(bytes()).prop_map(CommandResult::Value),
+            Just(CommandResult::NotFound),
+            proptest::option::of(bytes()).prop_map(|current| CommandResult::CasFailed { current }),
+            (any::<bool>(), proptest::collection::vec(op_result, 0..4))
+                .prop_map(|(succeeded, results)| CommandResult::Txn { succeeded, results }),
+            any::<u64>().prop_map(|client_id| CommandResult::Registered { client_id }),
+            Just(CommandResult::SessionExpired),
+            Just(CommandResult::StaleSequence),
+            ".{0,8}".prop_map(CommandResult::Error),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #[test]
+        fn command_round_trips(command in strategy::command()) {
+            let bytes = command_to_vec(&command);
+            prop_assert_eq!(decode_command(&bytes), Ok(command));
+            // Every strict prefix is an error (truncation is detected).
+            for cut in 0..bytes.len() {
+                prop_assert!(decode_command(&bytes[..cut]).is_err());
+            }
+        }
+
+        #[test]
+        fn result_round_trips(result in strategy::result()) {
+            let mut bytes = Vec::new();
+            encode_result(&result, &mut bytes);
+            prop_assert_eq!(decode_result(&bytes), Ok(result));
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let _ = decode_command(&bytes);
+            let _ = decode_result(&bytes);
+            // With a valid version prefix the decoders reach deeper code paths.
+            let mut versioned = vec![COMMAND_VERSION];
+            versioned.extend_from_slice(&bytes);
+            let _ = decode_command(&versioned);
+            let _ = decode_result(&versioned);
+        }
+    }
+
+    #[test]
+    fn rejects_unknown_version_and_type() {
+        assert!(decode_command(&[2, CMD_GET, 0, 0, 0, 0]).is_err());
+        assert_eq!(decode_command(&[1, 99]), Err(DecodeError::UnknownType(99)));
+        assert_eq!(decode_result(&[1, 99]), Err(DecodeError::UnknownType(99)));
+        assert!(
+            decode_command(&[1, CMD_REGISTER, 0]).is_err(),
+            "trailing byte"
+        );
+    }
+
+    #[test]
+    fn compare_ops_follow_their_documented_meaning() {
+        type Case = (CompareOp, Option<&'static [u8]>, &'static [u8], bool);
+        let cases: [Case; 12] = [
+            (CompareOp::Eq, Some(b"a"), b"a", true),
+            (CompareOp::Eq, None, b"a", false),
+            (CompareOp::NotEq, None, b"a", true),
+            (CompareOp::NotEq, Some(b"a"), b"a", false),
+            (CompareOp::Exists, Some(b""), b"x", true),
+            (CompareOp::Exists, None, b"", false),
+            (CompareOp::Absent, None, b"", true),
+            (CompareOp::Absent, Some(b""), b"", false),
+            (CompareOp::Lt, Some(b"a"), b"b", true),
+            (CompareOp::Lt, None, b"b", false),
+            (CompareOp::Gt, Some(b"b"), b"a", true),
+            (CompareOp::Gt, Some(b"a"), b"a", false),
+        ];
+        for (i, (op, current, operand, want)) in cases.into_iter().enumerate() {
+            assert_eq!(
+                op.holds(current, operand),
+                want,
+                "#{i}: {op:?} {current:?} {operand:?}"
+            );
+        }
+    }
+}

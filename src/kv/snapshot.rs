@@ -1,0 +1,381 @@
+//! Snapshot encoding of a [`KvStore`]: the map, the session table and the applied index.
+//!
+//! Format (little-endian):
+//!
+//! ```text
+//! magic "RKVSNAP\0" (8) | version u32 | applied_index u64 | key_count u64 | session_count u64
+//! key_count     x ( key: u32 len + bytes | value: u32 len + bytes )
+//! session_count x ( client_id u64 | last_active_index u64 | evicted_seq_max u64
+//!                   | result_count u32 | result_count x ( seq u64 | u32 len + encoded result ) )
+//! crc32 u32 (crc32fast, over every byte before it)
+//! ```
+//!
+//! Keys appear shard by shard, sorted within a shard, so equal stores give equal bytes.
+//!
+//! Taking a snapshot without stalling the loop: [`KvStore::snapshot_view`] is O(number of
+//! shards) and copies no entry; the [`SnapshotView`] is `Send + 'static` and is encoded
+//! by a helper thread ([`SnapshotView::write_to`]) while the loop keeps applying (writes
+//! then copy only the shards they touch). [`KvStore::restore`] checks the crc before
+//! parsing and validates every length, so corrupt input is an error, never a panic.
+
+use std::io::{self, Write};
+use std::sync::Arc;
+
+use crate::codec::DecodeError;
+
+use super::command::{encode_result, read_result};
+use super::session::{SessionState, SessionTable};
+use super::shards::ShardsView;
+use super::store::{Bytes, KvConfig, KvStore};
+use crate::codec::wire::{Reader, len_u32, put_bytes, put_u32, put_u64};
+
+/// The first eight bytes of a kv snapshot.
+pub const SNAPSHOT_MAGIC: [u8; 8] = *b"RKVSNAP\0";
+/// The snapshot format version written by this code.
+pub const SNAPSHOT_VERSION: u32 = 1;
+const HEADER_BYTES: usize = 8 + 4 + 8 + 8 + 8;
+const CRC_BYTES: usize = 4;
+
+/// Why a snapshot could not be restored.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// The bytes do not start with [`SNAPSHOT_MAGIC`] or are shorter than a header.
+    #[error("not a kv snapshot (bad magic or too short)")]
+    NotASnapshot,
+    /// A version this code cannot read.
+    #[error("unsupported kv snapshot version {0}")]
+    UnsupportedVersion(u32),
+    /// The trailing crc does not match the contents.
+    #[error("kv snapshot checksum mismatch: stored {stored:#010x}, computed {computed:#010x}")]
+    ChecksumMismatch {
+        /// The crc stored in the snapshot.
+        stored: u32,
+        /// The crc of the bytes read.
+        computed: u32,
+    },
+    /// The checksum matched but the contents are inconsistent.
+    #[error("corrupt kv snapshot: {0}")]
+    Corrupt(String),
+}
+
+/// A point-in-time copy of a store, cheap to take, encodable from another thread.
+#[derive(Debug, Clone)]
+pub struct SnapshotView {
+    applied_index: u64,
+    data: ShardsView<Bytes, Bytes>,
+    sessions: ShardsView<u64, Arc<SessionState>>,
+}
+
+/// A writer that feeds everything it writes into a crc.
+struct CrcWriter<W> {
+    inner: W,
+    hasher: crc32fast::Hasher,
+    written: u64,
+}
+
+impl<W: Write> CrcWriter<W> {
+    fn put(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.hasher.update(bytes);
+        self.written += bytes.len() as u64;
+        self.inner.write_all(bytes)
+    }
+}
+
+/// Entries are staged in a buffer of about this size before each write, so that a
+/// helper thread writing to a file makes few large writes.
+const STAGE_BYTES: usize = 256 * 1024;
+
+impl SnapshotView {
+    /// The index the snapshot reflects (every entry up to it is applied, none after).
+    pub fn applied_index(&self) -> u64 {
+        self.applied_index
+    }
+
+    /// The number of keys in the snapshot.
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+
+    /// Whether the snapshot holds no key.
+    pub fn is_empty(&self) -> bool {
+        self.data.len() == 0
+    }
+
+    /// Streams the encoded snapshot into `out`, returning the bytes written. Meant for a
+    /// helper thread (`std::thread::spawn(move || view.write_to(file))`).
+    ///
+    /// # Errors
+    /// Any error of `out`.
+    pub fn write_to<W: Write>(&self, out: W) -> io::Result<u64> {
+        let mut out = CrcWriter {
+            inner: out,
+            hasher: crc32fast::Hasher::new(),
+            written: 0,
+        };
+        let mut stage = Vec::with_capacity(STAGE_BYTES + 1024);
+        stage.extend_from_slice(&SNAPSHOT_MAGIC);
+        put_u32(&mut stage, SNAPSHOT_VERSION);
+        put_u64(&mut stage, self.applied_index);
+        put_u64(&mut stage, self.data.len() as u64);
+        put_u64(&mut stage, self.sessions.len() as u64);
+        for (key, value) in self.data.iter() {
+            put_bytes(&mut stage, key);
+            put_bytes(&mut stage, value);
+            if stage.len() >= STAGE_BYTES {
+                out.put(&stage)?;
+                stage.clear();
+            }
+        }
+        let mut encoded = Vec::new();
+        for (client_id, state) in self.sessions.iter() {
+            put_u64(&mut stage, *client_id);
+            put_u64(&mut stage, state.last_active_index);
+            put_u64(&mut stage, state.evicted_seq_max);
+            put_u32(&mut stage, len_u32(state.results.len()));
+            for (seq, result) in &state.results {
+                put_u64(&mut stage, *seq);
+                encoded.clear();
+                encode_result(result, &mut encoded);
+                put_bytes(&mut stage, &encoded);
+            }
+            if stage.len() >= STAGE_BYTES {
+                out.put(&stage)?;
+                stage.clear();
+            }
+        }
+        out.put(&stage)?;
+        let crc = out.hasher.clone().finalize();
+        out.inner.write_all(&crc.to_le_bytes())?;
+        out.inner.flush()?;
+        Ok(out.written + CRC_BYTES as u64)
+    }
+
+    /// The encoded snapshot in memory.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        match self.write_to(&mut out) {
+            Ok(_) => out,
+            Err(error) => unreachable!("writing to a Vec cannot fail: {error}"),
+        }
+    }
+}
+
+impl KvStore {
+    /// A point-in-time view for a snapshot: O(shards), copies no key or value.
+    pub fn snapshot_view(&self) -> SnapshotView {
+        SnapshotView {
+            applied_index: self.applied_index,
+            data: self.data.view(),
+            sessions: self.sessions.view(),
+        }
+    }
+
+    /// The encoded snapshot of the current state (on the calling thread; see
+    /// [`KvStore::snapshot_view`] for the non-blocking way).
+    pub fn snapshot(&self) -> Vec<u8> {
+        self.snapshot_view().encode()
+    }
+
+    /// Rebuilds a store from [`KvStore::snapshot`] bytes.
+    ///
+    /// # Errors
+    /// [`Error`] when the bytes are not a snapshot, have another version, fail the crc
+    /// check or are inconsistent (bad lengths, duplicate keys, wrong counts, trailing bytes).
+    pub fn restore(config: KvConfig, bytes: &[u8]) -> Result<KvStore, Error> {
+        if bytes.len() < HEADER_BYTES + CRC_BYTES || bytes[..8] != SNAPSHOT_MAGIC {
+            return Err(Error::NotASnapshot);
+        }
+        let (body, crc) = bytes.split_at(bytes.len() - CRC_BYTES);
+        let stored = u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]);
+        let computed = crc32fast::hash(body);
+        let mut input = Reader::new(&body[8..]);
+        let version = input.u32("version").map_err(corrupt)?;
+        if version != SNAPSHOT_VERSION {
+            return Err(Error::UnsupportedVersion(version));
+        }
+        if stored != computed {
+            return Err(Error::ChecksumMismatch { stored, computed });
+        }
+        let mut store = KvStore::new(config);
+        store.applied_index = input.u64("applied index").map_err(corrupt)?;
+        let key_count = input.u64("key count").map_err(corrupt)?;
+        let session_count = input.u64("session count").map_err(corrupt)?;
+        for _ in 0..key_count {
+            let key = Bytes::from(input.slice("key").map_err(corrupt)?);
+            let value = Bytes::from(input.slice("value").map_err(corrupt)?);
+            if store.data.insert(key, value).is_some() {
+                return Err(Error::Corrupt("duplicate key".to_owned()));
+            }
+        }
+        store.sessions = read_sessions(&mut input, session_count)?;
+        input.finish().map_err(corrupt)?;
+        Ok(store)
+    }
+}
+
+fn read_sessions(input: &mut Reader<'_>, count: u64) -> Result<SessionTable, Error> {
+    let mut table = SessionTable::new();
+    for _ in 0..count {
+        let client_id = input.u64("client id").map_err(corrupt)?;
+        let last_active_index = input.u64("last active index").map_err(corrupt)?;
+        let evicted_seq_max = input.u64("evicted seq").map_err(corrupt)?;
+        let result_count = input.count(12, "result count").map_err(corrupt)?;
+        let mut results = std::collections::VecDeque::with_capacity(result_count);
+        for _ in 0..result_count {
+            let seq = input.u64("result seq").map_err(corrupt)?;
+            let mut encoded = Reader::new(input.slice("result").map_err(corrupt)?);
+            let result = read_result(&mut encoded).map_err(corrupt)?;
+            encoded.finish().map_err(corrupt)?;
+            if results.back().is_some_and(|(last, _)| *last >= seq) {
+                return Err(Error::Corrupt("session results out of order".to_owned()));
+            }
+            results.push_back((seq, result));
+        }
+        if table.sessions.get(&client_id).is_some() {
+            return Err(Error::Corrupt("duplicate session".to_owned()));
+        }
+        table.insert(
+            client_id,
+            SessionState {
+                last_active_index,
+                evicted_seq_max,
+                results,
+            },
+        );
+    }
+    Ok(table)
+}
+
+fn corrupt(error: DecodeError) -> Error {
+    Error::Corrupt(error.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::kv::command::{Command, CommandResult, Session, command_to_vec, strategy};
+
+    fn busy_store() -> KvStore {
+        let mut store = KvStore::new(KvConfig::default());
+        store.apply(1, &command_to_vec(&Command::RegisterSession));
+        for seq in 1..=50u64 {
+            let command = Command::Put {
+                session: Session { client_id: 1, seq },
+                key: format!("key-{}", seq % 20).into_bytes(),
+                value: seq.to_le_bytes().to_vec(),
+            };
+            store.apply(seq + 1, &command_to_vec(&command));
+        }
+        store
+    }
+
+    #[test]
+    fn restore_gives_back_the_same_state() {
+        let store = busy_store();
+        let bytes = store.snapshot();
+        let restored = KvStore::restore(KvConfig::default(), &bytes).unwrap();
+        assert_eq!(restored.applied_index(), 51);
+        assert_eq!(restored.len(), 20);
+        assert_eq!(restored.session_count(), 1);
+        assert_eq!(restored.snapshot(), bytes, "equal states encode equally");
+        // The session table survived: a retry of seq 50 is answered, not re-applied.
+        let mut restored = restored;
+        let retry = Command::Put {
+            session: Session {
+                client_id: 1,
+                seq: 50,
+            },
+            key: b"key-10".to_vec(),
+            value: b"again".to_vec(),
+        };
+        assert_eq!(
+            restored.apply(52, &command_to_vec(&retry)),
+            CommandResult::Ok
+        );
+        assert_eq!(restored.get(b"key-10"), Some(&50u64.to_le_bytes()[..]));
+    }
+
+    #[test]
+    fn a_view_taken_before_writes_encodes_the_old_state() {
+        let mut store = busy_store();
+        let before = store.snapshot();
+        let view = store.snapshot_view();
+        let command = Command::Delete {
+            session: Session {
+                client_id: 1,
+                seq: 51,
+            },
+            key: b"key-1".to_vec(),
+        };
+        store.apply(52, &command_to_vec(&command));
+        let encoded = std::thread::spawn(move || view.encode()).join().unwrap();
+        assert_eq!(encoded, before);
+        assert_ne!(store.snapshot(), before);
+    }
+
+    #[test]
+    fn every_flipped_byte_and_every_cut_is_an_error() {
+        let bytes = busy_store().snapshot();
+        for i in 0..bytes.len() {
+            let mut damaged = bytes.clone();
+            damaged[i] ^= 0x40;
+            assert!(
+                KvStore::restore(KvConfig::default(), &damaged).is_err(),
+                "#{i}: flip"
+            );
+            assert!(
+                KvStore::restore(KvConfig::default(), &bytes[..i]).is_err(),
+                "#{i}: cut"
+            );
+        }
+    }
+
+    #[test]
+    fn a_valid_crc_over_inconsistent_contents_is_corrupt() {
+        // Claim one more key than the body holds, then fix the crc.
+        let mut bytes = busy_store().snapshot();
+        let body_len = bytes.len() - CRC_BYTES;
+        bytes[20] += 1; // key_count, low byte
+        let crc = crc32fast::hash(&bytes[..body_len]);
+        bytes[body_len..].copy_from_slice(&crc.to_le_bytes());
+        assert!(matches!(
+            KvStore::restore(KvConfig::default(), &bytes),
+            Err(Error::Corrupt(_))
+        ));
+    }
+
+    #[test]
+    fn views_and_stores_can_move_to_a_helper_thread() {
+        fn assert_send<T: Send + 'static>() {}
+        assert_send::<SnapshotView>();
+        assert_send::<KvStore>();
+    }
+
+    proptest! {
+        #[test]
+        fn snapshots_round_trip(commands in proptest::collection::vec(strategy::command(), 0..30)) {
+            let mut store = KvStore::new(KvConfig::default());
+            for (i, command) in commands.iter().enumerate() {
+                store.apply(i as u64 + 1, &command_to_vec(command));
+            }
+            let bytes = store.snapshot();
+            let restored = KvStore::restore(KvConfig::default(), &bytes).unwrap();
+            prop_assert_eq!(restored.snapshot(), bytes);
+            prop_assert_eq!(restored.applied_index(), store.applied_index());
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(tail in proptest::collection::vec(any::<u8>(), 0..80)) {
+            // A valid header with a matching crc over random contents reaches the parser.
+            let mut bytes = SNAPSHOT_MAGIC.to_vec();
+            bytes.extend_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
+            bytes.extend_from_slice(&tail);
+            let crc = crc32fast::hash(&bytes);
+            bytes.extend_from_slice(&crc.to_le_bytes());
+            let _ = KvStore::restore(KvConfig::default(), &bytes);
+            let _ = KvStore::restore(KvConfig::default(), &tail);
+        }
+    }
+}

@@ -1,0 +1,510 @@
+//! [`KvStore`]: applies committed commands in log order, with client sessions.
+//!
+//! Invariant: the store's contents are a pure function of the sequence of
+//! `(index, data)` pairs given to [`KvStore::apply`] / [`KvStore::advance_applied`] and
+//! of its [`KvConfig`]; nothing reads a clock or a random source, so every replica that
+//! applies the same log holds the same state and produces byte-identical snapshots.
+
+use std::sync::Arc;
+
+use super::command::{Command, CommandResult, Op, OpResult, decode_command};
+use super::session::{Admission, SessionTable};
+use super::shards::Shards;
+
+/// Shards of the key space. At 1M keys a shard holds about 61 entries, which is what
+/// the first write to a shard copies (B-tree nodes and reference counts, not bytes)
+/// while a snapshot view is alive. Shards are allocated on first use, so an empty store
+/// costs one 128 KiB vector of `None`.
+pub(crate) const DATA_SHARDS: usize = 16_384;
+
+/// Keys and values are shared, immutable byte strings, so copying a shard for
+/// copy-on-write never copies the bytes themselves.
+pub(crate) type Bytes = Arc<[u8]>;
+
+/// Parameters of the state machine. They are part of its deterministic behaviour:
+/// every replica of a cluster must use the same values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KvConfig {
+    /// A session not used for more than this many log indexes expires.
+    pub session_idle_entries_max: u64,
+    /// Results kept per session: the number of writes a client may have in flight.
+    pub session_results_max: usize,
+    /// The most sessions kept; registering one more expires the least recently used.
+    pub sessions_max: usize,
+}
+
+impl Default for KvConfig {
+    fn default() -> KvConfig {
+        KvConfig {
+            session_idle_entries_max: 1_000_000,
+            session_results_max: 128,
+            sessions_max: 100_000,
+        }
+    }
+}
+
+/// The replicated key-value map plus the client session table.
+///
+/// The map is a set of copy-on-write `BTreeMap` shards of `Arc<[u8]>` keys and values
+/// rather than one `HashMap`: a point-in-time [`KvStore::snapshot_view`] then costs one
+/// `Arc` clone per shard and a helper thread can encode it while the loop goes on
+/// applying; `BTreeMap` (not `HashMap`) gives a deterministic iteration order, so
+/// snapshots are byte-identical on every replica, and has no per-process hash seed.
+#[derive(Debug, Clone)]
+pub struct KvStore {
+    pub(crate) config: KvConfig,
+    pub(crate) data: Shards<Bytes, Bytes>,
+    pub(crate) sessions: SessionTable,
+    /// Invariant: the highest index given to `apply` or `advance_applied`.
+    pub(crate) applied_index: u64,
+}
+
+impl KvStore {
+    /// An empty store at applied index 0.
+    pub fn new(config: KvConfig) -> KvStore {
+        KvStore {
+            config,
+            data: Shards::new(DATA_SHARDS),
+            sessions: SessionTable::new(),
+            applied_index: 0,
+        }
+    }
+
+    /// The configuration the store runs with.
+    pub fn config(&self) -> KvConfig {
+        self.config
+    }
+
+    /// The value of `key` in the applied state (a local read: linearizable only after a
+    /// ReadIndex round has confirmed the applied index, stale otherwise).
+    pub fn get(&self, key: &[u8]) -> Option<&[u8]> {
+        self.data.get(key).map(|value| &value[..])
+    }
+
+    /// The number of keys.
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+
+    /// Whether the store holds no key.
+    pub fn is_empty(&self) -> bool {
+        self.data.len() == 0
+    }
+
+    /// The number of open client sessions.
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// The index of the last entry applied (0 before any).
+    pub fn applied_index(&self) -> u64 {
+        self.applied_index
+    }
+
+    /// Applies the committed `Normal` entry at `index` whose payload is `data`.
+    ///
+    /// Returns the result to give the client that proposed it (if it is waiting). A payload
+    /// that does not decode, or an `index` not above [`KvStore::applied_index`], yields
+    /// [`CommandResult::Error`] and changes nothing (an undecodable entry still advances
+    /// the applied index: it is committed and every replica skips it alike).
+    pub fn apply(&mut self, index: u64, data: &[u8]) -> CommandResult {
+        if index <= self.applied_index {
+            return CommandResult::Error(format!(
+                "entry {index} is not above the applied index {}",
+                self.applied_index
+            ));
+        }
+        self.advance_applied(index);
+        match decode_command(data) {
+            Ok(command) => self.execute(index, command),
+            Err(error) => CommandResult::Error(format!("entry {index} does not decode: {error}")),
+        }
+    }
+
+    /// Records that the entry at `index` was applied without a kv command (a no-op or a
+    /// configuration entry), so the applied index and session expiry follow the log.
+    /// An `index` not above the applied index is ignored.
+    pub fn advance_applied(&mut self, index: u64) {
+        if index > self.applied_index {
+            self.applied_index = index;
+            self.sessions
+                .expire(index, self.config.session_idle_entries_max);
+        }
+    }
+
+    fn execute(&mut self, index: u64, command: Command) -> CommandResult {
+        match command {
+            Command::Get { key } => CommandResult::Value(self.get(&key).map(<[u8]>::to_vec)),
+            Command::RegisterSession => {
+                self.sessions
+                    .register(index, index, self.config.sessions_max);
+                CommandResult::Registered { client_id: index }
+            }
+            write => {
+                let Some(session) = write.session() else {
+                    return CommandResult::Error("command without a session".to_owned());
+                };
+                match self.sessions.admit(session.client_id, session.seq, index) {
+                    Admission::Answer(result) => result,
+                    Admission::Apply => {
+                        let result = self.execute_write(write);
+                        self.sessions.record(
+                            session.client_id,
+                            session.seq,
+                            &result,
+                            self.config.session_results_max,
+                        );
+                        result
+                    }
+                }
+            }
+        }
+    }
+
+    fn execute_write(&mut self, write: Command) -> CommandResult {
+        match write {
+            Command::Put { key, value, .. } => {
+                self.data.insert(Bytes::from(key), Bytes::from(value));
+                CommandResult::Ok
+            }
+            Command::Delete { key, .. } => match self.data.remove(&key[..]) {
+                Some(_) => CommandResult::Ok,
+                None => CommandResult::NotFound,
+            },
+            Command::Cas {
+                key, expected, new, ..
+            } => {
+                let current = self.get(&key);
+                if current == expected.as_deref() {
+                    self.data.insert(Bytes::from(key), Bytes::from(new));
+                    CommandResult::Ok
+                } else {
+                    CommandResult::CasFailed {
+                        current: current.map(<[u8]>::to_vec),
+                    }
+                }
+            }
+            Command::Txn {
+                compare,
+                success,
+                failure,
+                ..
+            } => {
+                let succeeded = compare.iter().all(|condition| {
+                    condition
+                        .op
+                        .holds(self.get(&condition.key), &condition.value)
+                });
+                let ops = if succeeded { success } else { failure };
+                let results = ops.into_iter().map(|op| self.execute_op(op)).collect();
+                CommandResult::Txn { succeeded, results }
+            }
+            Command::Get { .. } | Command::RegisterSession => {
+                CommandResult::Error("not a write".to_owned())
+            }
+        }
+    }
+
+    fn execute_op(&mut self, op: Op) -> OpResult {
+        match op {
+            Op::Put { key, value } => {
+                self.data.insert(Bytes::from(key), Bytes::from(value));
+                OpResult::Done
+            }
+            Op::Delete { key } => {
+                self.data.remove(&key[..]);
+                OpResult::Done
+            }
+            Op::Get { key } => OpResult::Value(self.get(&key).map(<[u8]>::to_vec)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::kv::command::{Compare, CompareOp, Session, command_to_vec, strategy};
+
+    fn store_with_session() -> (KvStore, u64) {
+        let mut store = KvStore::new(KvConfig::default());
+        let result = store.apply(1, &command_to_vec(&Command::RegisterSession));
+        assert_eq!(result, CommandResult::Registered { client_id: 1 });
+        (store, 1)
+    }
+
+    fn put(client_id: u64, seq: u64, key: &[u8], value: &[u8]) -> Vec<u8> {
+        command_to_vec(&Command::Put {
+            session: Session { client_id, seq },
+            key: key.to_vec(),
+            value: value.to_vec(),
+        })
+    }
+
+    #[test]
+    fn commands_produce_their_documented_results() {
+        let (mut store, id) = store_with_session();
+        let session = |seq| Session { client_id: id, seq };
+        let cases: Vec<(Command, CommandResult)> = vec![
+            (
+                Command::Get { key: b"a".to_vec() },
+                CommandResult::Value(None),
+            ),
+            (
+                Command::Delete {
+                    session: session(1),
+                    key: b"a".to_vec(),
+                },
+                CommandResult::NotFound,
+            ),
+            (
+                Command::Cas {
+                    session: session(2),
+                    key: b"a".to_vec(),
+                    expected: None,
+                    new: b"1".to_vec(),
+                },
+                CommandResult::Ok,
+            ),
+            (
+                Command::Cas {
+                    session: session(3),
+                    key: b"a".to_vec(),
+                    expected: Some(b"0".to_vec()),
+                    new: b"2".to_vec(),
+                },
+                CommandResult::CasFailed {
+                    current: Some(b"1".to_vec()),
+                },
+            ),
+            (
+                Command::Txn {
+                    session: session(4),
+                    compare: vec![Compare {
+                        key: b"a".to_vec(),
+                        op: CompareOp::Eq,
+                        value: b"1".to_vec(),
+                    }],
+                    success: vec![
+                        Op::Put {
+                            key: b"b".to_vec(),
+                            value: b"x".to_vec(),
+                        },
+                        Op::Delete { key: b"a".to_vec() },
+                        Op::Get { key: b"b".to_vec() },
+                        Op::Get { key: b"a".to_vec() },
+                    ],
+                    failure: vec![Op::Put {
+                        key: b"c".to_vec(),
+                        value: b"y".to_vec(),
+                    }],
+                },
+                CommandResult::Txn {
+                    succeeded: true,
+                    results: vec![
+                        OpResult::Done,
+                        OpResult::Done,
+                        OpResult::Value(Some(b"x".to_vec())),
+                        OpResult::Value(None),
+                    ],
+                },
+            ),
+            (
+                Command::Delete {
+                    session: session(5),
+                    key: b"b".to_vec(),
+                },
+                CommandResult::Ok,
+            ),
+            (
+                Command::Put {
+                    session: Session {
+                        client_id: 99,
+                        seq: 1,
+                    },
+                    key: b"z".to_vec(),
+                    value: vec![],
+                },
+                CommandResult::SessionExpired,
+            ),
+        ];
+        for (i, (command, want)) in cases.into_iter().enumerate() {
+            let got = store.apply(2 + i as u64, &command_to_vec(&command));
+            assert_eq!(got, want, "#{i}: {command:?}");
+        }
+        assert!(store.is_empty());
+        assert_eq!(store.get(b"z"), None, "an expired session writes nothing");
+    }
+
+    #[test]
+    fn a_retried_write_is_applied_once() {
+        // Reference: Raft thesis §6.3. The retry of seq 1 must not undo the later put.
+        let (mut store, id) = store_with_session();
+        assert_eq!(
+            store.apply(2, &put(id, 1, b"k", b"first")),
+            CommandResult::Ok
+        );
+        assert_eq!(
+            store.apply(3, &put(id, 2, b"k", b"second")),
+            CommandResult::Ok
+        );
+        assert_eq!(
+            store.apply(4, &put(id, 1, b"k", b"first")),
+            CommandResult::Ok
+        );
+        assert_eq!(store.get(b"k"), Some(&b"second"[..]));
+    }
+
+    #[test]
+    fn a_stale_retry_beyond_the_result_window_is_refused() {
+        let config = KvConfig {
+            session_results_max: 2,
+            ..KvConfig::default()
+        };
+        let mut store = KvStore::new(config);
+        store.apply(1, &command_to_vec(&Command::RegisterSession));
+        for seq in 1..=3 {
+            store.apply(1 + seq, &put(1, seq, b"k", &[seq as u8]));
+        }
+        assert_eq!(
+            store.apply(5, &put(1, 1, b"k", b"old")),
+            CommandResult::StaleSequence
+        );
+        assert_eq!(store.get(b"k"), Some(&[3u8][..]));
+    }
+
+    #[test]
+    fn sessions_expire_by_log_position() {
+        let config = KvConfig {
+            session_idle_entries_max: 10,
+            ..KvConfig::default()
+        };
+        let mut store = KvStore::new(config);
+        store.apply(1, &command_to_vec(&Command::RegisterSession));
+        store.advance_applied(11);
+        assert_eq!(store.session_count(), 1, "idle for exactly the limit: kept");
+        store.advance_applied(12);
+        assert_eq!(store.session_count(), 0);
+        assert_eq!(
+            store.apply(13, &put(1, 1, b"k", b"v")),
+            CommandResult::SessionExpired
+        );
+    }
+
+    #[test]
+    fn bad_entries_give_errors_not_panics() {
+        let (mut store, id) = store_with_session();
+        assert!(matches!(
+            store.apply(2, &[1, 2, 3]),
+            CommandResult::Error(_)
+        ));
+        assert_eq!(
+            store.applied_index(),
+            2,
+            "a committed bad entry is still applied"
+        );
+        assert!(matches!(
+            store.apply(2, &put(id, 1, b"k", b"v")),
+            CommandResult::Error(_)
+        ));
+        assert_eq!(store.get(b"k"), None);
+    }
+
+    proptest! {
+        /// Goal: the store behaves like a plain map for every command sequence. Method:
+        /// apply random commands through fresh sessions and compare with a model map.
+        #[test]
+        fn matches_a_model_map(commands in proptest::collection::vec(strategy::command(), 0..40)) {
+            let (mut store, id) = store_with_session();
+            let mut model: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+            for (i, command) in commands.into_iter().enumerate() {
+                let seq = i as u64 + 1;
+                let command = with_session(command, Session { client_id: id, seq });
+                store.apply(seq + 1, &command_to_vec(&command));
+                apply_model(&mut model, &command);
+            }
+            let got: BTreeMap<Vec<u8>, Vec<u8>> =
+                store.data.view().iter().map(|(k, v)| (k.to_vec(), v.to_vec())).collect();
+            prop_assert_eq!(store.len(), model.len());
+            prop_assert_eq!(got, model);
+        }
+    }
+
+    fn with_session(command: Command, new: Session) -> Command {
+        match command {
+            Command::Put { key, value, .. } => Command::Put {
+                session: new,
+                key,
+                value,
+            },
+            Command::Delete { key, .. } => Command::Delete { session: new, key },
+            Command::Cas {
+                key,
+                expected,
+                new: value,
+                ..
+            } => Command::Cas {
+                session: new,
+                key,
+                expected,
+                new: value,
+            },
+            Command::Txn {
+                compare,
+                success,
+                failure,
+                ..
+            } => Command::Txn {
+                session: new,
+                compare,
+                success,
+                failure,
+            },
+            other => other,
+        }
+    }
+
+    fn apply_model(model: &mut BTreeMap<Vec<u8>, Vec<u8>>, command: &Command) {
+        let run = |model: &mut BTreeMap<Vec<u8>, Vec<u8>>, op: &Op| match op {
+            Op::Put { key, value } => {
+                model.insert(key.clone(), value.clone());
+            }
+            Op::Delete { key } => {
+                model.remove(key);
+            }
+            Op::Get { .. } => {}
+        };
+        match command {
+            Command::Put { key, value, .. } => {
+                model.insert(key.clone(), value.clone());
+            }
+            Command::Delete { key, .. } => {
+                model.remove(key);
+            }
+            Command::Cas {
+                key, expected, new, ..
+            } => {
+                if model.get(key) == expected.as_ref() {
+                    model.insert(key.clone(), new.clone());
+                }
+            }
+            Command::Txn {
+                compare,
+                success,
+                failure,
+                ..
+            } => {
+                let ok = compare
+                    .iter()
+                    .all(|c| c.op.holds(model.get(&c.key).map(Vec::as_slice), &c.value));
+                for op in if ok { success } else { failure } {
+                    run(model, op);
+                }
+            }
+            Command::Get { .. } | Command::RegisterSession => {}
+        }
+    }
+}
