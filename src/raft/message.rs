@@ -207,19 +207,19 @@ pub struct AppendRequest {
 ///
 /// On success, `index` is the last index the follower now knows matches the
 /// leader's log. On rejection, `index` is the rejected `prev_log_index` and
-/// (`conflict_term`, `conflict_index`) is the fast-backtracking hint (thesis
-/// section 5.3 / etcd's "find conflict by term"): the follower's term at
-/// `min(prev_log_index, its last index)` and the first index of that term in its
-/// log (or its last index + 1 with `conflict_term == 0` when its log is shorter).
+/// (`conflict_term`, `conflict_index`) is the fast-backtracking hint (section 5.3,
+/// etcd's "find conflict by term"): the follower's last entry at or below
+/// `min(prev_log_index, its last index)` whose term is at most `prev_log_term`,
+/// as (term, index); `conflict_term` is 0 when that term is unknown (compacted).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AppendResponse {
     /// True when the follower's log did not contain `prev_log_index/term`.
     pub reject: bool,
     /// See the type documentation.
     pub index: u64,
-    /// Rejection hint: a term at which the follower's log diverges (0 if none).
+    /// Rejection hint: the term of the follower's entry at `conflict_index` (0 if unknown).
     pub conflict_term: u64,
-    /// Rejection hint: the index the leader should probe next from.
+    /// Rejection hint: the highest index that may still match the leader's log.
     pub conflict_index: u64,
 }
 

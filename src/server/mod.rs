@@ -7,6 +7,9 @@
 
 pub mod backoff;
 pub mod connection;
+pub mod event_loop;
 pub mod local;
 pub mod metrics;
+pub mod node;
 pub mod timer;
+pub mod wal_store;

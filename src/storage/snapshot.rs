@@ -68,7 +68,7 @@ fn file_name(index: u64, term: u64) -> String {
     format!("snap-{index:020}-{term:020}{SUFFIX}")
 }
 
-/// Writes `snapshot` durably into `dir` and removes older snapshot files.
+/// Writes `snapshot` durably into `dir` and removes snapshot files older than it.
 ///
 /// # Errors
 /// Any IO error; the previous snapshot stays in place when writing fails.
@@ -100,8 +100,9 @@ pub fn save(dir: &Path, snapshot: &SnapshotFile) -> Result<PathBuf, SnapshotErro
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(io_err(dir))?;
+    // Only older files go: a newer snapshot installed meanwhile (from the leader) stays.
     for old in list(dir)? {
-        if old != final_path {
+        if old < final_path {
             fs::remove_file(&old).map_err(io_err(&old))?;
         }
     }

@@ -1,0 +1,1230 @@
+//! The role logic of Raft: elections (with pre-vote and check-quorum),
+//! replication with flow control, commit, snapshots, leadership transfer and
+//! ReadIndex. Pure: it reads its log through [`LogStore`], queues outgoing
+//! messages, and never touches a clock or a socket. The driver API and the
+//! durability contract live in `raw_node.rs`.
+//!
+//! Invariants:
+//! - one vote per term, persisted (via the hard state) before the vote response
+//!   leaves (`messages_after_sync`);
+//! - a leader counts itself for commit only up to `log.persisted`;
+//! - a leader commits only an entry of its own term by counting (section 5.4.2).
+
+use std::collections::BTreeMap;
+
+use super::error::{Error, StoreError};
+use super::log::RaftLog;
+use super::message::{
+    AppendRequest, AppendResponse, ConfigChange, Configuration, Entry, EntryKind, Heartbeat,
+    HeartbeatResponse, Message, MessageBody, NO_NODE, NodeId, ReadIndexRequest, ReadIndexResponse,
+    Snapshot, SnapshotChunk, SnapshotMeta, SnapshotResponse, VoteRequest, VoteResponse,
+};
+use super::progress::{Progress, ProgressState};
+use super::quorum::{self, VoteResult};
+use super::read_only::{ReadOnly, ReadRequest, ReadState};
+use super::rng::Rng;
+use super::store::LogStore;
+
+/// Tuning of one node. Times are in ticks (the driver decides a tick's length).
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// This node's id (not [`NO_NODE`]).
+    pub id: NodeId,
+    /// Election timeout: a random value in `[election_ticks, 2 * election_ticks)`
+    /// is drawn for each election round (section 5.2); also the check-quorum period.
+    pub election_ticks: u64,
+    /// Ticks between leader heartbeats; less than `election_ticks`.
+    pub heartbeat_ticks: u64,
+    /// Run a pre-vote round before a real election (thesis section 9.6).
+    pub pre_vote: bool,
+    /// A leader steps down when it did not hear from a majority within an
+    /// election timeout, and followers ignore votes while they have a live leader.
+    pub check_quorum: bool,
+    /// Appends in flight per follower in the replicate state.
+    pub inflight_count_max: usize,
+    /// Entry bytes per append message (at least one entry is always sent).
+    pub message_bytes_max: u64,
+    /// Data bytes per InstallSnapshot chunk.
+    pub snapshot_chunk_bytes_max: u64,
+    /// Entry bytes handed out for applying per `Ready`.
+    pub committed_bytes_max: u64,
+    /// The index the state machine has applied at start (entries after it are
+    /// delivered again); raised to the compaction point.
+    pub applied: u64,
+    /// Test-only switches that disable one safety rule each.
+    #[cfg(feature = "sim-faults")]
+    #[doc(hidden)]
+    pub faults: Faults,
+}
+
+/// Safety rules a simulation can switch off to check that its checker notices.
+#[cfg(feature = "sim-faults")]
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Faults {
+    /// Commit by counting replicas of entries of any term (breaks section 5.4.2).
+    pub commit_old_terms: bool,
+    /// Grant votes without the up-to-date check (breaks section 5.4.1).
+    pub vote_for_stale_logs: bool,
+}
+
+impl Config {
+    /// Defaults for node `id`: election 10 ticks, heartbeat 2, pre-vote and
+    /// check-quorum on, 256 appends in flight, 1 MiB messages, 1 MiB chunks.
+    pub fn new(id: NodeId) -> Config {
+        Config {
+            id,
+            election_ticks: 10,
+            heartbeat_ticks: 2,
+            pre_vote: true,
+            check_quorum: true,
+            inflight_count_max: 256,
+            message_bytes_max: 1 << 20,
+            snapshot_chunk_bytes_max: 1 << 20,
+            committed_bytes_max: 16 << 20,
+            applied: 0,
+            #[cfg(feature = "sim-faults")]
+            faults: Faults::default(),
+        }
+    }
+
+    /// Checks the values make sense.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] naming the offending field.
+    pub fn validate(&self) -> Result<(), Error> {
+        let problem = if self.id == NO_NODE {
+            "id must not be 0"
+        } else if self.heartbeat_ticks == 0 {
+            "heartbeat_ticks must be positive"
+        } else if self.election_ticks <= self.heartbeat_ticks {
+            "election_ticks must exceed heartbeat_ticks"
+        } else if self.inflight_count_max == 0 {
+            "inflight_count_max must be positive"
+        } else if self.snapshot_chunk_bytes_max == 0 {
+            "snapshot_chunk_bytes_max must be positive"
+        } else {
+            return Ok(());
+        };
+        Err(Error::InvalidConfig(problem))
+    }
+
+    fn commit_old_terms(&self) -> bool {
+        #[cfg(feature = "sim-faults")]
+        return self.faults.commit_old_terms;
+        #[cfg(not(feature = "sim-faults"))]
+        false
+    }
+
+    fn vote_for_stale_logs(&self) -> bool {
+        #[cfg(feature = "sim-faults")]
+        return self.faults.vote_for_stale_logs;
+        #[cfg(not(feature = "sim-faults"))]
+        false
+    }
+}
+
+/// A node's role (section 5.1, plus the pre-vote phase of thesis section 9.6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Answers leaders and candidates.
+    Follower,
+    /// Asks whether it could win before disturbing anyone.
+    PreCandidate,
+    /// Runs an election in a new term.
+    Candidate,
+    /// Replicates the log.
+    Leader,
+}
+
+/// The Raft state machine of one node.
+#[derive(Debug)]
+pub struct Raft<S> {
+    /// This node's id.
+    pub id: NodeId,
+    /// Current term (Figure 2).
+    pub term: u64,
+    /// Vote cast in `term`, or [`NO_NODE`].
+    pub vote: NodeId,
+    /// Current role.
+    pub role: Role,
+    /// The leader of `term` as far as this node knows, or [`NO_NODE`].
+    pub leader: NodeId,
+    /// The log.
+    pub log: RaftLog<S>,
+    /// The membership in force: that of the last `Config` entry in the log.
+    pub membership: Configuration,
+    /// (index, configuration) from the compaction point on, to find the
+    /// membership at any index and to fall back when a conflicting tail goes.
+    /// Invariant: sorted by index; the last element is `membership`.
+    config_history: Vec<(u64, Configuration)>,
+    /// The leader's view of every member (itself included).
+    pub progress: BTreeMap<NodeId, Progress>,
+    votes: BTreeMap<NodeId, bool>,
+    pub(crate) messages: Vec<Message>,
+    pub(crate) messages_after_sync: Vec<Message>,
+    pub(crate) read_states: Vec<ReadState>,
+    opts: Config,
+    election_elapsed: u64,
+    heartbeat_elapsed: u64,
+    randomized_election_ticks: u64,
+    /// The node leadership is being transferred to, or [`NO_NODE`].
+    pub transferee: NodeId,
+    pending_config_index: u64,
+    read_only: ReadOnly,
+    reads_before_noop: Vec<ReadRequest>,
+    /// Appends to send at the next flush (new entries or a new commit index).
+    needs_flush: bool,
+    incoming_snapshot: Option<(SnapshotMeta, Vec<u8>)>,
+    outgoing_snapshot: Option<Snapshot>,
+    rng: Rng,
+}
+
+impl<S: LogStore> Raft<S> {
+    /// A follower restarting from `store`.
+    ///
+    /// # Errors
+    /// An invalid config or a store failure.
+    pub fn new(opts: Config, store: S, seed: u64) -> Result<Raft<S>, Error> {
+        opts.validate()?;
+        let initial = store.initial_state()?;
+        let log = RaftLog::new(store, initial.hard_state.commit, opts.applied);
+        let mut raft = Raft {
+            id: opts.id,
+            term: initial.hard_state.term,
+            vote: initial.hard_state.vote,
+            role: Role::Follower,
+            leader: NO_NODE,
+            membership: initial.config.clone(),
+            config_history: vec![(log.compacted().0, initial.config)],
+            log,
+            progress: BTreeMap::new(),
+            votes: BTreeMap::new(),
+            messages: Vec::new(),
+            messages_after_sync: Vec::new(),
+            read_states: Vec::new(),
+            election_elapsed: 0,
+            heartbeat_elapsed: 0,
+            randomized_election_ticks: opts.election_ticks,
+            transferee: NO_NODE,
+            pending_config_index: 0,
+            read_only: ReadOnly::default(),
+            reads_before_noop: Vec::new(),
+            needs_flush: false,
+            incoming_snapshot: None,
+            outgoing_snapshot: None,
+            rng: Rng::new(seed),
+            opts,
+        };
+        raft.set_membership(raft.membership.clone());
+        raft.load_config_entries()?;
+        raft.become_follower(raft.term, NO_NODE);
+        Ok(raft)
+    }
+
+    /// Reads the `Config` entries after the compaction point (restart only).
+    fn load_config_entries(&mut self) -> Result<(), Error> {
+        let (mut next, last) = (self.log.first_index(), self.log.last_index());
+        while next <= last {
+            let batch = self
+                .log
+                .entries(next, last + 1, self.opts.message_bytes_max)?;
+            next += batch.len() as u64;
+            self.on_appended(u64::MAX, &batch);
+        }
+        Ok(())
+    }
+
+    /// Tracks `Config` entries among `entries`, appended after a rewrite of the
+    /// log from index `from` (configurations at or after it are forgotten first).
+    fn on_appended(&mut self, from: u64, entries: &[Entry]) {
+        let before = self.config_history.len();
+        self.config_history.retain(|(index, _)| *index < from);
+        let mut changed = self.config_history.len() != before;
+        for entry in entries.iter().filter(|e| e.kind == EntryKind::Config) {
+            match Configuration::decode(&entry.data) {
+                Ok(config) => {
+                    self.config_history.push((entry.index, config));
+                    changed = true;
+                }
+                Err(error) => log::error!(
+                    "node {}: bad config entry {}: {error}",
+                    self.id,
+                    entry.index
+                ),
+            }
+        }
+        if changed {
+            let config = self
+                .config_history
+                .last()
+                .map(|(_, c)| c.clone())
+                .unwrap_or_default();
+            self.set_membership(config);
+        }
+    }
+
+    fn set_membership(&mut self, config: Configuration) {
+        let next = self.log.last_index() + 1;
+        let inflight_count_max = self.opts.inflight_count_max;
+        self.progress.retain(|id, _| config.contains(*id));
+        for id in config.members() {
+            self.progress
+                .entry(id)
+                .or_insert_with(|| Progress::new(next, inflight_count_max));
+        }
+        self.membership = config;
+        if self.role == Role::Leader {
+            self.needs_flush = true;
+        }
+    }
+
+    /// The membership in force at `index`, if still known.
+    pub fn config_at(&self, index: u64) -> Option<&Configuration> {
+        self.config_history
+            .iter()
+            .rev()
+            .find(|(at, _)| *at <= index)
+            .map(|(_, c)| c)
+    }
+
+    fn forget_configs_before(&mut self, index: u64) {
+        let keep_from = self
+            .config_history
+            .iter()
+            .rposition(|(at, _)| *at <= index)
+            .unwrap_or(0);
+        self.config_history.drain(..keep_from);
+    }
+
+    // ----- output -----
+
+    /// Queues a message. What the leader sends as leader (appends, heartbeats,
+    /// snapshot chunks, TimeoutNow, read answers) does not acknowledge anything
+    /// of its own disk and may leave at once (thesis section 10.2.1); every other
+    /// message may carry a term, vote or log this node just changed, so it waits
+    /// for the sync.
+    fn send(&mut self, to: NodeId, term: u64, body: MessageBody) {
+        let immediate = matches!(
+            body,
+            MessageBody::Append(_)
+                | MessageBody::Heartbeat(_)
+                | MessageBody::InstallSnapshot(_)
+                | MessageBody::TimeoutNow
+                | MessageBody::ReadIndexResponse(_)
+        );
+        let message = Message {
+            from: self.id,
+            to,
+            term,
+            body,
+        };
+        if immediate {
+            self.messages.push(message);
+        } else {
+            self.messages_after_sync.push(message);
+        }
+    }
+
+    // ----- role changes -----
+
+    fn reset(&mut self, term: u64) {
+        if term != self.term {
+            self.term = term;
+            self.vote = NO_NODE;
+        }
+        self.leader = NO_NODE;
+        self.election_elapsed = 0;
+        self.heartbeat_elapsed = 0;
+        self.randomized_election_ticks = self
+            .rng
+            .range(self.opts.election_ticks, 2 * self.opts.election_ticks);
+        self.transferee = NO_NODE;
+        self.votes.clear();
+        self.read_only.reset();
+        self.reads_before_noop.clear();
+        self.needs_flush = false;
+        let (next, persisted) = (self.log.last_index() + 1, self.log.persisted);
+        for (&id, pr) in self.progress.iter_mut() {
+            *pr = Progress::new(next, self.opts.inflight_count_max);
+            if id == self.id {
+                pr.match_index = persisted;
+                pr.recent_active = true;
+            }
+        }
+    }
+
+    /// Becomes a follower of `leader` (or of nobody) in `term`.
+    pub fn become_follower(&mut self, term: u64, leader: NodeId) {
+        self.reset(term);
+        self.role = Role::Follower;
+        self.leader = leader;
+        log::debug!("node {} follows {leader} in term {term}", self.id);
+    }
+
+    fn become_pre_candidate(&mut self) {
+        self.votes.clear();
+        self.leader = NO_NODE;
+        self.role = Role::PreCandidate;
+        log::debug!("node {} starts pre-vote in term {}", self.id, self.term);
+    }
+
+    fn become_candidate(&mut self) {
+        self.reset(self.term + 1);
+        self.vote = self.id;
+        self.role = Role::Candidate;
+        log::debug!("node {} campaigns in term {}", self.id, self.term);
+    }
+
+    fn become_leader(&mut self) {
+        self.reset(self.term);
+        self.role = Role::Leader;
+        self.leader = self.id;
+        self.pending_config_index = self.log.last_index();
+        // Section 8: a no-op of the new term lets earlier entries commit, and
+        // ReadIndex waits for it (thesis section 6.4 step 1).
+        let noop = Entry {
+            index: self.log.last_index() + 1,
+            term: self.term,
+            kind: EntryKind::Noop,
+            data: Vec::new(),
+        };
+        self.log.append(std::slice::from_ref(&noop));
+        self.needs_flush = true;
+        log::debug!("node {} leads term {}", self.id, self.term);
+    }
+
+    fn promotable(&self) -> bool {
+        self.membership.is_voter(self.id)
+    }
+
+    /// Starts an election now (pre-vote first when enabled and not a transfer).
+    ///
+    /// # Errors
+    /// A store failure.
+    pub fn campaign(&mut self, transfer: bool) -> Result<(), Error> {
+        if self.role == Role::Leader || !self.promotable() {
+            return Ok(());
+        }
+        self.election_elapsed = 0;
+        self.randomized_election_ticks = self
+            .rng
+            .range(self.opts.election_ticks, 2 * self.opts.election_ticks);
+        let pre_vote = self.opts.pre_vote && !transfer;
+        let term = if pre_vote {
+            self.become_pre_candidate();
+            self.term + 1
+        } else {
+            self.become_candidate();
+            self.term
+        };
+        if self.record_vote(self.id, true, pre_vote)? {
+            return Ok(());
+        }
+        let request = VoteRequest {
+            last_log_index: self.log.last_index(),
+            last_log_term: self.log.last_term()?,
+            leadership_transfer: transfer,
+        };
+        let voters: Vec<NodeId> = self
+            .membership
+            .voters
+            .iter()
+            .copied()
+            .filter(|&id| id != self.id)
+            .collect();
+        for id in voters {
+            let body = if pre_vote {
+                MessageBody::PreVote(request)
+            } else {
+                MessageBody::Vote(request)
+            };
+            self.send(id, term, body);
+        }
+        Ok(())
+    }
+
+    /// Counts a vote; returns true when the election ended (won or lost).
+    ///
+    /// # Errors
+    /// A store failure.
+    fn record_vote(&mut self, from: NodeId, granted: bool, pre_vote: bool) -> Result<bool, Error> {
+        self.votes.entry(from).or_insert(granted);
+        match quorum::vote_result(&self.membership, |id| self.votes.get(&id).copied()) {
+            VoteResult::Won if pre_vote => {
+                self.become_candidate();
+                self.campaign_after_pre_vote()?;
+            }
+            VoteResult::Won => self.become_leader(),
+            VoteResult::Lost => self.become_follower(self.term, NO_NODE),
+            VoteResult::Pending => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// The real election after a won pre-vote (already a candidate).
+    fn campaign_after_pre_vote(&mut self) -> Result<(), Error> {
+        if self.record_vote(self.id, true, false)? {
+            return Ok(());
+        }
+        let request = VoteRequest {
+            last_log_index: self.log.last_index(),
+            last_log_term: self.log.last_term()?,
+            leadership_transfer: false,
+        };
+        let voters: Vec<NodeId> = self
+            .membership
+            .voters
+            .iter()
+            .copied()
+            .filter(|&id| id != self.id)
+            .collect();
+        for id in voters {
+            self.send(id, self.term, MessageBody::Vote(request));
+        }
+        Ok(())
+    }
+
+    // ----- inputs -----
+
+    /// Advances logical time by one tick.
+    ///
+    /// # Errors
+    /// A store failure.
+    pub fn tick(&mut self) -> Result<(), Error> {
+        if self.role == Role::Leader {
+            return self.tick_leader();
+        }
+        self.election_elapsed += 1;
+        if self.promotable() && self.election_elapsed >= self.randomized_election_ticks {
+            self.campaign(false)?;
+        }
+        Ok(())
+    }
+
+    fn tick_leader(&mut self) -> Result<(), Error> {
+        self.heartbeat_elapsed += 1;
+        self.election_elapsed += 1;
+        if self.election_elapsed >= self.opts.election_ticks {
+            self.election_elapsed = 0;
+            if self.opts.check_quorum && !self.quorum_active() {
+                log::debug!("node {} lost contact with a majority, steps down", self.id);
+                self.become_follower(self.term, NO_NODE);
+                return Ok(());
+            }
+            // Thesis section 3.10: give up a transfer after an election timeout.
+            self.transferee = NO_NODE;
+        }
+        if self.heartbeat_elapsed >= self.opts.heartbeat_ticks {
+            self.heartbeat_elapsed = 0;
+            self.broadcast_heartbeat(self.read_only.pending_context());
+        }
+        Ok(())
+    }
+
+    /// Whether a majority was heard from since the last call; resets the marks.
+    fn quorum_active(&mut self) -> bool {
+        let id = self.id;
+        let active = quorum::has_majority(&self.membership, |peer| {
+            peer == id || self.progress.get(&peer).is_some_and(|pr| pr.recent_active)
+        });
+        for (&peer, pr) in self.progress.iter_mut() {
+            pr.recent_active = peer == id;
+        }
+        active
+    }
+
+    /// Appends a proposal (leader only).
+    ///
+    /// # Errors
+    /// [`Error::NotLeader`], or [`Error::ProposalDropped`] during a transfer.
+    pub fn propose(&mut self, kind: EntryKind, data: Vec<u8>) -> Result<u64, Error> {
+        if self.role != Role::Leader {
+            return Err(Error::NotLeader {
+                leader: (self.leader != NO_NODE).then_some(self.leader),
+            });
+        }
+        if self.transferee != NO_NODE {
+            return Err(Error::ProposalDropped);
+        }
+        let entry = Entry {
+            index: self.log.last_index() + 1,
+            term: self.term,
+            kind,
+            data,
+        };
+        self.log.append(std::slice::from_ref(&entry));
+        if kind == EntryKind::Config {
+            self.on_appended(entry.index, std::slice::from_ref(&entry));
+        }
+        self.needs_flush = true;
+        Ok(entry.index)
+    }
+
+    /// Proposes a single-server membership change, effective once appended.
+    ///
+    /// # Errors
+    /// [`Error::ConfigChangePending`] until the previous change committed,
+    /// [`Error::InvalidConfigChange`], or the errors of [`Raft::propose`].
+    pub fn propose_config_change(&mut self, change: ConfigChange) -> Result<u64, Error> {
+        if self.role == Role::Leader && self.pending_config_index > self.log.committed {
+            return Err(Error::ConfigChangePending);
+        }
+        let config = self
+            .membership
+            .apply(change)
+            .ok_or(Error::InvalidConfigChange)?;
+        let index = self.propose(EntryKind::Config, config.encode())?;
+        self.pending_config_index = index;
+        Ok(index)
+    }
+
+    /// Starts a linearizable read (thesis section 6.4).
+    ///
+    /// # Errors
+    /// [`Error::NotLeader`] when no leader is known to forward to.
+    pub fn read_index(&mut self, context: Vec<u8>) -> Result<(), Error> {
+        if self.role == Role::Leader {
+            self.handle_read_request(ReadRequest {
+                context,
+                from: self.id,
+            });
+            return Ok(());
+        }
+        if self.leader == NO_NODE {
+            return Err(Error::NotLeader { leader: None });
+        }
+        self.send(
+            self.leader,
+            self.term,
+            MessageBody::ReadIndex(ReadIndexRequest { context }),
+        );
+        Ok(())
+    }
+
+    /// Starts a leadership transfer to `to` (thesis section 3.10). A transfer to
+    /// itself, to a non-voter, or to the current transferee does nothing.
+    ///
+    /// # Errors
+    /// [`Error::NotLeader`] on a non-leader.
+    pub fn transfer_leader(&mut self, to: NodeId) -> Result<(), Error> {
+        if self.role != Role::Leader {
+            return Err(Error::NotLeader {
+                leader: (self.leader != NO_NODE).then_some(self.leader),
+            });
+        }
+        if to == self.id || to == self.transferee || !self.membership.is_voter(to) {
+            return Ok(());
+        }
+        self.transferee = to;
+        self.election_elapsed = 0;
+        if self
+            .progress
+            .get(&to)
+            .is_some_and(|pr| pr.match_index == self.log.last_index())
+        {
+            self.send(to, self.term, MessageBody::TimeoutNow);
+        } else {
+            self.send_append(to, false)?;
+        }
+        Ok(())
+    }
+
+    /// Handles a message from a peer.
+    ///
+    /// # Errors
+    /// A store failure.
+    pub fn step(&mut self, m: Message) -> Result<(), Error> {
+        if m.term > self.term {
+            if let MessageBody::PreVote(req) | MessageBody::Vote(req) = &m.body {
+                // Thesis section 4.2.3: with a live leader, ignore disruptive candidates.
+                let in_lease = self.opts.check_quorum
+                    && self.leader != NO_NODE
+                    && self.election_elapsed < self.opts.election_ticks;
+                if in_lease && !req.leadership_transfer {
+                    return Ok(());
+                }
+            }
+            match &m.body {
+                MessageBody::PreVote(_) => {}
+                MessageBody::PreVoteResponse(r) if r.granted => {}
+                MessageBody::Append(_)
+                | MessageBody::Heartbeat(_)
+                | MessageBody::InstallSnapshot(_) => self.become_follower(m.term, m.from),
+                _ => self.become_follower(m.term, NO_NODE),
+            }
+        } else if m.term < self.term {
+            match m.body {
+                // A stale leader learns the new term and steps down, even if
+                // pre-vote/check-quorum kept this node from bumping past it.
+                MessageBody::Append(_) | MessageBody::Heartbeat(_) => {
+                    self.send(
+                        m.from,
+                        self.term,
+                        MessageBody::HeartbeatResponse(HeartbeatResponse { context: 0 }),
+                    );
+                }
+                MessageBody::PreVote(_) => {
+                    self.send(
+                        m.from,
+                        self.term,
+                        MessageBody::PreVoteResponse(VoteResponse { granted: false }),
+                    );
+                }
+                _ => {}
+            }
+            return Ok(());
+        }
+        match m.body {
+            MessageBody::PreVote(req) => self.handle_vote_request(m.from, m.term, true, req),
+            MessageBody::Vote(req) => self.handle_vote_request(m.from, m.term, false, req),
+            body => match self.role {
+                Role::Leader => self.step_leader(m.from, body),
+                Role::Candidate | Role::PreCandidate => self.step_candidate(m.from, m.term, body),
+                Role::Follower => self.step_follower(m.from, body),
+            },
+        }
+    }
+
+    /// Section 5.2 and 5.4.1: one vote per term, only for an up-to-date log.
+    fn handle_vote_request(
+        &mut self,
+        from: NodeId,
+        term: u64,
+        pre_vote: bool,
+        req: VoteRequest,
+    ) -> Result<(), Error> {
+        let can_vote = self.vote == from
+            || (self.vote == NO_NODE && self.leader == NO_NODE)
+            || (pre_vote && term > self.term);
+        let up_to_date = self.opts.vote_for_stale_logs()
+            || self
+                .log
+                .is_up_to_date(req.last_log_index, req.last_log_term)?;
+        let granted = can_vote && up_to_date;
+        if pre_vote {
+            let reply_term = if granted { term } else { self.term };
+            self.send(
+                from,
+                reply_term,
+                MessageBody::PreVoteResponse(VoteResponse { granted }),
+            );
+        } else {
+            if granted {
+                self.election_elapsed = 0;
+                self.vote = from;
+            }
+            self.send(
+                from,
+                self.term,
+                MessageBody::VoteResponse(VoteResponse { granted }),
+            );
+        }
+        Ok(())
+    }
+
+    fn step_candidate(&mut self, from: NodeId, term: u64, body: MessageBody) -> Result<(), Error> {
+        match body {
+            MessageBody::Append(_)
+            | MessageBody::Heartbeat(_)
+            | MessageBody::InstallSnapshot(_) => {
+                self.become_follower(term, from);
+                self.step_follower(from, body)
+            }
+            MessageBody::PreVoteResponse(r) if self.role == Role::PreCandidate => {
+                self.record_vote(from, r.granted, true).map(|_| ())
+            }
+            MessageBody::VoteResponse(r) if self.role == Role::Candidate => {
+                self.record_vote(from, r.granted, false).map(|_| ())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn step_follower(&mut self, from: NodeId, body: MessageBody) -> Result<(), Error> {
+        match body {
+            MessageBody::Append(req) => self.handle_append(from, req),
+            MessageBody::Heartbeat(hb) => {
+                self.election_elapsed = 0;
+                self.leader = from;
+                self.log.commit_to(hb.commit);
+                let body = MessageBody::HeartbeatResponse(HeartbeatResponse {
+                    context: hb.context,
+                });
+                self.send(from, self.term, body);
+                Ok(())
+            }
+            MessageBody::InstallSnapshot(chunk) => {
+                self.election_elapsed = 0;
+                self.leader = from;
+                self.handle_snapshot_chunk(from, chunk);
+                Ok(())
+            }
+            MessageBody::TimeoutNow => self.campaign(true),
+            MessageBody::ReadIndexResponse(r) => {
+                self.read_states.push(ReadState {
+                    context: r.context,
+                    index: r.index,
+                });
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Figure 2, AppendEntries receiver, with the conflict hint of section 5.3.
+    fn handle_append(&mut self, from: NodeId, req: AppendRequest) -> Result<(), Error> {
+        self.election_elapsed = 0;
+        self.leader = from;
+        let committed = self.log.committed;
+        let response = if req.prev_log_index < committed {
+            AppendResponse {
+                reject: false,
+                index: committed,
+                conflict_term: 0,
+                conflict_index: 0,
+            }
+        } else {
+            match self.log.maybe_append(
+                req.prev_log_index,
+                req.prev_log_term,
+                req.commit,
+                &req.entries,
+            )? {
+                Some((last_new, rewritten_from)) => {
+                    if let Some(from_index) = rewritten_from {
+                        let offset = (from_index - req.prev_log_index - 1) as usize;
+                        self.on_appended(from_index, &req.entries[offset..]);
+                    }
+                    AppendResponse {
+                        reject: false,
+                        index: last_new,
+                        conflict_term: 0,
+                        conflict_index: 0,
+                    }
+                }
+                None => {
+                    let hint = req.prev_log_index.min(self.log.last_index());
+                    let (conflict_index, conflict_term) =
+                        self.log.find_conflict_by_term(hint, req.prev_log_term);
+                    AppendResponse {
+                        reject: true,
+                        index: req.prev_log_index,
+                        conflict_term,
+                        conflict_index,
+                    }
+                }
+            }
+        };
+        self.send(from, self.term, MessageBody::AppendResponse(response));
+        Ok(())
+    }
+
+    /// Figure 13 receiver, with offset-based resumption: the answer always says
+    /// how many bytes of this snapshot are held, so a lost chunk is resent.
+    fn handle_snapshot_chunk(&mut self, from: NodeId, chunk: SnapshotChunk) {
+        let index = chunk.meta.index;
+        if index <= self.log.committed {
+            let response = SnapshotResponse {
+                index,
+                offset: chunk.offset,
+                done: true,
+            };
+            self.send(
+                from,
+                self.term,
+                MessageBody::InstallSnapshotResponse(response),
+            );
+            return;
+        }
+        let held = match &self.incoming_snapshot {
+            Some((meta, data)) if *meta == chunk.meta => data.len() as u64,
+            _ => 0,
+        };
+        if chunk.offset != held {
+            let response = SnapshotResponse {
+                index,
+                offset: held,
+                done: false,
+            };
+            self.send(
+                from,
+                self.term,
+                MessageBody::InstallSnapshotResponse(response),
+            );
+            return;
+        }
+        let (meta, mut data) = match self.incoming_snapshot.take() {
+            Some((meta, data)) if held > 0 => (meta, data),
+            _ => (chunk.meta, Vec::new()),
+        };
+        data.extend_from_slice(&chunk.data);
+        let offset = data.len() as u64;
+        if chunk.done {
+            self.restore(Snapshot { meta, data });
+        } else {
+            self.incoming_snapshot = Some((meta, data));
+        }
+        let response = SnapshotResponse {
+            index,
+            offset,
+            done: chunk.done,
+        };
+        self.send(
+            from,
+            self.term,
+            MessageBody::InstallSnapshotResponse(response),
+        );
+    }
+
+    /// Installs a complete snapshot, dropping the conflicting log (Figure 13
+    /// steps 6-8), unless the log already holds its last entry.
+    fn restore(&mut self, snapshot: Snapshot) {
+        let meta = &snapshot.meta;
+        if self.log.match_term(meta.index, meta.term) {
+            self.log.commit_to(meta.index);
+            return;
+        }
+        self.config_history = vec![(meta.index, meta.config.clone())];
+        self.set_membership(meta.config.clone());
+        self.log.restore(snapshot);
+    }
+
+    fn step_leader(&mut self, from: NodeId, body: MessageBody) -> Result<(), Error> {
+        if let Some(pr) = self.progress.get_mut(&from) {
+            pr.recent_active = true;
+        } else if !matches!(body, MessageBody::ReadIndex(_)) {
+            return Ok(());
+        }
+        match body {
+            MessageBody::AppendResponse(r) => self.handle_append_response(from, r),
+            MessageBody::HeartbeatResponse(r) => self.handle_heartbeat_response(from, r.context),
+            MessageBody::InstallSnapshotResponse(r) => self.handle_snapshot_response(from, r),
+            MessageBody::ReadIndex(r) => {
+                self.handle_read_request(ReadRequest {
+                    context: r.context,
+                    from,
+                });
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn handle_append_response(&mut self, from: NodeId, r: AppendResponse) -> Result<(), Error> {
+        if r.reject {
+            let hint = if r.conflict_term > 0 {
+                self.log
+                    .find_conflict_by_term(r.conflict_index, r.conflict_term)
+                    .0
+            } else {
+                r.conflict_index
+            };
+            let Some(pr) = self.progress.get_mut(&from) else {
+                return Ok(());
+            };
+            if pr.maybe_decrease_to(r.index, hint) {
+                if pr.state == ProgressState::Replicate {
+                    pr.become_probe();
+                }
+                self.send_append(from, false)?;
+            }
+            return Ok(());
+        }
+        let Some(pr) = self.progress.get_mut(&from) else {
+            return Ok(());
+        };
+        if !pr.maybe_update(r.index) {
+            return Ok(());
+        }
+        match pr.state {
+            ProgressState::Probe => pr.become_replicate(),
+            ProgressState::Snapshot if pr.match_index >= pr.snapshot_index => pr.become_probe(),
+            ProgressState::Snapshot => {}
+            ProgressState::Replicate => pr.inflights.free_to(r.index),
+        }
+        let caught_up = pr.match_index == self.log.last_index();
+        self.maybe_commit()?;
+        self.needs_flush = true;
+        if from == self.transferee && caught_up {
+            self.send(from, self.term, MessageBody::TimeoutNow);
+        }
+        Ok(())
+    }
+
+    fn handle_heartbeat_response(&mut self, from: NodeId, context: u64) -> Result<(), Error> {
+        let last = self.log.last_index();
+        let Some(pr) = self.progress.get_mut(&from) else {
+            return Ok(());
+        };
+        pr.probe_sent = false;
+        if pr.state == ProgressState::Replicate && pr.inflights.full() {
+            // An append may have been lost; make room so a probe can go out.
+            pr.inflights.reset();
+        }
+        if pr.state == ProgressState::Snapshot {
+            self.send_snapshot_chunk(from)?;
+        } else if pr.match_index < last {
+            self.send_append(from, true)?;
+        }
+        if context != 0 {
+            for (request, index) in self.read_only.ack(&self.membership, self.id, from, context) {
+                self.respond_read(request, index);
+            }
+        }
+        Ok(())
+    }
+
+    fn handle_snapshot_response(&mut self, from: NodeId, r: SnapshotResponse) -> Result<(), Error> {
+        let Some(pr) = self.progress.get_mut(&from) else {
+            return Ok(());
+        };
+        if pr.state != ProgressState::Snapshot || r.index != pr.snapshot_index {
+            return Ok(());
+        }
+        if r.done {
+            pr.maybe_update(r.index);
+            pr.become_probe();
+            self.maybe_commit()?;
+            self.needs_flush = true;
+            return Ok(());
+        }
+        if r.offset == pr.snapshot_offset {
+            return Ok(()); // a duplicate answer; the heartbeat path resends if lost
+        }
+        pr.snapshot_offset = r.offset;
+        self.send_snapshot_chunk(from)
+    }
+
+    fn handle_read_request(&mut self, request: ReadRequest) {
+        if !self.committed_in_current_term() {
+            self.reads_before_noop.push(request);
+        } else if quorum::has_majority(&self.membership, |id| id == self.id) {
+            self.respond_read(request, self.log.committed);
+        } else {
+            self.read_only.add(request);
+        }
+    }
+
+    fn respond_read(&mut self, request: ReadRequest, index: u64) {
+        if request.from == self.id {
+            self.read_states.push(ReadState {
+                context: request.context,
+                index,
+            });
+        } else {
+            let body = MessageBody::ReadIndexResponse(ReadIndexResponse {
+                context: request.context,
+                index,
+            });
+            self.send(request.from, self.term, body);
+        }
+    }
+
+    fn committed_in_current_term(&self) -> bool {
+        self.log.term(self.log.committed) == Ok(self.term)
+    }
+
+    /// Section 5.3/5.4.2: commit the majority match index if it is of this term.
+    fn maybe_commit(&mut self) -> Result<bool, Error> {
+        let majority = quorum::committed_index(&self.membership, |id| {
+            self.progress.get(&id).map_or(0, |pr| pr.match_index)
+        });
+        let index = majority.min(self.log.last_index());
+        if index <= self.log.committed {
+            return Ok(false);
+        }
+        if !self.opts.commit_old_terms() && self.log.term(index)? != self.term {
+            return Ok(false);
+        }
+        self.log.commit_to(index);
+        self.needs_flush = true;
+        if self.committed_in_current_term() {
+            for request in std::mem::take(&mut self.reads_before_noop) {
+                self.handle_read_request(request);
+            }
+        }
+        Ok(true)
+    }
+
+    // ----- sending -----
+
+    /// Sends the next append to `to` unless its progress is paused; returns
+    /// whether a message went out. Falls back to a snapshot when the entries
+    /// it needs are compacted.
+    fn send_append(&mut self, to: NodeId, send_if_empty: bool) -> Result<bool, Error> {
+        let Some(pr) = self.progress.get(&to) else {
+            return Ok(false);
+        };
+        if to == self.id || pr.is_paused() {
+            return Ok(false);
+        }
+        let (next, last) = (pr.next_index, self.log.last_index());
+        let prev_term = self.log.term(next - 1);
+        let entries = self
+            .log
+            .entries(next, last + 1, self.opts.message_bytes_max);
+        match (prev_term, entries) {
+            (Ok(prev_log_term), Ok(entries)) => {
+                if entries.is_empty() && !send_if_empty {
+                    return Ok(false);
+                }
+                if let Some(pr) = self.progress.get_mut(&to) {
+                    pr.sent_append(entries.last().map(|e| e.index));
+                }
+                let req = AppendRequest {
+                    prev_log_index: next - 1,
+                    prev_log_term,
+                    entries,
+                    commit: self.log.committed,
+                };
+                self.send(to, self.term, MessageBody::Append(req));
+                Ok(true)
+            }
+            (Err(StoreError::Compacted(_)), _) | (_, Err(StoreError::Compacted(_))) => {
+                self.send_snapshot_chunk(to)?;
+                Ok(true)
+            }
+            (Err(error), _) | (_, Err(error)) => Err(error.into()),
+        }
+    }
+
+    /// Sends the chunk at the acknowledged offset of the latest snapshot,
+    /// switching `to` to the snapshot state if needed.
+    fn send_snapshot_chunk(&mut self, to: NodeId) -> Result<(), Error> {
+        let compacted = self.log.store.compacted().0;
+        if self
+            .outgoing_snapshot
+            .as_ref()
+            .is_none_or(|s| s.meta.index != compacted)
+        {
+            self.outgoing_snapshot = Some(self.log.store.snapshot()?);
+        }
+        let Some(snapshot) = &self.outgoing_snapshot else {
+            return Ok(());
+        };
+        let Some(pr) = self.progress.get_mut(&to) else {
+            return Ok(());
+        };
+        if pr.state != ProgressState::Snapshot || pr.snapshot_index != snapshot.meta.index {
+            pr.become_snapshot(snapshot.meta.index);
+        }
+        let len = snapshot.data.len() as u64;
+        let offset = pr.snapshot_offset.min(len);
+        let end = offset
+            .saturating_add(self.opts.snapshot_chunk_bytes_max)
+            .min(len);
+        let chunk = SnapshotChunk {
+            meta: snapshot.meta.clone(),
+            offset,
+            data: snapshot.data[offset as usize..end as usize].to_vec(),
+            done: end == len,
+        };
+        self.send(to, self.term, MessageBody::InstallSnapshot(chunk));
+        Ok(())
+    }
+
+    fn broadcast_heartbeat(&mut self, context: u64) {
+        let peers: Vec<(NodeId, u64)> = self
+            .progress
+            .iter()
+            .filter(|(id, _)| **id != self.id)
+            .map(|(&id, pr)| (id, pr.match_index.min(self.log.committed)))
+            .collect();
+        for (id, commit) in peers {
+            self.send(
+                id,
+                self.term,
+                MessageBody::Heartbeat(Heartbeat { commit, context }),
+            );
+        }
+    }
+
+    /// Whether [`Raft::flush`] has work.
+    pub fn needs_flush(&self) -> bool {
+        self.role == Role::Leader && (self.needs_flush || self.read_only.has_open())
+    }
+
+    /// Sends what proposals, commits and reads since the last flush call for:
+    /// one append per follower covering all new entries (batching), and one
+    /// heartbeat round for all the reads queued meanwhile.
+    ///
+    /// # Errors
+    /// A store failure.
+    pub fn flush(&mut self) -> Result<(), Error> {
+        if self.role != Role::Leader {
+            return Ok(());
+        }
+        if let Some(context) = self.read_only.start_round(self.log.committed) {
+            self.broadcast_heartbeat(context);
+        }
+        if std::mem::take(&mut self.needs_flush) {
+            let peers: Vec<NodeId> = self
+                .progress
+                .keys()
+                .copied()
+                .filter(|&id| id != self.id)
+                .collect();
+            for id in peers {
+                let mut send_if_empty = true;
+                while self.send_append(id, send_if_empty)? {
+                    send_if_empty = false;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The driver persisted everything handed out: the leader may now count
+    /// itself for those entries.
+    ///
+    /// # Errors
+    /// A store failure.
+    pub fn on_persisted(&mut self) -> Result<(), Error> {
+        if self.role != Role::Leader {
+            return Ok(());
+        }
+        let persisted = self.log.persisted;
+        if let Some(pr) = self.progress.get_mut(&self.id)
+            && pr.maybe_update(persisted)
+        {
+            self.maybe_commit()?;
+        }
+        Ok(())
+    }
+
+    /// A snapshot of the state machine at `index` (applied, not compacted),
+    /// carrying `data`, for the driver to store and compact its log with.
+    ///
+    /// # Errors
+    /// [`Error::SnapshotIndex`] outside `compacted..=applied`, or a store failure.
+    pub fn build_snapshot(&mut self, index: u64, data: Vec<u8>) -> Result<Snapshot, Error> {
+        if index > self.log.applied || index < self.log.compacted().0 {
+            return Err(Error::SnapshotIndex(index));
+        }
+        let term = self.log.term(index)?;
+        let config = self
+            .config_at(index)
+            .cloned()
+            .ok_or(Error::SnapshotIndex(index))?;
+        self.forget_configs_before(index);
+        Ok(Snapshot {
+            meta: SnapshotMeta {
+                index,
+                term,
+                config,
+            },
+            data,
+        })
+    }
+
+    /// The per-`Ready` limit on entry bytes handed out for applying.
+    pub fn committed_bytes_max(&self) -> u64 {
+        self.opts.committed_bytes_max
+    }
+
+    /// Current elapsed ticks of the election timer (for tests and status).
+    pub fn election_elapsed(&self) -> u64 {
+        self.election_elapsed
+    }
+}

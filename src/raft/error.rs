@@ -1,0 +1,47 @@
+//! The errors of the consensus layer: what a caller of `RawNode` can get back,
+//! and what a `LogStore` implementation reports.
+
+use super::message::NodeId;
+
+/// Why a `LogStore` read failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// The index is at or below the compaction point (only a snapshot covers it).
+    #[error("index {0} is compacted")]
+    Compacted(u64),
+    /// The index is beyond the last index.
+    #[error("index {0} is beyond the last index")]
+    Unavailable(u64),
+    /// The underlying storage failed (IO error, corruption); the node should stop.
+    #[error("log store failed: {0}")]
+    Failed(String),
+}
+
+/// Why a `RawNode` call was refused or failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// Only the leader accepts this call; `leader` is the last known leader, if any.
+    #[error("not the leader (leader hint: {leader:?})")]
+    NotLeader {
+        /// The leader this node believes in, to redirect the client to.
+        leader: Option<NodeId>,
+    },
+    /// The leader is transferring leadership and refuses new proposals meanwhile.
+    #[error("proposal dropped during leadership transfer")]
+    ProposalDropped,
+    /// A configuration change is still uncommitted; changes go one at a time.
+    #[error("a configuration change is already in progress")]
+    ConfigChangePending,
+    /// The change does not apply to the current configuration.
+    #[error("invalid configuration change")]
+    InvalidConfigChange,
+    /// The snapshot index is not within the applied, uncompacted log.
+    #[error("cannot snapshot at index {0}")]
+    SnapshotIndex(u64),
+    /// A configuration value is out of range.
+    #[error("invalid raft config: {0}")]
+    InvalidConfig(&'static str),
+    /// The log store failed; the node must stop.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}

@@ -1,0 +1,297 @@
+//! `RawNode`: the driver's interface to the consensus core, and the `Ready`
+//! contract.
+//!
+//! The driver (the server's event loop, the simulation, a test harness) owns a
+//! `RawNode` and loops:
+//! 1. feed inputs: `step(message)`, `tick()`, `propose(data)`, `read_index(ctx)`,
+//!    `transfer_leader(id)`, `propose_config_change(change)`;
+//! 2. if `has_ready()`, take `ready()`;
+//! 3. send `Ready.messages` right away (the leader's appends, heartbeats,
+//!    snapshot chunks: they acknowledge nothing of the local disk, thesis
+//!    section 10.2.1);
+//! 4. install `Ready.snapshot` into the store, append `Ready.entries` (truncating
+//!    the stored suffix from `entries[0].index` first, see `store.rs`), write
+//!    `Ready.hard_state`, and MAKE ALL OF IT DURABLE (one sync);
+//! 5. ONLY THEN send `Ready.messages_after_sync`: vote responses, append and
+//!    snapshot acknowledgements, and everything else that carries a term, vote
+//!    or log this node may have just changed. SENDING THEM BEFORE THE SYNC CAN
+//!    LOSE COMMITTED ENTRIES OR ELECT TWO LEADERS IN ONE TERM AFTER A CRASH;
+//! 6. apply `Ready.committed_entries` in order (and restore the state machine
+//!    from `Ready.snapshot` if set); serve each `Ready.read_states` entry once
+//!    the state machine applied its index;
+//! 7. call `advance(ready)`.
+//!
+//! THE DRIVER MUST CALL `advance` BEFORE ANY OTHER CALL ON THE NODE once it
+//! took a `Ready`. A crash between `ready()` and the sync loses only what
+//! step 4 had not yet made durable, which is safe because nothing that depends
+//! on it has left the node.
+//!
+//! The leader counts itself toward commit only for entries confirmed durable by
+//! `advance`, so it never commits on an unsynced local write.
+
+use super::core::{Config, Raft, Role};
+use super::error::Error;
+use super::message::{
+    ConfigChange, Configuration, Entry, EntryKind, HardState, Message, NodeId, Snapshot,
+};
+use super::progress::ProgressState;
+use super::read_only::ReadState;
+use super::store::LogStore;
+
+/// What the node needs the driver to do; see the module docs for the order.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Ready {
+    /// Messages that may be sent before the sync.
+    pub messages: Vec<Message>,
+    /// Messages that may be sent only after the sync.
+    pub messages_after_sync: Vec<Message>,
+    /// Entries to append to the store (truncating from `entries[0].index`).
+    pub entries: Vec<Entry>,
+    /// The hard state to persist, when it changed.
+    pub hard_state: Option<HardState>,
+    /// Committed entries to apply, in order.
+    pub committed_entries: Vec<Entry>,
+    /// A snapshot to install in the store and the state machine.
+    pub snapshot: Option<Snapshot>,
+    /// Confirmed linearizable reads.
+    pub read_states: Vec<ReadState>,
+}
+
+/// The leader's view of one peer, for status output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerStatus {
+    /// The peer.
+    pub id: NodeId,
+    /// Highest index known replicated there.
+    pub match_index: u64,
+    /// Next index to send.
+    pub next_index: u64,
+    /// Flow-control state.
+    pub state: ProgressState,
+    /// Heard from since the last check-quorum round.
+    pub recent_active: bool,
+}
+
+/// A snapshot of the node's state for the CLI and the simulation's checker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    /// This node.
+    pub id: NodeId,
+    /// Current role.
+    pub role: Role,
+    /// Current term.
+    pub term: u64,
+    /// Vote in `term`.
+    pub vote: NodeId,
+    /// Known leader, or `NO_NODE`.
+    pub leader: NodeId,
+    /// Commit index.
+    pub commit: u64,
+    /// Applied index.
+    pub applied: u64,
+    /// Last index durable in the store.
+    pub persisted: u64,
+    /// Last index of the log.
+    pub last_index: u64,
+    /// The membership in force.
+    pub config: Configuration,
+    /// Per-peer progress (leader only; empty otherwise).
+    pub progress: Vec<PeerStatus>,
+}
+
+/// The driver-facing Raft node over a [`LogStore`].
+#[derive(Debug)]
+pub struct RawNode<S> {
+    core: Raft<S>,
+    prev_hard_state: HardState,
+}
+
+impl<S: LogStore> RawNode<S> {
+    /// A node (re)starting as a follower from `store`, drawing its election
+    /// timeouts from a PRNG seeded with `rng_seed`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] or a store failure.
+    pub fn new(config: Config, store: S, rng_seed: u64) -> Result<RawNode<S>, Error> {
+        let core = Raft::new(config, store, rng_seed)?;
+        let prev_hard_state = core.log.store.initial_state()?.hard_state;
+        Ok(RawNode {
+            core,
+            prev_hard_state,
+        })
+    }
+
+    /// Handles a message from a peer.
+    ///
+    /// # Errors
+    /// A store failure.
+    pub fn step(&mut self, message: Message) -> Result<(), Error> {
+        self.core.step(message)
+    }
+
+    /// Advances logical time by one tick.
+    ///
+    /// # Errors
+    /// A store failure.
+    pub fn tick(&mut self) -> Result<(), Error> {
+        self.core.tick()
+    }
+
+    /// Starts an election at once (bootstrap, tests).
+    ///
+    /// # Errors
+    /// A store failure.
+    pub fn campaign(&mut self) -> Result<(), Error> {
+        self.core.campaign(false)
+    }
+
+    /// Proposes an application command; returns the index it will have if it commits.
+    ///
+    /// # Errors
+    /// [`Error::NotLeader`] with a leader hint, [`Error::ProposalDropped`] during a transfer.
+    pub fn propose(&mut self, data: Vec<u8>) -> Result<u64, Error> {
+        self.core.propose(EntryKind::Normal, data)
+    }
+
+    /// Proposes a single-server membership change (one at a time).
+    ///
+    /// # Errors
+    /// As [`RawNode::propose`], plus [`Error::ConfigChangePending`] and
+    /// [`Error::InvalidConfigChange`].
+    pub fn propose_config_change(&mut self, change: ConfigChange) -> Result<u64, Error> {
+        self.core.propose_config_change(change)
+    }
+
+    /// Starts a linearizable read identified by `context`; the answer arrives as
+    /// a [`ReadState`] in a later `Ready` (never, if leadership is lost meanwhile:
+    /// callers time reads out).
+    ///
+    /// # Errors
+    /// [`Error::NotLeader`] when no leader is known.
+    pub fn read_index(&mut self, context: Vec<u8>) -> Result<(), Error> {
+        self.core.read_index(context)
+    }
+
+    /// Transfers leadership to `to` (leader only).
+    ///
+    /// # Errors
+    /// [`Error::NotLeader`].
+    pub fn transfer_leader(&mut self, to: NodeId) -> Result<(), Error> {
+        self.core.transfer_leader(to)
+    }
+
+    fn hard_state(&self) -> HardState {
+        HardState {
+            term: self.core.term,
+            vote: self.core.vote,
+            commit: self.core.log.committed,
+        }
+    }
+
+    /// Whether [`RawNode::ready`] has anything to hand out.
+    pub fn has_ready(&self) -> bool {
+        let core = &self.core;
+        core.needs_flush()
+            || !core.messages.is_empty()
+            || !core.messages_after_sync.is_empty()
+            || !core.read_states.is_empty()
+            || !core.log.unstable_entries().is_empty()
+            || core.log.unstable_snapshot().is_some()
+            || core.log.has_next_committed()
+            || self.hard_state() != self.prev_hard_state
+    }
+
+    /// Takes the pending work; see the module docs for what to do with it.
+    ///
+    /// # Errors
+    /// A store failure.
+    pub fn ready(&mut self) -> Result<Ready, Error> {
+        self.core.flush()?;
+        let hard_state = self.hard_state();
+        let changed = (hard_state != self.prev_hard_state).then_some(hard_state);
+        self.prev_hard_state = hard_state;
+        let core = &mut self.core;
+        Ok(Ready {
+            messages: std::mem::take(&mut core.messages),
+            messages_after_sync: std::mem::take(&mut core.messages_after_sync),
+            entries: core.log.unstable_entries().to_vec(),
+            hard_state: changed,
+            committed_entries: core.log.next_committed(core.committed_bytes_max())?,
+            snapshot: core.log.unstable_snapshot().cloned(),
+            read_states: std::mem::take(&mut core.read_states),
+        })
+    }
+
+    /// Acknowledges that the driver handled `ready` (made it durable, sent,
+    /// applied).
+    ///
+    /// # Errors
+    /// A store failure.
+    pub fn advance(&mut self, ready: Ready) -> Result<(), Error> {
+        let log = &mut self.core.log;
+        log.on_persisted(
+            ready.snapshot.map(|s| s.meta.index),
+            ready.entries.last().map(|e| e.index),
+        );
+        if let Some(last) = ready.committed_entries.last() {
+            log.applied = log.applied.max(last.index);
+        }
+        self.core.on_persisted()
+    }
+
+    /// A snapshot at the applied index `index` with the state machine image
+    /// `data`; the driver stores it and compacts its log (`MemStore::compact`).
+    ///
+    /// # Errors
+    /// [`Error::SnapshotIndex`] when `index` is not applied or already compacted.
+    pub fn build_snapshot(&mut self, index: u64, data: Vec<u8>) -> Result<Snapshot, Error> {
+        self.core.build_snapshot(index, data)
+    }
+
+    /// The node's state.
+    pub fn status(&self) -> Status {
+        let core = &self.core;
+        let progress = if core.role == Role::Leader {
+            core.progress
+                .iter()
+                .map(|(&id, pr)| PeerStatus {
+                    id,
+                    match_index: pr.match_index,
+                    next_index: pr.next_index,
+                    state: pr.state,
+                    recent_active: pr.recent_active,
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Status {
+            id: core.id,
+            role: core.role,
+            term: core.term,
+            vote: core.vote,
+            leader: core.leader,
+            commit: core.log.committed,
+            applied: core.log.applied,
+            persisted: core.log.persisted,
+            last_index: core.log.last_index(),
+            config: core.membership.clone(),
+            progress,
+        }
+    }
+
+    /// The store (read access, e.g. for the simulation's checker).
+    pub fn store(&self) -> &S {
+        &self.core.log.store
+    }
+
+    /// The store, for the driver's writes (steps 4 of the module docs, compaction).
+    pub fn store_mut(&mut self) -> &mut S {
+        &mut self.core.log.store
+    }
+
+    /// The core, for white-box tests and the simulation's checker.
+    pub fn raft(&self) -> &Raft<S> {
+        &self.core
+    }
+}

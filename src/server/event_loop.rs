@@ -1,0 +1,751 @@
+//! The node's one thread: a mio poll loop in the shape of redis's `aeMain`.
+//!
+//! `run` = `loop { turn() }`; a turn is `before_sleep` → `poll` (timeout = the next
+//! timer deadline) → dispatch readiness events → expire timers. Exactly as in redis,
+//! `before_sleep` runs first and is the only place that touches the disk and produces
+//! replies: the node drains the consensus core's `Ready`, appends every new entry,
+//! syncs ONCE for the whole turn (group commit), sends the messages that acknowledge
+//! persisted state, applies committed entries, and queues client replies; then every
+//! connection with output is flushed directly, registering WRITABLE only after a
+//! partial write. Because replies are only produced after the sync in the same
+//! function, redis's `AE_BARRIER` problem (replying before the fsync of the data it
+//! acknowledges) cannot arise here.
+//!
+//! Connections live in a slab; a connection's token is its slab key plus
+//! [`FIRST_CONNECTION_TOKEN`]. Each connection has a generation number so a reply for
+//! a closed connection is never delivered to a new one that reused the slab slot.
+//!
+//! Peer links: every node dials every other member and sends its Raft messages on
+//! that outbound link (handshake first: cluster id + node id); it receives messages on
+//! the links the others dialed. A broken link is redialed with exponential backoff and
+//! jitter; messages for a peer without a link are dropped (Raft retransmits).
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use log::{debug, info, warn};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token};
+use signal_hook_mio::v1_0::Signals;
+use slab::Slab;
+
+use super::backoff::Backoff;
+use super::connection::{Connection, FlushOutcome};
+use super::node::{ClientRef, Node, Outbox};
+use super::timer::TimerWheel;
+use crate::codec::DecodeError;
+use crate::codec::client::{self as client_codec, Response};
+use crate::codec::frame::FrameCodec;
+use crate::codec::peer::{self as peer_codec, PeerFrame};
+use crate::config::Config;
+use crate::raft::message::{Message, NodeId};
+use crate::raft::rng::Rng;
+
+const PEER_LISTENER: Token = Token(0);
+const CLIENT_LISTENER: Token = Token(1);
+const SIGNALS: Token = Token(2);
+/// Tokens below this are reserved for the listeners and the signal pipe.
+pub const FIRST_CONNECTION_TOKEN: usize = 16;
+
+/// Frames decoded per connection per turn, so one busy client cannot starve ticks.
+const FRAMES_PER_TURN_MAX: usize = 4096;
+const RECONNECT_MIN_MS: u64 = 50;
+const RECONNECT_MAX_MS: u64 = 2000;
+
+/// What a timer in the wheel stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TimerEvent {
+    /// One logical Raft tick.
+    Tick,
+    /// Dial the peer again.
+    Reconnect(NodeId),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ConnKind {
+    /// A client connection on the client port.
+    Client,
+    /// A peer dialed us; `None` until its handshake arrives.
+    PeerIn(Option<NodeId>),
+    /// Our link to a peer; `connected` once the TCP connect completed.
+    PeerOut { peer: NodeId, connected: bool },
+}
+
+struct Conn {
+    kind: ConnKind,
+    io: Connection<TcpStream>,
+    generation: u64,
+    /// WRITABLE interest is registered (after a partial write or while connecting).
+    writable: bool,
+    /// The read limit stopped reading: read again next turn even without an event.
+    unread: bool,
+}
+
+struct PeerLink {
+    addr: SocketAddr,
+    /// Slab key of the outbound connection, when one exists.
+    conn: Option<usize>,
+    backoff: Backoff,
+    reconnect_pending: bool,
+}
+
+/// The network half of the loop: sockets, buffers and peer links. Kept apart from the
+/// [`Node`] so the node can push messages and replies into it while being borrowed.
+struct Net {
+    poll: Poll,
+    conns: Slab<Conn>,
+    peers: HashMap<NodeId, PeerLink>,
+    frame: FrameCodec,
+    cluster_id: u64,
+    node_id: NodeId,
+    output_bytes_max: usize,
+    read_bytes_per_turn_max: usize,
+    connections_max: usize,
+    next_generation: u64,
+    /// Slab keys with queued output to flush at the end of `before_sleep`.
+    dirty: Vec<usize>,
+    /// Slab keys to close at the end of the turn, with the reason to log.
+    closing: Vec<(usize, String)>,
+    rng: Rng,
+}
+
+/// A running node: the event loop, the network and the node logic.
+pub struct EventLoop {
+    net: Net,
+    node: Node,
+    timers: TimerWheel<TimerEvent>,
+    peer_listener: TcpListener,
+    client_listener: TcpListener,
+    signals: Signals,
+    started: Instant,
+    tick_ms: u64,
+    slow_turn_ms: u64,
+    stopping: bool,
+    events: Events,
+}
+
+fn token_of(key: usize) -> Token {
+    Token(key + FIRST_CONNECTION_TOKEN)
+}
+
+impl EventLoop {
+    /// Binds the listeners and prepares the node; does not block.
+    ///
+    /// # Errors
+    /// Binding a listen address or registering with the poller failed.
+    pub fn new(config: &Config, node: Node) -> io::Result<EventLoop> {
+        let poll = Poll::new()?;
+        let mut peer_listener = TcpListener::bind(config.listen_peer)?;
+        let mut client_listener = TcpListener::bind(config.listen_client)?;
+        poll.registry()
+            .register(&mut peer_listener, PEER_LISTENER, Interest::READABLE)?;
+        poll.registry()
+            .register(&mut client_listener, CLIENT_LISTENER, Interest::READABLE)?;
+        let mut signals =
+            Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])?;
+        poll.registry()
+            .register(&mut signals, SIGNALS, Interest::READABLE)?;
+        let peers = config
+            .peers()
+            .map(|member| {
+                let link = PeerLink {
+                    addr: member.peer_addr,
+                    conn: None,
+                    backoff: Backoff::new(RECONNECT_MIN_MS, RECONNECT_MAX_MS),
+                    reconnect_pending: false,
+                };
+                (member.id, link)
+            })
+            .collect();
+        let net = Net {
+            poll,
+            conns: Slab::new(),
+            peers,
+            frame: FrameCodec::new(config.limits.frame_bytes_max),
+            cluster_id: config.cluster_id,
+            node_id: config.node_id,
+            output_bytes_max: config.limits.output_bytes_max,
+            read_bytes_per_turn_max: config.limits.read_bytes_per_turn_max,
+            connections_max: config.limits.connections_max,
+            next_generation: 1,
+            dirty: Vec::new(),
+            closing: Vec::new(),
+            rng: Rng::new(config.node_id ^ 0x9e37_79b9_7f4a_7c15),
+        };
+        let started = Instant::now();
+        Ok(EventLoop {
+            net,
+            node,
+            timers: TimerWheel::new(512, 1, 0),
+            peer_listener,
+            client_listener,
+            signals,
+            started,
+            tick_ms: config.raft.tick_ms,
+            slow_turn_ms: (config.raft.tick_ms * u64::from(config.raft.heartbeat_ticks) / 2).max(1),
+            stopping: false,
+            events: Events::with_capacity(1024),
+        })
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// Runs until SIGINT/SIGTERM, then flushes, syncs and returns.
+    ///
+    /// # Errors
+    /// A poll failure, or a storage failure: the node must stop rather than acknowledge
+    /// anything it could not persist.
+    pub fn run(&mut self) -> Result<(), RunError> {
+        let peer_ids: Vec<NodeId> = self.net.peers.keys().copied().collect();
+        for peer in peer_ids {
+            self.net.dial(peer);
+        }
+        let now = self.now_ms();
+        self.timers.schedule(now + self.tick_ms, TimerEvent::Tick);
+        while !self.stopping {
+            self.turn()?;
+        }
+        info!("shutting down: flushing and syncing");
+        self.before_sleep()?;
+        Ok(())
+    }
+
+    fn turn(&mut self) -> Result<(), RunError> {
+        let turn_started = Instant::now();
+        self.before_sleep()?;
+        let next_deadline = match (self.timers.next_deadline(), self.node.next_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let timeout = match next_deadline {
+            Some(deadline) => Duration::from_millis(deadline.saturating_sub(self.now_ms())),
+            None => Duration::from_millis(self.tick_ms),
+        };
+        let timeout = if self.net.conns.iter().any(|(_, c)| c.unread) {
+            Duration::ZERO
+        } else {
+            timeout
+        };
+        let busy = turn_started.elapsed();
+        match self.net.poll.poll(&mut self.events, Some(timeout)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(RunError::Poll(e)),
+        }
+        let dispatch_started = Instant::now();
+        let tokens: Vec<(Token, bool, bool)> = self
+            .events
+            .iter()
+            .map(|e| {
+                (
+                    e.token(),
+                    e.is_readable() || e.is_read_closed() || e.is_error(),
+                    e.is_writable(),
+                )
+            })
+            .collect();
+        for (token, readable, writable) in tokens {
+            self.dispatch(token, readable, writable);
+        }
+        let unread: Vec<usize> = self
+            .net
+            .conns
+            .iter()
+            .filter(|(_, c)| c.unread)
+            .map(|(key, _)| key)
+            .collect();
+        for key in unread {
+            self.on_readable(key);
+        }
+        self.expire_timers();
+        let now = self.now_ms();
+        self.node.expire_deadlines(now, &mut self.net);
+        self.net.close_pending(&mut self.node);
+        let busy = busy + dispatch_started.elapsed();
+        let slow = busy.as_millis() as u64 > self.slow_turn_ms;
+        if slow {
+            warn!(
+                "slow loop turn: {} ms of work (limit {} ms, half the heartbeat interval); {}",
+                busy.as_millis(),
+                self.slow_turn_ms,
+                self.node.last_turn_summary()
+            );
+        }
+        self.node.metrics_mut().on_loop_turn(slow);
+        Ok(())
+    }
+
+    fn dispatch(&mut self, token: Token, readable: bool, writable: bool) {
+        match token {
+            PEER_LISTENER => self.accept(true),
+            CLIENT_LISTENER => self.accept(false),
+            SIGNALS => {
+                for signal in self.signals.pending() {
+                    info!("received signal {signal}: stopping");
+                    self.stopping = true;
+                }
+            }
+            Token(t) if t >= FIRST_CONNECTION_TOKEN => {
+                let key = t - FIRST_CONNECTION_TOKEN;
+                if !self.net.conns.contains(key) {
+                    return;
+                }
+                if writable {
+                    self.on_writable(key);
+                }
+                if readable {
+                    self.on_readable(key);
+                }
+            }
+            Token(_) => {}
+        }
+    }
+
+    fn accept(&mut self, peer: bool) {
+        loop {
+            let listener = if peer {
+                &self.peer_listener
+            } else {
+                &self.client_listener
+            };
+            match listener.accept() {
+                Ok((stream, addr)) => {
+                    if self.net.conns.len() >= self.net.connections_max {
+                        warn!("refusing connection from {addr}: connections_max reached");
+                        continue;
+                    }
+                    let kind = if peer {
+                        ConnKind::PeerIn(None)
+                    } else {
+                        ConnKind::Client
+                    };
+                    if let Err(e) = self.net.add(stream, kind, Interest::READABLE) {
+                        warn!("cannot register connection from {addr}: {e}");
+                    } else {
+                        debug!(
+                            "accepted {} connection from {addr}",
+                            if peer { "peer" } else { "client" }
+                        );
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    warn!("accept failed: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn on_writable(&mut self, key: usize) {
+        let conn = &mut self.net.conns[key];
+        if let ConnKind::PeerOut {
+            peer,
+            connected: false,
+        } = conn.kind
+        {
+            match conn.io.stream().take_error() {
+                Ok(None) if conn.io.stream().peer_addr().is_ok() => {
+                    conn.kind = ConnKind::PeerOut {
+                        peer,
+                        connected: true,
+                    };
+                    info!("peer {peer}: connected");
+                    self.node.metrics_mut().on_peer_connected(peer);
+                    if let Some(link) = self.net.peers.get_mut(&peer) {
+                        link.backoff.reset();
+                    }
+                }
+                Ok(None) => return,
+                Ok(Some(e)) | Err(e) => {
+                    self.net.close_later(key, format!("connect failed: {e}"));
+                    return;
+                }
+            }
+        }
+        self.net.flush(key);
+    }
+
+    fn on_readable(&mut self, key: usize) {
+        let limit = self.net.read_bytes_per_turn_max;
+        let Some(conn) = self.net.conns.get_mut(key) else {
+            return;
+        };
+        let outcome = match conn.io.read_available(limit) {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                self.net.close_later(key, format!("read error: {e}"));
+                return;
+            }
+        };
+        conn.unread = !outcome.drained && !outcome.closed;
+        let kind = conn.kind;
+        if let ConnKind::PeerIn(Some(from)) = kind {
+            self.node
+                .metrics_mut()
+                .on_message_received(from, outcome.bytes as u64);
+        }
+        let result = match kind {
+            ConnKind::Client => self.decode_client_frames(key),
+            ConnKind::PeerIn(_) | ConnKind::PeerOut { .. } => self.decode_peer_frames(key),
+        };
+        if let Err(reason) = result {
+            self.net.close_later(key, reason);
+            return;
+        }
+        if outcome.closed {
+            self.net
+                .close_later(key, "closed by the remote side".into());
+        }
+    }
+
+    fn decode_client_frames(&mut self, key: usize) -> Result<(), String> {
+        let now_ms = self.now_ms();
+        let generation = self.net.conns[key].generation;
+        let client = ClientRef { key, generation };
+        for _ in 0..FRAMES_PER_TURN_MAX {
+            let conn = &mut self.net.conns[key];
+            let body = match conn.io.next_frame(&self.net.frame) {
+                Ok(Some(body)) => body,
+                Ok(None) => return Ok(()),
+                Err(e) => return Err(format!("bad frame: {e}")),
+            };
+            let request =
+                client_codec::decode_request(body).map_err(|e| format!("bad request: {e}"))?;
+            if let Some(response) = self.node.on_client_request(client, request, now_ms) {
+                self.net.reply(client, &response);
+            }
+        }
+        self.net.conns[key].unread = true;
+        Ok(())
+    }
+
+    fn decode_peer_frames(&mut self, key: usize) -> Result<(), String> {
+        for _ in 0..FRAMES_PER_TURN_MAX {
+            let conn = &mut self.net.conns[key];
+            let frame = match conn.io.next_frame(&self.net.frame) {
+                Ok(Some(body)) => peer_codec::decode(body),
+                Ok(None) => return Ok(()),
+                Err(e) => Err(e),
+            };
+            let frame = frame.map_err(|e: DecodeError| format!("bad peer frame: {e}"))?;
+            match (conn.kind, frame) {
+                (
+                    ConnKind::PeerIn(None),
+                    PeerFrame::Handshake {
+                        cluster_id,
+                        node_id,
+                    },
+                ) => {
+                    if cluster_id != self.net.cluster_id {
+                        return Err(format!(
+                            "handshake from node {node_id} of cluster {cluster_id}, we are cluster {}",
+                            self.net.cluster_id
+                        ));
+                    }
+                    conn.kind = ConnKind::PeerIn(Some(node_id));
+                    info!("peer {node_id}: inbound link up");
+                }
+                (ConnKind::PeerIn(Some(from)), PeerFrame::Message(message)) => {
+                    if message.from != from || message.to != self.net.node_id {
+                        return Err(format!(
+                            "message from {} to {} on the link of node {from}",
+                            message.from, message.to
+                        ));
+                    }
+                    self.node.on_peer_message(message);
+                }
+                (kind, frame) => {
+                    return Err(format!(
+                        "unexpected {} on a {kind:?} link",
+                        frame_name(&frame)
+                    ));
+                }
+            }
+        }
+        self.net.conns[key].unread = true;
+        Ok(())
+    }
+
+    fn expire_timers(&mut self) {
+        let now = self.now_ms();
+        let mut expired = Vec::new();
+        self.timers.expire(now, &mut expired);
+        for event in expired {
+            match event {
+                TimerEvent::Tick => {
+                    self.node.tick();
+                    self.timers.schedule(now + self.tick_ms, TimerEvent::Tick);
+                }
+                TimerEvent::Reconnect(peer) => {
+                    if let Some(link) = self.net.peers.get_mut(&peer) {
+                        link.reconnect_pending = false;
+                    }
+                    self.net.dial(peer);
+                }
+            }
+        }
+        let now = self.now_ms();
+        let wanted: Vec<NodeId> = self
+            .net
+            .peers
+            .iter()
+            .filter(|(_, link)| link.conn.is_none() && !link.reconnect_pending)
+            .map(|(id, _)| *id)
+            .collect();
+        for peer in wanted {
+            let random = self.net.rng.next_u64();
+            if let Some(link) = self.net.peers.get_mut(&peer) {
+                let delay = link.backoff.next_delay_ms(random);
+                link.reconnect_pending = true;
+                self.timers
+                    .schedule(now + delay, TimerEvent::Reconnect(peer));
+            }
+        }
+    }
+
+    fn before_sleep(&mut self) -> Result<(), RunError> {
+        self.node
+            .before_sleep(&mut self.net)
+            .map_err(RunError::Storage)?;
+        self.net.flush_dirty();
+        self.net.close_pending(&mut self.node);
+        Ok(())
+    }
+}
+
+fn frame_name(frame: &PeerFrame) -> &'static str {
+    match frame {
+        PeerFrame::Handshake { .. } => "handshake",
+        PeerFrame::Message(_) => "message",
+    }
+}
+
+/// Why the loop stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// `poll` failed.
+    #[error("poll failed: {0}")]
+    Poll(io::Error),
+    /// The log could not be written or synced: the node stops instead of acknowledging.
+    #[error("storage failure: {0}")]
+    Storage(String),
+}
+
+impl Net {
+    fn add(
+        &mut self,
+        mut stream: TcpStream,
+        kind: ConnKind,
+        interest: Interest,
+    ) -> io::Result<usize> {
+        stream.set_nodelay(true)?;
+        let entry = self.conns.vacant_entry();
+        let key = entry.key();
+        self.poll
+            .registry()
+            .register(&mut stream, token_of(key), interest)?;
+        let generation = self.next_generation;
+        self.next_generation += 1;
+        entry.insert(Conn {
+            kind,
+            io: Connection::new(stream, self.output_bytes_max),
+            generation,
+            writable: interest.is_writable(),
+            unread: false,
+        });
+        Ok(key)
+    }
+
+    fn dial(&mut self, peer: NodeId) {
+        let Some(link) = self.peers.get(&peer) else {
+            return;
+        };
+        if link.conn.is_some() {
+            return;
+        }
+        let addr = link.addr;
+        let result = TcpStream::connect(addr).and_then(|stream| {
+            self.add(
+                stream,
+                ConnKind::PeerOut {
+                    peer,
+                    connected: false,
+                },
+                Interest::READABLE | Interest::WRITABLE,
+            )
+        });
+        match result {
+            Ok(key) => {
+                let cluster_id = self.cluster_id;
+                let node_id = self.node_id;
+                let codec = self.frame;
+                let conn = &mut self.conns[key];
+                // Queued now, written once the connect completes (first WRITABLE event).
+                let queued = conn.io.queue_frame(&codec, |out| {
+                    peer_codec::encode(
+                        &PeerFrame::Handshake {
+                            cluster_id,
+                            node_id,
+                        },
+                        out,
+                    );
+                });
+                if queued.is_err() {
+                    self.close_later(key, "handshake does not fit the output buffer".into());
+                }
+                if let Some(link) = self.peers.get_mut(&peer) {
+                    link.conn = Some(key);
+                }
+            }
+            Err(e) => debug!("peer {peer}: dial {addr} failed: {e}"),
+        }
+    }
+
+    fn flush(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if let ConnKind::PeerOut {
+            connected: false, ..
+        } = conn.kind
+        {
+            return;
+        }
+        match conn.io.flush() {
+            Ok(FlushOutcome::Done) => {
+                if conn.writable {
+                    conn.writable = false;
+                    let token = token_of(key);
+                    if let Err(e) = self.poll.registry().reregister(
+                        conn.io.stream_mut(),
+                        token,
+                        Interest::READABLE,
+                    ) {
+                        self.close_later(key, format!("reregister failed: {e}"));
+                    }
+                }
+            }
+            Ok(FlushOutcome::Partial) => {
+                if !conn.writable {
+                    conn.writable = true;
+                    let token = token_of(key);
+                    let interest = Interest::READABLE | Interest::WRITABLE;
+                    if let Err(e) =
+                        self.poll
+                            .registry()
+                            .reregister(conn.io.stream_mut(), token, interest)
+                    {
+                        self.close_later(key, format!("reregister failed: {e}"));
+                    }
+                }
+            }
+            Err(e) => self.close_later(key, format!("write error: {e}")),
+        }
+    }
+
+    fn flush_dirty(&mut self) {
+        let mut dirty = std::mem::take(&mut self.dirty);
+        dirty.sort_unstable();
+        dirty.dedup();
+        for key in dirty.drain(..) {
+            self.flush(key);
+        }
+        self.dirty = dirty;
+    }
+
+    fn close_later(&mut self, key: usize, reason: String) {
+        self.closing.push((key, reason));
+    }
+
+    fn close_pending(&mut self, node: &mut Node) {
+        for (key, reason) in std::mem::take(&mut self.closing) {
+            let Some(mut conn) = self.conns.try_remove(key) else {
+                continue;
+            };
+            let _ = self.poll.registry().deregister(conn.io.stream_mut());
+            match conn.kind {
+                ConnKind::Client => debug!("client connection closed: {reason}"),
+                ConnKind::PeerIn(from) => info!("inbound peer link from {from:?} closed: {reason}"),
+                ConnKind::PeerOut { peer, connected } => {
+                    if connected {
+                        info!("peer {peer}: link closed: {reason}");
+                        node.metrics_mut().on_peer_disconnected(peer);
+                    } else {
+                        debug!("peer {peer}: connect failed: {reason}");
+                    }
+                    if let Some(link) = self.peers.get_mut(&peer)
+                        && link.conn == Some(key)
+                    {
+                        link.conn = None;
+                    }
+                }
+            }
+            if matches!(conn.kind, ConnKind::Client) {
+                node.on_client_closed(ClientRef {
+                    key,
+                    generation: conn.generation,
+                });
+            }
+        }
+    }
+}
+
+impl Outbox for Net {
+    fn send(&mut self, message: &Message) -> usize {
+        log::trace!("send {message:?}");
+        let Some(key) = self.peers.get(&message.to).and_then(|link| link.conn) else {
+            return 0;
+        };
+        let codec = self.frame;
+        let Some(conn) = self.conns.get_mut(key) else {
+            return 0;
+        };
+        if let ConnKind::PeerOut {
+            connected: false, ..
+        } = conn.kind
+        {
+            return 0;
+        }
+        let before = conn.io.pending_output_bytes();
+        match conn
+            .io
+            .queue_frame(&codec, |out| peer_codec::encode_message(message, out))
+        {
+            Ok(()) => {
+                self.dirty.push(key);
+                conn.io.pending_output_bytes() - before
+            }
+            Err(e) => {
+                self.close_later(key, format!("peer is not reading: {e}"));
+                0
+            }
+        }
+    }
+
+    fn reply(&mut self, client: ClientRef, response: &Response) {
+        let codec = self.frame;
+        let Some(conn) = self.conns.get_mut(client.key) else {
+            return;
+        };
+        if conn.generation != client.generation {
+            return;
+        }
+        match conn
+            .io
+            .queue_frame(&codec, |out| client_codec::encode_response(response, out))
+        {
+            Ok(()) => self.dirty.push(client.key),
+            Err(e) => self.close_later(client.key, format!("client is not reading: {e}")),
+        }
+    }
+
+    fn flush_now(&mut self) {
+        self.flush_dirty();
+    }
+}

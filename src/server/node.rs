@@ -1,0 +1,673 @@
+//! The glue between the network, the consensus core, the log and the state machine.
+//!
+//! The event loop hands the node decoded peer messages, client requests and ticks; once
+//! per loop turn it calls [`Node::before_sleep`], which drains the core's `Ready` in
+//! the order the Ready contract requires:
+//! 1. send `messages` (the leader's appends and heartbeats may leave before its own
+//!    fsync: Raft thesis §10.2.1; its match index only advances after `advance`);
+//! 2. install a received snapshot, append `entries`, record the hard state;
+//! 3. ONE sync for everything of this turn (group commit);
+//! 4. send `messages_after_sync` (votes and append acknowledgements);
+//! 5. apply committed entries and answer the clients waiting on them;
+//! 6. answer linearizable reads whose ReadIndex is now applied.
+//!
+//! A client write is acknowledged only in step 5, after the entry is committed (so
+//! durable on a majority, this node's copy included by step 3). Linearizable reads are
+//! batched: every read arriving in one turn shares one ReadIndex round.
+//!
+//! Invariant: `pending_writes` maps a log index to the client waiting for it, with the
+//! term the entry was proposed in; an entry applied at that index with another term
+//! means the proposal was lost, and the client is told so.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::mpsc::{self, Receiver, TryRecvError};
+use std::thread;
+use std::time::Instant;
+
+use log::{info, warn};
+
+use super::metrics::Metrics;
+use super::timer::{TimerId, TimerWheel};
+use super::wal_store::WalStore;
+use crate::codec::client::{
+    Member as StatusMember, Request, RequestBody, Response, ResponseBody, Role as StatusRole,
+    Status,
+};
+use crate::config::Config;
+use crate::kv::{CommandResult, KvConfig, KvStore, command_to_vec};
+use crate::raft::message::{Entry, EntryKind, Message, NodeId, Snapshot, SnapshotMeta};
+use crate::raft::{self, RawNode, Role};
+use crate::storage::snapshot::{self as snapshot_file, SnapshotFile};
+
+/// A client connection as the node knows it: slab key plus generation, so a reply to a
+/// connection that has since closed is never delivered to a newer one in the same slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ClientRef {
+    /// Slab key of the connection.
+    pub key: usize,
+    /// Generation of the connection in that slot.
+    pub generation: u64,
+}
+
+/// Where the node puts what it wants sent. Implemented by the event loop's network.
+pub trait Outbox {
+    /// Queues a Raft message for its recipient; returns the bytes queued (0 if dropped).
+    fn send(&mut self, message: &Message) -> usize;
+    /// Queues a reply for a client.
+    fn reply(&mut self, client: ClientRef, response: &Response);
+    /// Writes queued output now (used to get the leader's appends out before its fsync).
+    fn flush_now(&mut self);
+}
+
+struct PendingWrite {
+    client: ClientRef,
+    request_id: u64,
+    term: u64,
+    deadline: TimerId,
+}
+
+struct PendingRead {
+    client: ClientRef,
+    request_id: u64,
+    key: Vec<u8>,
+    deadline: TimerId,
+}
+
+/// A client request deadline in the timer wheel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Deadline {
+    /// The write proposed at this log index.
+    Write(u64),
+    /// A linearizable read.
+    Read(ClientRef, u64),
+}
+
+/// Who waits for a reply, whatever the request was.
+struct Waiter {
+    client: ClientRef,
+    request_id: u64,
+    deadline: TimerId,
+}
+
+impl From<PendingWrite> for Waiter {
+    fn from(write: PendingWrite) -> Waiter {
+        Waiter {
+            client: write.client,
+            request_id: write.request_id,
+            deadline: write.deadline,
+        }
+    }
+}
+
+impl From<PendingRead> for Waiter {
+    fn from(read: PendingRead) -> Waiter {
+        Waiter {
+            client: read.client,
+            request_id: read.request_id,
+            deadline: read.deadline,
+        }
+    }
+}
+
+/// Replies to a waiting request and cancels its deadline.
+fn finish(
+    deadlines: &mut TimerWheel<Deadline>,
+    out: &mut impl Outbox,
+    waiter: Waiter,
+    body: ResponseBody,
+) {
+    deadlines.cancel(waiter.deadline);
+    out.reply(
+        waiter.client,
+        &Response {
+            request_id: waiter.request_id,
+            body,
+        },
+    );
+}
+
+/// A snapshot being encoded and written on a helper thread.
+struct SnapshotJob {
+    meta: SnapshotMeta,
+    started: Instant,
+    /// The encoded state machine once its file is durable, or why writing failed.
+    done: Receiver<Result<Vec<u8>, String>>,
+}
+
+/// One node's state: the core, its log, the state machine and waiting clients.
+pub struct Node {
+    raw: RawNode<WalStore>,
+    kv: KvStore,
+    config: Config,
+    metrics: Metrics,
+    pending_writes: HashMap<u64, PendingWrite>,
+    /// Reads that arrived this turn: one ReadIndex round is started for all of them.
+    reads_this_turn: Vec<PendingRead>,
+    /// Reads waiting for the ReadState of their round, by round context.
+    reads_by_context: HashMap<u64, Vec<PendingRead>>,
+    /// Reads whose read index is known, waiting for it to be applied.
+    reads_by_index: BTreeMap<u64, Vec<PendingRead>>,
+    next_read_context: u64,
+    last_role: Role,
+    last_leader: NodeId,
+    last_term: u64,
+    snapshot_job: Option<SnapshotJob>,
+    /// Client request deadlines (`limits.request_timeout_ms`), in the loop's clock.
+    deadlines: TimerWheel<Deadline>,
+    /// What the last `before_sleep` did, for the slow-turn warning.
+    turn_summary: String,
+}
+
+impl Node {
+    /// Opens the node's storage, restores the state machine from the latest snapshot
+    /// and builds the consensus core.
+    ///
+    /// # Errors
+    /// Storage that cannot be opened (locked, corrupt, unreadable) or a corrupt snapshot.
+    pub fn open(config: Config) -> Result<Node, String> {
+        let bootstrap = raft::Configuration::new(config.members.iter().map(|m| m.id), []);
+        let options = crate::storage::WalOptions {
+            segment_bytes: config.storage.segment_bytes,
+            fsync: match config.storage.fsync {
+                crate::config::FsyncMode::Always => crate::storage::FsyncMode::Always,
+                crate::config::FsyncMode::Never => crate::storage::FsyncMode::Never,
+            },
+            ..crate::storage::WalOptions::default()
+        };
+        let store =
+            WalStore::open(&config.data_dir, options, bootstrap).map_err(|e| e.to_string())?;
+        let snapshot = store.latest_snapshot();
+        let kv_config = KvConfig::default();
+        let kv = if snapshot.meta.index == 0 {
+            KvStore::new(kv_config)
+        } else {
+            KvStore::restore(kv_config, &snapshot.data)
+                .map_err(|e| format!("snapshot at index {}: {e}", snapshot.meta.index))?
+        };
+        let mut raft_config = raft::Config::new(config.node_id);
+        raft_config.election_ticks = u64::from(config.raft.election_ticks);
+        raft_config.heartbeat_ticks = u64::from(config.raft.heartbeat_ticks);
+        raft_config.inflight_count_max = config.limits.inflight_count_max;
+        raft_config.message_bytes_max = config.limits.message_bytes_max;
+        raft_config.applied = kv.applied_index();
+        let seed = config.node_id ^ (std::process::id() as u64) << 32;
+        let raw = RawNode::new(raft_config, store, seed).map_err(|e| e.to_string())?;
+        let metrics = Metrics::new(config.storage.slow_fsync_warn_ms * 1000);
+        Ok(Node {
+            raw,
+            kv,
+            metrics,
+            pending_writes: HashMap::new(),
+            reads_this_turn: Vec::new(),
+            reads_by_context: HashMap::new(),
+            reads_by_index: BTreeMap::new(),
+            next_read_context: 1,
+            last_role: Role::Follower,
+            last_leader: raft::NO_NODE,
+            last_term: 0,
+            snapshot_job: None,
+            deadlines: TimerWheel::new(256, 4, 0),
+            turn_summary: String::new(),
+            config,
+        })
+    }
+
+    /// The node's metrics, for the loop to record network events.
+    pub fn metrics_mut(&mut self) -> &mut Metrics {
+        &mut self.metrics
+    }
+
+    /// One line on what the last `before_sleep` did (for slow-turn warnings).
+    pub fn last_turn_summary(&self) -> &str {
+        &self.turn_summary
+    }
+
+    /// One logical clock tick.
+    pub fn tick(&mut self) {
+        if let Err(e) = self.raw.tick() {
+            warn!("tick failed: {e}");
+        }
+    }
+
+    /// A message from a peer.
+    pub fn on_peer_message(&mut self, message: Message) {
+        log::trace!("step {message:?}");
+        if let Err(e) = self.raw.step(message) {
+            warn!("dropped a peer message: {e}");
+        }
+    }
+
+    /// A client connection closed: forget what it was waiting for.
+    pub fn on_client_closed(&mut self, client: ClientRef) {
+        self.pending_writes.retain(|_, w| w.client != client);
+        self.reads_this_turn.retain(|r| r.client != client);
+    }
+
+    /// A decoded client request at `now_ms` (the loop's clock). Returns the reply when it
+    /// can be given at once; otherwise the reply comes from `before_sleep`, or a timeout
+    /// from [`Node::expire_deadlines`].
+    pub fn on_client_request(
+        &mut self,
+        client: ClientRef,
+        request: Request,
+        now_ms: u64,
+    ) -> Option<Response> {
+        let deadline_ms = now_ms + self.config.limits.request_timeout_ms;
+        let request_id = request.request_id;
+        let reply = |body| Some(Response { request_id, body });
+        match request.body {
+            RequestBody::Status => reply(ResponseBody::Status(self.status())),
+            RequestBody::Metrics => reply(ResponseBody::Metrics(self.metrics_snapshot())),
+            RequestBody::Get { key, stale: true } => {
+                let value = self.kv.get(&key).map(<[u8]>::to_vec);
+                reply(ResponseBody::Result(CommandResult::Value(value)))
+            }
+            RequestBody::Get { key, stale: false } => {
+                if let Some(body) = self.not_leader() {
+                    return reply(body);
+                }
+                let deadline = self
+                    .deadlines
+                    .schedule(deadline_ms, Deadline::Read(client, request_id));
+                self.reads_this_turn.push(PendingRead {
+                    client,
+                    request_id,
+                    key,
+                    deadline,
+                });
+                None
+            }
+            RequestBody::Command(command) => {
+                if let Some(body) = self.not_leader() {
+                    return reply(body);
+                }
+                let data = command_to_vec(&command);
+                match self.raw.propose(data) {
+                    Ok(index) => {
+                        self.metrics.on_proposal();
+                        let term = self.raw.raft().term;
+                        let deadline = self.deadlines.schedule(deadline_ms, Deadline::Write(index));
+                        self.pending_writes.insert(
+                            index,
+                            PendingWrite {
+                                client,
+                                request_id,
+                                term,
+                                deadline,
+                            },
+                        );
+                        None
+                    }
+                    Err(e) => reply(self.refusal(e)),
+                }
+            }
+        }
+    }
+
+    fn not_leader(&self) -> Option<ResponseBody> {
+        let raft = self.raw.raft();
+        if raft.role == Role::Leader {
+            return None;
+        }
+        Some(self.redirect(raft.leader))
+    }
+
+    fn redirect(&self, leader: NodeId) -> ResponseBody {
+        match self.config.member(leader) {
+            Some(member) if leader != self.config.node_id => ResponseBody::NotLeader {
+                leader_id: leader,
+                leader_client_addr: Some(member.client_addr.to_string()),
+            },
+            _ => ResponseBody::Unavailable("no leader known; an election is in progress".into()),
+        }
+    }
+
+    fn refusal(&self, error: raft::Error) -> ResponseBody {
+        match error {
+            raft::Error::NotLeader { leader } => self.redirect(leader.unwrap_or(raft::NO_NODE)),
+            other => ResponseBody::Unavailable(other.to_string()),
+        }
+    }
+
+    fn status(&self) -> Status {
+        let status = self.raw.status();
+        Status {
+            node_id: self.config.node_id,
+            role: match status.role {
+                Role::Follower => StatusRole::Follower,
+                Role::PreCandidate => StatusRole::PreCandidate,
+                Role::Candidate => StatusRole::Candidate,
+                Role::Leader => StatusRole::Leader,
+            },
+            term: status.term,
+            leader_id: status.leader,
+            commit_index: status.commit,
+            applied_index: self.kv.applied_index(),
+            last_index: status.last_index,
+            members: self
+                .config
+                .members
+                .iter()
+                .map(|m| StatusMember {
+                    id: m.id,
+                    client_addr: m.client_addr.to_string(),
+                })
+                .collect(),
+        }
+    }
+
+    fn metrics_snapshot(&mut self) -> Vec<(String, u64)> {
+        self.metrics.set_log_bytes(self.raw.store().log_bytes());
+        let mut rendered = self.metrics.render();
+        rendered.push(("kv_keys".into(), self.kv.len() as u64));
+        rendered.push(("kv_sessions".into(), self.kv.session_count() as u64));
+        rendered
+    }
+
+    /// Drains the core's Ready once per loop turn (see the module docs for the order).
+    ///
+    /// # Errors
+    /// A storage failure; the caller must stop the node: nothing after it may be
+    /// acknowledged.
+    pub fn before_sleep(&mut self, out: &mut impl Outbox) -> Result<(), String> {
+        if !self.reads_this_turn.is_empty() {
+            let context = self.next_read_context;
+            self.next_read_context += 1;
+            let reads = std::mem::take(&mut self.reads_this_turn);
+            match self.raw.read_index(context.to_le_bytes().to_vec()) {
+                Ok(()) => {
+                    self.reads_by_context.insert(context, reads);
+                }
+                Err(e) => {
+                    let body = self.refusal(e);
+                    for read in reads {
+                        finish(&mut self.deadlines, out, read.into(), body.clone());
+                    }
+                }
+            }
+        }
+        let mut synced_entries = 0u64;
+        while self.raw.has_ready() {
+            let mut ready = self.raw.ready().map_err(|e| e.to_string())?;
+            for message in ready.messages.drain(..) {
+                let bytes = out.send(&message);
+                self.metrics.on_message_sent(message.to, bytes as u64);
+            }
+            out.flush_now();
+            if let Some(snapshot) = &ready.snapshot {
+                self.install_snapshot(snapshot)?;
+            }
+            let store = self.raw.store_mut();
+            let appended = ready.entries.len() as u64;
+            store.append(&ready.entries).map_err(|e| e.to_string())?;
+            if let Some(hard_state) = ready.hard_state {
+                store
+                    .set_hard_state(hard_state)
+                    .map_err(|e| e.to_string())?;
+            }
+            if appended > 0 || ready.hard_state.is_some() {
+                let started = Instant::now();
+                store.sync().map_err(|e| e.to_string())?;
+                let micros = started.elapsed().as_micros() as u64;
+                if self.metrics.record_fsync(micros, appended) {
+                    warn!(
+                        "slow fsync: {} ms for {appended} entries (threshold {} ms)",
+                        micros / 1000,
+                        self.config.storage.slow_fsync_warn_ms
+                    );
+                }
+                synced_entries += appended;
+            }
+            for message in ready.messages_after_sync.drain(..) {
+                let bytes = out.send(&message);
+                self.metrics.on_message_sent(message.to, bytes as u64);
+            }
+            for entry in &ready.committed_entries {
+                self.apply(entry, out);
+            }
+            for read_state in ready.read_states.drain(..) {
+                let context = read_state
+                    .context
+                    .get(..8)
+                    .and_then(|c| c.try_into().ok())
+                    .map(u64::from_le_bytes);
+                if let Some(reads) = context.and_then(|c| self.reads_by_context.remove(&c)) {
+                    self.reads_by_index
+                        .entry(read_state.index)
+                        .or_default()
+                        .extend(reads);
+                }
+            }
+            self.raw.advance(ready).map_err(|e| e.to_string())?;
+        }
+        self.answer_reads(out);
+        self.observe_role_change(out);
+        self.maybe_snapshot()?;
+        self.turn_summary = format!(
+            "synced {synced_entries} entries, {} writes and {} reads waiting",
+            self.pending_writes.len(),
+            self.reads_by_index.values().map(Vec::len).sum::<usize>()
+        );
+        Ok(())
+    }
+
+    fn apply(&mut self, entry: &Entry, out: &mut impl Outbox) {
+        if entry.index <= self.kv.applied_index() {
+            return;
+        }
+        let result = match entry.kind {
+            EntryKind::Normal => Some(self.kv.apply(entry.index, &entry.data)),
+            EntryKind::Noop | EntryKind::Config => {
+                self.kv.advance_applied(entry.index);
+                None
+            }
+        };
+        self.metrics.on_apply(entry.index);
+        let Some(waiting) = self.pending_writes.remove(&entry.index) else {
+            return;
+        };
+        let body = match result {
+            Some(result) if waiting.term == entry.term => ResponseBody::Result(result),
+            _ => ResponseBody::Unavailable(
+                "leadership changed before the write committed; it was not applied, retry".into(),
+            ),
+        };
+        finish(&mut self.deadlines, out, waiting.into(), body);
+    }
+
+    /// The earliest client request deadline, in the loop's clock.
+    pub fn next_deadline(&mut self) -> Option<u64> {
+        self.deadlines.next_deadline()
+    }
+
+    /// Answers every request whose deadline passed by `now_ms` with Unavailable: a write
+    /// may still commit later (its outcome is unknown to the client, whose session makes
+    /// a retry safe); a read is simply not served.
+    pub fn expire_deadlines(&mut self, now_ms: u64, out: &mut impl Outbox) {
+        let mut expired = Vec::new();
+        self.deadlines.expire(now_ms, &mut expired);
+        for deadline in expired {
+            let (waiter, what) = match deadline {
+                Deadline::Write(index) => {
+                    let Some(write) = self.pending_writes.remove(&index) else {
+                        continue;
+                    };
+                    (
+                        Waiter::from(write),
+                        "write timed out before it committed; outcome unknown",
+                    )
+                }
+                Deadline::Read(client, request_id) => {
+                    let Some(read) = self.take_read(client, request_id) else {
+                        continue;
+                    };
+                    (
+                        Waiter::from(read),
+                        "read timed out before leadership was confirmed",
+                    )
+                }
+            };
+            let body = ResponseBody::Unavailable(what.into());
+            out.reply(
+                waiter.client,
+                &Response {
+                    request_id: waiter.request_id,
+                    body,
+                },
+            );
+        }
+    }
+
+    fn take_read(&mut self, client: ClientRef, request_id: u64) -> Option<PendingRead> {
+        let matches = |r: &PendingRead| r.client == client && r.request_id == request_id;
+        let lists = self
+            .reads_by_context
+            .values_mut()
+            .chain(self.reads_by_index.values_mut())
+            .chain(std::iter::once(&mut self.reads_this_turn));
+        for list in lists {
+            if let Some(at) = list.iter().position(matches) {
+                return Some(list.swap_remove(at));
+            }
+        }
+        None
+    }
+
+    fn answer_reads(&mut self, out: &mut impl Outbox) {
+        let applied = self.kv.applied_index();
+        while let Some(entry) = self.reads_by_index.first_entry() {
+            if *entry.key() > applied {
+                break;
+            }
+            for read in entry.remove() {
+                let value = self.kv.get(&read.key).map(<[u8]>::to_vec);
+                let body = ResponseBody::Result(CommandResult::Value(value));
+                finish(&mut self.deadlines, out, read.into(), body);
+            }
+        }
+    }
+
+    fn observe_role_change(&mut self, out: &mut impl Outbox) {
+        let raft = self.raw.raft();
+        let (role, term, leader) = (raft.role, raft.term, raft.leader);
+        if term != self.last_term {
+            self.last_term = term;
+        }
+        if leader != self.last_leader {
+            info!("term {term}: leader is now {leader}");
+            self.last_leader = leader;
+            self.metrics.on_leader_change();
+        }
+        if role == self.last_role {
+            return;
+        }
+        info!("term {term}: role {:?} -> {role:?}", self.last_role);
+        match role {
+            Role::Candidate => self.metrics.on_election_started(),
+            Role::Leader => self.metrics.on_election_won(),
+            Role::Follower | Role::PreCandidate => {}
+        }
+        if self.last_role == Role::Leader {
+            let body = self.redirect(leader);
+            let unknown = ResponseBody::Unavailable(
+                "leadership lost before the write committed; outcome unknown, retry".into(),
+            );
+            for (_, write) in self.pending_writes.drain() {
+                finish(&mut self.deadlines, out, write.into(), unknown.clone());
+            }
+            let reads = self.reads_by_context.drain().flat_map(|(_, r)| r);
+            let reads: Vec<PendingRead> = reads
+                .chain(self.reads_by_index.split_off(&0).into_values().flatten())
+                .collect();
+            for read in reads {
+                finish(&mut self.deadlines, out, read.into(), body.clone());
+            }
+        }
+        self.last_role = role;
+    }
+
+    fn install_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), String> {
+        let index = snapshot.meta.index;
+        let kv = KvStore::restore(self.kv.config(), &snapshot.data)
+            .map_err(|e| format!("snapshot {index} from the leader does not restore: {e}"))?;
+        self.raw
+            .store_mut()
+            .install_snapshot(snapshot.clone())
+            .map_err(|e| e.to_string())?;
+        self.kv = kv;
+        info!(
+            "installed snapshot at index {index} ({} keys)",
+            self.kv.len()
+        );
+        Ok(())
+    }
+
+    /// Starts a snapshot when the log has grown past the threshold, and adopts one whose
+    /// file is durable. Encoding and writing run on a helper thread over a copy-on-write
+    /// view of the map, so the loop keeps serving heartbeats meanwhile; the loop only
+    /// takes the view (O(shards)) and, at the end, deletes the covered segments.
+    fn maybe_snapshot(&mut self) -> Result<(), String> {
+        if let Some(job) = &self.snapshot_job {
+            match job.done.try_recv() {
+                Ok(Ok(data)) => {
+                    let meta = job.meta.clone();
+                    let elapsed = job.started.elapsed();
+                    self.snapshot_job = None;
+                    let (index, bytes) = (meta.index, data.len() as u64);
+                    self.raw
+                        .store_mut()
+                        .compact_saved(Snapshot { meta, data })
+                        .map_err(|e| e.to_string())?;
+                    self.metrics.on_snapshot(bytes);
+                    info!(
+                        "snapshot at index {index}: {bytes} bytes in {} ms",
+                        elapsed.as_millis()
+                    );
+                }
+                Ok(Err(e)) => return Err(format!("writing the snapshot failed: {e}")),
+                Err(TryRecvError::Empty) => {}
+                Err(TryRecvError::Disconnected) => {
+                    return Err("the snapshot thread died".into());
+                }
+            }
+            return Ok(());
+        }
+        let applied = self.kv.applied_index();
+        let snapshot_index = self.raw.store().latest_snapshot().meta.index;
+        if applied.saturating_sub(snapshot_index) < self.config.snapshot.threshold_entries {
+            return Ok(());
+        }
+        let meta = self
+            .raw
+            .build_snapshot(applied, Vec::new())
+            .map_err(|e| e.to_string())?
+            .meta;
+        let view = self.kv.snapshot_view();
+        let dir = self.raw.store().snapshot_dir().to_path_buf();
+        let file_meta = meta.clone();
+        let (done_tx, done) = mpsc::channel();
+        thread::Builder::new()
+            .name("raftkv-snapshot".into())
+            .spawn(move || {
+                let data = view.encode();
+                drop(view);
+                let file = SnapshotFile {
+                    index: file_meta.index,
+                    term: file_meta.term,
+                    meta: file_meta.config.encode(),
+                    data,
+                };
+                let result = snapshot_file::save(&dir, &file)
+                    .map(|_| file.data)
+                    .map_err(|e| e.to_string());
+                let _ = done_tx.send(result);
+            })
+            .map_err(|e| format!("cannot start the snapshot thread: {e}"))?;
+        self.snapshot_job = Some(SnapshotJob {
+            meta,
+            started: Instant::now(),
+            done,
+        });
+        Ok(())
+    }
+}

@@ -1,0 +1,247 @@
+//! The node's durable Raft log: the [`LogStore`] the consensus core reads, over the
+//! segmented [`Wal`] and the latest snapshot file.
+//!
+//! Layout of a node's data directory: `wal/` (segments, hard state, LOCK) and
+//! `snapshots/` (the latest snapshot file).
+//!
+//! The driver's writes follow the core's Ready contract (see `raft::store`):
+//! install a snapshot, append (truncating a conflicting suffix first), record the
+//! hard state, then [`WalStore::sync`] once for the whole loop turn.
+//!
+//! Hard state: term and vote are saved atomically (temp file + fsync + rename) only
+//! when one of them changes, which happens on elections, not on every write; the
+//! commit index rides along. A restarted node may therefore see an older commit
+//! index, which Raft tolerates: commit is re-learned from the leader.
+//!
+//! Invariant: `snapshot.meta.index >= wal.compacted().0`, so every compacted entry is
+//! covered by the snapshot.
+
+use std::cell::RefCell;
+use std::path::{Path, PathBuf};
+
+use crate::raft::error::StoreError;
+use crate::raft::message::{Configuration, Entry, HardState, Snapshot, SnapshotMeta};
+use crate::raft::store::{InitialState, LogStore};
+use crate::storage::snapshot::{self, SnapshotFile};
+use crate::storage::{self, Wal, WalOptions};
+
+/// Errors opening or writing the node's storage. All are fatal for the node.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreOpenError {
+    /// The WAL failed.
+    #[error(transparent)]
+    Wal(#[from] storage::Error),
+    /// The snapshot file failed.
+    #[error(transparent)]
+    Snapshot(#[from] snapshot::SnapshotError),
+    /// The snapshot's stored configuration does not decode.
+    #[error("snapshot {0}: bad configuration")]
+    SnapshotConfig(PathBuf),
+}
+
+/// The Raft log of one node, on disk.
+pub struct WalStore {
+    /// A `RefCell` because the WAL reads its open segment through a reused buffer
+    /// (`&mut self`) while the core reads through `&self`; the loop is single-threaded.
+    wal: RefCell<Wal>,
+    snapshot: Snapshot,
+    snapshot_dir: PathBuf,
+    bootstrap: Configuration,
+    /// Term and vote last written to disk, to skip rewriting on commit-only changes.
+    saved_hard_state: HardState,
+    /// The latest hard state handed to us (commit included).
+    hard_state: HardState,
+}
+
+impl WalStore {
+    /// Opens (recovering) the log under `data_dir`. `bootstrap` is the membership of a
+    /// brand-new cluster, used when there is no snapshot.
+    ///
+    /// # Errors
+    /// Locked directory, corruption (naming file and offset), IO errors.
+    pub fn open(
+        data_dir: &Path,
+        options: WalOptions,
+        bootstrap: Configuration,
+    ) -> Result<WalStore, StoreOpenError> {
+        let wal_dir = data_dir.join("wal");
+        let snapshot_dir = data_dir.join("snapshots");
+        std::fs::create_dir_all(&snapshot_dir).map_err(storage::io_error(&snapshot_dir))?;
+        let wal = Wal::open(&wal_dir, options)?;
+        let snapshot = match snapshot::load_latest(&snapshot_dir)? {
+            Some(file) => {
+                let config = Configuration::decode(&file.meta)
+                    .map_err(|_| StoreOpenError::SnapshotConfig(snapshot_dir.clone()))?;
+                Snapshot {
+                    meta: SnapshotMeta {
+                        index: file.index,
+                        term: file.term,
+                        config,
+                    },
+                    data: file.data,
+                }
+            }
+            None => Snapshot {
+                meta: SnapshotMeta {
+                    index: 0,
+                    term: 0,
+                    config: bootstrap.clone(),
+                },
+                data: Vec::new(),
+            },
+        };
+        let hard_state = wal.hard_state();
+        Ok(WalStore {
+            wal: RefCell::new(wal),
+            snapshot,
+            snapshot_dir,
+            bootstrap,
+            saved_hard_state: hard_state,
+            hard_state,
+        })
+    }
+
+    /// The latest snapshot held (index 0 when none).
+    pub fn latest_snapshot(&self) -> &Snapshot {
+        &self.snapshot
+    }
+
+    /// Appends entries, first truncating a conflicting stored suffix (the driver's rule).
+    ///
+    /// # Errors
+    /// IO errors; fatal.
+    pub fn append(&mut self, entries: &[Entry]) -> Result<(), storage::Error> {
+        let Some(first) = entries.first() else {
+            return Ok(());
+        };
+        let wal = self.wal.get_mut();
+        if first.index <= wal.last_index() {
+            wal.truncate_suffix(first.index)?;
+        }
+        wal.append(entries)
+    }
+
+    /// Records the hard state; writes it to disk only when term or vote changed.
+    ///
+    /// # Errors
+    /// IO errors; fatal.
+    pub fn set_hard_state(&mut self, hard_state: HardState) -> Result<(), storage::Error> {
+        self.hard_state = hard_state;
+        let saved = self.saved_hard_state;
+        if (saved.term, saved.vote) != (hard_state.term, hard_state.vote) {
+            self.wal.get_mut().save_hard_state(&hard_state)?;
+            self.saved_hard_state = hard_state;
+        }
+        Ok(())
+    }
+
+    /// One fdatasync for everything appended since the last sync (group commit).
+    ///
+    /// # Errors
+    /// IO errors; fatal: the node must not acknowledge anything after this fails.
+    pub fn sync(&mut self) -> Result<(), storage::Error> {
+        self.wal.get_mut().sync()
+    }
+
+    /// Installs a snapshot received from the leader: stores it, then drops the log.
+    ///
+    /// # Errors
+    /// IO errors; fatal.
+    pub fn install_snapshot(&mut self, snapshot: Snapshot) -> Result<(), StoreOpenError> {
+        self.save_snapshot_file(&snapshot)?;
+        self.wal
+            .get_mut()
+            .reset_to_snapshot(snapshot.meta.index, snapshot.meta.term)?;
+        self.snapshot = snapshot;
+        Ok(())
+    }
+
+    /// Adopts a snapshot this node built at an applied index and whose file is already
+    /// durable in [`WalStore::snapshot_dir`] (written off the loop thread), then deletes
+    /// the log segments it covers entirely.
+    ///
+    /// # Errors
+    /// IO errors; fatal.
+    pub fn compact_saved(&mut self, snapshot: Snapshot) -> Result<(), StoreOpenError> {
+        if snapshot.meta.index <= self.snapshot.meta.index {
+            return Ok(());
+        }
+        let upto = snapshot.meta.index;
+        self.snapshot = snapshot;
+        self.wal.get_mut().compact_prefix(upto)?;
+        Ok(())
+    }
+
+    /// Where snapshot files live.
+    pub fn snapshot_dir(&self) -> &Path {
+        &self.snapshot_dir
+    }
+
+    fn save_snapshot_file(&self, snapshot: &Snapshot) -> Result<(), StoreOpenError> {
+        snapshot::save(
+            &self.snapshot_dir,
+            &SnapshotFile {
+                index: snapshot.meta.index,
+                term: snapshot.meta.term,
+                meta: snapshot.meta.config.encode(),
+                data: snapshot.data.clone(),
+            },
+        )?;
+        Ok(())
+    }
+
+    /// Bytes of log segments on disk.
+    pub fn log_bytes(&self) -> u64 {
+        self.wal.borrow().total_bytes()
+    }
+}
+
+fn store_error(error: storage::Error) -> StoreError {
+    match error {
+        storage::Error::Compacted { index } => StoreError::Compacted(index),
+        storage::Error::Unavailable { index } => StoreError::Unavailable(index),
+        other => StoreError::Failed(other.to_string()),
+    }
+}
+
+impl LogStore for WalStore {
+    fn initial_state(&self) -> Result<InitialState, StoreError> {
+        let config = if self.snapshot.meta.index == 0 {
+            self.bootstrap.clone()
+        } else {
+            self.snapshot.meta.config.clone()
+        };
+        Ok(InitialState {
+            hard_state: self.hard_state,
+            config,
+        })
+    }
+
+    fn compacted(&self) -> (u64, u64) {
+        self.wal.borrow().compacted()
+    }
+
+    fn last_index(&self) -> u64 {
+        self.wal.borrow().last_index()
+    }
+
+    fn term(&self, index: u64) -> Result<u64, StoreError> {
+        let wal = self.wal.borrow();
+        match wal.term(index) {
+            Some(term) => Ok(term),
+            None if index < wal.compacted().0 => Err(StoreError::Compacted(index)),
+            None => Err(StoreError::Unavailable(index)),
+        }
+    }
+
+    fn entries(&self, low: u64, high: u64, bytes_max: u64) -> Result<Vec<Entry>, StoreError> {
+        self.wal
+            .borrow_mut()
+            .entries(low, high, bytes_max)
+            .map_err(store_error)
+    }
+
+    fn snapshot(&self) -> Result<Snapshot, StoreError> {
+        Ok(self.snapshot.clone())
+    }
+}

@@ -1,0 +1,157 @@
+//! A real multi-process cluster for integration tests: `raftkv-server` processes on
+//! free loopback ports with their data in a temp dir, killed when the value drops.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use raftkv::client::{Client, ClientOptions};
+use raftkv::config::Config;
+use raftkv::server::local::{LocalNode, write_local_configs};
+
+/// A cluster of real server processes.
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub nodes: Vec<LocalNode>,
+    children: Vec<Option<Child>>,
+}
+
+impl Cluster {
+    /// Writes configs for `count` nodes, lets `adjust` change each, and starts them all.
+    pub fn start(count: usize, adjust: impl Fn(&mut Config)) -> Cluster {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let nodes = write_local_configs(count, dir.path()).expect("configs");
+        for node in &nodes {
+            let mut config = Config::load(&node.config_path).expect("generated config loads");
+            config.raft.tick_ms = 50;
+            adjust(&mut config);
+            std::fs::write(&node.config_path, config.to_toml().expect("toml"))
+                .expect("write config");
+        }
+        let mut cluster = Cluster {
+            dir,
+            children: nodes.iter().map(|_| None).collect(),
+            nodes,
+        };
+        for i in 0..count {
+            cluster.start_node(i);
+        }
+        cluster
+    }
+
+    /// Starts node `i` (0-based) again.
+    pub fn start_node(&mut self, i: usize) {
+        assert!(self.children[i].is_none(), "node {i} is already running");
+        let node = &self.nodes[i];
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&node.log_path)
+            .expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_raftkv-server"))
+            .arg("--config")
+            .arg(&node.config_path)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn raftkv-server");
+        self.children[i] = Some(child);
+    }
+
+    /// kill -9 of node `i`.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.children[i].take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// The data directory of node `i`.
+    pub fn data_dir(&self, i: usize) -> PathBuf {
+        let config = Config::load(&self.nodes[i].config_path).expect("config");
+        config.data_dir
+    }
+
+    pub fn addrs(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .map(|n| n.client_addr.to_string())
+            .collect()
+    }
+
+    pub fn addr(&self, i: usize) -> String {
+        self.nodes[i].client_addr.to_string()
+    }
+
+    pub fn client(&self) -> Client {
+        Client::connect(&self.addrs(), options()).expect("client")
+    }
+
+    /// Index (0-based) of the current leader, waiting up to 10 s for one.
+    pub fn leader(&self) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            for (i, addr) in self.addrs().iter().enumerate() {
+                if self.children[i].is_none() {
+                    continue;
+                }
+                if let Ok(status) = raftkv::client::status_at(addr, &options())
+                    && status.leader_id == status.node_id
+                {
+                    return i;
+                }
+            }
+            assert!(Instant::now() < deadline, "no leader within 10 s");
+            sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits until node `i` has applied at least `index`.
+    pub fn wait_applied(&self, i: usize, index: u64) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(status) = raftkv::client::status_at(&self.addr(i), &options())
+                && status.applied_index >= index
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {i} did not apply {index} within 20 s"
+            );
+            sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The applied index of node `i`.
+    pub fn applied(&self, i: usize) -> u64 {
+        raftkv::client::status_at(&self.addr(i), &options())
+            .expect("status")
+            .applied_index
+    }
+
+    /// A stale read served by node `i` itself.
+    pub fn read_at(&self, i: usize, key: &[u8]) -> Option<Vec<u8>> {
+        let mut client = Client::connect(&[self.addr(i)], options()).expect("client");
+        client.get_stale(key).expect("stale read")
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for i in 0..self.children.len() {
+            self.kill(i);
+        }
+    }
+}
+
+pub fn options() -> ClientOptions {
+    ClientOptions {
+        request_timeout: Duration::from_secs(10),
+        ..ClientOptions::default()
+    }
+}
