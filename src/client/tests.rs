@@ -369,3 +369,49 @@ fn pipeline_matches_out_of_order_replies_by_request_id() {
     received.reverse();
     assert_eq!(received, sent, "every reply carries its request's id");
 }
+
+#[test]
+fn pipeline_survives_a_receive_timeout() {
+    // A node that answers 300 ms after reading: a short wait times out, a longer wait on
+    // the same pipeline then gets the answer (the open-loop bench waits like this).
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    thread::spawn(move || {
+        let codec = ClientCodec::new(FRAME_BYTES_MAX);
+        let Ok((mut stream, _)) = listener.accept() else {
+            return;
+        };
+        let mut input = Vec::new();
+        let mut chunk = [0u8; 4096];
+        let request = loop {
+            if let Ok(Some((_, request))) = codec.decode_request(&input) {
+                break request;
+            }
+            match stream.read(&mut chunk) {
+                Ok(0) | Err(_) => return,
+                Ok(count) => input.extend_from_slice(&chunk[..count]),
+            }
+        };
+        thread::sleep(Duration::from_millis(300));
+        let response = Response {
+            request_id: request.request_id,
+            body: ResponseBody::Result(CommandResult::Ok),
+        };
+        let mut out = Vec::new();
+        codec.encode_response(&response, &mut out).expect("encode");
+        let _ = stream.write_all(&out);
+        // Keep the connection open until the client is done.
+        let _ = stream.read(&mut chunk);
+    });
+    let mut pipeline =
+        Pipeline::connect(&addr, Duration::from_secs(1), FRAME_BYTES_MAX).expect("connect");
+    let request_id = pipeline.submit(RequestBody::Status).expect("submit");
+    let short = pipeline.recv(Instant::now() + Duration::from_millis(50));
+    assert!(matches!(short, Err(Error::Timeout)), "{short:?}");
+    assert_eq!(pipeline.in_flight(), 1, "still waiting");
+    let response = pipeline
+        .recv(Instant::now() + Duration::from_secs(10))
+        .expect("answer after the timeout");
+    assert_eq!(response.request_id, request_id);
+    assert_eq!(pipeline.in_flight(), 0);
+}
