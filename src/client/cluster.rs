@@ -390,6 +390,9 @@ impl Client {
         let deadline = Instant::now() + self.options.request_timeout;
         let mut backoff = self.backoff();
         let mut redirects_in_a_row = 0;
+        // Why the previous attempt failed: when the deadline then cuts an attempt short,
+        // "unavailable" says more than "timeout".
+        let mut last_failure: Option<Error> = None;
         self.last_call_sends = 0;
         loop {
             match self.attempt(body, deadline) {
@@ -415,6 +418,11 @@ impl Client {
                     if !self.sleep_before_retry(&mut backoff, deadline) {
                         return Err(error);
                     }
+                    last_failure = Some(error);
+                }
+                Err(Error::Timeout) if last_failure.is_some() => {
+                    self.connection = None;
+                    return Err(last_failure.unwrap_or(Error::Timeout));
                 }
                 Err(error) => {
                     self.connection = None;

@@ -117,6 +117,8 @@ pub struct Report {
     pub redirects: u64,
     /// Requests re-sent after a lost connection or an `Unavailable` answer.
     pub retries: u64,
+    /// Things that went wrong around the run (a spawned node that exited).
+    pub warnings: Vec<String>,
 }
 
 impl Report {
@@ -188,6 +190,9 @@ impl Report {
             "client       redirects {}, retries {}",
             self.redirects, self.retries
         ));
+        for warning in &self.warnings {
+            line(format!("warning      {warning}"));
+        }
         out
     }
 
@@ -304,6 +309,7 @@ mod tests {
             cas_failed: 0,
             redirects: 1,
             retries: 4,
+            warnings: vec!["node 2 exited".into()],
         }
     }
 
@@ -343,6 +349,7 @@ mod tests {
             "p99.9 999.",
             "timeout 2",
             "redirects 1, retries 4",
+            "warning      node 2 exited",
         ] {
             assert!(text.contains(needle), "missing {needle:?} in\n{text}");
         }
