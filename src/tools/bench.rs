@@ -24,8 +24,8 @@ use hdrhistogram::Histogram;
 
 use crate::client::{self, Client, ClientOptions};
 use crate::config::{ConfigError, FsyncMode};
+use crate::raft::rng::Rng;
 use crate::server::local::LocalError;
-use keys::SplitMix64;
 
 use cluster::SpawnedCluster;
 use keys::{KEY_BYTES, KEYS_MAX, KeyChooser};
@@ -526,7 +526,7 @@ fn merge_totals(into: &mut WorkerTotals, from: &WorkerTotals) {
 /// seeded with `s + k * step` replays the stream of seed `s` shifted by k, and every
 /// connection would then write the same keys.
 fn worker_seed(seed: u64, index: usize) -> u64 {
-    SplitMix64::new(seed ^ (index as u64).rotate_left(32)).next_u64()
+    Rng::new(seed ^ (index as u64).rotate_left(32)).next_u64()
 }
 
 #[cfg(test)]
@@ -546,7 +546,7 @@ mod tests {
     #[test]
     fn connections_draw_different_keys() {
         let keys = |index| {
-            let mut rng = SplitMix64::new(worker_seed(7, index));
+            let mut rng = Rng::new(worker_seed(7, index));
             (0..1000)
                 .map(|_| rng.below(1_000_000))
                 .collect::<std::collections::HashSet<u64>>()

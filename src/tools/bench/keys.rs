@@ -11,42 +11,10 @@
 /// Bytes of every benchmark key (`k` and a zero-padded decimal index).
 pub const KEY_BYTES: usize = 16;
 
+use crate::raft::rng::Rng;
+
 /// Largest key count whose indexes fit in [`KEY_BYTES`].
 pub const KEYS_MAX: u64 = 999_999_999_999_999;
-
-/// SplitMix64: a small, fast, seedable PRNG (quality is ample for load generation).
-#[derive(Debug, Clone)]
-pub struct SplitMix64 {
-    state: u64,
-}
-
-impl SplitMix64 {
-    /// A generator starting from `seed`.
-    pub fn new(seed: u64) -> SplitMix64 {
-        SplitMix64 { state: seed }
-    }
-
-    /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// A uniform float in `[0, 1)`.
-    pub fn next_f64(&mut self) -> f64 {
-        // The top 53 bits fill the mantissa exactly.
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    /// A uniform integer in `0..bound` (`bound > 0`), by multiply-shift (bias below
-    /// 2^-64 * bound, irrelevant here).
-    pub fn below(&mut self, bound: u64) -> u64 {
-        ((u128::from(self.next_u64()) * u128::from(bound)) >> 64) as u64
-    }
-}
 
 /// How key indexes are drawn.
 #[derive(Debug, Clone)]
@@ -74,7 +42,7 @@ impl KeyChooser {
     }
 
     /// The next key index, in `0..keys`.
-    pub fn next_index(&self, rng: &mut SplitMix64) -> u64 {
+    pub fn next_index(&self, rng: &mut Rng) -> u64 {
         match self {
             KeyChooser::Uniform { keys } => rng.below(*keys),
             KeyChooser::Zipf(zipf) => zipf.sample(rng) - 1,
@@ -122,7 +90,7 @@ impl Zipf {
     }
 
     /// One rank in `1..=n`.
-    pub fn sample(&self, rng: &mut SplitMix64) -> u64 {
+    pub fn sample(&self, rng: &mut Rng) -> u64 {
         loop {
             let u = self.h_integral_n + rng.next_f64() * (self.h_integral_x1 - self.h_integral_n);
             let x = self.h_integral_inverse(u);
@@ -177,7 +145,7 @@ mod tests {
     use super::*;
 
     fn frequencies(chooser: &KeyChooser, keys: u64, samples: u32) -> Vec<f64> {
-        let mut rng = SplitMix64::new(42);
+        let mut rng = Rng::new(42);
         let mut counts = vec![0u32; keys as usize];
         for _ in 0..samples {
             let index = chooser.next_index(&mut rng);
@@ -213,7 +181,7 @@ mod tests {
         for (index, frequency) in observed.iter().enumerate() {
             assert!((frequency - 0.1).abs() < 0.01, "key {index}: {frequency}");
         }
-        let mut rng = SplitMix64::new(7);
+        let mut rng = Rng::new(7);
         let single = KeyChooser::new(1, Some(1.0));
         assert!((0..100).all(|_| single.next_index(&mut rng) == 0));
     }

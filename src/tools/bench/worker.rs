@@ -27,8 +27,9 @@ use crate::codec::client::{RequestBody, ResponseBody};
 use crate::kv::{Command, CommandResult, Session};
 use crate::server::backoff::Backoff;
 
-use super::keys::{KeyChooser, SplitMix64, key_bytes};
+use super::keys::{KeyChooser, key_bytes};
 use super::rate::RateSchedule;
+use crate::raft::rng::Rng;
 
 /// What the requests do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -138,7 +139,7 @@ struct Worker<'a> {
     client: Client,
     client_id: Option<u64>,
     next_seq: u64,
-    rng: SplitMix64,
+    rng: Rng,
     key: Vec<u8>,
     pipeline: Option<Pipeline>,
     pending: HashMap<u64, Pending>,
@@ -165,7 +166,7 @@ pub fn run_worker(plan: WorkerPlan, shared: &Shared) -> WorkerTotals {
     };
     let backoff = Backoff::new(plan.options.backoff_min_ms, plan.options.backoff_max_ms);
     let mut worker = Worker {
-        rng: SplitMix64::new(plan.seed),
+        rng: Rng::new(plan.seed),
         plan,
         shared,
         client,
