@@ -277,7 +277,11 @@ fn run_cluster(
     }
 }
 
-fn spawn_node(node: &LocalNode, exe: &Path) -> Result<Child, LocalError> {
+/// Starts `exe --config <node config>` with stdout and stderr going to the node's log.
+///
+/// # Errors
+/// The log file cannot be created or the process cannot be started.
+pub fn spawn_node(node: &LocalNode, exe: &Path) -> Result<Child, LocalError> {
     let log = File::create(&node.log_path)
         .map_err(io_error(format!("create {}", node.log_path.display())))?;
     let log_err = log
@@ -325,7 +329,8 @@ fn stop_children(children: &mut [Child], grace: Duration) -> Vec<ExitStatus> {
         .collect()
 }
 
-fn terminate(child: &Child) {
+/// Sends SIGTERM to a child node, so it flushes, syncs and exits cleanly.
+pub fn terminate(child: &Child) {
     let Ok(pid) = libc::pid_t::try_from(child.id()) else {
         return;
     };

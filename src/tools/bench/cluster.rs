@@ -7,14 +7,13 @@
 //! `target/` directory). Dropping the [`SpawnedCluster`] stops every child (SIGTERM, then
 //! SIGKILL after a grace period) and removes the directory if the bench created it.
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::config::{Config, FsyncMode};
-use crate::server::local::{LocalNode, write_local_configs};
+use crate::server::local::{LocalNode, spawn_node, terminate, write_local_configs};
 
 use super::BenchError;
 
@@ -135,35 +134,3 @@ fn set_fsync(path: &Path, fsync: FsyncMode) -> Result<(), BenchError> {
     })
 }
 
-fn spawn_node(node: &LocalNode, exe: &Path) -> Result<Child, BenchError> {
-    let io_error = |what: String| move |source| BenchError::Io { what, source };
-    let log = File::create(&node.log_path)
-        .map_err(io_error(format!("create {}", node.log_path.display())))?;
-    let log_err = log
-        .try_clone()
-        .map_err(io_error(format!("open {}", node.log_path.display())))?;
-    Command::new(exe)
-        .arg("--config")
-        .arg(&node.config_path)
-        .stdin(Stdio::null())
-        .stdout(log)
-        .stderr(log_err)
-        .spawn()
-        .map_err(io_error(format!(
-            "start {} for node {}",
-            exe.display(),
-            node.id
-        )))
-}
-
-/// SIGTERM, so a node flushes and exits cleanly.
-fn terminate(child: &Child) {
-    let Ok(pid) = libc::pid_t::try_from(child.id()) else {
-        return;
-    };
-    // SAFETY: kill(2) has no memory-safety preconditions; `pid` is our own unreaped child,
-    // so it cannot name a recycled process.
-    unsafe {
-        libc::kill(pid, libc::SIGTERM);
-    }
-}
