@@ -87,9 +87,9 @@ pub struct RaftConfig {
 impl Default for RaftConfig {
     fn default() -> RaftConfig {
         RaftConfig {
-            tick_ms: 100,
+            tick_ms: 50,
             heartbeat_ticks: 1,
-            election_ticks: 10,
+            election_ticks: 6,
         }
     }
 }

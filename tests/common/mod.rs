@@ -26,7 +26,6 @@ impl Cluster {
         let nodes = write_local_configs(count, dir.path()).expect("configs");
         for node in &nodes {
             let mut config = Config::load(&node.config_path).expect("generated config loads");
-            config.raft.tick_ms = 50;
             adjust(&mut config);
             std::fs::write(&node.config_path, config.to_toml().expect("toml"))
                 .expect("write config");
