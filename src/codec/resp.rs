@@ -85,6 +85,9 @@ fn put_line(out: &mut Vec<u8>, kind: u8, text: &str) {
     out.extend_from_slice(b"\r\n");
 }
 
+/// A decoded command with the bytes it spanned, `None` when more bytes are needed.
+pub type Decoded = Result<Option<(usize, Vec<Vec<u8>>)>, DecodeError>;
+
 /// Cuts a byte stream into commands (lists of arguments).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RespCodec {
@@ -109,7 +112,7 @@ impl RespCodec {
     ///
     /// # Errors
     /// [`DecodeError`] for malformed or oversized input: reply an error and close.
-    pub fn decode(&self, input: &[u8]) -> Result<Option<(usize, Vec<Vec<u8>>)>, DecodeError> {
+    pub fn decode(&self, input: &[u8]) -> Decoded {
         let result = match input.first() {
             None => return Ok(None),
             Some(b'*') => self.decode_array(input),
@@ -124,7 +127,7 @@ impl RespCodec {
         }
     }
 
-    fn decode_array(&self, input: &[u8]) -> Result<Option<(usize, Vec<Vec<u8>>)>, DecodeError> {
+    fn decode_array(&self, input: &[u8]) -> Decoded {
         let Some((count, mut at)) = read_length(input, 1)? else {
             return Ok(None);
         };
@@ -201,7 +204,7 @@ fn read_length(input: &[u8], from: usize) -> Result<Option<(i64, usize)>, Decode
     Ok(Some((value, from + cr + 2)))
 }
 
-fn decode_inline(input: &[u8]) -> Result<Option<(usize, Vec<Vec<u8>>)>, DecodeError> {
+fn decode_inline(input: &[u8]) -> Decoded {
     let Some(newline) = input.iter().take(LINE_BYTES_MAX).position(|&b| b == b'\n') else {
         if input.len() >= LINE_BYTES_MAX {
             return Err(DecodeError::TooLarge {
@@ -245,7 +248,8 @@ mod tests {
 
     #[test]
     fn decodes_arrays_and_inline_commands() {
-        let cases: Vec<(&[u8], Option<(usize, Vec<&[u8]>)>)> = vec![
+        type Want<'a> = Option<(usize, Vec<&'a [u8]>)>;
+        let cases: Vec<(&[u8], Want)> = vec![
             (b"*1\r\n$4\r\nPING\r\n", Some((14, vec![b"PING"]))),
             (
                 b"*2\r\n$3\r\nGET\r\n$0\r\n\r\nrest",
@@ -269,13 +273,13 @@ mod tests {
     #[test]
     fn malformed_and_oversized_input_is_an_error() {
         let cases: Vec<&[u8]> = vec![
-            b"*1\r\n+PING\r\n",                // bad type byte inside an array
-            b"*1\r\n$-1\r\n",                  // negative bulk length
-            b"*1\r\n$2000\r\n",                // bulk over the limit
-            b"*99999999999\r\n",               // array count over the limit
-            b"*x\r\n",                         // not a number
-            b"*1\r\n$1\r\nab\r\n",             // bulk without its CRLF
-            b"*1\r\n$99999999999999999999999", // length line too long
+            b"*1\r\n+PING\r\n",    // bad type byte inside an array
+            b"*1\r\n$-1\r\n",      // negative bulk length
+            b"*1\r\n$2000\r\n",    // bulk over the limit
+            b"*99999999999\r\n",   // array count over the limit
+            b"*x\r\n",             // not a number
+            b"*1\r\n$1\r\nab\r\n", // bulk without its CRLF
+            b"*1\r\n$9999999999999999999999999999999999999999", // length line too long
         ];
         for (i, input) in cases.into_iter().enumerate() {
             assert!(codec().decode(input).is_err(), "#{i}: {input:?}");

@@ -216,7 +216,7 @@ pub fn parse(mut args: Vec<Bytes>) -> Result<Parsed, RespValue> {
         "mget" => data(Cmd::Mget(rest)),
         "set" => parse_set(rest).map(Parsed::Data),
         "mset" => {
-            if rest.len() % 2 != 0 {
+            if !rest.len().is_multiple_of(2) {
                 return Err(err("ERR wrong number of arguments for 'mset' command"));
             }
             let mut pairs = Vec::with_capacity(rest.len() / 2);

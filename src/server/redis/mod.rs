@@ -192,6 +192,8 @@ pub struct RedisConn {
     /// A command inside MULTI was refused: EXEC fails with EXECABORT.
     multi_dirty: bool,
     name: Option<Bytes>,
+    /// Set by the loop when it stopped reading because the queue was full.
+    pub stalled: bool,
 }
 
 impl Default for RedisConn {
@@ -221,6 +223,7 @@ impl RedisConn {
             multi: None,
             multi_dirty: false,
             name: None,
+            stalled: false,
         }
     }
 
