@@ -1,11 +1,14 @@
 //! WAL benchmarks: append+sync per batch size next to the raw write+fdatasync of
 //! the same bytes in the same directory (the yardstick), and the reopen time of a
-//! 1 GiB log of sealed segments. Warm-up and measurement are short so the whole
-//! run takes well under two minutes.
+//! 1 GiB log of sealed segments. The log and the raw file are stepped alternately
+//! in both measurements (each reports only its own step), so a neighbour loading
+//! the disk slows both alike instead of skewing their ratio; after each size the
+//! medians of all paired steps and their ratio are printed (`wal/paired/...`).
+//! Warm-up and measurement are short so the whole run takes well under two minutes.
 
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput};
 use raftkv::raft::message::{Entry, EntryKind};
@@ -26,39 +29,100 @@ fn batch(first: u64, count: usize, payload: usize) -> Vec<Entry> {
         .collect()
 }
 
+/// One raw file and one log in the same directory, stepped alternately so that both
+/// see the same disk conditions (the machine's disk is shared and noisy: measuring
+/// one for two seconds and then the other compares two different disks).
+struct Pair {
+    raw: File,
+    raw_bytes: Vec<u8>,
+    wal: Wal,
+    entries: Vec<Entry>,
+    /// Every `(raw, wal)` pair of step times, for the paired medians printed at the end.
+    times: Vec<(Duration, Duration)>,
+}
+
+impl Pair {
+    fn raw_step(&mut self) {
+        self.raw.write_all(&self.raw_bytes).expect("write");
+        self.raw.sync_data().expect("fdatasync");
+    }
+
+    fn wal_step(&mut self) {
+        let next = self.wal.last_index() + 1;
+        for (k, entry) in self.entries.iter_mut().enumerate() {
+            entry.index = next + k as u64;
+        }
+        self.wal.append(&self.entries).expect("append");
+        self.wal.sync().expect("sync");
+    }
+}
+
+fn timed(step: fn(&mut Pair), pair: &mut Pair) -> Duration {
+    let start = Instant::now();
+    step(pair);
+    start.elapsed()
+}
+
+/// Runs `iters` raw steps each followed by a log step; returns the total time of
+/// the raw steps (`wal_measured` false) or of the log steps (true).
+fn paired(pair: &mut Pair, iters: u64, wal_measured: bool) -> Duration {
+    let mut total = Duration::ZERO;
+    for _ in 0..iters {
+        let raw = timed(Pair::raw_step, pair);
+        let wal = timed(Pair::wal_step, pair);
+        pair.times.push((raw, wal));
+        total += if wal_measured { wal } else { raw };
+    }
+    total
+}
+
+fn median(mut times: Vec<Duration>) -> Duration {
+    times.sort_unstable();
+    times[times.len() / 2]
+}
+
+/// Prints the medians of both steps over every paired iteration, and their ratio.
+fn report(id: &str, count: usize, times: &[(Duration, Duration)]) {
+    if times.is_empty() {
+        return; // filtered out on the command line
+    }
+    let raw = median(times.iter().map(|t| t.0).collect());
+    let wal = median(times.iter().map(|t| t.1).collect());
+    println!(
+        "wal/paired/{id}: {} pairs, median raw {raw:.1?}, append_sync {wal:.1?}, \
+         ratio {:.2}, {:.0} entries/s",
+        times.len(),
+        wal.as_secs_f64() / raw.as_secs_f64(),
+        count as f64 / wal.as_secs_f64()
+    );
+}
+
 fn append_sync(c: &mut Criterion) {
     let mut group = c.benchmark_group("wal");
     for payload in PAYLOADS {
         for count in BATCHES {
             let dir = tempfile::tempdir().expect("temp dir");
+            let raw = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dir.path().join("raw"))
+                .expect("raw file");
+            let mut pair = Pair {
+                raw,
+                raw_bytes: vec![7u8; count * record_bytes(payload)],
+                wal: Wal::open(&dir.path().join("wal"), WalOptions::default()).expect("open"),
+                entries: batch(1, count, payload),
+                times: Vec::new(),
+            };
             group.throughput(Throughput::Elements(count as u64));
-            let bytes = vec![7u8; count * record_bytes(payload)];
             let id = format!("{count}x{payload}B");
             group.bench_function(BenchmarkId::new("raw_write_fdatasync", &id), |b| {
-                let path = dir.path().join("raw");
-                let mut file = OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)
-                    .expect("raw file");
-                b.iter(|| {
-                    file.write_all(&bytes).expect("write");
-                    file.sync_data().expect("fdatasync");
-                });
+                b.iter_custom(|iters| paired(&mut pair, iters, false));
             });
             group.bench_function(BenchmarkId::new("append_sync", &id), |b| {
-                let mut wal =
-                    Wal::open(&dir.path().join("wal"), WalOptions::default()).expect("open");
-                let mut entries = batch(1, count, payload);
-                b.iter(|| {
-                    let next = wal.last_index() + 1;
-                    for (k, entry) in entries.iter_mut().enumerate() {
-                        entry.index = next + k as u64;
-                    }
-                    wal.append(&entries).expect("append");
-                    wal.sync().expect("sync");
-                });
+                b.iter_custom(|iters| paired(&mut pair, iters, true));
             });
+            report(&id, count, &pair.times);
         }
     }
     group.finish();

@@ -14,6 +14,7 @@ fn options(segment_bytes: u64) -> WalOptions {
     WalOptions {
         segment_bytes,
         fsync: FsyncMode::Never,
+        preallocate: true,
         verify_on_open: false,
     }
 }
@@ -168,42 +169,59 @@ proptest! {
 
 // Goal: a torn tail loses only unsynced records and never invents any. Method: sync
 // N records, write M more, then cut the tail file at every byte offset inside the M
-// records and reopen.
+// records and reopen; once with the file shortened there (a file that grows as it is
+// written) and once with zeroes from there to the preallocated end.
 #[test]
 fn torn_tail_at_every_offset() {
     let dir = tempfile::tempdir().unwrap();
     let synced: Vec<Entry> = (1..=6).map(|i| entry(i, 1, 20)).collect();
     let unsynced: Vec<Entry> = (7..=10).map(|i| entry(i, 2, 33)).collect();
-    let (path, synced_len) = {
+    let (path, synced_len, full_len) = {
         let mut wal = Wal::open(dir.path(), options(1 << 20)).unwrap();
         wal.append(&synced).unwrap();
         wal.sync().unwrap();
         let synced_len = wal.total_bytes();
         wal.append(&unsynced).unwrap();
         wal.sync().unwrap();
-        (wal.segments()[0].path.clone(), synced_len)
+        (
+            wal.segments()[0].path.clone(),
+            synced_len,
+            wal.total_bytes(),
+        )
     };
     let full = fs::read(&path).unwrap();
+    assert_eq!(full.len(), 1 << 20, "the open segment is preallocated");
+    assert!(full[full_len as usize..].iter().all(|&b| b == 0));
+    let full = &full[..full_len as usize];
     let mut want: Vec<Entry> = synced.clone();
     want.extend(unsynced.iter().cloned());
     for cut in synced_len as usize..full.len() {
-        fs::write(&path, &full[..cut]).unwrap();
-        let mut wal = Wal::open(dir.path(), options(1 << 20)).unwrap();
-        let got = all(&mut wal);
-        assert!(got.len() >= synced.len(), "cut {cut}: lost synced records");
-        assert_eq!(got[..], want[..got.len()], "cut {cut}: invented records");
-        wal.append(&[entry(got.len() as u64 + 1, 3, 5)]).unwrap();
-        wal.sync().unwrap();
+        for zero_fill in [false, true] {
+            let mut torn = full[..cut].to_vec();
+            if zero_fill {
+                torn.resize(1 << 20, 0);
+            }
+            fs::write(&path, &torn).unwrap();
+            let mut wal = Wal::open(dir.path(), options(1 << 20)).unwrap();
+            let got = all(&mut wal);
+            assert!(got.len() >= synced.len(), "cut {cut}: lost synced records");
+            assert_eq!(got[..], want[..got.len()], "cut {cut}: invented records");
+            wal.append(&[entry(got.len() as u64 + 1, 3, 5)]).unwrap();
+            wal.sync().unwrap();
+            drop(wal);
+            let mut wal = Wal::open(dir.path(), options(1 << 20)).unwrap();
+            assert_eq!(all(&mut wal).len(), got.len() + 1, "cut {cut}: append lost");
+        }
     }
-    // Zeroed space (as left by preallocation) after the last record ends the log cleanly.
-    let mut zeroed = full.clone();
+    // Zeroed space after the last record ends the log cleanly, preallocated or not.
+    let mut zeroed = full.to_vec();
     zeroed.extend_from_slice(&[0u8; 4096]);
     fs::write(&path, &zeroed).unwrap();
     let mut wal = Wal::open(dir.path(), options(1 << 20)).unwrap();
     assert_eq!(all(&mut wal), want);
     drop(wal);
     // A bad record followed by a valid one is corruption, never silently dropped.
-    let mut damaged = full.clone();
+    let mut damaged = full.to_vec();
     damaged[synced_len as usize + 30] ^= 0xff;
     fs::write(&path, &damaged).unwrap();
     match Wal::open(dir.path(), options(1 << 20)) {
@@ -329,6 +347,10 @@ fn roll_compact_reopen_and_tool() {
         text.starts_with("{\"index\":520,\"term\":9,\"kind\":\"normal\",\"bytes\":40"),
         "{text}"
     );
+    // The open segment's preallocated zeroes are not "after" the last entry.
+    let (code, text) = log_tool(&["truncate", &dir_arg, "--after", "540", "--yes"]);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("nothing after index 540"), "{text}");
     let (code, text) = log_tool(&["truncate", &dir_arg, "--after", "510", "--yes"]);
     assert_eq!(code, 0, "{text}");
     let backups = fs::read_dir(dir.path()).unwrap().filter(|e| {

@@ -171,6 +171,17 @@ impl Client {
         self.client_id
     }
 
+    /// The session id, registering a session now if none is open. For callers that
+    /// build their own commands (the pipelined benchmark): they must give each new write
+    /// a new `seq`, keep it on retries, and keep at most `session_results_max` (128 by
+    /// default) writes of one session in flight.
+    ///
+    /// # Errors
+    /// See [`Error`].
+    pub fn session_id(&mut self) -> Result<u64, Error> {
+        self.session()
+    }
+
     /// Reads `key` linearizably (through the leader). `None`: absent.
     ///
     /// # Errors
@@ -379,6 +390,9 @@ impl Client {
         let deadline = Instant::now() + self.options.request_timeout;
         let mut backoff = self.backoff();
         let mut redirects_in_a_row = 0;
+        // Why the previous attempt failed: when the deadline then cuts an attempt short,
+        // "unavailable" says more than "timeout".
+        let mut last_failure: Option<Error> = None;
         self.last_call_sends = 0;
         loop {
             match self.attempt(body, deadline) {
@@ -404,6 +418,11 @@ impl Client {
                     if !self.sleep_before_retry(&mut backoff, deadline) {
                         return Err(error);
                     }
+                    last_failure = Some(error);
+                }
+                Err(Error::Timeout) if last_failure.is_some() => {
+                    self.connection = None;
+                    return Err(last_failure.unwrap_or(Error::Timeout));
                 }
                 Err(error) => {
                     self.connection = None;

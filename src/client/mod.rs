@@ -22,4 +22,4 @@ pub use error::Error;
 pub use pipeline::Pipeline;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -113,9 +113,10 @@ impl Pipeline {
     /// Flushes, then blocks until one response arrives or `deadline` passes.
     ///
     /// # Errors
-    /// [`Error::Timeout`] at the deadline, [`Error::Io`] if the connection fails or
-    /// closes, [`Error::Protocol`] if the node sends a frame that does not decode. After
-    /// any error the pipeline should be dropped.
+    /// [`Error::Timeout`] at the deadline: the pipeline stays usable (a partial frame is
+    /// kept), so a caller may wait with a short deadline and call again.
+    /// [`Error::Io`] if the connection fails or closes, [`Error::Protocol`] if the node
+    /// sends a frame that does not decode: the pipeline should then be dropped.
     pub fn recv(&mut self, deadline: Instant) -> Result<Response, Error> {
         self.flush()?;
         loop {

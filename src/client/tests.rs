@@ -17,61 +17,63 @@ use super::*;
 const FRAME_BYTES_MAX: u32 = 1 << 20;
 
 /// What a fake node does with one request.
-enum Reply {
+pub(crate) enum Reply {
     Answer(ResponseBody),
     /// Close the connection without answering.
     Drop,
-    /// Never answer (the connection stays open).
+    /// Never answer again on this connection (it stays open until the client closes it).
     Silence,
 }
 
+type Handler = dyn FnMut(&Request) -> Reply + Send;
+
 /// A fake node: its address and every request it received.
-struct FakeNode {
-    addr: String,
+pub(crate) struct FakeNode {
+    pub(crate) addr: String,
     requests: Arc<Mutex<Vec<Request>>>,
 }
 
 impl FakeNode {
-    fn spawn(mut handler: impl FnMut(&Request) -> Reply + Send + 'static) -> FakeNode {
+    /// Serves every connection on its own thread; `handler` answers requests one at a
+    /// time across all connections.
+    pub(crate) fn spawn(handler: impl FnMut(&Request) -> Reply + Send + 'static) -> FakeNode {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
         let addr = listener.local_addr().expect("local addr").to_string();
         let requests = Arc::new(Mutex::new(Vec::new()));
         let log = Arc::clone(&requests);
-        // The thread ends with the test process; connections are served one at a time,
-        // as a Client uses one at a time.
+        let handler: Arc<Mutex<Box<Handler>>> = Arc::new(Mutex::new(Box::new(handler)));
+        // The threads end with the test process.
         thread::spawn(move || {
-            let codec = ClientCodec::new(FRAME_BYTES_MAX);
-            let mut held = Vec::new();
             for stream in listener.incoming() {
-                let Ok(mut stream) = stream else { return };
-                if serve(&mut stream, codec, &log, &mut handler) {
-                    held.push(stream);
-                }
+                let Ok(stream) = stream else { return };
+                let log = Arc::clone(&log);
+                let handler = Arc::clone(&handler);
+                thread::spawn(move || serve(stream, &log, &handler));
             }
         });
         FakeNode { addr, requests }
     }
 
-    fn requests(&self) -> Vec<Request> {
+    pub(crate) fn requests(&self) -> Vec<Request> {
         self.requests.lock().expect("log lock").clone()
     }
 }
 
-/// Serves one connection until the client closes it or the handler drops it; `true` if
-/// the handler asked for silence (the caller keeps the stream open).
-fn serve(
-    stream: &mut TcpStream,
-    codec: ClientCodec,
-    log: &Mutex<Vec<Request>>,
-    handler: &mut impl FnMut(&Request) -> Reply,
-) -> bool {
+/// Serves one connection until the client closes it or the handler drops it.
+fn serve(mut stream: TcpStream, log: &Mutex<Vec<Request>>, handler: &Mutex<Box<Handler>>) {
+    let codec = ClientCodec::new(FRAME_BYTES_MAX);
     let mut input = Vec::new();
     let mut chunk = [0u8; 4096];
+    let mut silent = false;
     loop {
         while let Ok(Some((consumed, request))) = codec.decode_request(&input) {
             input.drain(..consumed);
+            if silent {
+                continue;
+            }
             log.lock().expect("log lock").push(request.clone());
-            match handler(&request) {
+            let reply = (handler.lock().expect("handler lock"))(&request);
+            match reply {
                 Reply::Answer(body) => {
                     let response = Response {
                         request_id: request.request_id,
@@ -80,21 +82,21 @@ fn serve(
                     let mut out = Vec::new();
                     codec.encode_response(&response, &mut out).expect("encode");
                     if stream.write_all(&out).is_err() {
-                        return false;
+                        return;
                     }
                 }
-                Reply::Drop => return false,
-                Reply::Silence => return true,
+                Reply::Drop => return,
+                Reply::Silence => silent = true,
             }
         }
         match stream.read(&mut chunk) {
-            Ok(0) | Err(_) => return false,
+            Ok(0) | Err(_) => return,
             Ok(count) => input.extend_from_slice(&chunk[..count]),
         }
     }
 }
 
-fn result(result: CommandResult) -> Reply {
+pub(crate) fn result(result: CommandResult) -> Reply {
     Reply::Answer(ResponseBody::Result(result))
 }
 
@@ -240,7 +242,7 @@ fn retries_unavailable_then_reports_it_at_the_deadline() {
 
     let down = FakeNode::spawn(|_| Reply::Answer(ResponseBody::Unavailable("no leader".into())));
     let mut client =
-        Client::connect(std::slice::from_ref(&down.addr), options(100)).expect("client");
+        Client::connect(std::slice::from_ref(&down.addr), options(300)).expect("client");
     let error = client.get(b"k").expect_err("never available");
     assert!(
         matches!(error, Error::Unavailable(ref reason) if reason == "no leader"),
@@ -366,4 +368,50 @@ fn pipeline_matches_out_of_order_replies_by_request_id() {
     assert_eq!(pipeline.in_flight(), 0);
     received.reverse();
     assert_eq!(received, sent, "every reply carries its request's id");
+}
+
+#[test]
+fn pipeline_survives_a_receive_timeout() {
+    // A node that answers 300 ms after reading: a short wait times out, a longer wait on
+    // the same pipeline then gets the answer (the open-loop bench waits like this).
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    thread::spawn(move || {
+        let codec = ClientCodec::new(FRAME_BYTES_MAX);
+        let Ok((mut stream, _)) = listener.accept() else {
+            return;
+        };
+        let mut input = Vec::new();
+        let mut chunk = [0u8; 4096];
+        let request = loop {
+            if let Ok(Some((_, request))) = codec.decode_request(&input) {
+                break request;
+            }
+            match stream.read(&mut chunk) {
+                Ok(0) | Err(_) => return,
+                Ok(count) => input.extend_from_slice(&chunk[..count]),
+            }
+        };
+        thread::sleep(Duration::from_millis(300));
+        let response = Response {
+            request_id: request.request_id,
+            body: ResponseBody::Result(CommandResult::Ok),
+        };
+        let mut out = Vec::new();
+        codec.encode_response(&response, &mut out).expect("encode");
+        let _ = stream.write_all(&out);
+        // Keep the connection open until the client is done.
+        let _ = stream.read(&mut chunk);
+    });
+    let mut pipeline =
+        Pipeline::connect(&addr, Duration::from_secs(1), FRAME_BYTES_MAX).expect("connect");
+    let request_id = pipeline.submit(RequestBody::Status).expect("submit");
+    let short = pipeline.recv(Instant::now() + Duration::from_millis(50));
+    assert!(matches!(short, Err(Error::Timeout)), "{short:?}");
+    assert_eq!(pipeline.in_flight(), 1, "still waiting");
+    let response = pipeline
+        .recv(Instant::now() + Duration::from_secs(10))
+        .expect("answer after the timeout");
+    assert_eq!(response.request_id, request_id);
+    assert_eq!(pipeline.in_flight(), 0);
 }

@@ -1,4 +1,5 @@
-//! A tiny seeded PRNG (SplitMix64) for randomized election timeouts.
+//! A tiny seeded PRNG (SplitMix64): randomized election timeouts in the core, key
+//! choice in the benchmark.
 //!
 //! The core takes its randomness only from here, seeded by the caller, so a
 //! simulation that fixes the seeds replays exactly. Not for cryptography.
@@ -22,6 +23,17 @@ impl Rng {
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
         z ^ (z >> 31)
+    }
+
+    /// A uniform float in `[0, 1)` (the top 53 bits fill the mantissa exactly).
+    pub fn next_f64(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// A uniform integer in `0..bound` (`bound > 0`) by multiply-shift, without the
+    /// modulo's division (bias below `bound / 2^64`).
+    pub fn below(&mut self, bound: u64) -> u64 {
+        ((u128::from(self.next_u64()) * u128::from(bound)) >> 64) as u64
     }
 
     /// A value in `[low, high)`; `low` when the range is empty.

@@ -14,7 +14,16 @@ use super::{Error, Result, io_error};
 /// A held directory lock; dropping it releases the lock.
 #[derive(Debug)]
 pub struct DirLock {
-    _file: File,
+    file: File,
+}
+
+impl Drop for DirLock {
+    /// Unlocks explicitly rather than by closing: a child forked by another thread
+    /// holds a copy of the descriptor until it execs, and an `flock` lock lives until
+    /// the last copy closes, so closing alone could leave the directory locked.
+    fn drop(&mut self) {
+        let _ = self.file.unlock();
+    }
 }
 
 impl DirLock {
@@ -46,7 +55,7 @@ impl DirLock {
         }
         file.set_len(0).map_err(io_error(&path))?;
         writeln!(file, "pid {}", std::process::id()).map_err(io_error(&path))?;
-        Ok(DirLock { _file: file })
+        Ok(DirLock { file })
     }
 
     /// Whether some process holds the lock of `dir` right now (false when there is

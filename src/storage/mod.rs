@@ -7,6 +7,8 @@
 //! `docs/FORMAT.md`; [`recovery`] holds the read-only scanner that both the
 //! node and the `raftkv-log` tool use, so they judge a log the same way.
 
+#[cfg(test)]
+mod fault;
 pub mod format;
 pub mod hard_state;
 pub mod lock;
@@ -15,7 +17,7 @@ mod segment;
 pub mod snapshot;
 pub mod wal;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 pub use wal::{SegmentInfo, Wal};
 
@@ -48,6 +50,14 @@ pub enum Error {
         /// What the lock file says about its holder, if anything.
         holder: Option<String>,
     },
+    /// An earlier write, sync or file operation of this log failed, so it refuses
+    /// every change: drop it and reopen the directory (recovery keeps every record
+    /// that reached the disk whole, and everything an earlier sync covered).
+    #[error("{dir}: the log failed earlier; reopen it")]
+    Failed {
+        /// The log directory.
+        dir: PathBuf,
+    },
     /// The requested entry lies at or below the compaction marker.
     #[error("entry {index} is compacted")]
     Compacted {
@@ -65,10 +75,13 @@ pub enum Error {
 /// Result of storage operations.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Wraps an IO error with the path it concerns.
-pub(crate) fn io_error(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
-    let path = path.into();
-    move |source| Error::Io { path, source }
+/// Wraps an IO error with the path it concerns. The path is copied only when there
+/// is an error, so the hot path (`write_pending`, `sync`) does not allocate.
+pub(crate) fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// Whether `sync` really flushes to stable storage.
@@ -90,6 +103,12 @@ pub struct WalOptions {
     pub segment_bytes: u64,
     /// Whether `sync` flushes.
     pub fsync: FsyncMode,
+    /// Reserve `segment_bytes` of disk for the open segment with `fallocate`, so an
+    /// append inside it does not grow the file and its fdatasync need not flush the
+    /// new size (see the bench figures in `docs/FORMAT.md`). Sealing trims a segment
+    /// to its data and footer; zeroed space after the last record ends the log cleanly.
+    /// Ignored where the file system cannot preallocate.
+    pub preallocate: bool,
     /// Re-checksum every record of sealed segments at open instead of trusting
     /// their index footers (slower; reads always check the crc of what they return).
     pub verify_on_open: bool,
@@ -105,6 +124,7 @@ impl Default for WalOptions {
         WalOptions {
             segment_bytes: 64 << 20,
             fsync: FsyncMode::Always,
+            preallocate: true,
             verify_on_open: false,
         }
     }

@@ -16,11 +16,14 @@
 //! 4. The last segment is always re-checksummed. A short, bad-length, bad-kind or
 //!    bad-crc record ends the log: the file is truncated there with a warning,
 //!    unless a valid record follows it (then it is corruption, never dropped).
-//!    A footer on the last segment (a crash right after a roll) is stripped.
+//!    A footer on the last segment (a crash right after a roll) is stripped. Zero
+//!    bytes from a record boundary to the end of the file (a preallocated tail) end
+//!    the log cleanly: nothing is cut and nothing is logged.
 //! 5. Each segment must start right after its predecessor's last index, and its
 //!    header's `prev_term` must be the predecessor's last term.
 
 use std::fs::{self, File, OpenOptions};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use memmap2::Mmap;
@@ -196,6 +199,10 @@ fn scan_records(bytes: &[u8], header: SegmentHeader) -> SegmentScan {
                 continue;
             }
         };
+        if torn && all_zero(&bytes[at..]) {
+            // Preallocated (or never written) space: the log ends cleanly here.
+            break;
+        }
         let valid_after = (at + 8..bytes.len())
             .step_by(8)
             .find(|&pos| decode_record(&bytes[pos..]).is_ok())
@@ -209,6 +216,13 @@ fn scan_records(bytes: &[u8], header: SegmentHeader) -> SegmentScan {
         break;
     }
     scan
+}
+
+/// Whether every byte is zero (a word-wise OR per block, so it vectorizes).
+fn all_zero(bytes: &[u8]) -> bool {
+    bytes
+        .chunks(4096)
+        .all(|block| block.iter().fold(0u8, |acc, &b| acc | b) == 0)
 }
 
 /// Step 1: finishes or discards an interrupted `reset_to_snapshot`.
@@ -306,9 +320,16 @@ fn remove_torn_creation(dir: &Path, files: &mut Vec<(u64, PathBuf)>) -> Result<(
     let Some((first, path)) = files.last() else {
         return Ok(());
     };
-    let bytes = fs::read(path).map_err(io_error(path))?;
-    let head = &bytes[..bytes.len().min(HEADER_BYTES)];
-    if bytes.len() >= HEADER_BYTES && head.iter().any(|&b| b != 0) {
+    let mut head = [0u8; HEADER_BYTES];
+    let mut file = File::open(path).map_err(io_error(path))?;
+    let mut got = 0;
+    while got < HEADER_BYTES {
+        match file.read(&mut head[got..]).map_err(io_error(path))? {
+            0 => break,
+            n => got += n,
+        }
+    }
+    if got == HEADER_BYTES && head.iter().any(|&b| b != 0) {
         return Ok(());
     }
     if files.len() == 1 && *first != 1 {
@@ -331,8 +352,12 @@ fn recover_tail(path: &Path, first: u64, flush: bool) -> Result<(Segment, File)>
         .write(true)
         .open(path)
         .map_err(io_error(path))?;
-    let bytes = fs::read(path).map_err(io_error(path))?;
-    let mut scan = scan_segment(&bytes, false).map_err(|(at, why)| corruption(path, at, why))?;
+    // SAFETY: the directory lock is held, so no other process changes the file; the
+    // map is dropped before this function shortens it.
+    let map = unsafe { Mmap::map(&file) }.map_err(io_error(path))?;
+    let scan = scan_segment(&map, false).map_err(|(at, why)| corruption(path, at, why));
+    drop(map);
+    let mut scan = scan?;
     let mut cut = scan.footer.then_some(scan.data_end);
     if let Some(problem) = scan.problem.take() {
         if !problem.torn {

@@ -8,7 +8,7 @@
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use memmap2::Mmap;
 
@@ -157,7 +157,7 @@ impl Segment {
 
 /// Copies bytes `[start, end)` of the open segment into `scratch`.
 fn tail_range(
-    path: &PathBuf,
+    path: &Path,
     tail: &TailBytes<'_>,
     start: u64,
     end: u64,

@@ -11,8 +11,15 @@
 //!
 //! Invariants: there is always exactly one open segment (the tail), after all
 //! sealed ones; segments hold consecutive indexes; terms never decrease.
+//!
+//! Failure: any error of a change (`append`, `sync`, `truncate_suffix`,
+//! `compact_prefix`, `reset_to_snapshot`) marks the log failed, and every later
+//! change returns [`Error::Failed`] without touching the disk. There is no rollback:
+//! the caller drops the log and reopens it, and recovery decides from the disk alone.
+//! Reads keep answering from memory, which may hold entries that never became durable.
 
 use std::fs::{self, File, OpenOptions};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -71,6 +78,12 @@ pub struct Wal {
     /// Whether segment files were created since the last sync.
     dir_dirty: bool,
     scratch: Vec<u8>,
+    /// Set when a write, sync or file operation failed: the log then refuses every
+    /// change (see [`Error::Failed`]).
+    failed: bool,
+    /// Test-only fault injection.
+    #[cfg(test)]
+    pub(crate) faults: super::fault::Faults,
 }
 
 impl Wal {
@@ -98,7 +111,7 @@ impl Wal {
             options.fsync == FsyncMode::Always,
         )?;
         let written = recovered.tail.data_end;
-        Ok(Wal {
+        let wal = Wal {
             dir: dir.to_path_buf(),
             options,
             _lock: lock,
@@ -112,19 +125,65 @@ impl Wal {
             unsynced_sealed: Vec::new(),
             dir_dirty: false,
             scratch: Vec::new(),
-        })
+            failed: false,
+            #[cfg(test)]
+            faults: super::fault::Faults::default(),
+        };
+        wal.preallocate_tail();
+        Ok(wal)
+    }
+
+    /// Reserves `segment_bytes` for the tail file (see [`WalOptions::preallocate`]).
+    /// An optimisation only: a failure is logged and the file grows as it is written.
+    fn preallocate_tail(&self) {
+        if !self.options.preallocate || self.written >= self.options.segment_bytes {
+            return;
+        }
+        let Ok(len) = libc::off_t::try_from(self.options.segment_bytes) else {
+            return;
+        };
+        // SAFETY: a plain syscall on an open descriptor owned by `tail_file`; mode 0
+        // allocates without changing data, so zeroes appear after the file's end.
+        let rc = unsafe { libc::fallocate(self.tail_file.as_raw_fd(), 0, 0, len) };
+        if rc != 0 {
+            let error = std::io::Error::last_os_error();
+            if error.raw_os_error() != Some(libc::EOPNOTSUPP) {
+                log::warn!("{}: cannot preallocate: {error}", self.tail.path.display());
+            }
+        }
+    }
+
+    /// Runs a change unless the log has failed, and marks it failed when the change
+    /// returns an error: after a failed write or fdatasync the kernel may have dropped
+    /// the data, so nothing in memory can be trusted to match the disk any more.
+    fn guarded<T>(&mut self, change: impl FnOnce(&mut Wal) -> Result<T>) -> Result<T> {
+        if self.failed {
+            return Err(Error::Failed {
+                dir: self.dir.clone(),
+            });
+        }
+        let result = change(self);
+        if result.is_err() {
+            self.failed = true;
+        }
+        result
     }
 
     /// Appends entries in memory; nothing is written until [`Wal::sync`].
     ///
     /// # Errors
-    /// [`Error::Io`] when sealing a full segment or creating the next one fails; the
-    /// log must then be dropped (the caller treats it as fatal).
+    /// [`Error::Io`] when sealing a full segment or creating the next one fails;
+    /// [`Error::Failed`] after any earlier failure. An error leaves the log failed:
+    /// drop it and reopen (recovery keeps what reached the disk whole).
     ///
     /// # Panics
     /// If the entries do not continue at `last_index() + 1`, a term decreases, or a
     /// payload exceeds [`super::format::PAYLOAD_BYTES_MAX`].
     pub fn append(&mut self, entries: &[Entry]) -> Result<()> {
+        self.guarded(|wal| wal.append_entries(entries))
+    }
+
+    fn append_entries(&mut self, entries: &[Entry]) -> Result<()> {
         for entry in entries {
             assert_eq!(
                 entry.index,
@@ -158,6 +217,10 @@ impl Wal {
         );
         self.write_pending()?;
         let path = self.tail.path.clone();
+        // The footer's trailer must end the file: drop the preallocated rest.
+        self.tail_file
+            .set_len(self.written)
+            .map_err(io_error(&path))?;
         // SAFETY: the directory lock is held and a sealed segment is never written
         // while mapped (truncate_suffix drops the map before it reopens the file).
         let map = unsafe { Mmap::map(&self.tail_file) }.map_err(io_error(&path))?;
@@ -194,6 +257,7 @@ impl Wal {
         self.pending.extend_from_slice(&header.encode());
         self.written = 0;
         self.dir_dirty = true;
+        self.preallocate_tail();
         Ok(())
     }
 
@@ -202,6 +266,15 @@ impl Wal {
             return Ok(());
         }
         let path = &self.tail.path;
+        #[cfg(test)]
+        if self.faults.fail_next_write {
+            return Err(self.faults.short_write(
+                &self.tail_file,
+                path,
+                &self.pending,
+                self.written,
+            ));
+        }
         self.tail_file
             .write_all_at(&self.pending, self.written)
             .map_err(io_error(path))?;
@@ -216,10 +289,27 @@ impl Wal {
     /// directory when segments were created. Under [`FsyncMode::Never`] it only writes.
     ///
     /// # Errors
-    /// [`Error::Io`]. Never retry a failed sync: treat it as fatal (the kernel may
-    /// have dropped the dirty pages).
+    /// [`Error::Io`]; [`Error::Failed`] after any earlier failure. A failed sync
+    /// leaves the log failed and is never retried (the kernel may have dropped the
+    /// dirty pages): drop the log and reopen; only what an earlier successful sync
+    /// covered is sure to be there.
     pub fn sync(&mut self) -> Result<()> {
+        self.guarded(Wal::sync_all)
+    }
+
+    fn sync_all(&mut self) -> Result<()> {
+        #[cfg(test)]
+        let unsynced_from = self.written;
         self.write_pending()?;
+        #[cfg(test)]
+        if self.faults.fail_next_sync {
+            return Err(self.faults.failed_sync(
+                &self.tail_file,
+                &self.tail.path,
+                unsynced_from,
+                self.written,
+            ));
+        }
         let flush = self.options.fsync == FsyncMode::Always;
         for file in self.unsynced_sealed.drain(..) {
             if flush {
@@ -336,11 +426,15 @@ impl Wal {
     /// Raft tolerates: they were never acknowledged in their new form.
     ///
     /// # Errors
-    /// [`Error::Io`]; fatal.
+    /// [`Error::Io`], which leaves the log failed; [`Error::Failed`].
     ///
     /// # Panics
     /// If `from <= compacted().0` (compacted entries cannot be truncated).
     pub fn truncate_suffix(&mut self, from: u64) -> Result<()> {
+        self.guarded(|wal| wal.truncate_from(from))
+    }
+
+    fn truncate_from(&mut self, from: u64) -> Result<()> {
         assert!(
             from > self.compacted().0,
             "cannot truncate compacted entries"
@@ -356,11 +450,14 @@ impl Wal {
             self.pending.truncate((offset - self.written) as usize);
         } else {
             self.pending.clear();
+            // Shortening also drops the preallocation, which is then taken again, so
+            // the space after `offset` reads as zeroes, never as the removed records.
             self.tail_file
                 .set_len(offset)
                 .map_err(io_error(&self.tail.path))?;
             self.written = offset;
             self.tail_dirty = true;
+            self.preallocate_tail();
         }
         self.tail.file_bytes = self.tail.data_end;
         Ok(())
@@ -388,6 +485,7 @@ impl Wal {
         self.tail = segment;
         self.tail_file = file;
         self.tail_dirty = true;
+        self.preallocate_tail();
         Ok(())
     }
 
@@ -397,9 +495,13 @@ impl Wal {
     /// segment is never removed, so the log may keep entries below `upto`.
     ///
     /// # Errors
-    /// [`Error::Io`]; fatal.
+    /// [`Error::Io`], which leaves the log failed; [`Error::Failed`].
     pub fn compact_prefix(&mut self, upto: u64) -> Result<()> {
         self.sync()?;
+        self.guarded(|wal| wal.remove_below(upto))
+    }
+
+    fn remove_below(&mut self, upto: u64) -> Result<()> {
         let count = self
             .sealed
             .iter()
@@ -417,8 +519,12 @@ impl Wal {
     /// temp segment is synced first, and recovery finishes an interrupted reset.
     ///
     /// # Errors
-    /// [`Error::Io`]; fatal.
+    /// [`Error::Io`], which leaves the log failed; [`Error::Failed`].
     pub fn reset_to_snapshot(&mut self, index: u64, term: u64) -> Result<()> {
+        self.guarded(|wal| wal.reset(index, term))
+    }
+
+    fn reset(&mut self, index: u64, term: u64) -> Result<()> {
         let temp = self.dir.join(RESET_TEMP_NAME);
         let header = SegmentHeader {
             first_index: index + 1,
@@ -458,6 +564,7 @@ impl Wal {
         self.pending.clear();
         self.tail_dirty = false;
         self.dir_dirty = false;
+        self.preallocate_tail();
         Ok(())
     }
 

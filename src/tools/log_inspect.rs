@@ -140,6 +140,17 @@ struct Loaded {
     scan: Result<SegmentScan, (u64, String)>,
 }
 
+impl Loaded {
+    /// Bytes in use: the file length, except that the zeroed (preallocated) rest of
+    /// a clean open segment does not count.
+    fn used(&self) -> u64 {
+        match &self.scan {
+            Ok(scan) if !scan.footer && scan.problem.is_none() => scan.data_end,
+            _ => self.bytes.len() as u64,
+        }
+    }
+}
+
 fn load(dir: &Path) -> Result<Vec<Loaded>> {
     let mut out = Vec::new();
     for (first, path) in list_segment_files(dir)? {
@@ -173,7 +184,7 @@ fn stat(dir: &Path) -> Result<i32> {
         "segment", "indexes", "terms", "entries", "bytes"
     );
     for (i, seg) in segments.iter().enumerate() {
-        bytes += seg.bytes.len() as u64;
+        bytes += seg.used();
         let Ok(scan) = &seg.scan else {
             println!("{:<26} unreadable header", name(&seg.path));
             continue;
@@ -204,7 +215,7 @@ fn stat(dir: &Path) -> Result<i32> {
             ),
             terms,
             count,
-            seg.bytes.len()
+            seg.used()
         );
     }
     let hs = hard_state::read(dir)?;
@@ -365,7 +376,7 @@ fn truncate(dir: &Path, after: u64) -> Result<i32> {
                 return Ok(1);
             }
         };
-        if cut < seg.bytes.len() as u64 {
+        if cut < seg.used() {
             plan.push((seg.path.clone(), Some(cut.max(HEADER_BYTES as u64))));
         }
     }

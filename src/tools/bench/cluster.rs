@@ -1,0 +1,169 @@
+//! `raftkv-bench --spawn N`: a throwaway local cluster of `raftkv-server` child processes
+//! for one benchmark run.
+//!
+//! The configs come from [`write_local_configs`] (free loopback ports, the embedded
+//! default config) with the requested fsync mode patched in. The server binary is the
+//! `raftkv-server` next to the running executable (both are built into the same
+//! `target/` directory). Dropping the [`SpawnedCluster`] stops every child (SIGTERM, then
+//! SIGKILL after a grace period) and removes the directory if the bench created it.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::config::{Config, FsyncMode};
+use crate::server::local::{LocalNode, write_local_configs};
+
+use super::BenchError;
+
+/// Time between SIGTERM and SIGKILL when stopping the children.
+const STOP_GRACE: Duration = Duration::from_secs(3);
+
+/// A running local cluster owned by the benchmark.
+#[derive(Debug)]
+pub struct SpawnedCluster {
+    nodes: Vec<LocalNode>,
+    children: Vec<Child>,
+    dir: PathBuf,
+    /// Whether `dir` was created by us (then removed on drop).
+    remove_dir: bool,
+}
+
+impl SpawnedCluster {
+    /// Writes the configs of `nodes` nodes into `dir` (default: a fresh directory under
+    /// the temp dir), with `fsync`, and starts one `server_exe --config FILE` per node.
+    ///
+    /// # Errors
+    /// [`BenchError`] if a config cannot be written or a process cannot be started; the
+    /// nodes already started are stopped.
+    pub fn start(
+        nodes: usize,
+        dir: Option<&Path>,
+        fsync: FsyncMode,
+        server_exe: &Path,
+    ) -> Result<SpawnedCluster, BenchError> {
+        let (dir, remove_dir) = match dir {
+            Some(dir) => (dir.to_path_buf(), false),
+            None => {
+                let dir = std::env::temp_dir().join(format!("raftkv-bench-{}", std::process::id()));
+                (dir, true)
+            }
+        };
+        let local_nodes = write_local_configs(nodes, &dir)?;
+        let mut cluster = SpawnedCluster {
+            nodes: local_nodes,
+            children: Vec::new(),
+            dir,
+            remove_dir,
+        };
+        for node in &cluster.nodes {
+            set_fsync(&node.config_path, fsync)?;
+        }
+        for index in 0..cluster.nodes.len() {
+            let child = spawn_node(&cluster.nodes[index], server_exe)?;
+            cluster.children.push(child);
+        }
+        Ok(cluster)
+    }
+
+    /// The client addresses of the nodes.
+    pub fn client_addrs(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .map(|node| node.client_addr.to_string())
+            .collect()
+    }
+
+    /// The directory holding configs, data and logs.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// An error naming the first node that exited on its own, if any.
+    pub fn check_running(&mut self) -> Result<(), BenchError> {
+        for (node, child) in self.nodes.iter().zip(self.children.iter_mut()) {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(BenchError::NodeExited {
+                    id: node.id,
+                    status: status.to_string(),
+                    log: node.log_path.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for SpawnedCluster {
+    fn drop(&mut self) {
+        for child in &self.children {
+            terminate(child);
+        }
+        let deadline = Instant::now() + STOP_GRACE;
+        while Instant::now() < deadline
+            && self
+                .children
+                .iter_mut()
+                .any(|child| matches!(child.try_wait(), Ok(None)))
+        {
+            thread::sleep(Duration::from_millis(20));
+        }
+        for child in &mut self.children {
+            if matches!(child.try_wait(), Ok(None)) {
+                let _ = child.kill();
+            }
+            let _ = child.wait();
+        }
+        if self.remove_dir {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// Rewrites the config at `path` with `fsync`.
+fn set_fsync(path: &Path, fsync: FsyncMode) -> Result<(), BenchError> {
+    let mut config = Config::load(path)?;
+    config.storage.fsync = fsync;
+    let text = config
+        .to_toml()
+        .map_err(|error| BenchError::Usage(format!("render {}: {error}", path.display())))?;
+    std::fs::write(path, text).map_err(|source| BenchError::Io {
+        what: format!("write {}", path.display()),
+        source,
+    })
+}
+
+fn spawn_node(node: &LocalNode, exe: &Path) -> Result<Child, BenchError> {
+    let io_error = |what: String| move |source| BenchError::Io { what, source };
+    let log = File::create(&node.log_path)
+        .map_err(io_error(format!("create {}", node.log_path.display())))?;
+    let log_err = log
+        .try_clone()
+        .map_err(io_error(format!("open {}", node.log_path.display())))?;
+    Command::new(exe)
+        .arg("--config")
+        .arg(&node.config_path)
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log_err)
+        .spawn()
+        .map_err(io_error(format!(
+            "start {} for node {}",
+            exe.display(),
+            node.id
+        )))
+}
+
+/// SIGTERM, so a node flushes and exits cleanly.
+fn terminate(child: &Child) {
+    let Ok(pid) = libc::pid_t::try_from(child.id()) else {
+        return;
+    };
+    // SAFETY: kill(2) has no memory-safety preconditions; `pid` is our own unreaped child,
+    // so it cannot name a recycled process.
+    unsafe {
+        libc::kill(pid, libc::SIGTERM);
+    }
+}

@@ -1,0 +1,525 @@
+//! The deterministic simulation of a raftkv cluster: N real `RawNode` + `MemStore` +
+//! `KvStore` servers ([`node`]) over a simulated network ([`network`]) with crashes and
+//! restarts, simulated clients ([`client`]), and the Raft safety invariants
+//! ([`invariants`]) checked after every step; the client history is checked for
+//! linearizability with `raftkv::check` at the end.
+//!
+//! Time is virtual: events sit in one queue ordered by (time, sequence number) and the
+//! clock jumps to the next one. Every random choice (delays, losses, faults, client
+//! operations, the nodes' own election-timeout seeds) comes from ONE `Rng` seeded with
+//! the run's seed, and no map is iterated in hash order, so a seed replays exactly.
+//!
+//! A run: a fault phase (partitions of any shape, loss, duplication, slow messages,
+//! crashes, crashes before a sync, leadership transfers), then everything heals and every
+//! node restarts. Liveness is asserted after the heal: within `LEADER_TICKS_MAX` ticks a
+//! leader exists, and by the end (`END_TICKS` after the heal, clients stop starting new
+//! operations at `CLIENTS_STOP_TICKS`) every client operation has completed and every
+//! node has applied the whole log, to identical state machines.
+
+pub mod client;
+pub mod invariants;
+pub mod network;
+pub mod node;
+
+use std::collections::BTreeMap;
+
+use raftkv::check::{self, Operation};
+use raftkv::raft::core::Faults;
+use raftkv::raft::rng::Rng;
+use raftkv::raft::{Configuration, MemStore, Message, NodeId, Role};
+
+use client::{Client, Send};
+use invariants::Invariants;
+use network::{Network, Weather};
+use node::{Outputs, ReplyBody, ReplyTo, RequestBody, SimNode, raft_config};
+
+/// Virtual time units per tick.
+const TICK_UNITS: u64 = 10;
+/// A client request not answered within this many units is retried elsewhere.
+const REQUEST_TIMEOUT_UNITS: u64 = 300;
+/// After the heal, a leader must exist within this many ticks.
+const LEADER_TICKS_MAX: u64 = 100;
+/// After the heal, clients start new operations for this many ticks.
+const CLIENTS_STOP_TICKS: u64 = 100;
+/// The run ends this many ticks after the heal; all operations must have completed.
+const END_TICKS: u64 = 300;
+/// Chance, per thousand `Ready`s that write something, of a crash before the sync.
+const CRASH_BEFORE_SYNC_PER_MILLE: u64 = 4;
+/// Chance, per thousand steps in which a leader's commit index advanced, that it crashes
+/// right after: the moments when a commit has not yet reached the followers.
+const CRASH_AFTER_COMMIT_PER_MILLE: u64 = 100;
+
+/// What one run simulates.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The seed of the one RNG.
+    pub seed: u64,
+    /// Cluster size.
+    pub nodes: u64,
+    /// Concurrent clients.
+    pub clients: usize,
+    /// Length of the fault phase, in ticks.
+    pub fault_ticks: u64,
+    /// Safety rules of the core switched off (all on by default).
+    pub faults: Faults,
+}
+
+impl Options {
+    /// The standard run of `nodes` nodes for `seed`.
+    pub fn new(seed: u64, nodes: u64) -> Options {
+        Options {
+            seed,
+            nodes,
+            clients: 5,
+            fault_ticks: 300,
+            faults: Faults::default(),
+        }
+    }
+}
+
+/// What a successful run did.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Report {
+    /// Events processed.
+    pub events: u64,
+    /// Client operations in the checked history.
+    pub operations: usize,
+    /// Entries committed (the final commit index).
+    pub committed: u64,
+    /// Node crashes (before a sync or not).
+    pub crashes: u64,
+}
+
+/// A failed run: the seed to replay and what broke.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    /// The options of the run.
+    pub options: Options,
+    /// Virtual time of the failure.
+    pub time: u64,
+    /// The violated invariant or the error.
+    pub message: String,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "seed {} ({} nodes) failed at time {}: {}\nreplay: RAFTKV_SEED={} RAFTKV_NODES={} \
+             cargo test --release --test sim replay -- --nocapture",
+            self.options.seed,
+            self.options.nodes,
+            self.time,
+            self.message,
+            self.options.seed,
+            self.options.nodes
+        )
+    }
+}
+
+#[derive(Debug)]
+enum Event {
+    Tick(NodeId, u64),
+    Deliver(Message),
+    Request(NodeId, ReplyTo, RequestBody),
+    Reply(ReplyTo, ReplyBody),
+    Timeout(usize, u64, u32),
+    ClientStart(usize),
+    Nemesis,
+    Restart(NodeId),
+    Heal,
+    CheckLeader,
+    StopClients,
+}
+
+struct Sim {
+    options: Options,
+    rng: Rng,
+    now: u64,
+    sequence: u64,
+    queue: BTreeMap<(u64, u64), Event>,
+    /// Index `id - 1`; `None` while crashed.
+    nodes: Vec<Option<SimNode>>,
+    durable: Vec<MemStore>,
+    /// Bumped at each crash, so the ticks of a dead incarnation are ignored.
+    incarnation: Vec<u64>,
+    network: Network,
+    clients: Vec<Client>,
+    clients_stopped: bool,
+    faults_over: bool,
+    invariants: Invariants,
+    history: Vec<Operation>,
+    report: Report,
+}
+
+/// Runs one simulation.
+///
+/// # Errors
+/// The first invariant violation, liveness failure, core error or non-linearizable
+/// history, with the time it happened.
+pub fn run(options: &Options) -> Result<Report, Failure> {
+    let mut sim = Sim::new(options.clone());
+    match sim.run() {
+        Ok(()) => Ok(sim.report),
+        Err(message) => Err(Failure {
+            options: options.clone(),
+            time: sim.now,
+            message,
+        }),
+    }
+}
+
+impl Sim {
+    fn new(options: Options) -> Sim {
+        let ids: Vec<NodeId> = (1..=options.nodes).collect();
+        let membership = Configuration::new(ids.iter().copied(), []);
+        let mut rng = Rng::new(options.seed);
+        let clients = (0..options.clients)
+            .map(|i| Client::new(i, rng.range(1, options.nodes + 1)))
+            .collect();
+        Sim {
+            rng,
+            now: 0,
+            sequence: 0,
+            queue: BTreeMap::new(),
+            nodes: ids.iter().map(|_| None).collect(),
+            durable: ids
+                .iter()
+                .map(|_| MemStore::new(membership.clone()))
+                .collect(),
+            incarnation: vec![0; ids.len()],
+            network: Network::default(),
+            clients,
+            clients_stopped: false,
+            faults_over: false,
+            invariants: Invariants::default(),
+            history: Vec::new(),
+            report: Report::default(),
+            options,
+        }
+    }
+
+    fn at(&mut self, delay: u64, event: Event) {
+        self.sequence += 1;
+        self.queue.insert((self.now + delay, self.sequence), event);
+    }
+
+    fn run(&mut self) -> Result<(), String> {
+        for id in 1..=self.options.nodes {
+            self.start_node(id)?;
+        }
+        for client in 0..self.clients.len() {
+            let delay = self.rng.range(0, 50);
+            self.at(delay, Event::ClientStart(client));
+        }
+        let heal = self.options.fault_ticks * TICK_UNITS;
+        let first_fault = self.rng.range(50, 200);
+        self.at(first_fault, Event::Nemesis);
+        self.at(heal, Event::Heal);
+        self.at(heal + LEADER_TICKS_MAX * TICK_UNITS, Event::CheckLeader);
+        self.at(heal + CLIENTS_STOP_TICKS * TICK_UNITS, Event::StopClients);
+        let end = heal + END_TICKS * TICK_UNITS;
+        while let Some(((time, _), event)) = self.queue.pop_first() {
+            if time > end {
+                break;
+            }
+            self.now = time;
+            self.report.events += 1;
+            self.handle(event)?;
+            self.check_nodes()?;
+        }
+        self.now = end;
+        self.check_end()
+    }
+
+    fn handle(&mut self, event: Event) -> Result<(), String> {
+        match event {
+            Event::Tick(id, incarnation) => {
+                if incarnation != self.incarnation[index(id)] {
+                    return Ok(());
+                }
+                self.at(TICK_UNITS, Event::Tick(id, incarnation));
+                self.with_node(id, |node, _| node.raw.tick().map_err(|e| e.to_string()))
+            }
+            Event::Deliver(message) => self.with_node(message.to, |node, _| {
+                node.raw.step(message).map_err(|e| e.to_string())
+            }),
+            Event::Request(id, from, body) => self.with_node(id, |node, out| {
+                node.handle_request(from, body, out);
+                Ok(())
+            }),
+            Event::Reply(to, body) => self.on_reply(to, body),
+            Event::Timeout(client, op_id, attempt) => {
+                if self.clients[client].attempt() == Some((op_id, attempt)) {
+                    let send = self.clients[client].on_timeout(&mut self.rng, self.options.nodes);
+                    self.send_request(send, 0);
+                }
+                Ok(())
+            }
+            Event::ClientStart(client) => {
+                if !self.clients_stopped && !self.clients[client].busy() {
+                    let send = self.clients[client].start(&mut self.rng, self.now);
+                    self.send_request(send, 0);
+                }
+                Ok(())
+            }
+            Event::Nemesis => self.nemesis(),
+            Event::Restart(id) => self.start_node(id),
+            Event::Heal => self.heal(),
+            Event::CheckLeader => match self.leader() {
+                Some(_) => Ok(()),
+                None => Err(format!(
+                    "liveness: no leader {LEADER_TICKS_MAX} ticks after the heal"
+                )),
+            },
+            Event::StopClients => {
+                self.clients_stopped = true;
+                Ok(())
+            }
+        }
+    }
+
+    /// Runs `input` on node `id` if it is up, then handles its `Ready`s and routes
+    /// the outputs.
+    fn with_node(
+        &mut self,
+        id: NodeId,
+        input: impl FnOnce(&mut SimNode, &mut Outputs) -> Result<(), String>,
+    ) -> Result<(), String> {
+        let i = index(id);
+        let Some(node) = self.nodes[i].as_mut() else {
+            return Ok(());
+        };
+        let mut out = Outputs::default();
+        let commit_before = node.raw.raft().log.committed;
+        let was_leader = node.raw.raft().role == Role::Leader;
+        input(node, &mut out)?;
+        let crash_chance = if self.faults_over {
+            0
+        } else {
+            CRASH_BEFORE_SYNC_PER_MILLE
+        };
+        let rng = &mut self.rng;
+        let mut crash_before_sync = |ready: &raftkv::raft::Ready| {
+            (!ready.entries.is_empty() || ready.hard_state.is_some())
+                && rng.range(0, 1000) < crash_chance
+        };
+        let alive = node.handle_ready(
+            &mut self.durable[i],
+            &mut self.invariants,
+            &mut crash_before_sync,
+            &mut out,
+        )?;
+        let raft = node.raw.raft();
+        let is_leader = raft.role == Role::Leader;
+        let interesting = is_leader && (!was_leader || raft.log.committed > commit_before);
+        if !alive
+            || (interesting
+                && self.rng.range(0, 1000) < crash_chance_after_commit(self.faults_over))
+        {
+            self.crash(id);
+        }
+        self.route(out)
+    }
+
+    fn route(&mut self, out: Outputs) -> Result<(), String> {
+        for message in out.messages {
+            for delay in self.network.plan(&mut self.rng, message.from, message.to) {
+                self.at(delay, Event::Deliver(message.clone()));
+            }
+        }
+        for (to, body) in out.replies {
+            if let Some(delay) = self.client_delay() {
+                self.at(delay, Event::Reply(to, body));
+            }
+        }
+        for index in out.newly_committed {
+            for node in self.nodes.iter().flatten() {
+                self.invariants.check_committed_in(node.raw.raft(), index)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The delay of a client message, or `None` when it is lost.
+    fn client_delay(&mut self) -> Option<u64> {
+        if self.rng.range(0, 1000) < self.network.weather.drop_per_mille {
+            return None;
+        }
+        Some(self.network.delay(&mut self.rng))
+    }
+
+    fn send_request(&mut self, send: Send, backoff: u64) {
+        let Send { to, from, body } = send;
+        self.at(
+            REQUEST_TIMEOUT_UNITS,
+            Event::Timeout(from.client, from.op_id, from.attempt),
+        );
+        if let Some(delay) = self.client_delay() {
+            self.at(backoff + delay, Event::Request(to, from, body));
+        }
+    }
+
+    fn on_reply(&mut self, to: ReplyTo, body: ReplyBody) -> Result<(), String> {
+        let client = &mut self.clients[to.client];
+        let (retry, finished) =
+            client.on_reply(&mut self.rng, self.options.nodes, to, body, self.now)?;
+        let idle = !client.busy();
+        if let Some(send) = retry {
+            let backoff = self.rng.range(5, 30);
+            self.send_request(send, backoff);
+        }
+        self.history.extend(finished);
+        if idle {
+            let think = self.rng.range(0, 40);
+            self.at(think, Event::ClientStart(to.client));
+        }
+        Ok(())
+    }
+
+    fn start_node(&mut self, id: NodeId) -> Result<(), String> {
+        let i = index(id);
+        if self.nodes[i].is_some() {
+            return Ok(());
+        }
+        let applied = raftkv::raft::LogStore::compacted(&self.durable[i]).0;
+        let mut config = raft_config(id, applied);
+        config.faults = self.options.faults;
+        let seed = self.rng.next_u64();
+        self.nodes[i] = Some(SimNode::start(&self.durable[i], config, seed)?);
+        let phase = self.rng.range(1, TICK_UNITS + 1);
+        self.at(phase, Event::Tick(id, self.incarnation[i]));
+        Ok(())
+    }
+
+    fn crash(&mut self, id: NodeId) {
+        let i = index(id);
+        if self.nodes[i].take().is_none() {
+            return;
+        }
+        self.incarnation[i] += 1;
+        self.report.crashes += 1;
+        let downtime = self.rng.range(10, 300);
+        self.at(downtime, Event::Restart(id));
+    }
+
+    fn nemesis(&mut self) -> Result<(), String> {
+        if self.faults_over {
+            return Ok(());
+        }
+        let ids: Vec<NodeId> = (1..=self.options.nodes).collect();
+        match self.rng.range(0, 100) {
+            0..25 => self.network.partition(&mut self.rng, &ids),
+            25..40 => self.network.reconnect(),
+            40..52 => {
+                let id = self.rng.range(1, self.options.nodes + 1);
+                self.crash(id);
+            }
+            52..68 => {
+                if let Some(id) = self.leader() {
+                    self.crash(id);
+                }
+            }
+            68..84 => {
+                self.network.weather = Weather {
+                    drop_per_mille: self.rng.range(0, 200),
+                    duplicate_per_mille: self.rng.range(0, 100),
+                    slow_per_mille: self.rng.range(0, 150),
+                };
+            }
+            84..94 => {
+                if let Some(id) = self.leader() {
+                    let to = self.rng.range(1, self.options.nodes + 1);
+                    self.with_node(id, |node, _| {
+                        node.raw.transfer_leader(to).map_err(|e| e.to_string())
+                    })?;
+                }
+            }
+            _ => {}
+        }
+        let next = self.rng.range(10, 120);
+        self.at(next, Event::Nemesis);
+        Ok(())
+    }
+
+    fn heal(&mut self) -> Result<(), String> {
+        self.faults_over = true;
+        self.network.heal();
+        for id in 1..=self.options.nodes {
+            self.start_node(id)?;
+        }
+        Ok(())
+    }
+
+    /// The node leading the highest term any live node has, if any.
+    fn leader(&self) -> Option<NodeId> {
+        let live = self.nodes.iter().flatten().map(|n| n.raw.raft());
+        let term_max = live.clone().map(|r| r.term).max()?;
+        live.filter(|r| r.role == Role::Leader && r.term == term_max)
+            .map(|r| r.id)
+            .next()
+    }
+
+    fn check_nodes(&mut self) -> Result<(), String> {
+        for node in self.nodes.iter().flatten() {
+            self.invariants.check_node(node.raw.raft())?;
+        }
+        Ok(())
+    }
+
+    /// Liveness and convergence at the end, then linearizability of the history.
+    fn check_end(&mut self) -> Result<(), String> {
+        if let Some(client) = self.clients.iter().position(Client::busy) {
+            return Err(format!(
+                "liveness: client {client} still waits {END_TICKS} ticks after the heal"
+            ));
+        }
+        let leader = self
+            .leader()
+            .ok_or_else(|| "liveness: no leader at the end".to_owned())?;
+        let log = &self.nodes[index(leader)]
+            .as_ref()
+            .expect("leader is up")
+            .raw
+            .raft()
+            .log;
+        let (commit, last) = (log.committed, log.last_index());
+        if commit != last {
+            return Err(format!(
+                "liveness: leader {leader} committed {commit} of {last} entries at the end"
+            ));
+        }
+        let mut images = BTreeMap::new();
+        for node in self.nodes.iter().flatten() {
+            if node.kv.applied_index() != commit {
+                return Err(format!(
+                    "liveness: node {} applied {} of {commit} at the end",
+                    node.id(),
+                    node.kv.applied_index()
+                ));
+            }
+            images.insert(node.kv.snapshot(), node.id());
+        }
+        if images.len() != 1 {
+            return Err(format!(
+                "state machines differ at index {commit}: {:?}",
+                images.values().collect::<Vec<_>>()
+            ));
+        }
+        self.report.committed = commit;
+        self.report.operations = self.history.len();
+        check::check(&self.history).map_err(|violation| format!("not linearizable: {violation}"))
+    }
+}
+
+fn crash_chance_after_commit(faults_over: bool) -> u64 {
+    if faults_over {
+        0
+    } else {
+        CRASH_AFTER_COMMIT_PER_MILLE
+    }
+}
+
+fn index(id: NodeId) -> usize {
+    (id - 1) as usize
+}
