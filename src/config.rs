@@ -41,6 +41,9 @@ pub struct Config {
     pub listen_peer: SocketAddr,
     /// Address the client listener binds.
     pub listen_client: SocketAddr,
+    /// Address the Redis (RESP2) listener binds; no Redis listener when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen_redis: Option<SocketAddr>,
     /// Every voting member of the cluster, this node included.
     pub members: Vec<Member>,
     /// Raft timings.
@@ -347,6 +350,14 @@ impl Config {
         }
         if self.listen_peer == self.listen_client {
             return fail("listen_client", "must differ from listen_peer");
+        }
+        if let Some(redis) = self.listen_redis
+            && (redis == self.listen_peer || redis == self.listen_client)
+        {
+            return fail(
+                "listen_redis",
+                "must differ from listen_peer and listen_client",
+            );
         }
         self.validate_tunables(path)
     }

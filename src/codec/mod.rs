@@ -9,6 +9,7 @@
 pub mod client;
 pub mod frame;
 pub mod peer;
+pub mod resp;
 pub mod wire;
 
 /// Why a byte stream could not be decoded. Any of these closes the connection.

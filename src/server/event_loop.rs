@@ -19,6 +19,13 @@
 //! that outbound link (handshake first: cluster id + node id); it receives messages on
 //! the links the others dialed. A broken link is redialed with exponential backoff and
 //! jitter; messages for a peer without a link are dropped (Raft retransmits).
+//!
+//! Redis connections (the optional `listen_redis` port) run the chain RespCodec ->
+//! [`RedisConn`]: the Redis state turns each command into client-protocol requests,
+//! which go to the node like any client's, or, on a follower answered NotLeader, over
+//! the one forwarding link (a client-protocol connection to the leader's client
+//! address, with fresh request ids mapped back to the Redis connection). Replies are
+//! queued per connection and written in request order.
 
 use std::collections::HashMap;
 use std::io;
@@ -34,11 +41,13 @@ use slab::Slab;
 use super::backoff::Backoff;
 use super::connection::{Connection, FlushOutcome};
 use super::node::{ClientRef, Node, Outbox};
+use super::redis::{RedisConn, Target};
 use super::timer::TimerWheel;
 use crate::codec::DecodeError;
-use crate::codec::client::{self as client_codec, Response};
+use crate::codec::client::{self as client_codec, Request, Response, ResponseBody};
 use crate::codec::frame::FrameCodec;
 use crate::codec::peer::{self as peer_codec, PeerFrame};
+use crate::codec::resp::RespCodec;
 use crate::config::Config;
 use crate::raft::message::{Message, NodeId};
 use crate::raft::rng::Rng;
@@ -46,6 +55,10 @@ use crate::raft::rng::Rng;
 const PEER_LISTENER: Token = Token(0);
 const CLIENT_LISTENER: Token = Token(1);
 const SIGNALS: Token = Token(2);
+const REDIS_LISTENER: Token = Token(3);
+/// Rounds of "drain the node, then send what the Redis connections asked next" per
+/// `before_sleep`; a read-modify-write takes two (local read, then its Txn).
+const REDIS_ROUNDS_MAX: usize = 4;
 /// Tokens below this are reserved for the listeners and the signal pipe.
 pub const FIRST_CONNECTION_TOKEN: usize = 16;
 
@@ -71,6 +84,10 @@ enum ConnKind {
     PeerIn(Option<NodeId>),
     /// Our link to a peer; `connected` once the TCP connect completed.
     PeerOut { peer: NodeId, connected: bool },
+    /// A Redis client on the Redis port (its state is in `Conn::redis`).
+    Redis,
+    /// Our client-protocol link to the leader, carrying forwarded Redis requests.
+    Forward { connected: bool },
 }
 
 struct Conn {
@@ -81,6 +98,18 @@ struct Conn {
     writable: bool,
     /// The read limit stopped reading: read again next turn even without an event.
     unread: bool,
+    /// The Redis state of a `ConnKind::Redis` connection.
+    redis: Option<Box<RedisConn>>,
+}
+
+/// The link a follower forwards Redis requests on.
+#[derive(Default)]
+struct ForwardLink {
+    /// Slab key of the link and the leader client address it goes to.
+    conn: Option<(usize, String)>,
+    next_request_id: u64,
+    /// Forwarded request id -> (link key, Redis connection, its request id).
+    pending: HashMap<u64, (usize, ClientRef, u64)>,
 }
 
 struct PeerLink {
@@ -109,6 +138,12 @@ struct Net {
     /// Slab keys to close at the end of the turn, with the reason to log.
     closing: Vec<(usize, String)>,
     rng: Rng,
+    resp: RespCodec,
+    forward: ForwardLink,
+    /// Redis connections that received answers and may have more to send or write.
+    redis_touched: Vec<usize>,
+    /// A Redis request went to the node after its `before_sleep`.
+    redis_proposed: bool,
 }
 
 /// A running node: the event loop, the network and the node logic.
@@ -118,6 +153,7 @@ pub struct EventLoop {
     timers: TimerWheel<TimerEvent>,
     peer_listener: TcpListener,
     client_listener: TcpListener,
+    redis_listener: Option<TcpListener>,
     signals: Signals,
     started: Instant,
     tick_ms: u64,
@@ -143,6 +179,15 @@ impl EventLoop {
             .register(&mut peer_listener, PEER_LISTENER, Interest::READABLE)?;
         poll.registry()
             .register(&mut client_listener, CLIENT_LISTENER, Interest::READABLE)?;
+        let redis_listener = match config.listen_redis {
+            Some(addr) => {
+                let mut listener = TcpListener::bind(addr)?;
+                poll.registry()
+                    .register(&mut listener, REDIS_LISTENER, Interest::READABLE)?;
+                Some(listener)
+            }
+            None => None,
+        };
         let mut signals =
             Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])?;
         poll.registry()
@@ -173,6 +218,10 @@ impl EventLoop {
             dirty: Vec::new(),
             closing: Vec::new(),
             rng: Rng::new(config.node_id ^ 0x9e37_79b9_7f4a_7c15),
+            resp: RespCodec::new(config.limits.frame_bytes_max as usize),
+            forward: ForwardLink::default(),
+            redis_touched: Vec::new(),
+            redis_proposed: false,
         };
         let started = Instant::now();
         Ok(EventLoop {
@@ -181,6 +230,7 @@ impl EventLoop {
             timers: TimerWheel::new(512, 1, 0),
             peer_listener,
             client_listener,
+            redis_listener,
             signals,
             started,
             tick_ms: config.raft.tick_ms,
@@ -281,8 +331,9 @@ impl EventLoop {
 
     fn dispatch(&mut self, token: Token, readable: bool, writable: bool) {
         match token {
-            PEER_LISTENER => self.accept(true),
-            CLIENT_LISTENER => self.accept(false),
+            PEER_LISTENER => self.accept(ConnKind::PeerIn(None)),
+            CLIENT_LISTENER => self.accept(ConnKind::Client),
+            REDIS_LISTENER => self.accept(ConnKind::Redis),
             SIGNALS => {
                 for signal in self.signals.pending() {
                     info!("received signal {signal}: stopping");
@@ -305,12 +356,15 @@ impl EventLoop {
         }
     }
 
-    fn accept(&mut self, peer: bool) {
+    fn accept(&mut self, kind: ConnKind) {
         loop {
-            let listener = if peer {
-                &self.peer_listener
-            } else {
-                &self.client_listener
+            let listener = match kind {
+                ConnKind::PeerIn(_) => &self.peer_listener,
+                ConnKind::Redis => match &self.redis_listener {
+                    Some(listener) => listener,
+                    None => return,
+                },
+                _ => &self.client_listener,
             };
             match listener.accept() {
                 Ok((stream, addr)) => {
@@ -318,18 +372,14 @@ impl EventLoop {
                         warn!("refusing connection from {addr}: connections_max reached");
                         continue;
                     }
-                    let kind = if peer {
-                        ConnKind::PeerIn(None)
-                    } else {
-                        ConnKind::Client
-                    };
-                    if let Err(e) = self.net.add(stream, kind, Interest::READABLE) {
-                        warn!("cannot register connection from {addr}: {e}");
-                    } else {
-                        debug!(
-                            "accepted {} connection from {addr}",
-                            if peer { "peer" } else { "client" }
-                        );
+                    match self.net.add(stream, kind, Interest::READABLE) {
+                        Err(e) => warn!("cannot register connection from {addr}: {e}"),
+                        Ok(key) => {
+                            if kind == ConnKind::Redis {
+                                self.net.conns[key].redis = Some(Box::new(RedisConn::new()));
+                            }
+                            debug!("accepted {kind:?} connection from {addr}");
+                        }
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -344,6 +394,18 @@ impl EventLoop {
 
     fn on_writable(&mut self, key: usize) {
         let conn = &mut self.net.conns[key];
+        if conn.kind == (ConnKind::Forward { connected: false }) {
+            match conn.io.stream().take_error() {
+                Ok(None) if conn.io.stream().peer_addr().is_ok() => {
+                    conn.kind = ConnKind::Forward { connected: true };
+                }
+                Ok(None) => return,
+                Ok(Some(e)) | Err(e) => {
+                    self.net.close_later(key, format!("connect failed: {e}"));
+                    return;
+                }
+            }
+        }
         if let ConnKind::PeerOut {
             peer,
             connected: false,
@@ -393,6 +455,8 @@ impl EventLoop {
         let result = match kind {
             ConnKind::Client => self.decode_client_frames(key),
             ConnKind::PeerIn(_) | ConnKind::PeerOut { .. } => self.decode_peer_frames(key),
+            ConnKind::Redis => self.decode_redis_commands(key),
+            ConnKind::Forward { .. } => self.decode_forward_frames(key),
         };
         if let Err(reason) = result {
             self.net.close_later(key, reason);
@@ -423,6 +487,104 @@ impl EventLoop {
         }
         self.net.conns[key].unread = true;
         Ok(())
+    }
+
+    fn decode_redis_commands(&mut self, key: usize) -> Result<(), String> {
+        for _ in 0..FRAMES_PER_TURN_MAX {
+            let conn = &mut self.net.conns[key];
+            let Some(redis) = conn.redis.as_mut() else {
+                return Ok(());
+            };
+            if !redis.has_room() {
+                redis.stalled = true;
+                break;
+            }
+            match self.net.resp.decode(conn.io.input()) {
+                Ok(Some((consumed, args))) => {
+                    conn.io.consume(consumed);
+                    redis.on_command(args);
+                }
+                Ok(None) => {
+                    self.pump_redis(key);
+                    return Ok(());
+                }
+                Err(e) => {
+                    let reply = format!("-ERR Protocol error: {e}\r\n");
+                    if conn.io.queue(reply.as_bytes()).is_ok() {
+                        self.net.flush(key);
+                    }
+                    return Err(format!("bad RESP: {e}"));
+                }
+            }
+        }
+        self.pump_redis(key);
+        if let Some(conn) = self.net.conns.get_mut(key) {
+            conn.unread = true;
+        }
+        Ok(())
+    }
+
+    /// Sends what the Redis connection `key` asks for (answers the node gives at once
+    /// are fed back until it asks nothing more), then queues its finished replies.
+    fn pump_redis(&mut self, key: usize) {
+        let now_ms = self.now_ms();
+        let Some(generation) = self.net.conns.get(key).map(|c| c.generation) else {
+            return;
+        };
+        let client = ClientRef { key, generation };
+        loop {
+            let submits = match self.net.conns.get_mut(key).and_then(|c| c.redis.as_mut()) {
+                Some(redis) => redis.take_submits(),
+                None => return,
+            };
+            if submits.is_empty() {
+                break;
+            }
+            for submit in submits {
+                match submit.target {
+                    Target::Local => {
+                        match self.node.on_client_request(client, submit.request, now_ms) {
+                            Some(response) => self.net.reply(client, &response),
+                            None => self.net.redis_proposed = true,
+                        }
+                    }
+                    Target::Forward(addr) => self.net.forward(client, submit.request, &addr),
+                }
+            }
+        }
+        self.net.write_redis_replies(key);
+    }
+
+    fn decode_forward_frames(&mut self, key: usize) -> Result<(), String> {
+        for _ in 0..FRAMES_PER_TURN_MAX {
+            let conn = &mut self.net.conns[key];
+            let response = match conn.io.next_frame(&self.net.frame) {
+                Ok(Some(body)) => client_codec::decode_response(body)
+                    .map_err(|e| format!("bad response from the leader: {e}"))?,
+                Ok(None) => return Ok(()),
+                Err(e) => return Err(format!("bad frame from the leader: {e}")),
+            };
+            if let Some((_, client, request_id)) =
+                self.net.forward.pending.remove(&response.request_id)
+            {
+                let response = Response {
+                    request_id,
+                    body: response.body,
+                };
+                self.net.reply(client, &response);
+            }
+        }
+        self.net.conns[key].unread = true;
+        Ok(())
+    }
+
+    fn pump_touched_redis(&mut self) {
+        let mut touched = std::mem::take(&mut self.net.redis_touched);
+        touched.sort_unstable();
+        touched.dedup();
+        for key in touched {
+            self.pump_redis(key);
+        }
     }
 
     fn decode_peer_frames(&mut self, key: usize) -> Result<(), String> {
@@ -510,9 +672,16 @@ impl EventLoop {
     }
 
     fn before_sleep(&mut self) -> Result<(), RunError> {
-        self.node
-            .before_sleep(&mut self.net)
-            .map_err(RunError::Storage)?;
+        for _ in 0..REDIS_ROUNDS_MAX {
+            self.net.redis_proposed = false;
+            self.node
+                .before_sleep(&mut self.net)
+                .map_err(RunError::Storage)?;
+            self.pump_touched_redis();
+            if !self.net.redis_proposed {
+                break;
+            }
+        }
         self.net.flush_dirty();
         self.net.close_pending(&mut self.node);
         Ok(())
@@ -558,6 +727,7 @@ impl Net {
             generation,
             writable: interest.is_writable(),
             unread: false,
+            redis: None,
         });
         Ok(key)
     }
@@ -613,7 +783,8 @@ impl Net {
         };
         if let ConnKind::PeerOut {
             connected: false, ..
-        } = conn.kind
+        }
+        | ConnKind::Forward { connected: false } = conn.kind
         {
             return;
         }
@@ -670,7 +841,13 @@ impl Net {
             };
             let _ = self.poll.registry().deregister(conn.io.stream_mut());
             match conn.kind {
-                ConnKind::Client => debug!("client connection closed: {reason}"),
+                ConnKind::Client | ConnKind::Redis => {
+                    debug!("client connection closed: {reason}")
+                }
+                ConnKind::Forward { .. } => {
+                    info!("forwarding link to the leader closed: {reason}");
+                    self.on_forward_closed(key);
+                }
                 ConnKind::PeerIn(from) => info!("inbound peer link from {from:?} closed: {reason}"),
                 ConnKind::PeerOut { peer, connected } => {
                     if connected {
@@ -686,12 +863,123 @@ impl Net {
                     }
                 }
             }
-            if matches!(conn.kind, ConnKind::Client) {
+            if matches!(conn.kind, ConnKind::Client | ConnKind::Redis) {
                 node.on_client_closed(ClientRef {
                     key,
                     generation: conn.generation,
                 });
             }
+        }
+    }
+}
+
+impl Net {
+    /// Sends `request` of Redis connection `client` to the leader at `addr` over the
+    /// forwarding link, (re)dialing it if it goes elsewhere or does not exist.
+    fn forward(&mut self, client: ClientRef, request: Request, addr: &str) {
+        let unavailable = |message: String| Response {
+            request_id: request.request_id,
+            body: ResponseBody::Unavailable(message),
+        };
+        if let Some((key, link_addr)) = &self.forward.conn
+            && link_addr != addr
+        {
+            self.close_later(*key, format!("the leader moved to {addr}"));
+            self.forward.conn = None;
+        }
+        if self.forward.conn.is_none() {
+            let dialed = addr
+                .parse::<SocketAddr>()
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
+                .and_then(TcpStream::connect)
+                .and_then(|stream| {
+                    let kind = ConnKind::Forward { connected: false };
+                    self.add(stream, kind, Interest::READABLE | Interest::WRITABLE)
+                });
+            match dialed {
+                Ok(key) => self.forward.conn = Some((key, addr.to_string())),
+                Err(e) => {
+                    let response = unavailable(format!("cannot reach the leader {addr}: {e}"));
+                    self.reply(client, &response);
+                    return;
+                }
+            }
+        }
+        let Some((key, _)) = self.forward.conn.clone() else {
+            return;
+        };
+        self.forward.next_request_id += 1;
+        let id = self.forward.next_request_id;
+        let codec = self.frame;
+        let forwarded = Request {
+            request_id: id,
+            body: request.body.clone(),
+        };
+        let queued = self.conns.get_mut(key).map(|conn| {
+            conn.io
+                .queue_frame(&codec, |out| client_codec::encode_request(&forwarded, out))
+        });
+        match queued {
+            Some(Ok(())) => {
+                self.forward
+                    .pending
+                    .insert(id, (key, client, request.request_id));
+                self.dirty.push(key);
+            }
+            _ => {
+                let response = unavailable("the link to the leader is congested".into());
+                self.reply(client, &response);
+            }
+        }
+    }
+
+    /// The forwarding link `key` closed: every request still on it has an unknown outcome.
+    fn on_forward_closed(&mut self, key: usize) {
+        if self.forward.conn.as_ref().is_some_and(|(k, _)| *k == key) {
+            self.forward.conn = None;
+        }
+        let lost: Vec<u64> = self
+            .forward
+            .pending
+            .iter()
+            .filter(|(_, (link, ..))| *link == key)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in lost {
+            if let Some((_, client, request_id)) = self.forward.pending.remove(&id) {
+                let body = ResponseBody::Unavailable(
+                    "the link to the leader closed; the outcome is unknown".into(),
+                );
+                self.reply(client, &Response { request_id, body });
+            }
+        }
+    }
+
+    /// Queues the finished in-order replies of Redis connection `key`.
+    fn write_redis_replies(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let Some(redis) = conn.redis.as_mut() else {
+            return;
+        };
+        let mut out = Vec::new();
+        let quit = redis.take_replies(&mut out);
+        if redis.stalled && redis.has_room() {
+            // Commands were left unread while the queue was full: read them next turn.
+            redis.stalled = false;
+            conn.unread = true;
+        }
+        if !out.is_empty() {
+            if let Err(e) = conn.io.queue(&out) {
+                self.close_later(key, format!("client is not reading: {e}"));
+                return;
+            }
+            self.dirty.push(key);
+        }
+        if quit {
+            self.flush(key);
+            self.close_later(key, "QUIT".into());
         }
     }
 }
@@ -734,6 +1022,11 @@ impl Outbox for Net {
             return;
         };
         if conn.generation != client.generation {
+            return;
+        }
+        if let Some(redis) = conn.redis.as_mut() {
+            redis.on_response(response.clone());
+            self.redis_touched.push(client.key);
             return;
         }
         match conn

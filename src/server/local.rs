@@ -69,6 +69,8 @@ pub struct LocalNode {
     pub client_addr: SocketAddr,
     /// Its peer address.
     pub peer_addr: SocketAddr,
+    /// Its Redis (RESP2) address.
+    pub redis_addr: SocketAddr,
 }
 
 /// Why the local cluster could not be started or did not run to a clean stop.
@@ -125,7 +127,7 @@ pub fn write_local_configs(nodes: usize, dir: &Path) -> Result<Vec<LocalNode>, L
     }
     std::fs::create_dir_all(dir).map_err(io_error(format!("create {}", dir.display())))?;
     let dir = std::path::absolute(dir).map_err(io_error(format!("resolve {}", dir.display())))?;
-    let ports = free_loopback_ports(2 * nodes)?;
+    let ports = free_loopback_ports(3 * nodes)?;
     let members: Vec<Member> = (0..nodes)
         .map(|i| Member {
             id: i as NodeId + 1,
@@ -136,13 +138,14 @@ pub fn write_local_configs(nodes: usize, dir: &Path) -> Result<Vec<LocalNode>, L
     let template = Config::parse(DEFAULT_LOCAL_TOML, &dir.join("default.toml"))?;
     let cluster_id = fresh_cluster_id();
     let mut written = Vec::with_capacity(nodes);
-    for member in &members {
+    for (member, redis_addr) in members.iter().zip(&ports[2 * nodes..]) {
         let config = Config {
             node_id: member.id,
             cluster_id,
             data_dir: dir.join(format!("node-{}", member.id)),
             listen_peer: member.peer_addr,
             listen_client: member.client_addr,
+            listen_redis: Some(*redis_addr),
             members: members.clone(),
             ..template.clone()
         };
@@ -164,6 +167,7 @@ pub fn write_local_configs(nodes: usize, dir: &Path) -> Result<Vec<LocalNode>, L
             config_path,
             client_addr: member.client_addr,
             peer_addr: member.peer_addr,
+            redis_addr: *redis_addr,
         });
     }
     Ok(written)
@@ -212,9 +216,10 @@ pub fn summary(nodes: &[LocalNode], dir: &Path) -> String {
     );
     for node in nodes {
         text.push_str(&format!(
-            "  node {}  client {}  peer {}  log {}\n",
+            "  node {}  client {}  redis {}  peer {}  log {}\n",
             node.id,
             node.client_addr,
+            node.redis_addr,
             node.peer_addr,
             node.log_path.display()
         ));
@@ -222,7 +227,10 @@ pub fn summary(nodes: &[LocalNode], dir: &Path) -> String {
     text.push_str(&format!(
         "try:\n  raftkv-cli --cluster {cluster} put hello world\n  \
          raftkv-cli --cluster {cluster} get hello\n  \
-         raftkv-cli --cluster {cluster} status\nCtrl-C stops every node.\n"
+         raftkv-cli --cluster {cluster} status\n  \
+         redis-cli -p {} set hello world   (any node; followers forward to the leader)\n\
+         Ctrl-C stops every node.\n",
+        nodes.first().map_or(0, |n| n.redis_addr.port())
     ));
     text
 }
@@ -405,10 +413,12 @@ mod tests {
                 config.data_dir,
                 dir.path().join(format!("node-{}", node.id))
             );
+            assert_eq!(config.listen_redis, Some(node.redis_addr));
             assert!(addrs.insert(node.client_addr) && addrs.insert(node.peer_addr));
+            assert!(addrs.insert(node.redis_addr));
             assert_eq!(config.raft, configs[0].raft);
         }
-        assert_eq!(addrs.len(), 6);
+        assert_eq!(addrs.len(), 9);
     }
 
     #[test]

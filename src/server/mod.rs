@@ -11,5 +11,6 @@ pub mod event_loop;
 pub mod local;
 pub mod metrics;
 pub mod node;
+pub mod redis;
 pub mod timer;
 pub mod wal_store;

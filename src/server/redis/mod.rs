@@ -1,0 +1,833 @@
+//! The per-connection state of a Redis client: commands become kv requests, replies
+//! come back in request order.
+//!
+//! The event loop feeds [`RedisConn::on_command`] with decoded argument lists and
+//! [`RedisConn::on_response`] with the node's (or the leader's) answers, sends what
+//! [`RedisConn::take_submits`] returns, and writes what [`RedisConn::take_replies`]
+//! encodes. This type does no IO, so it is tested with a fake node.
+//!
+//! Each command is a *slot* in a queue; slots start in order and their replies leave in
+//! order, whatever order the kv answers arrive in. How commands map to the kv:
+//! - GET / MGET / EXISTS / STRLEN: linearizable reads (ReadIndex); a read behind an
+//!   unfinished write of the same connection goes through the log instead, so it sees
+//!   that write; a write waits for earlier ReadIndex reads, so they cannot see it.
+//! - plain SET: `Put`; MSET: one `Txn`; DEL of one key: `Delete`.
+//! - every read-modify-write (SET NX/XX/GET, INCR*, DECR*, APPEND, GETDEL, DEL of many
+//!   keys) and MULTI/EXEC: optimistic: read the keys locally, evaluate the commands,
+//!   then commit one `Txn` whose compare requires every key read to be unchanged (and
+//!   every WATCHed key to hold the value seen at WATCH time); on a failed compare the
+//!   failure branch returns the current values and the block is evaluated again. These
+//!   and WATCH run alone: later commands of the connection wait for them.
+//! - writes need a session: the first write registers one (`RegisterSession`).
+//! - a `NotLeader` answer with the leader's address resends the request there
+//!   ([`Target::Forward`]); with no leader known the reply is `-TRYAGAIN`. A reply only
+//!   says OK for a write whose entry was applied.
+//!
+//! Invariant: slots `[0, started)` have been started, the rest have not; the counters
+//! count the started slots not yet done.
+
+pub mod command;
+mod info;
+
+use std::collections::{HashMap, VecDeque};
+
+use self::command::{Bytes, Cmd, Control, Overlay, Parsed, command_reply, eval, parse};
+use crate::codec::client::{Request, RequestBody, Response, ResponseBody};
+use crate::codec::resp::RespValue;
+use crate::kv::{Command, CommandResult, Compare, CompareOp, Op, OpResult, Session};
+
+/// Commands a connection may have queued; past it the loop stops reading its input.
+pub const SLOTS_MAX: usize = 4096;
+/// Times a read-modify-write is evaluated again after a failed compare.
+const ATTEMPTS_MAX: u32 = 64;
+/// Times a request follows a `NotLeader` answer.
+const FORWARDS_MAX: u8 = 3;
+
+/// Where a request goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// This node.
+    Local,
+    /// The leader at this client address, over the forwarding link.
+    Forward(String),
+}
+
+/// A request to send on behalf of the connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Submit {
+    /// The request (ids are unique per connection).
+    pub request: Request,
+    /// Where to send it.
+    pub target: Target,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Class {
+    /// No ordering constraint (local answers).
+    Free,
+    /// Reads.
+    Read,
+    /// Single-request writes: pipelined behind each other.
+    Write,
+    /// Runs alone.
+    Exclusive,
+}
+
+#[derive(Debug)]
+enum Job {
+    Reply(RespValue),
+    Read { cmd: Cmd },
+    Put { key: Bytes, value: Bytes },
+    Mset(Vec<(Bytes, Bytes)>),
+    DelOne(Bytes),
+    Rmw(Box<Rmw>),
+    Watch(Vec<Bytes>),
+    Unwatch,
+    Info(Option<String>),
+    Dbsize,
+}
+
+#[derive(Debug)]
+struct Rmw {
+    cmds: Vec<Cmd>,
+    exec: bool,
+    keys: Vec<Bytes>,
+    watched: Vec<(Bytes, Option<Bytes>)>,
+    values: HashMap<Bytes, Option<Bytes>>,
+    replies: Vec<RespValue>,
+    attempts: u32,
+    committing: bool,
+}
+
+enum Step {
+    Send(Vec<RequestBody>),
+    Done(RespValue),
+}
+
+#[derive(Debug)]
+enum SlotState {
+    Waiting,
+    Running {
+        parts: Vec<Option<ResponseBody>>,
+        missing: usize,
+    },
+    Done(RespValue),
+}
+
+#[derive(Debug)]
+struct Slot {
+    job: Job,
+    class: Class,
+    state: SlotState,
+    /// Started as ReadIndex reads (a later write must wait for it).
+    index_read: bool,
+    /// Close the connection once this reply is written.
+    quit: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Owner {
+    Slot(u64, usize),
+    Session,
+}
+
+struct Inflight {
+    owner: Owner,
+    body: RequestBody,
+    forwards: u8,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SessionState {
+    None,
+    Registering,
+    Ready { client_id: u64, next_seq: u64 },
+}
+
+/// State the jobs share: the write session and the watched keys.
+struct Shared {
+    session: SessionState,
+    watched: Vec<(Bytes, Option<Bytes>)>,
+}
+
+impl Shared {
+    fn next_session(&mut self) -> Session {
+        match &mut self.session {
+            SessionState::Ready {
+                client_id,
+                next_seq,
+            } => {
+                let seq = *next_seq;
+                *next_seq += 1;
+                Session {
+                    client_id: *client_id,
+                    seq,
+                }
+            }
+            // Jobs needing a session only start once it is ready (see `dispatch`).
+            SessionState::None | SessionState::Registering => Session {
+                client_id: 0,
+                seq: 0,
+            },
+        }
+    }
+}
+
+/// One Redis connection's state.
+pub struct RedisConn {
+    slots: VecDeque<Slot>,
+    /// Id of `slots[0]`.
+    first_id: u64,
+    started: usize,
+    unfinished: usize,
+    unfinished_exclusive: usize,
+    unfinished_writes: usize,
+    unfinished_index_reads: usize,
+    next_request_id: u64,
+    inflight: HashMap<u64, Inflight>,
+    outgoing: Vec<Submit>,
+    shared: Shared,
+    /// Commands queued by MULTI; `None` outside a transaction.
+    multi: Option<Vec<Cmd>>,
+    /// A command inside MULTI was refused: EXEC fails with EXECABORT.
+    multi_dirty: bool,
+    name: Option<Bytes>,
+    /// Set by the loop when it stopped reading because the queue was full.
+    pub stalled: bool,
+}
+
+impl Default for RedisConn {
+    fn default() -> RedisConn {
+        RedisConn::new()
+    }
+}
+
+impl RedisConn {
+    /// A fresh connection.
+    pub fn new() -> RedisConn {
+        RedisConn {
+            slots: VecDeque::new(),
+            first_id: 0,
+            started: 0,
+            unfinished: 0,
+            unfinished_exclusive: 0,
+            unfinished_writes: 0,
+            unfinished_index_reads: 0,
+            next_request_id: 1,
+            inflight: HashMap::new(),
+            outgoing: Vec::new(),
+            shared: Shared {
+                session: SessionState::None,
+                watched: Vec::new(),
+            },
+            multi: None,
+            multi_dirty: false,
+            name: None,
+            stalled: false,
+        }
+    }
+
+    /// Whether another command may be queued ([`SLOTS_MAX`]).
+    pub fn has_room(&self) -> bool {
+        self.slots.len() < SLOTS_MAX
+    }
+
+    /// A decoded command (an empty list is ignored).
+    pub fn on_command(&mut self, args: Vec<Bytes>) {
+        if args.is_empty() {
+            return;
+        }
+        let (job, quit) = self.job_for(args);
+        self.push(job, quit);
+        self.dispatch();
+    }
+
+    fn push(&mut self, job: Job, quit: bool) {
+        let class = match &job {
+            Job::Reply(_) | Job::Info(_) | Job::Dbsize => Class::Free,
+            Job::Read { .. } => Class::Read,
+            Job::Put { .. } | Job::Mset(_) | Job::DelOne(_) => Class::Write,
+            Job::Rmw(_) | Job::Watch(_) | Job::Unwatch => Class::Exclusive,
+        };
+        self.slots.push_back(Slot {
+            job,
+            class,
+            state: SlotState::Waiting,
+            index_read: false,
+            quit,
+        });
+    }
+
+    fn job_for(&mut self, args: Vec<Bytes>) -> (Job, bool) {
+        let parsed = parse(args);
+        if let Some(queued) = &mut self.multi {
+            return match parsed {
+                Ok(Parsed::Data(cmd)) => {
+                    queued.push(cmd);
+                    (Job::Reply(RespValue::Simple("QUEUED".into())), false)
+                }
+                Ok(Parsed::Control(Control::Exec)) => {
+                    let cmds = self.multi.take().unwrap_or_default();
+                    if std::mem::take(&mut self.multi_dirty) {
+                        let text = "EXECABORT Transaction discarded because of previous errors.";
+                        let aborted = Rmw::aborted(RespValue::error(text));
+                        return (Job::Rmw(Box::new(aborted)), false);
+                    }
+                    (Job::Rmw(Box::new(Rmw::new(cmds, true))), false)
+                }
+                Ok(Parsed::Control(Control::Discard)) => {
+                    self.multi = None;
+                    self.multi_dirty = false;
+                    (Job::Unwatch, false)
+                }
+                Ok(Parsed::Control(Control::Multi)) => (
+                    Job::Reply(RespValue::error("ERR MULTI calls can not be nested")),
+                    false,
+                ),
+                Ok(Parsed::Control(Control::Watch(_))) => (
+                    Job::Reply(RespValue::error("ERR WATCH inside MULTI is not allowed")),
+                    false,
+                ),
+                Ok(Parsed::Control(_)) => {
+                    self.multi_dirty = true;
+                    (
+                        Job::Reply(RespValue::error(
+                            "ERR command not allowed inside a transaction by raftkv",
+                        )),
+                        false,
+                    )
+                }
+                Err(reply) => {
+                    self.multi_dirty = true;
+                    (Job::Reply(reply), false)
+                }
+            };
+        }
+        match parsed {
+            Err(reply) => (Job::Reply(reply), false),
+            Ok(Parsed::Data(cmd)) => (job_for_cmd(cmd), false),
+            Ok(Parsed::Control(control)) => self.job_for_control(control),
+        }
+    }
+
+    fn job_for_control(&mut self, control: Control) -> (Job, bool) {
+        let reply = |value| (Job::Reply(value), false);
+        match control {
+            Control::Multi => {
+                self.multi = Some(Vec::new());
+                reply(RespValue::ok())
+            }
+            Control::Exec => reply(RespValue::error("ERR EXEC without MULTI")),
+            Control::Discard => reply(RespValue::error("ERR DISCARD without MULTI")),
+            Control::Watch(keys) => (Job::Watch(keys), false),
+            Control::Unwatch => (Job::Unwatch, false),
+            Control::Dbsize => (Job::Dbsize, false),
+            Control::Info(section) => (Job::Info(section), false),
+            Control::Command(sub) => reply(command_reply(sub.as_deref())),
+            Control::ClientSetname(name) => {
+                self.name = (!name.is_empty()).then_some(name);
+                reply(RespValue::ok())
+            }
+            Control::ClientGetname => reply(RespValue::Bulk(self.name.clone())),
+            Control::Select => reply(RespValue::ok()),
+            Control::Quit => (Job::Reply(RespValue::ok()), true),
+        }
+    }
+
+    /// An answer to a request this connection submitted.
+    pub fn on_response(&mut self, response: Response) {
+        let Some(inflight) = self.inflight.remove(&response.request_id) else {
+            return;
+        };
+        let body = match response.body {
+            ResponseBody::NotLeader {
+                leader_client_addr: Some(addr),
+                ..
+            } if inflight.forwards < FORWARDS_MAX => {
+                let target = Target::Forward(addr);
+                self.send(inflight.owner, inflight.body, target, inflight.forwards + 1);
+                return;
+            }
+            ResponseBody::NotLeader { .. } => ResponseBody::Unavailable("no leader".into()),
+            ResponseBody::Result(CommandResult::SessionExpired) => {
+                self.shared.session = SessionState::None;
+                ResponseBody::Result(CommandResult::SessionExpired)
+            }
+            body => body,
+        };
+        match inflight.owner {
+            Owner::Session => self.on_session_reply(body),
+            Owner::Slot(id, part) => self.on_part(id, part, body),
+        }
+        self.dispatch();
+    }
+
+    fn on_session_reply(&mut self, body: ResponseBody) {
+        if let ResponseBody::Result(CommandResult::Registered { client_id }) = body {
+            self.shared.session = SessionState::Ready {
+                client_id,
+                next_seq: 1,
+            };
+            return;
+        }
+        self.shared.session = SessionState::None;
+        // The slot that waited for the session gets the error; the next write retries.
+        let index = self.started;
+        if index < self.slots.len() {
+            self.started += 1;
+            self.count_start(index);
+            self.finish(index, failure(&body));
+        }
+    }
+
+    fn on_part(&mut self, id: u64, part: usize, body: ResponseBody) {
+        let Some(index) = id.checked_sub(self.first_id).map(|i| i as usize) else {
+            return;
+        };
+        let Some(slot) = self.slots.get_mut(index) else {
+            return;
+        };
+        let SlotState::Running { parts, missing } = &mut slot.state else {
+            return;
+        };
+        if let Some(place) = parts.get_mut(part)
+            && place.is_none()
+        {
+            *place = Some(body);
+            *missing -= 1;
+        }
+        if *missing > 0 {
+            return;
+        }
+        let parts: Vec<ResponseBody> = std::mem::take(parts).into_iter().flatten().collect();
+        let step = advance(&mut slot.job, &mut self.shared, parts);
+        self.apply_step(index, step);
+    }
+
+    /// The requests to send now.
+    pub fn take_submits(&mut self) -> Vec<Submit> {
+        std::mem::take(&mut self.outgoing)
+    }
+
+    /// Encodes the finished replies at the front of the queue into `out`; returns true
+    /// when a QUIT was answered (write `out`, then close).
+    pub fn take_replies(&mut self, out: &mut Vec<u8>) -> bool {
+        while let Some(slot) = self.slots.front() {
+            let SlotState::Done(value) = &slot.state else {
+                return false;
+            };
+            value.encode(out);
+            let quit = slot.quit;
+            self.slots.pop_front();
+            self.first_id += 1;
+            self.started -= 1;
+            if quit {
+                return true;
+            }
+        }
+        false
+    }
+
+    fn dispatch(&mut self) {
+        while self.started < self.slots.len() && self.unfinished_exclusive == 0 {
+            let index = self.started;
+            let slot = &self.slots[index];
+            let blocked = match slot.class {
+                Class::Exclusive => self.unfinished > 0,
+                Class::Write => self.unfinished_index_reads > 0,
+                Class::Free | Class::Read => false,
+            };
+            if blocked {
+                return;
+            }
+            let needs_session =
+                matches!(slot.class, Class::Write) || matches!(slot.job, Job::Rmw(_));
+            if needs_session && !matches!(self.shared.session, SessionState::Ready { .. }) {
+                if self.shared.session == SessionState::None {
+                    self.shared.session = SessionState::Registering;
+                    let body = RequestBody::Command(Command::RegisterSession);
+                    self.send(Owner::Session, body, Target::Local, 0);
+                }
+                return;
+            }
+            let via_log = self.unfinished_writes > 0;
+            self.started += 1;
+            let slot = &mut self.slots[index];
+            slot.index_read = slot.class == Class::Read && !via_log;
+            self.count_start(index);
+            let step = start(&mut self.slots[index].job, &mut self.shared, via_log);
+            self.apply_step(index, step);
+        }
+    }
+
+    fn count_start(&mut self, index: usize) {
+        let slot = &self.slots[index];
+        self.unfinished += 1;
+        match slot.class {
+            Class::Exclusive => {
+                self.unfinished_exclusive += 1;
+                self.unfinished_writes += 1;
+            }
+            Class::Write => self.unfinished_writes += 1,
+            Class::Read if slot.index_read => self.unfinished_index_reads += 1,
+            Class::Read | Class::Free => {}
+        }
+    }
+
+    fn apply_step(&mut self, index: usize, step: Step) {
+        match step {
+            Step::Done(value) => self.finish(index, value),
+            Step::Send(bodies) => {
+                let id = self.first_id + index as u64;
+                self.slots[index].state = SlotState::Running {
+                    parts: bodies.iter().map(|_| None).collect(),
+                    missing: bodies.len(),
+                };
+                for (part, body) in bodies.into_iter().enumerate() {
+                    self.send(Owner::Slot(id, part), body, Target::Local, 0);
+                }
+            }
+        }
+    }
+
+    fn finish(&mut self, index: usize, value: RespValue) {
+        let slot = &mut self.slots[index];
+        slot.state = SlotState::Done(value);
+        self.unfinished -= 1;
+        match slot.class {
+            Class::Exclusive => {
+                self.unfinished_exclusive -= 1;
+                self.unfinished_writes -= 1;
+            }
+            Class::Write => self.unfinished_writes -= 1,
+            Class::Read if slot.index_read => self.unfinished_index_reads -= 1,
+            Class::Read | Class::Free => {}
+        }
+    }
+
+    fn send(&mut self, owner: Owner, body: RequestBody, target: Target, forwards: u8) {
+        let request_id = self.next_request_id;
+        self.next_request_id += 1;
+        self.inflight.insert(
+            request_id,
+            Inflight {
+                owner,
+                body: body.clone(),
+                forwards,
+            },
+        );
+        self.outgoing.push(Submit {
+            request: Request { request_id, body },
+            target,
+        });
+    }
+}
+
+fn job_for_cmd(cmd: Cmd) -> Job {
+    match cmd {
+        Cmd::Ping(_) | Cmd::Echo(_) => Job::Reply(eval(&cmd, &mut Overlay::default())),
+        cmd if cmd.is_read_only() => Job::Read { cmd },
+        Cmd::Set {
+            key,
+            value,
+            cond: command::SetCond::Always,
+            get: false,
+        } => Job::Put { key, value },
+        Cmd::Mset(pairs) => Job::Mset(pairs),
+        Cmd::Del(keys) if keys.len() == 1 => {
+            Job::DelOne(keys.into_iter().next().unwrap_or_default())
+        }
+        cmd => Job::Rmw(Box::new(Rmw::new(vec![cmd], false))),
+    }
+}
+
+impl Rmw {
+    fn new(cmds: Vec<Cmd>, exec: bool) -> Rmw {
+        let mut keys: Vec<Bytes> = Vec::new();
+        for key in cmds.iter().flat_map(Cmd::read_keys) {
+            if !keys.contains(&key) {
+                keys.push(key);
+            }
+        }
+        Rmw {
+            cmds,
+            exec,
+            keys,
+            watched: Vec::new(),
+            values: HashMap::new(),
+            replies: Vec::new(),
+            attempts: 0,
+            committing: false,
+        }
+    }
+
+    /// A block that must not run (EXECABORT): it only clears the watch list.
+    fn aborted(reply: RespValue) -> Rmw {
+        let mut rmw = Rmw::new(Vec::new(), true);
+        rmw.replies = vec![reply];
+        rmw.attempts = ATTEMPTS_MAX;
+        rmw
+    }
+
+    fn start(&mut self, shared: &mut Shared) -> Step {
+        if self.exec {
+            self.watched = std::mem::take(&mut shared.watched);
+            if self.attempts >= ATTEMPTS_MAX {
+                return Step::Done(self.replies.pop().unwrap_or_else(RespValue::ok));
+            }
+            for (key, _) in &self.watched {
+                if !self.keys.contains(key) {
+                    self.keys.push(key.clone());
+                }
+            }
+        }
+        if self.keys.is_empty() {
+            return self.commit(shared);
+        }
+        let gets = self
+            .keys
+            .iter()
+            .map(|key| RequestBody::Get {
+                key: key.clone(),
+                stale: true,
+            })
+            .collect();
+        Step::Send(gets)
+    }
+
+    fn advance(&mut self, shared: &mut Shared, parts: Vec<ResponseBody>) -> Step {
+        if !self.committing {
+            let mut values = HashMap::new();
+            for (key, part) in self.keys.iter().zip(&parts) {
+                match part {
+                    ResponseBody::Result(CommandResult::Value(value)) => {
+                        values.insert(key.clone(), value.clone());
+                    }
+                    other => return Step::Done(failure(other)),
+                }
+            }
+            self.values = values;
+            return self.check_watched_then_commit(shared);
+        }
+        match parts.first() {
+            Some(ResponseBody::Result(CommandResult::Txn {
+                succeeded: true, ..
+            })) => {
+                let replies = std::mem::take(&mut self.replies);
+                if self.exec {
+                    Step::Done(RespValue::Array(Some(replies)))
+                } else {
+                    Step::Done(replies.into_iter().next().unwrap_or_else(RespValue::ok))
+                }
+            }
+            Some(ResponseBody::Result(CommandResult::Txn {
+                succeeded: false,
+                results,
+            })) => {
+                for (key, result) in self.keys.iter().zip(results) {
+                    if let OpResult::Value(value) = result {
+                        self.values.insert(key.clone(), value.clone());
+                    }
+                }
+                self.attempts += 1;
+                if self.attempts >= ATTEMPTS_MAX {
+                    return Step::Done(RespValue::error(
+                        "ERR too much contention on the keys; try again",
+                    ));
+                }
+                self.check_watched_then_commit(shared)
+            }
+            Some(other) => Step::Done(failure(other)),
+            None => Step::Done(RespValue::error("ERR no reply from the node")),
+        }
+    }
+
+    fn check_watched_then_commit(&mut self, shared: &mut Shared) -> Step {
+        let changed = self
+            .watched
+            .iter()
+            .any(|(key, seen)| self.values.get(key) != Some(seen));
+        if changed {
+            return Step::Done(RespValue::Array(None));
+        }
+        self.commit(shared)
+    }
+
+    fn commit(&mut self, shared: &mut Shared) -> Step {
+        let mut db = Overlay::new(self.values.clone());
+        self.replies = self.cmds.iter().map(|cmd| eval(cmd, &mut db)).collect();
+        let compare = self
+            .keys
+            .iter()
+            .map(|key| match self.values.get(key).cloned().flatten() {
+                Some(value) => Compare {
+                    key: key.clone(),
+                    op: CompareOp::Eq,
+                    value,
+                },
+                None => Compare {
+                    key: key.clone(),
+                    op: CompareOp::Absent,
+                    value: Vec::new(),
+                },
+            })
+            .collect();
+        let success = db
+            .writes()
+            .into_iter()
+            .map(|(key, value)| match value {
+                Some(value) => Op::Put { key, value },
+                None => Op::Delete { key },
+            })
+            .collect();
+        let failure = self
+            .keys
+            .iter()
+            .map(|key| Op::Get { key: key.clone() })
+            .collect();
+        self.committing = true;
+        Step::Send(vec![RequestBody::Command(Command::Txn {
+            session: shared.next_session(),
+            compare,
+            success,
+            failure,
+        })])
+    }
+}
+
+fn start(job: &mut Job, shared: &mut Shared, via_log: bool) -> Step {
+    match job {
+        Job::Reply(value) => Step::Done(std::mem::replace(value, RespValue::ok())),
+        Job::Read { cmd } => Step::Send(
+            cmd.read_keys()
+                .into_iter()
+                .map(|key| {
+                    if via_log {
+                        RequestBody::Command(Command::Get { key })
+                    } else {
+                        RequestBody::Get { key, stale: false }
+                    }
+                })
+                .collect(),
+        ),
+        Job::Put { key, value } => Step::Send(vec![RequestBody::Command(Command::Put {
+            session: shared.next_session(),
+            key: std::mem::take(key),
+            value: std::mem::take(value),
+        })]),
+        Job::Mset(pairs) => Step::Send(vec![RequestBody::Command(Command::Txn {
+            session: shared.next_session(),
+            compare: Vec::new(),
+            success: std::mem::take(pairs)
+                .into_iter()
+                .map(|(key, value)| Op::Put { key, value })
+                .collect(),
+            failure: Vec::new(),
+        })]),
+        Job::DelOne(key) => Step::Send(vec![RequestBody::Command(Command::Delete {
+            session: shared.next_session(),
+            key: std::mem::take(key),
+        })]),
+        Job::Rmw(rmw) => rmw.start(shared),
+        Job::Watch(keys) => Step::Send(
+            keys.iter()
+                .map(|key| RequestBody::Get {
+                    key: key.clone(),
+                    stale: false,
+                })
+                .collect(),
+        ),
+        Job::Unwatch => {
+            shared.watched.clear();
+            Step::Done(RespValue::ok())
+        }
+        Job::Info(_) | Job::Dbsize => Step::Send(vec![RequestBody::Status, RequestBody::Metrics]),
+    }
+}
+
+fn advance(job: &mut Job, shared: &mut Shared, parts: Vec<ResponseBody>) -> Step {
+    match job {
+        Job::Read { cmd } => {
+            let mut values = HashMap::new();
+            for (key, part) in cmd.read_keys().into_iter().zip(&parts) {
+                match part {
+                    ResponseBody::Result(CommandResult::Value(value)) => {
+                        values.insert(key, value.clone());
+                    }
+                    other => return Step::Done(failure(other)),
+                }
+            }
+            Step::Done(eval(cmd, &mut Overlay::new(values)))
+        }
+        Job::Put { .. } | Job::Mset(_) => match parts.first() {
+            Some(ResponseBody::Result(CommandResult::Ok | CommandResult::Txn { .. })) => {
+                Step::Done(RespValue::ok())
+            }
+            other => Step::Done(failure_of(other)),
+        },
+        Job::DelOne(_) => match parts.first() {
+            Some(ResponseBody::Result(CommandResult::Ok)) => Step::Done(RespValue::Integer(1)),
+            Some(ResponseBody::Result(CommandResult::NotFound)) => {
+                Step::Done(RespValue::Integer(0))
+            }
+            other => Step::Done(failure_of(other)),
+        },
+        Job::Rmw(rmw) => rmw.advance(shared, parts),
+        Job::Watch(keys) => {
+            for (key, part) in keys.iter().zip(&parts) {
+                match part {
+                    ResponseBody::Result(CommandResult::Value(value)) => {
+                        if !shared.watched.iter().any(|(k, _)| k == key) {
+                            shared.watched.push((key.clone(), value.clone()));
+                        }
+                    }
+                    other => return Step::Done(failure(other)),
+                }
+            }
+            Step::Done(RespValue::ok())
+        }
+        Job::Info(section) => match (parts.first(), parts.get(1)) {
+            (Some(ResponseBody::Status(status)), Some(ResponseBody::Metrics(metrics))) => {
+                let text = info::render(section.as_deref(), status, metrics);
+                Step::Done(RespValue::Bulk(Some(text.into_bytes())))
+            }
+            (other, _) => Step::Done(failure_of(other)),
+        },
+        Job::Dbsize => match parts.get(1) {
+            Some(ResponseBody::Metrics(metrics)) => {
+                let keys = info::metric(metrics, "kv_keys");
+                Step::Done(RespValue::Integer(keys as i64))
+            }
+            other => Step::Done(failure_of(other)),
+        },
+        Job::Reply(_) | Job::Unwatch => Step::Done(RespValue::error("ERR unexpected reply")),
+    }
+}
+
+fn failure_of(body: Option<&ResponseBody>) -> RespValue {
+    match body {
+        Some(body) => failure(body),
+        None => RespValue::error("ERR no reply from the node"),
+    }
+}
+
+/// The error reply for an answer that is not the expected success.
+fn failure(body: &ResponseBody) -> RespValue {
+    let text = match body {
+        ResponseBody::Unavailable(message) => format!("TRYAGAIN {message}"),
+        ResponseBody::NotLeader { .. } => "TRYAGAIN no leader".into(),
+        ResponseBody::Error(message) => format!("ERR {message}"),
+        ResponseBody::Result(CommandResult::SessionExpired) => {
+            "ERR the write session expired before this write; it was not applied, retry".into()
+        }
+        ResponseBody::Result(CommandResult::StaleSequence) => {
+            "ERR stale write sequence; the write was not applied".into()
+        }
+        ResponseBody::Result(CommandResult::Error(message)) => format!("ERR {message}"),
+        other => format!("ERR unexpected reply from the node: {other:?}"),
+    };
+    RespValue::error(text)
+}
+
+#[cfg(test)]
+mod tests;
