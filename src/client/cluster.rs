@@ -47,7 +47,7 @@ impl Default for ClientOptions {
             request_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(1),
             backoff_min_ms: 10,
-            backoff_max_ms: 500,
+            backoff_max_ms: 100,
             frame_bytes_max: 16 * 1024 * 1024,
         }
     }

@@ -133,4 +133,3 @@ fn set_fsync(path: &Path, fsync: FsyncMode) -> Result<(), BenchError> {
         source,
     })
 }
-
