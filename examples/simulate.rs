@@ -2,7 +2,7 @@
 //! harness of `tests/sim/`) and prints progress; on the first failure it prints the seed
 //! and the one-line command that replays it, and exits 1.
 //!
-//! `cargo run --release --example simulate -- --seeds 100000 --nodes 5 [--first 0]`
+//! `cargo run --release --example simulate -- --seeds 100000 --nodes 5 [--spares 2] [--first 0]`
 
 #[path = "../tests/sim/mod.rs"]
 mod sim;
@@ -22,6 +22,9 @@ struct Args {
     /// Cluster size.
     #[arg(long, default_value_t = 5)]
     nodes: u64,
+    /// Spare nodes started empty, for membership changes (0: none).
+    #[arg(long, default_value_t = 0)]
+    spares: u64,
     /// First seed.
     #[arg(long, default_value_t = 0)]
     first: u64,
@@ -33,7 +36,8 @@ fn main() -> ExitCode {
     let (mut events, mut operations) = (0u64, 0usize);
     let every = (args.seeds / 20).max(1);
     for (done, seed) in (args.first..args.first + args.seeds).enumerate() {
-        let options = sim::Options::new(seed, args.nodes);
+        let mut options = sim::Options::new(seed, args.nodes);
+        options.spares = args.spares;
         match std::panic::catch_unwind(|| sim::run(&options)) {
             Ok(Ok(report)) => {
                 events += report.events;
@@ -46,8 +50,9 @@ fn main() -> ExitCode {
             Err(_) => {
                 eprintln!(
                     "FAILED: seed {seed} ({} nodes) panicked\nreplay: RAFTKV_SEED={seed} \
-                     RAFTKV_NODES={} cargo test --release --test sim replay -- --nocapture",
-                    args.nodes, args.nodes
+                     RAFTKV_NODES={} RAFTKV_SPARES={} cargo test --release --test sim replay \
+                     -- --nocapture",
+                    args.nodes, args.nodes, args.spares
                 );
                 return ExitCode::FAILURE;
             }

@@ -1,6 +1,8 @@
 //! Deterministic simulation tests (the harness is in `tests/sim/`): fixed seed sets of
-//! 3- and 5-node clusters under faults, a replay of one seed from the environment, and
-//! proofs that the checks catch a core with one safety rule switched off.
+//! 3- and 5-node clusters under faults, the same with membership changes (spare nodes
+//! added as learners, promoted, voters and leaders removed) under those faults, a replay
+//! of one seed from the environment, and proofs that the checks catch a core with one
+//! safety rule switched off.
 
 #[path = "sim/mod.rs"]
 mod sim;
@@ -10,10 +12,11 @@ use sim::{Options, Report, run};
 
 /// Runs `count` seeds from `first`; panics with the seed and a replay command on the
 /// first failure (including a panic inside the core).
-fn run_seeds(nodes: u64, first: u64, count: u64) -> Report {
+fn run_seeds(nodes: u64, spares: u64, first: u64, count: u64) -> Report {
     let mut total = Report::default();
     for seed in first..first + count {
-        let options = Options::new(seed, nodes);
+        let mut options = Options::new(seed, nodes);
+        options.spares = spares;
         let outcome = std::panic::catch_unwind(|| run(&options));
         match outcome {
             Ok(Ok(report)) => {
@@ -21,11 +24,13 @@ fn run_seeds(nodes: u64, first: u64, count: u64) -> Report {
                 total.operations += report.operations;
                 total.committed += report.committed;
                 total.crashes += report.crashes;
+                total.changes += report.changes;
             }
             Ok(Err(failure)) => panic!("{failure}"),
             Err(_) => panic!(
-                "seed {seed} ({nodes} nodes) panicked\nreplay: RAFTKV_SEED={seed} \
-                 RAFTKV_NODES={nodes} cargo test --release --test sim replay -- --nocapture"
+                "seed {seed} ({nodes} nodes, {spares} spares) panicked\nreplay: \
+                 RAFTKV_SEED={seed} RAFTKV_NODES={nodes} RAFTKV_SPARES={spares} \
+                 cargo test --release --test sim replay -- --nocapture"
             ),
         }
     }
@@ -36,44 +41,64 @@ fn run_seeds(nodes: u64, first: u64, count: u64) -> Report {
 /// liveness after the heal, over 300 seeds (two halves, to use both cores).
 #[test]
 fn three_nodes_first_half() {
-    let report = run_seeds(3, 0, 150);
+    let report = run_seeds(3, 0, 0, 150);
     assert!(report.operations > 150 * 10, "{report:?}");
 }
 
 /// Goal: as [`three_nodes_first_half`], the other half of the seeds.
 #[test]
 fn three_nodes_second_half() {
-    let report = run_seeds(3, 150, 150);
+    let report = run_seeds(3, 0, 150, 150);
     assert!(report.committed > 150 * 20, "{report:?}");
 }
 
 /// Goal: 5-node clusters under the same faults, 300 seeds in two halves.
 #[test]
 fn five_nodes_first_half() {
-    let report = run_seeds(5, 0, 150);
+    let report = run_seeds(5, 0, 0, 150);
     assert!(report.crashes > 150, "{report:?}");
 }
 
 /// Goal: as [`five_nodes_first_half`], the other half of the seeds.
 #[test]
 fn five_nodes_second_half() {
-    let report = run_seeds(5, 150, 150);
+    let report = run_seeds(5, 0, 150, 150);
     assert!(report.operations > 150 * 10, "{report:?}");
 }
 
-/// Replays `RAFTKV_SEED` (with `RAFTKV_NODES`, default 3) when set; otherwise checks
-/// that one seed replays exactly (same report twice).
+/// Goal: membership changes under faults keep every safety invariant (commit quorums
+/// counted in the configuration in force) and liveness: 3 voters and 2 spare nodes
+/// started empty, which the nemesis adds as learners and promotes, while it removes
+/// voters (the leader half of the time) amid partitions, crashes and transfers.
+/// Reference: thesis chapter 4.
+#[test]
+fn membership_three_nodes() {
+    let report = run_seeds(3, 2, 0, 120);
+    println!("{report:?}");
+    assert!(report.changes > 120 * 2, "{report:?}");
+}
+
+/// Goal: as [`membership_three_nodes`], with 5 voters and 2 spares.
+#[test]
+fn membership_five_nodes() {
+    let report = run_seeds(5, 2, 0, 80);
+    println!("{report:?}");
+    assert!(report.changes > 80 * 2, "{report:?}");
+}
+
+fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name).ok().and_then(|n| n.parse().ok())
+}
+
+/// Replays `RAFTKV_SEED` (with `RAFTKV_NODES`, default 3, and `RAFTKV_SPARES`, default
+/// 0) when set; otherwise checks that one seed replays exactly (same report twice).
 #[test]
 fn replay() {
-    let nodes = std::env::var("RAFTKV_NODES")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(3);
-    if let Some(seed) = std::env::var("RAFTKV_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-    {
-        match run(&Options::new(seed, nodes)) {
+    let nodes = env_u64("RAFTKV_NODES").unwrap_or(3);
+    if let Some(seed) = env_u64("RAFTKV_SEED") {
+        let mut options = Options::new(seed, nodes);
+        options.spares = env_u64("RAFTKV_SPARES").unwrap_or(0);
+        match run(&options) {
             Ok(report) => println!("seed {seed} ({nodes} nodes) passed: {report:?}"),
             Err(failure) => panic!("{failure}"),
         }

@@ -51,6 +51,10 @@ pub struct Config {
     /// The index the state machine has applied at start (entries after it are
     /// delivered again); raised to the compaction point.
     pub applied: u64,
+    /// A learner is promoted only when its match index is at most this many
+    /// entries behind the leader's last index (thesis section 4.2.1: a voter that
+    /// cannot keep up would stall commits until it catches up).
+    pub promote_distance_max: u64,
     /// Test-only switches that disable one safety rule each.
     #[cfg(feature = "sim-faults")]
     #[doc(hidden)]
@@ -70,7 +74,8 @@ pub struct Faults {
 
 impl Config {
     /// Defaults for node `id`: election 10 ticks, heartbeat 2, pre-vote and
-    /// check-quorum on, 256 appends in flight, 1 MiB messages, 1 MiB chunks.
+    /// check-quorum on, 256 appends in flight, 1 MiB messages, 1 MiB chunks,
+    /// learners promoted within 1000 entries of the leader.
     pub fn new(id: NodeId) -> Config {
         Config {
             id,
@@ -83,6 +88,7 @@ impl Config {
             snapshot_chunk_bytes_max: 1 << 20,
             committed_bytes_max: 16 << 20,
             applied: 0,
+            promote_distance_max: 1000,
             #[cfg(feature = "sim-faults")]
             faults: Faults::default(),
         }
@@ -380,7 +386,6 @@ impl<S: LogStore> Raft<S> {
         self.reset(self.term);
         self.role = Role::Leader;
         self.leader = self.id;
-        self.pending_config_index = self.log.last_index();
         // Section 8: a no-op of the new term lets earlier entries commit, and
         // ReadIndex waits for it (thesis section 6.4 step 1).
         let noop = Entry {
@@ -390,6 +395,12 @@ impl<S: LogStore> Raft<S> {
             data: Vec::new(),
         };
         self.log.append(std::slice::from_ref(&noop));
+        // No configuration change before an entry of this term commits: that
+        // is the fix to single-server changes (Ongaro, raft-dev 2015; thesis
+        // section 4.1 errata). Without it, a leader elected in C could append C'
+        // while another server still holds an uncommitted C'' of an older term,
+        // and majorities of C' and C'' need not overlap.
+        self.pending_config_index = noop.index;
         self.needs_flush = true;
         log::debug!("node {} leads term {}", self.id, self.term);
     }
@@ -574,6 +585,19 @@ impl<S: LogStore> Raft<S> {
             .membership
             .apply(change)
             .ok_or(Error::InvalidConfigChange)?;
+        if let ConfigChange::PromoteLearner(id) = change
+            && self.role == Role::Leader
+        {
+            let last_index = self.log.last_index();
+            let match_index = self.progress.get(&id).map_or(0, |pr| pr.match_index);
+            if last_index - match_index.min(last_index) > self.opts.promote_distance_max {
+                return Err(Error::LearnerBehind {
+                    id,
+                    match_index,
+                    last_index,
+                });
+            }
+        }
         let index = self.propose(EntryKind::Config, config.encode())?;
         self.pending_config_index = index;
         Ok(index)
@@ -603,18 +627,24 @@ impl<S: LogStore> Raft<S> {
     }
 
     /// Starts a leadership transfer to `to` (thesis section 3.10). A transfer to
-    /// itself, to a non-voter, or to the current transferee does nothing.
+    /// itself or to the current transferee does nothing. The target must be a
+    /// voter of the configuration in force (the latest appended, section 4.1),
+    /// so a learner, a node being removed, or a stranger is refused.
     ///
     /// # Errors
-    /// [`Error::NotLeader`] on a non-leader.
+    /// [`Error::NotLeader`] on a non-leader, [`Error::NotVoter`] for a target
+    /// that is not a voter.
     pub fn transfer_leader(&mut self, to: NodeId) -> Result<(), Error> {
         if self.role != Role::Leader {
             return Err(Error::NotLeader {
                 leader: (self.leader != NO_NODE).then_some(self.leader),
             });
         }
-        if to == self.id || to == self.transferee || !self.membership.is_voter(to) {
+        if to == self.id || to == self.transferee {
             return Ok(());
+        }
+        if !self.membership.is_voter(to) {
+            return Err(Error::NotVoter(to));
         }
         self.transferee = to;
         self.election_elapsed = 0;
@@ -1044,7 +1074,56 @@ impl<S: LogStore> Raft<S> {
                 self.handle_read_request(request);
             }
         }
+        self.maybe_step_down_removed()?;
         Ok(true)
+    }
+
+    /// Thesis section 4.2.2: a leader that removed itself keeps managing the
+    /// cluster (without counting itself) until the configuration without it
+    /// commits, then steps down. Before it does, it sends the new commit index
+    /// to everyone and a TimeoutNow to the most up-to-date voter, so a successor
+    /// is elected at once instead of after an election timeout (section 3.10).
+    /// As a follower outside the configuration it never campaigns again, and no
+    /// leader sends to it, so it sends no more heartbeats or appends.
+    fn maybe_step_down_removed(&mut self) -> Result<(), Error> {
+        let config_index = self.config_history.last().map_or(0, |(index, _)| *index);
+        if self.membership.is_voter(self.id) || config_index > self.log.committed {
+            return Ok(());
+        }
+        self.flush()?;
+        let last = self.log.last_index();
+        let successor = self
+            .membership
+            .voters
+            .iter()
+            .filter_map(|id| self.progress.get(id).map(|pr| (pr.match_index, *id)))
+            .filter(|&(match_index, _)| match_index == last)
+            .max();
+        if let Some((_, id)) = successor {
+            self.send(id, self.term, MessageBody::TimeoutNow);
+        }
+        log::info!(
+            "node {} committed its own removal at {config_index}, steps down",
+            self.id
+        );
+        self.become_follower(self.term, NO_NODE);
+        Ok(())
+    }
+
+    /// Entries the learner `id` lacks compared with the leader's last index;
+    /// `None` unless this node leads and `id` is a learner.
+    pub fn learner_lag(&self, id: NodeId) -> Option<u64> {
+        if self.role != Role::Leader || !self.membership.is_learner(id) {
+            return None;
+        }
+        let last = self.log.last_index();
+        let match_index = self.progress.get(&id).map_or(0, |pr| pr.match_index);
+        Some(last - match_index.min(last))
+    }
+
+    /// The configured promotion distance ([`Config::promote_distance_max`]).
+    pub fn promote_distance_max(&self) -> u64 {
+        self.opts.promote_distance_max
     }
 
     // ----- sending -----

@@ -35,6 +35,21 @@ pub enum Error {
     /// The change does not apply to the current configuration.
     #[error("invalid configuration change")]
     InvalidConfigChange,
+    /// A learner is too far behind the leader to be promoted yet
+    /// (`Config::promote_distance_max`); retry once it caught up.
+    #[error("learner {id} is not caught up: it matches index {match_index} of {last_index}")]
+    LearnerBehind {
+        /// The learner.
+        id: NodeId,
+        /// The highest index the leader knows it holds.
+        match_index: u64,
+        /// The leader's last index.
+        last_index: u64,
+    },
+    /// The node named is not a voter of the configuration in force (a
+    /// leadership transfer target must be one).
+    #[error("node {0} is not a voter")]
+    NotVoter(NodeId),
     /// The snapshot index is not within the applied, uncompacted log.
     #[error("cannot snapshot at index {0}")]
     SnapshotIndex(u64),

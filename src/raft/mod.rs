@@ -19,12 +19,14 @@ pub use message::{
     ConfigChange, Configuration, Entry, EntryKind, HardState, Message, MessageBody, NO_NODE,
     NodeId, Snapshot, SnapshotMeta,
 };
-pub use raw_node::{PeerStatus, RawNode, Ready, Status};
+pub use raw_node::{MemberState, PeerStatus, RawNode, Ready, Status};
 pub use read_only::ReadState;
 pub use store::{InitialState, LogStore, MemStore};
 
 #[cfg(test)]
 mod boundary_tests;
+#[cfg(test)]
+mod membership_tests;
 #[cfg(test)]
 mod network;
 #[cfg(test)]

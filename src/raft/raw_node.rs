@@ -99,6 +99,37 @@ pub struct Status {
     pub progress: Vec<PeerStatus>,
 }
 
+/// Where this node stands in the configuration in force (its own view).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemberState {
+    /// Votes and counts for commit.
+    Voter,
+    /// Receives the log; neither votes nor counts.
+    Learner,
+    /// Started with an empty configuration (`--join`) and no `Config` entry
+    /// yet: it never campaigns and waits for a leader to add it.
+    Joining,
+    /// The configuration in force does not contain it: it was removed and
+    /// the driver may shut it down (a leader that removed itself gets here once
+    /// the removal committed).
+    Removed,
+}
+
+impl Status {
+    /// This node's place in the configuration it knows.
+    pub fn member_state(&self) -> MemberState {
+        if self.config.is_voter(self.id) {
+            MemberState::Voter
+        } else if self.config.is_learner(self.id) {
+            MemberState::Learner
+        } else if self.config.voters.is_empty() {
+            MemberState::Joining
+        } else {
+            MemberState::Removed
+        }
+    }
+}
+
 /// The driver-facing Raft node over a [`LogStore`].
 #[derive(Debug)]
 pub struct RawNode<S> {
@@ -153,13 +184,38 @@ impl<S: LogStore> RawNode<S> {
         self.core.propose(EntryKind::Normal, data)
     }
 
-    /// Proposes a single-server membership change (one at a time).
+    /// Proposes a single-server membership change (thesis section 4.1): the
+    /// new configuration is in force on this leader as soon as it is appended,
+    /// and on each follower as soon as it appends it. Returns the entry's index;
+    /// the change is done once that index commits (the driver sees the `Config`
+    /// entry among the committed entries).
+    ///
+    /// Rules: one change at a time (the previous one, and an entry of the
+    /// leader's term, must have committed); a learner is promoted only within
+    /// [`Config::promote_distance_max`] entries of the leader's last index
+    /// (see [`RawNode::learner_lag`]); removing the leader is allowed: it keeps
+    /// leading until the removal commits, then steps down.
     ///
     /// # Errors
-    /// As [`RawNode::propose`], plus [`Error::ConfigChangePending`] and
-    /// [`Error::InvalidConfigChange`].
+    /// As [`RawNode::propose`], plus [`Error::ConfigChangePending`],
+    /// [`Error::InvalidConfigChange`] (adding a member, promoting a non-learner,
+    /// removing a non-member or the last voter) and [`Error::LearnerBehind`].
     pub fn propose_config_change(&mut self, change: ConfigChange) -> Result<u64, Error> {
         self.core.propose_config_change(change)
+    }
+
+    /// On the leader, how many entries the learner `id` lacks (leader's last
+    /// index minus the learner's match index); `None` when this node does not
+    /// lead or `id` is not a learner. A driver that wants to promote a learner
+    /// "when it is ready" polls this until it is at most
+    /// [`RawNode::promote_distance_max`].
+    pub fn learner_lag(&self, id: NodeId) -> Option<u64> {
+        self.core.learner_lag(id)
+    }
+
+    /// The configured [`Config::promote_distance_max`].
+    pub fn promote_distance_max(&self) -> u64 {
+        self.core.promote_distance_max()
     }
 
     /// Starts a linearizable read identified by `context`; the answer arrives as
@@ -172,10 +228,12 @@ impl<S: LogStore> RawNode<S> {
         self.core.read_index(context)
     }
 
-    /// Transfers leadership to `to` (leader only).
+    /// Transfers leadership to `to` (leader only); proposals, configuration
+    /// changes included, are refused until it succeeds or an election timeout
+    /// passes.
     ///
     /// # Errors
-    /// [`Error::NotLeader`].
+    /// [`Error::NotLeader`], [`Error::NotVoter`] when `to` is not a voter.
     pub fn transfer_leader(&mut self, to: NodeId) -> Result<(), Error> {
         self.core.transfer_leader(to)
     }

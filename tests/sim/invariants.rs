@@ -14,11 +14,16 @@
 //! - State Machine Safety: no two nodes apply different entries at one index.
 //! - Per node: `applied <= committed <= last_index`, and the term never goes back (not
 //!   even across a crash, since the term is persisted before it is acted upon).
+//! - Commit quorum, in the configuration in force: when a leader advances its commit
+//!   index to `c` in its term, a majority of the voters of its configuration in force
+//!   (the latest one it appended, thesis section 4.1) hold entry `c` on their durable
+//!   stores. Learners and removed nodes never count, and neither does a leader that
+//!   is removing itself.
 
 use std::collections::{BTreeMap, btree_map};
 
 use raftkv::raft::core::Raft;
-use raftkv::raft::{Entry, MemStore, NodeId, Role, StoreError};
+use raftkv::raft::{Entry, LogStore, MemStore, NodeId, Role, StoreError};
 
 /// An FNV-1a hash of an entry's kind and payload: equal entries, equal hashes.
 pub fn entry_hash(entry: &Entry) -> u64 {
@@ -154,6 +159,38 @@ impl Invariants {
             _ => Ok(()),
         }
     }
+}
+
+/// Commit quorum: `raft` (a leader, or one that just stepped down after committing its
+/// own removal, in the same term) advanced its commit index; `durable(id)` is node
+/// `id`'s durable store.
+pub fn check_commit_quorum<'a>(
+    raft: &Raft<MemStore>,
+    durable: impl Fn(NodeId) -> &'a MemStore,
+) -> Result<(), String> {
+    let index = raft.log.committed;
+    let term = raft
+        .log
+        .term(index)
+        .map_err(|e| format!("node {}: commit {index} unreadable: {e}", raft.id))?;
+    let config = &raft.membership;
+    let holders: Vec<NodeId> = config
+        .voters
+        .iter()
+        .copied()
+        .filter(|&id| {
+            let store = durable(id);
+            store.compacted().0 >= index || store.term(index) == Ok(term)
+        })
+        .collect();
+    if holders.len() < config.voters.len() / 2 + 1 {
+        return Err(format!(
+            "Commit quorum: leader {} of term {} committed ({index}, {term}) held durably \
+             only by {holders:?} of voters {:?}",
+            raft.id, raft.term, config.voters
+        ));
+    }
+    Ok(())
 }
 
 fn leader_holds(raft: &Raft<MemStore>, index: u64, term: u64) -> Result<(), String> {

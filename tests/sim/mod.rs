@@ -10,14 +10,16 @@
 //! the run's seed, and no map is iterated in hash order, so a seed replays exactly.
 //!
 //! A run: a fault phase (partitions of any shape, loss, duplication, slow messages,
-//! crashes, crashes before a sync, leadership transfers), then everything heals and every
-//! node restarts. Liveness is asserted after the heal: within `LEADER_TICKS_MAX` ticks a
-//! leader exists, and by the end (`END_TICKS` after the heal, clients stop starting new
-//! operations at `CLIENTS_STOP_TICKS`) every client operation has completed and every
-//! node has applied the whole log, to identical state machines.
+//! crashes, crashes before a sync, leadership transfers, and with spare nodes membership
+//! changes: [`membership`]), then everything heals and every node restarts. Liveness is
+//! asserted after the heal: within `LEADER_TICKS_MAX` ticks a leader exists, and by the
+//! end (`END_TICKS` after the heal, clients stop starting new operations at
+//! `CLIENTS_STOP_TICKS`) every client operation has completed and every member of the
+//! final configuration has applied the whole log, to identical state machines.
 
 pub mod client;
 pub mod invariants;
+pub mod membership;
 pub mod network;
 pub mod node;
 
@@ -25,11 +27,13 @@ use std::collections::BTreeMap;
 
 use raftkv::check::{self, Operation};
 use raftkv::raft::core::Faults;
+use raftkv::raft::core::Raft;
 use raftkv::raft::rng::Rng;
-use raftkv::raft::{Configuration, MemStore, Message, NodeId, Role};
+use raftkv::raft::{Configuration, Error, MemStore, Message, NodeId, Role};
 
 use client::{Client, Send};
 use invariants::Invariants;
+use membership::Changes;
 use network::{Network, Weather};
 use node::{Outputs, ReplyBody, ReplyTo, RequestBody, SimNode, raft_config};
 
@@ -48,14 +52,21 @@ const CRASH_BEFORE_SYNC_PER_MILLE: u64 = 4;
 /// Chance, per thousand steps in which a leader's commit index advanced, that it crashes
 /// right after: the moments when a commit has not yet reached the followers.
 const CRASH_AFTER_COMMIT_PER_MILLE: u64 = 100;
+/// With spare nodes, the chance (percent) that a nemesis event is a membership change.
+const MEMBERSHIP_CHANGE_PERCENT: u64 = 30;
+/// A learner is promoted only within this many entries of the leader.
+const PROMOTE_DISTANCE_MAX: u64 = 20;
 
 /// What one run simulates.
 #[derive(Debug, Clone)]
 pub struct Options {
     /// The seed of the one RNG.
     pub seed: u64,
-    /// Cluster size.
+    /// Voters of the initial configuration (ids `1..=nodes`).
     pub nodes: u64,
+    /// Nodes started empty (ids after the voters), for the membership nemesis to add;
+    /// 0 turns membership changes off (and leaves the runs of a seed unchanged).
+    pub spares: u64,
     /// Concurrent clients.
     pub clients: usize,
     /// Length of the fault phase, in ticks.
@@ -70,6 +81,7 @@ impl Options {
         Options {
             seed,
             nodes,
+            spares: 0,
             clients: 5,
             fault_ticks: 300,
             faults: Faults::default(),
@@ -88,6 +100,8 @@ pub struct Report {
     pub committed: u64,
     /// Node crashes (before a sync or not).
     pub crashes: u64,
+    /// Membership changes the leaders accepted.
+    pub changes: u64,
 }
 
 /// A failed run: the seed to replay and what broke.
@@ -105,14 +119,17 @@ impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "seed {} ({} nodes) failed at time {}: {}\nreplay: RAFTKV_SEED={} RAFTKV_NODES={} \
-             cargo test --release --test sim replay -- --nocapture",
+            "seed {} ({} nodes, {} spares) failed at time {}: {}\nreplay: RAFTKV_SEED={} \
+             RAFTKV_NODES={} RAFTKV_SPARES={} cargo test --release --test sim replay -- \
+             --nocapture",
             self.options.seed,
             self.options.nodes,
+            self.options.spares,
             self.time,
             self.message,
             self.options.seed,
-            self.options.nodes
+            self.options.nodes,
+            self.options.spares
         )
     }
 }
@@ -148,6 +165,7 @@ struct Sim {
     clients_stopped: bool,
     faults_over: bool,
     invariants: Invariants,
+    changes: Changes,
     history: Vec<Operation>,
     report: Report,
 }
@@ -171,8 +189,8 @@ pub fn run(options: &Options) -> Result<Report, Failure> {
 
 impl Sim {
     fn new(options: Options) -> Sim {
-        let ids: Vec<NodeId> = (1..=options.nodes).collect();
-        let membership = Configuration::new(ids.iter().copied(), []);
+        let ids: Vec<NodeId> = (1..=options.nodes + options.spares).collect();
+        let membership = Configuration::new(1..=options.nodes, []);
         let mut rng = Rng::new(options.seed);
         let clients = (0..options.clients)
             .map(|i| Client::new(i, rng.range(1, options.nodes + 1)))
@@ -185,7 +203,14 @@ impl Sim {
             nodes: ids.iter().map(|_| None).collect(),
             durable: ids
                 .iter()
-                .map(|_| MemStore::new(membership.clone()))
+                .map(|&id| {
+                    let voter = id <= options.nodes;
+                    MemStore::new(if voter {
+                        membership.clone()
+                    } else {
+                        Configuration::default()
+                    })
+                })
                 .collect(),
             incarnation: vec![0; ids.len()],
             network: Network::default(),
@@ -193,6 +218,7 @@ impl Sim {
             clients_stopped: false,
             faults_over: false,
             invariants: Invariants::default(),
+            changes: Changes::default(),
             history: Vec::new(),
             report: Report::default(),
             options,
@@ -205,7 +231,7 @@ impl Sim {
     }
 
     fn run(&mut self) -> Result<(), String> {
-        for id in 1..=self.options.nodes {
+        for id in 1..=self.ids_max() {
             self.start_node(id)?;
         }
         for client in 0..self.clients.len() {
@@ -251,7 +277,8 @@ impl Sim {
             Event::Reply(to, body) => self.on_reply(to, body),
             Event::Timeout(client, op_id, attempt) => {
                 if self.clients[client].attempt() == Some((op_id, attempt)) {
-                    let send = self.clients[client].on_timeout(&mut self.rng, self.options.nodes);
+                    let ids_max = self.ids_max();
+                    let send = self.clients[client].on_timeout(&mut self.rng, ids_max);
                     self.send_request(send, 0);
                 }
                 Ok(())
@@ -293,6 +320,7 @@ impl Sim {
         let mut out = Outputs::default();
         let commit_before = node.raw.raft().log.committed;
         let was_leader = node.raw.raft().role == Role::Leader;
+        let term_before = node.raw.raft().term;
         input(node, &mut out)?;
         let crash_chance = if self.faults_over {
             0
@@ -311,6 +339,10 @@ impl Sim {
             &mut out,
         )?;
         let raft = node.raw.raft();
+        if was_leader && raft.term == term_before && raft.log.committed > commit_before {
+            let durable = &self.durable;
+            invariants::check_commit_quorum(raft, |id| &durable[index(id)])?;
+        }
         let is_leader = raft.role == Role::Leader;
         let interesting = is_leader && (!was_leader || raft.log.committed > commit_before);
         if !alive
@@ -361,9 +393,9 @@ impl Sim {
     }
 
     fn on_reply(&mut self, to: ReplyTo, body: ReplyBody) -> Result<(), String> {
+        let ids_max = self.ids_max();
         let client = &mut self.clients[to.client];
-        let (retry, finished) =
-            client.on_reply(&mut self.rng, self.options.nodes, to, body, self.now)?;
+        let (retry, finished) = client.on_reply(&mut self.rng, ids_max, to, body, self.now)?;
         let idle = !client.busy();
         if let Some(send) = retry {
             let backoff = self.rng.range(5, 30);
@@ -385,6 +417,7 @@ impl Sim {
         let applied = raftkv::raft::LogStore::compacted(&self.durable[i]).0;
         let mut config = raft_config(id, applied);
         config.faults = self.options.faults;
+        config.promote_distance_max = PROMOTE_DISTANCE_MAX;
         let seed = self.rng.next_u64();
         self.nodes[i] = Some(SimNode::start(&self.durable[i], config, seed)?);
         let phase = self.rng.range(1, TICK_UNITS + 1);
@@ -407,12 +440,18 @@ impl Sim {
         if self.faults_over {
             return Ok(());
         }
-        let ids: Vec<NodeId> = (1..=self.options.nodes).collect();
+        let ids: Vec<NodeId> = (1..=self.ids_max()).collect();
+        if self.options.spares > 0 && self.rng.range(0, 100) < MEMBERSHIP_CHANGE_PERCENT {
+            self.change_membership()?;
+            let next = self.rng.range(10, 120);
+            self.at(next, Event::Nemesis);
+            return Ok(());
+        }
         match self.rng.range(0, 100) {
             0..25 => self.network.partition(&mut self.rng, &ids),
             25..40 => self.network.reconnect(),
             40..52 => {
-                let id = self.rng.range(1, self.options.nodes + 1);
+                let id = self.rng.range(1, self.ids_max() + 1);
                 self.crash(id);
             }
             52..68 => {
@@ -429,9 +468,10 @@ impl Sim {
             }
             84..94 => {
                 if let Some(id) = self.leader() {
-                    let to = self.rng.range(1, self.options.nodes + 1);
-                    self.with_node(id, |node, _| {
-                        node.raw.transfer_leader(to).map_err(|e| e.to_string())
+                    let to = self.rng.range(1, self.ids_max() + 1);
+                    self.with_node(id, |node, _| match node.raw.transfer_leader(to) {
+                        Ok(()) | Err(Error::NotVoter(_)) => Ok(()),
+                        Err(error) => Err(error.to_string()),
                     })?;
                 }
             }
@@ -442,22 +482,64 @@ impl Sim {
         Ok(())
     }
 
+    /// Asks the current leader for the membership change [`Changes::pick`] chooses.
+    /// Refusals (a change pending, a learner behind, a transfer under way) are part of
+    /// the game; only a store failure is an error.
+    fn change_membership(&mut self) -> Result<(), String> {
+        let Some(leader) = self.leader() else {
+            return Ok(());
+        };
+        let spares: Vec<NodeId> = (self.options.nodes + 1..=self.ids_max()).collect();
+        let Some(node) = self.nodes[index(leader)].as_ref() else {
+            return Ok(());
+        };
+        let config = node.raw.raft().membership.clone();
+        let Some(change) = self.changes.pick(&mut self.rng, leader, &config, &spares) else {
+            return Ok(());
+        };
+        let mut accepted = false;
+        self.with_node(leader, |node, _| {
+            match node.raw.propose_config_change(change) {
+                Ok(_) => accepted = true,
+                Err(Error::Store(error)) => return Err(error.to_string()),
+                Err(_) => {}
+            }
+            Ok(())
+        })?;
+        if accepted {
+            self.changes.on_accepted(change);
+            self.report.changes += 1;
+        }
+        Ok(())
+    }
+
     fn heal(&mut self) -> Result<(), String> {
         self.faults_over = true;
         self.network.heal();
-        for id in 1..=self.options.nodes {
+        for id in 1..=self.ids_max() {
             self.start_node(id)?;
         }
         Ok(())
     }
 
-    /// The node leading the highest term any live node has, if any.
+    /// The highest id: the initial voters, then the spares.
+    fn ids_max(&self) -> u64 {
+        self.options.nodes + self.options.spares
+    }
+
+    /// The live leader of the highest term, if no live member of its configuration has a
+    /// higher term (a removed node, which no leader talks to, may keep an old higher term
+    /// and does not count).
     fn leader(&self) -> Option<NodeId> {
         let live = self.nodes.iter().flatten().map(|n| n.raw.raft());
-        let term_max = live.clone().map(|r| r.term).max()?;
-        live.filter(|r| r.role == Role::Leader && r.term == term_max)
-            .map(|r| r.id)
-            .next()
+        let leader: &Raft<MemStore> = live
+            .clone()
+            .filter(|r| r.role == Role::Leader)
+            .max_by_key(|r| r.term)?;
+        let deposed = live
+            .filter(|r| leader.membership.contains(r.id))
+            .any(|r| r.term > leader.term);
+        (!deposed).then_some(leader.id)
     }
 
     fn check_nodes(&mut self) -> Result<(), String> {
@@ -489,8 +571,18 @@ impl Sim {
                 "liveness: leader {leader} committed {commit} of {last} entries at the end"
             ));
         }
+        let members = self.nodes[index(leader)]
+            .as_ref()
+            .expect("leader is up")
+            .raw
+            .raft()
+            .membership
+            .clone();
         let mut images = BTreeMap::new();
         for node in self.nodes.iter().flatten() {
+            if !members.contains(node.id()) {
+                continue;
+            }
             if node.kv.applied_index() != commit {
                 return Err(format!(
                     "liveness: node {} applied {} of {commit} at the end",
