@@ -2,3 +2,4 @@
 //! module here, so the logic is unit-testable and shares the crate's types.
 
 pub mod log_inspect;
+pub mod faults;
