@@ -69,7 +69,9 @@ struct Args {
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
     let number: u64 = number
         .parse()
@@ -106,11 +108,14 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
     let seed = args.seed.unwrap_or(now.as_nanos() as u64);
-    let dir = args.dir.clone().unwrap_or_else(|| {
-        std::env::temp_dir().join(format!("raftkv-faults-{}", now.as_secs()))
-    });
+    let dir = args
+        .dir
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join(format!("raftkv-faults-{}", now.as_secs())));
     let options = RoundOptions {
         nodes: args.nodes,
         server_exe,
@@ -154,7 +159,10 @@ fn run(options: &RoundOptions, total: Duration, seed: u64) -> ExitCode {
         faults += report.faults.len();
         if !report.verdict.passed() {
             if let Some(dir) = &report.kept {
-                println!("kept: {} (history.jsonl, nemesis.log, node-N.log, data)", dir.display());
+                println!(
+                    "kept: {} (history.jsonl, nemesis.log, node-N.log, data)",
+                    dir.display()
+                );
                 println!(
                     "re-check: raftkv-faults --check {}",
                     dir.join("history.jsonl").display()
@@ -187,7 +195,12 @@ fn recheck(path: &PathBuf, steps_max: u64) -> ExitCode {
         }
     };
     let summary = check_history(&operations, steps_max);
-    println!("{}: {} operations: {}", path.display(), operations.len(), summary.describe());
+    println!(
+        "{}: {} operations: {}",
+        path.display(),
+        operations.len(),
+        summary.describe()
+    );
     if summary.passed() {
         ExitCode::SUCCESS
     } else {

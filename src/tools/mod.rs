@@ -1,5 +1,5 @@
 //! Library code of the binaries in `tools/`: each binary is a thin `main` over a
 //! module here, so the logic is unit-testable and shares the crate's types.
 
-pub mod log_inspect;
 pub mod faults;
+pub mod log_inspect;

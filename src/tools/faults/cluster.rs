@@ -136,7 +136,10 @@ impl FaultCluster {
 
     /// The client addresses of every node.
     pub fn client_addrs(&self) -> Vec<String> {
-        self.nodes.iter().map(|n| n.client_addr.to_string()).collect()
+        self.nodes
+            .iter()
+            .map(|n| n.client_addr.to_string())
+            .collect()
     }
 
     /// The log files of every node.

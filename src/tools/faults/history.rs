@@ -5,7 +5,8 @@
 //! One line per operation:
 //! `{"client":1,"key":"k2","call":"cas","expected":"c1-4","value":"c1-9","outcome":"ok",
 //! "invoke":1200,"complete":3400}`. `call` is `put`, `get`, `delete` or `cas`; `value` is
-//! the value written (put, cas) or read (get with outcome `read`, `null` = absent);
+//! the value written (put, cas) or read (get with outcome `read`, `null` = absent); a
+//! cas without `expected` requires the key to be absent;
 //! `outcome` is `ok`, `read`, `cas-failed`, `failed` or `unknown`; times are microseconds
 //! on the round's clock. Keys and values are UTF-8 (the workload only writes such).
 //!
@@ -22,8 +23,9 @@ struct Line {
     client: u64,
     key: String,
     call: String,
+    /// A cas's expected value; absent or `null` = the key must be absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    expected: Option<Option<String>>,
+    expected: Option<String>,
     #[serde(default)]
     value: Option<String>,
     outcome: String,
@@ -53,11 +55,7 @@ fn to_line(operation: &Operation) -> Line {
         KvCall::Put(value) => ("put", None, Some(text(value))),
         KvCall::Get => ("get", None, None),
         KvCall::Delete => ("delete", None, None),
-        KvCall::Cas { expected, new } => (
-            "cas",
-            Some(expected.as_deref().map(text)),
-            Some(text(new)),
-        ),
+        KvCall::Cas { expected, new } => ("cas", expected.as_deref().map(text), Some(text(new))),
     };
     let (outcome, value) = match &operation.outcome {
         Outcome::Ok => ("ok", written),
@@ -86,7 +84,7 @@ fn from_line(line: Line) -> Result<Operation, String> {
         "get" => KvCall::Get,
         "delete" => KvCall::Delete,
         "cas" => KvCall::Cas {
-            expected: bytes(line.expected.as_ref().ok_or("a cas needs `expected`")?),
+            expected: bytes(&line.expected),
             new: written()?,
         },
         other => return Err(format!("unknown call `{other}`")),
@@ -188,8 +186,14 @@ mod tests {
     fn bad_lines_are_named() {
         let cases = [
             ("{", 1),
-            ("\n{\"client\":1,\"key\":\"k\",\"call\":\"put\",\"outcome\":\"ok\",\"invoke\":1,\"complete\":2}", 2),
-            ("{\"client\":1,\"key\":\"k\",\"call\":\"jump\",\"outcome\":\"ok\",\"invoke\":1,\"complete\":2}", 1),
+            (
+                "\n{\"client\":1,\"key\":\"k\",\"call\":\"put\",\"outcome\":\"ok\",\"invoke\":1,\"complete\":2}",
+                2,
+            ),
+            (
+                "{\"client\":1,\"key\":\"k\",\"call\":\"jump\",\"outcome\":\"ok\",\"invoke\":1,\"complete\":2}",
+                1,
+            ),
         ];
         for (i, (text, line)) in cases.iter().enumerate() {
             match parse(text) {

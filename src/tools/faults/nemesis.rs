@@ -131,7 +131,13 @@ impl Nemesis {
             Some(leader) if self.rng.range(0, 3) > 0 => leader,
             _ => random,
         };
-        let role = |node: usize| if Some(node) == leader { " (leader)" } else { "" };
+        let role = |node: usize| {
+            if Some(node) == leader {
+                " (leader)"
+            } else {
+                ""
+            }
+        };
         let description = match kind {
             FaultKind::Kill => {
                 cluster.kill(target);
@@ -155,7 +161,11 @@ impl Nemesis {
                 let order = self.shuffled(count);
                 let (minority, majority) = order.split_at(count / 2);
                 cut(cluster, minority, majority, LinkMode::Drop);
-                format!("split minority {} | majority {}", names(minority), names(majority))
+                format!(
+                    "split minority {} | majority {}",
+                    names(minority),
+                    names(majority)
+                )
             }
             FaultKind::Bridge => {
                 let mut order = self.shuffled(count);
@@ -172,10 +182,18 @@ impl Nemesis {
             FaultKind::OneWay => {
                 let outgoing = self.rng.range(0, 2) == 0;
                 for other in (0..count).filter(|&n| n != target) {
-                    let (from, to) = if outgoing { (target, other) } else { (other, target) };
+                    let (from, to) = if outgoing {
+                        (target, other)
+                    } else {
+                        (other, target)
+                    };
                     cluster.set_link(from, to, LinkMode::Drop);
                 }
-                let way = if outgoing { "cannot send" } else { "cannot hear" };
+                let way = if outgoing {
+                    "cannot send"
+                } else {
+                    "cannot hear"
+                };
                 format!("one-way: n{}{} {way}", target + 1, role(target))
             }
             FaultKind::Delay => {
@@ -239,6 +257,9 @@ mod tests {
             assert_eq!(kind.name().parse::<FaultKind>(), Ok(kind));
         }
         let error = parse_kinds("kill,flood").expect_err("unknown");
-        assert!(error.contains("flood") && error.contains("one-way"), "{error}");
+        assert!(
+            error.contains("flood") && error.contains("one-way"),
+            "{error}"
+        );
     }
 }

@@ -65,7 +65,9 @@ impl Shared {
 
 /// A mutex poisoned by a panicking proxy thread still holds a usable value.
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// One directed link's proxy. Dropping it stops it and closes its connections.
@@ -157,31 +159,38 @@ fn pump(id: u64, from: TcpStream, to: TcpStream, shared: &Arc<Shared>) -> io::Re
     let (sender, receiver) = mpsc::channel::<(Instant, Vec<u8>)>();
     let reader_shared = Arc::clone(shared);
     let mut from_reader = from.try_clone()?;
-    thread::Builder::new().name("proxy-read".into()).spawn(move || {
-        let mut buf = vec![0u8; CHUNK_BYTES];
-        loop {
-            match from_reader.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    let delay = match reader_shared.mode() {
-                        LinkMode::Delay(ms) => Duration::from_millis(ms),
-                        _ => Duration::ZERO,
-                    };
-                    if sender.send((Instant::now() + delay, buf[..n].to_vec())).is_err() {
-                        break;
+    thread::Builder::new()
+        .name("proxy-read".into())
+        .spawn(move || {
+            let mut buf = vec![0u8; CHUNK_BYTES];
+            loop {
+                match from_reader.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        let delay = match reader_shared.mode() {
+                            LinkMode::Delay(ms) => Duration::from_millis(ms),
+                            _ => Duration::ZERO,
+                        };
+                        if sender
+                            .send((Instant::now() + delay, buf[..n].to_vec()))
+                            .is_err()
+                        {
+                            break;
+                        }
                     }
                 }
             }
-        }
-    })?;
+        })?;
     let writer_shared = Arc::clone(shared);
-    thread::Builder::new().name("proxy-write".into()).spawn(move || {
-        let mut to = to;
-        write_loop(&receiver, &mut to, &writer_shared);
-        let _ = to.shutdown(Shutdown::Both);
-        let _ = from.shutdown(Shutdown::Both);
-        lock(&writer_shared.open).remove(&id);
-    })?;
+    thread::Builder::new()
+        .name("proxy-write".into())
+        .spawn(move || {
+            let mut to = to;
+            write_loop(&receiver, &mut to, &writer_shared);
+            let _ = to.shutdown(Shutdown::Both);
+            let _ = from.shutdown(Shutdown::Both);
+            lock(&writer_shared.open).remove(&id);
+        })?;
     Ok(())
 }
 
@@ -257,26 +266,43 @@ mod tests {
         let proxy = LinkProxy::start(echo_server()).expect("proxy");
         let mut stream = TcpStream::connect(proxy.addr()).expect("connect");
         stream.write_all(b"a").expect("write");
-        assert_eq!(roundtrip(&mut stream, Duration::from_secs(2)), Some(b"a".to_vec()));
+        assert_eq!(
+            roundtrip(&mut stream, Duration::from_secs(2)),
+            Some(b"a".to_vec())
+        );
 
         proxy.set_mode(LinkMode::Stall);
         stream.write_all(b"b").expect("write");
-        assert_eq!(roundtrip(&mut stream, Duration::from_millis(200)), None, "held");
+        assert_eq!(
+            roundtrip(&mut stream, Duration::from_millis(200)),
+            None,
+            "held"
+        );
         proxy.set_mode(LinkMode::Pass);
-        assert_eq!(roundtrip(&mut stream, Duration::from_secs(2)), Some(b"b".to_vec()));
+        assert_eq!(
+            roundtrip(&mut stream, Duration::from_secs(2)),
+            Some(b"b".to_vec())
+        );
 
         proxy.set_mode(LinkMode::Drop);
         let mut buf = [0u8; 4];
-        stream.set_read_timeout(Some(Duration::from_secs(2))).expect("timeout");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .expect("timeout");
         assert!(matches!(stream.read(&mut buf), Ok(0) | Err(_)), "closed");
         let mut refused = TcpStream::connect(proxy.addr()).expect("accepted then closed");
-        refused.set_read_timeout(Some(Duration::from_secs(2))).expect("timeout");
+        refused
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .expect("timeout");
         assert!(matches!(refused.read(&mut buf), Ok(0) | Err(_)), "refused");
 
         proxy.set_mode(LinkMode::Pass);
         let mut again = TcpStream::connect(proxy.addr()).expect("connect");
         again.write_all(b"c").expect("write");
-        assert_eq!(roundtrip(&mut again, Duration::from_secs(2)), Some(b"c".to_vec()));
+        assert_eq!(
+            roundtrip(&mut again, Duration::from_secs(2)),
+            Some(b"c".to_vec())
+        );
     }
 
     #[test]
@@ -287,6 +313,9 @@ mod tests {
         stream.write_all(b"d").expect("write");
         // Both directions are delayed: nothing can be back within 100 ms.
         assert_eq!(roundtrip(&mut stream, Duration::from_millis(100)), None);
-        assert_eq!(roundtrip(&mut stream, Duration::from_secs(3)), Some(b"d".to_vec()));
+        assert_eq!(
+            roundtrip(&mut stream, Duration::from_secs(3)),
+            Some(b"d".to_vec())
+        );
     }
 }

@@ -15,6 +15,7 @@
 //!
 //! Invariant: every wait is bounded in time; a round never hangs.
 
+use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::io;
 use std::path::PathBuf;
@@ -157,12 +158,12 @@ impl RoundReport {
     /// The summary line printed per round.
     pub fn summary(&self) -> String {
         let c = &self.counts;
-        let mut kinds: Vec<&str> = self
+        let kinds: BTreeSet<&str> = self
             .faults
             .iter()
-            .filter_map(|(_, f)| f.split_whitespace().next())
+            .filter_map(|(_, f)| f.split([' ', ':']).next())
             .collect();
-        kinds.dedup();
+        let kinds: Vec<&str> = kinds.into_iter().collect();
         format!(
             "round {} seed {:#x} {:.1}s: {} ops ({} writes ok, {} reads, {} cas-failed, {} unknown), \
              {} faults [{}] -> {}",
@@ -200,7 +201,14 @@ pub fn run_round(options: &RoundOptions, round: u64, seed: u64) -> io::Result<Ro
         Verdict::Unavailable("no leader after start".into())
     } else {
         let clock = Instant::now();
-        let mut crashed = run_workload(options, seed, &mut cluster, clock, &mut history, &mut faults)?;
+        let mut crashed = run_workload(
+            options,
+            seed,
+            &mut cluster,
+            clock,
+            &mut history,
+            &mut faults,
+        )?;
         crashed.extend(cluster.crashed());
         cluster.heal()?;
         if crashed.is_empty() {
@@ -303,13 +311,16 @@ fn judge(
     }
 }
 
+/// A key and the value its final linearizable read returned (`None`: absent).
+type FinalRead = (Vec<u8>, Option<Vec<u8>>);
+
 /// Step 4: one linearizable read per key, recorded; retried until [`SETTLE_TIMEOUT`].
 fn final_reads(
     cluster: &FaultCluster,
     keys: usize,
     clock: Instant,
     history: &mut Vec<Operation>,
-) -> Result<Vec<(Vec<u8>, Option<Vec<u8>>)>, String> {
+) -> Result<Vec<FinalRead>, String> {
     let deadline = Instant::now() + SETTLE_TIMEOUT;
     let mut client = Client::connect(&cluster.client_addrs(), client_options(SETTLE_TIMEOUT))
         .map_err(|e| e.to_string())?;
@@ -350,11 +361,15 @@ fn final_reads(
 }
 
 /// Step 5: the same applied index everywhere, then the same values everywhere.
-fn converge(cluster: &FaultCluster, finals: &[(Vec<u8>, Option<Vec<u8>>)]) -> Result<(), String> {
+fn converge(cluster: &FaultCluster, finals: &[FinalRead]) -> Result<(), String> {
     let deadline = Instant::now() + SETTLE_TIMEOUT;
     let applied = loop {
         let statuses: Vec<Option<u64>> = (0..cluster.len())
-            .map(|i| cluster.status(i, Duration::from_secs(1)).map(|s| s.applied_index))
+            .map(|i| {
+                cluster
+                    .status(i, Duration::from_secs(1))
+                    .map(|s| s.applied_index)
+            })
             .collect();
         let first = statuses[0];
         if first.is_some() && statuses.iter().all(|s| *s == first) {
@@ -372,8 +387,9 @@ fn converge(cluster: &FaultCluster, finals: &[(Vec<u8>, Option<Vec<u8>>)]) -> Re
             let _ = write!(problems, " n{} is not up;", i + 1);
             continue;
         }
-        let mut client = Client::connect(std::slice::from_ref(addr), client_options(SETTLE_TIMEOUT))
-            .map_err(|e| e.to_string())?;
+        let mut client =
+            Client::connect(std::slice::from_ref(addr), client_options(SETTLE_TIMEOUT))
+                .map_err(|e| e.to_string())?;
         for (key, value) in finals {
             match client.get_stale(key) {
                 Ok(local) if local == *value => {}
