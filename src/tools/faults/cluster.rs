@@ -10,6 +10,7 @@
 
 use std::fs::OpenOptions;
 use std::io;
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread::sleep;
@@ -71,16 +72,27 @@ impl FaultCluster {
     /// # Errors
     /// Writing a config, starting a proxy or spawning a node failed.
     pub fn start(options: &ClusterOptions) -> io::Result<FaultCluster> {
-        let nodes = write_local_configs(options.nodes, &options.dir)
+        // The proxies' ports are bound before the nodes' ports are picked: the picker
+        // releases the ports it finds, so a proxy bound later could be handed one.
+        let count = options.nodes;
+        let mut listeners = Vec::with_capacity(count * count);
+        for _ in 0..count * count {
+            listeners.push(TcpListener::bind("127.0.0.1:0")?);
+        }
+        let nodes = write_local_configs(count, &options.dir)
             .map_err(|e| io_error(format!("write configs: {e}")))?;
-        let mut links = Vec::with_capacity(nodes.len());
-        for i in 0..nodes.len() {
-            let mut row = Vec::with_capacity(nodes.len());
+        let mut links = Vec::with_capacity(count);
+        let mut listeners = listeners.into_iter();
+        for i in 0..count {
+            let mut row = Vec::with_capacity(count);
             for (j, target) in nodes.iter().enumerate() {
+                let listener = listeners
+                    .next()
+                    .ok_or_else(|| io_error("listener".into()))?;
                 row.push(if i == j {
                     None
                 } else {
-                    Some(LinkProxy::start(target.peer_addr)?)
+                    Some(LinkProxy::start_on(listener, target.peer_addr)?)
                 });
             }
             links.push(row);

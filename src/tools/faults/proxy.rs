@@ -82,7 +82,15 @@ impl LinkProxy {
     /// # Errors
     /// Binding or configuring the listener failed.
     pub fn start(target: SocketAddr) -> io::Result<LinkProxy> {
-        let listener = TcpListener::bind("127.0.0.1:0")?;
+        LinkProxy::start_on(TcpListener::bind("127.0.0.1:0")?, target)
+    }
+
+    /// Starts a proxy on an already bound `listener` (bind first, so that no other
+    /// port picker can be handed the same port before the proxy holds it).
+    ///
+    /// # Errors
+    /// Configuring the listener or spawning its thread failed.
+    pub fn start_on(listener: TcpListener, target: SocketAddr) -> io::Result<LinkProxy> {
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
