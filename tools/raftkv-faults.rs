@@ -63,6 +63,10 @@ struct Args {
     /// Linearizability search budget per key, in steps.
     #[arg(long, default_value_t = STEPS_MAX_DEFAULT)]
     steps_max: u64,
+    /// Self-test: the clients read with stale local reads from random nodes, which is
+    /// not linearizable; under partitions a round must then FAIL.
+    #[arg(long)]
+    stale_reads: bool,
     /// Check this history file (JSON lines) instead of running.
     #[arg(long, value_name = "FILE")]
     check: Option<PathBuf>,
@@ -130,6 +134,7 @@ fn main() -> ExitCode {
         tick_ms: args.tick_ms,
         steps_max: args.steps_max,
         keep: args.keep,
+        stale_reads: args.stale_reads,
     };
     run(&options, args.duration, seed)
 }

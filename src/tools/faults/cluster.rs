@@ -222,7 +222,7 @@ impl FaultCluster {
     }
 
     /// Nodes believed running whose process has exited on its own (a crash), each with
-    /// its exit status; they are marked down.
+    /// its exit status and the last line of its log; they are marked down.
     pub fn crashed(&mut self) -> Vec<String> {
         let mut crashed = Vec::new();
         for (i, process) in self.processes.iter_mut().enumerate() {
@@ -232,7 +232,14 @@ impl FaultCluster {
             if let Some(child) = &mut process.child
                 && let Ok(Some(status)) = child.try_wait()
             {
-                crashed.push(format!("n{} exited on its own: {status}", i + 1));
+                let last_line = std::fs::read_to_string(&self.nodes[i].log_path)
+                    .ok()
+                    .and_then(|log| log.lines().last().map(str::to_string))
+                    .unwrap_or_default();
+                crashed.push(format!(
+                    "n{} exited on its own ({status}); last log line: {last_line}",
+                    i + 1
+                ));
                 process.child = None;
                 process.state = NodeState::Down;
             }

@@ -66,6 +66,8 @@ pub struct RoundOptions {
     pub steps_max: u64,
     /// Keep the round directory even after a pass.
     pub keep: bool,
+    /// Stale reads in the workload (a self-test: such rounds are expected to fail).
+    pub stale_reads: bool,
 }
 
 /// Operation counts of a history.
@@ -210,6 +212,7 @@ pub fn run_round(options: &RoundOptions, round: u64, seed: u64) -> io::Result<Ro
             &mut faults,
         )?;
         crashed.extend(cluster.crashed());
+        crashed.dedup();
         cluster.heal()?;
         if crashed.is_empty() {
             judge(options, &cluster, clock, &mut history)
@@ -249,6 +252,7 @@ fn run_workload(
         keys: options.keys,
         request_timeout: options.request_timeout,
         seed,
+        stale_reads: options.stale_reads,
     };
     let handles = workload::spawn(&cluster.client_addrs(), &workload, &stop, clock)?;
     let mut nemesis = Nemesis::new(options.nemesis.clone(), seed.rotate_left(17));
@@ -269,6 +273,7 @@ fn run_workload(
         crashed.extend(cluster.crashed());
         if result.is_ok() {
             result = nemesis.heal(cluster);
+            faults_log_heal(faults, clock);
         }
     }
     stop.store(true, Ordering::SeqCst);
@@ -279,6 +284,14 @@ fn run_workload(
         }
     }
     result.map(|()| crashed)
+}
+
+/// Marks the end of the last fault in the log (the `healed` entries are not counted
+/// as faults).
+fn faults_log_heal(faults: &mut [(u64, String)], clock: Instant) {
+    if let Some((_, last)) = faults.last_mut() {
+        let _ = write!(last, " (healed at {} ms)", clock.elapsed().as_millis());
+    }
 }
 
 fn sleep_until(end: Instant, ms: u64) {

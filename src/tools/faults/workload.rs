@@ -31,6 +31,10 @@ pub struct WorkloadOptions {
     pub request_timeout: Duration,
     /// Seed of the operation mix.
     pub seed: u64,
+    /// Read with local (stale) reads from a random node instead of linearizable reads.
+    /// Not linearizable by design: a self-test showing that the suite catches stale reads
+    /// of a real cluster under partitions.
+    pub stale_reads: bool,
 }
 
 /// The key names of a key set of `count` keys.
@@ -70,8 +74,20 @@ pub fn spawn(
         let client_number = c as u64 + 1;
         let client = Client::connect(addrs, client_options(options.request_timeout))
             .map_err(|e| std::io::Error::other(e.to_string()))?;
+        let mut stale = Vec::new();
+        if options.stale_reads {
+            for addr in addrs {
+                let client = Client::connect(
+                    std::slice::from_ref(addr),
+                    client_options(options.request_timeout),
+                )
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
+                stale.push(client);
+            }
+        }
         let mut worker = Worker {
             client,
+            stale,
             number: client_number,
             rng: Rng::new(options.seed ^ client_number.wrapping_mul(0x9e37_79b9)),
             keys: keys.clone(),
@@ -96,6 +112,8 @@ pub fn spawn(
 
 struct Worker {
     client: Client,
+    /// One client per node for stale reads (empty: linearizable reads).
+    stale: Vec<Client>,
     number: u64,
     rng: Rng,
     keys: Vec<Vec<u8>>,
@@ -111,7 +129,13 @@ impl Worker {
         let dice = self.rng.range(0, 100);
         let invoke = micros_since(self.clock);
         let (call, outcome) = if dice < 40 {
-            let outcome = match self.client.get(&key) {
+            let result = if self.stale.is_empty() {
+                self.client.get(&key)
+            } else {
+                let node = self.rng.range(0, self.stale.len() as u64) as usize;
+                self.stale[node].get_stale(&key)
+            };
+            let outcome = match result {
                 Ok(value) => {
                     self.seen.insert(key.clone(), value.clone());
                     Outcome::Read(value)
