@@ -27,6 +27,7 @@ fn options(name: &str, nemesis: Vec<FaultKind>) -> RoundOptions {
         duration: Duration::from_secs(15),
         nemesis,
         quiet_ms: (400, 900),
+        faults_at_once: 1,
         hold_ms: (1000, 2000),
         clients: 4,
         keys: 4,

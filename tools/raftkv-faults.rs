@@ -33,6 +33,9 @@ struct Args {
     /// majority-minority, bridge, one-way, stall-leader, delay.
     #[arg(long, default_value = "all")]
     nemesis: String,
+    /// Faults injected together before each heal (e.g. 2: a kill during a partition).
+    #[arg(long, default_value_t = 1)]
+    overlap: usize,
     /// Nodes per cluster.
     #[arg(long, default_value_t = 3)]
     nodes: usize,
@@ -127,6 +130,7 @@ fn main() -> ExitCode {
         duration: args.round.min(args.duration),
         nemesis,
         quiet_ms: (500, 1500),
+        faults_at_once: args.overlap,
         hold_ms: (1000, 3000),
         clients: args.clients,
         keys: args.keys,

@@ -3,7 +3,8 @@
 //!
 //! Steps:
 //! 1. start the nodes and wait for a leader;
-//! 2. run the clients; every `quiet` interval inject one fault, hold it, heal it;
+//! 2. run the clients; every `quiet` interval inject one fault (or several, overlapping),
+//!    hold them, heal them;
 //! 3. stop the clients, heal, restart anything down, wait for a leader;
 //! 4. read every key linearizably (recorded in the history, so the linearizability check
 //!    covers "every acknowledged write is readable at the end");
@@ -34,6 +35,9 @@ use super::history;
 use super::nemesis::{FaultKind, Nemesis};
 use super::workload::{self, WorkloadOptions, client_options, key_names, micros_since};
 
+/// Time between two faults injected together.
+const OVERLAP_GAP_MS: u64 = 300;
+
 /// Time allowed for a leader after start or heal, and for convergence.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -52,6 +56,8 @@ pub struct RoundOptions {
     pub nemesis: Vec<FaultKind>,
     /// Time without a fault before each injection, drawn from this range (ms).
     pub quiet_ms: (u64, u64),
+    /// Faults injected together (300 ms apart) before each heal; 1 = one at a time.
+    pub faults_at_once: usize,
     /// Time each fault is held, drawn from this range (ms).
     pub hold_ms: (u64, u64),
     /// Client threads.
@@ -266,14 +272,23 @@ fn run_workload(
         if Instant::now() >= end || options.nemesis.is_empty() {
             continue;
         }
-        result = nemesis.inject(cluster).map(|fault| {
-            faults.push((clock.elapsed().as_millis() as u64, fault));
-        });
+        let at_once = options.faults_at_once.max(1);
+        for k in 0..at_once {
+            if k > 0 {
+                // Let the cluster react (a new leader) so the next fault hits a new shape.
+                sleep_until(end, OVERLAP_GAP_MS);
+            }
+            if result.is_ok() {
+                result = nemesis.inject(cluster).map(|fault| {
+                    faults.push((clock.elapsed().as_millis() as u64, fault));
+                });
+            }
+        }
         sleep_until(end, rng.range(options.hold_ms.0, options.hold_ms.1 + 1));
         crashed.extend(cluster.crashed());
         if result.is_ok() {
             result = nemesis.heal(cluster);
-            faults_log_heal(faults, clock);
+            faults_log_heal(faults, at_once, clock);
         }
     }
     stop.store(true, Ordering::SeqCst);
@@ -286,11 +301,12 @@ fn run_workload(
     result.map(|()| crashed)
 }
 
-/// Marks the end of the last fault in the log (the `healed` entries are not counted
-/// as faults).
-fn faults_log_heal(faults: &mut [(u64, String)], clock: Instant) {
-    if let Some((_, last)) = faults.last_mut() {
-        let _ = write!(last, " (healed at {} ms)", clock.elapsed().as_millis());
+/// Marks the end of the last `count` faults in the log.
+fn faults_log_heal(faults: &mut [(u64, String)], count: usize, clock: Instant) {
+    let healed = clock.elapsed().as_millis();
+    let first = faults.len().saturating_sub(count);
+    for (_, fault) in &mut faults[first..] {
+        let _ = write!(fault, " (healed at {healed} ms)");
     }
 }
 
