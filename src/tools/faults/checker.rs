@@ -75,3 +75,54 @@ pub fn check_history(history: &[Operation], steps_max: u64) -> CheckSummary {
     }
     summary
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::check::{KvCall, Outcome};
+
+    fn op(key: &str, call: KvCall, outcome: Outcome, invoke: u64, complete: u64) -> Operation {
+        Operation {
+            client: 1,
+            key: key.as_bytes().to_vec(),
+            call,
+            outcome,
+            invoke,
+            complete,
+        }
+    }
+
+    /// Goal: every key gets its own verdict, and indexes point into the whole history.
+    /// Method: key "a" is fine, key "b" reads a value never written.
+    #[test]
+    fn violations_are_per_key_with_history_indexes() {
+        let history = vec![
+            op("a", KvCall::Put(b"1".to_vec()), Outcome::Ok, 0, 1),
+            op("b", KvCall::Put(b"1".to_vec()), Outcome::Ok, 0, 1),
+            op("a", KvCall::Get, Outcome::Read(Some(b"1".to_vec())), 2, 3),
+            op("b", KvCall::Get, Outcome::Read(Some(b"9".to_vec())), 2, 3),
+        ];
+        let summary = check_history(&history, STEPS_MAX_DEFAULT);
+        assert_eq!(summary.keys, 2);
+        assert_eq!(summary.violations.len(), 1, "{}", summary.describe());
+        assert_eq!(summary.violations[0].key, b"b".to_vec());
+        assert!(summary.violations[0].operations.contains(&3));
+        assert!(!summary.passed());
+    }
+
+    /// Goal: running out of budget is "no verdict", never a pass.
+    #[test]
+    fn budget_exceeded_is_not_a_pass() {
+        let history = vec![
+            op("a", KvCall::Put(b"1".to_vec()), Outcome::Ok, 0, 10),
+            op("a", KvCall::Put(b"2".to_vec()), Outcome::Ok, 0, 10),
+            op("a", KvCall::Get, Outcome::Read(Some(b"2".to_vec())), 0, 10),
+        ];
+        let summary = check_history(&history, 1);
+        assert_eq!(summary.budget_exceeded, vec![b"a".to_vec()]);
+        assert!(summary.violations.is_empty());
+        assert!(!summary.passed());
+        assert!(summary.describe().contains("BUDGET EXCEEDED"));
+        assert!(check_history(&history, STEPS_MAX_DEFAULT).passed());
+    }
+}

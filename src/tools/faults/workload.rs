@@ -1,5 +1,6 @@
-//! The workload: concurrent client threads doing put / get / cas on a small key set, each
-//! operation recorded with its invoke and complete times and its outcome.
+//! The workload: concurrent client threads doing get (40 %), put (25 %), delete (5 %) and
+//! cas (30 %) on a small key set, each operation recorded with its invoke and complete
+//! times and its outcome.
 //!
 //! Values are unique per write (`c{client}-{n}`), so a read names the write it saw. A cas
 //! expects the value its client last saw for that key, so some succeed and some fail.
@@ -128,53 +129,19 @@ impl Worker {
         let key = self.keys[self.rng.range(0, self.keys.len() as u64) as usize].clone();
         let dice = self.rng.range(0, 100);
         let invoke = micros_since(self.clock);
-        let (call, outcome) = if dice < 40 {
-            let result = if self.stale.is_empty() {
-                self.client.get(&key)
-            } else {
-                let node = self.rng.range(0, self.stale.len() as u64) as usize;
-                self.stale[node].get_stale(&key)
-            };
-            let outcome = match result {
-                Ok(value) => {
-                    self.seen.insert(key.clone(), value.clone());
-                    Outcome::Read(value)
-                }
-                Err(_) => Outcome::Unknown,
-            };
-            (KvCall::Get, outcome)
-        } else {
-            self.writes += 1;
-            let value = format!("c{}-{}", self.number, self.writes).into_bytes();
-            if dice < 70 {
-                let outcome = match self.client.put(&key, &value) {
-                    Ok(()) => {
-                        self.seen.insert(key.clone(), Some(value.clone()));
-                        Outcome::Ok
-                    }
-                    Err(_) => Outcome::Unknown,
-                };
+        let (call, outcome) = match dice {
+            0..40 => (KvCall::Get, self.get(&key)),
+            40..65 => {
+                let value = self.next_value();
+                let outcome = self.put(&key, &value);
                 (KvCall::Put(value), outcome)
-            } else {
+            }
+            65..70 => (KvCall::Delete, self.delete(&key)),
+            _ => {
                 let expected = self.seen.get(&key).cloned().flatten();
-                let outcome = match self.client.cas(&key, expected.as_deref(), &value) {
-                    Ok(CasOutcome::Swapped) => {
-                        self.seen.insert(key.clone(), Some(value.clone()));
-                        Outcome::Ok
-                    }
-                    Ok(CasOutcome::Failed { current }) => {
-                        self.seen.insert(key.clone(), current);
-                        Outcome::CasFailed
-                    }
-                    Err(_) => Outcome::Unknown,
-                };
-                (
-                    KvCall::Cas {
-                        expected,
-                        new: value,
-                    },
-                    outcome,
-                )
+                let new = self.next_value();
+                let outcome = self.cas(&key, expected.as_deref(), &new);
+                (KvCall::Cas { expected, new }, outcome)
             }
         };
         Operation {
@@ -184,6 +151,62 @@ impl Worker {
             outcome,
             invoke,
             complete: micros_since(self.clock),
+        }
+    }
+
+    fn next_value(&mut self) -> Vec<u8> {
+        self.writes += 1;
+        format!("c{}-{}", self.number, self.writes).into_bytes()
+    }
+
+    fn get(&mut self, key: &[u8]) -> Outcome {
+        let result = if self.stale.is_empty() {
+            self.client.get(key)
+        } else {
+            let node = self.rng.range(0, self.stale.len() as u64) as usize;
+            self.stale[node].get_stale(key)
+        };
+        match result {
+            Ok(value) => {
+                self.seen.insert(key.to_vec(), value.clone());
+                Outcome::Read(value)
+            }
+            Err(_) => Outcome::Unknown,
+        }
+    }
+
+    fn put(&mut self, key: &[u8], value: &[u8]) -> Outcome {
+        match self.client.put(key, value) {
+            Ok(()) => {
+                self.seen.insert(key.to_vec(), Some(value.to_vec()));
+                Outcome::Ok
+            }
+            Err(_) => Outcome::Unknown,
+        }
+    }
+
+    /// A delete of an absent key is still a write of "absent": `Ok` either way.
+    fn delete(&mut self, key: &[u8]) -> Outcome {
+        match self.client.delete(key) {
+            Ok(_) => {
+                self.seen.insert(key.to_vec(), None);
+                Outcome::Ok
+            }
+            Err(_) => Outcome::Unknown,
+        }
+    }
+
+    fn cas(&mut self, key: &[u8], expected: Option<&[u8]>, new: &[u8]) -> Outcome {
+        match self.client.cas(key, expected, new) {
+            Ok(CasOutcome::Swapped) => {
+                self.seen.insert(key.to_vec(), Some(new.to_vec()));
+                Outcome::Ok
+            }
+            Ok(CasOutcome::Failed { current }) => {
+                self.seen.insert(key.to_vec(), current);
+                Outcome::CasFailed
+            }
+            Err(_) => Outcome::Unknown,
         }
     }
 }
