@@ -33,6 +33,8 @@ fn options(name: &str, nemesis: Vec<FaultKind>) -> RoundOptions {
         keys: 4,
         request_timeout: Duration::from_millis(1500),
         tick_ms: 50,
+        // Snapshots every 1000 entries: restarted and cut-off nodes catch up by snapshot.
+        snapshot_entries: Some(1000),
         steps_max: STEPS_MAX_DEFAULT,
         keep: false,
         stale_reads: false,
@@ -135,6 +137,7 @@ fn isolating_the_leader_through_the_proxies_elects_another() {
         server_exe: PathBuf::from(env!("CARGO_BIN_EXE_raftkv-server")),
         dir: dir.clone(),
         tick_ms: 50,
+        snapshot_entries: None,
     })
     .expect("cluster");
     let old = cluster

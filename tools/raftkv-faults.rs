@@ -51,6 +51,10 @@ struct Args {
     /// Raft tick of the nodes in milliseconds.
     #[arg(long, default_value_t = 50)]
     tick_ms: u64,
+    /// `snapshot.threshold_entries` of the nodes: small, so snapshots, log compaction and
+    /// InstallSnapshot to restarted or cut-off nodes happen during the faults.
+    #[arg(long, default_value_t = 2000)]
+    snapshot_entries: u64,
     /// First seed (round N uses seed + N); default: from the clock.
     #[arg(long)]
     seed: Option<u64>,
@@ -136,6 +140,7 @@ fn main() -> ExitCode {
         keys: args.keys,
         request_timeout: Duration::from_millis(args.request_timeout_ms),
         tick_ms: args.tick_ms,
+        snapshot_entries: Some(args.snapshot_entries),
         steps_max: args.steps_max,
         keep: args.keep,
         stale_reads: args.stale_reads,

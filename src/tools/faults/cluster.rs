@@ -45,6 +45,9 @@ pub struct ClusterOptions {
     pub dir: PathBuf,
     /// `raft.tick_ms` of every node.
     pub tick_ms: u64,
+    /// `snapshot.threshold_entries` of every node (small: snapshots and InstallSnapshot
+    /// happen during the faults); `None` keeps the default.
+    pub snapshot_entries: Option<u64>,
 }
 
 struct Process {
@@ -101,6 +104,9 @@ impl FaultCluster {
             let mut config = Config::load(&node.config_path)
                 .map_err(|e| io_error(format!("load generated config: {e}")))?;
             config.raft.tick_ms = options.tick_ms;
+            if let Some(entries) = options.snapshot_entries {
+                config.snapshot.threshold_entries = entries;
+            }
             for member in &mut config.members {
                 let j = member.id as usize - 1;
                 if let Some(proxy) = &links[i][j] {

@@ -68,6 +68,8 @@ pub struct RoundOptions {
     pub request_timeout: Duration,
     /// `raft.tick_ms` of the nodes.
     pub tick_ms: u64,
+    /// `snapshot.threshold_entries` of the nodes (`None`: the default).
+    pub snapshot_entries: Option<u64>,
     /// Search budget per key.
     pub steps_max: u64,
     /// Keep the round directory even after a pass.
@@ -202,6 +204,7 @@ pub fn run_round(options: &RoundOptions, round: u64, seed: u64) -> io::Result<Ro
         server_exe: options.server_exe.clone(),
         dir: dir.clone(),
         tick_ms: options.tick_ms,
+        snapshot_entries: options.snapshot_entries,
     })?;
     let mut history = Vec::new();
     let mut faults = Vec::new();
