@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use crate::client::{ClientOptions, status_at};
 use crate::codec::client::Status;
-use crate::config::Config;
+use crate::config::{Config, SEGMENT_BYTES_MIN};
 use crate::server::local::{LocalNode, write_local_configs};
 
 use super::proxy::{LinkMode, LinkProxy};
@@ -45,8 +45,9 @@ pub struct ClusterOptions {
     pub dir: PathBuf,
     /// `raft.tick_ms` of every node.
     pub tick_ms: u64,
-    /// `snapshot.threshold_entries` of every node (small: snapshots and InstallSnapshot
-    /// happen during the faults); `None` keeps the default.
+    /// `snapshot.threshold_entries` of every node, with `storage.segment_bytes` at its
+    /// minimum so compaction really deletes log (small: snapshots and InstallSnapshot
+    /// happen during the faults); `None` keeps the defaults.
     pub snapshot_entries: Option<u64>,
 }
 
@@ -106,6 +107,7 @@ impl FaultCluster {
             config.raft.tick_ms = options.tick_ms;
             if let Some(entries) = options.snapshot_entries {
                 config.snapshot.threshold_entries = entries;
+                config.storage.segment_bytes = SEGMENT_BYTES_MIN;
             }
             for member in &mut config.members {
                 let j = member.id as usize - 1;
