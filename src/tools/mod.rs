@@ -2,4 +2,5 @@
 //! module here, so the logic is unit-testable and shares the crate's types.
 
 pub mod bench;
+pub mod faults;
 pub mod log_inspect;
