@@ -19,6 +19,7 @@
 //! Reads keep answering from memory, which may hold entries that never became durable.
 
 use std::fs::{self, File, OpenOptions};
+use std::thread::JoinHandle;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -81,9 +82,21 @@ pub struct Wal {
     /// Set when a write, sync or file operation failed: the log then refuses every
     /// change (see [`Error::Failed`]).
     failed: bool,
+    /// Segments dropped by `compact_prefix` being unlinked (and the directory fsynced)
+    /// on a helper thread, so deleting a large file never stalls the event loop.
+    deleting: Option<JoinHandle<Result<()>>>,
     /// Test-only fault injection.
     #[cfg(test)]
     pub(crate) faults: super::fault::Faults,
+}
+
+impl Drop for Wal {
+    /// Finishes a pending segment deletion before the directory lock is released.
+    fn drop(&mut self) {
+        if let Err(error) = self.finish_deleting() {
+            log::error!("{}: compaction did not finish: {error}", self.dir.display());
+        }
+    }
 }
 
 impl Wal {
@@ -123,6 +136,7 @@ impl Wal {
             pending: Vec::with_capacity(1 << 16),
             tail_dirty: false,
             unsynced_sealed: Vec::new(),
+            deleting: None,
             dir_dirty: false,
             scratch: Vec::new(),
             failed: false,
@@ -489,10 +503,14 @@ impl Wal {
         Ok(())
     }
 
-    /// Syncs, then removes every sealed segment whose entries are all below `upto`,
-    /// oldest first, fsyncing the directory after each removal, so the new marker
-    /// (the first kept segment's header) is durable when this returns. The open
-    /// segment is never removed, so the log may keep entries below `upto`.
+    /// Syncs, then drops every sealed segment whose entries are all below `upto` from
+    /// the log, and unlinks their files oldest first on a helper thread (then fsyncs
+    /// the directory), so a large unlink never stalls the caller. The new marker (the
+    /// first kept segment's header) is durable once that finishes: at the latest when
+    /// the next `compact_prefix`, `reset_to_snapshot` or drop of the log returns. A
+    /// crash before that only leaves older segments in place, which recovery reads as
+    /// an earlier marker. The open segment is never removed, so the log may keep
+    /// entries below `upto`.
     ///
     /// # Errors
     /// [`Error::Io`], which leaves the log failed; [`Error::Failed`].
@@ -502,16 +520,46 @@ impl Wal {
     }
 
     fn remove_below(&mut self, upto: u64) -> Result<()> {
+        self.finish_deleting()?;
         let count = self
             .sealed
             .iter()
             .take_while(|s| s.last_index() < upto)
             .count();
-        for segment in self.sealed.drain(..count) {
-            fs::remove_file(&segment.path).map_err(io_error(&segment.path))?;
-            sync_dir(&self.dir)?;
+        if count == 0 {
+            return Ok(());
         }
-        Ok(())
+        let removed: Vec<Segment> = self.sealed.drain(..count).collect();
+        let dir = self.dir.clone();
+        let spawned = std::thread::Builder::new()
+            .name("raftkv-wal-delete".into())
+            .spawn(move || {
+                for segment in removed {
+                    let path = segment.path.clone();
+                    drop(segment);
+                    fs::remove_file(&path).map_err(io_error(&path))?;
+                }
+                sync_dir(&dir)
+            });
+        match spawned {
+            Ok(handle) => {
+                self.deleting = Some(handle);
+                Ok(())
+            }
+            Err(source) => Err(Error::Io { path: self.dir.clone(), source }),
+        }
+    }
+
+    /// Waits for the segment deletion of the last `compact_prefix`, if any.
+    fn finish_deleting(&mut self) -> Result<()> {
+        match self.deleting.take().map(JoinHandle::join) {
+            None | Some(Ok(Ok(()))) => Ok(()),
+            Some(Ok(Err(error))) => Err(error),
+            Some(Err(_)) => Err(Error::Io {
+                path: self.dir.clone(),
+                source: std::io::Error::other("the segment deletion thread panicked"),
+            }),
+        }
     }
 
     /// Drops every entry and sets the marker to `(index, term)` after a snapshot was
@@ -525,6 +573,7 @@ impl Wal {
     }
 
     fn reset(&mut self, index: u64, term: u64) -> Result<()> {
+        self.finish_deleting()?;
         let temp = self.dir.join(RESET_TEMP_NAME);
         let header = SegmentHeader {
             first_index: index + 1,
