@@ -432,6 +432,14 @@ impl<S: LogStore> Raft<S> {
         if self.record_vote(self.id, true, pre_vote)? {
             return Ok(());
         }
+        self.request_votes(term, pre_vote, transfer)
+    }
+
+    /// Sends a (pre-)vote request for `term` to every other voter.
+    ///
+    /// # Errors
+    /// A store failure.
+    fn request_votes(&mut self, term: u64, pre_vote: bool, transfer: bool) -> Result<(), Error> {
         let request = VoteRequest {
             last_log_index: self.log.last_index(),
             last_log_term: self.log.last_term()?,
@@ -478,22 +486,7 @@ impl<S: LogStore> Raft<S> {
         if self.record_vote(self.id, true, false)? {
             return Ok(());
         }
-        let request = VoteRequest {
-            last_log_index: self.log.last_index(),
-            last_log_term: self.log.last_term()?,
-            leadership_transfer: false,
-        };
-        let voters: Vec<NodeId> = self
-            .membership
-            .voters
-            .iter()
-            .copied()
-            .filter(|&id| id != self.id)
-            .collect();
-        for id in voters {
-            self.send(id, self.term, MessageBody::Vote(request));
-        }
-        Ok(())
+        self.request_votes(self.term, false, false)
     }
 
     // ----- inputs -----

@@ -19,10 +19,10 @@
 //! Reads keep answering from memory, which may hold entries that never became durable.
 
 use std::fs::{self, File, OpenOptions};
-use std::thread::JoinHandle;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::thread::JoinHandle;
 
 use memmap2::Mmap;
 
@@ -546,7 +546,10 @@ impl Wal {
                 self.deleting = Some(handle);
                 Ok(())
             }
-            Err(source) => Err(Error::Io { path: self.dir.clone(), source }),
+            Err(source) => Err(Error::Io {
+                path: self.dir.clone(),
+                source,
+            }),
         }
     }
 
