@@ -5,15 +5,18 @@
 //! the order the Ready contract requires:
 //! 1. send `messages` (the leader's appends and heartbeats may leave before its own
 //!    fsync: Raft thesis §10.2.1; its match index only advances after `advance`);
-//! 2. install a received snapshot, append `entries`, record the hard state;
-//! 3. ONE sync for everything of this turn (group commit);
-//! 4. send `messages_after_sync` (votes and append acknowledgements);
-//! 5. apply committed entries and answer the clients waiting on them;
-//! 6. answer linearizable reads whose ReadIndex is now applied.
+//! 2. apply committed entries, answer the clients waiting on them and the linearizable
+//!    reads whose ReadIndex is now applied, and flush those replies: the core hands
+//!    out only entries committed AND persisted in this node's log by an earlier sync,
+//!    so nothing they depend on waits for this turn's sync (with a snapshot to
+//!    install, this step runs after step 5 instead);
+//! 3. install a received snapshot, append `entries`, record the hard state;
+//! 4. ONE sync for everything of this turn (group commit);
+//! 5. send `messages_after_sync` (votes and append acknowledgements).
 //!
-//! A client write is acknowledged only in step 5, after the entry is committed (so
-//! durable on a majority, this node's copy included by step 3). Linearizable reads are
-//! batched: every read arriving in one turn shares one ReadIndex round.
+//! A client write is acknowledged only in step 2, after the entry is committed (so
+//! durable on a majority, this node's copy included by an earlier step 4). Linearizable
+//! reads are batched: every read arriving in one turn shares one ReadIndex round.
 //!
 //! Invariant: `pending_writes` maps a log index to the client waiting for it, with the
 //! term the entry was proposed in; an entry applied at that index with another term
@@ -36,7 +39,7 @@ use crate::codec::client::{
 use crate::config::Config;
 use crate::kv::{CommandResult, KvConfig, KvStore, command_to_vec};
 use crate::raft::message::{Entry, EntryKind, Message, NodeId, Snapshot, SnapshotMeta};
-use crate::raft::{self, RawNode, Role};
+use crate::raft::{self, RawNode, Ready, Role};
 use crate::storage::snapshot::{self as snapshot_file, SnapshotFile};
 
 /// A client connection as the node knows it: slab key plus generation, so a reply to a
@@ -394,6 +397,15 @@ impl Node {
                 self.metrics.on_message_sent(message.to, bytes as u64);
             }
             out.flush_now();
+            // Committed entries are durable on a majority and in this node's own log
+            // (the core hands out only persisted ones), so they do not wait for this
+            // turn's sync: apply them and get their replies out while the disk works.
+            // With a snapshot to install, the state machine restarts from it first.
+            let apply_early = ready.snapshot.is_none();
+            if apply_early {
+                self.apply_ready(&mut ready, out);
+                out.flush_now();
+            }
             if let Some(snapshot) = &ready.snapshot {
                 self.install_snapshot(snapshot)?;
             }
@@ -422,21 +434,8 @@ impl Node {
                 let bytes = out.send(&message);
                 self.metrics.on_message_sent(message.to, bytes as u64);
             }
-            for entry in &ready.committed_entries {
-                self.apply(entry, out);
-            }
-            for read_state in ready.read_states.drain(..) {
-                let context = read_state
-                    .context
-                    .get(..8)
-                    .and_then(|c| c.try_into().ok())
-                    .map(u64::from_le_bytes);
-                if let Some(reads) = context.and_then(|c| self.reads_by_context.remove(&c)) {
-                    self.reads_by_index
-                        .entry(read_state.index)
-                        .or_default()
-                        .extend(reads);
-                }
+            if !apply_early {
+                self.apply_ready(&mut ready, out);
             }
             self.raw.advance(ready).map_err(|e| e.to_string())?;
         }
@@ -449,6 +448,28 @@ impl Node {
             self.reads_by_index.values().map(Vec::len).sum::<usize>()
         );
         Ok(())
+    }
+
+    /// Applies `ready`'s committed entries, files its confirmed reads under their
+    /// index and answers every read the state machine has caught up with.
+    fn apply_ready(&mut self, ready: &mut Ready, out: &mut impl Outbox) {
+        for entry in &ready.committed_entries {
+            self.apply(entry, out);
+        }
+        for read_state in ready.read_states.drain(..) {
+            let context = read_state
+                .context
+                .get(..8)
+                .and_then(|c| c.try_into().ok())
+                .map(u64::from_le_bytes);
+            if let Some(reads) = context.and_then(|c| self.reads_by_context.remove(&c)) {
+                self.reads_by_index
+                    .entry(read_state.index)
+                    .or_default()
+                    .extend(reads);
+            }
+        }
+        self.answer_reads(out);
     }
 
     fn apply(&mut self, entry: &Entry, out: &mut impl Outbox) {
