@@ -5,14 +5,15 @@
 //! the order the Ready contract requires:
 //! 1. send `messages` (the leader's appends and heartbeats may leave before its own
 //!    fsync: Raft thesis §10.2.1; its match index only advances after `advance`);
-//! 2. apply committed entries, answer the clients waiting on them and the linearizable
-//!    reads whose ReadIndex is now applied, and flush those replies: the core hands
-//!    out only entries committed AND persisted in this node's log by an earlier sync,
-//!    so nothing they depend on waits for this turn's sync (with a snapshot to
-//!    install, this step runs after step 5 instead);
+//! 2. on the leader, apply committed entries, answer the clients waiting on them and
+//!    the linearizable reads whose ReadIndex is now applied, and flush those replies:
+//!    the core hands out only entries committed AND persisted in this node's log by an
+//!    earlier sync, so nothing they depend on waits for this turn's sync (a follower,
+//!    or a node installing a snapshot, does this after step 5 instead: the leader's
+//!    commit waits for the follower's acknowledgement, not for its state machine);
 //! 3. install a received snapshot, append `entries`, record the hard state;
 //! 4. ONE sync for everything of this turn (group commit);
-//! 5. send `messages_after_sync` (votes and append acknowledgements).
+//! 5. send `messages_after_sync` (votes and append acknowledgements) and flush them.
 //!
 //! A client write is acknowledged only in step 2, after the entry is committed (so
 //! durable on a majority, this node's copy included by an earlier step 4). Linearizable
@@ -399,9 +400,10 @@ impl Node {
             out.flush_now();
             // Committed entries are durable on a majority and in this node's own log
             // (the core hands out only persisted ones), so they do not wait for this
-            // turn's sync: apply them and get their replies out while the disk works.
-            // With a snapshot to install, the state machine restarts from it first.
-            let apply_early = ready.snapshot.is_none();
+            // turn's sync: the leader applies them and gets their replies out before it.
+            // A follower syncs and acknowledges first, as the leader's commit waits for
+            // its ack; with a snapshot to install, the state machine restarts from it.
+            let apply_early = ready.snapshot.is_none() && self.raw.raft().role == Role::Leader;
             if apply_early {
                 self.apply_ready(&mut ready, out);
                 out.flush_now();
@@ -430,9 +432,12 @@ impl Node {
                 }
                 synced_entries += appended;
             }
-            for message in ready.messages_after_sync.drain(..) {
-                let bytes = out.send(&message);
-                self.metrics.on_message_sent(message.to, bytes as u64);
+            if !ready.messages_after_sync.is_empty() {
+                for message in ready.messages_after_sync.drain(..) {
+                    let bytes = out.send(&message);
+                    self.metrics.on_message_sent(message.to, bytes as u64);
+                }
+                out.flush_now();
             }
             if !apply_early {
                 self.apply_ready(&mut ready, out);
