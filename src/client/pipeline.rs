@@ -2,7 +2,9 @@
 //!
 //! [`Pipeline::submit`] encodes a request into the output buffer and returns its request
 //! id; [`Pipeline::flush`] writes every buffered request in one `write_all`;
-//! [`Pipeline::recv`] reads until one complete response arrives. Replies may come back
+//! [`Pipeline::recv`] returns a response already received, or flushes and reads until one
+//! complete response arrives. A caller that answers each response by submitting a new
+//! request so sends one `write` per batch of responses received, not one per request. Replies may come back
 //! in any order (a stale read is answered before an earlier write commits), so callers
 //! match them by [`Response::request_id`].
 //!
@@ -35,6 +37,9 @@ pub struct Pipeline {
     next_request_id: u64,
     /// Invariant: requests submitted minus responses received.
     in_flight: usize,
+    /// The socket's read timeout as last set (`None`: never set). A read may wake
+    /// before the caller's deadline and loop, never after it.
+    read_timeout: Option<Duration>,
 }
 
 impl Pipeline {
@@ -63,6 +68,7 @@ impl Pipeline {
                         output: Vec::new(),
                         next_request_id: 1,
                         in_flight: 0,
+                        read_timeout: None,
                     });
                 }
                 Err(error) => last = error,
@@ -110,7 +116,8 @@ impl Pipeline {
         result.map_err(|source| self.io_error(source))
     }
 
-    /// Flushes, then blocks until one response arrives or `deadline` passes.
+    /// Returns the next response already received, or flushes and blocks until one
+    /// arrives or `deadline` passes.
     ///
     /// # Errors
     /// [`Error::Timeout`] at the deadline: the pipeline stays usable (a partial frame is
@@ -118,7 +125,6 @@ impl Pipeline {
     /// [`Error::Io`] if the connection fails or closes, [`Error::Protocol`] if the node
     /// sends a frame that does not decode: the pipeline should then be dropped.
     pub fn recv(&mut self, deadline: Instant) -> Result<Response, Error> {
-        self.flush()?;
         loop {
             let undecoded = &self.input[self.input_start..];
             let decoded =
@@ -133,6 +139,7 @@ impl Pipeline {
                 self.in_flight = self.in_flight.saturating_sub(1);
                 return Ok(response);
             }
+            self.flush()?;
             self.read_more(deadline)?;
         }
     }
@@ -151,7 +158,7 @@ impl Pipeline {
             if remaining.is_zero() {
                 break Err(Error::Timeout);
             }
-            if let Err(source) = self.stream.set_read_timeout(Some(remaining)) {
+            if let Err(source) = self.shorten_read_timeout(remaining) {
                 break Err(self.io_error(source));
             }
             match self.stream.read(&mut self.input[filled..]) {
@@ -170,6 +177,24 @@ impl Pipeline {
         let count = result.as_ref().map_or(0, |count| *count);
         self.input.truncate(filled + count);
         result.map(|_| ())
+    }
+
+    /// Makes sure a read wakes up within `remaining` (non-zero), with one `setsockopt`
+    /// only when the timeout set is longer: it is then set to half of `remaining` (all
+    /// of it under 2 ms), so a deadline that recedes across calls costs a logarithmic
+    /// number of calls, not one per read.
+    fn shorten_read_timeout(&mut self, remaining: Duration) -> io::Result<()> {
+        if self.read_timeout.is_some_and(|set| set <= remaining) {
+            return Ok(());
+        }
+        let timeout = if remaining > Duration::from_millis(2) {
+            remaining / 2
+        } else {
+            remaining
+        };
+        self.stream.set_read_timeout(Some(timeout))?;
+        self.read_timeout = Some(timeout);
+        Ok(())
     }
 
     fn io_error(&self, source: io::Error) -> Error {

@@ -5,15 +5,19 @@
 //! the order the Ready contract requires:
 //! 1. send `messages` (the leader's appends and heartbeats may leave before its own
 //!    fsync: Raft thesis §10.2.1; its match index only advances after `advance`);
-//! 2. install a received snapshot, append `entries`, record the hard state;
-//! 3. ONE sync for everything of this turn (group commit);
-//! 4. send `messages_after_sync` (votes and append acknowledgements);
-//! 5. apply committed entries and answer the clients waiting on them;
-//! 6. answer linearizable reads whose ReadIndex is now applied.
+//! 2. on the leader, apply committed entries, answer the clients waiting on them and
+//!    the linearizable reads whose ReadIndex is now applied, and flush those replies:
+//!    the core hands out only entries committed AND persisted in this node's log by an
+//!    earlier sync, so nothing they depend on waits for this turn's sync (a follower,
+//!    or a node installing a snapshot, does this after step 5 instead: the leader's
+//!    commit waits for the follower's acknowledgement, not for its state machine);
+//! 3. install a received snapshot, append `entries`, record the hard state;
+//! 4. ONE sync for everything of this turn (group commit);
+//! 5. send `messages_after_sync` (votes and append acknowledgements) and flush them.
 //!
-//! A client write is acknowledged only in step 5, after the entry is committed (so
-//! durable on a majority, this node's copy included by step 3). Linearizable reads are
-//! batched: every read arriving in one turn shares one ReadIndex round.
+//! A client write is acknowledged only in step 2, after the entry is committed (so
+//! durable on a majority, this node's copy included by an earlier step 4). Linearizable
+//! reads are batched: every read arriving in one turn shares one ReadIndex round.
 //!
 //! Invariant: `pending_writes` maps a log index to the client waiting for it, with the
 //! term the entry was proposed in; an entry applied at that index with another term
@@ -34,9 +38,9 @@ use crate::codec::client::{
     Status,
 };
 use crate::config::Config;
-use crate::kv::{CommandResult, KvConfig, KvStore, command_to_vec};
+use crate::kv::{Command, CommandResult, KvConfig, KvStore, encode_command};
 use crate::raft::message::{Entry, EntryKind, Message, NodeId, Snapshot, SnapshotMeta};
-use crate::raft::{self, RawNode, Role};
+use crate::raft::{self, RawNode, Ready, Role};
 use crate::storage::snapshot::{self as snapshot_file, SnapshotFile};
 
 /// A client connection as the node knows it: slab key plus generation, so a reply to a
@@ -124,6 +128,22 @@ fn finish(
             body,
         },
     );
+}
+
+/// Bytes enough for the log encoding of the common commands (a version and type byte,
+/// the session, a length per byte string), so encoding one allocates once instead of
+/// growing the vector five or six times; a larger command simply grows it.
+fn encoded_size_hint(command: &Command) -> usize {
+    const FIXED: usize = 48;
+    FIXED
+        + match command {
+            Command::Get { key } | Command::Delete { key, .. } => key.len(),
+            Command::Put { key, value, .. } => key.len() + value.len(),
+            Command::Cas {
+                key, expected, new, ..
+            } => key.len() + expected.as_ref().map_or(0, Vec::len) + new.len(),
+            Command::RegisterSession | Command::Txn { .. } => 0,
+        }
 }
 
 /// A snapshot being encoded and written on a helper thread.
@@ -281,7 +301,8 @@ impl Node {
                 if let Some(body) = self.not_leader() {
                     return reply(body);
                 }
-                let data = command_to_vec(&command);
+                let mut data = Vec::with_capacity(encoded_size_hint(&command));
+                encode_command(&command, &mut data);
                 match self.raw.propose(data) {
                     Ok(index) => {
                         self.metrics.on_proposal();
@@ -394,6 +415,16 @@ impl Node {
                 self.metrics.on_message_sent(message.to, bytes as u64);
             }
             out.flush_now();
+            // Committed entries are durable on a majority and in this node's own log
+            // (the core hands out only persisted ones), so they do not wait for this
+            // turn's sync: the leader applies them and gets their replies out before it.
+            // A follower syncs and acknowledges first, as the leader's commit waits for
+            // its ack; with a snapshot to install, the state machine restarts from it.
+            let apply_early = ready.snapshot.is_none() && self.raw.raft().role == Role::Leader;
+            if apply_early {
+                self.apply_ready(&mut ready, out);
+                out.flush_now();
+            }
             if let Some(snapshot) = &ready.snapshot {
                 self.install_snapshot(snapshot)?;
             }
@@ -418,25 +449,15 @@ impl Node {
                 }
                 synced_entries += appended;
             }
-            for message in ready.messages_after_sync.drain(..) {
-                let bytes = out.send(&message);
-                self.metrics.on_message_sent(message.to, bytes as u64);
-            }
-            for entry in &ready.committed_entries {
-                self.apply(entry, out);
-            }
-            for read_state in ready.read_states.drain(..) {
-                let context = read_state
-                    .context
-                    .get(..8)
-                    .and_then(|c| c.try_into().ok())
-                    .map(u64::from_le_bytes);
-                if let Some(reads) = context.and_then(|c| self.reads_by_context.remove(&c)) {
-                    self.reads_by_index
-                        .entry(read_state.index)
-                        .or_default()
-                        .extend(reads);
+            if !ready.messages_after_sync.is_empty() {
+                for message in ready.messages_after_sync.drain(..) {
+                    let bytes = out.send(&message);
+                    self.metrics.on_message_sent(message.to, bytes as u64);
                 }
+                out.flush_now();
+            }
+            if !apply_early {
+                self.apply_ready(&mut ready, out);
             }
             self.raw.advance(ready).map_err(|e| e.to_string())?;
         }
@@ -449,6 +470,28 @@ impl Node {
             self.reads_by_index.values().map(Vec::len).sum::<usize>()
         );
         Ok(())
+    }
+
+    /// Applies `ready`'s committed entries, files its confirmed reads under their
+    /// index and answers every read the state machine has caught up with.
+    fn apply_ready(&mut self, ready: &mut Ready, out: &mut impl Outbox) {
+        for entry in &ready.committed_entries {
+            self.apply(entry, out);
+        }
+        for read_state in ready.read_states.drain(..) {
+            let context = read_state
+                .context
+                .get(..8)
+                .and_then(|c| c.try_into().ok())
+                .map(u64::from_le_bytes);
+            if let Some(reads) = context.and_then(|c| self.reads_by_context.remove(&c)) {
+                self.reads_by_index
+                    .entry(read_state.index)
+                    .or_default()
+                    .extend(reads);
+            }
+        }
+        self.answer_reads(out);
     }
 
     fn apply(&mut self, entry: &Entry, out: &mut impl Outbox) {
