@@ -4,9 +4,9 @@
 //! id; [`Pipeline::flush`] writes every buffered request in one `write_all`;
 //! [`Pipeline::recv`] returns a response already received, or flushes and reads until one
 //! complete response arrives. A caller that answers each response by submitting a new
-//! request so sends one `write` per batch of responses received, not one per request. Replies may come back
-//! in any order (a stale read is answered before an earlier write commits), so callers
-//! match them by [`Response::request_id`].
+//! request so sends one `write` per batch of responses received, not one per request.
+//! Replies may come back in any order (a stale read is answered before an earlier write
+//! commits), so callers match them by [`Response::request_id`].
 //!
 //! Invariant: `input[input_start..]` holds the bytes received and not yet decoded; the
 //! buffer never holds more than one frame beyond what the caller has asked for, because
