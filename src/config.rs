@@ -92,7 +92,7 @@ impl Default for RaftConfig {
         RaftConfig {
             tick_ms: 50,
             heartbeat_ticks: 1,
-            election_ticks: 6,
+            election_ticks: 5,
         }
     }
 }
