@@ -15,7 +15,8 @@ use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
 
-use crate::raft::message::EntryKind;
+use crate::kv::{Command as KvCommand, Session, decode_command};
+use crate::raft::message::{Configuration, EntryKind};
 use crate::storage::format::{HEADER_BYTES, decode_record};
 use crate::storage::hard_state::{self, sync_dir};
 use crate::storage::lock::DirLock;
@@ -103,14 +104,82 @@ pub fn run(cli: &Cli) -> i32 {
     }
 }
 
-/// The payload preview of `dump`: hex of the first 32 bytes. One function so that a
-/// decoder of kv commands can replace it.
-pub fn payload_preview(_kind: EntryKind, data: &[u8]) -> String {
+/// The payload preview of `dump`: the decoded kv command of a normal entry (keys and
+/// values shown as text when printable, hex otherwise, each cut at 32 bytes), the
+/// members of a configuration entry, and hex for anything that does not decode.
+pub fn payload_preview(kind: EntryKind, data: &[u8]) -> String {
+    match kind {
+        EntryKind::Noop => String::new(),
+        EntryKind::Config => match Configuration::decode(data) {
+            Ok(config) => format!("voters {:?} learners {:?}", config.voters, config.learners),
+            Err(_) => format!("undecodable config {}", hex(data)),
+        },
+        EntryKind::Normal => match decode_command(data) {
+            Ok(command) => command_preview(&command),
+            Err(_) => format!("undecodable {}", hex(data)),
+        },
+    }
+}
+
+fn command_preview(command: &KvCommand) -> String {
+    let session = |s: &Session| format!(" (client {} seq {})", s.client_id, s.seq);
+    match command {
+        KvCommand::Get { key } => format!("get {}", text(key)),
+        KvCommand::Put {
+            session: s,
+            key,
+            value,
+        } => {
+            format!("put {} {}{}", text(key), text(value), session(s))
+        }
+        KvCommand::Delete { session: s, key } => format!("del {}{}", text(key), session(s)),
+        KvCommand::Cas {
+            session: s,
+            key,
+            expected,
+            new,
+        } => format!(
+            "cas {} {} -> {}{}",
+            text(key),
+            expected
+                .as_deref()
+                .map_or_else(|| "(absent)".to_string(), text),
+            text(new),
+            session(s)
+        ),
+        KvCommand::Txn {
+            session: s,
+            compare,
+            success,
+            failure,
+        } => format!(
+            "txn {} compares, {} then-ops, {} else-ops{}",
+            compare.len(),
+            success.len(),
+            failure.len(),
+            session(s)
+        ),
+        KvCommand::RegisterSession => "register-session".to_string(),
+    }
+}
+
+/// Printable ASCII as is (quoted), anything else as hex; at most 32 bytes.
+fn text(bytes: &[u8]) -> String {
+    let shown = &bytes[..bytes.len().min(32)];
+    let more = if bytes.len() > 32 { "..." } else { "" };
+    if shown.iter().all(|b| b.is_ascii_graphic() || *b == b' ') {
+        format!("{:?}{more}", String::from_utf8_lossy(shown))
+    } else {
+        hex(bytes)
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(70);
-    for byte in data.iter().take(32) {
+    for byte in bytes.iter().take(32) {
         let _ = write!(out, "{byte:02x}");
     }
-    if data.len() > 32 {
+    if bytes.len() > 32 {
         out.push_str("...");
     }
     out
@@ -417,4 +486,38 @@ fn truncate(dir: &Path, after: u64) -> Result<i32> {
     sync_dir(&backup)?;
     sync_dir(dir)?;
     Ok(0)
+}
+
+#[cfg(test)]
+mod preview_tests {
+    use super::*;
+    use crate::kv::command_to_vec;
+
+    /// Goal: `dump` shows decoded kv commands and configurations, and hex for bytes
+    /// that do not decode.
+    #[test]
+    fn previews_decode_commands_and_fall_back_to_hex() {
+        let put = command_to_vec(&KvCommand::Put {
+            session: Session {
+                client_id: 7,
+                seq: 3,
+            },
+            key: b"hello".to_vec(),
+            value: vec![0, 1],
+        });
+        let config = Configuration::new([1, 2], [3]).encode();
+        let cases: [(EntryKind, &[u8], &str); 4] = [
+            (
+                EntryKind::Normal,
+                &put,
+                "put \"hello\" 0001 (client 7 seq 3)",
+            ),
+            (EntryKind::Config, &config, "voters [1, 2] learners [3]"),
+            (EntryKind::Normal, &[0xff, 0xee], "undecodable ffee"),
+            (EntryKind::Noop, &[], ""),
+        ];
+        for (i, (kind, data, want)) in cases.into_iter().enumerate() {
+            assert_eq!(payload_preview(kind, data), want, "#{i}");
+        }
+    }
 }
