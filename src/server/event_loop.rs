@@ -160,6 +160,10 @@ pub struct EventLoop {
     slow_turn_ms: u64,
     stopping: bool,
     events: Events,
+    /// Readiness of this turn's events, copied out of `events` before dispatching.
+    ready_scratch: Vec<(Token, bool, bool)>,
+    /// Connections with input left over from a bounded read, to read again this turn.
+    unread_scratch: Vec<usize>,
 }
 
 fn token_of(key: usize) -> Token {
@@ -237,6 +241,8 @@ impl EventLoop {
             slow_turn_ms: (config.raft.tick_ms * u64::from(config.raft.heartbeat_ticks) / 2).max(1),
             stopping: false,
             events: Events::with_capacity(1024),
+            ready_scratch: Vec::new(),
+            unread_scratch: Vec::new(),
         })
     }
 
@@ -287,30 +293,31 @@ impl EventLoop {
             Err(e) => return Err(RunError::Poll(e)),
         }
         let dispatch_started = Instant::now();
-        let tokens: Vec<(Token, bool, bool)> = self
-            .events
-            .iter()
-            .map(|e| {
-                (
-                    e.token(),
-                    e.is_readable() || e.is_read_closed() || e.is_error(),
-                    e.is_writable(),
-                )
-            })
-            .collect();
-        for (token, readable, writable) in tokens {
+        // Scratch buffers kept across turns: no allocation per turn on the hot path.
+        let mut ready = std::mem::take(&mut self.ready_scratch);
+        ready.extend(self.events.iter().map(|e| {
+            (
+                e.token(),
+                e.is_readable() || e.is_read_closed() || e.is_error(),
+                e.is_writable(),
+            )
+        }));
+        for (token, readable, writable) in ready.drain(..) {
             self.dispatch(token, readable, writable);
         }
-        let unread: Vec<usize> = self
-            .net
-            .conns
-            .iter()
-            .filter(|(_, c)| c.unread)
-            .map(|(key, _)| key)
-            .collect();
-        for key in unread {
+        self.ready_scratch = ready;
+        let mut unread = std::mem::take(&mut self.unread_scratch);
+        unread.extend(
+            self.net
+                .conns
+                .iter()
+                .filter(|(_, c)| c.unread)
+                .map(|(key, _)| key),
+        );
+        for key in unread.drain(..) {
             self.on_readable(key);
         }
+        self.unread_scratch = unread;
         self.expire_timers();
         let now = self.now_ms();
         self.node.expire_deadlines(now, &mut self.net);
