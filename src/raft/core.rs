@@ -270,10 +270,17 @@ impl<S: LogStore> Raft<S> {
         }
     }
 
+    /// Puts `config` in force. A leader keeps replicating to the members it
+    /// drops (their progress stays, outside every quorum) until they hold the
+    /// removal and its commit: [`Raft::release_departed`] lets them go, so a
+    /// removed server learns that it was removed and its driver can stop it.
     fn set_membership(&mut self, config: Configuration) {
         let next = self.log.last_index() + 1;
         let inflight_count_max = self.opts.inflight_count_max;
-        self.progress.retain(|id, _| config.contains(*id));
+        let leading = self.role == Role::Leader;
+        let previous = &self.membership;
+        self.progress
+            .retain(|id, _| config.contains(*id) || (leading && previous.contains(*id)));
         for id in config.members() {
             self.progress
                 .entry(id)
@@ -282,6 +289,39 @@ impl<S: LogStore> Raft<S> {
         self.membership = config;
         if self.role == Role::Leader {
             self.needs_flush = true;
+        }
+    }
+
+    /// Index of the `Config` entry in force (the snapshot's index, or 0, when
+    /// the configuration predates the log).
+    pub fn membership_index(&self) -> u64 {
+        self.config_history.last().map_or(0, |(index, _)| *index)
+    }
+
+    /// Lets go of the servers the configuration in force removed once the
+    /// removal is committed and they hold it: each gets a last heartbeat
+    /// carrying a commit index that covers its removal, then nothing more.
+    fn release_departed(&mut self) {
+        let config_index = self.membership_index();
+        if self.role != Role::Leader || self.log.committed < config_index {
+            return;
+        }
+        let departed: Vec<(NodeId, u64)> = self
+            .progress
+            .iter()
+            .filter(|(id, pr)| {
+                **id != self.id && !self.membership.contains(**id) && pr.match_index >= config_index
+            })
+            .map(|(&id, pr)| (id, pr.match_index.min(self.log.committed)))
+            .collect();
+        for (id, commit) in departed {
+            self.progress.remove(&id);
+            let body = MessageBody::Heartbeat(Heartbeat { commit, context: 0 });
+            self.send(id, self.term, body);
+            log::info!(
+                "node {}: {id} holds its removal at {config_index}, no longer replicated to",
+                self.id
+            );
         }
     }
 
@@ -351,6 +391,8 @@ impl<S: LogStore> Raft<S> {
         self.reads_before_noop.clear();
         self.needs_flush = false;
         let (next, persisted) = (self.log.last_index() + 1, self.log.persisted);
+        let membership = &self.membership;
+        self.progress.retain(|id, _| membership.contains(*id));
         for (&id, pr) in self.progress.iter_mut() {
             *pr = Progress::new(next, self.opts.inflight_count_max);
             if id == self.id {
@@ -571,6 +613,19 @@ impl<S: LogStore> Raft<S> {
     /// [`Error::ConfigChangePending`] until the previous change committed,
     /// [`Error::InvalidConfigChange`], or the errors of [`Raft::propose`].
     pub fn propose_config_change(&mut self, change: ConfigChange) -> Result<u64, Error> {
+        self.propose_config_change_with_info(change, Vec::new())
+    }
+
+    /// [`Raft::propose_config_change`], attaching `info` (opaque driver data such
+    /// as addresses; empty for none) to the member the change adds or keeps.
+    ///
+    /// # Errors
+    /// As [`Raft::propose_config_change`].
+    pub fn propose_config_change_with_info(
+        &mut self,
+        change: ConfigChange,
+        info: Vec<u8>,
+    ) -> Result<u64, Error> {
         if self.role == Role::Leader && self.pending_config_index > self.log.committed {
             return Err(Error::ConfigChangePending);
         }
@@ -578,6 +633,12 @@ impl<S: LogStore> Raft<S> {
             .membership
             .apply(change)
             .ok_or(Error::InvalidConfigChange)?;
+        let config = match change {
+            ConfigChange::AddVoter(id) | ConfigChange::AddLearner(id) if !info.is_empty() => {
+                config.with_info(id, info)
+            }
+            _ => config,
+        };
         if let ConfigChange::PromoteLearner(id) = change
             && self.role == Role::Leader
         {
@@ -967,7 +1028,9 @@ impl<S: LogStore> Raft<S> {
             ProgressState::Replicate => pr.inflights.free_to(r.index),
         }
         let caught_up = pr.match_index == self.log.last_index();
-        self.maybe_commit()?;
+        if !self.maybe_commit()? {
+            self.release_departed();
+        }
         self.needs_flush = true;
         if from == self.transferee && caught_up {
             self.send(from, self.term, MessageBody::TimeoutNow);
@@ -1067,6 +1130,7 @@ impl<S: LogStore> Raft<S> {
                 self.handle_read_request(request);
             }
         }
+        self.release_departed();
         self.maybe_step_down_removed()?;
         Ok(true)
     }

@@ -77,7 +77,8 @@ fn leader_removes_itself() {
     assert_eq!(status.commit, status.last_index, "{{2, 3}} commit alone");
 }
 
-/// Goal: a removed node that never learnt of its removal cannot disrupt the
+/// Goal: a removed node that never learnt of its removal (it was cut off until
+/// the leader that removed it lost leadership) cannot disrupt the
 /// cluster when it comes back: its (pre-)votes are ignored by nodes that hear
 /// from a leader (check-quorum) or refused for its stale log (pre-vote), so no
 /// term changes and the leader stays. Method: table over the two mechanisms
@@ -103,6 +104,11 @@ fn removed_node_does_not_disrupt() {
         net.isolate(4);
         change(&mut net, 1, ConfigChange::RemoveNode(4));
         propose(&mut net, 1, 3);
+        // A new leader builds its progress from the configuration in force, so
+        // nobody is left to tell node 4 of its removal.
+        net.node(1).transfer_leader(2).expect("2 is a voter");
+        net.deliver();
+        assert_eq!(net.leaders(), vec![(2, 2)], "#{i}: transfer done");
         assert_eq!(net.node(4).status().member_state(), MemberState::Voter);
         net.tick(4, 30);
         net.recover();
@@ -112,12 +118,12 @@ fn removed_node_does_not_disrupt() {
             m.from == 4 && matches!(m.body, MessageBody::PreVote(_) | MessageBody::Vote(_))
         });
         assert!(asked.count() > 0, "#{i}: node 4 campaigns");
-        assert_eq!(net.leaders(), vec![(1, 1)], "#{i}: leader kept");
+        assert_eq!(net.leaders(), vec![(2, 2)], "#{i}: leader kept");
         for id in 1..=3 {
-            assert_eq!(net.node(id).status().term, 1, "#{i}: node {id} term");
+            assert_eq!(net.node(id).status().term, 2, "#{i}: node {id} term");
         }
-        propose(&mut net, 1, 1);
-        let status = net.node(1).status();
+        propose(&mut net, 2, 1);
+        let status = net.node(2).status();
         assert_eq!(status.commit, status.last_index, "#{i}: cluster works");
     }
 }
@@ -281,4 +287,49 @@ fn transfer_and_config_changes() {
             .propose_config_change(ConfigChange::RemoveNode(4)),
         Ok(status.last_index + 1)
     );
+}
+
+/// Goal: a removed follower learns that it was removed — it receives the
+/// removal entry and a commit index covering it — so its driver can stop it,
+/// and the leader then stops sending to it; member info attached when adding
+/// follows the configuration. Method: remove node 3 from {1, 2, 3}, first with
+/// node 3 cut off (the leader keeps trying, outside the quorum, while {1, 2}
+/// commit), then healed. Reference: thesis section 4.2.2 (etcd has removed
+/// members told by their peers; here the leader tells them).
+#[test]
+fn removed_follower_learns_its_removal() {
+    let mut net = Network::new(&[1, 2, 3]);
+    net.campaign(1);
+    net.filter = Some(Box::new(|m| m.to == 3 || m.from == 3));
+    let index = change(&mut net, 1, ConfigChange::RemoveNode(3));
+    let status = net.node(1).status();
+    assert!(status.commit >= index, "{{1, 2}} commit the removal alone");
+    assert!(
+        net.node(1).raft().progress.contains_key(&3),
+        "the leader keeps replicating to 3 until it holds its removal"
+    );
+    assert_eq!(net.node(3).status().member_state(), MemberState::Voter);
+
+    net.recover();
+    net.tick(1, 2);
+    let status = net.node(3).status();
+    assert_eq!(status.member_state(), MemberState::Removed);
+    assert_eq!(status.config_index, index);
+    assert!(status.commit >= index, "3 knows its removal committed");
+    assert!(!net.node(1).raft().progress.contains_key(&3));
+    net.delivered.clear();
+    net.tick(1, 10);
+    assert!(
+        net.delivered.iter().all(|m| m.to != 3),
+        "nothing is sent to a released node"
+    );
+
+    let added = net
+        .node(1)
+        .propose_config_change_with_info(ConfigChange::AddLearner(4), b"addr of 4".to_vec())
+        .expect("add accepted");
+    net.deliver();
+    let config = net.node(2).status().config;
+    assert_eq!(config.info(4), Some(&b"addr of 4"[..]));
+    assert_eq!(net.node(2).status().config_index, added);
 }

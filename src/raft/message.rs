@@ -3,6 +3,8 @@
 //! the one exception is [`Configuration::encode`], the payload of `Config` entries,
 //! which the core itself writes into the log.
 
+use std::collections::BTreeMap;
+
 use crate::codec::DecodeError;
 
 /// A node identifier. `0` is reserved for "none" (no vote, no known leader).
@@ -72,16 +74,22 @@ pub struct HardState {
 }
 
 /// A cluster membership: the voters (who elect and form quorums) and the
-/// learners (who receive the log but neither vote nor count for commit).
+/// learners (who receive the log but neither vote nor count for commit), with
+/// opaque per-member data the driver attached when adding them (raftkv stores
+/// each member's peer and client addresses there, so they travel with the
+/// configuration in the log and in snapshots).
 ///
 /// Invariant: both lists are sorted, free of duplicates and of [`NO_NODE`], and
-/// no id is in both. Build it with [`Configuration::new`] to get that.
+/// no id is in both; `member_info` has keys of members only and no empty value.
+/// Build it with [`Configuration::new`] and [`Configuration::with_info`].
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct Configuration {
     /// Voting members, sorted ascending.
     pub voters: Vec<NodeId>,
     /// Non-voting members, sorted ascending.
     pub learners: Vec<NodeId>,
+    /// Driver data per member, opaque to Raft.
+    pub member_info: BTreeMap<NodeId, Vec<u8>>,
 }
 
 /// A single-server membership change (Raft thesis section 4.1: one server at a
@@ -282,8 +290,12 @@ pub struct ReadIndexResponse {
     pub index: u64,
 }
 
-/// Version byte of the [`Configuration`] encoding stored in `Config` entries.
+/// Version byte of the [`Configuration`] encoding without member info.
 const CONFIG_ENCODING_VERSION: u8 = 1;
+/// Version byte of the [`Configuration`] encoding with member info.
+const CONFIG_ENCODING_VERSION_INFO: u8 = 2;
+/// Upper bound on one member's info bytes accepted when decoding.
+pub const MEMBER_INFO_BYTES_MAX: usize = 4096;
 
 /// Upper bound on members accepted when decoding, so a corrupt length cannot
 /// make the decoder allocate without limit.
@@ -305,7 +317,27 @@ impl Configuration {
             .collect();
         learners.sort_unstable();
         learners.dedup();
-        Configuration { voters, learners }
+        Configuration {
+            voters,
+            learners,
+            member_info: BTreeMap::new(),
+        }
+    }
+
+    /// The same configuration with `info` attached to member `id` (replacing what
+    /// it had; an empty `info` removes it). Ignored for an id that is not a member.
+    pub fn with_info(mut self, id: NodeId, info: Vec<u8>) -> Configuration {
+        if info.is_empty() {
+            self.member_info.remove(&id);
+        } else if self.contains(id) {
+            self.member_info.insert(id, info);
+        }
+        self
+    }
+
+    /// The info attached to member `id`, if any.
+    pub fn info(&self, id: NodeId) -> Option<&[u8]> {
+        self.member_info.get(&id).map(Vec::as_slice)
     }
 
     /// Whether `id` is a voter.
@@ -330,7 +362,8 @@ impl Configuration {
 
     /// The configuration after `change`, or `None` when the change does not
     /// apply (adding a present member, promoting a non-learner, removing an
-    /// absent member, removing the last voter, or [`NO_NODE`]).
+    /// absent member, removing the last voter, or [`NO_NODE`]). The info of the
+    /// members that stay is kept; a removed member's goes with it.
     pub fn apply(&self, change: ConfigChange) -> Option<Configuration> {
         let (voters, learners) = (self.voters.iter().copied(), self.learners.iter().copied());
         let next = match change {
@@ -348,19 +381,45 @@ impl Configuration {
             }
             _ => return None,
         };
+        let mut next = next;
+        next.member_info = self
+            .member_info
+            .iter()
+            .filter(|(id, _)| next.contains(**id))
+            .map(|(id, info)| (*id, info.clone()))
+            .collect();
         (!next.voters.is_empty()).then_some(next)
     }
 
     /// Encodes the configuration as the payload of a `Config` entry:
-    /// `version: u8 = 1 | voters: u32 LE count, u64 LE ids | learners: same`.
+    /// `version: u8 = 1 | voters: u32 LE count, u64 LE ids | learners: same`, or,
+    /// when some member has info, `version: u8 = 2 | voters | learners | info: u32 LE
+    /// count, then per member u64 LE id, u32 LE length, bytes` (ids ascending).
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(9 + 8 * (self.voters.len() + self.learners.len()));
-        out.push(CONFIG_ENCODING_VERSION);
+        let info_bytes: usize = self.member_info.values().map(|i| 12 + i.len()).sum();
+        let mut out =
+            Vec::with_capacity(13 + 8 * (self.voters.len() + self.learners.len()) + info_bytes);
+        let version = if self.member_info.is_empty() {
+            CONFIG_ENCODING_VERSION
+        } else {
+            CONFIG_ENCODING_VERSION_INFO
+        };
+        out.push(version);
         for list in [&self.voters, &self.learners] {
             let count = u32::try_from(list.len()).unwrap_or(u32::MAX);
             out.extend_from_slice(&count.to_le_bytes());
             for id in list.iter() {
                 out.extend_from_slice(&id.to_le_bytes());
+            }
+        }
+        if version == CONFIG_ENCODING_VERSION_INFO {
+            let count = u32::try_from(self.member_info.len()).unwrap_or(u32::MAX);
+            out.extend_from_slice(&count.to_le_bytes());
+            for (id, info) in &self.member_info {
+                out.extend_from_slice(&id.to_le_bytes());
+                let len = u32::try_from(info.len()).unwrap_or(u32::MAX);
+                out.extend_from_slice(&len.to_le_bytes());
+                out.extend_from_slice(info);
             }
         }
         out
@@ -370,12 +429,13 @@ impl Configuration {
     ///
     /// # Errors
     /// [`DecodeError::Malformed`] for an unknown version, a truncated body, more than
-    /// 1024 members, trailing bytes, or lists that are not a normalised configuration.
+    /// 1024 members, trailing bytes, lists that are not a normalised configuration,
+    /// or member info that is empty, too large, unsorted or for a non-member.
     pub fn decode(bytes: &[u8]) -> Result<Configuration, DecodeError> {
         let (&version, mut rest) = bytes
             .split_first()
             .ok_or(DecodeError::Malformed("empty configuration"))?;
-        if version != CONFIG_ENCODING_VERSION {
+        if version != CONFIG_ENCODING_VERSION && version != CONFIG_ENCODING_VERSION_INFO {
             return Err(DecodeError::Malformed("unknown configuration version"));
         }
         let mut lists = [Vec::new(), Vec::new()];
@@ -396,16 +456,56 @@ impl Configuration {
                 rest = tail;
             }
         }
-        if !rest.is_empty() {
-            return Err(DecodeError::Malformed("trailing bytes after configuration"));
-        }
         let [voters, learners] = lists;
-        let config = Configuration::new(voters.iter().copied(), learners.iter().copied());
+        let mut config = Configuration::new(voters.iter().copied(), learners.iter().copied());
         if config.voters != voters || config.learners != learners {
             return Err(DecodeError::Malformed("configuration lists not normalised"));
         }
+        if version == CONFIG_ENCODING_VERSION_INFO {
+            config.member_info = decode_member_info(&mut rest, &config)?;
+            if config.member_info.is_empty() {
+                return Err(DecodeError::Malformed(
+                    "version 2 configuration without info",
+                ));
+            }
+        }
+        if !rest.is_empty() {
+            return Err(DecodeError::Malformed("trailing bytes after configuration"));
+        }
         Ok(config)
     }
+}
+
+/// Reads the member info section of a version 2 configuration.
+fn decode_member_info(
+    rest: &mut &[u8],
+    config: &Configuration,
+) -> Result<BTreeMap<NodeId, Vec<u8>>, DecodeError> {
+    let truncated = DecodeError::Malformed("truncated configuration member info");
+    let (count, tail) = rest.split_first_chunk::<4>().ok_or(truncated.clone())?;
+    let count = u32::from_le_bytes(*count) as usize;
+    *rest = tail;
+    let mut infos = BTreeMap::new();
+    let mut previous = NO_NODE;
+    for _ in 0..count {
+        let (id, tail) = rest.split_first_chunk::<8>().ok_or(truncated.clone())?;
+        let id = u64::from_le_bytes(*id);
+        let (len, tail) = tail.split_first_chunk::<4>().ok_or(truncated.clone())?;
+        let len = u32::from_le_bytes(*len) as usize;
+        if len == 0 || len > MEMBER_INFO_BYTES_MAX {
+            return Err(DecodeError::Malformed("member info empty or too large"));
+        }
+        if id <= previous || !config.contains(id) {
+            return Err(DecodeError::Malformed(
+                "member info unsorted or for a non-member",
+            ));
+        }
+        let info = tail.get(..len).ok_or(truncated.clone())?;
+        infos.insert(id, info.to_vec());
+        *rest = &tail[len..];
+        previous = id;
+    }
+    Ok(infos)
 }
 
 #[cfg(test)]
@@ -472,16 +572,49 @@ mod tests {
         trailing.push(0);
         assert!(Configuration::decode(&trailing).is_err());
         let mut version = bytes.clone();
-        version[0] = 2;
+        version[0] = 3;
         assert!(Configuration::decode(&version).is_err());
         let unsorted = Configuration {
             voters: vec![2, 1],
             learners: vec![],
+            member_info: BTreeMap::new(),
         }
         .encode();
         assert!(Configuration::decode(&unsorted).is_err());
         let mut huge = vec![CONFIG_ENCODING_VERSION];
         huge.extend_from_slice(&u32::MAX.to_le_bytes());
         assert!(Configuration::decode(&huge).is_err());
+    }
+
+    /// Goal: member info travels with the configuration (version 2), survives
+    /// changes of other members, goes with its member, and a corrupt info section
+    /// is an error. Method: build, change, round-trip, decode every prefix.
+    #[test]
+    fn configuration_member_info_round_trips_and_follows_members() {
+        let config = Configuration::new([1, 2], [3])
+            .with_info(1, b"one".to_vec())
+            .with_info(3, b"three".to_vec())
+            .with_info(9, b"not a member".to_vec());
+        assert_eq!(config.info(1), Some(&b"one"[..]));
+        assert_eq!(config.info(9), None);
+        let bytes = config.encode();
+        assert_eq!(bytes[0], CONFIG_ENCODING_VERSION_INFO);
+        assert_eq!(Configuration::decode(&bytes), Ok(config.clone()));
+        for len in 0..bytes.len() {
+            assert!(
+                Configuration::decode(&bytes[..len]).is_err(),
+                "prefix {len}"
+            );
+        }
+        let promoted = config.apply(ConfigChange::PromoteLearner(3)).unwrap();
+        assert_eq!(promoted.info(3), Some(&b"three"[..]));
+        let removed = promoted.apply(ConfigChange::RemoveNode(1)).unwrap();
+        assert_eq!(removed.info(1), None);
+        assert_eq!(removed.member_info.len(), 1);
+        let plain = Configuration::new([1], []);
+        assert_eq!(plain.encode()[0], CONFIG_ENCODING_VERSION);
+        let mut foreign = Configuration::new([1, 2], []).with_info(2, b"x".to_vec());
+        foreign.member_info.insert(5, b"y".to_vec());
+        assert!(Configuration::decode(&foreign.encode()).is_err());
     }
 }

@@ -95,6 +95,9 @@ pub struct Status {
     pub last_index: u64,
     /// The membership in force.
     pub config: Configuration,
+    /// Index of the `Config` entry that put `config` in force (0 for the
+    /// bootstrap configuration).
+    pub config_index: u64,
     /// Per-peer progress (leader only; empty otherwise).
     pub progress: Vec<PeerStatus>,
 }
@@ -202,6 +205,21 @@ impl<S: LogStore> RawNode<S> {
     /// removing a non-member or the last voter) and [`Error::LearnerBehind`].
     pub fn propose_config_change(&mut self, change: ConfigChange) -> Result<u64, Error> {
         self.core.propose_config_change(change)
+    }
+
+    /// [`RawNode::propose_config_change`] attaching `info`, opaque driver data
+    /// (raftkv: the member's addresses), to the member that `AddLearner` or
+    /// `AddVoter` adds; it then travels with every later configuration
+    /// ([`Configuration::info`]) until that member is removed.
+    ///
+    /// # Errors
+    /// As [`RawNode::propose_config_change`].
+    pub fn propose_config_change_with_info(
+        &mut self,
+        change: ConfigChange,
+        info: Vec<u8>,
+    ) -> Result<u64, Error> {
+        self.core.propose_config_change_with_info(change, info)
     }
 
     /// On the leader, how many entries the learner `id` lacks (leader's last
@@ -334,6 +352,7 @@ impl<S: LogStore> RawNode<S> {
             persisted: core.log.persisted,
             last_index: core.log.last_index(),
             config: core.membership.clone(),
+            config_index: core.membership_index(),
             progress,
         }
     }
