@@ -85,6 +85,9 @@ pub struct RaftConfig {
     pub heartbeat_ticks: u32,
     /// Base election timeout in ticks (randomized in `[election_ticks, 2*election_ticks)`).
     pub election_ticks: u32,
+    /// A learner is promoted to voter only when it lacks at most this many of the
+    /// leader's entries (`raftkv-cli member promote` is refused before).
+    pub promote_distance_max: u64,
 }
 
 impl Default for RaftConfig {
@@ -93,6 +96,7 @@ impl Default for RaftConfig {
             tick_ms: 50,
             heartbeat_ticks: 1,
             election_ticks: 5,
+            promote_distance_max: 1000,
         }
     }
 }
@@ -647,7 +651,7 @@ client_addr = "127.0.0.1:8002"
                 checked += 1;
             }
         }
-        assert_eq!(checked, 23);
+        assert_eq!(checked, 24);
     }
 
     #[test]

@@ -530,9 +530,14 @@ mod tests {
             commit_index: 10,
             applied_index: 9,
             last_index: 11,
+            config_index: 0,
+            promote_distance_max: 1000,
             members: vec![Member {
                 id: 1,
+                voter: true,
+                peer_addr: "127.0.0.1:6001".into(),
                 client_addr: "127.0.0.1:7001".into(),
+                match_index: 11,
             }],
         };
         let reports = [

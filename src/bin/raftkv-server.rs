@@ -1,17 +1,22 @@
 //! `raftkv-server`: one raftkv node in the foreground, or a local loopback cluster.
 //!
 //! ```text
-//! raftkv-server --config FILE        run one node from a TOML config file
-//! raftkv-server local [--nodes 3]    start a whole cluster on 127.0.0.1 as child processes
+//! raftkv-server --config FILE                run one node from a TOML config file
+//! raftkv-server --config FILE --join ADDR    start a new node that waits to be added
+//! raftkv-server local [--nodes 3]            start a whole cluster on 127.0.0.1
 //! ```
-//! Exit codes: 0 after a clean shutdown (SIGINT/SIGTERM), 1 on a runtime failure
-//! (storage, network), 2 on a usage or configuration error.
+//! Exit codes: 0 after a clean shutdown (SIGINT/SIGTERM) or once the node was removed
+//! from its cluster, 1 on a runtime failure (storage, network, unreachable `--join`
+//! address, a data directory of a removed node), 2 on a usage or configuration error.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
+use raftkv::client::{self, ClientOptions};
 use raftkv::config::Config;
+use raftkv::raft::MemberState;
 use raftkv::server::event_loop::EventLoop;
 use raftkv::server::local::{self, LocalOptions};
 use raftkv::server::node::Node;
@@ -24,6 +29,13 @@ struct Args {
     /// Run one node from this TOML config file (keys and defaults: docs/CONFIG.md).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Join the running cluster that has a member with this client address: start
+    /// with no membership and wait until an operator adds this node
+    /// (`raftkv-cli member add ID PEER_ADDR CLIENT_ADDR`); the config file's
+    /// `members` then need list only this node. Ignored when the data directory
+    /// already holds this node's state.
+    #[arg(long, value_name = "ADDR", requires = "config")]
+    join: Option<String>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -47,7 +59,7 @@ fn main() -> ExitCode {
     let args = Args::parse();
     match (args.command, args.config) {
         (Some(Command::Local { nodes, dir }), _) => run_local(nodes, dir),
-        (None, Some(path)) => run_node(&path),
+        (None, Some(path)) => run_node(&path, args.join.as_deref()),
         (None, None) => {
             eprintln!("raftkv-server: give --config FILE to run a node, or `local` for a cluster");
             eprintln!("try `raftkv-server --help`");
@@ -79,7 +91,7 @@ fn run_local(nodes: usize, dir: Option<PathBuf>) -> ExitCode {
     }
 }
 
-fn run_node(path: &std::path::Path) -> ExitCode {
+fn run_node(path: &std::path::Path, join: Option<&str>) -> ExitCode {
     let config = match Config::load(path) {
         Ok(config) => config,
         Err(e) => {
@@ -100,13 +112,29 @@ fn run_node(path: &std::path::Path) -> ExitCode {
         config.listen_client,
         config.data_dir.display()
     );
-    let node = match Node::open(config.clone()) {
+    let node = match Node::open(config.clone(), join.is_some()) {
         Ok(node) => node,
         Err(e) => {
             log::error!("cannot open node storage: {e}");
             return ExitCode::from(1);
         }
     };
+    if let Some(index) = node.removed_at() {
+        log::error!(
+            "this node was removed from its cluster (configuration committed at index {index}); \
+             its data directory {} cannot serve again: start a new node with a new id and an \
+             empty data directory (--join), then add it",
+            config.data_dir.display()
+        );
+        return ExitCode::from(1);
+    }
+    if let Some(addr) = join
+        && node.member_state() == MemberState::Joining
+        && let Err(e) = greet_cluster(&config, addr)
+    {
+        log::error!("--join {addr}: {e}");
+        return ExitCode::from(1);
+    }
     let mut event_loop = match EventLoop::new(&config, node) {
         Ok(event_loop) => event_loop,
         Err(e) => {
@@ -124,4 +152,50 @@ fn run_node(path: &std::path::Path) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// How long `--join` keeps trying to reach the cluster before giving up.
+const JOIN_CONTACT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Checks that the cluster at `addr` answers, and logs how to add this node.
+fn greet_cluster(config: &Config, addr: &str) -> Result<(), String> {
+    let options = ClientOptions::default();
+    let started = Instant::now();
+    let status = loop {
+        match client::status_at(addr, &options) {
+            Ok(status) => break status,
+            Err(e) if started.elapsed() >= JOIN_CONTACT_TIMEOUT => {
+                return Err(format!(
+                    "cannot reach the cluster within {} s: {e}",
+                    JOIN_CONTACT_TIMEOUT.as_secs()
+                ));
+            }
+            Err(e) => {
+                log::warn!("cannot reach {addr} yet: {e}; retrying");
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        }
+    };
+    let members: Vec<String> = status
+        .members
+        .iter()
+        .map(|m| format!("{}{}", m.id, if m.voter { "" } else { " (learner)" }))
+        .collect();
+    if status.members.iter().any(|m| m.id == config.node_id) {
+        log::info!("joining: the cluster already lists node {}", config.node_id);
+        return Ok(());
+    }
+    let me = config
+        .self_member()
+        .ok_or("this node is not in its own members list")?;
+    log::info!(
+        "joining the cluster of {addr} (members {}; leader {}): waiting to be added; run\n  \
+         raftkv-cli --cluster {addr} member add {} {} {}",
+        members.join(", "),
+        status.leader_id,
+        config.node_id,
+        me.peer_addr,
+        me.client_addr
+    );
+    Ok(())
 }

@@ -18,7 +18,7 @@
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::codec::client::{RequestBody, ResponseBody, Status};
+use crate::codec::client::{MemberChange, RequestBody, ResponseBody, Status};
 use crate::kv::{Command, CommandResult, Compare, Op, OpResult, Session};
 use crate::raft::message::NodeId;
 use crate::server::backoff::Backoff;
@@ -293,6 +293,83 @@ impl Client {
     pub fn metrics(&mut self) -> Result<Vec<(String, u64)>, Error> {
         match self.call(&RequestBody::Metrics)? {
             ResponseBody::Metrics(counters) => Ok(counters),
+            other => Err(self.unexpected_body(&other)),
+        }
+    }
+
+    /// The leader's view of the cluster: its status, whose `members` carry each
+    /// member's role, addresses and match index (how much of the log it holds).
+    ///
+    /// # Errors
+    /// See [`Client::find_leader`] and [`status_at`].
+    pub fn leader_status(&mut self) -> Result<Status, Error> {
+        let leader = self.find_leader()?;
+        let status = status_at(&leader.client_addr, &self.options)?;
+        if status.leader_id != status.node_id {
+            return Err(Error::Unavailable(format!(
+                "node {} no longer leads (leader is now {})",
+                status.node_id, status.leader_id
+            )));
+        }
+        Ok(status)
+    }
+
+    /// Adds node `id` as a learner listening on `peer_addr` (Raft traffic) and
+    /// `client_addr`; returns once the new configuration is committed. Adding the
+    /// same learner again with the same addresses succeeds.
+    ///
+    /// # Errors
+    /// [`Error::Refused`] for an id or an address already in use, a bad address;
+    /// [`Error::Unavailable`] while another change is in progress; see [`Error`].
+    pub fn member_add_learner(
+        &mut self,
+        id: NodeId,
+        peer_addr: &str,
+        client_addr: &str,
+    ) -> Result<(), Error> {
+        self.member_change(MemberChange::AddLearner {
+            id,
+            peer_addr: peer_addr.to_string(),
+            client_addr: client_addr.to_string(),
+        })
+    }
+
+    /// Promotes learner `id` to voter; returns once committed. The leader refuses
+    /// (retryably, so this call keeps trying until its timeout) while the learner
+    /// lags more than its promotion distance.
+    ///
+    /// # Errors
+    /// [`Error::Refused`] if `id` is not a learner (promoting a voter succeeds);
+    /// [`Error::Unavailable`] with the learner's lag when it did not catch up in time.
+    pub fn member_promote(&mut self, id: NodeId) -> Result<(), Error> {
+        self.member_change(MemberChange::Promote { id })
+    }
+
+    /// Removes member `id` (a voter, the leader included, or a learner); returns once
+    /// the configuration without it is committed.
+    ///
+    /// # Errors
+    /// [`Error::Refused`] if `id` is not a member or the last voter; see [`Error`].
+    pub fn member_remove(&mut self, id: NodeId) -> Result<(), Error> {
+        self.member_change(MemberChange::Remove { id })
+    }
+
+    fn member_change(&mut self, change: MemberChange) -> Result<(), Error> {
+        match self.call(&RequestBody::MemberChange(change))? {
+            ResponseBody::Result(CommandResult::Ok) => Ok(()),
+            other => Err(self.unexpected_body(&other)),
+        }
+    }
+
+    /// Asks the leader to hand leadership to voter `id`; returns once the transfer
+    /// started (the target campaigns at once; [`Client::find_leader`] shows the
+    /// outcome).
+    ///
+    /// # Errors
+    /// [`Error::Refused`] if `id` is not a voter; see [`Error`].
+    pub fn transfer_leader(&mut self, id: NodeId) -> Result<(), Error> {
+        match self.call(&RequestBody::TransferLeader { id })? {
+            ResponseBody::Result(CommandResult::Ok) => Ok(()),
             other => Err(self.unexpected_body(&other)),
         }
     }

@@ -50,6 +50,41 @@ pub enum RequestBody {
     Status,
     /// The node's counters ([`ResponseBody::Metrics`]).
     Metrics,
+    /// A single-server membership change, leader only; answered
+    /// `Result(CommandResult::Ok)` once the new configuration is committed.
+    MemberChange(MemberChange),
+    /// Hand leadership to voter `id` (Raft thesis section 3.10), leader only;
+    /// answered `Result(CommandResult::Ok)` once the transfer has started (the
+    /// target then campaigns at once; watch [`Status::leader_id`]).
+    TransferLeader {
+        /// The voter to lead next.
+        id: NodeId,
+    },
+}
+
+/// A membership change asked of the leader.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MemberChange {
+    /// Adds node `id` as a learner (it receives the log; promote it to vote).
+    AddLearner {
+        /// The new node's id (non-zero, never used by a member before).
+        id: NodeId,
+        /// The address its peers dial (`host:port`).
+        peer_addr: String,
+        /// The address its clients connect to (`host:port`).
+        client_addr: String,
+    },
+    /// Makes learner `id` a voter; refused while it lags more than the leader's
+    /// promotion distance.
+    Promote {
+        /// The learner.
+        id: NodeId,
+    },
+    /// Removes voter or learner `id` (the leader included).
+    Remove {
+        /// The member.
+        id: NodeId,
+    },
 }
 
 /// A reply to one [`Request`].
@@ -121,13 +156,20 @@ impl Role {
     }
 }
 
-/// One member of the cluster as a node knows it.
+/// One member of the cluster as a node knows it (the configuration in force).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Member {
     /// The member's node id.
     pub id: NodeId,
-    /// The address clients connect to.
+    /// Votes and counts for commit (`false`: a learner).
+    pub voter: bool,
+    /// The address peers dial (empty when unknown).
+    pub peer_addr: String,
+    /// The address clients connect to (empty when unknown).
     pub client_addr: String,
+    /// The last index known to be in the member's log: reported by the leader
+    /// only (0 elsewhere).
+    pub match_index: u64,
 }
 
 /// A node's view of itself and the cluster.
@@ -147,7 +189,12 @@ pub struct Status {
     pub applied_index: u64,
     /// The last index of this node's log.
     pub last_index: u64,
-    /// The cluster members with their client addresses.
+    /// Index of the `Config` entry in force (0: the bootstrap configuration).
+    pub config_index: u64,
+    /// How far behind its leader a learner may be to be promoted, in entries.
+    pub promote_distance_max: u64,
+    /// The members of the configuration in force, voters first (empty on a node
+    /// started with `--join` that has not been added yet).
     pub members: Vec<Member>,
 }
 
@@ -155,6 +202,10 @@ const REQ_GET: u8 = 1;
 const REQ_COMMAND: u8 = 2;
 const REQ_STATUS: u8 = 3;
 const REQ_METRICS: u8 = 4;
+const REQ_MEMBER_ADD_LEARNER: u8 = 5;
+const REQ_MEMBER_PROMOTE: u8 = 6;
+const REQ_MEMBER_REMOVE: u8 = 7;
+const REQ_TRANSFER_LEADER: u8 = 8;
 
 const RESP_RESULT: u8 = 1;
 const RESP_NOT_LEADER: u8 = 2;
@@ -171,6 +222,10 @@ pub fn encode_request(request: &Request, out: &mut Vec<u8>) {
         RequestBody::Command(_) => REQ_COMMAND,
         RequestBody::Status => REQ_STATUS,
         RequestBody::Metrics => REQ_METRICS,
+        RequestBody::MemberChange(MemberChange::AddLearner { .. }) => REQ_MEMBER_ADD_LEARNER,
+        RequestBody::MemberChange(MemberChange::Promote { .. }) => REQ_MEMBER_PROMOTE,
+        RequestBody::MemberChange(MemberChange::Remove { .. }) => REQ_MEMBER_REMOVE,
+        RequestBody::TransferLeader { .. } => REQ_TRANSFER_LEADER,
     };
     out.push(kind);
     put_u64(out, request.request_id);
@@ -181,6 +236,17 @@ pub fn encode_request(request: &Request, out: &mut Vec<u8>) {
         }
         RequestBody::Command(command) => encode_command(command, out),
         RequestBody::Status | RequestBody::Metrics => {}
+        RequestBody::MemberChange(MemberChange::AddLearner {
+            id,
+            peer_addr,
+            client_addr,
+        }) => {
+            put_u64(out, *id);
+            put_bytes(out, peer_addr.as_bytes());
+            put_bytes(out, client_addr.as_bytes());
+        }
+        RequestBody::MemberChange(MemberChange::Promote { id } | MemberChange::Remove { id })
+        | RequestBody::TransferLeader { id } => put_u64(out, *id),
     }
 }
 
@@ -201,6 +267,20 @@ pub fn decode_request(body: &[u8]) -> Result<Request, DecodeError> {
         REQ_COMMAND => RequestBody::Command(read_command(&mut input)?),
         REQ_STATUS => RequestBody::Status,
         REQ_METRICS => RequestBody::Metrics,
+        REQ_MEMBER_ADD_LEARNER => RequestBody::MemberChange(MemberChange::AddLearner {
+            id: input.u64("member id")?,
+            peer_addr: input.string("member peer address")?,
+            client_addr: input.string("member client address")?,
+        }),
+        REQ_MEMBER_PROMOTE => RequestBody::MemberChange(MemberChange::Promote {
+            id: input.u64("member id")?,
+        }),
+        REQ_MEMBER_REMOVE => RequestBody::MemberChange(MemberChange::Remove {
+            id: input.u64("member id")?,
+        }),
+        REQ_TRANSFER_LEADER => RequestBody::TransferLeader {
+            id: input.u64("transfer target")?,
+        },
         other => return Err(DecodeError::UnknownType(other)),
     };
     input.finish()?;
@@ -257,10 +337,15 @@ fn encode_status(status: &Status, out: &mut Vec<u8>) {
     put_u64(out, status.commit_index);
     put_u64(out, status.applied_index);
     put_u64(out, status.last_index);
+    put_u64(out, status.config_index);
+    put_u64(out, status.promote_distance_max);
     put_u32(out, len_u32(status.members.len()));
     for member in &status.members {
         put_u64(out, member.id);
+        out.push(u8::from(member.voter));
+        put_bytes(out, member.peer_addr.as_bytes());
         put_bytes(out, member.client_addr.as_bytes());
+        put_u64(out, member.match_index);
     }
 }
 
@@ -272,13 +357,18 @@ fn read_status(input: &mut Reader<'_>) -> Result<Status, DecodeError> {
     let commit_index = input.u64("status commit index")?;
     let applied_index = input.u64("status applied index")?;
     let last_index = input.u64("status last index")?;
-    // Smallest member: id + empty address = 12 bytes.
-    let count = input.count(12, "status member count")?;
+    let config_index = input.u64("status config index")?;
+    let promote_distance_max = input.u64("status promotion distance")?;
+    // Smallest member: id + flag + two empty addresses + match index = 25 bytes.
+    let count = input.count(25, "status member count")?;
     let mut members = Vec::with_capacity(count);
     for _ in 0..count {
         members.push(Member {
             id: input.u64("member id")?,
+            voter: input.bool("member voter flag")?,
+            peer_addr: input.string("member peer address")?,
             client_addr: input.string("member client address")?,
+            match_index: input.u64("member match index")?,
         });
     }
     Ok(Status {
@@ -289,6 +379,8 @@ fn read_status(input: &mut Reader<'_>) -> Result<Status, DecodeError> {
         commit_index,
         applied_index,
         last_index,
+        config_index,
+        promote_distance_max,
         members,
     })
 }
@@ -433,20 +525,43 @@ mod tests {
             strategy::command().prop_map(RequestBody::Command),
             Just(RequestBody::Status),
             Just(RequestBody::Metrics),
+            (any::<u64>(), text(), text()).prop_map(|(id, peer_addr, client_addr)| {
+                RequestBody::MemberChange(MemberChange::AddLearner {
+                    id,
+                    peer_addr,
+                    client_addr,
+                })
+            }),
+            any::<u64>().prop_map(|id| RequestBody::MemberChange(MemberChange::Promote { id })),
+            any::<u64>().prop_map(|id| RequestBody::MemberChange(MemberChange::Remove { id })),
+            any::<u64>().prop_map(|id| RequestBody::TransferLeader { id }),
         ];
         (any::<u64>(), body).prop_map(|(request_id, body)| Request { request_id, body })
     }
 
     fn response() -> impl Strategy<Value = Response> {
-        let member =
-            (any::<u64>(), text()).prop_map(|(id, client_addr)| Member { id, client_addr });
+        let member = (any::<u64>(), any::<bool>(), text(), text(), any::<u64>()).prop_map(
+            |(id, voter, peer_addr, client_addr, match_index)| Member {
+                id,
+                voter,
+                peer_addr,
+                client_addr,
+                match_index,
+            },
+        );
         let status = (
             (any::<u64>(), 1u8..=4, any::<u64>(), any::<u64>()),
             (any::<u64>(), any::<u64>(), any::<u64>()),
+            (any::<u64>(), any::<u64>()),
             proptest::collection::vec(member, 0..4),
         )
             .prop_map(
-                |((node_id, role, term, leader_id), (commit, applied, last), members)| Status {
+                |(
+                    (node_id, role, term, leader_id),
+                    (commit, applied, last),
+                    (config_index, promote_distance_max),
+                    members,
+                )| Status {
                     node_id,
                     role: Role::from_u8(role).expect("valid role byte"),
                     term,
@@ -454,6 +569,8 @@ mod tests {
                     commit_index: commit,
                     applied_index: applied,
                     last_index: last,
+                    config_index,
+                    promote_distance_max,
                     members,
                 },
             );

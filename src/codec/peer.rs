@@ -1,8 +1,10 @@
 //! PeerMessageCodec: Raft messages between nodes, one per frame.
 //!
 //! A peer connection opens with a [`PeerFrame::Handshake`] from the dialing side
-//! (cluster id + node id); every later frame is a [`PeerFrame::Message`]. The
-//! receiving node refuses a handshake with a foreign cluster id.
+//! (cluster id, node id, and the peer address it listens on, so that a node that
+//! has no configuration yet — one started with `--join` — can answer the leader
+//! that dialed it); every later frame is a [`PeerFrame::Message`]. The receiving
+//! node refuses a handshake with a foreign cluster id.
 //!
 //! Body layout (little-endian): `type: u8 | fields...`. Messages carry
 //! `from: u64 | to: u64 | term: u64` after the type byte, then the kind's fields;
@@ -28,6 +30,8 @@ pub enum PeerFrame {
         cluster_id: u64,
         /// The dialer's node id.
         node_id: NodeId,
+        /// The address the dialer's peer listener is reachable at (`ip:port`).
+        peer_addr: String,
     },
     /// A Raft message.
     Message(Message),
@@ -57,10 +61,12 @@ pub fn encode(frame: &PeerFrame, out: &mut Vec<u8>) {
         PeerFrame::Handshake {
             cluster_id,
             node_id,
+            peer_addr,
         } => {
             out.push(HANDSHAKE);
             put_u64(out, *cluster_id);
             put_u64(out, *node_id);
+            put_bytes(out, peer_addr.as_bytes());
         }
         PeerFrame::Message(message) => encode_message(message, out),
     }
@@ -160,6 +166,7 @@ pub fn decode(body: &[u8]) -> Result<PeerFrame, DecodeError> {
         PeerFrame::Handshake {
             cluster_id: reader.u64("handshake cluster id")?,
             node_id: reader.u64("handshake node id")?,
+            peer_addr: reader.string("handshake peer address")?,
         }
     } else if (PRE_VOTE..=READ_INDEX_RESPONSE).contains(&type_byte) {
         let from = reader.u64("message from")?;
@@ -301,6 +308,7 @@ mod tests {
             PeerFrame::Handshake {
                 cluster_id: 42,
                 node_id: 3,
+                peer_addr: "127.0.0.1:7003".into(),
             },
             message(MessageBody::PreVote(vote)),
             message(MessageBody::Vote(vote)),

@@ -16,9 +16,15 @@
 //! a closed connection is never delivered to a new one that reused the slab slot.
 //!
 //! Peer links: every node dials every other member and sends its Raft messages on
-//! that outbound link (handshake first: cluster id + node id); it receives messages on
-//! the links the others dialed. A broken link is redialed with exponential backoff and
-//! jitter; messages for a peer without a link are dropped (Raft retransmits).
+//! that outbound link (handshake first: cluster id, node id, its peer address); it
+//! receives messages on the links the others dialed. A broken link is redialed with
+//! exponential backoff and jitter; messages for a peer without a link are dropped
+//! (Raft retransmits). The set of links follows the configuration in force
+//! ([`Node::wanted_peers`], checked after every `before_sleep`): a member added at
+//! runtime is dialed at the address carried in the configuration, a removed one is
+//! dropped once the leader has let it go; a peer with no known address (the leader,
+//! for a node started with `--join` that has no configuration yet) is dialed at the
+//! address it announced in its handshake. A node that learns it was removed stops.
 //!
 //! Redis connections (the optional `listen_redis` port) run the chain RespCodec ->
 //! [`RedisConn`]: the Redis state turns each command into client-protocol requests,
@@ -40,7 +46,7 @@ use slab::Slab;
 
 use super::backoff::Backoff;
 use super::connection::{Connection, FlushOutcome};
-use super::node::{ClientRef, Node, Outbox};
+use super::node::{ClientRef, Node, Outbox, WantedPeer};
 use super::redis::{RedisConn, Target};
 use super::timer::TimerWheel;
 use crate::codec::DecodeError;
@@ -49,6 +55,7 @@ use crate::codec::frame::FrameCodec;
 use crate::codec::peer::{self as peer_codec, PeerFrame};
 use crate::codec::resp::RespCodec;
 use crate::config::Config;
+use crate::raft;
 use crate::raft::message::{Message, NodeId};
 use crate::raft::rng::Rng;
 
@@ -126,6 +133,10 @@ struct Net {
     poll: Poll,
     conns: Slab<Conn>,
     peers: HashMap<NodeId, PeerLink>,
+    /// Peer addresses announced in inbound handshakes.
+    announced: HashMap<NodeId, SocketAddr>,
+    /// The address this node announces in its handshakes.
+    peer_addr: String,
     frame: FrameCodec,
     cluster_id: u64,
     node_id: NodeId,
@@ -196,22 +207,16 @@ impl EventLoop {
             Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])?;
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)?;
-        let peers = config
-            .peers()
-            .map(|member| {
-                let link = PeerLink {
-                    addr: member.peer_addr,
-                    conn: None,
-                    backoff: Backoff::new(RECONNECT_MIN_MS, RECONNECT_MAX_MS),
-                    reconnect_pending: false,
-                };
-                (member.id, link)
-            })
-            .collect();
+        let peer_addr = config
+            .self_member()
+            .map_or(config.listen_peer, |m| m.peer_addr)
+            .to_string();
         let net = Net {
             poll,
             conns: Slab::new(),
-            peers,
+            peers: HashMap::new(),
+            announced: HashMap::new(),
+            peer_addr,
             frame: FrameCodec::new(config.limits.frame_bytes_max),
             cluster_id: config.cluster_id,
             node_id: config.node_id,
@@ -256,10 +261,7 @@ impl EventLoop {
     /// A poll failure, or a storage failure: the node must stop rather than acknowledge
     /// anything it could not persist.
     pub fn run(&mut self) -> Result<(), RunError> {
-        let peer_ids: Vec<NodeId> = self.net.peers.keys().copied().collect();
-        for peer in peer_ids {
-            self.net.dial(peer);
-        }
+        self.follow_membership();
         let now = self.now_ms();
         self.timers.schedule(now + self.tick_ms, TimerEvent::Tick);
         while !self.stopping {
@@ -609,6 +611,7 @@ impl EventLoop {
                     PeerFrame::Handshake {
                         cluster_id,
                         node_id,
+                        peer_addr,
                     },
                 ) => {
                     if cluster_id != self.net.cluster_id {
@@ -617,8 +620,17 @@ impl EventLoop {
                             self.net.cluster_id
                         ));
                     }
+                    if node_id == raft::NO_NODE || node_id == self.net.node_id {
+                        return Err(format!("handshake with node id {node_id}"));
+                    }
                     conn.kind = ConnKind::PeerIn(Some(node_id));
-                    info!("peer {node_id}: inbound link up");
+                    info!("peer {node_id}: inbound link up (it listens on {peer_addr})");
+                    match peer_addr.parse::<SocketAddr>() {
+                        Ok(addr) => {
+                            self.net.announced.insert(node_id, addr);
+                        }
+                        Err(_) => warn!("peer {node_id} announced a bad address {peer_addr:?}"),
+                    }
                 }
                 (ConnKind::PeerIn(Some(from)), PeerFrame::Message(message)) => {
                     if message.from != from || message.to != self.net.node_id {
@@ -690,8 +702,26 @@ impl EventLoop {
             }
         }
         self.net.flush_dirty();
+        self.follow_membership();
         self.net.close_pending(&mut self.node);
         Ok(())
+    }
+
+    /// Adjusts the peer links to the configuration in force, and stops the loop
+    /// once this node knows it was removed from the cluster.
+    fn follow_membership(&mut self) {
+        if let Some(wanted) = self.node.wanted_peers() {
+            self.net.set_peers(&wanted);
+        }
+        if !self.stopping
+            && let Some(index) = self.node.removed_at()
+        {
+            info!(
+                "this node was removed from the cluster by the configuration committed at \
+                 index {index}: stopping"
+            );
+            self.stopping = true;
+        }
     }
 }
 
@@ -759,20 +789,17 @@ impl Net {
         });
         match result {
             Ok(key) => {
-                let cluster_id = self.cluster_id;
-                let node_id = self.node_id;
+                let handshake = PeerFrame::Handshake {
+                    cluster_id: self.cluster_id,
+                    node_id: self.node_id,
+                    peer_addr: self.peer_addr.clone(),
+                };
                 let codec = self.frame;
                 let conn = &mut self.conns[key];
                 // Queued now, written once the connect completes (first WRITABLE event).
-                let queued = conn.io.queue_frame(&codec, |out| {
-                    peer_codec::encode(
-                        &PeerFrame::Handshake {
-                            cluster_id,
-                            node_id,
-                        },
-                        out,
-                    );
-                });
+                let queued = conn
+                    .io
+                    .queue_frame(&codec, |out| peer_codec::encode(&handshake, out));
                 if queued.is_err() {
                     self.close_later(key, "handshake does not fit the output buffer".into());
                 }
@@ -781,6 +808,55 @@ impl Net {
                 }
             }
             Err(e) => debug!("peer {peer}: dial {addr} failed: {e}"),
+        }
+    }
+
+    /// Keeps links to exactly the `wanted` peers: dials new ones (at the given
+    /// address, else the one they announced), redials one whose address changed,
+    /// and closes the links of peers no longer wanted.
+    fn set_peers(&mut self, wanted: &[WantedPeer]) {
+        let unwanted: Vec<NodeId> = self
+            .peers
+            .keys()
+            .filter(|id| !wanted.iter().any(|(w, _)| w == *id))
+            .copied()
+            .collect();
+        for id in unwanted {
+            if let Some(link) = self.peers.remove(&id) {
+                info!("peer {id}: no longer a member, dropping its link");
+                if let Some(key) = link.conn {
+                    self.close_later(key, "peer is no longer a member".into());
+                }
+            }
+        }
+        for &(id, addr) in wanted {
+            let Some(addr) = addr.or_else(|| self.announced.get(&id).copied()) else {
+                if !self.peers.contains_key(&id) {
+                    debug!("peer {id}: no address known yet");
+                }
+                continue;
+            };
+            match self.peers.get_mut(&id) {
+                Some(link) if link.addr == addr => continue,
+                Some(link) => {
+                    info!("peer {id}: address {} -> {addr}", link.addr);
+                    link.addr = addr;
+                    if let Some(key) = link.conn.take() {
+                        self.close_later(key, "peer address changed".into());
+                    }
+                }
+                None => {
+                    info!("peer {id}: linking to {addr}");
+                    let link = PeerLink {
+                        addr,
+                        conn: None,
+                        backoff: Backoff::new(RECONNECT_MIN_MS, RECONNECT_MAX_MS),
+                        reconnect_pending: false,
+                    };
+                    self.peers.insert(id, link);
+                }
+            }
+            self.dial(id);
         }
     }
 

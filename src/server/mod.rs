@@ -4,11 +4,13 @@
 //! and randomness are passed in. [`connection`] (per-socket buffers) is generic over the
 //! stream, so it is tested with mock streams. [`metrics`] holds the node's counters.
 //! [`local`] starts a loopback cluster of child processes for `raftkv-server local`.
+//! [`members`] encodes the member addresses carried in the Raft configuration.
 
 pub mod backoff;
 pub mod connection;
 pub mod event_loop;
 pub mod local;
+pub mod members;
 pub mod metrics;
 pub mod node;
 pub mod redis;

@@ -24,22 +24,26 @@
 //! means the proposal was lost, and the client is told so.
 
 use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
 use std::sync::mpsc::{self, Receiver, TryRecvError};
 use std::thread;
 use std::time::Instant;
 
 use log::{info, warn};
 
+use super::members::{self, MemberAddrs};
 use super::metrics::Metrics;
 use super::timer::{TimerId, TimerWheel};
 use super::wal_store::WalStore;
 use crate::codec::client::{
-    Member as StatusMember, Request, RequestBody, Response, ResponseBody, Role as StatusRole,
-    Status,
+    Member as StatusMember, MemberChange, Request, RequestBody, Response, ResponseBody,
+    Role as StatusRole, Status,
 };
 use crate::config::Config;
 use crate::kv::{Command, CommandResult, KvConfig, KvStore, encode_command};
-use crate::raft::message::{Entry, EntryKind, Message, NodeId, Snapshot, SnapshotMeta};
+use crate::raft::message::{
+    ConfigChange, Entry, EntryKind, Message, NodeId, Snapshot, SnapshotMeta,
+};
 use crate::raft::{self, RawNode, Ready, Role};
 use crate::storage::snapshot::{self as snapshot_file, SnapshotFile};
 
@@ -176,7 +180,15 @@ pub struct Node {
     deadlines: TimerWheel<Deadline>,
     /// What the last `before_sleep` did, for the slow-turn warning.
     turn_summary: String,
+    /// What the peer links were last computed from: (index of the configuration
+    /// in force, leader, peers the core tracks).
+    peers_fingerprint: (u64, NodeId, usize),
 }
+
+/// A peer the node wants a link to, with its address when the configuration or
+/// the config file gives one (`None`: keep the link's address, or use the one the
+/// peer announced when it dialed us).
+pub type WantedPeer = (NodeId, Option<SocketAddr>);
 
 impl Node {
     /// Opens the node's storage, restores the state machine from the latest snapshot
@@ -184,8 +196,11 @@ impl Node {
     ///
     /// # Errors
     /// Storage that cannot be opened (locked, corrupt, unreadable) or a corrupt snapshot.
-    pub fn open(config: Config) -> Result<Node, String> {
-        let bootstrap = raft::Configuration::new(config.members.iter().map(|m| m.id), []);
+    /// `join`: the node starts with an empty membership and waits for a leader to
+    /// add it (`raftkv-server --join`); ignored when the data directory already
+    /// holds a node, which always restarts from its saved bootstrap membership.
+    pub fn open(config: Config, join: bool) -> Result<Node, String> {
+        let bootstrap = members::bootstrap_configuration(&config, join);
         let options = crate::storage::WalOptions {
             segment_bytes: config.storage.segment_bytes,
             fsync: match config.storage.fsync {
@@ -210,6 +225,7 @@ impl Node {
         raft_config.inflight_count_max = config.limits.inflight_count_max;
         raft_config.message_bytes_max = config.limits.message_bytes_max;
         raft_config.applied = kv.applied_index();
+        raft_config.promote_distance_max = config.raft.promote_distance_max;
         let seed = config.node_id ^ (std::process::id() as u64) << 32;
         let raw = RawNode::new(raft_config, store, seed).map_err(|e| e.to_string())?;
         let metrics = Metrics::new(config.storage.slow_fsync_warn_ms * 1000);
@@ -228,8 +244,56 @@ impl Node {
             snapshot_job: None,
             deadlines: TimerWheel::new(256, 4, 0),
             turn_summary: String::new(),
+            peers_fingerprint: (u64::MAX, raft::NO_NODE, 0),
             config,
         })
+    }
+
+    /// The index of the committed configuration that removed this node, once the
+    /// node knows it (the driver then stops it: it is no longer a member).
+    pub fn removed_at(&self) -> Option<u64> {
+        let raft = self.raw.raft();
+        let index = raft.membership_index();
+        let removed = index > 0
+            && !raft.membership.voters.is_empty()
+            && !raft.membership.contains(self.config.node_id)
+            && raft.log.committed >= index;
+        removed.then_some(index)
+    }
+
+    /// Where this node stands: voter, learner, joining (empty membership) or removed.
+    pub fn member_state(&self) -> raft::MemberState {
+        self.raw.status().member_state()
+    }
+
+    /// The peers to keep links to, when that set may have changed since the last
+    /// call: the members of the configuration in force, the servers the leader
+    /// still replicates to (members being removed), and the leader.
+    pub fn wanted_peers(&mut self) -> Option<Vec<WantedPeer>> {
+        let raft = self.raw.raft();
+        let fingerprint = (raft.membership_index(), raft.leader, raft.progress.len());
+        if fingerprint == self.peers_fingerprint {
+            return None;
+        }
+        self.peers_fingerprint = fingerprint;
+        let mut ids: Vec<NodeId> = raft
+            .membership
+            .members()
+            .chain(raft.progress.keys().copied())
+            .chain([raft.leader])
+            .filter(|&id| id != raft::NO_NODE && id != self.config.node_id)
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        Some(
+            ids.into_iter()
+                .map(|id| (id, self.addrs(id).map(|a| a.peer)))
+                .collect(),
+        )
+    }
+
+    fn addrs(&self, id: NodeId) -> Option<MemberAddrs> {
+        members::addrs_of(&self.raw.raft().membership, &self.config, id)
     }
 
     /// The node's metrics, for the loop to record network events.
@@ -277,6 +341,29 @@ impl Node {
         let reply = |body| Some(Response { request_id, body });
         match request.body {
             RequestBody::Status => reply(ResponseBody::Status(self.status())),
+            RequestBody::MemberChange(change) => {
+                if let Some(body) = self.not_leader() {
+                    return reply(body);
+                }
+                match self.propose_member_change(change) {
+                    Ok(Some(index)) => {
+                        self.wait_for_commit(client, request_id, index, deadline_ms);
+                        None
+                    }
+                    Ok(None) => reply(ResponseBody::Result(CommandResult::Ok)),
+                    Err(body) => reply(body),
+                }
+            }
+            RequestBody::TransferLeader { id } => match self.raw.transfer_leader(id) {
+                Ok(()) => {
+                    info!("transferring leadership to {id} (asked by a client)");
+                    reply(ResponseBody::Result(CommandResult::Ok))
+                }
+                Err(raft::Error::NotVoter(id)) => reply(ResponseBody::Error(format!(
+                    "node {id} is not a voter; leadership goes to voters only"
+                ))),
+                Err(e) => reply(self.refusal(e)),
+            },
             RequestBody::Metrics => reply(ResponseBody::Metrics(self.metrics_snapshot())),
             RequestBody::Get { key, stale: true } => {
                 let value = self.kv.get(&key).map(<[u8]>::to_vec);
@@ -306,22 +393,131 @@ impl Node {
                 match self.raw.propose(data) {
                     Ok(index) => {
                         self.metrics.on_proposal();
-                        let term = self.raw.raft().term;
-                        let deadline = self.deadlines.schedule(deadline_ms, Deadline::Write(index));
-                        self.pending_writes.insert(
-                            index,
-                            PendingWrite {
-                                client,
-                                request_id,
-                                term,
-                                deadline,
-                            },
-                        );
+                        self.wait_for_commit(client, request_id, index, deadline_ms);
                         None
                     }
                     Err(e) => reply(self.refusal(e)),
                 }
             }
+        }
+    }
+
+    /// Files the client's wait for the entry proposed at `index` in this term.
+    fn wait_for_commit(
+        &mut self,
+        client: ClientRef,
+        request_id: u64,
+        index: u64,
+        deadline_ms: u64,
+    ) {
+        let term = self.raw.raft().term;
+        let deadline = self.deadlines.schedule(deadline_ms, Deadline::Write(index));
+        self.pending_writes.insert(
+            index,
+            PendingWrite {
+                client,
+                request_id,
+                term,
+                deadline,
+            },
+        );
+    }
+
+    /// Checks a membership change against the configuration in force and proposes
+    /// it: the index to wait for, `None` when the change is already committed (a
+    /// retried request), or the error reply.
+    fn propose_member_change(&mut self, change: MemberChange) -> Result<Option<u64>, ResponseBody> {
+        let raft = self.raw.raft();
+        let membership = &raft.membership;
+        let error = |message: String| Err(ResponseBody::Error(message));
+        let already_done = if raft.membership_index() <= raft.log.committed {
+            Ok(None)
+        } else {
+            Err(ResponseBody::Unavailable(
+                "a membership change is not committed yet; retry".into(),
+            ))
+        };
+        let (change, info) = match change {
+            MemberChange::AddLearner {
+                id,
+                peer_addr,
+                client_addr,
+            } => {
+                if id == raft::NO_NODE {
+                    return error("node id 0 is reserved".into());
+                }
+                let parse = |what: &str, text: &str| {
+                    text.parse::<SocketAddr>().map_err(|_| {
+                        ResponseBody::Error(format!("{what} {text:?} is not an ip:port address"))
+                    })
+                };
+                let addrs = MemberAddrs {
+                    peer: parse("peer address", &peer_addr)?,
+                    client: parse("client address", &client_addr)?,
+                };
+                if membership.contains(id) {
+                    // A retried request after the change committed: same answer.
+                    return match self.addrs(id) {
+                        Some(known) if known == addrs => already_done,
+                        _ => error(format!("node {id} is already a member")),
+                    };
+                }
+                for other in membership.members() {
+                    let Some(used) = self.addrs(other) else {
+                        continue;
+                    };
+                    let clash = [addrs.peer, addrs.client]
+                        .iter()
+                        .any(|a| *a == used.peer || *a == used.client);
+                    if clash {
+                        return error(format!("an address of node {id} is used by node {other}"));
+                    }
+                }
+                (ConfigChange::AddLearner(id), addrs.encode())
+            }
+            MemberChange::Promote { id } => {
+                if membership.is_voter(id) {
+                    return already_done;
+                }
+                if !membership.is_learner(id) {
+                    return error(format!("node {id} is not a learner"));
+                }
+                (ConfigChange::PromoteLearner(id), Vec::new())
+            }
+            MemberChange::Remove { id } => {
+                if !membership.contains(id) {
+                    return error(format!("node {id} is not a member"));
+                }
+                if membership.voters == [id] {
+                    return error(format!("node {id} is the last voter"));
+                }
+                (ConfigChange::RemoveNode(id), Vec::new())
+            }
+        };
+        let max = self.raw.promote_distance_max();
+        match self.raw.propose_config_change_with_info(change, info) {
+            Ok(index) => {
+                info!("membership change {change:?} proposed at index {index}");
+                Ok(Some(index))
+            }
+            Err(raft::Error::LearnerBehind {
+                id,
+                match_index,
+                last_index,
+            }) => Err(ResponseBody::Unavailable(format!(
+                "learner {id} is {} entries behind the leader (it holds {match_index} of \
+                 {last_index}; promotion needs at most {max}); retry when it has caught up",
+                last_index - match_index.min(last_index)
+            ))),
+            Err(raft::Error::ConfigChangePending) => Err(ResponseBody::Unavailable(
+                "another membership change is not committed yet (or this leader's first entry \
+                 is not); retry"
+                    .into(),
+            )),
+            Err(raft::Error::InvalidConfigChange) => Err(ResponseBody::Error(format!(
+                "{change:?} does not apply to the configuration in force"
+            ))),
+            Err(e) => Err(self.refusal(e)),
         }
     }
 
@@ -334,10 +530,10 @@ impl Node {
     }
 
     fn redirect(&self, leader: NodeId) -> ResponseBody {
-        match self.config.member(leader) {
-            Some(member) if leader != self.config.node_id => ResponseBody::NotLeader {
+        match self.addrs(leader) {
+            Some(addrs) if leader != self.config.node_id => ResponseBody::NotLeader {
                 leader_id: leader,
-                leader_client_addr: Some(member.client_addr.to_string()),
+                leader_client_addr: Some(addrs.client.to_string()),
             },
             _ => ResponseBody::Unavailable("no leader known; an election is in progress".into()),
         }
@@ -346,6 +542,9 @@ impl Node {
     fn refusal(&self, error: raft::Error) -> ResponseBody {
         match error {
             raft::Error::NotLeader { leader } => self.redirect(leader.unwrap_or(raft::NO_NODE)),
+            raft::Error::ProposalDropped => ResponseBody::Unavailable(
+                "a leadership transfer is in progress; retry at the new leader".into(),
+            ),
             other => ResponseBody::Unavailable(other.to_string()),
         }
     }
@@ -365,13 +564,24 @@ impl Node {
             commit_index: status.commit,
             applied_index: self.kv.applied_index(),
             last_index: status.last_index,
-            members: self
+            config_index: status.config_index,
+            promote_distance_max: self.raw.promote_distance_max(),
+            members: status
                 .config
-                .members
-                .iter()
-                .map(|m| StatusMember {
-                    id: m.id,
-                    client_addr: m.client_addr.to_string(),
+                .members()
+                .map(|id| {
+                    let addrs = self.addrs(id);
+                    StatusMember {
+                        id,
+                        voter: status.config.is_voter(id),
+                        peer_addr: addrs.map_or_else(String::new, |a| a.peer.to_string()),
+                        client_addr: addrs.map_or_else(String::new, |a| a.client.to_string()),
+                        match_index: status
+                            .progress
+                            .iter()
+                            .find(|p| p.id == id)
+                            .map_or(0, |p| p.match_index),
+                    }
                 })
                 .collect(),
         }
@@ -500,9 +710,20 @@ impl Node {
         }
         let result = match entry.kind {
             EntryKind::Normal => Some(self.kv.apply(entry.index, &entry.data)),
-            EntryKind::Noop | EntryKind::Config => {
+            EntryKind::Noop => {
                 self.kv.advance_applied(entry.index);
                 None
+            }
+            EntryKind::Config => {
+                self.kv.advance_applied(entry.index);
+                match raft::Configuration::decode(&entry.data) {
+                    Ok(config) => info!(
+                        "configuration committed at index {}: voters {:?}, learners {:?}",
+                        entry.index, config.voters, config.learners
+                    ),
+                    Err(e) => warn!("configuration entry {} does not decode: {e}", entry.index),
+                }
+                Some(CommandResult::Ok)
             }
         };
         self.metrics.on_apply(entry.index);

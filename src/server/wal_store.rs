@@ -1,8 +1,11 @@
 //! The node's durable Raft log: the [`LogStore`] the consensus core reads, over the
 //! segmented [`Wal`] and the latest snapshot file.
 //!
-//! Layout of a node's data directory: `wal/` (segments, hard state, LOCK) and
-//! `snapshots/` (the latest snapshot file).
+//! Layout of a node's data directory: `wal/` (segments, hard state, LOCK),
+//! `snapshots/` (the latest snapshot file) and `BOOTSTRAP` (the membership the
+//! node started from: the config file's members, or empty for `--join`; an encoded
+//! [`Configuration`], written once when the directory is new, so a restart uses the
+//! same one whatever the config file or the command line say later).
 //!
 //! The driver's writes follow the core's Ready contract (see `raft::store`):
 //! install a snapshot, append (truncating a conflicting suffix first), record the
@@ -37,6 +40,9 @@ pub enum StoreOpenError {
     /// The snapshot's stored configuration does not decode.
     #[error("snapshot {0}: bad configuration")]
     SnapshotConfig(PathBuf),
+    /// The stored bootstrap configuration does not decode.
+    #[error("{0}: bad bootstrap configuration")]
+    BootstrapConfig(PathBuf),
 }
 
 /// The Raft log of one node, on disk.
@@ -54,8 +60,9 @@ pub struct WalStore {
 }
 
 impl WalStore {
-    /// Opens (recovering) the log under `data_dir`. `bootstrap` is the membership of a
-    /// brand-new cluster, used when there is no snapshot.
+    /// Opens (recovering) the log under `data_dir`. `bootstrap` is the membership
+    /// to start from (used below the first snapshot) when the directory is new; it
+    /// is then saved in `BOOTSTRAP`, and a later open uses the saved one instead.
     ///
     /// # Errors
     /// Locked directory, corruption (naming file and offset), IO errors.
@@ -68,7 +75,10 @@ impl WalStore {
         let snapshot_dir = data_dir.join("snapshots");
         std::fs::create_dir_all(&snapshot_dir).map_err(storage::io_error(&snapshot_dir))?;
         let wal = Wal::open(&wal_dir, options)?;
-        let snapshot = match snapshot::load_latest(&snapshot_dir)? {
+        let latest = snapshot::load_latest(&snapshot_dir)?;
+        let fresh = latest.is_none() && wal.last_index() == 0 && wal.hard_state().term == 0;
+        let bootstrap = bootstrap_config(data_dir, bootstrap, fresh)?;
+        let snapshot = match latest {
             Some(file) => {
                 let config = Configuration::decode(&file.meta)
                     .map_err(|_| StoreOpenError::SnapshotConfig(snapshot_dir.clone()))?;
@@ -193,6 +203,50 @@ impl WalStore {
     /// Bytes of log segments on disk.
     pub fn log_bytes(&self) -> u64 {
         self.wal.borrow().total_bytes()
+    }
+}
+
+const BOOTSTRAP_NAME: &str = "BOOTSTRAP";
+
+/// The bootstrap membership of the node in `data_dir`: the saved one if any; else
+/// `wanted`, saved first (temp file, fsync, rename, directory fsync) when the
+/// directory is `fresh`. A directory written before `BOOTSTRAP` existed keeps
+/// using `wanted` (the config file's members), as it always did.
+fn bootstrap_config(
+    data_dir: &Path,
+    wanted: Configuration,
+    fresh: bool,
+) -> Result<Configuration, StoreOpenError> {
+    let path = data_dir.join(BOOTSTRAP_NAME);
+    match std::fs::read(&path) {
+        Ok(bytes) => {
+            let saved = Configuration::decode(&bytes)
+                .map_err(|_| StoreOpenError::BootstrapConfig(path.clone()))?;
+            if saved.voters != wanted.voters {
+                log::info!(
+                    "{}: starting from the saved bootstrap membership {:?}; the config file's \
+                     members and --join apply to an empty data directory only",
+                    path.display(),
+                    saved.voters
+                );
+            }
+            Ok(saved)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if fresh {
+                let temp = data_dir.join("BOOTSTRAP.tmp");
+                let write = || -> std::io::Result<()> {
+                    let mut file = std::fs::File::create(&temp)?;
+                    std::io::Write::write_all(&mut file, &wanted.encode())?;
+                    file.sync_all()?;
+                    std::fs::rename(&temp, &path)
+                };
+                write().map_err(storage::io_error(&path))?;
+                storage::hard_state::sync_dir(data_dir)?;
+            }
+            Ok(wanted)
+        }
+        Err(e) => Err(storage::io_error(&path)(e).into()),
     }
 }
 

@@ -573,9 +573,14 @@ mod tests {
                 commit_index: 0,
                 applied_index: 0,
                 last_index: 0,
+                config_index: 0,
+                promote_distance_max: 1000,
                 members: vec![Member {
                     id: 1,
+                    voter: true,
+                    peer_addr: String::new(),
                     client_addr: addr_for_handler.get().cloned().unwrap_or_default(),
+                    match_index: 0,
                 }],
             })),
             RequestBody::Command(Command::RegisterSession) => {

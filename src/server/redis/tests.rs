@@ -26,7 +26,10 @@ impl FakeNode {
                 leader_client_addr: Some("leader:1".into()),
             },
             RequestBody::Command(command) => ResponseBody::Result(self.apply(command)),
-            RequestBody::Status | RequestBody::Metrics => ResponseBody::Error("no".into()),
+            RequestBody::Status
+            | RequestBody::Metrics
+            | RequestBody::MemberChange(_)
+            | RequestBody::TransferLeader { .. } => ResponseBody::Error("no".into()),
         }
     }
 
