@@ -119,7 +119,14 @@ fn run_node(path: &std::path::Path, join: Option<&str>) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    if let Some(index) = node.removed_at() {
+    let removed = match node.recorded_removal() {
+        Ok(removed) => removed,
+        Err(e) => {
+            log::error!("{e}");
+            return ExitCode::from(1);
+        }
+    };
+    if let Some(index) = removed {
         log::error!(
             "this node was removed from its cluster (configuration committed at index {index}); \
              its data directory {} cannot serve again: start a new node with a new id and an \

@@ -720,6 +720,9 @@ impl EventLoop {
                 "this node was removed from the cluster by the configuration committed at \
                  index {index}: stopping"
             );
+            if let Err(e) = self.node.record_removal(index) {
+                warn!("cannot record the removal in the data directory: {e}");
+            }
             self.stopping = true;
         }
     }

@@ -4,7 +4,8 @@
 //! and randomness are passed in. [`connection`] (per-socket buffers) is generic over the
 //! stream, so it is tested with mock streams. [`metrics`] holds the node's counters.
 //! [`local`] starts a loopback cluster of child processes for `raftkv-server local`.
-//! [`members`] encodes the member addresses carried in the Raft configuration.
+//! [`members`] encodes the member addresses carried in the Raft configuration;
+//! [`removal_marker`] is the file a removed node leaves in its data directory.
 
 pub mod backoff;
 pub mod connection;
@@ -14,5 +15,6 @@ pub mod members;
 pub mod metrics;
 pub mod node;
 pub mod redis;
+pub mod removal_marker;
 pub mod timer;
 pub mod wal_store;

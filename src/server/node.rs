@@ -33,6 +33,7 @@ use log::{info, warn};
 
 use super::members::{self, MemberAddrs};
 use super::metrics::Metrics;
+use super::removal_marker;
 use super::timer::{TimerId, TimerWheel};
 use super::wal_store::WalStore;
 use crate::codec::client::{
@@ -183,6 +184,8 @@ pub struct Node {
     /// What the peer links were last computed from: (index of the configuration
     /// in force, leader, peers the core tracks).
     peers_fingerprint: (u64, NodeId, usize),
+    /// This node has been a member of a configuration in force since it started.
+    was_member: bool,
 }
 
 /// A peer the node wants a link to, with its address when the configuration or
@@ -245,20 +248,43 @@ impl Node {
             deadlines: TimerWheel::new(256, 4, 0),
             turn_summary: String::new(),
             peers_fingerprint: (u64::MAX, raft::NO_NODE, 0),
+            was_member: false,
             config,
         })
     }
 
     /// The index of the committed configuration that removed this node, once the
-    /// node knows it (the driver then stops it: it is no longer a member).
-    pub fn removed_at(&self) -> Option<u64> {
+    /// node knows it (the driver then stops it: it is no longer a member). Called
+    /// once per loop turn: a node counts as removed only after it was a member (a
+    /// node joining by snapshot first holds a configuration from before its
+    /// addition, which does not list it either).
+    pub fn removed_at(&mut self) -> Option<u64> {
         let raft = self.raw.raft();
+        if raft.membership.contains(self.config.node_id) {
+            self.was_member = true;
+            return None;
+        }
         let index = raft.membership_index();
-        let removed = index > 0
-            && !raft.membership.voters.is_empty()
-            && !raft.membership.contains(self.config.node_id)
-            && raft.log.committed >= index;
+        let removed =
+            self.was_member && !raft.membership.voters.is_empty() && raft.log.committed >= index;
         removed.then_some(index)
+    }
+
+    /// Records in the data directory that this node was removed at `index`, so that
+    /// it refuses to start from it again.
+    ///
+    /// # Errors
+    /// The marker could not be written.
+    pub fn record_removal(&self, index: u64) -> Result<(), String> {
+        removal_marker::write(&self.config.data_dir, index)
+    }
+
+    /// The index this node's data directory records its removal at, if it does.
+    ///
+    /// # Errors
+    /// The marker exists but cannot be read.
+    pub fn recorded_removal(&self) -> Result<Option<u64>, String> {
+        removal_marker::read(&self.config.data_dir)
     }
 
     /// Where this node stands: voter, learner, joining (empty membership) or removed.

@@ -3,13 +3,14 @@
 
 #![allow(dead_code)]
 
+use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use raftkv::client::{Client, ClientOptions};
-use raftkv::config::Config;
+use raftkv::config::{Config, Member};
 use raftkv::server::local::{LocalNode, write_local_configs};
 
 /// A cluster of real server processes.
@@ -17,6 +18,8 @@ pub struct Cluster {
     pub dir: tempfile::TempDir,
     pub nodes: Vec<LocalNode>,
     children: Vec<Option<Child>>,
+    /// The `--join` address each node is started with, if any.
+    join: Vec<Option<String>>,
 }
 
 impl Cluster {
@@ -33,6 +36,7 @@ impl Cluster {
         let mut cluster = Cluster {
             dir,
             children: nodes.iter().map(|_| None).collect(),
+            join: nodes.iter().map(|_| None).collect(),
             nodes,
         };
         for i in 0..count {
@@ -50,15 +54,85 @@ impl Cluster {
             .append(true)
             .open(&node.log_path)
             .expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_raftkv-server"))
-            .arg("--config")
-            .arg(&node.config_path)
+        let mut command = Command::new(env!("CARGO_BIN_EXE_raftkv-server"));
+        command.arg("--config").arg(&node.config_path);
+        if let Some(addr) = &self.join[i] {
+            command.arg("--join").arg(addr);
+        }
+        let child = command
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .expect("spawn raftkv-server");
         self.children[i] = Some(child);
+    }
+
+    /// Writes the config of a new node (next id, fresh loopback ports, the cluster's
+    /// id and tunables, itself as its only member) and starts it with `--join` to
+    /// node `via`; returns its index. It waits until a leader adds it.
+    pub fn start_joining_node(&mut self, via: usize) -> usize {
+        let template = Config::load(&self.nodes[0].config_path).expect("config");
+        let id = self.nodes.iter().map(|n| n.id).max().unwrap_or(0) + 1;
+        let ports: Vec<SocketAddr> = {
+            let listeners: Vec<TcpListener> = (0..3)
+                .map(|_| TcpListener::bind("127.0.0.1:0").expect("free port"))
+                .collect();
+            listeners
+                .iter()
+                .map(|l| l.local_addr().expect("addr"))
+                .collect()
+        };
+        let dir = self.dir.path();
+        let config = Config {
+            node_id: id,
+            data_dir: dir.join(format!("node-{id}")),
+            listen_peer: ports[0],
+            listen_client: ports[1],
+            listen_redis: Some(ports[2]),
+            members: vec![Member {
+                id,
+                peer_addr: ports[0],
+                client_addr: ports[1],
+            }],
+            ..template
+        };
+        let config_path = dir.join(format!("node-{id}.toml"));
+        std::fs::write(&config_path, config.to_toml().expect("toml")).expect("write config");
+        self.nodes.push(LocalNode {
+            id,
+            config_path,
+            log_path: dir.join(format!("node-{id}.log")),
+            client_addr: ports[1],
+            peer_addr: ports[0],
+            redis_addr: ports[2],
+        });
+        self.children.push(None);
+        self.join.push(Some(self.addr(via)));
+        let i = self.nodes.len() - 1;
+        self.start_node(i);
+        i
+    }
+
+    /// Waits up to `timeout` for node `i` to exit on its own; its exit status.
+    pub fn wait_exit(&mut self, i: usize, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        let child = self.children[i].as_mut()?;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.children[i] = None;
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The server log of node `i` so far.
+    pub fn log_text(&self, i: usize) -> String {
+        std::fs::read_to_string(&self.nodes[i].log_path).unwrap_or_default()
     }
 
     /// kill -9 of node `i`.
@@ -141,9 +215,17 @@ impl Cluster {
 }
 
 impl Drop for Cluster {
+    /// Kills every node; when a test failed, keeps the directory (configs, data,
+    /// node logs) and prints where it is.
     fn drop(&mut self) {
         for i in 0..self.children.len() {
             self.kill(i);
+        }
+        if std::thread::panicking()
+            && let Ok(spare) = tempfile::tempdir()
+        {
+            let dir = std::mem::replace(&mut self.dir, spare).keep();
+            eprintln!("cluster directory kept for inspection: {}", dir.display());
         }
     }
 }
