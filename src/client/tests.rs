@@ -1,5 +1,6 @@
 //! Goal: the client follows redirects, retries with the same session seq, maps answers to
-//! values or typed errors, and pipelines. Method: fake nodes, each a std `TcpListener`
+//! values or typed errors, pipelines, and sends membership changes to the leader,
+//! retrying a promotion the leader defers. Method: fake nodes, each a std `TcpListener`
 //! thread on 127.0.0.1:0 speaking the client protocol through the crate's codec, with a
 //! scripted answer per request and a log of every request received.
 
@@ -9,8 +10,11 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::codec::client::{ClientCodec, Request, RequestBody, Response, ResponseBody};
+use crate::codec::client::{
+    ClientCodec, Member, MemberChange, Request, RequestBody, Response, ResponseBody, Role, Status,
+};
 use crate::kv::{Command, CommandResult, Session};
+use crate::raft::message::NodeId;
 
 use super::*;
 
@@ -414,4 +418,172 @@ fn pipeline_survives_a_receive_timeout() {
         .expect("answer after the timeout");
     assert_eq!(response.request_id, request_id);
     assert_eq!(pipeline.in_flight(), 0);
+}
+
+fn bodies(node: &FakeNode) -> Vec<RequestBody> {
+    node.requests()
+        .into_iter()
+        .map(|request| request.body)
+        .collect()
+}
+
+#[test]
+fn member_promote_retries_while_the_leader_defers_it() {
+    // Reference: Raft thesis §4.2.1: a new server is promoted only once it has caught up;
+    // the leader answers Unavailable until then and the client keeps asking.
+    let mut promotes = 0;
+    let leader = FakeNode::spawn(move |request| match &request.body {
+        RequestBody::MemberChange(MemberChange::Promote { .. }) => {
+            promotes += 1;
+            if promotes <= 2 {
+                Reply::Answer(ResponseBody::Unavailable(
+                    "learner 4 is 2000 entries behind the leader".into(),
+                ))
+            } else {
+                result(CommandResult::Ok)
+            }
+        }
+        _ => Reply::Drop,
+    });
+    let mut client =
+        Client::connect(std::slice::from_ref(&leader.addr), options(2000)).expect("client");
+    client
+        .member_promote(4)
+        .expect("promoted after two deferrals");
+    assert_eq!(client.stats().retries, 2);
+    let promote = RequestBody::MemberChange(MemberChange::Promote { id: 4 });
+    assert_eq!(bodies(&leader), vec![promote.clone(); 3]);
+
+    // A learner that never catches up: the deadline ends the call with the leader's reason.
+    let behind = FakeNode::spawn(|_| {
+        Reply::Answer(ResponseBody::Unavailable(
+            "learner 4 is 9000 entries behind the leader".into(),
+        ))
+    });
+    let mut client =
+        Client::connect(std::slice::from_ref(&behind.addr), options(200)).expect("client");
+    let error = client.member_promote(4).expect_err("never caught up");
+    assert!(
+        matches!(error, Error::Unavailable(ref reason) if reason.contains("9000 entries")),
+        "{error}"
+    );
+}
+
+#[test]
+fn member_changes_follow_the_leader_and_refusals_are_errors() {
+    let leader = FakeNode::spawn(|request| match &request.body {
+        RequestBody::MemberChange(MemberChange::AddLearner { .. })
+        | RequestBody::TransferLeader { id: 2 } => result(CommandResult::Ok),
+        RequestBody::MemberChange(MemberChange::Remove { id }) => {
+            Reply::Answer(ResponseBody::Error(format!("node {id} is not a member")))
+        }
+        RequestBody::TransferLeader { id } => {
+            Reply::Answer(ResponseBody::Error(format!("node {id} is not a voter")))
+        }
+        _ => Reply::Drop,
+    });
+    let leader_addr = leader.addr.clone();
+    let follower = FakeNode::spawn(move |_| {
+        Reply::Answer(ResponseBody::NotLeader {
+            leader_id: 1,
+            leader_client_addr: Some(leader_addr.clone()),
+        })
+    });
+    let mut client =
+        Client::connect(std::slice::from_ref(&follower.addr), options(2000)).expect("client");
+    client
+        .member_add_learner(4, "127.0.0.1:6004", "127.0.0.1:7004")
+        .expect("added");
+    let error = client.member_remove(9).expect_err("not a member");
+    assert!(
+        matches!(error, Error::Refused(ref m) if m == "node 9 is not a member"),
+        "{error}"
+    );
+    let error = client.transfer_leader(4).expect_err("a learner");
+    assert!(matches!(error, Error::Refused(_)), "{error}");
+    client.transfer_leader(2).expect("transfer started");
+    assert_eq!(client.stats().redirects, 1, "the follower was asked once");
+    let want = vec![
+        RequestBody::MemberChange(MemberChange::AddLearner {
+            id: 4,
+            peer_addr: "127.0.0.1:6004".into(),
+            client_addr: "127.0.0.1:7004".into(),
+        }),
+        RequestBody::MemberChange(MemberChange::Remove { id: 9 }),
+        RequestBody::TransferLeader { id: 4 },
+        RequestBody::TransferLeader { id: 2 },
+    ];
+    assert_eq!(bodies(&leader), want);
+}
+
+/// The status of node `node_id`, which knows `leader_id` as leader; members 1 and 2 with
+/// the given client addresses, match indexes known only by the leader.
+fn status_of(node_id: NodeId, leader_id: NodeId, client_addrs: &[String; 2]) -> Status {
+    let leads = node_id == leader_id;
+    let members = client_addrs
+        .iter()
+        .zip(1..)
+        .map(|(client_addr, id)| Member {
+            id,
+            voter: true,
+            peer_addr: format!("127.0.0.1:600{id}"),
+            client_addr: client_addr.clone(),
+            match_index: if leads { 40 + id } else { 0 },
+        })
+        .collect();
+    Status {
+        node_id,
+        role: if leads { Role::Leader } else { Role::Follower },
+        term: 3,
+        leader_id,
+        commit_index: 41,
+        applied_index: 41,
+        last_index: 42,
+        config_index: 0,
+        promote_distance_max: 1000,
+        members,
+    }
+}
+
+/// Two fake nodes answering Status: node 2 (a follower) names node 1 as leader; node 1
+/// believes `node1_leader` leads.
+fn two_nodes(node1_leader: NodeId) -> (FakeNode, FakeNode) {
+    // The addresses are known only once both listen: share them through a cell.
+    let addrs: Arc<Mutex<[String; 2]>> = Arc::default();
+    let spawn = |node_id: NodeId, leader_id: NodeId| {
+        let addrs = Arc::clone(&addrs);
+        FakeNode::spawn(move |request| match &request.body {
+            RequestBody::Status => {
+                let addrs = addrs.lock().expect("addrs lock").clone();
+                Reply::Answer(ResponseBody::Status(status_of(node_id, leader_id, &addrs)))
+            }
+            _ => Reply::Drop,
+        })
+    };
+    let node1 = spawn(1, node1_leader);
+    let node2 = spawn(2, 1);
+    *addrs.lock().expect("addrs lock") = [node1.addr.clone(), node2.addr.clone()];
+    (node1, node2)
+}
+
+#[test]
+fn leader_status_asks_the_leader_a_member_names() {
+    let (node1, node2) = two_nodes(1);
+    let mut client =
+        Client::connect(std::slice::from_ref(&node2.addr), options(2000)).expect("client");
+    let status = client.leader_status().expect("leader's status");
+    assert_eq!((status.node_id, status.leader_id), (1, 1));
+    let matches: Vec<u64> = status.members.iter().map(|m| m.match_index).collect();
+    assert_eq!(matches, [41, 42], "the leader's match indexes");
+    assert_eq!(bodies(&node1), [RequestBody::Status]);
+
+    // Node 2 still names node 1, which has stepped down: no usable leader status.
+    let (_node1, node2) = two_nodes(2);
+    let mut client =
+        Client::connect(std::slice::from_ref(&node2.addr), options(2000)).expect("client");
+    let error = client.leader_status().expect_err("stale leader");
+    assert!(
+        matches!(error, Error::Unavailable(ref m) if m.contains("no longer leads")),
+        "{error}"
+    );
 }
