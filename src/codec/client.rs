@@ -1,6 +1,7 @@
 //! ClientMessageCodec: the client protocol, one message per frame ([`super::frame`]).
 //!
-//! Every message body is `version u8 | type u8 | request_id u64 | fields`, little-endian.
+//! Every message body is `version u8 | type u8 | request_id u64 | fields`, little-endian;
+//! docs/FORMAT.md tabulates the types and their fields.
 //! The request id is chosen by the client per connection and echoed in the response, so
 //! a client may pipeline many requests and match the replies (which may come back out of
 //! order: a stale read is answered before an earlier write commits).
