@@ -17,6 +17,7 @@ use clap::{Parser, Subcommand};
 
 use crate::kv::{Command as KvCommand, Session, decode_command};
 use crate::raft::message::{Configuration, EntryKind};
+use crate::server::members::MemberAddrs;
 use crate::storage::format::{HEADER_BYTES, decode_record};
 use crate::storage::hard_state::{self, sync_dir};
 use crate::storage::lock::DirLock;
@@ -106,12 +107,24 @@ pub fn run(cli: &Cli) -> i32 {
 
 /// The payload preview of `dump`: the decoded kv command of a normal entry (keys and
 /// values shown as text when printable, hex otherwise, each cut at 32 bytes), the
-/// members of a configuration entry, and hex for anything that does not decode.
+/// members of a configuration entry with their addresses, and hex for anything that
+/// does not decode.
 pub fn payload_preview(kind: EntryKind, data: &[u8]) -> String {
     match kind {
         EntryKind::Noop => String::new(),
         EntryKind::Config => match Configuration::decode(data) {
-            Ok(config) => format!("voters {:?} learners {:?}", config.voters, config.learners),
+            Ok(config) => {
+                let mut text = format!("voters {:?} learners {:?}", config.voters, config.learners);
+                for (id, info) in &config.member_info {
+                    match MemberAddrs::decode(info) {
+                        Ok(addrs) => {
+                            text += &format!(" {id}=peer {} client {}", addrs.peer, addrs.client)
+                        }
+                        Err(_) => text += &format!(" {id}=info {}", hex(info)),
+                    }
+                }
+                text
+            }
             Err(_) => format!("undecodable config {}", hex(data)),
         },
         EntryKind::Normal => match decode_command(data) {
@@ -506,13 +519,25 @@ mod preview_tests {
             value: vec![0, 1],
         });
         let config = Configuration::new([1, 2], [3]).encode();
-        let cases: [(EntryKind, &[u8], &str); 4] = [
+        let addrs = MemberAddrs {
+            peer: "127.0.0.1:7003".parse().unwrap(),
+            client: "127.0.0.1:8003".parse().unwrap(),
+        };
+        let with_addrs = Configuration::new([1, 2], [3])
+            .with_info(3, addrs.encode())
+            .encode();
+        let cases: [(EntryKind, &[u8], &str); 5] = [
             (
                 EntryKind::Normal,
                 &put,
                 "put \"hello\" 0001 (client 7 seq 3)",
             ),
             (EntryKind::Config, &config, "voters [1, 2] learners [3]"),
+            (
+                EntryKind::Config,
+                &with_addrs,
+                "voters [1, 2] learners [3] 3=peer 127.0.0.1:7003 client 127.0.0.1:8003",
+            ),
             (EntryKind::Normal, &[0xff, 0xee], "undecodable ffee"),
             (EntryKind::Noop, &[], ""),
         ];
