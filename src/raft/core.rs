@@ -183,6 +183,9 @@ pub struct Raft<S> {
     needs_flush: bool,
     incoming_snapshot: Option<(SnapshotMeta, Vec<u8>)>,
     outgoing_snapshot: Option<Snapshot>,
+    /// This node was listed by the configuration in force at its commit index
+    /// at some point since it started (see [`Raft::removed_at`]).
+    been_member: bool,
     rng: Rng,
 }
 
@@ -219,12 +222,14 @@ impl<S: LogStore> Raft<S> {
             needs_flush: false,
             incoming_snapshot: None,
             outgoing_snapshot: None,
+            been_member: false,
             rng: Rng::new(seed),
             opts,
         };
         raft.set_membership(raft.membership.clone());
         raft.load_config_entries()?;
         raft.become_follower(raft.term, NO_NODE);
+        raft.note_membership();
         Ok(raft)
     }
 
@@ -323,6 +328,39 @@ impl<S: LogStore> Raft<S> {
                 self.id
             );
         }
+    }
+
+    /// Remembers whether the configuration in force at the commit index lists
+    /// this node (the driver calls it after each `Ready`, via `advance`).
+    pub(crate) fn note_membership(&mut self) {
+        if self
+            .config_at(self.log.committed)
+            .is_some_and(|config| config.contains(self.id))
+        {
+            self.been_member = true;
+        }
+    }
+
+    /// The index of the committed configuration that removed this node, once
+    /// this node knows it: the configuration in force does not list it, is
+    /// committed, and a committed configuration before it did list it (the one
+    /// just before it in the log, or one this node held committed earlier). A
+    /// configuration that listed it but was never committed (a truncated
+    /// `AddLearner`) does not count, nor does a snapshot from before its
+    /// addition that a joining node installs: neither means it was removed.
+    pub fn removed_at(&self) -> Option<u64> {
+        let index = self.membership_index();
+        if self.membership.contains(self.id)
+            || self.membership.voters.is_empty()
+            || self.log.committed < index
+        {
+            return None;
+        }
+        let listed_before = index > 0
+            && self
+                .config_at(index - 1)
+                .is_some_and(|config| config.contains(self.id));
+        (listed_before || self.been_member).then_some(index)
     }
 
     /// The membership in force at `index`, if still known.
