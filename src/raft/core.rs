@@ -25,6 +25,10 @@ use super::read_only::{ReadOnly, ReadRequest, ReadState};
 use super::rng::Rng;
 use super::store::LogStore;
 
+/// Set in the context of a heartbeat that tells a removed server its removal
+/// committed (ReadIndex rounds, the other contexts, are small counters).
+const RELEASE_CONTEXT_BIT: u64 = 1 << 63;
+
 /// Tuning of one node. Times are in ticks (the driver decides a tick's length).
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -277,8 +281,8 @@ impl<S: LogStore> Raft<S> {
 
     /// Puts `config` in force. A leader keeps replicating to the members it
     /// drops (their progress stays, outside every quorum) until they hold the
-    /// removal and its commit: [`Raft::release_departed`] lets them go, so a
-    /// removed server learns that it was removed and its driver can stop it.
+    /// removal and know its commit ([`Raft::announce_removal`]), so a removed
+    /// server learns that it was removed and its driver can stop it.
     fn set_membership(&mut self, config: Configuration) {
         let next = self.log.last_index() + 1;
         let inflight_count_max = self.opts.inflight_count_max;
@@ -303,31 +307,42 @@ impl<S: LogStore> Raft<S> {
         self.config_history.last().map_or(0, |(index, _)| *index)
     }
 
-    /// Lets go of the servers the configuration in force removed once the
-    /// removal is committed and they hold it: each gets a last heartbeat
-    /// carrying a commit index that covers its removal, then nothing more.
-    fn release_departed(&mut self) {
+    /// The servers the configuration in force removed that hold the removal
+    /// while it is committed, each with the commit index to tell it (at least
+    /// the removal's index): they only need to learn that commit.
+    fn departing(&self) -> Vec<(NodeId, u64)> {
         let config_index = self.membership_index();
         if self.role != Role::Leader || self.log.committed < config_index {
-            return;
+            return Vec::new();
         }
-        let departed: Vec<(NodeId, u64)> = self
-            .progress
+        self.progress
             .iter()
             .filter(|(id, pr)| {
                 **id != self.id && !self.membership.contains(**id) && pr.match_index >= config_index
             })
             .map(|(&id, pr)| (id, pr.match_index.min(self.log.committed)))
-            .collect();
-        for (id, commit) in departed {
-            self.progress.remove(&id);
-            let body = MessageBody::Heartbeat(Heartbeat { commit, context: 0 });
+            .collect()
+    }
+
+    /// Tells the servers the configuration in force removed that their removal
+    /// committed, once they hold it: a heartbeat carrying a commit index that
+    /// covers it and the context [`Raft::release_context`]. The leader lets each
+    /// go when it answers that heartbeat ([`Raft::handle_heartbeat_response`]);
+    /// until then every heartbeat round repeats it, so a lost one is resent and a
+    /// removed server does learn that it was removed (its driver then stops it).
+    fn announce_removal(&mut self) {
+        let context = self.release_context();
+        for (id, commit) in self.departing() {
+            let body = MessageBody::Heartbeat(Heartbeat { commit, context });
             self.send(id, self.term, body);
-            log::info!(
-                "node {}: {id} holds its removal at {config_index}, no longer replicated to",
-                self.id
-            );
         }
+    }
+
+    /// The heartbeat context that tells a removed server its removal committed:
+    /// the index of the configuration in force with the top bit set, apart from
+    /// the ReadIndex round numbers (small counters) and unique to this removal.
+    fn release_context(&self) -> u64 {
+        RELEASE_CONTEXT_BIT | self.membership_index()
     }
 
     /// Remembers whether the configuration in force at the commit index lists
@@ -1066,8 +1081,8 @@ impl<S: LogStore> Raft<S> {
             ProgressState::Replicate => pr.inflights.free_to(r.index),
         }
         let caught_up = pr.match_index == self.log.last_index();
-        if !self.maybe_commit()? {
-            self.release_departed();
+        if !self.maybe_commit()? && !self.membership.contains(from) {
+            self.announce_removal();
         }
         self.needs_flush = true;
         if from == self.transferee && caught_up {
@@ -1077,6 +1092,17 @@ impl<S: LogStore> Raft<S> {
     }
 
     fn handle_heartbeat_response(&mut self, from: NodeId, context: u64) -> Result<(), Error> {
+        if context & RELEASE_CONTEXT_BIT != 0 {
+            if context == self.release_context() && !self.membership.contains(from) {
+                self.progress.remove(&from);
+                log::info!(
+                    "node {}: {from} knows of its removal at {}, no longer replicated to",
+                    self.id,
+                    self.membership_index()
+                );
+            }
+            return Ok(());
+        }
         let last = self.log.last_index();
         let Some(pr) = self.progress.get_mut(&from) else {
             return Ok(());
@@ -1168,7 +1194,7 @@ impl<S: LogStore> Raft<S> {
                 self.handle_read_request(request);
             }
         }
-        self.release_departed();
+        self.announce_removal();
         self.maybe_step_down_removed()?;
         Ok(true)
     }
@@ -1298,7 +1324,11 @@ impl<S: LogStore> Raft<S> {
         Ok(())
     }
 
-    fn broadcast_heartbeat(&mut self, context: u64) {
+    /// A heartbeat to every peer; those whose removal committed and who hold
+    /// it get the release context instead (see [`Raft::announce_removal`]).
+    fn broadcast_heartbeat(&mut self, read_context: u64) {
+        let departing = self.departing();
+        let release_context = self.release_context();
         let peers: Vec<(NodeId, u64)> = self
             .progress
             .iter()
@@ -1306,6 +1336,11 @@ impl<S: LogStore> Raft<S> {
             .map(|(&id, pr)| (id, pr.match_index.min(self.log.committed)))
             .collect();
         for (id, commit) in peers {
+            let context = if departing.iter().any(|(d, _)| *d == id) {
+                release_context
+            } else {
+                read_context
+            };
             self.send(
                 id,
                 self.term,

@@ -354,7 +354,11 @@ fn truncated_addition_is_not_a_removal() {
     net.cut(1, 3);
     let stale = change(&mut net, 1, ConfigChange::AddLearner(4));
     let status = net.node(4).status();
-    assert_eq!(status.member_state(), MemberState::Learner, "4 holds the add");
+    assert_eq!(
+        status.member_state(),
+        MemberState::Learner,
+        "4 holds the add"
+    );
     assert!(status.commit < stale, "but not committed");
 
     net.isolate(1);
@@ -388,4 +392,43 @@ fn truncated_addition_is_not_a_removal() {
     assert_eq!(status.member_state(), MemberState::Learner);
     assert!(status.commit >= added);
     assert_eq!(net.node(4).removed_at(), None);
+}
+
+/// Goal: the leader lets a removed follower go only once the follower has
+/// acknowledged a heartbeat carrying a commit index that covers its removal, so
+/// a lost "last heartbeat" is sent again and the removed server still learns
+/// that it was removed (its driver stops it). Method: node 3 receives its removal
+/// entry before it commits; every message to 3 carrying the commit is dropped
+/// until the filter is lifted, then the leader ticks. Reference: thesis section
+/// 4.2.2 (a removed server must stop; here the leader tells it).
+#[test]
+fn removed_follower_learns_its_removal_despite_a_lost_heartbeat() {
+    let mut net = Network::new(&[1, 2, 3]);
+    net.campaign(1);
+    let index = net.node(1).status().last_index + 1;
+    let dropping = std::rc::Rc::new(std::cell::Cell::new(true));
+    let drop_commit = std::rc::Rc::clone(&dropping);
+    net.filter = Some(Box::new(move |m| {
+        let commit = match &m.body {
+            MessageBody::Append(a) => a.commit,
+            MessageBody::Heartbeat(h) => h.commit,
+            _ => 0,
+        };
+        drop_commit.get() && m.to == 3 && commit >= index
+    }));
+    assert_eq!(change(&mut net, 1, ConfigChange::RemoveNode(3)), index);
+    let status = net.node(3).status();
+    assert_eq!(status.config_index, index, "3 holds its removal");
+    assert!(status.commit < index, "but not its commit");
+    assert!(net.node(1).status().commit >= index);
+
+    dropping.set(false);
+    net.tick(1, 3);
+    let status = net.node(3).status();
+    assert!(status.commit >= index, "the heartbeat was sent again");
+    assert_eq!(net.node(3).removed_at(), Some(index));
+    assert!(!net.node(1).raft().progress.contains_key(&3), "released");
+    net.delivered.clear();
+    net.tick(1, 10);
+    assert!(net.delivered.iter().all(|m| m.to != 3 && m.from != 3));
 }
