@@ -286,10 +286,11 @@ impl<S: LogStore> Raft<S> {
     fn set_membership(&mut self, config: Configuration) {
         let next = self.log.last_index() + 1;
         let inflight_count_max = self.opts.inflight_count_max;
+        // A leader keeps every server it tracks: those the new configuration
+        // drops, and those an earlier one dropped that have not been released.
         let leading = self.role == Role::Leader;
-        let previous = &self.membership;
         self.progress
-            .retain(|id, _| config.contains(*id) || (leading && previous.contains(*id)));
+            .retain(|id, _| leading || config.contains(*id));
         for id in config.members() {
             self.progress
                 .entry(id)
@@ -358,8 +359,8 @@ impl<S: LogStore> Raft<S> {
 
     /// The index of the committed configuration that removed this node, once
     /// this node knows it: the configuration in force does not list it, is
-    /// committed, and a committed configuration before it did list it (the one
-    /// just before it in the log, or one this node held committed earlier). A
+    /// committed, and a committed configuration before it did list it (one still
+    /// in its log, or one this node held committed earlier). A
     /// configuration that listed it but was never committed (a truncated
     /// `AddLearner`) does not count, nor does a snapshot from before its
     /// addition that a joining node installs: neither means it was removed.
@@ -371,10 +372,12 @@ impl<S: LogStore> Raft<S> {
         {
             return None;
         }
-        let listed_before = index > 0
-            && self
-                .config_at(index - 1)
-                .is_some_and(|config| config.contains(self.id));
+        // Every configuration in the history precedes the committed one in force,
+        // so it is committed too.
+        let listed_before = self
+            .config_history
+            .iter()
+            .any(|(_, config)| config.contains(self.id));
         (listed_before || self.been_member).then_some(index)
     }
 

@@ -432,3 +432,31 @@ fn removed_follower_learns_its_removal_despite_a_lost_heartbeat() {
     net.tick(1, 10);
     assert!(net.delivered.iter().all(|m| m.to != 3 && m.from != 3));
 }
+
+/// Goal: a removed server that was unreachable while the next configuration
+/// change committed still learns its removal once it is back: the leader keeps
+/// tracking it across later changes until it is released. Method: node 3 is cut
+/// off while {1, 2} commit its removal and then the addition of learner 4; the
+/// link heals and the leader ticks. Reference: thesis section 4.2.2.
+#[test]
+fn removed_follower_learns_its_removal_after_a_later_change() {
+    let mut net = Network::new(&[1, 2, 3]);
+    net.add_node(4, MemStore::new(Configuration::default()), test_config(4));
+    net.campaign(1);
+    net.isolate(3);
+    change(&mut net, 1, ConfigChange::RemoveNode(3));
+    let added = change(&mut net, 1, ConfigChange::AddLearner(4));
+    assert!(net.node(1).status().commit >= added);
+    assert!(
+        net.node(1).raft().progress.contains_key(&3),
+        "still tracked"
+    );
+
+    net.recover();
+    net.tick(1, 3);
+    let status = net.node(3).status();
+    assert_eq!(status.member_state(), MemberState::Removed);
+    assert!(status.commit >= added);
+    assert_eq!(net.node(3).removed_at(), Some(added));
+    assert!(!net.node(1).raft().progress.contains_key(&3), "released");
+}
