@@ -25,6 +25,10 @@ use super::read_only::{ReadOnly, ReadRequest, ReadState};
 use super::rng::Rng;
 use super::store::LogStore;
 
+/// Set in the context of a heartbeat that tells a removed server its removal
+/// committed (ReadIndex rounds, the other contexts, are small counters).
+const RELEASE_CONTEXT_BIT: u64 = 1 << 63;
+
 /// Tuning of one node. Times are in ticks (the driver decides a tick's length).
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -183,6 +187,9 @@ pub struct Raft<S> {
     needs_flush: bool,
     incoming_snapshot: Option<(SnapshotMeta, Vec<u8>)>,
     outgoing_snapshot: Option<Snapshot>,
+    /// This node was listed by the configuration in force at its commit index
+    /// at some point since it started (see [`Raft::removed_at`]).
+    been_member: bool,
     rng: Rng,
 }
 
@@ -219,12 +226,14 @@ impl<S: LogStore> Raft<S> {
             needs_flush: false,
             incoming_snapshot: None,
             outgoing_snapshot: None,
+            been_member: false,
             rng: Rng::new(seed),
             opts,
         };
         raft.set_membership(raft.membership.clone());
         raft.load_config_entries()?;
         raft.become_follower(raft.term, NO_NODE);
+        raft.note_membership();
         Ok(raft)
     }
 
@@ -272,15 +281,16 @@ impl<S: LogStore> Raft<S> {
 
     /// Puts `config` in force. A leader keeps replicating to the members it
     /// drops (their progress stays, outside every quorum) until they hold the
-    /// removal and its commit: [`Raft::release_departed`] lets them go, so a
-    /// removed server learns that it was removed and its driver can stop it.
+    /// removal and know its commit ([`Raft::announce_removal`]), so a removed
+    /// server learns that it was removed and its driver can stop it.
     fn set_membership(&mut self, config: Configuration) {
         let next = self.log.last_index() + 1;
         let inflight_count_max = self.opts.inflight_count_max;
+        // A leader keeps every server it tracks: those the new configuration
+        // drops, and those an earlier one dropped that have not been released.
         let leading = self.role == Role::Leader;
-        let previous = &self.membership;
         self.progress
-            .retain(|id, _| config.contains(*id) || (leading && previous.contains(*id)));
+            .retain(|id, _| leading || config.contains(*id));
         for id in config.members() {
             self.progress
                 .entry(id)
@@ -298,31 +308,77 @@ impl<S: LogStore> Raft<S> {
         self.config_history.last().map_or(0, |(index, _)| *index)
     }
 
-    /// Lets go of the servers the configuration in force removed once the
-    /// removal is committed and they hold it: each gets a last heartbeat
-    /// carrying a commit index that covers its removal, then nothing more.
-    fn release_departed(&mut self) {
+    /// The servers the configuration in force removed that hold the removal
+    /// while it is committed, each with the commit index to tell it (at least
+    /// the removal's index): they only need to learn that commit.
+    fn departing(&self) -> Vec<(NodeId, u64)> {
         let config_index = self.membership_index();
         if self.role != Role::Leader || self.log.committed < config_index {
-            return;
+            return Vec::new();
         }
-        let departed: Vec<(NodeId, u64)> = self
-            .progress
+        self.progress
             .iter()
             .filter(|(id, pr)| {
                 **id != self.id && !self.membership.contains(**id) && pr.match_index >= config_index
             })
             .map(|(&id, pr)| (id, pr.match_index.min(self.log.committed)))
-            .collect();
-        for (id, commit) in departed {
-            self.progress.remove(&id);
-            let body = MessageBody::Heartbeat(Heartbeat { commit, context: 0 });
+            .collect()
+    }
+
+    /// Tells the servers the configuration in force removed that their removal
+    /// committed, once they hold it: a heartbeat carrying a commit index that
+    /// covers it and the context [`Raft::release_context`]. The leader lets each
+    /// go when it answers that heartbeat ([`Raft::handle_heartbeat_response`]);
+    /// until then every heartbeat round repeats it, so a lost one is resent and a
+    /// removed server does learn that it was removed (its driver then stops it).
+    fn announce_removal(&mut self) {
+        let context = self.release_context();
+        for (id, commit) in self.departing() {
+            let body = MessageBody::Heartbeat(Heartbeat { commit, context });
             self.send(id, self.term, body);
-            log::info!(
-                "node {}: {id} holds its removal at {config_index}, no longer replicated to",
-                self.id
-            );
         }
+    }
+
+    /// The heartbeat context that tells a removed server its removal committed:
+    /// the index of the configuration in force with the top bit set, apart from
+    /// the ReadIndex round numbers (small counters) and unique to this removal.
+    fn release_context(&self) -> u64 {
+        RELEASE_CONTEXT_BIT | self.membership_index()
+    }
+
+    /// Remembers whether the configuration in force at the commit index lists
+    /// this node (the driver calls it after each `Ready`, via `advance`).
+    pub(crate) fn note_membership(&mut self) {
+        if self
+            .config_at(self.log.committed)
+            .is_some_and(|config| config.contains(self.id))
+        {
+            self.been_member = true;
+        }
+    }
+
+    /// The index of the committed configuration that removed this node, once
+    /// this node knows it: the configuration in force does not list it, is
+    /// committed, and a committed configuration before it did list it (one still
+    /// in its log, or one this node held committed earlier). A
+    /// configuration that listed it but was never committed (a truncated
+    /// `AddLearner`) does not count, nor does a snapshot from before its
+    /// addition that a joining node installs: neither means it was removed.
+    pub fn removed_at(&self) -> Option<u64> {
+        let index = self.membership_index();
+        if self.membership.contains(self.id)
+            || self.membership.voters.is_empty()
+            || self.log.committed < index
+        {
+            return None;
+        }
+        // Every configuration in the history precedes the committed one in force,
+        // so it is committed too.
+        let listed_before = self
+            .config_history
+            .iter()
+            .any(|(_, config)| config.contains(self.id));
+        (listed_before || self.been_member).then_some(index)
     }
 
     /// The membership in force at `index`, if still known.
@@ -1028,8 +1084,8 @@ impl<S: LogStore> Raft<S> {
             ProgressState::Replicate => pr.inflights.free_to(r.index),
         }
         let caught_up = pr.match_index == self.log.last_index();
-        if !self.maybe_commit()? {
-            self.release_departed();
+        if !self.maybe_commit()? && !self.membership.contains(from) {
+            self.announce_removal();
         }
         self.needs_flush = true;
         if from == self.transferee && caught_up {
@@ -1039,6 +1095,17 @@ impl<S: LogStore> Raft<S> {
     }
 
     fn handle_heartbeat_response(&mut self, from: NodeId, context: u64) -> Result<(), Error> {
+        if context & RELEASE_CONTEXT_BIT != 0 {
+            if context == self.release_context() && !self.membership.contains(from) {
+                self.progress.remove(&from);
+                log::info!(
+                    "node {}: {from} knows of its removal at {}, no longer replicated to",
+                    self.id,
+                    self.membership_index()
+                );
+            }
+            return Ok(());
+        }
         let last = self.log.last_index();
         let Some(pr) = self.progress.get_mut(&from) else {
             return Ok(());
@@ -1130,7 +1197,7 @@ impl<S: LogStore> Raft<S> {
                 self.handle_read_request(request);
             }
         }
-        self.release_departed();
+        self.announce_removal();
         self.maybe_step_down_removed()?;
         Ok(true)
     }
@@ -1260,7 +1327,11 @@ impl<S: LogStore> Raft<S> {
         Ok(())
     }
 
-    fn broadcast_heartbeat(&mut self, context: u64) {
+    /// A heartbeat to every peer; those whose removal committed and who hold
+    /// it get the release context instead (see [`Raft::announce_removal`]).
+    fn broadcast_heartbeat(&mut self, read_context: u64) {
+        let departing = self.departing();
+        let release_context = self.release_context();
         let peers: Vec<(NodeId, u64)> = self
             .progress
             .iter()
@@ -1268,6 +1339,11 @@ impl<S: LogStore> Raft<S> {
             .map(|(&id, pr)| (id, pr.match_index.min(self.log.committed)))
             .collect();
         for (id, commit) in peers {
+            let context = if departing.iter().any(|(d, _)| *d == id) {
+                release_context
+            } else {
+                read_context
+            };
             self.send(
                 id,
                 self.term,

@@ -61,6 +61,7 @@ fn leader_removes_itself() {
     assert_eq!(status.role, Role::Follower);
     assert_eq!(status.member_state(), MemberState::Removed);
     assert!(status.commit > index);
+    assert_eq!(net.node(1).removed_at(), Some(index));
     let leaders = net.leaders();
     assert_eq!(leaders.len(), 1, "TimeoutNow elected a successor at once");
     let (leader, term) = leaders[0];
@@ -316,6 +317,7 @@ fn removed_follower_learns_its_removal() {
     assert_eq!(status.member_state(), MemberState::Removed);
     assert_eq!(status.config_index, index);
     assert!(status.commit >= index, "3 knows its removal committed");
+    assert_eq!(net.node(3).removed_at(), Some(index));
     assert!(!net.node(1).raft().progress.contains_key(&3));
     net.delivered.clear();
     net.tick(1, 10);
@@ -332,4 +334,129 @@ fn removed_follower_learns_its_removal() {
     let config = net.node(2).status().config;
     assert_eq!(config.info(4), Some(&b"addr of 4"[..]));
     assert_eq!(net.node(2).status().config_index, added);
+}
+
+/// Goal: a node that held a configuration listing it which was never committed
+/// (an `AddLearner` truncated by a new leader) does not count as removed when it
+/// then installs a snapshot from before its (second) addition: the driver stops
+/// a node only on a committed removal (`removed_at`), so a live learner is never
+/// stopped by mistake. Method: node 1 appends `AddLearner(4)` reaching only node
+/// 4, is isolated; node 2 or 3 leads, compacts, and adds 4 again; node 4 gets
+/// the snapshot (whose configuration predates the add) but not the entries after
+/// it. Reference: thesis section 4.1 (a server uses the latest configuration in
+/// its log, committed or not; uncommitted ones may be truncated).
+#[test]
+fn truncated_addition_is_not_a_removal() {
+    let mut net = Network::new(&[1, 2, 3]);
+    net.add_node(4, MemStore::new(Configuration::default()), test_config(4));
+    net.campaign(1);
+    net.cut(1, 2);
+    net.cut(1, 3);
+    let stale = change(&mut net, 1, ConfigChange::AddLearner(4));
+    let status = net.node(4).status();
+    assert_eq!(
+        status.member_state(),
+        MemberState::Learner,
+        "4 holds the add"
+    );
+    assert!(status.commit < stale, "but not committed");
+
+    net.isolate(1);
+    net.tick_all(40);
+    let leaders = net.leaders();
+    assert_eq!(leaders.len(), 1, "{leaders:?}");
+    let (leader, term) = leaders[0];
+    assert!(leader == 2 || leader == 3);
+    assert!(term >= 2);
+    propose(&mut net, leader, 5);
+    let applied = net.node(leader).status().applied;
+    let snapshot = net
+        .node(leader)
+        .build_snapshot(applied, b"image".to_vec())
+        .expect("applied index");
+    net.node(leader).store_mut().compact(snapshot);
+    net.filter = Some(Box::new(|m| {
+        m.to == 4 && matches!(&m.body, MessageBody::Append(a) if !a.entries.is_empty())
+    }));
+    let added = change(&mut net, leader, ConfigChange::AddLearner(4));
+    net.tick(leader, 3);
+    let status = net.node(4).status();
+    assert_eq!(net.nodes[&4].store().compacted().0, applied, "by snapshot");
+    assert_eq!(status.config, Configuration::new([1, 2, 3], []));
+    assert!(status.commit >= status.config_index);
+    assert_eq!(net.node(4).removed_at(), None, "never a committed member");
+
+    net.filter = None;
+    net.tick(leader, 3);
+    let status = net.node(4).status();
+    assert_eq!(status.member_state(), MemberState::Learner);
+    assert!(status.commit >= added);
+    assert_eq!(net.node(4).removed_at(), None);
+}
+
+/// Goal: the leader lets a removed follower go only once the follower has
+/// acknowledged a heartbeat carrying a commit index that covers its removal, so
+/// a lost "last heartbeat" is sent again and the removed server still learns
+/// that it was removed (its driver stops it). Method: node 3 receives its removal
+/// entry before it commits; every message to 3 carrying the commit is dropped
+/// until the filter is lifted, then the leader ticks. Reference: thesis section
+/// 4.2.2 (a removed server must stop; here the leader tells it).
+#[test]
+fn removed_follower_learns_its_removal_despite_a_lost_heartbeat() {
+    let mut net = Network::new(&[1, 2, 3]);
+    net.campaign(1);
+    let index = net.node(1).status().last_index + 1;
+    let dropping = std::rc::Rc::new(std::cell::Cell::new(true));
+    let drop_commit = std::rc::Rc::clone(&dropping);
+    net.filter = Some(Box::new(move |m| {
+        let commit = match &m.body {
+            MessageBody::Append(a) => a.commit,
+            MessageBody::Heartbeat(h) => h.commit,
+            _ => 0,
+        };
+        drop_commit.get() && m.to == 3 && commit >= index
+    }));
+    assert_eq!(change(&mut net, 1, ConfigChange::RemoveNode(3)), index);
+    let status = net.node(3).status();
+    assert_eq!(status.config_index, index, "3 holds its removal");
+    assert!(status.commit < index, "but not its commit");
+    assert!(net.node(1).status().commit >= index);
+
+    dropping.set(false);
+    net.tick(1, 3);
+    let status = net.node(3).status();
+    assert!(status.commit >= index, "the heartbeat was sent again");
+    assert_eq!(net.node(3).removed_at(), Some(index));
+    assert!(!net.node(1).raft().progress.contains_key(&3), "released");
+    net.delivered.clear();
+    net.tick(1, 10);
+    assert!(net.delivered.iter().all(|m| m.to != 3 && m.from != 3));
+}
+
+/// Goal: a removed server that was unreachable while the next configuration
+/// change committed still learns its removal once it is back: the leader keeps
+/// tracking it across later changes until it is released. Method: node 3 is cut
+/// off while {1, 2} commit its removal and then the addition of learner 4; the
+/// link heals and the leader ticks. Reference: thesis section 4.2.2.
+#[test]
+fn removed_follower_learns_its_removal_after_a_later_change() {
+    let mut net = Network::new(&[1, 2, 3]);
+    net.add_node(4, MemStore::new(Configuration::default()), test_config(4));
+    net.campaign(1);
+    net.isolate(3);
+    change(&mut net, 1, ConfigChange::RemoveNode(3));
+    let added = change(&mut net, 1, ConfigChange::AddLearner(4));
+    assert!(net.node(1).status().commit >= added);
+    assert!(
+        net.node(1).raft().progress.contains_key(&3),
+        "still tracked"
+    );
+
+    net.recover();
+    net.tick(1, 3);
+    let status = net.node(3).status();
+    assert_eq!(status.member_state(), MemberState::Removed);
+    assert!(status.commit >= added);
+    assert_eq!(net.node(3).removed_at(), Some(added));
+    assert!(!net.node(1).raft().progress.contains_key(&3), "released");
 }

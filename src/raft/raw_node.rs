@@ -312,7 +312,14 @@ impl<S: LogStore> RawNode<S> {
         if let Some(last) = ready.committed_entries.last() {
             log.applied = log.applied.max(last.index);
         }
+        self.core.note_membership();
         self.core.on_persisted()
+    }
+
+    /// The index of the committed configuration that removed this node, once it
+    /// knows it ([`Raft::removed_at`]); the driver then stops the node.
+    pub fn removed_at(&self) -> Option<u64> {
+        self.core.removed_at()
     }
 
     /// A snapshot at the applied index `index` with the state machine image

@@ -184,8 +184,6 @@ pub struct Node {
     /// What the peer links were last computed from: (index of the configuration
     /// in force, leader, peers the core tracks).
     peers_fingerprint: (u64, NodeId, usize),
-    /// This node has been a member of a configuration in force since it started.
-    was_member: bool,
 }
 
 /// A peer the node wants a link to, with its address when the configuration or
@@ -248,26 +246,18 @@ impl Node {
             deadlines: TimerWheel::new(256, 4, 0),
             turn_summary: String::new(),
             peers_fingerprint: (u64::MAX, raft::NO_NODE, 0),
-            was_member: false,
             config,
         })
     }
 
     /// The index of the committed configuration that removed this node, once the
-    /// node knows it (the driver then stops it: it is no longer a member). Called
-    /// once per loop turn: a node counts as removed only after it was a member (a
-    /// node joining by snapshot first holds a configuration from before its
-    /// addition, which does not list it either).
-    pub fn removed_at(&mut self) -> Option<u64> {
-        let raft = self.raw.raft();
-        if raft.membership.contains(self.config.node_id) {
-            self.was_member = true;
-            return None;
-        }
-        let index = raft.membership_index();
-        let removed =
-            self.was_member && !raft.membership.voters.is_empty() && raft.log.committed >= index;
-        removed.then_some(index)
+    /// node knows it (the driver then stops it: it is no longer a member). Only a
+    /// committed removal of a node that a committed configuration listed counts
+    /// ([`RawNode::removed_at`]): a joining node that installs a snapshot from
+    /// before its addition, or one whose uncommitted addition was truncated, is
+    /// not removed.
+    pub fn removed_at(&self) -> Option<u64> {
+        self.raw.removed_at()
     }
 
     /// Records in the data directory that this node was removed at `index`, so that

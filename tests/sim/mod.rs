@@ -29,7 +29,7 @@ use raftkv::check::{self, Operation};
 use raftkv::raft::core::Faults;
 use raftkv::raft::core::Raft;
 use raftkv::raft::rng::Rng;
-use raftkv::raft::{Configuration, Error, MemStore, Message, NodeId, Role};
+use raftkv::raft::{Configuration, Error, MemStore, MemberState, Message, NodeId, Role};
 
 use client::{Client, Send};
 use invariants::Invariants;
@@ -166,6 +166,9 @@ struct Sim {
     faults_over: bool,
     invariants: Invariants,
     changes: Changes,
+    /// (node, index of the leader's configuration in force) for each removed node a
+    /// leader stopped replicating to (released): it must know its removal from then on.
+    released: Vec<(NodeId, u64)>,
     history: Vec<Operation>,
     report: Report,
 }
@@ -219,6 +222,7 @@ impl Sim {
             faults_over: false,
             invariants: Invariants::default(),
             changes: Changes::default(),
+            released: Vec::new(),
             history: Vec::new(),
             report: Report::default(),
             options,
@@ -321,6 +325,7 @@ impl Sim {
         let commit_before = node.raw.raft().log.committed;
         let was_leader = node.raw.raft().role == Role::Leader;
         let term_before = node.raw.raft().term;
+        let departed_before = departed(node.raw.raft());
         input(node, &mut out)?;
         let crash_chance = if self.faults_over {
             0
@@ -344,6 +349,13 @@ impl Sim {
             invariants::check_commit_quorum(raft, |id| &durable[index(id)])?;
         }
         let is_leader = raft.role == Role::Leader;
+        if is_leader && raft.term == term_before {
+            let released = departed_before
+                .into_iter()
+                .filter(|id| !raft.progress.contains_key(id));
+            let config_index = raft.membership_index();
+            self.released.extend(released.map(|id| (id, config_index)));
+        }
         let interesting = is_leader && (!was_leader || raft.log.committed > commit_before);
         if !alive
             || (interesting
@@ -578,6 +590,7 @@ impl Sim {
             .raft()
             .membership
             .clone();
+        self.check_removals_told(leader)?;
         let mut images = BTreeMap::new();
         for node in self.nodes.iter().flatten() {
             if !members.contains(node.id()) {
@@ -604,12 +617,78 @@ impl Sim {
     }
 }
 
+impl Sim {
+    /// Removed nodes learn their removal (thesis section 4.2.2: a removed server
+    /// must be told, so its driver can stop it). A node a leader released (stopped
+    /// replicating to) knows that a committed configuration removed it: its own is
+    /// committed and leaves it out. And after the quiet period (no faults since the
+    /// heal, every node up) the final leader has released every server it removed:
+    /// one it still tracks outside its configuration would never learn it.
+    fn check_removals_told(&self, leader: NodeId) -> Result<(), String> {
+        for &(id, config_index) in &self.released {
+            let Some(node) = self.nodes[index(id)].as_ref() else {
+                continue;
+            };
+            let status = node.raw.status();
+            if status.member_state() != MemberState::Removed || status.commit < config_index {
+                return Err(format!(
+                    "removal: node {id} was released at config index {config_index} but is \
+                     {:?} with commit {} (config index {})",
+                    status.member_state(),
+                    status.commit,
+                    status.config_index
+                ));
+            }
+        }
+        let raft = self.nodes[index(leader)]
+            .as_ref()
+            .expect("leader is up")
+            .raw
+            .raft();
+        let untold = raft
+            .progress
+            .keys()
+            .copied()
+            .filter(|&id| id != leader && !raft.membership.contains(id))
+            .find(|&id| self.nodes[index(id)].is_some());
+        if let Some(id) = untold {
+            let node = self.nodes[index(id)].as_ref().expect("found up");
+            let status = node.raw.status();
+            return Err(format!(
+                "removal: leader {leader} (config index {}, commit {}) still replicates to \
+                 removed node {id} at the end (its role {:?}, term {}, commit {}, config \
+                 index {}, state {:?})",
+                raft.membership_index(),
+                raft.log.committed,
+                status.role,
+                status.term,
+                status.commit,
+                status.config_index,
+                status.member_state()
+            ));
+        }
+        Ok(())
+    }
+}
+
 fn crash_chance_after_commit(faults_over: bool) -> u64 {
     if faults_over {
         0
     } else {
         CRASH_AFTER_COMMIT_PER_MILLE
     }
+}
+
+/// The servers a leader tracks outside its configuration (removed, not released).
+fn departed(raft: &Raft<MemStore>) -> Vec<NodeId> {
+    if raft.role != Role::Leader {
+        return Vec::new();
+    }
+    raft.progress
+        .keys()
+        .copied()
+        .filter(|&id| id != raft.id && !raft.membership.contains(id))
+        .collect()
 }
 
 fn index(id: NodeId) -> usize {
