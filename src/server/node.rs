@@ -356,10 +356,16 @@ impl Node {
     /// A decoded client request at `now_ms` (the loop's clock). Returns the reply when it
     /// can be given at once; otherwise the reply comes from `before_sleep`, or a timeout
     /// from [`Node::expire_deadlines`].
+    ///
+    /// `command_bytes`: for a [`RequestBody::Command`], the bytes it was decoded from
+    /// (its log encoding, from `decode_request_with_command_bytes`), proposed as they
+    /// are; `None` (requests built in the server, as the Redis port's) encodes the
+    /// command. Ignored for other requests.
     pub fn on_client_request(
         &mut self,
         client: ClientRef,
         request: Request,
+        command_bytes: Option<&[u8]>,
         now_ms: u64,
     ) -> Option<Response> {
         let deadline_ms = now_ms + self.config.limits.request_timeout_ms;
@@ -414,8 +420,14 @@ impl Node {
                 if let Some(body) = self.not_leader() {
                     return reply(body);
                 }
-                let mut data = Vec::with_capacity(encoded_size_hint(&command));
-                encode_command(&command, &mut data);
+                let data = match command_bytes {
+                    Some(bytes) => bytes.to_vec(),
+                    None => {
+                        let mut data = Vec::with_capacity(encoded_size_hint(&command));
+                        encode_command(&command, &mut data);
+                        data
+                    }
+                };
                 match self.raw.propose(data) {
                     Ok(index) => {
                         self.metrics.on_proposal();
