@@ -206,10 +206,7 @@ impl Node {
         let bootstrap = members::bootstrap_configuration(&config, join);
         let options = crate::storage::WalOptions {
             segment_bytes: config.storage.segment_bytes,
-            fsync: match config.storage.fsync {
-                crate::config::FsyncMode::Always => crate::storage::FsyncMode::Always,
-                crate::config::FsyncMode::Never => crate::storage::FsyncMode::Never,
-            },
+            fsync: config.storage.fsync,
             ..crate::storage::WalOptions::default()
         };
         let store =
