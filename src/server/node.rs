@@ -344,10 +344,32 @@ impl Node {
         }
     }
 
-    /// A client connection closed: forget what it was waiting for.
+    /// A client connection closed: forget what it was waiting for (its writes may
+    /// still commit; nobody is told), wherever its reads wait, and cancel their
+    /// deadlines.
     pub fn on_client_closed(&mut self, client: ClientRef) {
-        self.pending_writes.retain(|_, w| w.client != client);
-        self.reads_this_turn.retain(|r| r.client != client);
+        let deadlines = &mut self.deadlines;
+        self.pending_writes.retain(|_, write| {
+            let keep = write.client != client;
+            if !keep {
+                deadlines.cancel(write.deadline);
+            }
+            keep
+        });
+        let mut forget = |reads: &mut Vec<PendingRead>| {
+            reads.retain(|read| {
+                let keep = read.client != client;
+                if !keep {
+                    deadlines.cancel(read.deadline);
+                }
+                keep
+            });
+        };
+        forget(&mut self.reads_this_turn);
+        self.reads_by_context.values_mut().for_each(&mut forget);
+        self.reads_by_index.values_mut().for_each(&mut forget);
+        self.reads_by_context.retain(|_, reads| !reads.is_empty());
+        self.reads_by_index.retain(|_, reads| !reads.is_empty());
     }
 
     /// A decoded client request at `now_ms` (the loop's clock). Returns the reply when it

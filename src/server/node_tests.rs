@@ -181,3 +181,62 @@ fn writes_apply_as_sent_and_only_real_fsyncs_count() {
     assert_eq!(metric(&mut node, "storage.fsync.count"), fsyncs + 1);
     assert_eq!(metric(&mut node, "storage.fsync.entries.sum"), entries + 1);
 }
+
+// Goal: when a client's connection closes, its write and its reads waiting for a
+// ReadIndex round are dropped with their deadlines, while another client's read
+// in the same round is still served.
+#[test]
+fn a_closed_client_is_forgotten_wherever_its_requests_wait() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut node, mut out) = elected_leader(dir.path());
+    let other = ClientRef {
+        key: 8,
+        generation: 1,
+    };
+    let get = |request_id| Request {
+        request_id,
+        body: RequestBody::Get {
+            key: b"key".to_vec(),
+            stale: false,
+        },
+    };
+    assert!(submit(&mut node, CLIENT, &command(1, Command::RegisterSession)).is_none());
+    assert!(submit(&mut node, CLIENT, &get(2)).is_none());
+    assert!(submit(&mut node, other, &get(3)).is_none());
+    node.before_sleep(&mut out).unwrap();
+    assert_eq!(
+        node.reads_by_context.values().map(Vec::len).sum::<usize>(),
+        2
+    );
+    assert_eq!(node.pending_writes.len(), 1);
+    node.on_client_closed(CLIENT);
+    assert!(node.pending_writes.is_empty());
+    assert_eq!(
+        node.reads_by_context.values().map(Vec::len).sum::<usize>(),
+        1
+    );
+    answer_as_peer(&mut node, &mut out, true);
+    node.before_sleep(&mut out).unwrap();
+    answer_as_peer(&mut node, &mut out, true);
+    node.before_sleep(&mut out).unwrap();
+    assert!(
+        out.replies.iter().all(|(client, _)| *client != CLIENT),
+        "{:?}",
+        out.replies
+    );
+    assert_eq!(
+        out.replies,
+        vec![(
+            other,
+            Response {
+                request_id: 3,
+                body: ResponseBody::Result(CommandResult::Value(None)),
+            }
+        )]
+    );
+    assert_eq!(
+        node.next_deadline(),
+        None,
+        "a deadline outlived its request"
+    );
+}
