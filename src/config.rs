@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::raft::message::{NO_NODE, NodeId};
+use crate::storage::FsyncMode;
 
 /// The embedded default configuration (node 1 of a three-node loopback cluster).
 pub const DEFAULT_LOCAL_TOML: &str = include_str!("../config/local.toml");
@@ -135,23 +136,15 @@ impl Default for LimitsConfig {
     }
 }
 
-/// When the log is forced to disk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum FsyncMode {
-    /// One fdatasync per loop turn before anything is acknowledged (durable).
-    Always,
-    /// Never sync (benchmarks and tests only: acknowledged writes can be lost on a crash).
-    Never,
-}
-
 /// Write-ahead log settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
     /// A segment file is sealed and a new one started once it reaches this size.
     pub segment_bytes: u64,
-    /// Whether appends are synced.
+    /// Whether appends are synced: `"always"`, one fdatasync per loop turn before
+    /// anything is acknowledged (durable), or `"never"` (benchmarks and tests only:
+    /// acknowledged writes can be lost on a crash).
     pub fsync: FsyncMode,
     /// Log a warning when one fsync takes longer than this many milliseconds.
     pub slow_fsync_warn_ms: u64,
@@ -827,6 +820,20 @@ client_addr = "127.0.0.1:8002"
             "members[0].weight",
             "unknown field",
         );
+    }
+
+    #[test]
+    fn fsync_modes_use_the_storage_names() {
+        for (name, mode) in [("always", FsyncMode::Always), ("never", FsyncMode::Never)] {
+            let text = format!("{MINIMAL}\n[storage]\nfsync = \"{name}\"\n");
+            let config = parse(&text).unwrap();
+            assert_eq!(config.storage.fsync, mode);
+            let rendered = config.to_toml().unwrap();
+            assert!(
+                rendered.contains(&format!("fsync = \"{name}\"")),
+                "{rendered}"
+            );
+        }
     }
 
     #[test]

@@ -368,3 +368,31 @@ fn roll_compact_reopen_and_tool() {
         (501..=510).map(|i| entry(i, 9, 40)).collect::<Vec<_>>()
     );
 }
+
+// Goal: `sync` says whether it flushed anything to the disk, so the node counts
+// only real fdatasyncs (a loop turn that only moved the commit index appends
+// nothing, and a log that never syncs flushes nothing).
+#[test]
+fn sync_reports_whether_it_flushed() {
+    let dir = tempfile::tempdir().unwrap();
+    let always = WalOptions {
+        fsync: FsyncMode::Always,
+        ..options(64 * 1024)
+    };
+    let mut wal = Wal::open(dir.path(), always).unwrap();
+    wal.sync().unwrap();
+    assert!(!wal.sync().unwrap(), "nothing appended since the last sync");
+    wal.append(&[entry(1, 1, 100)]).unwrap();
+    assert!(wal.sync().unwrap(), "an append must be flushed");
+    assert!(!wal.sync().unwrap(), "already flushed");
+    // Rolling into new segments (sealed files, a directory change) is flushed too.
+    let many: Vec<Entry> = (2..400).map(|i| entry(i, 1, 400)).collect();
+    wal.append(&many).unwrap();
+    assert!(wal.sync().unwrap());
+    assert!(!wal.sync().unwrap());
+    drop(wal);
+    let mut wal = Wal::open(dir.path(), options(64 * 1024)).unwrap();
+    wal.append(&[entry(400, 1, 100)]).unwrap();
+    assert!(!wal.sync().unwrap(), "fsync = never flushes nothing");
+    assert_eq!(wal.last_index(), 400);
+}

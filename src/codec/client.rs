@@ -257,15 +257,35 @@ pub fn encode_request(request: &Request, out: &mut Vec<u8>) {
 /// [`DecodeError::UnknownType`] for an unknown message type, [`DecodeError::Malformed`]
 /// for anything else that does not parse exactly.
 pub fn decode_request(body: &[u8]) -> Result<Request, DecodeError> {
+    decode_request_with_command_bytes(body).map(|(request, _)| request)
+}
+
+/// Decodes one request body as [`decode_request`] does and, for a
+/// [`RequestBody::Command`], also returns the bytes of `body` that encode the command.
+/// Those are exactly the payload of its log entry (see the module docs), so the server
+/// proposes them as they came instead of re-encoding the decoded command; decoding them
+/// first validates them as the state machine will read them.
+///
+/// # Errors
+/// As [`decode_request`].
+pub fn decode_request_with_command_bytes(
+    body: &[u8],
+) -> Result<(Request, Option<&[u8]>), DecodeError> {
     let mut input = Reader::new(body);
     let kind = read_header(&mut input)?;
     let request_id = input.u64("request id")?;
+    let mut command_bytes = None;
     let body = match kind {
         REQ_GET => RequestBody::Get {
             key: input.bytes("get key")?,
             stale: input.bool("get stale flag")?,
         },
-        REQ_COMMAND => RequestBody::Command(read_command(&mut input)?),
+        REQ_COMMAND => {
+            let start = input.rest();
+            let command = read_command(&mut input)?;
+            command_bytes = Some(&start[..start.len() - input.rest().len()]);
+            RequestBody::Command(command)
+        }
         REQ_STATUS => RequestBody::Status,
         REQ_METRICS => RequestBody::Metrics,
         REQ_MEMBER_ADD_LEARNER => RequestBody::MemberChange(MemberChange::AddLearner {
@@ -285,7 +305,7 @@ pub fn decode_request(body: &[u8]) -> Result<Request, DecodeError> {
         other => return Err(DecodeError::UnknownType(other)),
     };
     input.finish()?;
-    Ok(Request { request_id, body })
+    Ok((Request { request_id, body }, command_bytes))
 }
 
 /// Appends the body of `response` (no frame header) to `out`.
@@ -607,6 +627,22 @@ mod tests {
             }
             prop_assert_eq!(at, stream.len());
             prop_assert_eq!(decoded, requests);
+        }
+
+        #[test]
+        fn command_bytes_are_the_log_encoding_of_the_command(request in request()) {
+            let mut body = Vec::new();
+            encode_request(&request, &mut body);
+            let (decoded, bytes) = decode_request_with_command_bytes(&body).unwrap();
+            prop_assert_eq!(&decoded, &request);
+            match &request.body {
+                RequestBody::Command(command) => {
+                    let mut logged = Vec::new();
+                    encode_command(command, &mut logged);
+                    prop_assert_eq!(bytes, Some(logged.as_slice()));
+                }
+                _ => prop_assert_eq!(bytes, None),
+            }
         }
 
         #[test]

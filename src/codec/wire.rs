@@ -101,6 +101,11 @@ impl<'a> Reader<'a> {
         Ok(count)
     }
 
+    /// The bytes not read yet.
+    pub(crate) fn rest(&self) -> &'a [u8] {
+        self.rest
+    }
+
     /// Succeeds only when every byte was consumed.
     pub(crate) fn finish(self) -> Result<(), DecodeError> {
         if self.rest.is_empty() {

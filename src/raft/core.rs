@@ -649,18 +649,26 @@ impl<S: LogStore> Raft<S> {
         if self.transferee != NO_NODE {
             return Err(Error::ProposalDropped);
         }
-        let entry = Entry {
-            index: self.log.last_index() + 1,
+        let index = self.log.last_index() + 1;
+        self.log.push(Entry {
+            index,
             term: self.term,
             kind,
             data,
-        };
-        self.log.append(std::slice::from_ref(&entry));
+        });
         if kind == EntryKind::Config {
-            self.on_appended(entry.index, std::slice::from_ref(&entry));
+            // Config entries are rare: a copy of the one just pushed is fine.
+            let appended: Vec<Entry> = self
+                .log
+                .unstable_entries()
+                .last()
+                .cloned()
+                .into_iter()
+                .collect();
+            self.on_appended(index, &appended);
         }
         self.needs_flush = true;
-        Ok(entry.index)
+        Ok(index)
     }
 
     /// Proposes a single-server membership change, effective once appended.

@@ -167,6 +167,18 @@ impl<S: LogStore> RaftLog<S> {
         self.unstable.extend_from_slice(entries);
     }
 
+    /// Appends `entry` after the last one, taking it by value (the leader's
+    /// proposal: no copy of its payload).
+    pub fn push(&mut self, entry: Entry) {
+        debug_assert_eq!(
+            entry.index,
+            self.last_index() + 1,
+            "push after the last entry"
+        );
+        self.persisted = self.persisted.min(entry.index - 1);
+        self.unstable.push(entry);
+    }
+
     /// The follower side of AppendEntries (Figure 2, receiver steps 2-5): when the
     /// log has (`prev_index`, `prev_term`), appends what is new in `entries`,
     /// advances the commit index to `min(commit, last new index)` and returns
@@ -323,6 +335,19 @@ mod tests {
             all.iter().map(|e| e.term).collect::<Vec<_>>(),
             vec![1, 1, 3, 3, 3]
         );
+    }
+
+    /// Goal: a pushed entry lands after the stored ones, unstable until persisted.
+    #[test]
+    fn push_appends_after_the_last_entry() {
+        let mut log = log_with(&[1, 1]);
+        log.on_persisted(None, Some(2));
+        log.push(entry(3, 2));
+        assert_eq!(log.last_index(), 3);
+        assert_eq!(log.term(3), Ok(2));
+        assert_eq!(log.unstable_entries(), &[entry(3, 2)]);
+        assert_eq!(log.persisted, 2);
+        assert_eq!(log.entries(1, 4, u64::MAX).unwrap().len(), 3);
     }
 
     /// Goal: the conflict hint skips a whole divergent term at once.

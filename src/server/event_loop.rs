@@ -488,9 +488,12 @@ impl EventLoop {
                 Ok(None) => return Ok(()),
                 Err(e) => return Err(format!("bad frame: {e}")),
             };
-            let request =
-                client_codec::decode_request(body).map_err(|e| format!("bad request: {e}"))?;
-            if let Some(response) = self.node.on_client_request(client, request, now_ms) {
+            let (request, command_bytes) = client_codec::decode_request_with_command_bytes(body)
+                .map_err(|e| format!("bad request: {e}"))?;
+            if let Some(response) =
+                self.node
+                    .on_client_request(client, request, command_bytes, now_ms)
+            {
                 self.net.reply(client, &response);
             }
         }
@@ -552,7 +555,10 @@ impl EventLoop {
             for submit in submits {
                 match submit.target {
                     Target::Local => {
-                        match self.node.on_client_request(client, submit.request, now_ms) {
+                        match self
+                            .node
+                            .on_client_request(client, submit.request, None, now_ms)
+                        {
                             Some(response) => self.net.reply(client, &response),
                             None => self.net.redis_proposed = true,
                         }

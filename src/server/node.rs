@@ -204,10 +204,7 @@ impl Node {
         let bootstrap = members::bootstrap_configuration(&config, join);
         let options = crate::storage::WalOptions {
             segment_bytes: config.storage.segment_bytes,
-            fsync: match config.storage.fsync {
-                crate::config::FsyncMode::Always => crate::storage::FsyncMode::Always,
-                crate::config::FsyncMode::Never => crate::storage::FsyncMode::Never,
-            },
+            fsync: config.storage.fsync,
             ..crate::storage::WalOptions::default()
         };
         let store =
@@ -337,19 +334,47 @@ impl Node {
         }
     }
 
-    /// A client connection closed: forget what it was waiting for.
+    /// A client connection closed: forget what it was waiting for (its writes may
+    /// still commit; nobody is told), wherever its reads wait, and cancel their
+    /// deadlines.
     pub fn on_client_closed(&mut self, client: ClientRef) {
-        self.pending_writes.retain(|_, w| w.client != client);
-        self.reads_this_turn.retain(|r| r.client != client);
+        let deadlines = &mut self.deadlines;
+        self.pending_writes.retain(|_, write| {
+            let keep = write.client != client;
+            if !keep {
+                deadlines.cancel(write.deadline);
+            }
+            keep
+        });
+        let mut forget = |reads: &mut Vec<PendingRead>| {
+            reads.retain(|read| {
+                let keep = read.client != client;
+                if !keep {
+                    deadlines.cancel(read.deadline);
+                }
+                keep
+            });
+        };
+        forget(&mut self.reads_this_turn);
+        self.reads_by_context.values_mut().for_each(&mut forget);
+        self.reads_by_index.values_mut().for_each(&mut forget);
+        self.reads_by_context.retain(|_, reads| !reads.is_empty());
+        self.reads_by_index.retain(|_, reads| !reads.is_empty());
     }
 
     /// A decoded client request at `now_ms` (the loop's clock). Returns the reply when it
     /// can be given at once; otherwise the reply comes from `before_sleep`, or a timeout
     /// from [`Node::expire_deadlines`].
+    ///
+    /// `command_bytes`: for a [`RequestBody::Command`], the bytes it was decoded from
+    /// (its log encoding, from `decode_request_with_command_bytes`), proposed as they
+    /// are; `None` (requests built in the server, as the Redis port's) encodes the
+    /// command. Ignored for other requests.
     pub fn on_client_request(
         &mut self,
         client: ClientRef,
         request: Request,
+        command_bytes: Option<&[u8]>,
         now_ms: u64,
     ) -> Option<Response> {
         let deadline_ms = now_ms + self.config.limits.request_timeout_ms;
@@ -404,8 +429,14 @@ impl Node {
                 if let Some(body) = self.not_leader() {
                     return reply(body);
                 }
-                let mut data = Vec::with_capacity(encoded_size_hint(&command));
-                encode_command(&command, &mut data);
+                let data = match command_bytes {
+                    Some(bytes) => bytes.to_vec(),
+                    None => {
+                        let mut data = Vec::with_capacity(encoded_size_hint(&command));
+                        encode_command(&command, &mut data);
+                        data
+                    }
+                };
                 match self.raw.propose(data) {
                     Ok(index) => {
                         self.metrics.on_proposal();
@@ -664,9 +695,11 @@ impl Node {
             }
             if appended > 0 || ready.hard_state.is_some() {
                 let started = Instant::now();
-                store.sync().map_err(|e| e.to_string())?;
+                let flushed = store.sync().map_err(|e| e.to_string())?;
                 let micros = started.elapsed().as_micros() as u64;
-                if self.metrics.record_fsync(micros, appended) {
+                // Only a real fdatasync counts, so entries per fsync is the true
+                // group-commit factor (a commit-only Ready appends nothing to sync).
+                if flushed && self.metrics.record_fsync(micros, appended) {
                     warn!(
                         "slow fsync: {} ms for {appended} entries (threshold {} ms)",
                         micros / 1000,
@@ -960,3 +993,7 @@ impl Node {
         Ok(())
     }
 }
+
+#[cfg(test)]
+#[path = "node_tests.rs"]
+mod tests;

@@ -146,10 +146,12 @@ impl WalStore {
     }
 
     /// One fdatasync for everything appended since the last sync (group commit).
+    /// Returns whether one was issued: not when nothing was appended since the last
+    /// sync (a turn that only moved the commit index), nor with `fsync = "never"`.
     ///
     /// # Errors
     /// IO errors; fatal: the node must not acknowledge anything after this fails.
-    pub fn sync(&mut self) -> Result<(), storage::Error> {
+    pub fn sync(&mut self) -> Result<bool, storage::Error> {
         self.wal.get_mut().sync()
     }
 

@@ -84,8 +84,10 @@ pub(crate) fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_
     }
 }
 
-/// Whether `sync` really flushes to stable storage.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// Whether `sync` really flushes to stable storage. Also the config's
+/// `storage.fsync` key, spelled `"always"` / `"never"` there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum FsyncMode {
     /// fdatasync on every `sync` (and fsync of the directory when files changed).
     #[default]

@@ -301,17 +301,20 @@ impl Wal {
     /// Writes everything appended and makes it durable: one fdatasync of the tail
     /// (plus one per segment sealed since the last sync) and an fsync of the
     /// directory when segments were created. Under [`FsyncMode::Never`] it only writes.
+    /// Returns whether it flushed anything to the disk: `false` when nothing was
+    /// appended or created since the last sync (no fdatasync issued), and always
+    /// under [`FsyncMode::Never`].
     ///
     /// # Errors
     /// [`Error::Io`]; [`Error::Failed`] after any earlier failure. A failed sync
     /// leaves the log failed and is never retried (the kernel may have dropped the
     /// dirty pages): drop the log and reopen; only what an earlier successful sync
     /// covered is sure to be there.
-    pub fn sync(&mut self) -> Result<()> {
+    pub fn sync(&mut self) -> Result<bool> {
         self.guarded(Wal::sync_all)
     }
 
-    fn sync_all(&mut self) -> Result<()> {
+    fn sync_all(&mut self) -> Result<bool> {
         #[cfg(test)]
         let unsynced_from = self.written;
         self.write_pending()?;
@@ -325,6 +328,8 @@ impl Wal {
             ));
         }
         let flush = self.options.fsync == FsyncMode::Always;
+        let flushed =
+            flush && (self.tail_dirty || self.dir_dirty || !self.unsynced_sealed.is_empty());
         for file in self.unsynced_sealed.drain(..) {
             if flush {
                 file.sync_data().map_err(io_error(&self.dir))?;
@@ -340,7 +345,7 @@ impl Wal {
             sync_dir(&self.dir)?;
         }
         self.dir_dirty = false;
-        Ok(())
+        Ok(flushed)
     }
 
     /// The entry at `index`, or `None` outside `[first_index, last_index]`.

@@ -23,9 +23,10 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 
 use crate::client::{self, Client, ClientOptions};
-use crate::config::{ConfigError, FsyncMode};
+use crate::config::ConfigError;
 use crate::raft::rng::Rng;
 use crate::server::local::LocalError;
+use crate::storage::FsyncMode;
 
 use cluster::SpawnedCluster;
 use keys::{KEY_BYTES, KEYS_MAX, KeyChooser};

@@ -12,8 +12,9 @@ use std::process::Child;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::config::{Config, FsyncMode};
+use crate::config::Config;
 use crate::server::local::{LocalNode, spawn_node, terminate, write_local_configs};
+use crate::storage::FsyncMode;
 
 use super::BenchError;
 
