@@ -658,14 +658,9 @@ impl<S: LogStore> Raft<S> {
         });
         if kind == EntryKind::Config {
             // Config entries are rare: a copy of the one just pushed is fine.
-            let appended: Vec<Entry> = self
-                .log
-                .unstable_entries()
-                .last()
-                .cloned()
-                .into_iter()
-                .collect();
-            self.on_appended(index, &appended);
+            if let Some(entry) = self.log.unstable_entries().last().cloned() {
+                self.on_appended(index, std::slice::from_ref(&entry));
+            }
         }
         self.needs_flush = true;
         Ok(index)
