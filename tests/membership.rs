@@ -257,7 +257,7 @@ fn grow_remove_leader_and_replace_a_wiped_node_under_load() {
 /// Goal: membership requests that do not apply are refused with a clear error and
 /// change nothing; transfer-leader moves leadership to the chosen voter. Method: on a
 /// 3-node cluster, add an existing id, add an id with a member's address, remove a
-/// non-member, promote a voter-less id, transfer to a non-member, then transfer to a
+/// non-member, promote a non-member, transfer to a non-member, then transfer to a
 /// follower and check it leads.
 #[test]
 fn invalid_membership_requests_are_refused_and_transfer_moves_leadership() {
