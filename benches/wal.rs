@@ -24,7 +24,7 @@ fn batch(first: u64, count: usize, payload: usize) -> Vec<Entry> {
             index: first + k,
             term: 1,
             kind: EntryKind::Normal,
-            data: vec![7; payload],
+            data: vec![7; payload].into(),
         })
         .collect()
 }

@@ -13,6 +13,8 @@
 //! is in docs/FORMAT.md. Decoding checks every length against the frame before
 //! allocating, and rejects trailing bytes.
 
+use std::sync::Arc;
+
 use super::DecodeError;
 use super::wire::{Reader, put_bytes, put_u32, put_u64};
 use crate::raft::message::{
@@ -270,7 +272,8 @@ fn decode_entry(reader: &mut Reader<'_>) -> Result<Entry, DecodeError> {
     let term = reader.u64("entry term")?;
     let kind =
         EntryKind::from_u8(reader.u8("entry kind")?).ok_or(DecodeError::Malformed("entry kind"))?;
-    let data = reader.bytes("entry data")?;
+    // Straight from the frame into the shared payload: one copy, as before.
+    let data = Arc::from(reader.slice("entry data")?);
     Ok(Entry {
         index,
         term,
@@ -297,7 +300,7 @@ mod tests {
             index,
             term: 7,
             kind,
-            data: data.to_vec(),
+            data: Arc::from(data),
         };
         let vote = VoteRequest {
             last_log_index: 9,

@@ -11,6 +11,7 @@
 //! - a leader commits only an entry of its own term by counting (section 5.4.2).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use super::error::{Error, StoreError};
 use super::log::RaftLog;
@@ -490,7 +491,7 @@ impl<S: LogStore> Raft<S> {
             index: self.log.last_index() + 1,
             term: self.term,
             kind: EntryKind::Noop,
-            data: Vec::new(),
+            data: Arc::from([]),
         };
         self.log.append(std::slice::from_ref(&noop));
         // No configuration change before an entry of this term commits: that
@@ -640,7 +641,7 @@ impl<S: LogStore> Raft<S> {
     ///
     /// # Errors
     /// [`Error::NotLeader`], or [`Error::ProposalDropped`] during a transfer.
-    pub fn propose(&mut self, kind: EntryKind, data: Vec<u8>) -> Result<u64, Error> {
+    pub fn propose(&mut self, kind: EntryKind, data: Arc<[u8]>) -> Result<u64, Error> {
         if self.role != Role::Leader {
             return Err(Error::NotLeader {
                 leader: (self.leader != NO_NODE).then_some(self.leader),
@@ -711,7 +712,7 @@ impl<S: LogStore> Raft<S> {
                 });
             }
         }
-        let index = self.propose(EntryKind::Config, config.encode())?;
+        let index = self.propose(EntryKind::Config, config.encode().into())?;
         self.pending_config_index = index;
         Ok(index)
     }

@@ -288,13 +288,14 @@ mod tests {
     use super::*;
     use crate::raft::message::{Configuration, EntryKind};
     use crate::raft::store::MemStore;
+    use std::sync::Arc;
 
     fn entry(index: u64, term: u64) -> Entry {
         Entry {
             index,
             term,
             kind: EntryKind::Normal,
-            data: Vec::new(),
+            data: Arc::from([]),
         }
     }
 

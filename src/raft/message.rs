@@ -4,6 +4,7 @@
 //! which the core itself writes into the log.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use crate::codec::DecodeError;
 
@@ -58,7 +59,11 @@ pub struct Entry {
     /// What the payload is.
     pub kind: EntryKind,
     /// The payload (a kv command for `Normal`, an encoded configuration for `Config`).
-    pub data: Vec<u8>,
+    ///
+    /// Shared, not owned: cloning an entry (into the `Ready`, into each follower's
+    /// append, into the committed entries) bumps a reference count instead of
+    /// copying the bytes. Build it from a `Vec<u8>` with `.into()`.
+    pub data: Arc<[u8]>,
 }
 
 /// The state Raft must persist before answering a vote or an append

@@ -29,6 +29,8 @@
 //! The leader counts itself toward commit only for entries confirmed durable by
 //! `advance`, so it never commits on an unsynced local write.
 
+use std::sync::Arc;
+
 use super::core::{Config, Raft, Role};
 use super::error::Error;
 use super::message::{
@@ -181,10 +183,14 @@ impl<S: LogStore> RawNode<S> {
 
     /// Proposes an application command; returns the index it will have if it commits.
     ///
+    /// The payload is stored once and shared from then on (by the `Ready`, the
+    /// appends to each follower and the committed entries), so a caller holding
+    /// the bytes in a buffer passes `Arc::from(slice)`: that is the only copy.
+    ///
     /// # Errors
     /// [`Error::NotLeader`] with a leader hint, [`Error::ProposalDropped`] during a transfer.
-    pub fn propose(&mut self, data: Vec<u8>) -> Result<u64, Error> {
-        self.core.propose(EntryKind::Normal, data)
+    pub fn propose(&mut self, data: impl Into<Arc<[u8]>>) -> Result<u64, Error> {
+        self.core.propose(EntryKind::Normal, data.into())
     }
 
     /// Proposes a single-server membership change (thesis section 4.1): the

@@ -2,6 +2,8 @@
 //! elections, partitions, log repair, the Figure 8 commit rule, ReadIndex,
 //! leadership transfer, snapshots and membership changes.
 
+use std::sync::Arc;
+
 use super::core::Role;
 use super::error::Error;
 use super::message::{ConfigChange, Configuration, Entry, EntryKind, HardState, MessageBody};
@@ -120,7 +122,7 @@ fn store_with(config: &Configuration, terms: &[u64], term: u64) -> MemStore {
             index: j as u64 + 1,
             term: t,
             kind: EntryKind::Normal,
-            data: vec![],
+            data: Arc::from([]),
         })
         .collect();
     store.append(&entries);
@@ -180,7 +182,7 @@ fn commit_only_current_term_entries() {
                     index: j as u64 + 1,
                     term,
                     kind: EntryKind::Normal,
-                    data: vec![],
+                    data: Arc::from([]),
                 })
                 .collect();
             store.append(&entries);

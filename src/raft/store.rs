@@ -228,7 +228,7 @@ mod tests {
             index,
             term,
             kind: EntryKind::Normal,
-            data: vec![0; 8],
+            data: vec![0; 8].into(),
         }
     }
 

@@ -25,6 +25,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, TryRecvError};
 use std::thread;
 use std::time::Instant;
@@ -429,12 +430,14 @@ impl Node {
                 if let Some(body) = self.not_leader() {
                     return reply(body);
                 }
-                let data = match command_bytes {
-                    Some(bytes) => bytes.to_vec(),
+                // The one copy of the command: from the input buffer into the
+                // payload every later clone of the entry shares.
+                let data: Arc<[u8]> = match command_bytes {
+                    Some(bytes) => Arc::from(bytes),
                     None => {
                         let mut data = Vec::with_capacity(encoded_size_hint(&command));
                         encode_command(&command, &mut data);
-                        data
+                        data.into()
                     }
                 };
                 match self.raw.propose(data) {

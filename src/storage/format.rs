@@ -21,6 +21,8 @@
 //! record never claims more than [`PAYLOAD_BYTES_MAX`] of payload, so a corrupt length
 //! is rejected before anything is allocated for it.
 
+use std::sync::Arc;
+
 use crate::raft::message::{Entry, EntryKind};
 
 /// First eight bytes of every segment file.
@@ -172,7 +174,7 @@ impl RecordView<'_> {
             index: self.index,
             term: self.term,
             kind: self.kind,
-            data: self.payload.to_vec(),
+            data: Arc::from(self.payload),
         }
     }
 }
@@ -320,7 +322,7 @@ mod tests {
         fn record_round_trip(index in 1u64.., term in 0u64.., kind in 1u8..4,
                              data in proptest::collection::vec(any::<u8>(), 0..300)) {
             let kind = EntryKind::from_u8(kind).unwrap();
-            let entry = Entry { index, term, kind, data };
+            let entry = Entry { index, term, kind, data: data.into() };
             let mut out = vec![0xAA];
             encode_record(&entry, &mut out);
             prop_assert_eq!((out.len() - 1) % 8, 0);
