@@ -658,7 +658,7 @@ impl<S: LogStore> Raft<S> {
             data,
         });
         if kind == EntryKind::Config {
-            // Config entries are rare: a copy of the one just pushed is fine.
+            // A clone of the entry just pushed shares its payload: no copy.
             if let Some(entry) = self.log.unstable_entries().last().cloned() {
                 self.on_appended(index, std::slice::from_ref(&entry));
             }
