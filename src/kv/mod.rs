@@ -12,6 +12,7 @@
 //! [`KvConfig`], so replicas agree and snapshots of equal states are byte-identical.
 
 pub mod command;
+mod key;
 mod session;
 mod shards;
 mod snapshot;

@@ -24,6 +24,7 @@ use std::sync::Arc;
 use crate::codec::DecodeError;
 
 use super::command::{encode_result, read_result};
+use super::key::Key;
 use super::session::{SessionState, SessionTable};
 use super::shards::ShardsView;
 use super::store::{Bytes, KvConfig, KvStore};
@@ -62,7 +63,7 @@ pub enum Error {
 #[derive(Debug, Clone)]
 pub struct SnapshotView {
     applied_index: u64,
-    data: ShardsView<Bytes, Bytes>,
+    data: ShardsView<Key, Bytes>,
     sessions: ShardsView<u64, Arc<SessionState>>,
 }
 
@@ -201,7 +202,7 @@ impl KvStore {
         let key_count = input.u64("key count").map_err(corrupt)?;
         let session_count = input.u64("session count").map_err(corrupt)?;
         for _ in 0..key_count {
-            let key = Bytes::from(input.slice("key").map_err(corrupt)?);
+            let key = Key::from(input.slice("key").map_err(corrupt)?);
             let value = Bytes::from(input.slice("value").map_err(corrupt)?);
             if store.data.insert(key, value).is_some() {
                 return Err(Error::Corrupt("duplicate key".to_owned()));

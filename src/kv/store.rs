@@ -7,7 +7,10 @@
 
 use std::sync::Arc;
 
-use super::command::{Command, CommandResult, Op, OpResult, decode_command};
+use super::command::{
+    Command, CommandRef, CommandResult, Op, OpResult, Session, decode_command_ref,
+};
+use super::key::Key;
 use super::session::{Admission, SessionTable};
 use super::shards::Shards;
 
@@ -17,8 +20,8 @@ use super::shards::Shards;
 /// costs one 128 KiB vector of `None`.
 pub(crate) const DATA_SHARDS: usize = 16_384;
 
-/// Keys and values are shared, immutable byte strings, so copying a shard for
-/// copy-on-write never copies the bytes themselves.
+/// Values are shared, immutable byte strings (and keys inline or shared, see [`Key`]), so
+/// copying a shard for copy-on-write never copies the bytes of a value.
 pub(crate) type Bytes = Arc<[u8]>;
 
 /// Parameters of the state machine. They are part of its deterministic behaviour:
@@ -45,7 +48,7 @@ impl Default for KvConfig {
 
 /// The replicated key-value map plus the client session table.
 ///
-/// The map is a set of copy-on-write `BTreeMap` shards of `Arc<[u8]>` keys and values
+/// The map is a set of copy-on-write `BTreeMap` shards of [`Key`]s and `Arc<[u8]>` values
 /// rather than one `HashMap`: a point-in-time [`KvStore::snapshot_view`] then costs one
 /// `Arc` clone per shard and a helper thread can encode it while the loop goes on
 /// applying; `BTreeMap` (not `HashMap`) gives a deterministic iteration order, so
@@ -53,7 +56,7 @@ impl Default for KvConfig {
 #[derive(Debug, Clone)]
 pub struct KvStore {
     pub(crate) config: KvConfig,
-    pub(crate) data: Shards<Bytes, Bytes>,
+    pub(crate) data: Shards<Key, Bytes>,
     pub(crate) sessions: SessionTable,
     /// Invariant: the highest index given to `apply` or `advance_applied`.
     pub(crate) applied_index: u64,
@@ -115,8 +118,24 @@ impl KvStore {
             ));
         }
         self.advance_applied(index);
-        match decode_command(data) {
-            Ok(command) => self.execute(index, command),
+        // Puts and deletes borrow their bytes from the entry: a put copies its key and
+        // value once, into the map, instead of into owned vectors first.
+        match decode_command_ref(data) {
+            Ok(CommandRef::Put {
+                session,
+                key,
+                value,
+            }) => self.write(index, session, |store| {
+                store.data.insert(Key::from(key), Bytes::from(value));
+                CommandResult::Ok
+            }),
+            Ok(CommandRef::Delete { session, key }) => {
+                self.write(index, session, |store| match store.data.remove(key) {
+                    Some(_) => CommandResult::Ok,
+                    None => CommandResult::NotFound,
+                })
+            }
+            Ok(CommandRef::Owned(command)) => self.execute(index, command),
             Err(error) => CommandResult::Error(format!("entry {index} does not decode: {error}")),
         }
     }
@@ -140,23 +159,32 @@ impl KvStore {
                     .register(index, index, self.config.sessions_max);
                 CommandResult::Registered { client_id: index }
             }
-            write => {
-                let Some(session) = write.session() else {
-                    return CommandResult::Error("command without a session".to_owned());
-                };
-                match self.sessions.admit(session.client_id, session.seq, index) {
-                    Admission::Answer(result) => result,
-                    Admission::Apply => {
-                        let result = self.execute_write(write);
-                        self.sessions.record(
-                            session.client_id,
-                            session.seq,
-                            &result,
-                            self.config.session_results_max,
-                        );
-                        result
-                    }
-                }
+            write => match write.session() {
+                Some(session) => self.write(index, session, |store| store.execute_write(write)),
+                None => CommandResult::Error("command without a session".to_owned()),
+            },
+        }
+    }
+
+    /// Runs `run` for the write of `session` at `index` unless the session table already
+    /// knows its answer (a retry, an expired session, a stale seq), and records its result.
+    fn write(
+        &mut self,
+        index: u64,
+        session: Session,
+        run: impl FnOnce(&mut KvStore) -> CommandResult,
+    ) -> CommandResult {
+        match self.sessions.admit(session.client_id, session.seq, index) {
+            Admission::Answer(result) => result,
+            Admission::Apply => {
+                let result = run(self);
+                self.sessions.record(
+                    session.client_id,
+                    session.seq,
+                    &result,
+                    self.config.session_results_max,
+                );
+                result
             }
         }
     }
@@ -164,7 +192,7 @@ impl KvStore {
     fn execute_write(&mut self, write: Command) -> CommandResult {
         match write {
             Command::Put { key, value, .. } => {
-                self.data.insert(Bytes::from(key), Bytes::from(value));
+                self.data.insert(Key::from(&key[..]), Bytes::from(value));
                 CommandResult::Ok
             }
             Command::Delete { key, .. } => match self.data.remove(&key[..]) {
@@ -176,7 +204,7 @@ impl KvStore {
             } => {
                 let current = self.get(&key);
                 if current == expected.as_deref() {
-                    self.data.insert(Bytes::from(key), Bytes::from(new));
+                    self.data.insert(Key::from(&key[..]), Bytes::from(new));
                     CommandResult::Ok
                 } else {
                     CommandResult::CasFailed {
@@ -208,7 +236,7 @@ impl KvStore {
     fn execute_op(&mut self, op: Op) -> OpResult {
         match op {
             Op::Put { key, value } => {
-                self.data.insert(Bytes::from(key), Bytes::from(value));
+                self.data.insert(Key::from(&key[..]), Bytes::from(value));
                 OpResult::Done
             }
             Op::Delete { key } => {
