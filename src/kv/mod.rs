@@ -11,8 +11,8 @@
 //! Determinism: the state after applying a log prefix depends only on that prefix and on
 //! [`KvConfig`], so replicas agree and snapshots of equal states are byte-identical.
 
+mod bytes;
 pub mod command;
-mod key;
 mod session;
 mod shards;
 mod snapshot;

@@ -7,8 +7,8 @@
 //! shard first (`Arc::make_mut`), like the pages a forked redis child shares with its
 //! parent. So after a view is taken, the loop pays at most one shard copy per shard
 //! touched and never more than one full copy of the map in total per view. Callers keep
-//! those copies cheap by storing inline or `Arc`-shared keys and `Arc`-shared values: a
-//! shard copy then allocates only the B-tree nodes and bumps reference counts.
+//! those copies cheap by storing short keys and values inline and long ones `Arc`-shared:
+//! a shard copy then allocates only the B-tree nodes and never copies a long value.
 //!
 //! Invariant: the shard of a key is a pure function of its bytes ([`ShardKey`]), so
 //! iteration order (shard by shard, keys sorted within a shard) and therefore snapshot
@@ -152,7 +152,7 @@ impl<K, V> ShardsView<K, V> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kv::key::Key;
+    use crate::kv::bytes::Key;
 
     #[test]
     fn a_view_is_unaffected_by_later_writes() {

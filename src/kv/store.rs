@@ -5,24 +5,19 @@
 //! of its [`KvConfig`]; nothing reads a clock or a random source, so every replica that
 //! applies the same log holds the same state and produces byte-identical snapshots.
 
-use std::sync::Arc;
-
+use super::bytes::{Key, Value};
 use super::command::{
     Command, CommandRef, CommandResult, Op, OpResult, Session, decode_command_ref,
 };
-use super::key::Key;
 use super::session::{Admission, SessionTable};
 use super::shards::Shards;
 
 /// Shards of the key space. At 1M keys a shard holds about 61 entries, which is what
-/// the first write to a shard copies (B-tree nodes and reference counts, not bytes)
+/// the first write to a shard copies (B-tree nodes with short entries inline; long keys
+/// and values are shared, not copied)
 /// while a snapshot view is alive. Shards are allocated on first use, so an empty store
 /// costs one 128 KiB vector of `None`.
 pub(crate) const DATA_SHARDS: usize = 16_384;
-
-/// Values are shared, immutable byte strings (and keys inline or shared, see [`Key`]), so
-/// copying a shard for copy-on-write never copies the bytes of a value.
-pub(crate) type Bytes = Arc<[u8]>;
 
 /// Parameters of the state machine. They are part of its deterministic behaviour:
 /// every replica of a cluster must use the same values.
@@ -48,7 +43,8 @@ impl Default for KvConfig {
 
 /// The replicated key-value map plus the client session table.
 ///
-/// The map is a set of copy-on-write `BTreeMap` shards of [`Key`]s and `Arc<[u8]>` values
+/// The map is a set of copy-on-write `BTreeMap` shards of byte-string keys and values
+/// (inline when short, `Arc`-shared when long: `kv::bytes`)
 /// rather than one `HashMap`: a point-in-time [`KvStore::snapshot_view`] then costs one
 /// `Arc` clone per shard and a helper thread can encode it while the loop goes on
 /// applying; `BTreeMap` (not `HashMap`) gives a deterministic iteration order, so
@@ -56,7 +52,7 @@ impl Default for KvConfig {
 #[derive(Debug, Clone)]
 pub struct KvStore {
     pub(crate) config: KvConfig,
-    pub(crate) data: Shards<Key, Bytes>,
+    pub(crate) data: Shards<Key, Value>,
     pub(crate) sessions: SessionTable,
     /// Invariant: the highest index given to `apply` or `advance_applied`.
     pub(crate) applied_index: u64,
@@ -126,7 +122,7 @@ impl KvStore {
                 key,
                 value,
             }) => self.write(index, session, |store| {
-                store.data.insert(Key::from(key), Bytes::from(value));
+                store.data.insert(Key::from(key), Value::from(value));
                 CommandResult::Ok
             }),
             Ok(CommandRef::Delete { session, key }) => {
@@ -192,7 +188,8 @@ impl KvStore {
     fn execute_write(&mut self, write: Command) -> CommandResult {
         match write {
             Command::Put { key, value, .. } => {
-                self.data.insert(Key::from(&key[..]), Bytes::from(value));
+                self.data
+                    .insert(Key::from(&key[..]), Value::from(&value[..]));
                 CommandResult::Ok
             }
             Command::Delete { key, .. } => match self.data.remove(&key[..]) {
@@ -204,7 +201,7 @@ impl KvStore {
             } => {
                 let current = self.get(&key);
                 if current == expected.as_deref() {
-                    self.data.insert(Key::from(&key[..]), Bytes::from(new));
+                    self.data.insert(Key::from(&key[..]), Value::from(&new[..]));
                     CommandResult::Ok
                 } else {
                     CommandResult::CasFailed {
@@ -236,7 +233,8 @@ impl KvStore {
     fn execute_op(&mut self, op: Op) -> OpResult {
         match op {
             Op::Put { key, value } => {
-                self.data.insert(Key::from(&key[..]), Bytes::from(value));
+                self.data
+                    .insert(Key::from(&key[..]), Value::from(&value[..]));
                 OpResult::Done
             }
             Op::Delete { key } => {
