@@ -376,6 +376,61 @@ pub fn decode_command(input: &[u8]) -> Result<Command, DecodeError> {
     Ok(command)
 }
 
+/// A decoded command whose hot cases borrow their byte strings from the entry, so that
+/// applying them copies each key and value once, straight into the map.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum CommandRef<'a> {
+    /// [`Command::Put`], borrowed.
+    Put {
+        /// The writer's session.
+        session: Session,
+        /// The key.
+        key: &'a [u8],
+        /// The new value.
+        value: &'a [u8],
+    },
+    /// [`Command::Delete`], borrowed.
+    Delete {
+        /// The writer's session.
+        session: Session,
+        /// The key.
+        key: &'a [u8],
+    },
+    /// Any other command, decoded into owned values.
+    Owned(Command),
+}
+
+/// Decodes a command that must fill `input` exactly, borrowing the byte strings of a Put
+/// or a Delete from `input`. Accepts and rejects exactly what [`decode_command`] does.
+///
+/// # Errors
+/// As [`decode_command`].
+pub(crate) fn decode_command_ref(input: &[u8]) -> Result<CommandRef<'_>, DecodeError> {
+    let mut reader = Reader::new(input);
+    let command = match input {
+        [COMMAND_VERSION, CMD_PUT, ..] => {
+            reader.u8("command version")?;
+            reader.u8("command type")?;
+            CommandRef::Put {
+                session: decode_session(&mut reader)?,
+                key: reader.slice("put key")?,
+                value: reader.slice("put value")?,
+            }
+        }
+        [COMMAND_VERSION, CMD_DELETE, ..] => {
+            reader.u8("command version")?;
+            reader.u8("command type")?;
+            CommandRef::Delete {
+                session: decode_session(&mut reader)?,
+                key: reader.slice("delete key")?,
+            }
+        }
+        _ => CommandRef::Owned(read_command(&mut reader)?),
+    };
+    reader.finish()?;
+    Ok(command)
+}
+
 /// Reads one command from `input`, leaving the bytes after it.
 pub(crate) fn read_command(input: &mut Reader<'_>) -> Result<Command, DecodeError> {
     if input.u8("command version")? != COMMAND_VERSION {
@@ -631,6 +686,34 @@ mod tests {
         }
 
         #[test]
+        fn borrowed_decoding_agrees_with_owned_decoding(command in strategy::command()) {
+            let bytes = command_to_vec(&command);
+            let borrowed = match decode_command_ref(&bytes) {
+                Ok(CommandRef::Put { session, key, value }) => Command::Put {
+                    session,
+                    key: key.to_vec(),
+                    value: value.to_vec(),
+                },
+                Ok(CommandRef::Delete { session, key }) => Command::Delete {
+                    session,
+                    key: key.to_vec(),
+                },
+                Ok(CommandRef::Owned(owned)) => owned,
+                Err(error) => return Err(TestCaseError::fail(format!("{error}"))),
+            };
+            prop_assert_eq!(borrowed, command);
+            for cut in 0..bytes.len() {
+                prop_assert_eq!(
+                    decode_command_ref(&bytes[..cut]).is_err(),
+                    decode_command(&bytes[..cut]).is_err()
+                );
+            }
+            let mut trailing = bytes.clone();
+            trailing.push(0);
+            prop_assert!(decode_command_ref(&trailing).is_err());
+        }
+
+        #[test]
         fn result_round_trips(result in strategy::result()) {
             let mut bytes = Vec::new();
             encode_result(&result, &mut bytes);
@@ -639,12 +722,15 @@ mod tests {
 
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
-            let _ = decode_command(&bytes);
+            prop_assert_eq!(decode_command_ref(&bytes).is_ok(), decode_command(&bytes).is_ok());
             let _ = decode_result(&bytes);
             // With a valid version prefix the decoders reach deeper code paths.
             let mut versioned = vec![COMMAND_VERSION];
             versioned.extend_from_slice(&bytes);
-            let _ = decode_command(&versioned);
+            prop_assert_eq!(
+                decode_command_ref(&versioned).is_ok(),
+                decode_command(&versioned).is_ok()
+            );
             let _ = decode_result(&versioned);
         }
     }

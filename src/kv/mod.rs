@@ -11,6 +11,7 @@
 //! Determinism: the state after applying a log prefix depends only on that prefix and on
 //! [`KvConfig`], so replicas agree and snapshots of equal states are byte-identical.
 
+mod bytes;
 pub mod command;
 mod session;
 mod shards;

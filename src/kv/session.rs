@@ -36,6 +36,19 @@ pub(crate) struct SessionState {
     pub(crate) results: VecDeque<(u64, CommandResult)>,
 }
 
+impl SessionState {
+    /// Where `seq` is (`Ok`) or would go (`Err`) in `results`. A client's new writes
+    /// carry increasing seqs, so the common answer is "after the last" and is found
+    /// without a search.
+    fn find(&self, seq: u64) -> Result<usize, usize> {
+        match self.results.back() {
+            Some(&(last, _)) if last < seq => Err(self.results.len()),
+            None => Err(0),
+            Some(_) => self.results.binary_search_by_key(&seq, |(s, _)| *s),
+        }
+    }
+}
+
 /// What the table says about a write before it is applied.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Admission {
@@ -117,7 +130,7 @@ impl SessionTable {
         };
         let previous_active = state.last_active_index;
         state.last_active_index = index;
-        let answer = match state.results.binary_search_by_key(&seq, |(s, _)| *s) {
+        let answer = match state.find(seq) {
             Ok(position) => Admission::Answer(state.results[position].1.clone()),
             Err(_) if seq <= state.evicted_seq_max => {
                 Admission::Answer(CommandResult::StaleSequence)
@@ -140,7 +153,7 @@ impl SessionTable {
         let Some(state) = self.sessions.get_mut(&client_id).map(Arc::make_mut) else {
             return;
         };
-        let position = match state.results.binary_search_by_key(&seq, |(s, _)| *s) {
+        let position = match state.find(seq) {
             Ok(_) => return,
             Err(position) => position,
         };

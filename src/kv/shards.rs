@@ -7,8 +7,8 @@
 //! shard first (`Arc::make_mut`), like the pages a forked redis child shares with its
 //! parent. So after a view is taken, the loop pays at most one shard copy per shard
 //! touched and never more than one full copy of the map in total per view. Callers keep
-//! those copies cheap by storing `Arc`-shared keys and values: a shard copy then
-//! allocates only the B-tree nodes and bumps reference counts.
+//! those copies cheap by storing short keys and values inline and long ones `Arc`-shared:
+//! a shard copy then allocates only the B-tree nodes and never copies a long value.
 //!
 //! Invariant: the shard of a key is a pure function of its bytes ([`ShardKey`]), so
 //! iteration order (shard by shard, keys sorted within a shard) and therefore snapshot
@@ -26,12 +26,6 @@ pub(crate) trait ShardKey {
 }
 
 impl ShardKey for [u8] {
-    fn shard_hash(&self) -> u32 {
-        crc32fast::hash(self)
-    }
-}
-
-impl ShardKey for Arc<[u8]> {
     fn shard_hash(&self) -> u32 {
         crc32fast::hash(self)
     }
@@ -158,15 +152,16 @@ impl<K, V> ShardsView<K, V> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kv::bytes::Key;
 
     #[test]
     fn a_view_is_unaffected_by_later_writes() {
-        let mut map: Shards<Arc<[u8]>, u32> = Shards::new(8);
+        let mut map: Shards<Key, u32> = Shards::new(8);
         for i in 0..100u32 {
-            map.insert(Arc::from(&i.to_le_bytes()[..]), i);
+            map.insert(Key::from(&i.to_le_bytes()[..]), i);
         }
         let view = map.view();
-        map.insert(Arc::from(&b"new"[..]), 7);
+        map.insert(Key::from(&b"new"[..]), 7);
         map.remove(&0u32.to_le_bytes()[..]);
         *map.get_mut(&1u32.to_le_bytes()[..]).unwrap() = 1000;
         assert_eq!(view.len(), 100);

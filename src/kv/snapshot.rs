@@ -23,10 +23,11 @@ use std::sync::Arc;
 
 use crate::codec::DecodeError;
 
+use super::bytes::{Key, Value};
 use super::command::{encode_result, read_result};
 use super::session::{SessionState, SessionTable};
 use super::shards::ShardsView;
-use super::store::{Bytes, KvConfig, KvStore};
+use super::store::{KvConfig, KvStore};
 use crate::codec::wire::{Reader, len_u32, put_bytes, put_u32, put_u64};
 
 /// The first eight bytes of a kv snapshot.
@@ -62,7 +63,7 @@ pub enum Error {
 #[derive(Debug, Clone)]
 pub struct SnapshotView {
     applied_index: u64,
-    data: ShardsView<Bytes, Bytes>,
+    data: ShardsView<Key, Value>,
     sessions: ShardsView<u64, Arc<SessionState>>,
 }
 
@@ -201,8 +202,8 @@ impl KvStore {
         let key_count = input.u64("key count").map_err(corrupt)?;
         let session_count = input.u64("session count").map_err(corrupt)?;
         for _ in 0..key_count {
-            let key = Bytes::from(input.slice("key").map_err(corrupt)?);
-            let value = Bytes::from(input.slice("value").map_err(corrupt)?);
+            let key = Key::from(input.slice("key").map_err(corrupt)?);
+            let value = Value::from(input.slice("value").map_err(corrupt)?);
             if store.data.insert(key, value).is_some() {
                 return Err(Error::Corrupt("duplicate key".to_owned()));
             }

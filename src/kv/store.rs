@@ -5,21 +5,19 @@
 //! of its [`KvConfig`]; nothing reads a clock or a random source, so every replica that
 //! applies the same log holds the same state and produces byte-identical snapshots.
 
-use std::sync::Arc;
-
-use super::command::{Command, CommandResult, Op, OpResult, decode_command};
+use super::bytes::{Key, Value};
+use super::command::{
+    Command, CommandRef, CommandResult, Op, OpResult, Session, decode_command_ref,
+};
 use super::session::{Admission, SessionTable};
 use super::shards::Shards;
 
 /// Shards of the key space. At 1M keys a shard holds about 61 entries, which is what
-/// the first write to a shard copies (B-tree nodes and reference counts, not bytes)
+/// the first write to a shard copies (B-tree nodes with short entries inline; long keys
+/// and values are shared, not copied)
 /// while a snapshot view is alive. Shards are allocated on first use, so an empty store
 /// costs one 128 KiB vector of `None`.
 pub(crate) const DATA_SHARDS: usize = 16_384;
-
-/// Keys and values are shared, immutable byte strings, so copying a shard for
-/// copy-on-write never copies the bytes themselves.
-pub(crate) type Bytes = Arc<[u8]>;
 
 /// Parameters of the state machine. They are part of its deterministic behaviour:
 /// every replica of a cluster must use the same values.
@@ -45,7 +43,8 @@ impl Default for KvConfig {
 
 /// The replicated key-value map plus the client session table.
 ///
-/// The map is a set of copy-on-write `BTreeMap` shards of `Arc<[u8]>` keys and values
+/// The map is a set of copy-on-write `BTreeMap` shards of byte-string keys and values
+/// (inline when short, `Arc`-shared when long: `kv::bytes`)
 /// rather than one `HashMap`: a point-in-time [`KvStore::snapshot_view`] then costs one
 /// `Arc` clone per shard and a helper thread can encode it while the loop goes on
 /// applying; `BTreeMap` (not `HashMap`) gives a deterministic iteration order, so
@@ -53,7 +52,7 @@ impl Default for KvConfig {
 #[derive(Debug, Clone)]
 pub struct KvStore {
     pub(crate) config: KvConfig,
-    pub(crate) data: Shards<Bytes, Bytes>,
+    pub(crate) data: Shards<Key, Value>,
     pub(crate) sessions: SessionTable,
     /// Invariant: the highest index given to `apply` or `advance_applied`.
     pub(crate) applied_index: u64,
@@ -115,8 +114,24 @@ impl KvStore {
             ));
         }
         self.advance_applied(index);
-        match decode_command(data) {
-            Ok(command) => self.execute(index, command),
+        // Puts and deletes borrow their bytes from the entry: a put copies its key and
+        // value once, into the map, instead of into owned vectors first.
+        match decode_command_ref(data) {
+            Ok(CommandRef::Put {
+                session,
+                key,
+                value,
+            }) => self.write(index, session, |store| {
+                store.data.insert(Key::from(key), Value::from(value));
+                CommandResult::Ok
+            }),
+            Ok(CommandRef::Delete { session, key }) => {
+                self.write(index, session, |store| match store.data.remove(key) {
+                    Some(_) => CommandResult::Ok,
+                    None => CommandResult::NotFound,
+                })
+            }
+            Ok(CommandRef::Owned(command)) => self.execute(index, command),
             Err(error) => CommandResult::Error(format!("entry {index} does not decode: {error}")),
         }
     }
@@ -140,23 +155,32 @@ impl KvStore {
                     .register(index, index, self.config.sessions_max);
                 CommandResult::Registered { client_id: index }
             }
-            write => {
-                let Some(session) = write.session() else {
-                    return CommandResult::Error("command without a session".to_owned());
-                };
-                match self.sessions.admit(session.client_id, session.seq, index) {
-                    Admission::Answer(result) => result,
-                    Admission::Apply => {
-                        let result = self.execute_write(write);
-                        self.sessions.record(
-                            session.client_id,
-                            session.seq,
-                            &result,
-                            self.config.session_results_max,
-                        );
-                        result
-                    }
-                }
+            write => match write.session() {
+                Some(session) => self.write(index, session, |store| store.execute_write(write)),
+                None => CommandResult::Error("command without a session".to_owned()),
+            },
+        }
+    }
+
+    /// Runs `run` for the write of `session` at `index` unless the session table already
+    /// knows its answer (a retry, an expired session, a stale seq), and records its result.
+    fn write(
+        &mut self,
+        index: u64,
+        session: Session,
+        run: impl FnOnce(&mut KvStore) -> CommandResult,
+    ) -> CommandResult {
+        match self.sessions.admit(session.client_id, session.seq, index) {
+            Admission::Answer(result) => result,
+            Admission::Apply => {
+                let result = run(self);
+                self.sessions.record(
+                    session.client_id,
+                    session.seq,
+                    &result,
+                    self.config.session_results_max,
+                );
+                result
             }
         }
     }
@@ -164,7 +188,8 @@ impl KvStore {
     fn execute_write(&mut self, write: Command) -> CommandResult {
         match write {
             Command::Put { key, value, .. } => {
-                self.data.insert(Bytes::from(key), Bytes::from(value));
+                self.data
+                    .insert(Key::from(&key[..]), Value::from(&value[..]));
                 CommandResult::Ok
             }
             Command::Delete { key, .. } => match self.data.remove(&key[..]) {
@@ -176,7 +201,7 @@ impl KvStore {
             } => {
                 let current = self.get(&key);
                 if current == expected.as_deref() {
-                    self.data.insert(Bytes::from(key), Bytes::from(new));
+                    self.data.insert(Key::from(&key[..]), Value::from(&new[..]));
                     CommandResult::Ok
                 } else {
                     CommandResult::CasFailed {
@@ -208,7 +233,8 @@ impl KvStore {
     fn execute_op(&mut self, op: Op) -> OpResult {
         match op {
             Op::Put { key, value } => {
-                self.data.insert(Bytes::from(key), Bytes::from(value));
+                self.data
+                    .insert(Key::from(&key[..]), Value::from(&value[..]));
                 OpResult::Done
             }
             Op::Delete { key } => {
