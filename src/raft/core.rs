@@ -651,17 +651,17 @@ impl<S: LogStore> Raft<S> {
             return Err(Error::ProposalDropped);
         }
         let index = self.log.last_index() + 1;
-        self.log.push(Entry {
+        let entry = Entry {
             index,
             term: self.term,
             kind,
             data,
-        });
-        if kind == EntryKind::Config {
-            // A clone of the entry just pushed shares its payload: no copy.
-            if let Some(entry) = self.log.unstable_entries().last().cloned() {
-                self.on_appended(index, std::slice::from_ref(&entry));
-            }
+        };
+        // A clone shares the payload (`Arc`): no copy.
+        let config_entry = (kind == EntryKind::Config).then(|| entry.clone());
+        self.log.push(entry);
+        if let Some(entry) = config_entry {
+            self.on_appended(index, std::slice::from_ref(&entry));
         }
         self.needs_flush = true;
         Ok(index)
@@ -700,17 +700,15 @@ impl<S: LogStore> Raft<S> {
             _ => config,
         };
         if let ConfigChange::PromoteLearner(id) = change
-            && self.role == Role::Leader
+            && let Some(lag) = self.learner_lag(id)
+            && lag > self.opts.promote_distance_max
         {
             let last_index = self.log.last_index();
-            let match_index = self.progress.get(&id).map_or(0, |pr| pr.match_index);
-            if last_index - match_index.min(last_index) > self.opts.promote_distance_max {
-                return Err(Error::LearnerBehind {
-                    id,
-                    match_index,
-                    last_index,
-                });
-            }
+            return Err(Error::LearnerBehind {
+                id,
+                match_index: last_index - lag,
+                last_index,
+            });
         }
         let index = self.propose(EntryKind::Config, config.encode().into())?;
         self.pending_config_index = index;
@@ -1188,7 +1186,8 @@ impl<S: LogStore> Raft<S> {
             self.progress.get(&id).map_or(0, |pr| pr.match_index)
         });
         let index = majority.min(self.log.last_index());
-        if index <= self.log.committed {
+        let previous = self.log.committed;
+        if index <= previous {
             return Ok(false);
         }
         if !self.opts.commit_old_terms() && self.log.term(index)? != self.term {
@@ -1201,7 +1200,11 @@ impl<S: LogStore> Raft<S> {
                 self.handle_read_request(request);
             }
         }
-        self.announce_removal();
+        // The removal just committed: tell the removed servers that hold it (later
+        // acks of theirs and every heartbeat round repeat it until they answer).
+        if (previous + 1..=index).contains(&self.membership_index()) {
+            self.announce_removal();
+        }
         self.maybe_step_down_removed()?;
         Ok(true)
     }
@@ -1214,7 +1217,7 @@ impl<S: LogStore> Raft<S> {
     /// As a follower outside the configuration it never campaigns again, and no
     /// leader sends to it, so it sends no more heartbeats or appends.
     fn maybe_step_down_removed(&mut self) -> Result<(), Error> {
-        let config_index = self.config_history.last().map_or(0, |(index, _)| *index);
+        let config_index = self.membership_index();
         if self.membership.is_voter(self.id) || config_index > self.log.committed {
             return Ok(());
         }

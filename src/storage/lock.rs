@@ -22,7 +22,9 @@ impl Drop for DirLock {
     /// holds a copy of the descriptor until it execs, and an `flock` lock lives until
     /// the last copy closes, so closing alone could leave the directory locked.
     fn drop(&mut self) {
-        let _ = self.file.unlock();
+        if let Err(e) = self.file.unlock() {
+            log::warn!("cannot unlock a data directory lock: {e}");
+        }
     }
 }
 
