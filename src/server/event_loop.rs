@@ -494,7 +494,7 @@ impl EventLoop {
                 self.node
                     .on_client_request(client, request, command_bytes, now_ms)
             {
-                self.net.reply(client, &response);
+                self.net.reply(client, response);
             }
         }
         self.net.conns[key].unread = true;
@@ -559,7 +559,7 @@ impl EventLoop {
                             .node
                             .on_client_request(client, submit.request, None, now_ms)
                         {
-                            Some(response) => self.net.reply(client, &response),
+                            Some(response) => self.net.reply(client, response),
                             None => self.net.redis_proposed = true,
                         }
                     }
@@ -586,7 +586,7 @@ impl EventLoop {
                     request_id,
                     body: response.body,
                 };
-                self.net.reply(client, &response);
+                self.net.reply(client, response);
             }
         }
         self.net.conns[key].unread = true;
@@ -969,8 +969,9 @@ impl Net {
     /// Sends `request` of Redis connection `client` to the leader at `addr` over the
     /// forwarding link, (re)dialing it if it goes elsewhere or does not exist.
     fn forward(&mut self, client: ClientRef, request: Request, addr: &str) {
+        let request_id = request.request_id;
         let unavailable = |message: String| Response {
-            request_id: request.request_id,
+            request_id,
             body: ResponseBody::Unavailable(message),
         };
         if let Some((key, link_addr)) = &self.forward.conn
@@ -992,7 +993,7 @@ impl Net {
                 Ok(key) => self.forward.conn = Some((key, addr.to_string())),
                 Err(e) => {
                     let response = unavailable(format!("cannot reach the leader {addr}: {e}"));
-                    self.reply(client, &response);
+                    self.reply(client, response);
                     return;
                 }
             }
@@ -1005,7 +1006,7 @@ impl Net {
         let codec = self.frame;
         let forwarded = Request {
             request_id: id,
-            body: request.body.clone(),
+            body: request.body,
         };
         let queued = self.conns.get_mut(key).map(|conn| {
             conn.io
@@ -1013,14 +1014,12 @@ impl Net {
         });
         match queued {
             Some(Ok(())) => {
-                self.forward
-                    .pending
-                    .insert(id, (key, client, request.request_id));
+                self.forward.pending.insert(id, (key, client, request_id));
                 self.dirty.push(key);
             }
             _ => {
                 let response = unavailable("the link to the leader is congested".into());
-                self.reply(client, &response);
+                self.reply(client, response);
             }
         }
     }
@@ -1042,7 +1041,7 @@ impl Net {
                 let body = ResponseBody::Unavailable(
                     "the link to the leader closed; the outcome is unknown".into(),
                 );
-                self.reply(client, &Response { request_id, body });
+                self.reply(client, Response { request_id, body });
             }
         }
     }
@@ -1108,7 +1107,7 @@ impl Outbox for Net {
         }
     }
 
-    fn reply(&mut self, client: ClientRef, response: &Response) {
+    fn reply(&mut self, client: ClientRef, response: Response) {
         let codec = self.frame;
         let Some(conn) = self.conns.get_mut(client.key) else {
             return;
@@ -1117,13 +1116,13 @@ impl Outbox for Net {
             return;
         }
         if let Some(redis) = conn.redis.as_mut() {
-            redis.on_response(response.clone());
+            redis.on_response(response);
             self.redis_touched.push(client.key);
             return;
         }
         match conn
             .io
-            .queue_frame(&codec, |out| client_codec::encode_response(response, out))
+            .queue_frame(&codec, |out| client_codec::encode_response(&response, out))
         {
             Ok(()) => self.dirty.push(client.key),
             Err(e) => self.close_later(client.key, format!("client is not reading: {e}")),

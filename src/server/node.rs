@@ -64,7 +64,7 @@ pub trait Outbox {
     /// Queues a Raft message for its recipient; returns the bytes queued (0 if dropped).
     fn send(&mut self, message: &Message) -> usize;
     /// Queues a reply for a client.
-    fn reply(&mut self, client: ClientRef, response: &Response);
+    fn reply(&mut self, client: ClientRef, response: Response);
     /// Writes queued output now (used to get the leader's appends out before its fsync).
     fn flush_now(&mut self);
 }
@@ -127,13 +127,16 @@ fn finish(
     body: ResponseBody,
 ) {
     deadlines.cancel(waiter.deadline);
-    out.reply(
-        waiter.client,
-        &Response {
-            request_id: waiter.request_id,
-            body,
-        },
-    );
+    reply_to(out, waiter, body);
+}
+
+/// Replies to a waiting request (its deadline already fired or cancelled).
+fn reply_to(out: &mut impl Outbox, waiter: Waiter, body: ResponseBody) {
+    let response = Response {
+        request_id: waiter.request_id,
+        body,
+    };
+    out.reply(waiter.client, response);
 }
 
 /// Bytes enough for the log encoding of the common commands (a version and type byte,
@@ -823,14 +826,7 @@ impl Node {
                     )
                 }
             };
-            let body = ResponseBody::Unavailable(what.into());
-            out.reply(
-                waiter.client,
-                &Response {
-                    request_id: waiter.request_id,
-                    body,
-                },
-            );
+            reply_to(out, waiter, ResponseBody::Unavailable(what.into()));
         }
     }
 

@@ -23,8 +23,8 @@ impl Outbox for Recorder {
         1
     }
 
-    fn reply(&mut self, client: ClientRef, response: &Response) {
-        self.replies.push((client, response.clone()));
+    fn reply(&mut self, client: ClientRef, response: Response) {
+        self.replies.push((client, response));
     }
 
     fn flush_now(&mut self) {}
