@@ -8,8 +8,9 @@
 //! fsync, rename) before the node stops, so it survives a crash right after.
 
 use std::fs;
-use std::io::Write;
 use std::path::Path;
+
+use crate::storage::hard_state;
 
 const MARKER_NAME: &str = "REMOVED";
 
@@ -18,16 +19,9 @@ const MARKER_NAME: &str = "REMOVED";
 /// # Errors
 /// The file cannot be written; the message names it.
 pub fn write(data_dir: &Path, index: u64) -> Result<(), String> {
-    let path = data_dir.join(MARKER_NAME);
-    let temp = data_dir.join("REMOVED.tmp");
-    let result = (|| -> std::io::Result<()> {
-        let mut file = fs::File::create(&temp)?;
-        writeln!(file, "removed at index {index}")?;
-        file.sync_all()?;
-        fs::rename(&temp, &path)?;
-        fs::File::open(data_dir)?.sync_all()
-    })();
-    result.map_err(|e| format!("{}: {e}", path.display()))
+    let text = format!("removed at index {index}\n");
+    hard_state::write_durably(data_dir, MARKER_NAME, "REMOVED.tmp", text.as_bytes())
+        .map_err(|e| e.to_string())
 }
 
 /// The removal index recorded in `data_dir`, if the marker exists.

@@ -236,15 +236,12 @@ fn bootstrap_config(
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             if fresh {
-                let temp = data_dir.join("BOOTSTRAP.tmp");
-                let write = || -> std::io::Result<()> {
-                    let mut file = std::fs::File::create(&temp)?;
-                    std::io::Write::write_all(&mut file, &wanted.encode())?;
-                    file.sync_all()?;
-                    std::fs::rename(&temp, &path)
-                };
-                write().map_err(storage::io_error(&path))?;
-                storage::hard_state::sync_dir(data_dir)?;
+                storage::hard_state::write_durably(
+                    data_dir,
+                    BOOTSTRAP_NAME,
+                    "BOOTSTRAP.tmp",
+                    &wanted.encode(),
+                )?;
             }
             Ok(wanted)
         }

@@ -94,16 +94,26 @@ pub fn read(dir: &Path) -> Result<HardState> {
 /// # Errors
 /// [`Error::Io`]; the caller must treat it as fatal.
 pub fn save(dir: &Path, state: &HardState) -> Result<()> {
-    let temp = dir.join(HARD_STATE_TEMP_NAME);
+    write_durably(dir, HARD_STATE_NAME, HARD_STATE_TEMP_NAME, &encode(state))
+}
+
+/// Replaces `dir/name` with `bytes` atomically and durably: writes `dir/temp_name`,
+/// fsyncs it, renames it over `name`, fsyncs `dir`. A crash leaves the old file or the
+/// new one, never a mix.
+///
+/// # Errors
+/// [`Error::Io`] naming the file.
+pub fn write_durably(dir: &Path, name: &str, temp_name: &str, bytes: &[u8]) -> Result<()> {
+    let temp = dir.join(temp_name);
     let mut file = OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .open(&temp)
         .map_err(io_error(&temp))?;
-    file.write_all(&encode(state)).map_err(io_error(&temp))?;
+    file.write_all(bytes).map_err(io_error(&temp))?;
     file.sync_data().map_err(io_error(&temp))?;
-    let path = dir.join(HARD_STATE_NAME);
+    let path = dir.join(name);
     fs::rename(&temp, &path).map_err(io_error(&path))?;
     sync_dir(dir)
 }
