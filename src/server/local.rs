@@ -311,7 +311,7 @@ pub fn spawn_node(node: &LocalNode, exe: &Path) -> Result<Child, LocalError> {
 
 /// SIGTERM to every running child, SIGKILL to those still running after `grace`; waits
 /// for all and returns their exit statuses (in `children` order).
-fn stop_children(children: &mut [Child], grace: Duration) -> Vec<ExitStatus> {
+pub(crate) fn stop_children(children: &mut [Child], grace: Duration) -> Vec<ExitStatus> {
     for child in children.iter_mut() {
         if matches!(child.try_wait(), Ok(None)) {
             terminate(child);

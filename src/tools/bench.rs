@@ -245,7 +245,6 @@ impl BenchArgs {
             // Poll for a new leader at least every 100 ms, so a failover measured here is
             // the cluster's, not the backoff's.
             backoff_min_ms: 5,
-            backoff_max_ms: 100,
             ..ClientOptions::default()
         }
     }
@@ -380,7 +379,7 @@ fn drive(
     };
     let seed = args
         .seed
-        .unwrap_or_else(|| start.elapsed().as_nanos() as u64 ^ u64::from(std::process::id()));
+        .unwrap_or_else(|| clock_seed() ^ u64::from(std::process::id()));
     let plans: Vec<WorkerPlan> = (0..args.connections)
         .map(|index| worker_plan(args, addrs, member_addrs, index, seed))
         .collect();
@@ -528,6 +527,13 @@ fn merge_totals(into: &mut WorkerTotals, from: &WorkerTotals) {
 /// connection would then write the same keys.
 fn worker_seed(seed: u64, index: usize) -> u64 {
     Rng::new(seed ^ (index as u64).rotate_left(32)).next_u64()
+}
+
+/// Nanoseconds of the wall clock, for a default seed that differs between runs.
+fn clock_seed() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_nanos() as u64)
 }
 
 #[cfg(test)]

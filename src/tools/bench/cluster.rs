@@ -9,11 +9,10 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Child;
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::config::Config;
-use crate::server::local::{LocalNode, spawn_node, terminate, write_local_configs};
+use crate::server::local::{LocalNode, spawn_node, stop_children, write_local_configs};
 use crate::storage::FsyncMode;
 
 use super::BenchError;
@@ -98,24 +97,7 @@ impl SpawnedCluster {
 
 impl Drop for SpawnedCluster {
     fn drop(&mut self) {
-        for child in &self.children {
-            terminate(child);
-        }
-        let deadline = Instant::now() + STOP_GRACE;
-        while Instant::now() < deadline
-            && self
-                .children
-                .iter_mut()
-                .any(|child| matches!(child.try_wait(), Ok(None)))
-        {
-            thread::sleep(Duration::from_millis(20));
-        }
-        for child in &mut self.children {
-            if matches!(child.try_wait(), Ok(None)) {
-                let _ = child.kill();
-            }
-            let _ = child.wait();
-        }
+        stop_children(&mut self.children, STOP_GRACE);
         if self.remove_dir {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
