@@ -162,9 +162,14 @@ fn connect(inbound: TcpStream, shared: &Arc<Shared>) -> io::Result<()> {
     pump(id, outbound, inbound, shared)
 }
 
+/// Chunks read but not yet written, per direction of a connection.
+const CHUNKS_IN_FLIGHT_MAX: usize = 256;
+
 /// Forwards `from` to `to` through a reader and a writer thread.
 fn pump(id: u64, from: TcpStream, to: TcpStream, shared: &Arc<Shared>) -> io::Result<()> {
-    let (sender, receiver) = mpsc::channel::<(Instant, Vec<u8>)>();
+    // Bounded, so a stalled (or slow) writer blocks the reader and TCP back-pressure
+    // reaches the sender instead of the proxy buffering without limit.
+    let (sender, receiver) = mpsc::sync_channel::<(Instant, Vec<u8>)>(CHUNKS_IN_FLIGHT_MAX);
     let reader_shared = Arc::clone(shared);
     let mut from_reader = from.try_clone()?;
     thread::Builder::new()
