@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::codec::peer as peer_codec;
 use crate::raft::message::{NO_NODE, NodeId};
 use crate::storage::FsyncMode;
 
@@ -112,6 +113,9 @@ pub struct LimitsConfig {
     pub message_bytes_max: u64,
     /// Largest frame body accepted or sent on any connection.
     pub frame_bytes_max: u32,
+    /// Largest log entry (encoded command) one client request may produce; a larger
+    /// request is refused where it enters, before it is proposed or forwarded.
+    pub entry_bytes_max: u64,
     /// Most simultaneously open connections (peers and clients together).
     pub connections_max: usize,
     /// Most unwritten output bytes queued for one connection before it is dropped.
@@ -128,6 +132,7 @@ impl Default for LimitsConfig {
             inflight_count_max: 256,
             message_bytes_max: 1024 * 1024,
             frame_bytes_max: 16 * 1024 * 1024,
+            entry_bytes_max: 4 * 1024 * 1024,
             connections_max: 1024,
             output_bytes_max: 64 * 1024 * 1024,
             read_bytes_per_turn_max: 1024 * 1024,
@@ -367,8 +372,9 @@ impl Config {
                 message,
             })
         };
-        let positive: [(&str, u64); 10] = [
+        let positive: [(&str, u64); 11] = [
             ("raft.tick_ms", self.raft.tick_ms),
+            ("limits.entry_bytes_max", self.limits.entry_bytes_max),
             ("raft.heartbeat_ticks", u64::from(self.raft.heartbeat_ticks)),
             (
                 "limits.inflight_count_max",
@@ -405,11 +411,25 @@ impl Config {
                 "must be greater than raft.heartbeat_ticks".to_string(),
             );
         }
-        if self.limits.message_bytes_max >= u64::from(self.limits.frame_bytes_max) {
+        let frame_bytes_max = u64::from(self.limits.frame_bytes_max);
+        let headroom = peer_codec::MESSAGE_HEADROOM_BYTES as u64;
+        if self.limits.message_bytes_max.saturating_add(headroom) > frame_bytes_max {
             return fail(
                 "limits.message_bytes_max",
-                "must be smaller than limits.frame_bytes_max (a message must fit in a frame)"
-                    .to_string(),
+                format!(
+                    "must be at most limits.frame_bytes_max - {headroom} (a message must fit \
+                     in a frame with its header)"
+                ),
+            );
+        }
+        let entry_overhead = peer_codec::ENTRY_FRAME_OVERHEAD_BYTES as u64;
+        if self.limits.entry_bytes_max.saturating_add(entry_overhead) > frame_bytes_max {
+            return fail(
+                "limits.entry_bytes_max",
+                format!(
+                    "must be at most limits.frame_bytes_max - {entry_overhead} (one entry \
+                     must fit in an AppendEntries frame)"
+                ),
             );
         }
         if (self.limits.output_bytes_max as u64) < u64::from(self.limits.frame_bytes_max) {
@@ -644,7 +664,7 @@ client_addr = "127.0.0.1:8002"
                 checked += 1;
             }
         }
-        assert_eq!(checked, 24);
+        assert_eq!(checked, 25);
     }
 
     #[test]
@@ -750,6 +770,21 @@ client_addr = "127.0.0.1:8002"
                 "fit in a frame",
             ),
             (
+                "[limits]\nentry_bytes_max = 0",
+                "limits.entry_bytes_max",
+                "greater",
+            ),
+            (
+                "[limits]\nentry_bytes_max = 16777216",
+                "limits.entry_bytes_max",
+                "must be at most limits.frame_bytes_max - 74",
+            ),
+            (
+                "[limits]\nentry_bytes_max = 16777143",
+                "limits.entry_bytes_max",
+                "AppendEntries frame",
+            ),
+            (
                 "[limits]\noutput_bytes_max = 1024",
                 "limits.output_bytes_max",
                 "one frame",
@@ -776,6 +811,18 @@ client_addr = "127.0.0.1:8002"
             assert_eq!(error.key(), Some(*key), "#{i}: {error}");
             assert!(error.to_string().contains(fragment), "#{i}: {error}");
         }
+    }
+
+    #[test]
+    fn an_entry_may_fill_a_frame_except_for_the_append_entries_framing() {
+        let largest = 16 * 1024 * 1024 - 74;
+        let text = format!("{MINIMAL}\n[limits]\nentry_bytes_max = {largest}\n");
+        assert_eq!(parse(&text).unwrap().limits.entry_bytes_max, largest);
+        assert_eq!(
+            parse(MINIMAL).unwrap().limits.entry_bytes_max,
+            4 * 1024 * 1024,
+            "default"
+        );
     }
 
     #[test]

@@ -516,15 +516,12 @@ impl ClientCodec {
     }
 
     fn frame_body(&self, body: &[u8], out: &mut Vec<u8>) -> Result<(), DecodeError> {
-        if body.len() > self.frame.frame_bytes_max as usize {
-            return Err(DecodeError::TooLarge {
-                len: body.len() as u64,
-                max: u64::from(self.frame.frame_bytes_max),
-            });
-        }
         self.frame
-            .encode_with(out, |frame| frame.extend_from_slice(body));
-        Ok(())
+            .encode_with(out, |frame| frame.extend_from_slice(body))
+            .map_err(|e| DecodeError::TooLarge {
+                len: e.len as u64,
+                max: u64::from(e.max),
+            })
     }
 }
 
@@ -664,7 +661,7 @@ mod tests {
             let mut framed = Vec::new();
             let mut body = vec![CLIENT_PROTOCOL_VERSION];
             body.extend_from_slice(&bytes[..bytes.len().min(63)]);
-            codec.frame.encode_with(&mut framed, |out| out.extend_from_slice(&body));
+            codec.frame.encode_with(&mut framed, |out| out.extend_from_slice(&body)).unwrap();
             let _ = codec.decode_request(&framed);
             let _ = codec.decode_response(&framed);
         }

@@ -57,6 +57,20 @@ const READ_INDEX_RESPONSE: u8 = 22;
 /// Bytes an encoded entry takes besides its data.
 pub const ENTRY_OVERHEAD_BYTES: usize = 8 + 8 + 1 + 4;
 
+/// Bytes an AppendEntries body takes besides its entries: type, from, to, term, prev
+/// index, prev term, commit, entry count.
+pub const APPEND_HEADER_BYTES: usize = 1 + 8 * 6 + 4;
+
+/// Bytes an AppendEntries carrying one entry takes besides the entry's data: an entry of
+/// `limits.entry_bytes_max` needs a frame of at least that much more.
+pub const ENTRY_FRAME_OVERHEAD_BYTES: usize = APPEND_HEADER_BYTES + ENTRY_OVERHEAD_BYTES;
+
+/// Frame bytes kept free beyond `limits.message_bytes_max` for what a message carries
+/// besides its entries or snapshot chunk: the AppendEntries header (entries are counted
+/// with a header larger than their wire one, see `raft::store::entry_bytes`), or the
+/// InstallSnapshot header with the cluster configuration (about 40 bytes per member).
+pub const MESSAGE_HEADROOM_BYTES: usize = 64 * 1024;
+
 /// Appends the body of `frame` to `out` (the frame layer adds the length prefix).
 pub fn encode(frame: &PeerFrame, out: &mut Vec<u8>) {
     match frame {

@@ -357,6 +357,47 @@ pub fn encode_command(command: &Command, out: &mut Vec<u8>) {
     }
 }
 
+/// The number of bytes [`encode_command`] appends for `command`, computed without
+/// encoding it: the size of its log entry, checked against `limits.entry_bytes_max`
+/// before a command built in the server (the Redis port's) is encoded or proposed.
+pub fn encoded_len(command: &Command) -> usize {
+    const HEADER: usize = 2; // version, type
+    const SESSION: usize = 16;
+    const LEN: usize = 4;
+    let bytes = |b: &[u8]| LEN + b.len();
+    let ops = |ops: &[Op]| {
+        LEN + ops
+            .iter()
+            .map(|op| match op {
+                Op::Put { key, value } => 1 + bytes(key) + bytes(value),
+                Op::Delete { key } | Op::Get { key } => 1 + bytes(key),
+            })
+            .sum::<usize>()
+    };
+    HEADER
+        + match command {
+            Command::Get { key } => bytes(key),
+            Command::Put { key, value, .. } => SESSION + bytes(key) + bytes(value),
+            Command::Delete { key, .. } => SESSION + bytes(key),
+            Command::Cas {
+                key, expected, new, ..
+            } => SESSION + bytes(key) + 1 + expected.as_deref().map_or(0, bytes) + bytes(new),
+            Command::Txn {
+                compare,
+                success,
+                failure,
+                ..
+            } => {
+                let compare: usize = compare
+                    .iter()
+                    .map(|c| bytes(&c.key) + 1 + bytes(&c.value))
+                    .sum();
+                SESSION + LEN + compare + ops(success) + ops(failure)
+            }
+            Command::RegisterSession => 0,
+        }
+}
+
 /// The encoding of `command` as a new vector (the payload of a log entry).
 pub fn command_to_vec(command: &Command) -> Vec<u8> {
     let mut out = Vec::new();
@@ -711,6 +752,11 @@ mod tests {
             let mut trailing = bytes.clone();
             trailing.push(0);
             prop_assert!(decode_command_ref(&trailing).is_err());
+        }
+
+        #[test]
+        fn encoded_len_is_the_length_of_the_encoding(command in strategy::command()) {
+            prop_assert_eq!(encoded_len(&command), command_to_vec(&command).len());
         }
 
         #[test]

@@ -15,7 +15,7 @@
 use std::io::{self, ErrorKind, Read, Write};
 
 use crate::codec::DecodeError;
-use crate::codec::frame::FrameCodec;
+use crate::codec::frame::{FrameCodec, FrameTooLarge};
 
 /// Bytes requested from the socket per `read` call.
 const READ_CHUNK_BYTES: usize = 16 * 1024;
@@ -59,6 +59,18 @@ pub struct OutputLimitExceeded {
     pub queued: usize,
     /// The configured limit.
     pub max: usize,
+}
+
+/// Why [`Connection::queue_frame`] queued nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum QueueFrameError {
+    /// The body exceeds the frame limit: the peer would refuse it. The connection is
+    /// fine; the caller drops or replaces the message.
+    #[error(transparent)]
+    TooLarge(#[from] FrameTooLarge),
+    /// The output buffer is full: the peer is not reading; disconnect it.
+    #[error(transparent)]
+    Output(#[from] OutputLimitExceeded),
 }
 
 /// One socket with its input and output buffers.
@@ -185,23 +197,22 @@ impl<S: Read + Write> Connection<S> {
     /// Encodes one frame straight into the output buffer, the body written by `write_body`.
     ///
     /// # Errors
-    /// [`OutputLimitExceeded`] (the frame is taken back out): disconnect this peer.
-    ///
-    /// # Panics
-    /// If the body exceeds the codec's frame limit (see [`FrameCodec::encode_with`]).
+    /// Nothing is queued on either error: [`QueueFrameError::TooLarge`] when the body
+    /// exceeds the codec's frame limit (the connection stays usable),
+    /// [`QueueFrameError::Output`] when the output limit is reached (disconnect it).
     pub fn queue_frame(
         &mut self,
         codec: &FrameCodec,
         write_body: impl FnOnce(&mut Vec<u8>),
-    ) -> Result<(), OutputLimitExceeded> {
+    ) -> Result<(), QueueFrameError> {
         let start = self.output.len();
-        codec.encode_with(&mut self.output, write_body);
+        codec.encode_with(&mut self.output, write_body)?;
         let added = self.output.len() - start;
         let room = self.check_room_after(added);
         if room.is_err() {
             self.output.truncate(start);
         }
-        room
+        Ok(room?)
     }
 
     /// Unwritten output bytes.
@@ -336,7 +347,9 @@ mod tests {
 
     fn frame(body: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
-        FrameCodec::new(1024).encode_with(&mut out, |b| b.extend_from_slice(body));
+        FrameCodec::new(1024)
+            .encode_with(&mut out, |b| b.extend_from_slice(body))
+            .unwrap();
         out
     }
 
@@ -510,11 +523,11 @@ mod tests {
         let refused = conn.queue_frame(&codec, |b| b.push(4));
         assert_eq!(
             refused,
-            Err(OutputLimitExceeded {
+            Err(QueueFrameError::Output(OutputLimitExceeded {
                 pending: 100,
                 queued: 5,
                 max: 100
-            })
+            }))
         );
         assert_eq!(conn.pending_output_bytes(), 100);
         // Written bytes no longer count against the limit.
@@ -526,6 +539,33 @@ mod tests {
         let mut want = vec![1; 90];
         want.extend(frame(&[3; 6]));
         want.extend([5; 50]);
+        assert_eq!(conn.stream().written, want);
+    }
+
+    #[test]
+    fn an_oversized_frame_is_refused_and_the_connection_stays_usable() {
+        let codec = FrameCodec::new(16);
+        let mut conn = connection(Vec::new());
+        conn.queue_frame(&codec, |b| b.extend_from_slice(b"first"))
+            .unwrap();
+        let refused = conn.queue_frame(&codec, |b| b.extend_from_slice(&[0; 17]));
+        assert_eq!(
+            refused,
+            Err(QueueFrameError::TooLarge(FrameTooLarge {
+                len: 17,
+                max: 16
+            }))
+        );
+        conn.queue_frame(&codec, |b| b.extend_from_slice(b"second"))
+            .unwrap();
+        conn.stream_mut().writes = vec![Ok(1000)].into();
+        assert_eq!(conn.flush().unwrap(), FlushOutcome::Done);
+        let mut want = Vec::new();
+        for body in [&b"first"[..], b"second"] {
+            codec
+                .encode_with(&mut want, |b| b.extend_from_slice(body))
+                .unwrap();
+        }
         assert_eq!(conn.stream().written, want);
     }
 }

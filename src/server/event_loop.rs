@@ -45,7 +45,7 @@ use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
 use super::backoff::Backoff;
-use super::connection::{Connection, FlushOutcome};
+use super::connection::{Connection, FlushOutcome, QueueFrameError};
 use super::node::{ClientRef, Node, Outbox, WantedPeer};
 use super::redis::{RedisConn, Target};
 use super::timer::TimerWheel;
@@ -1017,6 +1017,11 @@ impl Net {
                 self.forward.pending.insert(id, (key, client, request_id));
                 self.dirty.push(key);
             }
+            // Not sent, so a definite refusal; the link carries on.
+            Some(Err(QueueFrameError::TooLarge(e))) => {
+                let body = ResponseBody::Error(format!("request not forwarded: {e}"));
+                self.reply(client, Response { request_id, body });
+            }
             _ => {
                 let response = unavailable("the link to the leader is congested".into());
                 self.reply(client, response);
@@ -1100,6 +1105,12 @@ impl Outbox for Net {
                 self.dirty.push(key);
                 conn.io.pending_output_bytes() - before
             }
+            // Entries are bounded (limits.entry_bytes_max) and batches split below the
+            // frame limit, so this is not expected; dropping is safe: Raft retransmits.
+            Err(QueueFrameError::TooLarge(e)) => {
+                warn!("dropped a message to {}: {e}", message.to);
+                0
+            }
             Err(e) => {
                 self.close_later(key, format!("peer is not reading: {e}"));
                 0
@@ -1120,10 +1131,21 @@ impl Outbox for Net {
             self.redis_touched.push(client.key);
             return;
         }
-        match conn
+        let mut queued = conn
             .io
-            .queue_frame(&codec, |out| client_codec::encode_response(&response, out))
-        {
+            .queue_frame(&codec, |out| client_codec::encode_response(&response, out));
+        if let Err(QueueFrameError::TooLarge(e)) = queued {
+            // A reply too large for a frame (a Txn reading many large values): the
+            // client gets an error reply in its place.
+            let refusal = Response {
+                request_id: response.request_id,
+                body: ResponseBody::Error(format!("reply not sent: {e}")),
+            };
+            queued = conn
+                .io
+                .queue_frame(&codec, |out| client_codec::encode_response(&refusal, out));
+        }
+        match queued {
             Ok(()) => self.dirty.push(client.key),
             Err(e) => self.close_later(client.key, format!("client is not reading: {e}")),
         }

@@ -42,6 +42,7 @@ use crate::codec::client::{
     Role as StatusRole, Status,
 };
 use crate::config::Config;
+use crate::kv::command::encoded_len;
 use crate::kv::{Command, CommandResult, KvConfig, KvStore, encode_command};
 use crate::raft::message::{
     ConfigChange, Entry, EntryKind, Message, NodeId, Snapshot, SnapshotMeta,
@@ -139,22 +140,6 @@ fn reply_to(out: &mut impl Outbox, waiter: Waiter, body: ResponseBody) {
     out.reply(waiter.client, response);
 }
 
-/// Bytes enough for the log encoding of the common commands (a version and type byte,
-/// the session, a length per byte string), so encoding one allocates once instead of
-/// growing the vector five or six times; a larger command simply grows it.
-fn encoded_size_hint(command: &Command) -> usize {
-    const FIXED: usize = 48;
-    FIXED
-        + match command {
-            Command::Get { key } | Command::Delete { key, .. } => key.len(),
-            Command::Put { key, value, .. } => key.len() + value.len(),
-            Command::Cas {
-                key, expected, new, ..
-            } => key.len() + expected.as_ref().map_or(0, Vec::len) + new.len(),
-            Command::RegisterSession | Command::Txn { .. } => 0,
-        }
-}
-
 /// A snapshot being encoded and written on a helper thread.
 struct SnapshotJob {
     meta: SnapshotMeta,
@@ -226,6 +211,8 @@ impl Node {
         raft_config.heartbeat_ticks = u64::from(config.raft.heartbeat_ticks);
         raft_config.inflight_count_max = config.limits.inflight_count_max;
         raft_config.message_bytes_max = config.limits.message_bytes_max;
+        // A chunk fits a frame as a batch does (limits.message_bytes_max is validated so).
+        raft_config.snapshot_chunk_bytes_max = config.limits.message_bytes_max;
         raft_config.applied = kv.applied_index();
         raft_config.promote_distance_max = config.raft.promote_distance_max;
         let seed = config.node_id ^ (std::process::id() as u64) << 32;
@@ -415,7 +402,9 @@ impl Node {
                 reply(ResponseBody::Result(CommandResult::Value(value)))
             }
             RequestBody::Get { key, stale: false } => {
-                if let Some(body) = self.not_leader() {
+                // Its size as a log entry, as it would be forwarded or ordered via the log.
+                let entry_bytes = encoded_len(&Command::Get { key: Vec::new() }) + key.len();
+                if let Some(body) = self.oversized(entry_bytes).or_else(|| self.not_leader()) {
                     return reply(body);
                 }
                 let deadline = self
@@ -430,7 +419,9 @@ impl Node {
                 None
             }
             RequestBody::Command(command) => {
-                if let Some(body) = self.not_leader() {
+                let entry_bytes = command_bytes.map_or_else(|| encoded_len(&command), <[u8]>::len);
+                // Checked first, so a follower refuses it too instead of redirecting.
+                if let Some(body) = self.oversized(entry_bytes).or_else(|| self.not_leader()) {
                     return reply(body);
                 }
                 // The one copy of the command: from the input buffer into the
@@ -438,7 +429,7 @@ impl Node {
                 let data: Arc<[u8]> = match command_bytes {
                     Some(bytes) => Arc::from(bytes),
                     None => {
-                        let mut data = Vec::with_capacity(encoded_size_hint(&command));
+                        let mut data = Vec::with_capacity(entry_bytes);
                         encode_command(&command, &mut data);
                         data.into()
                     }
@@ -572,6 +563,20 @@ impl Node {
             ))),
             Err(e) => Err(self.refusal(e)),
         }
+    }
+
+    /// The refusal of a request whose log entry would take `entry_bytes`, when that is
+    /// over `limits.entry_bytes_max`: such an entry could not be replicated in one
+    /// AppendEntries frame, so it is refused where it enters, before it is proposed or
+    /// forwarded.
+    fn oversized(&self, entry_bytes: usize) -> Option<ResponseBody> {
+        let max = self.config.limits.entry_bytes_max;
+        (entry_bytes as u64 > max).then(|| {
+            ResponseBody::Error(format!(
+                "request of {entry_bytes} bytes exceeds the limit of {max} bytes \
+                 (limits.entry_bytes_max)"
+            ))
+        })
     }
 
     fn not_leader(&self) -> Option<ResponseBody> {
