@@ -1,5 +1,5 @@
 //! `raftkv-log`: inspect and repair a raftkv log directory (stat, dump, verify,
-//! truncate). All logic lives in `raftkv::tools::log_inspect`.
+//! truncate, reset-hardstate). All logic lives in `raftkv::tools::log_inspect`.
 
 use clap::Parser;
 

@@ -7,7 +7,10 @@
 //! ```
 //! Exit codes: 0 after a clean shutdown (SIGINT/SIGTERM) or once the node was removed
 //! from its cluster, 1 on a runtime failure (storage, network, unreachable `--join`
-//! address, a data directory of a removed node), 2 on a usage or configuration error.
+//! address, a data directory of a removed node), 2 on a usage or configuration error,
+//! or a data directory that is not this node's consistent state (another cluster's or
+//! node's, a log whose hard state is missing or behind: the message names the file and
+//! the repair).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -19,7 +22,7 @@ use raftkv::config::Config;
 use raftkv::raft::MemberState;
 use raftkv::server::event_loop::EventLoop;
 use raftkv::server::local::{self, LocalOptions};
-use raftkv::server::node::Node;
+use raftkv::server::node::{Node, OpenError};
 
 /// A Raft-replicated key-value store node.
 #[derive(Parser)]
@@ -114,7 +117,11 @@ fn run_node(path: &std::path::Path, join: Option<&str>) -> ExitCode {
     );
     let node = match Node::open(config.clone(), join.is_some()) {
         Ok(node) => node,
-        Err(e) => {
+        Err(OpenError::Refused(e)) => {
+            log::error!("refusing to start: {e}");
+            return ExitCode::from(2);
+        }
+        Err(OpenError::Failed(e)) => {
             log::error!("cannot open node storage: {e}");
             return ExitCode::from(1);
         }

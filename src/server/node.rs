@@ -48,6 +48,7 @@ use crate::raft::message::{
     ConfigChange, Entry, EntryKind, Message, NodeId, Snapshot, SnapshotMeta,
 };
 use crate::raft::{self, RawNode, Ready, Role};
+use crate::storage::identity::Identity;
 use crate::storage::snapshot::{self as snapshot_file, SnapshotFile};
 
 /// A client connection as the node knows it: slab key plus generation, so a reply to a
@@ -148,6 +149,18 @@ struct SnapshotJob {
     done: Receiver<Result<Vec<u8>, String>>,
 }
 
+/// Why [`Node::open`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The data directory holds state that is not this node's, or not consistent: the
+    /// node must not start on it; the message names the file and the repair.
+    #[error("{0}")]
+    Refused(String),
+    /// The storage could not be opened.
+    #[error("{0}")]
+    Failed(String),
+}
+
 /// One node's state: the core, its log, the state machine and waiting clients.
 pub struct Node {
     raw: RawNode<WalStore>,
@@ -185,26 +198,40 @@ impl Node {
     /// and builds the consensus core.
     ///
     /// # Errors
-    /// Storage that cannot be opened (locked, corrupt, unreadable) or a corrupt snapshot.
+    /// [`OpenError::Refused`] for a data directory that is not this node's consistent
+    /// state (another cluster's or node's, a log without its hard state);
+    /// [`OpenError::Failed`] for storage that cannot be opened (locked, corrupt,
+    /// unreadable) or a corrupt snapshot.
     /// `join`: the node starts with an empty membership and waits for a leader to
     /// add it (`raftkv-server --join`); ignored when the data directory already
     /// holds a node, which always restarts from its saved bootstrap membership.
-    pub fn open(config: Config, join: bool) -> Result<Node, String> {
+    pub fn open(config: Config, join: bool) -> Result<Node, OpenError> {
         let bootstrap = members::bootstrap_configuration(&config, join);
         let options = crate::storage::WalOptions {
             segment_bytes: config.storage.segment_bytes,
             fsync: config.storage.fsync,
             ..crate::storage::WalOptions::default()
         };
+        let identity = Identity {
+            cluster_id: config.cluster_id,
+            node_id: config.node_id,
+        };
         let store =
-            WalStore::open(&config.data_dir, options, bootstrap).map_err(|e| e.to_string())?;
+            WalStore::open(&config.data_dir, options, bootstrap, identity).map_err(|e| {
+                if e.is_refusal() {
+                    OpenError::Refused(e.to_string())
+                } else {
+                    OpenError::Failed(e.to_string())
+                }
+            })?;
         let snapshot = store.latest_snapshot();
         let kv_config = KvConfig::default();
         let kv = if snapshot.meta.index == 0 {
             KvStore::new(kv_config)
         } else {
-            KvStore::restore(kv_config, &snapshot.data)
-                .map_err(|e| format!("snapshot at index {}: {e}", snapshot.meta.index))?
+            KvStore::restore(kv_config, &snapshot.data).map_err(|e| {
+                OpenError::Failed(format!("snapshot at index {}: {e}", snapshot.meta.index))
+            })?
         };
         let mut raft_config = raft::Config::new(config.node_id);
         raft_config.election_ticks = u64::from(config.raft.election_ticks);
@@ -216,7 +243,8 @@ impl Node {
         raft_config.applied = kv.applied_index();
         raft_config.promote_distance_max = config.raft.promote_distance_max;
         let seed = config.node_id ^ (std::process::id() as u64) << 32;
-        let raw = RawNode::new(raft_config, store, seed).map_err(|e| e.to_string())?;
+        let raw =
+            RawNode::new(raft_config, store, seed).map_err(|e| OpenError::Failed(e.to_string()))?;
         let metrics = Metrics::new(config.storage.slow_fsync_warn_ms * 1000);
         Ok(Node {
             raw,
@@ -693,17 +721,20 @@ impl Node {
                 self.apply_ready(&mut ready, out);
                 out.flush_now();
             }
+            // The hard state first: an entry or snapshot of a new term never reaches
+            // the disk before that term does (the open check relies on it).
+            if let Some(hard_state) = ready.hard_state {
+                self.raw
+                    .store_mut()
+                    .set_hard_state(hard_state)
+                    .map_err(|e| e.to_string())?;
+            }
             if let Some(snapshot) = &ready.snapshot {
                 self.install_snapshot(snapshot)?;
             }
             let store = self.raw.store_mut();
             let appended = ready.entries.len() as u64;
             store.append(&ready.entries).map_err(|e| e.to_string())?;
-            if let Some(hard_state) = ready.hard_state {
-                store
-                    .set_hard_state(hard_state)
-                    .map_err(|e| e.to_string())?;
-            }
             if appended > 0 || ready.hard_state.is_some() {
                 let started = Instant::now();
                 let flushed = store.sync().map_err(|e| e.to_string())?;

@@ -5,7 +5,9 @@
 //! `snapshots/` (the latest snapshot file) and `BOOTSTRAP` (the membership the
 //! node started from: the config file's members, or empty for `--join`; an encoded
 //! [`Configuration`], written once when the directory is new, so a restart uses the
-//! same one whatever the config file or the command line say later).
+//! same one whatever the config file or the command line say later) and `IDENTITY`
+//! (cluster and node id, see `storage::identity`: a node refuses a directory that is
+//! not its own, and a log whose hard state is missing or older than its last term).
 //!
 //! The driver's writes follow the core's Ready contract (see `raft::store`):
 //! install a snapshot, append (truncating a conflicting suffix first), record the
@@ -25,6 +27,8 @@ use std::path::{Path, PathBuf};
 use crate::raft::error::StoreError;
 use crate::raft::message::{Configuration, Entry, HardState, Snapshot, SnapshotMeta};
 use crate::raft::store::{InitialState, LogStore};
+use crate::storage::hard_state::HARD_STATE_NAME;
+use crate::storage::identity::{self, Identity};
 use crate::storage::snapshot::{self, SnapshotFile};
 use crate::storage::{self, Wal, WalOptions};
 
@@ -43,6 +47,60 @@ pub enum StoreOpenError {
     /// The stored bootstrap configuration does not decode.
     #[error("{0}: bad bootstrap configuration")]
     BootstrapConfig(PathBuf),
+    /// The data directory belongs to another cluster or another node.
+    #[error(
+        "{path}: this data directory belongs to node {} of cluster {}, but the config says \
+         node {} of cluster {}; refusing to start on another node's state. Repair: point \
+         `data_dir` at this node's own directory, or fix `node_id`/`cluster_id` in the config; \
+         to start this node afresh, move the directory aside and start it with an empty one \
+         (`--join` to add it to a running cluster)",
+        found.node_id, found.cluster_id, wanted.node_id, wanted.cluster_id
+    )]
+    NotOwnDirectory {
+        /// The identity file.
+        path: PathBuf,
+        /// What the file says.
+        found: Identity,
+        /// What the config says.
+        wanted: Identity,
+    },
+    /// The log holds entries (or a snapshot) but its hard state file is missing or
+    /// older than the log: the node may have voted in a term it no longer knows.
+    #[error(
+        "{path}: {problem}, but the log reaches index {last_index} in term {last_term}; the \
+         node may have voted in a term it no longer remembers (it could vote twice), so it \
+         refuses to start. Repair, with the node stopped: take the highest `term` that \
+         `raftkv-cli status` shows on the live members, add one, and run `raftkv-log \
+         reset-hardstate {dir} --term <that term> --yes`; or remove this node from the \
+         cluster, empty its data directory and add it again (`--join`)",
+        dir = parent_of(.path).display()
+    )]
+    HardStateBehind {
+        /// The hard state file.
+        path: PathBuf,
+        /// "is missing" or "holds term N".
+        problem: String,
+        /// The log's last index (or the snapshot's).
+        last_index: u64,
+        /// Its term.
+        last_term: u64,
+    },
+}
+
+/// The directory holding `path` (the log directory of the hard state file).
+fn parent_of(path: &Path) -> &Path {
+    path.parent().unwrap_or(path)
+}
+
+impl StoreOpenError {
+    /// Whether the directory was refused as not this node's consistent state (an
+    /// operator must repair it; `raftkv-server` exits 2), rather than failing to open.
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            StoreOpenError::NotOwnDirectory { .. } | StoreOpenError::HardStateBehind { .. }
+        )
+    }
 }
 
 /// The Raft log of one node, on disk.
@@ -63,13 +121,19 @@ impl WalStore {
     /// Opens (recovering) the log under `data_dir`. `bootstrap` is the membership
     /// to start from (used below the first snapshot) when the directory is new; it
     /// is then saved in `BOOTSTRAP`, and a later open uses the saved one instead.
+    /// `identity` is who the config says this node is: a new directory records it in
+    /// `IDENTITY` (so does an old one that lacks the file), a directory recording
+    /// another identity is refused.
     ///
     /// # Errors
-    /// Locked directory, corruption (naming file and offset), IO errors.
+    /// Locked directory, corruption (naming file and offset), IO errors; refusals
+    /// ([`StoreOpenError::is_refusal`]): another node's directory, a log whose hard
+    /// state is missing or older than its last term.
     pub fn open(
         data_dir: &Path,
         options: WalOptions,
         bootstrap: Configuration,
+        identity: Identity,
     ) -> Result<WalStore, StoreOpenError> {
         let wal_dir = data_dir.join("wal");
         let snapshot_dir = data_dir.join("snapshots");
@@ -77,6 +141,7 @@ impl WalStore {
         let wal = Wal::open(&wal_dir, options)?;
         let latest = snapshot::load_latest(&snapshot_dir)?;
         let fresh = latest.is_none() && wal.last_index() == 0 && wal.hard_state().term == 0;
+        check_own_state(data_dir, &wal, latest.as_ref(), identity)?;
         let bootstrap = bootstrap_config(data_dir, bootstrap, fresh)?;
         let snapshot = match latest {
             Some(file) => {
@@ -209,6 +274,64 @@ impl WalStore {
 }
 
 const BOOTSTRAP_NAME: &str = "BOOTSTRAP";
+
+/// Refuses a data directory that is not this node's consistent state (see
+/// [`StoreOpenError::NotOwnDirectory`] and [`StoreOpenError::HardStateBehind`]), then
+/// records `wanted` in `IDENTITY` when the directory has none yet.
+///
+/// Why the hard state check is sound: the driver saves the hard state before it
+/// appends entries or installs a snapshot of a newer term (`WalStore::persist`), so
+/// in a directory this code wrote the hard state's term is never below the log's.
+fn check_own_state(
+    data_dir: &Path,
+    wal: &Wal,
+    snapshot: Option<&SnapshotFile>,
+    wanted: Identity,
+) -> Result<(), StoreOpenError> {
+    let saved = identity::read(data_dir)?;
+    if let Some(found) = saved
+        && found != wanted
+    {
+        return Err(StoreOpenError::NotOwnDirectory {
+            path: data_dir.join(identity::IDENTITY_NAME),
+            found,
+            wanted,
+        });
+    }
+    let mut last = (wal.last_index(), wal.term(wal.last_index()).unwrap_or(0));
+    if let Some(file) = snapshot
+        && file.index > last.0
+    {
+        last = (file.index, file.term);
+    }
+    let hard_state_path = wal.dir().join(HARD_STATE_NAME);
+    let term = wal.hard_state().term;
+    if last.0 > 0 && term < last.1 {
+        let problem = if hard_state_path.exists() {
+            format!("the hard state holds term {term}")
+        } else {
+            "the hard state file is missing".to_string()
+        };
+        return Err(StoreOpenError::HardStateBehind {
+            path: hard_state_path,
+            problem,
+            last_index: last.0,
+            last_term: last.1,
+        });
+    }
+    if saved.is_none() {
+        identity::save(data_dir, wanted)?;
+        if last.0 > 0 || term > 0 {
+            log::info!(
+                "{}: recorded this directory's identity (node {} of cluster {})",
+                data_dir.join(identity::IDENTITY_NAME).display(),
+                wanted.node_id,
+                wanted.cluster_id
+            );
+        }
+    }
+    Ok(())
+}
 
 /// The bootstrap membership of the node in `data_dir`: the saved one if any; else
 /// `wanted`, saved first (temp file, fsync, rename, directory fsync) when the

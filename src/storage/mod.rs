@@ -11,6 +11,7 @@
 mod fault;
 pub mod format;
 pub mod hard_state;
+pub mod identity;
 pub mod lock;
 pub mod recovery;
 mod segment;

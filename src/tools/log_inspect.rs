@@ -1,11 +1,11 @@
-//! `raftkv-log`: read-only inspection (`stat`, `dump`, `verify`) and one explicit
-//! repair (`truncate`) of a log directory.
+//! `raftkv-log`: read-only inspection (`stat`, `dump`, `verify`) and two explicit
+//! repairs (`truncate`, `reset-hardstate`) of a log directory.
 //!
 //! The read-only commands take no lock, so they can run beside a live node (they
 //! warn that the log may be changing); they judge files with the same scanner as
 //! recovery ([`crate::storage::recovery::scan_segment`]), re-checksumming every
-//! record. `truncate` takes the directory lock (refusing while a node holds it)
-//! and moves or copies every file it changes into `DIR/backup-<unix seconds>/`.
+//! record. The repairs take the directory lock (refusing while a node holds it)
+//! and move or copy every file they change into `DIR/backup-<unix seconds>/`.
 //!
 //! Exit codes: 0 success / clean, 1 corrupt log or failed repair, 2 usage error.
 
@@ -74,6 +74,20 @@ pub enum Command {
         #[arg(long)]
         yes: bool,
     },
+    /// Replace a missing or stale HARDSTATE with term TERM and no vote (a node refuses
+    /// to start on a log whose hard state is missing or older than its last term).
+    /// TERM must be higher than every term the cluster reached, so the node cannot have
+    /// voted in it: one more than the highest `term` that `raftkv-cli status` shows.
+    ResetHardstate {
+        /// The log directory (the node's `data_dir/wal`).
+        dir: PathBuf,
+        /// The new term; at least the log's last term.
+        #[arg(long)]
+        term: u64,
+        /// Confirm the repair.
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 /// Runs one command; returns the process exit code.
@@ -94,6 +108,13 @@ pub fn run(cli: &Cli) -> i32 {
                 return 2;
             }
             truncate(dir, *after)
+        }
+        Command::ResetHardstate { dir, term, yes } => {
+            if !yes {
+                eprintln!("raftkv-log: reset-hardstate replaces HARDSTATE; add --yes to confirm");
+                return 2;
+            }
+            reset_hard_state(dir, *term)
         }
     };
     match result {
@@ -413,14 +434,82 @@ fn verify(dir: &Path) -> Result<i32> {
     Ok(0)
 }
 
-fn truncate(dir: &Path, after: u64) -> Result<i32> {
-    let _lock = match DirLock::acquire(dir) {
-        Ok(lock) => lock,
+/// Takes the directory lock for a repair; `None` (after saying so) while a node holds it.
+fn lock_for(dir: &Path, what: &str) -> Result<Option<DirLock>> {
+    match DirLock::acquire(dir) {
+        Ok(lock) => Ok(Some(lock)),
         Err(e @ Error::Locked { .. }) => {
-            eprintln!("raftkv-log: refusing to truncate: {e}; stop the node first");
-            return Ok(1);
+            eprintln!("raftkv-log: refusing to {what}: {e}; stop the node first");
+            Ok(None)
         }
-        Err(e) => return Err(e),
+        Err(e) => Err(e),
+    }
+}
+
+/// A new `DIR/backup-<unix seconds>/` directory.
+fn backup_dir(dir: &Path) -> Result<PathBuf> {
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let backup = dir.join(format!("backup-{stamp}"));
+    fs::create_dir_all(&backup).map_err(|source| Error::Io {
+        path: backup.clone(),
+        source,
+    })?;
+    Ok(backup)
+}
+
+fn reset_hard_state(dir: &Path, term: u64) -> Result<i32> {
+    let Some(_lock) = lock_for(dir, "reset the hard state")? else {
+        return Ok(1);
+    };
+    let mut last_term = 0;
+    for seg in load(dir)? {
+        let scan = seg.scan.map_err(|(offset, reason)| Error::Corruption {
+            file: seg.path.clone(),
+            offset,
+            reason,
+        })?;
+        let segment_last = scan
+            .runs
+            .last()
+            .map_or(scan.header.prev_term, |run| run.term);
+        last_term = last_term.max(segment_last);
+    }
+    if term == 0 || term < last_term {
+        eprintln!(
+            "raftkv-log: --term {term} is below the log's last term {last_term}; give one more \
+             than the highest term the live members show (`raftkv-cli status`)"
+        );
+        return Ok(1);
+    }
+    let path = dir.join(hard_state::HARD_STATE_NAME);
+    if path.exists() {
+        let backup = backup_dir(dir)?;
+        let saved = backup.join(hard_state::HARD_STATE_NAME);
+        fs::copy(&path, &saved).map_err(|source| Error::Io {
+            path: path.clone(),
+            source,
+        })?;
+        sync_dir(&backup)?;
+        println!("old {} kept in {}", name(&path), backup.display());
+    }
+    let state = crate::raft::message::HardState {
+        term,
+        vote: 0,
+        commit: 0,
+    };
+    hard_state::save(dir, &state)?;
+    println!(
+        "{}: term {term}, no vote (the log's last term is {last_term})",
+        path.display()
+    );
+    Ok(0)
+}
+
+fn truncate(dir: &Path, after: u64) -> Result<i32> {
+    let Some(_lock) = lock_for(dir, "truncate")? else {
+        return Ok(1);
     };
     let segments = load(dir)?;
     let mut plan: Vec<(PathBuf, Option<u64>)> = Vec::new();
@@ -466,15 +555,11 @@ fn truncate(dir: &Path, after: u64) -> Result<i32> {
         println!("nothing after index {after}; no file changed");
         return Ok(0);
     }
-    let stamp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let backup = dir.join(format!("backup-{stamp}"));
+    let backup = backup_dir(dir)?;
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| Error::Io { path, source }
     };
-    fs::create_dir_all(&backup).map_err(io(&backup))?;
     for (path, cut) in plan.iter().rev() {
         let saved = backup.join(name(path));
         match cut {
