@@ -46,13 +46,15 @@ struct Args {
 #[derive(Subcommand)]
 enum Command {
     /// Start a loopback cluster from the embedded default config, as child processes;
-    /// prints each node's client address and a CLI example; Ctrl-C stops every node.
+    /// prints each node's pid and addresses and paste-ready CLI and redis-cli lines. A
+    /// node that exits is reported and the others keep running; Ctrl-C stops every node.
     Local {
-        /// Number of nodes.
-        #[arg(long, default_value_t = 3)]
-        nodes: usize,
+        /// Number of nodes of a new cluster [default: 3]; a resumed cluster keeps its own.
+        #[arg(long)]
+        nodes: Option<usize>,
         /// Directory for configs, data and logs (default: a new directory under the
-        /// system temp dir, kept after exit).
+        /// system temp dir, kept after exit). A directory holding a cluster started here
+        /// before resumes it: same ids, cluster id, ports and data.
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
     },
@@ -71,7 +73,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run_local(nodes: usize, dir: Option<PathBuf>) -> ExitCode {
+fn run_local(nodes: Option<usize>, dir: Option<PathBuf>) -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let options = LocalOptions {
         nodes,
@@ -85,6 +87,10 @@ fn run_local(nodes: usize, dir: Option<PathBuf>) -> ExitCode {
                 "raftkv-server local: --nodes must be between 1 and {}, got {n}",
                 local::NODES_MAX
             );
+            ExitCode::from(2)
+        }
+        Err(e @ local::LocalError::Resume { .. }) => {
+            eprintln!("raftkv-server local: {e}");
             ExitCode::from(2)
         }
         Err(e) => {

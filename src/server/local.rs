@@ -1,21 +1,29 @@
 //! `raftkv-server local`: a loopback cluster of child processes for trying raftkv out.
 //!
-//! Steps: pick free loopback ports (bind `127.0.0.1:0`, read the port, release it), write
-//! one config per node derived from the embedded default ([`DEFAULT_LOCAL_TOML`]) into the
-//! cluster directory as `node-N.toml` with data in `node-N/`, spawn the server binary with
-//! `--config node-N.toml` per node (stdout and stderr go to `node-N.log` in the same
-//! directory), print the client addresses and a ready-to-paste CLI line, then supervise:
-//! on SIGINT/SIGTERM every child gets SIGTERM, and SIGKILL after a grace period; a child
-//! that exits on its own stops the others and is reported with its log file.
+//! Steps:
+//! 1. When `--dir DIR` already holds a cluster written here (`node-N.toml` files), resume
+//!    it from its own configs: the same ids, cluster id, ports and data
+//!    ([`read_local_configs`]); an inconsistent set of files or a port in use is refused,
+//!    naming the reason. Otherwise lease free loopback ports outside the ephemeral range
+//!    ([`super::ports`]) and write one config per node derived from the embedded default
+//!    ([`DEFAULT_LOCAL_TOML`]) into DIR as `node-N.toml`, data in `node-N/`
+//!    ([`write_local_configs`]).
+//! 2. Spawn the server binary with `--config node-N.toml` per node; stdout and stderr are
+//!    appended to `node-N.log` in the same directory.
+//! 3. Print each node's pid and addresses and paste-ready lines: the `raftkv-cli` next to
+//!    the server binary by absolute path (`cargo run --release --bin raftkv-cli --` when
+//!    there is none), and a `redis-cli -p PORT` line.
+//! 4. Supervise: a node that exits on its own is reported (id, exit status, log) and the
+//!    others keep running, so a user can kill -9 the leader and watch the failover. On
+//!    SIGINT/SIGTERM every child gets SIGTERM, and SIGKILL after a grace period. Once no
+//!    node is left, `run_local` fails with [`LocalError::AllExited`].
 //!
-//! The ports are free when chosen but not reserved: another process may take one before
-//! the node binds it, in which case that node fails to start and is reported.
-//!
-//! Invariant: `run_local` never returns while a child it spawned is still running.
+//! Invariant: `run_local` never returns while a child it spawned is still running, and
+//! holds the leases of the cluster's ports while it runs.
 
-use std::fs::File;
+use std::fs::OpenOptions;
 use std::io;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus};
 use std::sync::Arc;
@@ -23,6 +31,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use super::ports::{PortLease, lease_loopback_ports, lease_port};
 use crate::config::{Config, ConfigError, DEFAULT_LOCAL_TOML, Member};
 use crate::raft::message::NodeId;
 
@@ -32,11 +41,15 @@ const POLL_INTERVAL: Duration = Duration::from_millis(100);
 /// Largest accepted `--nodes`.
 pub const NODES_MAX: usize = 9;
 
+/// Nodes of a new cluster when `--nodes` is not given.
+pub const NODES_DEFAULT: usize = 3;
+
 /// Options of `raftkv-server local`.
 #[derive(Debug, Clone)]
 pub struct LocalOptions {
-    /// Number of nodes (1..=[`NODES_MAX`]).
-    pub nodes: usize,
+    /// Number of nodes (1..=[`NODES_MAX`]); `None`: [`NODES_DEFAULT`] for a new cluster,
+    /// as many as a resumed one has.
+    pub nodes: Option<usize>,
     /// Cluster directory; default: a fresh `raftkv-local-<pid>` under the temp dir.
     pub dir: Option<PathBuf>,
     /// Server binary to spawn; default: the running executable.
@@ -48,7 +61,7 @@ pub struct LocalOptions {
 impl Default for LocalOptions {
     fn default() -> LocalOptions {
         LocalOptions {
-            nodes: 3,
+            nodes: None,
             dir: None,
             server_exe: None,
             grace: Duration::from_secs(5),
@@ -73,6 +86,17 @@ pub struct LocalNode {
     pub redis_addr: SocketAddr,
 }
 
+/// The nodes of a local cluster and the leases of their ports: while `ports` lives no
+/// other raftkv process is handed one of them, so a node restarted later binds its port
+/// again.
+#[derive(Debug)]
+pub struct LocalConfigs {
+    /// The nodes, by id.
+    pub nodes: Vec<LocalNode>,
+    /// The leases of every node's ports.
+    pub ports: Vec<PortLease>,
+}
+
 /// Why the local cluster could not be started or did not run to a clean stop.
 #[derive(Debug, thiserror::Error)]
 pub enum LocalError {
@@ -87,7 +111,8 @@ pub enum LocalError {
         /// The underlying error.
         source: io::Error,
     },
-    /// A generated config was invalid (a bug in the template or the generator).
+    /// A generated config was invalid (a bug in the template or the generator), or a
+    /// config of a resumed cluster does not load.
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// A generated config could not be rendered as TOML.
@@ -98,15 +123,19 @@ pub enum LocalError {
         /// The serializer error.
         source: toml::ser::Error,
     },
-    /// A node exited while the cluster was running; the others were stopped.
-    #[error("node {id} exited unexpectedly ({status}); see its log {}", log.display())]
-    NodeExited {
-        /// The node.
-        id: NodeId,
-        /// How it exited.
-        status: ExitStatus,
-        /// Its log file.
-        log: PathBuf,
+    /// The directory holds a cluster (or node data) that cannot be resumed as it is.
+    #[error("cannot resume the cluster in {}: {reason}", dir.display())]
+    Resume {
+        /// The cluster directory.
+        dir: PathBuf,
+        /// What is wrong, and what to do.
+        reason: String,
+    },
+    /// Every node exited on its own (each was reported as it exited).
+    #[error("every node has exited; their logs are in {}", dir.display())]
+    AllExited {
+        /// The cluster directory.
+        dir: PathBuf,
     },
 }
 
@@ -115,19 +144,21 @@ fn io_error(what: impl Into<String>) -> impl FnOnce(io::Error) -> LocalError {
     move |source| LocalError::Io { what, source }
 }
 
-/// Writes `node-N.toml` for `nodes` nodes into `dir` (created if needed), on free
-/// loopback ports, and returns what was written. Every file passes [`Config::load`].
+/// Writes `node-N.toml` for `nodes` nodes into `dir` (created if needed), on leased
+/// loopback ports outside the ephemeral range, with a fresh cluster id, and returns what
+/// was written. Every file passes [`Config::load`].
 ///
 /// # Errors
-/// [`LocalError`] if `nodes` is out of range, a port cannot be found, or a file cannot be
+/// [`LocalError`] if `nodes` is out of range, ports cannot be found, or a file cannot be
 /// written.
-pub fn write_local_configs(nodes: usize, dir: &Path) -> Result<Vec<LocalNode>, LocalError> {
+pub fn write_local_configs(nodes: usize, dir: &Path) -> Result<LocalConfigs, LocalError> {
     if nodes == 0 || nodes > NODES_MAX {
         return Err(LocalError::NodeCount(nodes));
     }
     std::fs::create_dir_all(dir).map_err(io_error(format!("create {}", dir.display())))?;
     let dir = std::path::absolute(dir).map_err(io_error(format!("resolve {}", dir.display())))?;
-    let ports = free_loopback_ports(3 * nodes)?;
+    let leases = lease_loopback_ports(3 * nodes).map_err(io_error("find free loopback ports"))?;
+    let ports: Vec<SocketAddr> = leases.iter().map(PortLease::addr).collect();
     let members: Vec<Member> = (0..nodes)
         .map(|i| Member {
             id: i as NodeId + 1,
@@ -149,7 +180,7 @@ pub fn write_local_configs(nodes: usize, dir: &Path) -> Result<Vec<LocalNode>, L
             members: members.clone(),
             ..template.clone()
         };
-        let config_path = dir.join(format!("node-{}.toml", member.id));
+        let config_path = config_path(&dir, member.id);
         config.validate(&config_path)?;
         let body = config.to_toml().map_err(|source| LocalError::Render {
             id: member.id,
@@ -170,15 +201,168 @@ pub fn write_local_configs(nodes: usize, dir: &Path) -> Result<Vec<LocalNode>, L
             redis_addr: *redis_addr,
         });
     }
-    Ok(written)
+    Ok(LocalConfigs {
+        nodes: written,
+        ports: leases,
+    })
 }
 
-/// Runs `raftkv-server local`: writes the configs, spawns the nodes, prints how to reach
-/// them, and supervises them until SIGINT/SIGTERM (then `Ok`) or a node dies (then
-/// [`LocalError::NodeExited`]). Every child is stopped before returning.
+fn config_path(dir: &Path, id: NodeId) -> PathBuf {
+    dir.join(format!("node-{id}.toml"))
+}
+
+/// The nodes of the cluster `local` wrote into `dir` earlier, from their own configs;
+/// `None` when `dir` holds no `node-N.toml`.
 ///
 /// # Errors
-/// [`LocalError`] for bad options, IO failures, or a node that exited on its own.
+/// [`LocalError::Resume`] when the configs are not one consistent cluster (ids not
+/// 1..=N, different cluster ids or member lists, no Redis address), or `dir` holds node
+/// data directories without configs; [`LocalError::Config`] when one does not load.
+pub fn read_local_configs(dir: &Path) -> Result<Option<Vec<LocalNode>>, LocalError> {
+    let refuse = |reason: String| LocalError::Resume {
+        dir: dir.to_path_buf(),
+        reason,
+    };
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_error(format!("read {}", dir.display()))(e)),
+    };
+    let mut ids = Vec::new();
+    let mut data_dirs = Vec::new();
+    for entry in entries {
+        let name = entry
+            .map_err(io_error(format!("read {}", dir.display())))?
+            .file_name();
+        let name = name.to_string_lossy();
+        let Some(rest) = name.strip_prefix("node-") else {
+            continue;
+        };
+        match rest.strip_suffix(".toml").map(str::parse::<NodeId>) {
+            Some(Ok(id)) => ids.push(id),
+            Some(Err(_)) => {}
+            None if rest.parse::<NodeId>().is_ok() => data_dirs.push(name.to_string()),
+            None => {}
+        }
+    }
+    if ids.is_empty() {
+        if data_dirs.is_empty() {
+            return Ok(None);
+        }
+        return Err(refuse(format!(
+            "it holds node data ({}) but no node-N.toml configs; choose another --dir",
+            data_dirs.join(", ")
+        )));
+    }
+    ids.sort_unstable();
+    if ids.iter().zip(1..).any(|(&id, want)| id != want) {
+        return Err(refuse(format!(
+            "its configs are for nodes {ids:?}, expected node-1.toml to node-{}.toml",
+            ids.len()
+        )));
+    }
+    let dir = std::path::absolute(dir).map_err(io_error(format!("resolve {}", dir.display())))?;
+    let mut nodes = Vec::with_capacity(ids.len());
+    let mut first: Option<Config> = None;
+    for id in ids {
+        let path = config_path(&dir, id);
+        let config = Config::load(&path)?;
+        let Some(redis_addr) = config.listen_redis else {
+            return Err(refuse(format!("{} has no listen_redis", path.display())));
+        };
+        if config.node_id != id {
+            return Err(refuse(format!(
+                "{} says node_id = {}",
+                path.display(),
+                config.node_id
+            )));
+        }
+        if let Some(first) = &first
+            && (first.cluster_id != config.cluster_id || first.members != config.members)
+        {
+            return Err(refuse(format!(
+                "{} has another cluster_id or members list than node-1.toml",
+                path.display()
+            )));
+        }
+        nodes.push(LocalNode {
+            id,
+            config_path: path,
+            log_path: dir.join(format!("node-{id}.log")),
+            client_addr: config.listen_client,
+            peer_addr: config.listen_peer,
+            redis_addr,
+        });
+        first.get_or_insert(config);
+    }
+    Ok(Some(nodes))
+}
+
+/// Leases the ports of a cluster to resume, so none is handed to another raftkv process
+/// while it runs.
+///
+/// # Errors
+/// [`LocalError::Resume`] naming the node, key and address of a port in use.
+fn lease_cluster_ports(nodes: &[LocalNode], dir: &Path) -> Result<Vec<PortLease>, LocalError> {
+    let mut leases = Vec::with_capacity(3 * nodes.len());
+    for node in nodes {
+        let keys = [
+            ("listen_peer", node.peer_addr),
+            ("listen_client", node.client_addr),
+            ("listen_redis", node.redis_addr),
+        ];
+        for (key, addr) in keys {
+            let lease =
+                lease_port(addr.port()).map_err(io_error(format!("lease port {}", addr.port())))?;
+            leases.push(lease.ok_or_else(|| LocalError::Resume {
+                dir: dir.to_path_buf(),
+                reason: format!(
+                    "node {}'s {key} {addr} is in use (is this cluster still running?)",
+                    node.id
+                ),
+            })?);
+        }
+    }
+    Ok(leases)
+}
+
+/// The cluster to run in `dir`: the one already there, or a new one of `nodes` nodes;
+/// `true` when resumed.
+fn prepare(dir: &Path, nodes: Option<usize>) -> Result<(LocalConfigs, bool), LocalError> {
+    let Some(found) = read_local_configs(dir)? else {
+        let configs = write_local_configs(nodes.unwrap_or(NODES_DEFAULT), dir)?;
+        return Ok((configs, false));
+    };
+    if let Some(wanted) = nodes
+        && wanted != found.len()
+    {
+        return Err(LocalError::Resume {
+            dir: dir.to_path_buf(),
+            reason: format!(
+                "it holds a cluster of {} node(s), not --nodes {wanted}; omit --nodes to \
+                 resume it, or choose another --dir",
+                found.len()
+            ),
+        });
+    }
+    let ports = lease_cluster_ports(&found, dir)?;
+    Ok((
+        LocalConfigs {
+            nodes: found,
+            ports,
+        },
+        true,
+    ))
+}
+
+/// Runs `raftkv-server local`: writes (or resumes) the configs, spawns the nodes, prints
+/// how to reach them, reports nodes that exit, and supervises the rest until
+/// SIGINT/SIGTERM (then `Ok`) or until none is left ([`LocalError::AllExited`]). Every
+/// child is stopped before returning.
+///
+/// # Errors
+/// [`LocalError`] for bad options, a cluster directory that cannot be resumed, IO
+/// failures, or every node having exited.
 pub fn run_local(options: LocalOptions) -> Result<(), LocalError> {
     let dir = match &options.dir {
         Some(dir) => dir.clone(),
@@ -188,7 +372,13 @@ pub fn run_local(options: LocalOptions) -> Result<(), LocalError> {
         Some(exe) => exe.clone(),
         None => std::env::current_exe().map_err(io_error("find the server executable"))?,
     };
-    let nodes = write_local_configs(options.nodes, &dir)?;
+    let exe = std::path::absolute(&exe).map_err(io_error(format!("resolve {}", exe.display())))?;
+    let (configs, resumed) = prepare(&dir, options.nodes)?;
+    let dir = configs
+        .nodes
+        .first()
+        .and_then(|node| node.config_path.parent())
+        .map_or(dir, Path::to_path_buf);
     let stop = Arc::new(AtomicBool::new(false));
     let mut signals = Vec::new();
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -196,27 +386,82 @@ pub fn run_local(options: LocalOptions) -> Result<(), LocalError> {
             .map_err(io_error("install the signal handler"))?;
         signals.push(id);
     }
-    let result = run_cluster(&nodes, &exe, &stop, options.grace, |_| {
-        print!("{}", summary(&nodes, &dir));
-    });
+    let commands = Commands::next_to(&exe, &dir);
+    let nodes = &configs.nodes;
+    let result = run_cluster(
+        nodes,
+        &exe,
+        &stop,
+        options.grace,
+        |pids| print!("{}", summary(nodes, pids, &dir, &commands, resumed)),
+        |node, status, running| print!("{}", exit_report(node, status, running, &commands)),
+    );
     for id in signals {
         signal_hook::low_level::unregister(id);
     }
     result.map(|_| ())
 }
 
-/// The text printed once the nodes are started.
-pub fn summary(nodes: &[LocalNode], dir: &Path) -> String {
+/// The paste-ready command prefixes printed by `local`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Commands {
+    /// How to run `raftkv-cli` (followed by its arguments).
+    pub cli: String,
+    /// The line that resumes this cluster.
+    pub resume: String,
+}
+
+impl Commands {
+    /// The `raftkv-cli` next to `server_exe` by absolute path when it exists there, else
+    /// its `cargo run` form (run from the source tree); the resume line of `dir`.
+    pub fn next_to(server_exe: &Path, dir: &Path) -> Commands {
+        let cli = server_exe
+            .parent()
+            .map(|parent| parent.join("raftkv-cli"))
+            .filter(|cli| cli.is_file())
+            .map_or_else(
+                || "cargo run --release --bin raftkv-cli --".to_string(),
+                |cli| shell_word(&cli.to_string_lossy()),
+            );
+        let resume = format!(
+            "{} local --dir {}",
+            shell_word(&server_exe.to_string_lossy()),
+            shell_word(&dir.to_string_lossy())
+        );
+        Commands { cli, resume }
+    }
+}
+
+/// `text` as one shell word: as is when it holds only safe characters, else quoted.
+fn shell_word(text: &str) -> String {
+    let safe = |c: char| c.is_ascii_alphanumeric() || "_-./:,=+@%".contains(c);
+    if !text.is_empty() && text.chars().all(safe) {
+        text.to_string()
+    } else {
+        format!("'{}'", text.replace('\'', r"'\''"))
+    }
+}
+
+/// The text printed once the nodes are started (`pids` in `nodes` order). Every command
+/// line in it can be pasted into a shell as it is.
+pub fn summary(
+    nodes: &[LocalNode],
+    pids: &[u32],
+    dir: &Path,
+    commands: &Commands,
+    resumed: bool,
+) -> String {
     let cluster: Vec<String> = nodes.iter().map(|n| n.client_addr.to_string()).collect();
     let cluster = cluster.join(",");
     let mut text = format!(
-        "raftkv local cluster: {} node(s), configs, data and logs in {}\n",
+        "raftkv local cluster{}: {} node(s), configs, data and logs in {}\n",
+        if resumed { " (resumed)" } else { "" },
         nodes.len(),
         dir.display()
     );
-    for node in nodes {
+    for (node, pid) in nodes.iter().zip(pids) {
         text.push_str(&format!(
-            "  node {}  client {}  redis {}  peer {}  log {}\n",
+            "  node {}  pid {pid}  client {}  redis {}  peer {}  log {}\n",
             node.id,
             node.client_addr,
             node.redis_addr,
@@ -224,26 +469,52 @@ pub fn summary(nodes: &[LocalNode], dir: &Path) -> String {
             node.log_path.display()
         ));
     }
+    let cli = &commands.cli;
     text.push_str(&format!(
-        "try:\n  raftkv-cli --cluster {cluster} put hello world\n  \
-         raftkv-cli --cluster {cluster} get hello\n  \
-         raftkv-cli --cluster {cluster} status\n  \
-         redis-cli -p {} set hello world   (any node; followers forward to the leader)\n\
-         Ctrl-C stops every node.\n",
-        nodes.first().map_or(0, |n| n.redis_addr.port())
+        "try:\n  {cli} --cluster {cluster} put hello world\n  \
+         {cli} --cluster {cluster} get hello\n  \
+         {cli} --cluster {cluster} status\n  \
+         redis-cli -p {} set hello world   # any node: followers forward to the leader\n\
+         kill -9 the leader's pid (status shows which node leads) to watch a failover.\n\
+         Ctrl-C stops every node; this resumes the cluster afterwards:\n  {}\n",
+        nodes.first().map_or(0, |n| n.redis_addr.port()),
+        commands.resume
     ));
     text
 }
 
-/// Spawns every node, calls `started` once, then supervises until `stop` is set (returns
-/// each child's exit status after stopping it) or a child exits (stops the others and
-/// returns [`LocalError::NodeExited`]).
+/// The text printed when `node` exits on its own while `running` nodes keep running.
+pub fn exit_report(
+    node: &LocalNode,
+    status: ExitStatus,
+    running: usize,
+    commands: &Commands,
+) -> String {
+    let what = if running == 0 {
+        "no node is left".to_string()
+    } else {
+        format!("{running} node(s) keep running")
+    };
+    format!(
+        "node {} exited on its own ({status}); its log: {}\n  \
+         {what}; after Ctrl-C this brings the whole cluster back:\n  {}\n",
+        node.id,
+        node.log_path.display(),
+        commands.resume
+    )
+}
+
+/// Spawns every node, calls `started` once with their pids, then supervises until `stop`
+/// is set (returns each child's exit status after stopping it). A child that exits on its
+/// own is passed to `exited` with the number still running, once; when none is left,
+/// returns [`LocalError::AllExited`].
 fn run_cluster(
     nodes: &[LocalNode],
     exe: &Path,
     stop: &AtomicBool,
     grace: Duration,
-    started: impl FnOnce(&[LocalNode]),
+    started: impl FnOnce(&[u32]),
+    mut exited: impl FnMut(&LocalNode, ExitStatus, usize),
 ) -> Result<Vec<ExitStatus>, LocalError> {
     let mut children: Vec<Child> = Vec::with_capacity(nodes.len());
     for node in nodes {
@@ -255,43 +526,49 @@ fn run_cluster(
             }
         }
     }
-    started(nodes);
+    started(&children.iter().map(Child::id).collect::<Vec<_>>());
+    let mut gone = vec![false; nodes.len()];
     loop {
         if stop.load(Ordering::SeqCst) {
             return Ok(stop_children(&mut children, grace));
         }
-        for (node, child) in nodes.iter().zip(children.iter_mut()) {
-            let exited = child
-                .try_wait()
-                .map_err(io_error(format!("wait for node {}", node.id)));
-            let exited = match exited {
-                Ok(exited) => exited,
+        for (i, (node, child)) in nodes.iter().zip(children.iter_mut()).enumerate() {
+            if gone[i] {
+                continue;
+            }
+            let status = match child.try_wait() {
+                Ok(Some(status)) => status,
+                Ok(None) => continue,
                 Err(error) => {
                     stop_children(&mut children, grace);
-                    return Err(error);
+                    return Err(io_error(format!("wait for node {}", node.id))(error));
                 }
             };
-            if let Some(status) = exited {
-                let error = LocalError::NodeExited {
-                    id: node.id,
-                    status,
-                    log: node.log_path.clone(),
-                };
-                stop_children(&mut children, grace);
-                return Err(error);
-            }
+            gone[i] = true;
+            exited(node, status, gone.iter().filter(|g| !**g).count());
+        }
+        if gone.iter().all(|g| *g) {
+            let dir = nodes
+                .first()
+                .and_then(|node| node.log_path.parent())
+                .map_or_else(PathBuf::new, Path::to_path_buf);
+            return Err(LocalError::AllExited { dir });
         }
         thread::sleep(POLL_INTERVAL);
     }
 }
 
-/// Starts `exe --config <node config>` with stdout and stderr going to the node's log.
+/// Starts `exe --config <node config>` with stdout and stderr appended to the node's log
+/// (a resumed node's log keeps its earlier runs).
 ///
 /// # Errors
-/// The log file cannot be created or the process cannot be started.
+/// The log file cannot be opened or the process cannot be started.
 pub fn spawn_node(node: &LocalNode, exe: &Path) -> Result<Child, LocalError> {
-    let log = File::create(&node.log_path)
-        .map_err(io_error(format!("create {}", node.log_path.display())))?;
+    let log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&node.log_path)
+        .map_err(io_error(format!("open {}", node.log_path.display())))?;
     let log_err = log
         .try_clone()
         .map_err(io_error(format!("open {}", node.log_path.display())))?;
@@ -349,20 +626,6 @@ pub fn terminate(child: &Child) {
     }
 }
 
-/// `count` distinct free loopback addresses. All listeners are held until every port is
-/// chosen, so the ports are distinct; they are released before returning.
-fn free_loopback_ports(count: usize) -> Result<Vec<SocketAddr>, LocalError> {
-    let listeners = (0..count)
-        .map(|_| TcpListener::bind("127.0.0.1:0"))
-        .collect::<io::Result<Vec<_>>>()
-        .map_err(io_error("find a free loopback port"))?;
-    listeners
-        .iter()
-        .map(TcpListener::local_addr)
-        .collect::<io::Result<Vec<_>>>()
-        .map_err(io_error("find a free loopback port"))
-}
-
 /// A non-zero cluster id unlikely to match another local cluster's (pid and clock mixed).
 fn fresh_cluster_id() -> u64 {
     let nanos = SystemTime::now()
@@ -374,8 +637,10 @@ fn fresh_cluster_id() -> u64 {
 
 #[cfg(test)]
 mod tests {
-    //! Goal: generated configs are valid and consistent; the supervisor stops children on
-    //! request (SIGTERM, then SIGKILL for stubborn ones) and reports a child that dies.
+    //! Goal: generated configs are valid and consistent and read back as the same cluster
+    //! (resume); inconsistent directories are refused; the printed lines are paste-ready;
+    //! the supervisor stops children on request (SIGTERM, then SIGKILL for stubborn ones)
+    //! and reports a child that dies while the others keep running.
     //! Method: real files in a temp dir; shell scripts stand in for the server binary.
     use super::*;
     use std::collections::HashSet;
@@ -392,7 +657,7 @@ mod tests {
     #[test]
     fn configs_are_valid_consistent_and_on_distinct_ports() {
         let dir = tempfile::tempdir().unwrap();
-        let nodes = write_local_configs(3, dir.path()).unwrap();
+        let nodes = write_local_configs(3, dir.path()).unwrap().nodes;
         assert_eq!(
             nodes.iter().map(|n| n.id).collect::<Vec<_>>(),
             vec![1, 2, 3]
@@ -435,25 +700,88 @@ mod tests {
     }
 
     #[test]
-    fn summary_has_a_ready_to_paste_cli_line() {
+    fn summary_has_paste_ready_lines() {
         let dir = tempfile::tempdir().unwrap();
-        let nodes = write_local_configs(2, dir.path()).unwrap();
-        let text = summary(&nodes, dir.path());
+        let nodes = write_local_configs(2, dir.path()).unwrap().nodes;
+        // No raftkv-cli next to this "server": the cargo form.
+        let commands = Commands::next_to(&dir.path().join("raftkv-server"), dir.path());
+        let text = summary(&nodes, &[11, 12], dir.path(), &commands, false);
         let line = format!(
-            "raftkv-cli --cluster {},{} put hello world",
+            "cargo run --release --bin raftkv-cli -- --cluster {},{} put hello world",
             nodes[0].client_addr, nodes[1].client_addr
         );
         assert!(text.contains(&line), "{text}");
         assert!(
-            text.contains(&format!("node 2  client {}", nodes[1].client_addr)),
+            text.contains(&format!("node 2  pid 12  client {}", nodes[1].client_addr)),
             "{text}"
         );
+        let redis = format!(
+            "redis-cli -p {} set hello world   # ",
+            nodes[0].redis_addr.port()
+        );
+        assert!(text.contains(&redis), "{text}");
+        // With a raftkv-cli next to it: its absolute path, quoted when it needs quotes.
+        let bin = dir.path().join("my bin");
+        std::fs::create_dir(&bin).unwrap();
+        std::fs::write(bin.join("raftkv-cli"), "").unwrap();
+        let commands = Commands::next_to(&bin.join("raftkv-server"), dir.path());
+        let quoted = format!("'{}'", bin.join("raftkv-cli").display());
+        assert_eq!(commands.cli, quoted);
+        assert!(
+            commands.resume.contains(" local --dir "),
+            "{}",
+            commands.resume
+        );
+        assert_eq!(shell_word("a'b"), r"'a'\''b'");
+        assert_eq!(shell_word("/x/y-1.2"), "/x/y-1.2");
+    }
+
+    #[test]
+    fn written_configs_read_back_as_the_same_cluster() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(read_local_configs(dir.path()).unwrap().is_none());
+        let written = write_local_configs(3, dir.path()).unwrap();
+        let read = read_local_configs(dir.path()).unwrap().expect("a cluster");
+        assert_eq!(read, written.nodes);
+        // Its ports are leased by `written`: resuming now is refused, naming the port.
+        let error = prepare(dir.path(), None).unwrap_err();
+        assert!(
+            error.to_string().contains("node 1's listen_peer"),
+            "{error}"
+        );
+        drop(written);
+        let (resumed, was_resumed) = prepare(dir.path(), None).unwrap();
+        assert!(was_resumed);
+        assert_eq!(resumed.nodes, read);
+        let error = prepare(dir.path(), Some(5)).unwrap_err();
+        assert!(error.to_string().contains("not --nodes 5"), "{error}");
+    }
+
+    #[test]
+    fn inconsistent_directories_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("node-1")).unwrap();
+        let error = read_local_configs(dir.path()).unwrap_err();
+        assert!(error.to_string().contains("no node-N.toml"), "{error}");
+        let dir = tempfile::tempdir().unwrap();
+        let nodes = write_local_configs(3, dir.path()).unwrap().nodes;
+        std::fs::remove_file(&nodes[1].config_path).unwrap();
+        let error = read_local_configs(dir.path()).unwrap_err();
+        assert!(
+            error.to_string().contains("expected node-1.toml"),
+            "{error}"
+        );
+        let other = tempfile::tempdir().unwrap();
+        let others = write_local_configs(3, other.path()).unwrap().nodes;
+        std::fs::copy(&others[1].config_path, &nodes[1].config_path).unwrap();
+        let error = read_local_configs(dir.path()).unwrap_err();
+        assert!(error.to_string().contains("another cluster_id"), "{error}");
     }
 
     #[test]
     fn stop_flag_terminates_children_and_escalates_to_kill() {
         let dir = tempfile::tempdir().unwrap();
-        let nodes = write_local_configs(2, dir.path()).unwrap();
+        let nodes = write_local_configs(2, dir.path()).unwrap().nodes;
         // Node 1 obeys SIGTERM; node 2 ignores it and must be killed after the grace.
         let exe = script(
             dir.path(),
@@ -478,9 +806,14 @@ mod tests {
                 }
                 stop.store(true, Ordering::SeqCst);
             });
-            run_cluster(&nodes, &exe, &stop, Duration::from_millis(300), |_| {
-                started = true
-            })
+            run_cluster(
+                &nodes,
+                &exe,
+                &stop,
+                Duration::from_millis(300),
+                |_| started = true,
+                |_, _, _| {},
+            )
         })
         .unwrap();
         assert!(started);
@@ -490,9 +823,9 @@ mod tests {
     }
 
     #[test]
-    fn a_dying_node_is_reported_and_the_others_stopped() {
+    fn a_dying_node_is_reported_and_the_others_keep_running() {
         let dir = tempfile::tempdir().unwrap();
-        let nodes = write_local_configs(3, dir.path()).unwrap();
+        let nodes = write_local_configs(3, dir.path()).unwrap().nodes;
         let exe = script(
             dir.path(),
             "fake-server",
@@ -500,26 +833,62 @@ mod tests {
              while :; do sleep 1; done",
         );
         let stop = AtomicBool::new(false);
-        let error = run_cluster(&nodes, &exe, &stop, Duration::from_secs(5), |_| {}).unwrap_err();
-        match error {
-            LocalError::NodeExited { id, status, log } => {
-                assert_eq!(id, 3);
-                assert_eq!(status.code(), Some(3));
-                assert_eq!(log, nodes[2].log_path);
-                assert_eq!(std::fs::read_to_string(log).unwrap(), "bind failed\n");
-            }
-            other => panic!("expected NodeExited, got {other}"),
-        }
+        let mut reports = Vec::new();
+        let statuses = run_cluster(
+            &nodes,
+            &exe,
+            &stop,
+            Duration::from_secs(5),
+            |_| {},
+            |node, status, running| {
+                reports.push((node.id, status.code(), running));
+                // Stop only after the report: the supervisor must not have stopped the
+                // others on its own.
+                stop.store(true, Ordering::SeqCst);
+            },
+        )
+        .unwrap();
+        assert_eq!(reports, vec![(3, Some(3), 2)]);
+        assert_eq!(statuses[0].signal(), Some(libc::SIGTERM));
+        assert_eq!(statuses[1].signal(), Some(libc::SIGTERM));
+        assert_eq!(statuses[2].code(), Some(3));
+        assert_eq!(
+            std::fs::read_to_string(&nodes[2].log_path).unwrap(),
+            "bind failed\n"
+        );
+        let all_exit = script(dir.path(), "exiting-server", "exit 1");
+        let running = AtomicBool::new(false);
+        let mut exits = 0;
+        let error = run_cluster(
+            &nodes,
+            &all_exit,
+            &running,
+            Duration::ZERO,
+            |_| {},
+            |_, _, _| exits += 1,
+        );
+        assert!(
+            matches!(error, Err(LocalError::AllExited { .. })),
+            "{error:?}"
+        );
+        assert_eq!(exits, 3);
     }
 
     #[test]
     fn a_missing_binary_is_reported() {
         let dir = tempfile::tempdir().unwrap();
-        let nodes = write_local_configs(1, dir.path()).unwrap();
+        let nodes = write_local_configs(1, dir.path()).unwrap().nodes;
         let stop = AtomicBool::new(false);
         let missing = dir.path().join("no-such-server");
-        let error =
-            run_cluster(&nodes, &missing, &stop, Duration::from_secs(1), |_| {}).unwrap_err();
+        let error = run_cluster(
+            &nodes,
+            &missing,
+            &stop,
+            Duration::from_secs(1),
+            |_| {},
+            |_, _, _| {},
+        )
+        .unwrap_err();
         assert!(error.to_string().starts_with("start node 1"), "{error}");
     }
 }

@@ -3,7 +3,8 @@
 //! [`timer`] (hashed timer wheel) and [`backoff`] (reconnect delays) are sans-IO: time
 //! and randomness are passed in. [`connection`] (per-socket buffers) is generic over the
 //! stream, so it is tested with mock streams. [`metrics`] holds the node's counters.
-//! [`local`] starts a loopback cluster of child processes for `raftkv-server local`.
+//! [`local`] starts a loopback cluster of child processes for `raftkv-server local`, on
+//! ports leased by [`ports`] (outside the ephemeral range, so restarted nodes get them back).
 //! [`members`] encodes the member addresses carried in the Raft configuration;
 //! [`removal_marker`] is the file a removed node leaves in its data directory.
 
@@ -14,6 +15,7 @@ pub mod local;
 pub mod members;
 pub mod metrics;
 pub mod node;
+pub mod ports;
 pub mod redis;
 pub mod removal_marker;
 pub mod timer;

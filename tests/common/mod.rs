@@ -1,9 +1,11 @@
 //! A real multi-process cluster for integration tests: `raftkv-server` processes on
-//! free loopback ports with their data in a temp dir, killed when the value drops.
+//! loopback ports leased outside the ephemeral range (`raftkv::server::ports`, so a node
+//! restarted after a kill binds its port again) with their data in a temp dir, killed
+//! when the value drops.
 
 #![allow(dead_code)]
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread::sleep;
@@ -12,11 +14,14 @@ use std::time::{Duration, Instant};
 use raftkv::client::{Client, ClientOptions};
 use raftkv::config::{Config, Member};
 use raftkv::server::local::{LocalNode, write_local_configs};
+use raftkv::server::ports::{PortLease, lease_loopback_ports};
 
 /// A cluster of real server processes.
 pub struct Cluster {
     pub dir: tempfile::TempDir,
     pub nodes: Vec<LocalNode>,
+    /// The leases of every node's ports, held while the cluster lives.
+    ports: Vec<PortLease>,
     children: Vec<Option<Child>>,
     /// The `--join` address each node is started with, if any.
     join: Vec<Option<String>>,
@@ -26,7 +31,8 @@ impl Cluster {
     /// Writes configs for `count` nodes, lets `adjust` change each, and starts them all.
     pub fn start(count: usize, adjust: impl Fn(&mut Config)) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
-        let nodes = write_local_configs(count, dir.path()).expect("configs");
+        let configs = write_local_configs(count, dir.path()).expect("configs");
+        let nodes = configs.nodes;
         for node in &nodes {
             let mut config = Config::load(&node.config_path).expect("generated config loads");
             adjust(&mut config);
@@ -38,6 +44,7 @@ impl Cluster {
             children: nodes.iter().map(|_| None).collect(),
             join: nodes.iter().map(|_| None).collect(),
             nodes,
+            ports: configs.ports,
         };
         for i in 0..count {
             cluster.start_node(i);
@@ -68,21 +75,15 @@ impl Cluster {
         self.children[i] = Some(child);
     }
 
-    /// Writes the config of a new node (next id, fresh loopback ports, the cluster's
+    /// Writes the config of a new node (next id, newly leased loopback ports, the cluster's
     /// id and tunables, itself as its only member) and starts it with `--join` to
     /// node `via`; returns its index. It waits until a leader adds it.
     pub fn start_joining_node(&mut self, via: usize) -> usize {
         let template = Config::load(&self.nodes[0].config_path).expect("config");
         let id = self.nodes.iter().map(|n| n.id).max().unwrap_or(0) + 1;
-        let ports: Vec<SocketAddr> = {
-            let listeners: Vec<TcpListener> = (0..3)
-                .map(|_| TcpListener::bind("127.0.0.1:0").expect("free port"))
-                .collect();
-            listeners
-                .iter()
-                .map(|l| l.local_addr().expect("addr"))
-                .collect()
-        };
+        let leases = lease_loopback_ports(3).expect("free ports");
+        let ports: Vec<SocketAddr> = leases.iter().map(PortLease::addr).collect();
+        self.ports.extend(leases);
         let dir = self.dir.path();
         let config = Config {
             node_id: id,

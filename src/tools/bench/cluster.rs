@@ -1,7 +1,7 @@
 //! `raftkv-bench --spawn N`: a throwaway local cluster of `raftkv-server` child processes
 //! for one benchmark run.
 //!
-//! The configs come from [`write_local_configs`] (free loopback ports, the embedded
+//! The configs come from [`write_local_configs`] (leased loopback ports, the embedded
 //! default config) with the requested fsync mode patched in. The server binary is the
 //! `raftkv-server` next to the running executable (both are built into the same
 //! `target/` directory). Dropping the [`SpawnedCluster`] stops every child (SIGTERM, then
@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use crate::config::Config;
 use crate::server::local::{LocalNode, spawn_node, stop_children, write_local_configs};
+use crate::server::ports::PortLease;
 use crate::storage::FsyncMode;
 
 use super::BenchError;
@@ -24,6 +25,8 @@ const STOP_GRACE: Duration = Duration::from_secs(3);
 #[derive(Debug)]
 pub struct SpawnedCluster {
     nodes: Vec<LocalNode>,
+    /// Held while the nodes run, so no other raftkv process is handed their ports.
+    _ports: Vec<PortLease>,
     children: Vec<Child>,
     dir: PathBuf,
     /// Whether `dir` was created by us (then removed on drop).
@@ -50,9 +53,10 @@ impl SpawnedCluster {
                 (dir, true)
             }
         };
-        let local_nodes = write_local_configs(nodes, &dir)?;
+        let configs = write_local_configs(nodes, &dir)?;
         let mut cluster = SpawnedCluster {
-            nodes: local_nodes,
+            nodes: configs.nodes,
+            _ports: configs.ports,
             children: Vec::new(),
             dir,
             remove_dir,

@@ -3,7 +3,10 @@
 //!
 //! Node `i`'s config lists, for every other member `j`, the proxy of link `i -> j` as
 //! `j`'s peer address; the proxy forwards to `j`'s real peer listener. Client traffic
-//! goes direct. Data directories survive kill -9 and restarts.
+//! goes direct. Data directories survive kill -9 and restarts, and so do the nodes'
+//! ports: they are leased outside the ephemeral range ([`crate::server::ports`]) for the
+//! cluster's lifetime, so a restarted node binds its port again. The proxies never
+//! restart, so they listen on ordinary ephemeral ports.
 //!
 //! Invariant: dropping a [`FaultCluster`] kills every node process it started (SIGKILL
 //! also ends a stopped process) and stops every proxy.
@@ -20,6 +23,7 @@ use crate::client::{ClientOptions, status_at};
 use crate::codec::client::Status;
 use crate::config::{Config, SEGMENT_BYTES_MIN};
 use crate::server::local::{LocalNode, write_local_configs};
+use crate::server::ports::PortLease;
 
 use super::proxy::{LinkMode, LinkProxy};
 
@@ -59,6 +63,8 @@ struct Process {
 /// The running cluster.
 pub struct FaultCluster {
     nodes: Vec<LocalNode>,
+    /// Held while the cluster lives: no other raftkv process is handed a node's port.
+    _ports: Vec<PortLease>,
     processes: Vec<Process>,
     /// `links[i][j]`: the proxy of link `i -> j` (`None` on the diagonal).
     links: Vec<Vec<Option<LinkProxy>>>,
@@ -76,15 +82,14 @@ impl FaultCluster {
     /// # Errors
     /// Writing a config, starting a proxy or spawning a node failed.
     pub fn start(options: &ClusterOptions) -> io::Result<FaultCluster> {
-        // The proxies' ports are bound before the nodes' ports are picked: the picker
-        // releases the ports it finds, so a proxy bound later could be handed one.
         let count = options.nodes;
         let mut listeners = Vec::with_capacity(count * count);
         for _ in 0..count * count {
             listeners.push(TcpListener::bind("127.0.0.1:0")?);
         }
-        let nodes = write_local_configs(count, &options.dir)
+        let configs = write_local_configs(count, &options.dir)
             .map_err(|e| io_error(format!("write configs: {e}")))?;
+        let nodes = configs.nodes;
         let mut links = Vec::with_capacity(count);
         let mut listeners = listeners.into_iter();
         for i in 0..count {
@@ -129,6 +134,7 @@ impl FaultCluster {
                 })
                 .collect(),
             nodes,
+            _ports: configs.ports,
             links,
             server_exe: options.server_exe.clone(),
             dir: options.dir.clone(),
