@@ -116,9 +116,29 @@ pub struct LimitsConfig {
     /// Largest log entry (encoded command) one client request may produce; a larger
     /// request is refused where it enters, before it is proposed or forwarded.
     pub entry_bytes_max: u64,
-    /// Most simultaneously open connections (peers and clients together).
-    pub connections_max: usize,
-    /// Most unwritten output bytes queued for one connection before it is dropped.
+    /// Most simultaneously open client connections, client and Redis ports together
+    /// (peer links are not counted). Replaces the old `connections_max`.
+    pub client_connections_max: usize,
+    /// Most inbound peer connections that have not yet sent their handshake; members'
+    /// identified links are not counted and never refused.
+    pub peer_handshakes_max: usize,
+    /// An inbound peer connection that has not sent its handshake within this many
+    /// milliseconds of being accepted is closed.
+    pub peer_handshake_timeout_ms: u64,
+    /// A client connection with no request in flight and no traffic for this many
+    /// milliseconds is closed (like redis `timeout`); 0 keeps idle clients forever.
+    pub client_idle_timeout_ms: u64,
+    /// A client request (frame or RESP command) whose first byte arrived this many
+    /// milliseconds ago and that is still incomplete closes its connection (slowloris).
+    pub partial_request_timeout_ms: u64,
+    /// Most requests of one client connection in flight (read but not yet answered and
+    /// written); past it the loop stops reading that connection until replies drain.
+    pub requests_per_connection_max: usize,
+    /// Soft output limit: a client connection whose unwritten output plus the replies
+    /// it is owed exceeds this is not read until it drains below (back-pressure).
+    pub output_bytes_soft_max: usize,
+    /// Hard output limit, checked as replies are produced: a connection whose unwritten
+    /// output plus held replies would exceed it is disconnected.
     pub output_bytes_max: usize,
     /// Most bytes read from one connection in one loop turn (fairness).
     pub read_bytes_per_turn_max: usize,
@@ -133,7 +153,13 @@ impl Default for LimitsConfig {
             message_bytes_max: 1024 * 1024,
             frame_bytes_max: 16 * 1024 * 1024,
             entry_bytes_max: 4 * 1024 * 1024,
-            connections_max: 1024,
+            client_connections_max: 10_000,
+            peer_handshakes_max: 64,
+            peer_handshake_timeout_ms: 5000,
+            client_idle_timeout_ms: 300_000,
+            partial_request_timeout_ms: 30_000,
+            requests_per_connection_max: 256,
+            output_bytes_soft_max: 16 * 1024 * 1024,
             output_bytes_max: 64 * 1024 * 1024,
             read_bytes_per_turn_max: 1024 * 1024,
             request_timeout_ms: 5000,
@@ -372,7 +398,7 @@ impl Config {
                 message,
             })
         };
-        let positive: [(&str, u64); 11] = [
+        let positive: [(&str, u64); 16] = [
             ("raft.tick_ms", self.raft.tick_ms),
             ("limits.entry_bytes_max", self.limits.entry_bytes_max),
             ("raft.heartbeat_ticks", u64::from(self.raft.heartbeat_ticks)),
@@ -385,7 +411,30 @@ impl Config {
                 "limits.frame_bytes_max",
                 u64::from(self.limits.frame_bytes_max),
             ),
-            ("limits.connections_max", self.limits.connections_max as u64),
+            (
+                "limits.client_connections_max",
+                self.limits.client_connections_max as u64,
+            ),
+            (
+                "limits.peer_handshakes_max",
+                self.limits.peer_handshakes_max as u64,
+            ),
+            (
+                "limits.peer_handshake_timeout_ms",
+                self.limits.peer_handshake_timeout_ms,
+            ),
+            (
+                "limits.partial_request_timeout_ms",
+                self.limits.partial_request_timeout_ms,
+            ),
+            (
+                "limits.requests_per_connection_max",
+                self.limits.requests_per_connection_max as u64,
+            ),
+            (
+                "limits.output_bytes_soft_max",
+                self.limits.output_bytes_soft_max as u64,
+            ),
             (
                 "limits.read_bytes_per_turn_max",
                 self.limits.read_bytes_per_turn_max as u64,
@@ -438,6 +487,12 @@ impl Config {
                 "must be at least limits.frame_bytes_max (one frame must fit)".to_string(),
             );
         }
+        if self.limits.output_bytes_soft_max > self.limits.output_bytes_max {
+            return fail(
+                "limits.output_bytes_soft_max",
+                "must be at most limits.output_bytes_max".to_string(),
+            );
+        }
         if self.storage.segment_bytes < SEGMENT_BYTES_MIN {
             return fail(
                 "storage.segment_bytes",
@@ -471,6 +526,12 @@ impl Config {
     }
 }
 
+/// Why `limits.connections_max` is refused: it counted peers and clients together, so
+/// idle clients could starve the peer links; its meaning changed, so it was renamed.
+const RENAMED_CONNECTIONS_MAX: &str = "was split: use limits.client_connections_max (client \
+     and Redis ports together) and limits.peer_handshakes_max (inbound peer connections \
+     before their handshake); members' peer links are no longer counted";
+
 /// Turns a toml/serde error into a [`ConfigError`] naming the key when one can be found.
 fn toml_error(text: &str, path: &Path, error: &toml::de::Error) -> ConfigError {
     let message = error.message().trim().to_string();
@@ -488,6 +549,13 @@ fn toml_error(text: &str, path: &Path, error: &toml::de::Error) -> ConfigError {
     let mut key = span
         .and_then(|s| find_key(document.get_ref(), &s))
         .unwrap_or_default();
+    if key == "limits.connections_max" {
+        return ConfigError::Key {
+            path: path.to_path_buf(),
+            key,
+            message: RENAMED_CONNECTIONS_MAX.to_string(),
+        };
+    }
     // serde names missing and unknown fields only in the message: "missing field `x`".
     let names_field = message.starts_with("missing field") || message.starts_with("unknown field");
     if names_field
@@ -664,7 +732,7 @@ client_addr = "127.0.0.1:8002"
                 checked += 1;
             }
         }
-        assert_eq!(checked, 25);
+        assert_eq!(checked, 31);
     }
 
     #[test]
@@ -750,9 +818,29 @@ client_addr = "127.0.0.1:8002"
                 "greater",
             ),
             (
-                "[limits]\nconnections_max = 0",
+                "[limits]\nconnections_max = 1024",
                 "limits.connections_max",
+                "limits.client_connections_max",
+            ),
+            (
+                "[limits]\nclient_connections_max = 0",
+                "limits.client_connections_max",
                 "greater",
+            ),
+            (
+                "[limits]\npartial_request_timeout_ms = 0",
+                "limits.partial_request_timeout_ms",
+                "greater",
+            ),
+            (
+                "[limits]\nrequests_per_connection_max = 0",
+                "limits.requests_per_connection_max",
+                "greater",
+            ),
+            (
+                "[limits]\noutput_bytes_soft_max = 100000000",
+                "limits.output_bytes_soft_max",
+                "at most limits.output_bytes_max",
             ),
             (
                 "[limits]\nrequest_timeout_ms = 0",

@@ -21,6 +21,7 @@ use raftkv::client::{self, ClientOptions};
 use raftkv::config::Config;
 use raftkv::raft::MemberState;
 use raftkv::server::event_loop::EventLoop;
+use raftkv::server::fd_limit;
 use raftkv::server::local::{self, LocalOptions};
 use raftkv::server::node::{Node, OpenError};
 
@@ -121,6 +122,17 @@ fn run_node(path: &std::path::Path, join: Option<&str>) -> ExitCode {
         config.listen_client,
         config.data_dir.display()
     );
+    // Every client connection is a file descriptor: take all the kernel allows.
+    match fd_limit::raise_open_files_limit() {
+        Ok(limit) if limit.after > limit.before => log::info!(
+            "open-file limit raised from {} to {} (the hard limit is {})",
+            limit.before,
+            limit.after,
+            limit.hard
+        ),
+        Ok(limit) => log::info!("open-file limit {} (the hard limit)", limit.after),
+        Err(e) => log::warn!("cannot raise the open-file limit: {e}"),
+    }
     let node = match Node::open(config.clone(), join.is_some()) {
         Ok(node) => node,
         Err(OpenError::Refused(e)) => {

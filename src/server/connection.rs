@@ -8,6 +8,10 @@
 //! amortized O(1) per byte. Output is queued (or framed straight into the buffer) and
 //! written by [`Connection::flush`]; queuing past `output_bytes_max` unwritten bytes is
 //! refused, and the loop then disconnects the slow reader instead of growing memory.
+//! Replies are encoded straight into the output buffer ([`Connection::queue_frame`],
+//! [`Connection::queue_with`]), so the limit is checked on the bytes as they are
+//! produced, with no second copy. The soft limit (stop reading a connection that owes
+//! too much) is the event loop's decision, made from [`Connection::pending_output_bytes`].
 //!
 //! Invariants: `read_pos <= input.len()`, `write_pos <= output.len()`, and the unwritten
 //! output `output.len() - write_pos` never exceeds `output_bytes_max`.
@@ -213,6 +217,24 @@ impl<S: Read + Write> Connection<S> {
             self.output.truncate(start);
         }
         Ok(room?)
+    }
+
+    /// Encodes bytes straight into the output buffer with `write`.
+    ///
+    /// # Errors
+    /// [`OutputLimitExceeded`] (what `write` added is taken back out): disconnect.
+    pub fn queue_with(
+        &mut self,
+        write: impl FnOnce(&mut Vec<u8>),
+    ) -> Result<(), OutputLimitExceeded> {
+        let start = self.output.len();
+        write(&mut self.output);
+        let added = self.output.len() - start;
+        let room = self.check_room_after(added);
+        if room.is_err() {
+            self.output.truncate(start);
+        }
+        room
     }
 
     /// Unwritten output bytes.
@@ -492,6 +514,26 @@ mod tests {
         assert_eq!(conn.flush().unwrap(), FlushOutcome::Done);
         assert_eq!(conn.stream().written, b"hello world!");
         assert_eq!(conn.pending_output_bytes(), 0);
+    }
+
+    #[test]
+    fn queue_with_checks_the_bytes_it_encoded() {
+        let mut conn = connection(Vec::new());
+        conn.queue_with(|out| out.extend_from_slice(&[1; 60]))
+            .unwrap();
+        let refused = conn.queue_with(|out| out.extend_from_slice(&[2; 41]));
+        assert_eq!(
+            refused,
+            Err(OutputLimitExceeded {
+                pending: 60,
+                queued: 41,
+                max: 100
+            })
+        );
+        assert_eq!(conn.pending_output_bytes(), 60);
+        conn.queue_with(|out| out.extend_from_slice(&[3; 40]))
+            .unwrap();
+        assert_eq!(conn.pending_output_bytes(), 100);
     }
 
     #[test]

@@ -32,8 +32,27 @@
 //! the one forwarding link (a client-protocol connection to the leader's client
 //! address, with fresh request ids mapped back to the Redis connection). Replies are
 //! queued per connection and written in request order.
+//!
+//! Connection limits (docs/CONFIG.md `[limits]`): client connections (client and Redis
+//! ports together) and inbound peer connections awaiting their handshake have separate
+//! caps; identified peer links, outbound links and the forwarding link count against
+//! neither, so no number of clients can starve the Raft traffic. A refused connection is
+//! accepted and closed at once (also when the process is out of descriptors: a spare
+//! descriptor is freed for that), counted, and logged at most once a second. A sweep,
+//! about once a second, closes idle clients, half-sent requests (slowloris) and peers
+//! that never identify themselves ([`conn_limits`]).
+//!
+//! Back-pressure, like redis's `client-output-buffer-limit`: a client connection is not
+//! read while it has `requests_per_connection_max` requests in flight or owes more than
+//! `output_bytes_soft_max` bytes (unwritten output plus finished Redis replies held for
+//! ordering); it is read again once replies drain (`maybe_resume`). A reply that would
+//! make it owe more than `output_bytes_max` disconnects it, checked as the reply is
+//! produced. So one connection holds at most about `output_bytes_max` plus one reply of
+//! output and a bounded number of pending requests, and its work per turn is bounded by
+//! `FRAMES_PER_TURN_MAX`, `read_bytes_per_turn_max` and the in-flight cap.
 
 use std::collections::HashMap;
+use std::fs::File;
 use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -45,7 +64,10 @@ use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
 use super::backoff::Backoff;
+use super::conn_limits::{self, Activity, RefusalLog, Timeouts, Watch};
 use super::connection::{Connection, FlushOutcome, QueueFrameError};
+use super::fd_limit;
+use super::metrics::ConnectionMetrics;
 use super::node::{ClientRef, Node, Outbox, WantedPeer};
 use super::redis::{RedisConn, Target};
 use super::timer::TimerWheel;
@@ -107,6 +129,57 @@ struct Conn {
     unread: bool,
     /// The Redis state of a `ConnKind::Redis` connection.
     redis: Option<Box<RedisConn>>,
+    /// Traffic times for the timeouts of [`conn_limits`].
+    activity: Activity,
+    /// Client-port requests read and not yet answered (a Redis connection counts its
+    /// queued commands in `redis` instead).
+    requests_owed: usize,
+    /// Back-pressure stopped reading this client connection; `maybe_resume` restarts it.
+    paused: bool,
+    /// A close is already pending (so it is counted and logged once).
+    closing: bool,
+}
+
+impl Conn {
+    fn is_client(&self) -> bool {
+        matches!(self.kind, ConnKind::Client | ConnKind::Redis)
+    }
+
+    /// Requests in flight and finished reply bytes held outside the output buffer.
+    fn owed(&self) -> (usize, usize) {
+        match &self.redis {
+            Some(redis) => (redis.requests(), redis.reply_bytes()),
+            None => (self.requests_owed, 0),
+        }
+    }
+
+    /// Whether this client connection may take another request (the soft limits).
+    fn has_room(&self, limits: &ClientLimits) -> bool {
+        let (requests, held) = self.owed();
+        requests < limits.requests_max
+            && self.io.pending_output_bytes() + held <= limits.output_soft_bytes_max
+    }
+
+    fn watch(&self) -> Watch {
+        match self.kind {
+            ConnKind::Client | ConnKind::Redis => Watch::Client,
+            ConnKind::PeerIn(None) => Watch::Handshake,
+            ConnKind::PeerIn(Some(_)) | ConnKind::PeerOut { .. } | ConnKind::Forward { .. } => {
+                Watch::Exempt
+            }
+        }
+    }
+}
+
+/// The limits on client connections and inbound peer handshakes.
+#[derive(Debug, Clone, Copy)]
+struct ClientLimits {
+    /// `limits.client_connections_max`, capped by the open-file limit.
+    connections_max: usize,
+    handshakes_max: usize,
+    requests_max: usize,
+    output_soft_bytes_max: usize,
+    timeouts: Timeouts,
 }
 
 /// The link a follower forwards Redis requests on.
@@ -142,7 +215,18 @@ struct Net {
     node_id: NodeId,
     output_bytes_max: usize,
     read_bytes_per_turn_max: usize,
-    connections_max: usize,
+    limits: ClientLimits,
+    /// Open client connections (client and Redis ports).
+    client_count: usize,
+    /// Inbound peer connections that have not identified themselves yet.
+    handshake_count: usize,
+    /// The `net.*` counters (the gauges are filled in by `connection_metrics`).
+    counts: ConnectionMetrics,
+    refusals: RefusalLog,
+    /// Closed and reopened around an accept when the process is out of descriptors.
+    spare_fd: Option<File>,
+    /// The loop's clock as of the current step of the turn.
+    now_ms: u64,
     next_generation: u64,
     /// Slab keys with queued output to flush at the end of `before_sleep`.
     dirty: Vec<usize>,
@@ -175,6 +259,42 @@ pub struct EventLoop {
     ready_scratch: Vec<(Token, bool, bool)>,
     /// Connections with input left over from a bounded read, to read again this turn.
     unread_scratch: Vec<usize>,
+    /// When the next timeout sweep is due.
+    next_sweep_ms: u64,
+}
+
+/// The client limits of `config`, the connection cap lowered to what the open-file limit
+/// leaves after [`fd_limit::RESERVED_FDS`] (the server raised it at start).
+fn client_limits(config: &Config) -> ClientLimits {
+    let limits = &config.limits;
+    let mut connections_max = limits.client_connections_max;
+    match fd_limit::open_files_limit() {
+        Ok(fds) => {
+            let room = fds.saturating_sub(fd_limit::RESERVED_FDS).max(1);
+            if (room as usize) < connections_max {
+                warn!(
+                    "limits.client_connections_max = {connections_max} does not fit the \
+                     open-file limit {fds} minus {} reserved: admitting at most {room} \
+                     client connections",
+                    fd_limit::RESERVED_FDS
+                );
+                connections_max = room as usize;
+            }
+        }
+        Err(e) => warn!("cannot read the open-file limit: {e}"),
+    }
+    let idle_ms = limits.client_idle_timeout_ms;
+    ClientLimits {
+        connections_max,
+        handshakes_max: limits.peer_handshakes_max,
+        requests_max: limits.requests_per_connection_max,
+        output_soft_bytes_max: limits.output_bytes_soft_max,
+        timeouts: Timeouts {
+            idle_ms: (idle_ms > 0).then_some(idle_ms),
+            partial_ms: limits.partial_request_timeout_ms,
+            handshake_ms: limits.peer_handshake_timeout_ms,
+        },
+    }
 }
 
 fn token_of(key: usize) -> Token {
@@ -211,6 +331,7 @@ impl EventLoop {
             .self_member()
             .map_or(config.listen_peer, |m| m.peer_addr)
             .to_string();
+        let limits = client_limits(config);
         let net = Net {
             poll,
             conns: Slab::new(),
@@ -222,7 +343,13 @@ impl EventLoop {
             node_id: config.node_id,
             output_bytes_max: config.limits.output_bytes_max,
             read_bytes_per_turn_max: config.limits.read_bytes_per_turn_max,
-            connections_max: config.limits.connections_max,
+            limits,
+            client_count: 0,
+            handshake_count: 0,
+            counts: ConnectionMetrics::default(),
+            refusals: RefusalLog::default(),
+            spare_fd: File::open("/dev/null").ok(),
+            now_ms: 0,
             next_generation: 1,
             dirty: Vec::new(),
             closing: Vec::new(),
@@ -248,6 +375,7 @@ impl EventLoop {
             events: Events::with_capacity(1024),
             ready_scratch: Vec::new(),
             unread_scratch: Vec::new(),
+            next_sweep_ms: 0,
         })
     }
 
@@ -274,6 +402,7 @@ impl EventLoop {
 
     fn turn(&mut self) -> Result<(), RunError> {
         let turn_started = Instant::now();
+        self.net.now_ms = self.now_ms();
         self.before_sleep()?;
         let next_deadline = match (self.timers.next_deadline(), self.node.next_deadline()) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -295,6 +424,7 @@ impl EventLoop {
             Err(e) => return Err(RunError::Poll(e)),
         }
         let dispatch_started = Instant::now();
+        self.net.now_ms = self.now_ms();
         // Scratch buffers kept across turns: no allocation per turn on the hot path.
         let mut ready = std::mem::take(&mut self.ready_scratch);
         ready.extend(self.events.iter().map(|e| {
@@ -323,7 +453,13 @@ impl EventLoop {
         self.expire_timers();
         let now = self.now_ms();
         self.node.expire_deadlines(now, &mut self.net);
+        if now >= self.next_sweep_ms {
+            self.net.sweep(now);
+            self.next_sweep_ms = now + self.net.limits.timeouts.sweep_interval_ms();
+        }
         self.net.close_pending(&mut self.node);
+        let connections = self.net.connection_metrics();
+        self.node.metrics_mut().set_connections(connections);
         let busy = busy + dispatch_started.elapsed();
         let slow = busy.as_millis() as u64 > self.slow_turn_ms;
         if slow {
@@ -376,23 +512,17 @@ impl EventLoop {
                 _ => &self.client_listener,
             };
             match listener.accept() {
-                Ok((stream, addr)) => {
-                    if self.net.conns.len() >= self.net.connections_max {
-                        warn!("refusing connection from {addr}: connections_max reached");
-                        continue;
-                    }
-                    match self.net.add(stream, kind, Interest::READABLE) {
-                        Err(e) => warn!("cannot register connection from {addr}: {e}"),
-                        Ok(key) => {
-                            if kind == ConnKind::Redis {
-                                self.net.conns[key].redis = Some(Box::new(RedisConn::new()));
-                            }
-                            debug!("accepted {kind:?} connection from {addr}");
-                        }
-                    }
-                }
+                Ok((stream, addr)) => self.net.admit(stream, addr, kind),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
+                    // The connection stays in the backlog and an edge-triggered listener
+                    // would not report it again: free the spare descriptor, accept the
+                    // connection, close it (a clean refusal), take the spare back.
+                    if !self.net.refuse_without_descriptors(listener) {
+                        return;
+                    }
+                }
                 Err(e) => {
                     warn!("accept failed: {e}");
                     return;
@@ -444,9 +574,15 @@ impl EventLoop {
 
     fn on_readable(&mut self, key: usize) {
         let limit = self.net.read_bytes_per_turn_max;
+        let now_ms = self.net.now_ms;
         let Some(conn) = self.net.conns.get_mut(key) else {
             return;
         };
+        if conn.paused || conn.closing {
+            // Left unread (TCP back-pressure) until `maybe_resume` or the close.
+            conn.unread = false;
+            return;
+        }
         let outcome = match conn.io.read_available(limit) {
             Ok(outcome) => outcome,
             Err(e) => {
@@ -455,6 +591,10 @@ impl EventLoop {
             }
         };
         conn.unread = !outcome.drained && !outcome.closed;
+        if outcome.bytes > 0 {
+            conn.activity.on_traffic(now_ms);
+        }
+        let input_before = conn.io.input().len();
         let kind = conn.kind;
         if let ConnKind::PeerIn(Some(from)) = kind {
             self.node
@@ -471,6 +611,14 @@ impl EventLoop {
             self.net.close_later(key, reason);
             return;
         }
+        if let Some(conn) = self.net.conns.get_mut(key)
+            && conn.is_client()
+        {
+            let left = conn.io.input().len();
+            let paused = conn.paused;
+            conn.activity
+                .on_decoded(now_ms, left < input_before, left > 0, paused);
+        }
         if outcome.closed {
             self.net
                 .close_later(key, "closed by the remote side".into());
@@ -481,8 +629,13 @@ impl EventLoop {
         let now_ms = self.now_ms();
         let generation = self.net.conns[key].generation;
         let client = ClientRef { key, generation };
+        let limits = self.net.limits;
         for _ in 0..FRAMES_PER_TURN_MAX {
             let conn = &mut self.net.conns[key];
+            if !conn.has_room(&limits) {
+                self.net.pause(key);
+                return Ok(());
+            }
             let body = match conn.io.next_frame(&self.net.frame) {
                 Ok(Some(body)) => body,
                 Ok(None) => return Ok(()),
@@ -490,6 +643,7 @@ impl EventLoop {
             };
             let (request, command_bytes) = client_codec::decode_request_with_command_bytes(body)
                 .map_err(|e| format!("bad request: {e}"))?;
+            conn.requests_owed += 1;
             if let Some(response) =
                 self.node
                     .on_client_request(client, request, command_bytes, now_ms)
@@ -502,23 +656,26 @@ impl EventLoop {
     }
 
     fn decode_redis_commands(&mut self, key: usize) -> Result<(), String> {
+        let limits = self.net.limits;
+        let mut frames_left = true;
         for _ in 0..FRAMES_PER_TURN_MAX {
             let conn = &mut self.net.conns[key];
+            if !conn.has_room(&limits) {
+                self.net.pause(key);
+                frames_left = false;
+                break;
+            }
             let Some(redis) = conn.redis.as_mut() else {
                 return Ok(());
             };
-            if !redis.has_room() {
-                redis.stalled = true;
-                break;
-            }
             match self.net.resp.decode(conn.io.input()) {
                 Ok(Some((consumed, args))) => {
                     conn.io.consume(consumed);
                     redis.on_command(args);
                 }
                 Ok(None) => {
-                    self.pump_redis(key);
-                    return Ok(());
+                    frames_left = false;
+                    break;
                 }
                 Err(e) => {
                     let reply = format!("-ERR Protocol error: {e}\r\n");
@@ -530,7 +687,7 @@ impl EventLoop {
             }
         }
         self.pump_redis(key);
-        if let Some(conn) = self.net.conns.get_mut(key) {
+        if frames_left && let Some(conn) = self.net.conns.get_mut(key) {
             conn.unread = true;
         }
         Ok(())
@@ -630,6 +787,7 @@ impl EventLoop {
                         return Err(format!("handshake with node id {node_id}"));
                     }
                     conn.kind = ConnKind::PeerIn(Some(node_id));
+                    self.net.handshake_count = self.net.handshake_count.saturating_sub(1);
                     info!("peer {node_id}: inbound link up (it listens on {peer_addr})");
                     match peer_addr.parse::<SocketAddr>() {
                         Ok(addr) => {
@@ -774,6 +932,10 @@ impl Net {
             writable: interest.is_writable(),
             unread: false,
             redis: None,
+            activity: Activity::new(self.now_ms),
+            requests_owed: 0,
+            paused: false,
+            closing: false,
         });
         Ok(key)
     }
@@ -880,6 +1042,7 @@ impl Net {
         {
             return;
         }
+        let before = conn.io.pending_output_bytes();
         match conn.io.flush() {
             Ok(FlushOutcome::Done) => {
                 if conn.writable {
@@ -910,6 +1073,12 @@ impl Net {
             }
             Err(e) => self.close_later(key, format!("write error: {e}")),
         }
+        if let Some(conn) = self.conns.get_mut(key)
+            && conn.io.pending_output_bytes() < before
+        {
+            conn.activity.on_traffic(self.now_ms);
+            self.maybe_resume(key);
+        }
     }
 
     fn flush_dirty(&mut self) {
@@ -923,7 +1092,149 @@ impl Net {
     }
 
     fn close_later(&mut self, key: usize, reason: String) {
+        if let Some(conn) = self.conns.get_mut(key) {
+            if conn.closing {
+                return;
+            }
+            conn.closing = true;
+        }
         self.closing.push((key, reason));
+    }
+
+    /// Closes client connection `key` for exceeding `limits.output_bytes_max`.
+    fn close_over_limit(&mut self, key: usize, reason: String) {
+        if self.conns.get(key).is_some_and(|c| !c.closing) {
+            self.counts.output_limit_disconnects += 1;
+            self.close_later(key, reason);
+        }
+    }
+
+    /// Back-pressure: stop reading client connection `key` (see the module docs).
+    fn pause(&mut self, key: usize) {
+        if let Some(conn) = self.conns.get_mut(key)
+            && !conn.paused
+        {
+            conn.paused = true;
+            conn.unread = false;
+            self.counts.reads_paused += 1;
+        }
+    }
+
+    /// Reads paused connection `key` again once it is back under the soft limits.
+    fn maybe_resume(&mut self, key: usize) {
+        let limits = self.limits;
+        if let Some(conn) = self.conns.get_mut(key)
+            && conn.paused
+            && conn.has_room(&limits)
+        {
+            conn.paused = false;
+            // Edge-triggered: the input that waited will not be reported again.
+            conn.unread = true;
+        }
+    }
+
+    /// Admits an accepted connection, or closes it at once when its limit is reached.
+    fn admit(&mut self, stream: TcpStream, addr: SocketAddr, kind: ConnKind) {
+        let peer = matches!(kind, ConnKind::PeerIn(_));
+        let (count, max, key_name) = if peer {
+            let max = self.limits.handshakes_max;
+            (self.handshake_count, max, "limits.peer_handshakes_max")
+        } else {
+            let max = self.limits.connections_max;
+            (self.client_count, max, "limits.client_connections_max")
+        };
+        if count >= max {
+            drop(stream);
+            self.on_refused(&format!("from {addr}: {key_name} ({max}) reached"));
+            return;
+        }
+        match self.add(stream, kind, Interest::READABLE) {
+            Err(e) => warn!("cannot register connection from {addr}: {e}"),
+            Ok(key) => {
+                if peer {
+                    self.handshake_count += 1;
+                } else {
+                    self.client_count += 1;
+                }
+                if kind == ConnKind::Redis {
+                    self.conns[key].redis = Some(Box::new(RedisConn::new()));
+                }
+                debug!("accepted {kind:?} connection from {addr}");
+            }
+        }
+    }
+
+    /// `accept` failed for want of descriptors: frees the spare one to accept and close
+    /// the waiting connection. False when nothing more can be accepted now.
+    fn refuse_without_descriptors(&mut self, listener: &TcpListener) -> bool {
+        let Some(spare) = self.spare_fd.take() else {
+            self.on_refused("(out of file descriptors, no spare descriptor)");
+            return false;
+        };
+        drop(spare);
+        let accepted = listener.accept();
+        self.spare_fd = File::open("/dev/null").ok();
+        match accepted {
+            Ok((stream, addr)) => {
+                drop(stream);
+                self.on_refused(&format!("from {addr}: out of file descriptors"));
+                true
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => false,
+            Err(e) => {
+                self.on_refused(&format!("(out of file descriptors: {e})"));
+                false
+            }
+        }
+    }
+
+    fn on_refused(&mut self, what: &str) {
+        self.counts.accepts_refused += 1;
+        if let Some(suppressed) = self.refusals.on_refusal(self.now_ms) {
+            let more = if suppressed > 0 {
+                format!("; {suppressed} more refused since the last report")
+            } else {
+                String::new()
+            };
+            warn!("refusing connection {what}{more} (net.accepts_refused counts them)");
+        }
+    }
+
+    /// Closes the connections whose timeout passed (see [`conn_limits`]); about once a
+    /// second, so its O(connections) cost is not paid every turn.
+    fn sweep(&mut self, now_ms: u64) {
+        let timeouts = self.limits.timeouts;
+        let expired: Vec<(usize, conn_limits::Expiry)> = self
+            .conns
+            .iter()
+            .filter(|(_, conn)| !conn.closing)
+            .filter_map(|(key, conn)| {
+                let busy = conn.owed().0 > 0;
+                let expiry = conn.activity.expiry(conn.watch(), busy, &timeouts, now_ms);
+                expiry.map(|expiry| (key, expiry))
+            })
+            .collect();
+        for (key, expiry) in expired {
+            let counter = match expiry {
+                conn_limits::Expiry::Idle => &mut self.counts.idle_timeouts,
+                conn_limits::Expiry::PartialRequest => &mut self.counts.partial_request_timeouts,
+                conn_limits::Expiry::Handshake => &mut self.counts.handshake_timeouts,
+            };
+            *counter += 1;
+            self.close_later(key, expiry.reason().into());
+        }
+        if let Some(suppressed) = self.refusals.take_suppressed(now_ms) {
+            warn!("{suppressed} more connections refused since the last report");
+        }
+    }
+
+    /// The `net.*` metrics as of now.
+    fn connection_metrics(&self) -> ConnectionMetrics {
+        ConnectionMetrics {
+            client_connections: self.client_count as u64,
+            peer_handshakes: self.handshake_count as u64,
+            ..self.counts
+        }
     }
 
     fn close_pending(&mut self, node: &mut Node) {
@@ -932,6 +1243,12 @@ impl Net {
                 continue;
             };
             let _ = self.poll.registry().deregister(conn.io.stream_mut());
+            if conn.is_client() {
+                self.client_count = self.client_count.saturating_sub(1);
+            }
+            if conn.kind == ConnKind::PeerIn(None) {
+                self.handshake_count = self.handshake_count.saturating_sub(1);
+            }
             match conn.kind {
                 ConnKind::Client | ConnKind::Redis => {
                     debug!("client connection closed: {reason}")
@@ -1059,24 +1376,24 @@ impl Net {
         let Some(redis) = conn.redis.as_mut() else {
             return;
         };
-        let mut out = Vec::new();
-        let quit = redis.take_replies(&mut out);
-        if redis.stalled && redis.has_room() {
-            // Commands were left unread while the queue was full: read them next turn.
-            redis.stalled = false;
-            conn.unread = true;
+        let mut quit = false;
+        let before = conn.io.pending_output_bytes();
+        // Encoded straight into the output buffer: the hard limit sees the bytes as
+        // they are produced, and there is no second copy.
+        let queued = conn.io.queue_with(|out| quit = redis.take_replies(out));
+        if let Err(e) = queued {
+            self.close_over_limit(key, format!("client is not reading: {e}"));
+            return;
         }
-        if !out.is_empty() {
-            if let Err(e) = conn.io.queue(&out) {
-                self.close_later(key, format!("client is not reading: {e}"));
-                return;
-            }
+        if conn.io.pending_output_bytes() > before {
             self.dirty.push(key);
         }
         if quit {
             self.flush(key);
             self.close_later(key, "QUIT".into());
+            return;
         }
+        self.maybe_resume(key);
     }
 }
 
@@ -1129,8 +1446,16 @@ impl Outbox for Net {
         if let Some(redis) = conn.redis.as_mut() {
             redis.on_response(response);
             self.redis_touched.push(client.key);
+            // The hard limit counts the finished replies held for ordering too.
+            let owed = conn.io.pending_output_bytes() + redis.reply_bytes();
+            if owed > self.output_bytes_max {
+                let max = self.output_bytes_max;
+                let reason = format!("client is not reading: {owed} reply bytes owed > {max}");
+                self.close_over_limit(client.key, reason);
+            }
             return;
         }
+        conn.requests_owed = conn.requests_owed.saturating_sub(1);
         let mut queued = conn
             .io
             .queue_frame(&codec, |out| client_codec::encode_response(&response, out));
@@ -1146,8 +1471,13 @@ impl Outbox for Net {
                 .queue_frame(&codec, |out| client_codec::encode_response(&refusal, out));
         }
         match queued {
-            Ok(()) => self.dirty.push(client.key),
-            Err(e) => self.close_later(client.key, format!("client is not reading: {e}")),
+            Ok(()) => {
+                self.dirty.push(client.key);
+                self.maybe_resume(client.key);
+            }
+            Err(e) => {
+                self.close_over_limit(client.key, format!("client is not reading: {e}"));
+            }
         }
     }
 

@@ -39,6 +39,28 @@ pub struct PeerMetrics {
     pub bytes_received: u64,
 }
 
+/// What the event loop counts about client and inbound peer connections (the `net.*`
+/// metrics); the loop owns the counts and copies them here once per turn.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConnectionMetrics {
+    /// Open client connections (client and Redis ports): a gauge.
+    pub client_connections: u64,
+    /// Inbound peer connections waiting for their handshake: a gauge.
+    pub peer_handshakes: u64,
+    /// Connections closed at accept (a limit reached, or out of file descriptors).
+    pub accepts_refused: u64,
+    /// Client connections closed for being idle.
+    pub idle_timeouts: u64,
+    /// Client connections closed for a request that never completed.
+    pub partial_request_timeouts: u64,
+    /// Inbound peer connections closed for not sending their handshake in time.
+    pub handshake_timeouts: u64,
+    /// Times a client connection stopped being read (back-pressure).
+    pub reads_paused: u64,
+    /// Client connections closed at the hard output limit.
+    pub output_limit_disconnects: u64,
+}
+
 /// Everything the node counts about itself.
 #[derive(Debug)]
 pub struct Metrics {
@@ -62,6 +84,7 @@ pub struct Metrics {
     snapshot_bytes: u64,
     snapshots_taken: u64,
     peers: BTreeMap<NodeId, PeerMetrics>,
+    connections: ConnectionMetrics,
 }
 
 impl Metrics {
@@ -87,6 +110,7 @@ impl Metrics {
             snapshot_bytes: 0,
             snapshots_taken: 0,
             peers: BTreeMap::new(),
+            connections: ConnectionMetrics::default(),
         }
     }
 
@@ -184,6 +208,11 @@ impl Metrics {
         stats.bytes_received += bytes;
     }
 
+    /// The event loop's connection counts as of now.
+    pub fn set_connections(&mut self, connections: ConnectionMetrics) {
+        self.connections = connections;
+    }
+
     /// The counters of `peer`, if anything was recorded for it.
     pub fn peer(&self, peer: NodeId) -> Option<&PeerMetrics> {
         self.peers.get(&peer)
@@ -217,6 +246,20 @@ impl Metrics {
         out.push(("storage.log_bytes".to_string(), self.log_bytes));
         out.push(("storage.snapshot_bytes".to_string(), self.snapshot_bytes));
         out.push(("storage.snapshots_taken".to_string(), self.snapshots_taken));
+        let c = &self.connections;
+        let connections = [
+            ("net.client_connections", c.client_connections),
+            ("net.peer_handshakes", c.peer_handshakes),
+            ("net.accepts_refused", c.accepts_refused),
+            ("net.idle_timeouts", c.idle_timeouts),
+            ("net.partial_request_timeouts", c.partial_request_timeouts),
+            ("net.handshake_timeouts", c.handshake_timeouts),
+            ("net.reads_paused", c.reads_paused),
+            ("net.output_limit_disconnects", c.output_limit_disconnects),
+        ];
+        for (name, value) in connections {
+            out.push((name.to_string(), value));
+        }
         for (id, peer) in &self.peers {
             let fields = [
                 ("connected", u64::from(peer.connected)),
@@ -269,7 +312,7 @@ mod tests {
         let rendered = Metrics::new(100_000).render();
         assert!(rendered.iter().all(|(_, v)| *v == 0));
         assert!(rendered.iter().all(|(n, _)| !n.starts_with("peer.")));
-        assert_eq!(rendered.len(), 23);
+        assert_eq!(rendered.len(), 31);
     }
 
     #[test]
@@ -343,6 +386,35 @@ mod tests {
         assert_eq!(value(&r, "peer.2.bytes_received"), 30);
         assert_eq!(value(&r, "peer.3.disconnects"), 0);
         assert_eq!(value(&r, "peer.3.connected"), 0);
+    }
+
+    #[test]
+    fn connection_counts_render_under_net() {
+        let mut m = Metrics::new(1);
+        m.set_connections(ConnectionMetrics {
+            client_connections: 1,
+            peer_handshakes: 2,
+            accepts_refused: 3,
+            idle_timeouts: 4,
+            partial_request_timeouts: 5,
+            handshake_timeouts: 6,
+            reads_paused: 7,
+            output_limit_disconnects: 8,
+        });
+        let r = m.render();
+        let want = [
+            "net.client_connections",
+            "net.peer_handshakes",
+            "net.accepts_refused",
+            "net.idle_timeouts",
+            "net.partial_request_timeouts",
+            "net.handshake_timeouts",
+            "net.reads_paused",
+            "net.output_limit_disconnects",
+        ];
+        for (i, name) in want.iter().enumerate() {
+            assert_eq!(value(&r, name), i as u64 + 1, "#{i}: {name}");
+        }
     }
 
     #[test]

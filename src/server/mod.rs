@@ -5,12 +5,16 @@
 //! stream, so it is tested with mock streams. [`metrics`] holds the node's counters.
 //! [`local`] starts a loopback cluster of child processes for `raftkv-server local`, on
 //! ports leased by [`ports`] (outside the ephemeral range, so restarted nodes get them back).
+//! [`conn_limits`] decides the connection timeouts (sans-IO); [`fd_limit`] raises the
+//! open-file limit the client connections need.
 //! [`members`] encodes the member addresses carried in the Raft configuration;
 //! [`removal_marker`] is the file a removed node leaves in its data directory.
 
 pub mod backoff;
+pub mod conn_limits;
 pub mod connection;
 pub mod event_loop;
+pub mod fd_limit;
 pub mod local;
 pub mod members;
 pub mod metrics;

@@ -23,8 +23,16 @@
 //!   ([`Target::Forward`]); with no leader known the reply is `-TRYAGAIN`. A reply only
 //!   says OK for a write whose entry was applied.
 //!
+//! Back-pressure: the loop reads no further command while [`RedisConn::requests`] (the
+//! queued slots) reaches `limits.requests_per_connection_max`, or while the finished
+//! replies held here ([`RedisConn::reply_bytes`]) plus the unwritten output exceed
+//! `limits.output_bytes_soft_max`; it disconnects when they would exceed
+//! `limits.output_bytes_max`. So a client that pipelines without reading holds a bounded
+//! number of requests and a bounded number of reply bytes.
+//!
 //! Invariant: slots `[0, started)` have been started, the rest have not; the counters
-//! count the started slots not yet done.
+//! count the started slots not yet done; `done_bytes` is the sum of
+//! `reply_bytes_hint` over the `Done` slots.
 
 pub mod command;
 mod info;
@@ -36,8 +44,6 @@ use crate::codec::client::{Request, RequestBody, Response, ResponseBody};
 use crate::codec::resp::RespValue;
 use crate::kv::{Command, CommandResult, Compare, CompareOp, Op, OpResult, Session};
 
-/// Commands a connection may have queued; past it the loop stops reading its input.
-pub const SLOTS_MAX: usize = 4096;
 /// Times a read-modify-write is evaluated again after a failed compare.
 const ATTEMPTS_MAX: u32 = 64;
 /// Times a request follows a `NotLeader` answer.
@@ -192,8 +198,8 @@ pub struct RedisConn {
     /// A command inside MULTI was refused: EXEC fails with EXECABORT.
     multi_dirty: bool,
     name: Option<Bytes>,
-    /// Set by the loop when it stopped reading because the queue was full.
-    pub stalled: bool,
+    /// Invariant: see the module docs.
+    done_bytes: usize,
 }
 
 impl Default for RedisConn {
@@ -223,13 +229,18 @@ impl RedisConn {
             multi: None,
             multi_dirty: false,
             name: None,
-            stalled: false,
+            done_bytes: 0,
         }
     }
 
-    /// Whether another command may be queued ([`SLOTS_MAX`]).
-    pub fn has_room(&self) -> bool {
-        self.slots.len() < SLOTS_MAX
+    /// Commands queued and not yet answered to the client (in flight or waiting).
+    pub fn requests(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// About how many bytes the finished replies not yet taken will encode to.
+    pub fn reply_bytes(&self) -> usize {
+        self.done_bytes
     }
 
     /// A decoded command (an empty list is ignored).
@@ -416,6 +427,7 @@ impl RedisConn {
             let SlotState::Done(value) = &slot.state else {
                 return false;
             };
+            self.done_bytes = self.done_bytes.saturating_sub(reply_bytes_hint(value));
             value.encode(out);
             let quit = slot.quit;
             self.slots.pop_front();
@@ -491,6 +503,7 @@ impl RedisConn {
     }
 
     fn finish(&mut self, index: usize, value: RespValue) {
+        self.done_bytes += reply_bytes_hint(&value);
         let slot = &mut self.slots[index];
         slot.state = SlotState::Done(value);
         self.unfinished -= 1;
@@ -801,6 +814,20 @@ fn advance(job: &mut Job, shared: &mut Shared, parts: Vec<ResponseBody>) -> Step
             other => Step::Done(failure_of(other)),
         },
         Job::Reply(_) | Job::Unwatch => Step::Done(RespValue::error("ERR unexpected reply")),
+    }
+}
+
+/// About the encoded size of `value` (at least it, give or take the length digits).
+fn reply_bytes_hint(value: &RespValue) -> usize {
+    /// Type byte, the longest length or integer, CRLF.
+    const HEADER_BYTES: usize = 24;
+    match value {
+        RespValue::Simple(text) | RespValue::Error(text) => text.len() + 3,
+        RespValue::Integer(_) | RespValue::Bulk(None) | RespValue::Array(None) => HEADER_BYTES,
+        RespValue::Bulk(Some(bytes)) => bytes.len() + HEADER_BYTES,
+        RespValue::Array(Some(values)) => {
+            HEADER_BYTES + values.iter().map(reply_bytes_hint).sum::<usize>()
+        }
     }
 }
 

@@ -226,3 +226,36 @@ fn quit_and_connection_commands() {
     assert!(conn.take_replies(&mut out));
     assert_eq!(out, b"+OK\r\n");
 }
+
+/// Goal: the loop's back-pressure inputs are right: every queued command counts until its
+/// reply is taken, and finished replies held behind an unfinished one count their bytes.
+#[test]
+fn held_requests_and_reply_bytes_are_counted_until_taken() {
+    let mut conn = RedisConn::new();
+    let mut node = FakeNode::default();
+    node.data.insert(b"big".to_vec(), vec![b'v'; 10_000]);
+    conn.on_command(args("GET big"));
+    conn.on_command(args("GET big"));
+    conn.on_command(args("PING"));
+    assert_eq!(conn.requests(), 3);
+    // PING is done but waits behind the reads: its reply is held.
+    let ping_bytes = conn.reply_bytes();
+    assert!((7..=64).contains(&ping_bytes), "{ping_bytes}");
+    // Answer only the second read: its 10,000 bytes are held too.
+    let submits = conn.take_submits();
+    assert_eq!(submits.len(), 2);
+    let answer = |submit: &Submit, node: &mut FakeNode| Response {
+        request_id: submit.request.request_id,
+        body: node.answer(submit),
+    };
+    conn.on_response(answer(&submits[1], &mut node));
+    let mut out = Vec::new();
+    conn.take_replies(&mut out);
+    assert!(out.is_empty());
+    assert!(conn.reply_bytes() >= 10_000 + ping_bytes);
+    conn.on_response(answer(&submits[0], &mut node));
+    conn.take_replies(&mut out);
+    assert_eq!(conn.requests(), 0);
+    assert_eq!(conn.reply_bytes(), 0);
+    assert!(out.len() > 20_000 && out.ends_with(b"+PONG\r\n"));
+}
