@@ -61,6 +61,8 @@ pub struct Metrics {
     log_bytes: u64,
     snapshot_bytes: u64,
     snapshots_taken: u64,
+    alarm_nospace: bool,
+    nospace_alarms: u64,
     peers: BTreeMap<NodeId, PeerMetrics>,
 }
 
@@ -86,6 +88,8 @@ impl Metrics {
             log_bytes: 0,
             snapshot_bytes: 0,
             snapshots_taken: 0,
+            alarm_nospace: false,
+            nospace_alarms: 0,
             peers: BTreeMap::new(),
         }
     }
@@ -154,6 +158,14 @@ impl Metrics {
         self.snapshot_bytes = bytes;
     }
 
+    /// Whether the NOSPACE alarm is up (`server::alarm`); counts each time it goes up.
+    pub fn set_alarm_nospace(&mut self, raised: bool) {
+        if raised && !self.alarm_nospace {
+            self.nospace_alarms += 1;
+        }
+        self.alarm_nospace = raised;
+    }
+
     /// A link to `peer` completed its handshake.
     pub fn on_peer_connected(&mut self, peer: NodeId) {
         let stats = self.peers.entry(peer).or_default();
@@ -217,6 +229,11 @@ impl Metrics {
         out.push(("storage.log_bytes".to_string(), self.log_bytes));
         out.push(("storage.snapshot_bytes".to_string(), self.snapshot_bytes));
         out.push(("storage.snapshots_taken".to_string(), self.snapshots_taken));
+        out.push((
+            "storage.alarm_nospace".to_string(),
+            u64::from(self.alarm_nospace),
+        ));
+        out.push(("storage.nospace_alarms".to_string(), self.nospace_alarms));
         for (id, peer) in &self.peers {
             let fields = [
                 ("connected", u64::from(peer.connected)),
@@ -269,7 +286,7 @@ mod tests {
         let rendered = Metrics::new(100_000).render();
         assert!(rendered.iter().all(|(_, v)| *v == 0));
         assert!(rendered.iter().all(|(n, _)| !n.starts_with("peer.")));
-        assert_eq!(rendered.len(), 23);
+        assert_eq!(rendered.len(), 25);
     }
 
     #[test]
@@ -355,5 +372,20 @@ mod tests {
         assert_eq!(value(&r, "storage.log_bytes"), 4096);
         assert_eq!(value(&r, "storage.snapshot_bytes"), 2000);
         assert_eq!(value(&r, "storage.snapshots_taken"), 2);
+    }
+
+    #[test]
+    fn nospace_alarm_gauge_and_count() {
+        let mut m = Metrics::new(1);
+        assert_eq!(value(&m.render(), "storage.alarm_nospace"), 0);
+        m.set_alarm_nospace(true);
+        m.set_alarm_nospace(true);
+        let r = m.render();
+        assert_eq!(value(&r, "storage.alarm_nospace"), 1);
+        assert_eq!(value(&r, "storage.nospace_alarms"), 1);
+        m.set_alarm_nospace(false);
+        m.set_alarm_nospace(true);
+        let r = m.render();
+        assert_eq!(value(&r, "storage.nospace_alarms"), 2);
     }
 }

@@ -5,8 +5,10 @@
 //! stream, so it is tested with mock streams. [`metrics`] holds the node's counters.
 //! [`local`] starts a loopback cluster of child processes for `raftkv-server local`.
 //! [`members`] encodes the member addresses carried in the Raft configuration;
-//! [`removal_marker`] is the file a removed node leaves in its data directory.
+//! [`removal_marker`] is the file a removed node leaves in its data directory;
+//! [`alarm`] is the NOSPACE alarm of a node whose disk is full.
 
+pub mod alarm;
 pub mod backoff;
 pub mod connection;
 pub mod event_loop;
