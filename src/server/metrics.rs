@@ -83,6 +83,8 @@ pub struct Metrics {
     log_bytes: u64,
     snapshot_bytes: u64,
     snapshots_taken: u64,
+    alarm_nospace: bool,
+    nospace_alarms: u64,
     peers: BTreeMap<NodeId, PeerMetrics>,
     connections: ConnectionMetrics,
 }
@@ -109,6 +111,8 @@ impl Metrics {
             log_bytes: 0,
             snapshot_bytes: 0,
             snapshots_taken: 0,
+            alarm_nospace: false,
+            nospace_alarms: 0,
             peers: BTreeMap::new(),
             connections: ConnectionMetrics::default(),
         }
@@ -176,6 +180,14 @@ impl Metrics {
     pub fn on_snapshot(&mut self, bytes: u64) {
         self.snapshots_taken += 1;
         self.snapshot_bytes = bytes;
+    }
+
+    /// Whether the NOSPACE alarm is up (`server::alarm`); counts each time it goes up.
+    pub fn set_alarm_nospace(&mut self, raised: bool) {
+        if raised && !self.alarm_nospace {
+            self.nospace_alarms += 1;
+        }
+        self.alarm_nospace = raised;
     }
 
     /// A link to `peer` completed its handshake.
@@ -246,6 +258,11 @@ impl Metrics {
         out.push(("storage.log_bytes".to_string(), self.log_bytes));
         out.push(("storage.snapshot_bytes".to_string(), self.snapshot_bytes));
         out.push(("storage.snapshots_taken".to_string(), self.snapshots_taken));
+        out.push((
+            "storage.alarm_nospace".to_string(),
+            u64::from(self.alarm_nospace),
+        ));
+        out.push(("storage.nospace_alarms".to_string(), self.nospace_alarms));
         let c = &self.connections;
         let connections = [
             ("net.client_connections", c.client_connections),
@@ -312,7 +329,7 @@ mod tests {
         let rendered = Metrics::new(100_000).render();
         assert!(rendered.iter().all(|(_, v)| *v == 0));
         assert!(rendered.iter().all(|(n, _)| !n.starts_with("peer.")));
-        assert_eq!(rendered.len(), 31);
+        assert_eq!(rendered.len(), 33);
     }
 
     #[test]
@@ -427,5 +444,20 @@ mod tests {
         assert_eq!(value(&r, "storage.log_bytes"), 4096);
         assert_eq!(value(&r, "storage.snapshot_bytes"), 2000);
         assert_eq!(value(&r, "storage.snapshots_taken"), 2);
+    }
+
+    #[test]
+    fn nospace_alarm_gauge_and_count() {
+        let mut m = Metrics::new(1);
+        assert_eq!(value(&m.render(), "storage.alarm_nospace"), 0);
+        m.set_alarm_nospace(true);
+        m.set_alarm_nospace(true);
+        let r = m.render();
+        assert_eq!(value(&r, "storage.alarm_nospace"), 1);
+        assert_eq!(value(&r, "storage.nospace_alarms"), 1);
+        m.set_alarm_nospace(false);
+        m.set_alarm_nospace(true);
+        let r = m.render();
+        assert_eq!(value(&r, "storage.nospace_alarms"), 2);
     }
 }

@@ -8,8 +8,10 @@
 //! [`conn_limits`] decides the connection timeouts (sans-IO); [`fd_limit`] raises the
 //! open-file limit the client connections need.
 //! [`members`] encodes the member addresses carried in the Raft configuration;
-//! [`removal_marker`] is the file a removed node leaves in its data directory.
+//! [`removal_marker`] is the file a removed node leaves in its data directory;
+//! [`alarm`] is the NOSPACE alarm of a node whose disk is full.
 
+pub mod alarm;
 pub mod backoff;
 pub mod conn_limits;
 pub mod connection;

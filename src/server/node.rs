@@ -15,6 +15,11 @@
 //! 4. ONE sync for everything of this turn (group commit);
 //! 5. send `messages_after_sync` (votes and append acknowledgements) and flush them.
 //!
+//! A full disk is not fatal: a write that finds no space raises the NOSPACE alarm
+//! (`alarm`), which holds back the Ready that could not be persisted (its step 5
+//! messages are dropped, its entries stay unstable in the core), refuses new writes,
+//! keeps serving reads and retries every second. Any other storage error stops the node.
+//!
 //! A client write is acknowledged only in step 2, after the entry is committed (so
 //! durable on a majority, this node's copy included by an earlier step 4). Linearizable
 //! reads are batched: every read arriving in one turn shares one ReadIndex round.
@@ -32,6 +37,7 @@ use std::time::Instant;
 
 use log::{info, warn};
 
+use super::alarm::{Cause, NoSpaceAlarm, WriteFailure};
 use super::members::{self, MemberAddrs};
 use super::metrics::Metrics;
 use super::removal_marker;
@@ -49,7 +55,7 @@ use crate::raft::message::{
 };
 use crate::raft::{self, RawNode, Ready, Role};
 use crate::storage::identity::Identity;
-use crate::storage::snapshot::{self as snapshot_file, SnapshotFile};
+use crate::storage::snapshot::{self as snapshot_file, SnapshotError, SnapshotFile};
 
 /// A client connection as the node knows it: slab key plus generation, so a reply to a
 /// connection that has since closed is never delivered to a newer one in the same slot.
@@ -146,7 +152,7 @@ struct SnapshotJob {
     meta: SnapshotMeta,
     started: Instant,
     /// The encoded state machine once its file is durable, or why writing failed.
-    done: Receiver<Result<Vec<u8>, String>>,
+    done: Receiver<Result<Vec<u8>, SnapshotError>>,
 }
 
 /// Why [`Node::open`] failed.
@@ -179,6 +185,8 @@ pub struct Node {
     last_leader: NodeId,
     last_term: u64,
     snapshot_job: Option<SnapshotJob>,
+    /// The NOSPACE alarm: up while a write failed for lack of disk space.
+    nospace: NoSpaceAlarm,
     /// Client request deadlines (`limits.request_timeout_ms`), in the loop's clock.
     deadlines: TimerWheel<Deadline>,
     /// What the last `before_sleep` did, for the slow-turn warning.
@@ -259,6 +267,7 @@ impl Node {
             last_leader: raft::NO_NODE,
             last_term: 0,
             snapshot_job: None,
+            nospace: NoSpaceAlarm::default(),
             deadlines: TimerWheel::new(256, 4, 0),
             turn_summary: String::new(),
             peers_fingerprint: (u64::MAX, raft::NO_NODE, 0),
@@ -399,6 +408,11 @@ impl Node {
         let deadline_ms = now_ms + self.config.limits.request_timeout_ms;
         let request_id = request.request_id;
         let reply = |body| Some(Response { request_id, body });
+        if let RequestBody::Command(_) | RequestBody::MemberChange(_) = &request.body
+            && let Some(body) = self.nospace.refusal(self.config.node_id)
+        {
+            return reply(body);
+        }
         match request.body {
             RequestBody::Status => reply(ResponseBody::Status(self.status())),
             RequestBody::MemberChange(change) => {
@@ -721,55 +735,106 @@ impl Node {
                 self.apply_ready(&mut ready, out);
                 out.flush_now();
             }
-            // The hard state first: an entry or snapshot of a new term never reaches
-            // the disk before that term does (the open check relies on it).
-            if let Some(hard_state) = ready.hard_state {
-                self.raw
-                    .store_mut()
-                    .set_hard_state(hard_state)
-                    .map_err(|e| e.to_string())?;
-            }
-            if let Some(snapshot) = &ready.snapshot {
-                self.install_snapshot(snapshot)?;
-            }
-            let store = self.raw.store_mut();
-            let appended = ready.entries.len() as u64;
-            store.append(&ready.entries).map_err(|e| e.to_string())?;
-            if appended > 0 || ready.hard_state.is_some() {
-                let started = Instant::now();
-                let flushed = store.sync().map_err(|e| e.to_string())?;
-                let micros = started.elapsed().as_micros() as u64;
-                // Only a real fdatasync counts, so entries per fsync is the true
-                // group-commit factor (a commit-only Ready appends nothing to sync).
-                if flushed && self.metrics.record_fsync(micros, appended) {
-                    warn!(
-                        "slow fsync: {} ms for {appended} entries (threshold {} ms)",
-                        micros / 1000,
-                        self.config.storage.slow_fsync_warn_ms
-                    );
+            let persisted = self.persist(&ready)?;
+            if persisted {
+                synced_entries += ready.entries.len() as u64;
+                if !ready.messages_after_sync.is_empty() {
+                    for message in ready.messages_after_sync.drain(..) {
+                        let bytes = out.send(&message);
+                        self.metrics.on_message_sent(message.to, bytes as u64);
+                    }
+                    out.flush_now();
                 }
-                synced_entries += appended;
-            }
-            if !ready.messages_after_sync.is_empty() {
-                for message in ready.messages_after_sync.drain(..) {
-                    let bytes = out.send(&message);
-                    self.metrics.on_message_sent(message.to, bytes as u64);
-                }
-                out.flush_now();
             }
             if !apply_early {
                 self.apply_ready(&mut ready, out);
             }
+            if !persisted {
+                // The NOSPACE alarm holds this Ready back (see `alarm`): nothing that
+                // acknowledges it leaves, and the core keeps its entries and snapshot
+                // unstable, to hand them out again with the next Ready.
+                ready.messages_after_sync.clear();
+                ready.entries.clear();
+                ready.snapshot = None;
+                self.raw.advance(ready).map_err(|e| e.to_string())?;
+                break;
+            }
             self.raw.advance(ready).map_err(|e| e.to_string())?;
+        }
+        if self.nospace.has(Cause::Log) {
+            // No Ready this turn carried the failed writes (an unsaved hard state
+            // alone): retry them on their own.
+            self.persist(&Ready::default())?;
         }
         self.answer_reads(out);
         self.observe_role_change(out);
         self.maybe_snapshot()?;
+        self.metrics.set_alarm_nospace(self.nospace.raised());
         self.turn_summary = format!(
             "synced {synced_entries} entries, {} writes and {} reads waiting",
             self.pending_writes.len(),
             self.reads_by_index.values().map(Vec::len).sum::<usize>()
         );
+        Ok(())
+    }
+
+    /// Steps 3 and 4 of the module docs for `ready`: makes its hard state, snapshot and
+    /// entries durable, unless the NOSPACE alarm holds them back until its next retry.
+    /// Returns whether they are durable now (a Ready with nothing to write always is).
+    ///
+    /// # Errors
+    /// A storage failure other than a full disk: the node must stop.
+    fn persist(&mut self, ready: &Ready) -> Result<bool, String> {
+        let store = self.raw.store_mut();
+        if let Some(hard_state) = ready.hard_state {
+            store.set_hard_state(hard_state);
+        }
+        let needed =
+            ready.snapshot.is_some() || !ready.entries.is_empty() || store.hard_state_unsaved();
+        let alarmed = self.nospace.has(Cause::Log);
+        if !needed && !alarmed {
+            return Ok(true);
+        }
+        let now = Instant::now();
+        if alarmed && !self.nospace.may_write(now) {
+            return Ok(!needed);
+        }
+        match self.write_ready(ready) {
+            Ok(()) => {
+                self.nospace.clear(Cause::Log, now);
+                Ok(true)
+            }
+            Err(WriteFailure::NoSpace(what)) => {
+                self.nospace.raise(Cause::Log, &what, now);
+                Ok(false)
+            }
+            Err(WriteFailure::Fatal(e)) => Err(e),
+        }
+    }
+
+    /// Writes `ready`'s hard state, snapshot and entries, then syncs once. The hard
+    /// state goes first: an entry or snapshot of a new term never reaches the disk
+    /// before that term does (the open check of `WalStore` relies on it).
+    fn write_ready(&mut self, ready: &Ready) -> Result<(), WriteFailure> {
+        self.raw.store_mut().save_hard_state()?;
+        if let Some(snapshot) = &ready.snapshot {
+            self.install_snapshot(snapshot)?;
+        }
+        let store = self.raw.store_mut();
+        let appended = ready.entries.len() as u64;
+        store.append(&ready.entries)?;
+        let started = Instant::now();
+        let flushed = store.sync()?;
+        let micros = started.elapsed().as_micros() as u64;
+        // Only a real fdatasync counts, so entries per fsync is the true
+        // group-commit factor (a commit-only Ready appends nothing to sync).
+        if flushed && self.metrics.record_fsync(micros, appended) {
+            warn!(
+                "slow fsync: {} ms for {appended} entries (threshold {} ms)",
+                micros / 1000,
+                self.config.storage.slow_fsync_warn_ms
+            );
+        }
         Ok(())
     }
 
@@ -934,14 +999,14 @@ impl Node {
         self.last_role = role;
     }
 
-    fn install_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), String> {
+    fn install_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), WriteFailure> {
         let index = snapshot.meta.index;
-        let kv = KvStore::restore(self.kv.config(), &snapshot.data)
-            .map_err(|e| format!("snapshot {index} from the leader does not restore: {e}"))?;
-        self.raw
-            .store_mut()
-            .install_snapshot(snapshot.clone())
-            .map_err(|e| e.to_string())?;
+        let kv = KvStore::restore(self.kv.config(), &snapshot.data).map_err(|e| {
+            WriteFailure::Fatal(format!(
+                "snapshot {index} from the leader does not restore: {e}"
+            ))
+        })?;
+        self.raw.store_mut().install_snapshot(snapshot.clone())?;
         self.kv = kv;
         info!(
             "installed snapshot at index {index} ({} keys)",
@@ -955,18 +1020,31 @@ impl Node {
     /// view of the map, so the loop keeps serving heartbeats meanwhile; the loop only
     /// takes the view (O(shards)) and, at the end, deletes the covered segments.
     fn maybe_snapshot(&mut self) -> Result<(), String> {
+        let now = Instant::now();
         if let Some(job) = &self.snapshot_job {
             match job.done.try_recv() {
                 Ok(Ok(data)) => {
                     let meta = job.meta.clone();
                     let elapsed = job.started.elapsed();
                     self.snapshot_job = None;
+                    self.nospace.clear(Cause::Snapshot, now);
                     let (index, bytes) = (meta.index, data.len() as u64);
                     let compact_started = Instant::now();
-                    self.raw
+                    match self
+                        .raw
                         .store_mut()
                         .compact_saved(Snapshot { meta, data })
-                        .map_err(|e| e.to_string())?;
+                        .map_err(WriteFailure::from)
+                    {
+                        Ok(()) => {}
+                        // The sync before the compaction found the disk full: the
+                        // segments stay until the next snapshot; the entries it
+                        // could not write are retried with the log's next Ready.
+                        Err(WriteFailure::NoSpace(what)) => {
+                            self.nospace.raise(Cause::Log, &what, now);
+                        }
+                        Err(WriteFailure::Fatal(e)) => return Err(e),
+                    }
                     self.metrics.on_snapshot(bytes);
                     info!(
                         "snapshot at index {index}: {bytes} bytes written in {} ms off the \
@@ -975,12 +1053,20 @@ impl Node {
                         compact_started.elapsed().as_micros()
                     );
                 }
+                Ok(Err(e)) if e.is_no_space() => {
+                    self.snapshot_job = None;
+                    let what = format!("writing the snapshot failed: {e}");
+                    self.nospace.raise(Cause::Snapshot, &what, now);
+                }
                 Ok(Err(e)) => return Err(format!("writing the snapshot failed: {e}")),
                 Err(TryRecvError::Empty) => {}
                 Err(TryRecvError::Disconnected) => {
                     return Err("the snapshot thread died".into());
                 }
             }
+            return Ok(());
+        }
+        if self.nospace.has(Cause::Snapshot) && !self.nospace.may_write(now) {
             return Ok(());
         }
         let applied = self.kv.applied_index();
@@ -1014,9 +1100,7 @@ impl Node {
                     meta: file_meta.config.encode(),
                     data,
                 };
-                let result = snapshot_file::save(&dir, &file)
-                    .map(|_| file.data)
-                    .map_err(|e| e.to_string());
+                let result = snapshot_file::save(&dir, &file).map(|_| file.data);
                 let _ = done_tx.send(result);
             })
             .map_err(|e| format!("cannot start the snapshot thread: {e}"))?;

@@ -93,6 +93,15 @@ fn parent_of(path: &Path) -> &Path {
 }
 
 impl StoreOpenError {
+    /// Whether the disk was full and nothing was changed (the caller may retry).
+    pub fn is_no_space(&self) -> bool {
+        match self {
+            StoreOpenError::Wal(e) => e.is_no_space(),
+            StoreOpenError::Snapshot(e) => e.is_no_space(),
+            _ => false,
+        }
+    }
+
     /// Whether the directory was refused as not this node's consistent state (an
     /// operator must repair it; `raftkv-server` exits 2), rather than failing to open.
     pub fn is_refusal(&self) -> bool {
@@ -182,30 +191,50 @@ impl WalStore {
     }
 
     /// Appends entries, first truncating a conflicting stored suffix (the driver's rule).
+    /// Entries the log already holds with the same term are skipped (by Log Matching
+    /// they are the same entries): what a retry after [`storage::Error::NoSpace`] finds,
+    /// when the failed attempt appended part of the batch.
     ///
     /// # Errors
-    /// IO errors; fatal.
+    /// [`storage::Error::NoSpace`]: retry with the same entries; other IO errors: fatal.
     pub fn append(&mut self, entries: &[Entry]) -> Result<(), storage::Error> {
+        let wal = self.wal.get_mut();
+        let held = entries
+            .iter()
+            .take_while(|e| e.index <= wal.last_index() && wal.term(e.index) == Some(e.term))
+            .count();
+        let entries = &entries[held..];
         let Some(first) = entries.first() else {
             return Ok(());
         };
-        let wal = self.wal.get_mut();
         if first.index <= wal.last_index() {
             wal.truncate_suffix(first.index)?;
         }
         wal.append(entries)
     }
 
-    /// Records the hard state; writes it to disk only when term or vote changed.
+    /// Records the hard state the core handed out; [`WalStore::save_hard_state`]
+    /// writes it.
+    pub fn set_hard_state(&mut self, hard_state: HardState) {
+        self.hard_state = hard_state;
+    }
+
+    /// Whether the recorded hard state's term or vote is not on disk yet.
+    pub fn hard_state_unsaved(&self) -> bool {
+        let (saved, wanted) = (self.saved_hard_state, self.hard_state);
+        (saved.term, saved.vote) != (wanted.term, wanted.vote)
+    }
+
+    /// Writes the recorded hard state when its term or vote changed since the last
+    /// save (the commit index alone never costs a write).
     ///
     /// # Errors
-    /// IO errors; fatal.
-    pub fn set_hard_state(&mut self, hard_state: HardState) -> Result<(), storage::Error> {
-        self.hard_state = hard_state;
-        let saved = self.saved_hard_state;
-        if (saved.term, saved.vote) != (hard_state.term, hard_state.vote) {
-            self.wal.get_mut().save_hard_state(&hard_state)?;
-            self.saved_hard_state = hard_state;
+    /// [`storage::Error::NoSpace`]: nothing changed, retry; other IO errors: fatal.
+    pub fn save_hard_state(&mut self) -> Result<(), storage::Error> {
+        if self.hard_state_unsaved() {
+            let wanted = self.hard_state;
+            self.wal.get_mut().save_hard_state(&wanted)?;
+            self.saved_hard_state = wanted;
         }
         Ok(())
     }
@@ -215,7 +244,8 @@ impl WalStore {
     /// sync (a turn that only moved the commit index), nor with `fsync = "never"`.
     ///
     /// # Errors
-    /// IO errors; fatal: the node must not acknowledge anything after this fails.
+    /// [`storage::Error::NoSpace`]: nothing flushed, the log still works, retry; other
+    /// IO errors: fatal: the node must not acknowledge anything after this fails.
     pub fn sync(&mut self) -> Result<bool, storage::Error> {
         self.wal.get_mut().sync()
     }
@@ -223,7 +253,7 @@ impl WalStore {
     /// Installs a snapshot received from the leader: stores it, then drops the log.
     ///
     /// # Errors
-    /// IO errors; fatal.
+    /// [`StoreOpenError::is_no_space`]: the log is unchanged, retry; others: fatal.
     pub fn install_snapshot(&mut self, snapshot: Snapshot) -> Result<(), StoreOpenError> {
         self.save_snapshot_file(&snapshot)?;
         self.wal

@@ -5,7 +5,9 @@
 //! A failing write lands its first half and then fails (a short write). A failing
 //! sync writes, then fails instead of flushing, and zeroes the bytes that this sync
 //! wrote: the kernel may drop dirty pages after a writeback error, so after a crash
-//! those bytes are as good as never written. Each fault fires once.
+//! those bytes are as good as never written. A write that finds the disk full lands
+//! its first half and fails with ENOSPC, which the log must undo (and survive). Each
+//! fault fires once.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -20,6 +22,8 @@ pub(crate) struct Faults {
     pub fail_next_write: bool,
     /// The next sync writes, loses what it wrote and fails.
     pub fail_next_sync: bool,
+    /// The next write of buffered records lands half its bytes and fails with ENOSPC.
+    pub no_space_next_write: bool,
 }
 
 fn injected(path: &Path, what: &str) -> Error {
@@ -42,6 +46,14 @@ impl Faults {
         }
     }
 
+    /// Fires the disk-full fault: writes the first half of `bytes` at `at`, then
+    /// fails with ENOSPC.
+    pub fn no_space_write(&mut self, file: &File, bytes: &[u8], at: u64) -> std::io::Result<()> {
+        self.no_space_next_write = false;
+        file.write_all_at(&bytes[..bytes.len() / 2], at)?;
+        Err(std::io::Error::from_raw_os_error(libc::ENOSPC))
+    }
+
     /// Fires the sync fault: zeroes `[from, to)` of `file`, then fails.
     pub fn failed_sync(&mut self, file: &File, path: &Path, from: u64, to: u64) -> Error {
         self.fail_next_sync = false;
@@ -60,6 +72,11 @@ impl Wal {
     /// Arms the write fault (see the module docs).
     pub(crate) fn fail_next_write(&mut self) {
         self.faults.fail_next_write = true;
+    }
+
+    /// Arms the disk-full fault (see the module docs).
+    pub(crate) fn no_space_next_write(&mut self) {
+        self.faults.no_space_next_write = true;
     }
 
     /// Arms the sync fault (see the module docs).
@@ -162,6 +179,62 @@ mod tests {
         // Half the batch's bytes landed: some whole records, not all of them.
         assert!(got.len() > synced.len() && got.len() < want.len());
         assert_eq!(got[..], want[..got.len()], "invented entries");
+    }
+
+    // Goal: a full disk at the write of a sync is undone, not fatal: the log keeps
+    // working, no partial record stays in the file, the same entries go out with the
+    // next sync, and a reopen (also one right after the failure) finds whole records only.
+    #[test]
+    fn no_space_write_is_undone_and_retried() {
+        let dir = tempfile::tempdir().unwrap();
+        let synced = entries(1, 10, 100);
+        let batch = entries(10, 30, 100);
+        let mut wal = Wal::open(dir.path(), options(1 << 20)).unwrap();
+        wal.append(&synced).unwrap();
+        wal.sync().unwrap();
+        let file_bytes = std::fs::metadata(&wal.segments()[0].path).unwrap().len();
+        wal.append(&batch).unwrap();
+        wal.no_space_next_write();
+        assert!(matches!(wal.sync(), Err(Error::NoSpace { .. })));
+        let after = std::fs::metadata(&wal.segments()[0].path).unwrap().len();
+        assert!(after <= file_bytes, "the half-written records were cut off");
+        assert_eq!(wal.last_index(), 29, "appended entries stay buffered");
+        wal.sync().unwrap();
+        let want: Vec<Entry> = synced.iter().chain(&batch).cloned().collect();
+        assert_eq!(all(&mut wal), want);
+        drop(wal);
+        let mut wal = Wal::open(dir.path(), options(1 << 20)).unwrap();
+        assert_eq!(all(&mut wal), want);
+    }
+
+    // Goal: a full disk while a segment is sealed (the footer write) leaves the tail
+    // open with no partial footer; retrying the rest of the batch rolls and syncs, and
+    // every segment verifies on reopen (with every record re-checksummed).
+    #[test]
+    fn no_space_while_rolling_leaves_no_torn_footer() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut wal = Wal::open(dir.path(), options(2048)).unwrap();
+        let synced = entries(1, 10, 100);
+        wal.append(&synced).unwrap();
+        wal.sync().unwrap();
+        let segments = wal.segments().len();
+        wal.no_space_next_write();
+        let more = entries(10, 60, 100);
+        assert!(matches!(wal.append(&more), Err(Error::NoSpace { .. })));
+        assert_eq!(wal.segments().len(), segments, "the tail stays open");
+        let next = wal.last_index() + 1;
+        wal.append(&more[(next - 10) as usize..]).unwrap();
+        wal.sync().unwrap();
+        let want: Vec<Entry> = synced.iter().chain(&more).cloned().collect();
+        assert_eq!(all(&mut wal), want);
+        drop(wal);
+        let verify = WalOptions {
+            verify_on_open: true,
+            ..options(2048)
+        };
+        let mut wal = Wal::open(dir.path(), verify).unwrap();
+        assert_eq!(all(&mut wal), want);
+        assert!(wal.segments().len() > segments);
     }
 
     // Goal: a write that fails while a full segment is sealed (the footer write

@@ -10,7 +10,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::Path;
 
-use super::{Error, Result, io_error};
+use super::{Error, Result, io_error, write_error};
 use crate::raft::message::HardState;
 
 /// Name of the hard state file.
@@ -92,7 +92,8 @@ pub fn read(dir: &Path) -> Result<HardState> {
 /// Saves `state` atomically and durably: temp file, fsync, rename, fsync of `dir`.
 ///
 /// # Errors
-/// [`Error::Io`]; the caller must treat it as fatal.
+/// [`Error::NoSpace`] (nothing changed; retry later); [`Error::Io`], which the caller
+/// must treat as fatal.
 pub fn save(dir: &Path, state: &HardState) -> Result<()> {
     write_durably(dir, HARD_STATE_NAME, HARD_STATE_TEMP_NAME, &encode(state))
 }
@@ -102,16 +103,29 @@ pub fn save(dir: &Path, state: &HardState) -> Result<()> {
 /// new one, never a mix.
 ///
 /// # Errors
-/// [`Error::Io`] naming the file.
+/// [`Error::NoSpace`] when the disk is full while the temp file is created or
+/// written: the temp file is removed and `name` is untouched, so the caller may retry.
+/// [`Error::Io`] naming the file for anything else (a failed fsync included).
 pub fn write_durably(dir: &Path, name: &str, temp_name: &str, bytes: &[u8]) -> Result<()> {
     let temp = dir.join(temp_name);
-    let mut file = OpenOptions::new()
+    let written = OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .open(&temp)
-        .map_err(io_error(&temp))?;
-    file.write_all(bytes).map_err(io_error(&temp))?;
+        .and_then(|mut file| file.write_all(bytes).map(|()| file));
+    let file = match written {
+        Ok(file) => file,
+        Err(source) => {
+            let error = write_error(&temp)(source);
+            if error.is_no_space() {
+                // Best effort: give the space back; a leftover temp file is harmless
+                // (the next save truncates it, `load` removes it).
+                let _ = fs::remove_file(&temp);
+            }
+            return Err(error);
+        }
+    };
     file.sync_data().map_err(io_error(&temp))?;
     let path = dir.join(name);
     fs::rename(&temp, &path).map_err(io_error(&path))?;

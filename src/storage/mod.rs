@@ -6,6 +6,10 @@
 //! fdatasync (group commit). The byte layouts live in [`format`] and
 //! `docs/FORMAT.md`; [`recovery`] holds the read-only scanner that both the
 //! node and the `raftkv-log` tool use, so they judge a log the same way.
+//!
+//! A full disk is the one write failure that is not fatal: [`Error::NoSpace`] means
+//! the change was undone and the log still works (the node then raises its NOSPACE
+//! alarm and retries); every other write error, and any failed fsync, is fail-stop.
 
 #[cfg(test)]
 mod fault;
@@ -59,6 +63,16 @@ pub enum Error {
         /// The log directory.
         dir: PathBuf,
     },
+    /// The disk holding `path` is full (ENOSPC, or EDQUOT: over quota). Unlike every
+    /// other write error this one leaves the log working: the change was undone (no
+    /// partial record or footer is left in a file; entries appended but not written
+    /// stay buffered for the next [`Wal::sync`]), so the caller may retry once space
+    /// was freed. Never returned for a failed fdatasync, which stays fatal.
+    #[error("{path}: no space left on the device")]
+    NoSpace {
+        /// The file or directory whose write needed space.
+        path: PathBuf,
+    },
     /// The requested entry lies at or below the compaction marker.
     #[error("entry {index} is compacted")]
     Compacted {
@@ -73,6 +87,18 @@ pub enum Error {
     },
 }
 
+impl Error {
+    /// Whether this is [`Error::NoSpace`]: the disk is full and the log still works.
+    pub fn is_no_space(&self) -> bool {
+        matches!(self, Error::NoSpace { .. })
+    }
+}
+
+/// Whether an OS error says the disk (or the user's quota) is full.
+pub fn is_no_space_io(error: &std::io::Error) -> bool {
+    matches!(error.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
+}
+
 /// Result of storage operations.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -82,6 +108,23 @@ pub(crate) fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_
     move |source| Error::Io {
         path: path.to_path_buf(),
         source,
+    }
+}
+
+/// Like [`io_error`], but an out-of-space error becomes [`Error::NoSpace`]: for writes
+/// whose failure the caller undoes (or that leave nothing behind), never for a sync.
+pub(crate) fn write_error(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |source| {
+        if is_no_space_io(&source) {
+            Error::NoSpace {
+                path: path.to_path_buf(),
+            }
+        } else {
+            Error::Io {
+                path: path.to_path_buf(),
+                source,
+            }
+        }
     }
 }
 

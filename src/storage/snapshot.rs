@@ -57,6 +57,13 @@ pub enum SnapshotError {
     },
 }
 
+impl SnapshotError {
+    /// Whether the disk was full ([`save`] then removed its temp file: retry later).
+    pub fn is_no_space(&self) -> bool {
+        matches!(self, SnapshotError::Io { source, .. } if super::is_no_space_io(source))
+    }
+}
+
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SnapshotError + '_ {
     move |source| SnapshotError::Io {
         path: path.to_path_buf(),
@@ -86,15 +93,22 @@ pub fn save(dir: &Path, snapshot: &SnapshotFile) -> Result<PathBuf, SnapshotErro
     bytes.extend_from_slice(&snapshot.data);
     let crc = crc32fast::hash(&bytes);
     bytes.extend_from_slice(&crc.to_le_bytes());
-    {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&temp_path)
-            .map_err(io_err(&temp_path))?;
-        file.write_all(&bytes).map_err(io_err(&temp_path))?;
-        file.sync_all().map_err(io_err(&temp_path))?;
+    let written = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&temp_path)
+        .and_then(|mut file| {
+            file.write_all(&bytes)?;
+            file.sync_all()
+        });
+    if let Err(source) = written {
+        // A temp file is never renamed into place after a failure, so a full disk
+        // only costs this attempt: give the space back and let the caller retry.
+        if super::is_no_space_io(&source) {
+            let _ = fs::remove_file(&temp_path);
+        }
+        return Err(io_err(&temp_path)(source));
     }
     fs::rename(&temp_path, &final_path).map_err(io_err(&final_path))?;
     File::open(dir)

@@ -17,6 +17,14 @@
 //! change returns [`Error::Failed`] without touching the disk. There is no rollback:
 //! the caller drops the log and reopens it, and recovery decides from the disk alone.
 //! Reads keep answering from memory, which may hold entries that never became durable.
+//!
+//! The one exception is a full disk ([`Error::NoSpace`]) while writing records, a
+//! footer, a new segment or the reset temp file: the write is undone (the file is cut
+//! back to the bytes written before it, so no partial record and no partial footer
+//! stays in any file, and a segment counts as sealed only once its footer is whole),
+//! the log stays usable, and what was appended stays buffered, so the next `sync`
+//! writes it again. A failed fdatasync is fatal even when it reports ENOSPC: the
+//! kernel may have dropped the dirty pages, and a retry could report a false success.
 
 use std::fs::{self, File, OpenOptions};
 use std::os::fd::AsRawFd;
@@ -34,7 +42,7 @@ use super::hard_state::{self, sync_dir};
 use super::lock::DirLock;
 use super::recovery::{self, finish_reset};
 use super::segment::{Budget, Segment, TailBytes};
-use super::{Error, FsyncMode, Result, WalOptions, io_error};
+use super::{Error, FsyncMode, Result, WalOptions, io_error, write_error};
 use crate::raft::message::{Entry, HardState};
 
 /// A read-only description of one segment, for tools and metrics.
@@ -82,6 +90,8 @@ pub struct Wal {
     /// Set when a write, sync or file operation failed: the log then refuses every
     /// change (see [`Error::Failed`]).
     failed: bool,
+    /// Whether a preallocation already failed for lack of space (warned once).
+    preallocate_warned: bool,
     /// Segments dropped by `compact_prefix` being unlinked (and the directory fsynced)
     /// on a helper thread, so deleting a large file never stalls the event loop.
     deleting: Option<JoinHandle<Result<()>>>,
@@ -124,7 +134,7 @@ impl Wal {
             options.fsync == FsyncMode::Always,
         )?;
         let written = recovered.tail.data_end;
-        let wal = Wal {
+        let mut wal = Wal {
             dir: dir.to_path_buf(),
             options,
             _lock: lock,
@@ -140,6 +150,7 @@ impl Wal {
             dir_dirty: false,
             scratch: Vec::new(),
             failed: false,
+            preallocate_warned: false,
             #[cfg(test)]
             faults: super::fault::Faults::default(),
         };
@@ -148,8 +159,9 @@ impl Wal {
     }
 
     /// Reserves `segment_bytes` for the tail file (see [`WalOptions::preallocate`]).
-    /// An optimisation only: a failure is logged and the file grows as it is written.
-    fn preallocate_tail(&self) {
+    /// An optimisation only: a failure is logged (a full disk once per log: the
+    /// appends that then fail raise the node's alarm) and the file grows as written.
+    fn preallocate_tail(&mut self) {
         if !self.options.preallocate || self.written >= self.options.segment_bytes {
             return;
         }
@@ -161,9 +173,13 @@ impl Wal {
         let rc = unsafe { libc::fallocate(self.tail_file.as_raw_fd(), 0, 0, len) };
         if rc != 0 {
             let error = std::io::Error::last_os_error();
-            if error.raw_os_error() != Some(libc::EOPNOTSUPP) {
+            let no_space = super::is_no_space_io(&error);
+            if error.raw_os_error() != Some(libc::EOPNOTSUPP)
+                && !(no_space && self.preallocate_warned)
+            {
                 log::warn!("{}: cannot preallocate: {error}", self.tail.path.display());
             }
+            self.preallocate_warned |= no_space;
         }
     }
 
@@ -177,7 +193,8 @@ impl Wal {
             });
         }
         let result = change(self);
-        if result.is_err() {
+        // NoSpace comes only from a change that undid itself (module docs).
+        if result.as_ref().is_err_and(|e| !e.is_no_space()) {
             self.failed = true;
         }
         result
@@ -188,7 +205,10 @@ impl Wal {
     /// # Errors
     /// [`Error::Io`] when sealing a full segment or creating the next one fails;
     /// [`Error::Failed`] after any earlier failure. An error leaves the log failed:
-    /// drop it and reopen (recovery keeps what reached the disk whole).
+    /// drop it and reopen (recovery keeps what reached the disk whole). Except
+    /// [`Error::NoSpace`] (the disk filled while sealing or creating a segment): the
+    /// entries before the one that needed the new segment are appended, the rest are
+    /// not, and the log stays usable.
     ///
     /// # Panics
     /// If the entries do not continue at `last_index() + 1`, a term decreases, or a
@@ -221,15 +241,22 @@ impl Wal {
         Ok(())
     }
 
-    /// Seals the tail (footer, one write, map) and starts the next segment.
+    /// Seals the tail (footer, one write, map) and starts the next segment. On
+    /// [`Error::NoSpace`] the tail is left open, exactly as before the call (its
+    /// records may now be written, but no footer is).
     fn roll(&mut self) -> Result<()> {
+        let records_pending = self.pending.len();
         encode_footer(
             self.tail.data_end,
             &self.tail.offsets,
             &self.tail.runs,
             &mut self.pending,
         );
-        self.write_pending()?;
+        if let Err(error) = self.write_pending() {
+            // Not written at all (write_pending cut the file back): drop the footer.
+            self.pending.truncate(records_pending);
+            return Err(error);
+        }
         let path = self.tail.path.clone();
         // The footer's trailer must end the file: drop the preallocated rest.
         self.tail_file
@@ -240,12 +267,26 @@ impl Wal {
         let map = unsafe { Mmap::map(&self.tail_file) }.map_err(io_error(&path))?;
         let next_first = self.tail.last_index() + 1;
         let next_path = self.dir.join(segment_name(next_first));
-        let next_file = OpenOptions::new()
+        let next_file = match OpenOptions::new()
             .read(true)
             .write(true)
             .create_new(true)
             .open(&next_path)
-            .map_err(io_error(&next_path))?;
+            .map_err(write_error(&next_path))
+        {
+            Ok(file) => file,
+            Err(error) => {
+                if error.is_no_space() {
+                    // Unseal: cut the footer off again, so the tail stays open.
+                    drop(map);
+                    self.tail_file
+                        .set_len(self.tail.data_end)
+                        .map_err(io_error(&path))?;
+                    self.written = self.tail.data_end;
+                }
+                return Err(error);
+            }
+        };
         let header = SegmentHeader {
             first_index: next_first,
             prev_term: self.tail.last_term(),
@@ -289,9 +330,26 @@ impl Wal {
                 self.written,
             ));
         }
-        self.tail_file
-            .write_all_at(&self.pending, self.written)
-            .map_err(io_error(path))?;
+        #[cfg(test)]
+        let result = if self.faults.no_space_next_write {
+            self.faults
+                .no_space_write(&self.tail_file, &self.pending, self.written)
+        } else {
+            self.tail_file.write_all_at(&self.pending, self.written)
+        };
+        #[cfg(not(test))]
+        let result = self.tail_file.write_all_at(&self.pending, self.written);
+        if let Err(source) = result {
+            let error = write_error(path)(source);
+            if error.is_no_space() {
+                // Part of it may have landed: cut the file back to the bytes written
+                // before, so no partial record stays. `pending` keeps all of it.
+                self.tail_file
+                    .set_len(self.written)
+                    .map_err(io_error(path))?;
+            }
+            return Err(error);
+        }
         self.written += self.pending.len() as u64;
         self.pending.clear();
         self.tail_dirty = true;
@@ -309,7 +367,9 @@ impl Wal {
     /// [`Error::Io`]; [`Error::Failed`] after any earlier failure. A failed sync
     /// leaves the log failed and is never retried (the kernel may have dropped the
     /// dirty pages): drop the log and reopen; only what an earlier successful sync
-    /// covered is sure to be there.
+    /// covered is sure to be there. [`Error::NoSpace`] when the write before the
+    /// fdatasync found the disk full: nothing was flushed, the log stays usable and
+    /// the next `sync` writes the same bytes again.
     pub fn sync(&mut self) -> Result<bool> {
         self.guarded(Wal::sync_all)
     }
@@ -575,7 +635,8 @@ impl Wal {
     /// temp segment is synced first, and recovery finishes an interrupted reset.
     ///
     /// # Errors
-    /// [`Error::Io`], which leaves the log failed; [`Error::Failed`].
+    /// [`Error::Io`], which leaves the log failed; [`Error::Failed`];
+    /// [`Error::NoSpace`] before anything changed.
     pub fn reset_to_snapshot(&mut self, index: u64, term: u64) -> Result<()> {
         self.guarded(|wal| wal.reset(index, term))
     }
@@ -587,15 +648,24 @@ impl Wal {
             first_index: index + 1,
             prev_term: term,
         };
-        let file = OpenOptions::new()
+        let written = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(true)
             .open(&temp)
-            .map_err(io_error(&temp))?;
-        file.write_all_at(&header.encode(), 0)
-            .map_err(io_error(&temp))?;
+            .and_then(|file| file.write_all_at(&header.encode(), 0).map(|()| file));
+        let file = match written {
+            Ok(file) => file,
+            Err(source) => {
+                let error = write_error(&temp)(source);
+                if error.is_no_space() {
+                    // The reset has not begun: the old segments are all in place.
+                    fs::remove_file(&temp).map_err(io_error(&temp))?;
+                }
+                return Err(error);
+            }
+        };
         file.sync_all().map_err(io_error(&temp))?;
         sync_dir(&self.dir)?;
         self.unsynced_sealed.clear();
@@ -629,7 +699,7 @@ impl Wal {
     /// the directory: three flushes, so call it only when term or vote change).
     ///
     /// # Errors
-    /// [`Error::Io`]; fatal.
+    /// [`Error::NoSpace`]: nothing changed, retry later; [`Error::Io`]: fatal.
     pub fn save_hard_state(&mut self, state: &HardState) -> Result<()> {
         hard_state::save(&self.dir, state)?;
         self.hard_state = *state;

@@ -14,6 +14,8 @@ struct NodeReport {
     addr: String,
     status: Result<Status, Error>,
     metrics: Option<Result<Vec<(String, u64)>, Error>>,
+    /// Whether the node's NOSPACE alarm is up (its `storage.alarm_nospace` metric).
+    nospace: bool,
 }
 
 /// Asks every member for its status (and metrics), prints the table or JSON.
@@ -49,11 +51,14 @@ fn gather(addrs: &[String], options: &ClientOptions, verbose: bool) -> Vec<NodeR
                     .map(|member| member.client_addr.clone()),
             );
         }
-        let metrics = (verbose && status.is_ok()).then(|| metrics_at(&addr, options));
+        let metrics = status.is_ok().then(|| metrics_at(&addr, options));
+        let nospace = matches!(&metrics, Some(Ok(counters))
+            if counters.iter().any(|(name, value)| name == "storage.alarm_nospace" && *value > 0));
         reports.push(NodeReport {
             addr,
             status,
-            metrics,
+            metrics: metrics.filter(|_| verbose),
+            nospace,
         });
     }
     // Reachable nodes by id, then the unreachable ones.
@@ -66,7 +71,7 @@ fn gather(addrs: &[String], options: &ClientOptions, verbose: bool) -> Vec<NodeR
 
 fn render_table(reports: &[NodeReport]) -> String {
     let header = [
-        "ID", "ADDRESS", "ROLE", "TERM", "COMMIT", "APPLIED", "LAST", "LEADER",
+        "ID", "ADDRESS", "ROLE", "TERM", "COMMIT", "APPLIED", "LAST", "LEADER", "ALARM",
     ];
     let mut rows = vec![header.map(str::to_string).to_vec()];
     for report in reports {
@@ -80,6 +85,7 @@ fn render_table(reports: &[NodeReport]) -> String {
                 status.applied_index.to_string(),
                 status.last_index.to_string(),
                 leader_name(status.leader_id),
+                alarm_name(report.nospace),
             ],
             Err(error) => vec![
                 "-".into(),
@@ -89,6 +95,13 @@ fn render_table(reports: &[NodeReport]) -> String {
         });
     }
     let mut out = align(&rows);
+    for report in reports.iter().filter(|report| report.nospace) {
+        out.push_str(&format!(
+            "\n{}: NOSPACE alarm: its data directory's disk is full; it refuses writes until \
+             space is freed\n",
+            report.addr
+        ));
+    }
     for report in reports {
         if let Some(metrics) = &report.metrics {
             out.push_str(&format!("\nmetrics of {}:\n", report.addr));
@@ -103,6 +116,10 @@ fn render_table(reports: &[NodeReport]) -> String {
         }
     }
     out
+}
+
+fn alarm_name(nospace: bool) -> String {
+    if nospace { "NOSPACE" } else { "-" }.to_string()
 }
 
 fn leader_name(leader_id: u64) -> String {
@@ -128,6 +145,7 @@ fn render_json(reports: &[NodeReport]) -> String {
                     "applied_index": status.applied_index,
                     "last_index": status.last_index,
                     "leader_id": status.leader_id,
+                    "alarms": if report.nospace { vec!["NOSPACE"] } else { Vec::new() },
                 }),
                 Err(error) => serde_json::json!({
                     "address": report.addr,
@@ -182,25 +200,30 @@ mod tests {
                 addr: "127.0.0.1:7001".into(),
                 status: Ok(status),
                 metrics: None,
+                nospace: true,
             },
             NodeReport {
                 addr: "127.0.0.1:7002".into(),
                 status: Err(Error::Timeout),
                 metrics: None,
+                nospace: false,
             },
         ];
         let table = render_table(&reports);
         let lines: Vec<&str> = table.lines().collect();
-        assert_eq!(lines.len(), 3, "{table}");
+        assert_eq!(lines.len(), 5, "{table}");
         assert!(lines[0].starts_with("ID  ADDRESS         ROLE"), "{table}");
         assert!(
             lines[1].starts_with("1   127.0.0.1:7001  leader"),
             "{table}"
         );
+        assert!(lines[1].ends_with("NOSPACE"), "{table}");
         assert!(lines[2].ends_with("unreachable (timeout)"), "{table}");
+        assert!(lines[4].contains("NOSPACE alarm"), "{table}");
         let json: serde_json::Value =
             serde_json::from_str(&render_json(&reports)).expect("valid JSON");
         assert_eq!(json["nodes"][0]["role"], "leader");
+        assert_eq!(json["nodes"][0]["alarms"][0], "NOSPACE");
         assert_eq!(json["nodes"][1]["reachable"], false);
     }
 }
