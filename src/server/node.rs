@@ -725,6 +725,7 @@ impl Node {
                 self.apply_ready(&mut ready, out);
             }
             self.raw.advance(ready).map_err(|e| e.to_string())?;
+            self.metrics.on_commit(self.raw.raft().log.committed);
         }
         self.answer_reads(out);
         self.observe_role_change(out);
