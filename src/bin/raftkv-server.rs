@@ -6,11 +6,11 @@
 //! raftkv-server local [--nodes 3]            start a whole cluster on 127.0.0.1
 //! ```
 //! Exit codes: 0 after a clean shutdown (SIGINT/SIGTERM) or once the node was removed
-//! from its cluster, 1 on a runtime failure (storage, network, unreachable `--join`
-//! address, a data directory of a removed node), 2 on a usage or configuration error,
-//! or a data directory that is not this node's consistent state (another cluster's or
-//! node's, a log whose hard state is missing or behind: the message names the file and
-//! the repair).
+//! from its cluster, 1 on a runtime failure (storage, network, a listen address in use,
+//! named with its config key, an unreachable `--join` address, a data directory of a
+//! removed node), 2 on a usage or configuration error, or a data directory that is not
+//! this node's consistent state (another cluster's or node's, a log whose hard state is
+//! missing or behind: the message names the file and the repair).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -170,7 +170,9 @@ fn run_node(path: &std::path::Path, join: Option<&str>) -> ExitCode {
     let mut event_loop = match EventLoop::new(&config, node) {
         Ok(event_loop) => event_loop,
         Err(e) => {
-            log::error!("cannot listen: {e}");
+            // Names the key and address, e.g. "key `listen_client`: cannot bind
+            // 127.0.0.1:7001: Address already in use", and the file to change.
+            log::error!("cannot listen: config {}: {e}", path.display());
             return ExitCode::from(1);
         }
     };

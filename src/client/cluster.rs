@@ -23,6 +23,7 @@ use crate::kv::{Command, CommandResult, Compare, Op, OpResult, Session};
 use crate::raft::message::NodeId;
 use crate::server::backoff::Backoff;
 
+use super::addr::check_addr;
 use super::error::Error;
 use super::pipeline::Pipeline;
 
@@ -128,11 +129,14 @@ impl Client {
     /// lazily: the first call finds a reachable member.
     ///
     /// # Errors
-    /// [`Error::Invalid`] if `addrs` is empty or the backoff bounds are not
-    /// `1 <= min <= max`.
+    /// [`Error::Invalid`] if `addrs` is empty, one of them is not `HOST:PORT`
+    /// ([`check_addr`]), or the backoff bounds are not `1 <= min <= max`.
     pub fn connect(addrs: &[String], options: ClientOptions) -> Result<Client, Error> {
         if addrs.is_empty() {
             return Err(Error::Invalid("no cluster address given".into()));
+        }
+        for addr in addrs {
+            check_addr(addr)?;
         }
         if options.backoff_min_ms == 0 || options.backoff_min_ms > options.backoff_max_ms {
             return Err(Error::Invalid(

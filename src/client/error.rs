@@ -33,6 +33,16 @@ pub enum Error {
         /// What was wrong.
         reason: String,
     },
+    /// The address is a Redis (RESP) port, not a client port: the node answered in the
+    /// Redis protocol.
+    #[error(
+        "{addr} speaks the Redis protocol, not the raftkv client protocol; use the client \
+         port (listen_client)"
+    )]
+    RedisPort {
+        /// The address given.
+        addr: String,
+    },
     /// The cluster refused the request (for example, a command too large for one entry).
     #[error("request refused: {0}")]
     Refused(String),
@@ -58,6 +68,7 @@ impl Error {
             Error::Timeout => "timeout",
             Error::Io { .. } => "io",
             Error::Protocol { .. } => "protocol",
+            Error::RedisPort { .. } => "redis_port",
             Error::Refused(_) => "refused",
             Error::Invalid(_) => "invalid",
             Error::SessionExpired => "session_expired",

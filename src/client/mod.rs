@@ -7,13 +7,16 @@
 //! - [`Pipeline`]: one connection with many requests in flight, replies matched by
 //!   request id (for the benchmark).
 //! - [`status_at`] / [`metrics_at`]: one node, one attempt (for `raftkv-cli status`).
+//! - [`check_addr`]: the `HOST:PORT` syntax, checked before any connection.
 //!
 //! Plain `std::net::TcpStream`, no async runtime: one client per thread.
 
+mod addr;
 mod cluster;
 mod error;
 mod pipeline;
 
+pub use addr::check_addr;
 pub use cluster::{
     CasOutcome, Client, ClientOptions, ClientStats, LeaderInfo, TxnOutcome, leader_of, metrics_at,
     status_at,

@@ -8,6 +8,12 @@
 //! Replies may come back in any order (a stale read is answered before an earlier write
 //! commits), so callers match them by [`Response::request_id`].
 //!
+//! A client pointed at a Redis port by mistake gets a clear error at once instead of a
+//! timeout: request ids start at [`FIRST_REQUEST_ID`], whose little-endian bytes begin
+//! with CR LF, so the first request holds a complete line for a RESP server, which
+//! answers it (`-ERR unknown command`). That answer, read where a frame length is
+//! expected, is recognised ([`looks_like_resp`]) and reported as a Redis port.
+//!
 //! Invariant: `input[input_start..]` holds the bytes received and not yet decoded; the
 //! buffer never holds more than one frame beyond what the caller has asked for, because
 //! frames are decoded as soon as they are complete.
@@ -22,6 +28,12 @@ use super::error::Error;
 
 /// Bytes read from the socket per `read` call.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
+
+/// The id of a connection's first request: `0x0A0D` is CR LF in little-endian, so the
+/// request bytes end a line for a RESP (Redis) server, which then replies (see the
+/// module docs). Any id is valid in the client protocol; ids only need to be distinct
+/// per connection.
+pub const FIRST_REQUEST_ID: u64 = 0x0A0D;
 
 /// A connection to one node carrying pipelined requests.
 #[derive(Debug)]
@@ -66,7 +78,7 @@ impl Pipeline {
                         input: Vec::new(),
                         input_start: 0,
                         output: Vec::new(),
-                        next_request_id: 1,
+                        next_request_id: FIRST_REQUEST_ID,
                         in_flight: 0,
                         read_timeout: None,
                     });
@@ -123,17 +135,23 @@ impl Pipeline {
     /// [`Error::Timeout`] at the deadline: the pipeline stays usable (a partial frame is
     /// kept), so a caller may wait with a short deadline and call again.
     /// [`Error::Io`] if the connection fails or closes, [`Error::Protocol`] if the node
-    /// sends a frame that does not decode: the pipeline should then be dropped.
+    /// sends a frame that does not decode ([`Error::RedisPort`] if it answers in the
+    /// Redis protocol): the pipeline should then be dropped.
     pub fn recv(&mut self, deadline: Instant) -> Result<Response, Error> {
         loop {
             let undecoded = &self.input[self.input_start..];
-            let decoded =
-                self.codec
-                    .decode_response(undecoded)
-                    .map_err(|error| Error::Protocol {
+            let decoded = self.codec.decode_response(undecoded).map_err(|error| {
+                if looks_like_resp(undecoded) {
+                    Error::RedisPort {
+                        addr: self.addr.clone(),
+                    }
+                } else {
+                    Error::Protocol {
                         addr: self.addr.clone(),
                         reason: error.to_string(),
-                    })?;
+                    }
+                }
+            })?;
             if let Some((consumed, response)) = decoded {
                 self.input_start += consumed;
                 self.in_flight = self.in_flight.saturating_sub(1);
@@ -202,5 +220,42 @@ impl Pipeline {
             addr: self.addr.clone(),
             source,
         }
+    }
+}
+
+/// Whether `input`, which did not decode as a frame, starts like a RESP reply: a type
+/// byte (`+`, `-`, `:`, `$`, `*`) followed by a printable character (`-ERR`, `+OK`,
+/// `:1`, `$-1`, `*0`). Read as a frame length, such bytes announce hundreds of
+/// megabytes, so a raftkv node never sends them.
+fn looks_like_resp(input: &[u8]) -> bool {
+    match input {
+        [kind, next, ..] => b"+-:$*".contains(kind) && next.is_ascii_graphic(),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Goal: a RESP reply is told apart from a frame that is merely too large or
+    //! malformed. Method: a table of replies a Redis server sends and of other bytes.
+    use super::*;
+
+    #[test]
+    fn resp_replies_are_recognised() {
+        let resp: [&[u8]; 5] = [
+            b"-ERR unknown command '\x00', with args beginning with: \r\n",
+            b"+OK\r\n",
+            b":1\r\n",
+            b"$-1\r\n",
+            b"*0\r\n",
+        ];
+        for (i, bytes) in resp.into_iter().enumerate() {
+            assert!(looks_like_resp(bytes), "#{i}");
+        }
+        let other: [&[u8]; 5] = [b"", b"-", b"\xff\xff\xff\xff\r\n", b"+\x00\r\n", b"x1\r\n"];
+        for (i, bytes) in other.into_iter().enumerate() {
+            assert!(!looks_like_resp(bytes), "#{i}");
+        }
+        assert_eq!(&FIRST_REQUEST_ID.to_le_bytes()[..2], b"\r\n");
     }
 }

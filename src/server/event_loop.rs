@@ -301,6 +301,13 @@ fn token_of(key: usize) -> Token {
     Token(key + FIRST_CONNECTION_TOKEN)
 }
 
+/// Binds the listener of config key `key`; an error names the key and the address
+/// ("key `listen_client`: cannot bind 127.0.0.1:7001: Address already in use").
+fn bind(addr: SocketAddr, key: &str) -> io::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .map_err(|e| io::Error::new(e.kind(), format!("key `{key}`: cannot bind {addr}: {e}")))
+}
+
 impl EventLoop {
     /// Binds the listeners and prepares the node; does not block.
     ///
@@ -308,15 +315,15 @@ impl EventLoop {
     /// Binding a listen address or registering with the poller failed.
     pub fn new(config: &Config, node: Node) -> io::Result<EventLoop> {
         let poll = Poll::new()?;
-        let mut peer_listener = TcpListener::bind(config.listen_peer)?;
-        let mut client_listener = TcpListener::bind(config.listen_client)?;
+        let mut peer_listener = bind(config.listen_peer, "listen_peer")?;
+        let mut client_listener = bind(config.listen_client, "listen_client")?;
         poll.registry()
             .register(&mut peer_listener, PEER_LISTENER, Interest::READABLE)?;
         poll.registry()
             .register(&mut client_listener, CLIENT_LISTENER, Interest::READABLE)?;
         let redis_listener = match config.listen_redis {
             Some(addr) => {
-                let mut listener = TcpListener::bind(addr)?;
+                let mut listener = bind(addr, "listen_redis")?;
                 poll.registry()
                     .register(&mut listener, REDIS_LISTENER, Interest::READABLE)?;
                 Some(listener)

@@ -760,6 +760,7 @@ impl Node {
                 break;
             }
             self.raw.advance(ready).map_err(|e| e.to_string())?;
+            self.metrics.on_commit(self.raw.raft().log.committed);
         }
         if self.nospace.has(Cause::Log) {
             // No Ready this turn carried the failed writes (an unsaved hard state

@@ -237,3 +237,19 @@ pub fn options() -> ClientOptions {
         ..ClientOptions::default()
     }
 }
+
+/// Index in `addrs` of the node that says it leads, waiting up to 10 s for one.
+pub fn leader_of(addrs: &[String]) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        for (i, addr) in addrs.iter().enumerate() {
+            if let Ok(status) = raftkv::client::status_at(addr, &options())
+                && status.leader_id == status.node_id
+            {
+                return i;
+            }
+        }
+        assert!(Instant::now() < deadline, "no leader within 10 s");
+        sleep(Duration::from_millis(20));
+    }
+}

@@ -10,10 +10,12 @@
 //! watches the new learner catch up before promoting it. Each prints one `OK: ...` line on
 //! stdout when done; progress goes to stderr.
 //!
-//! Exit codes: 0 ok, 1 not found, 2 usage error, 3 compare failed (cas, or a txn whose
+//! Exit codes: 0 ok, 1 not found, 2 usage error (a malformed `--cluster` address, a Redis
+//! port given as a client address), 3 compare failed (cas, or a txn whose
 //! conditions did not hold), 4 unavailable / timeout / unreachable (for membership
 //! commands: the wait ended first), 5 refused (an invalid membership change) or any other
-//! error.
+//! error, 6 (`status` only) a member does not answer although the cluster has a leader.
+//! `status` exits 4 when no member answers or none leads.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -35,6 +37,7 @@ const EXIT_USAGE: u8 = 2;
 const EXIT_COMPARE_FAILED: u8 = 3;
 const EXIT_UNAVAILABLE: u8 = 4;
 const EXIT_OTHER: u8 = 5;
+const EXIT_DEGRADED: u8 = 6;
 
 const AFTER_HELP: &str = "\
 Transactions:
@@ -59,9 +62,15 @@ Membership (talks to the leader; retries until --wait):
   promotes it to voter (--learner: stop after adding). Start the new node first with
   `raftkv-server --config FILE --join CLUSTER_ADDR`.
 
-Exit codes: 0 ok, 1 not found, 2 usage error, 3 cas or txn compare failed,
-            4 unavailable, timeout or unreachable (membership: --wait ended first),
-            5 refused (an invalid membership change) or other errors.";
+Exit codes: 0 ok, 1 not found,
+            2 usage error (also: a malformed --cluster address, or a Redis port given
+              as a client address),
+            3 cas or txn compare failed,
+            4 unavailable, timeout or unreachable (membership: --wait ended first;
+              status: no member answers, or none leads),
+            5 refused (an invalid membership change) or other errors,
+            6 status: a member does not answer (the others have a leader).
+  status names each member that does not answer, and a missing leader, on stderr.";
 
 /// Command-line client of a raftkv cluster.
 #[derive(Debug, Parser)]
@@ -72,7 +81,8 @@ struct Cli {
         long,
         value_delimiter = ',',
         required = true,
-        value_name = "ADDR[,ADDR...]"
+        value_name = "ADDR[,ADDR...]",
+        value_parser = parse_addr
     )]
     cluster: Vec<String>,
     /// Time allowed for one request, retries and redirects included, in milliseconds.
@@ -199,6 +209,16 @@ enum MemberCommand {
         #[arg(long, default_value_t = 300, value_name = "SECS")]
         wait: u64,
     },
+}
+
+/// A `--cluster` address: `HOST:PORT`, else a usage error naming it (exit 2).
+fn parse_addr(text: &str) -> Result<String, String> {
+    raftkv::client::check_addr(text)
+        .map(|()| text.to_string())
+        .map_err(|error| match error {
+            Error::Invalid(message) => message,
+            other => other.to_string(),
+        })
 }
 
 /// Node ids are non-zero (0 is `NO_NODE`).
@@ -337,7 +357,7 @@ fn fail(error: &Error) -> u8 {
 fn exit_code(error: &Error) -> u8 {
     match error {
         Error::Unavailable(_) | Error::Timeout | Error::Io { .. } => EXIT_UNAVAILABLE,
-        Error::Invalid(_) => EXIT_USAGE,
+        Error::Invalid(_) | Error::RedisPort { .. } => EXIT_USAGE,
         Error::Protocol { .. }
         | Error::Refused(_)
         | Error::SessionExpired
@@ -532,6 +552,12 @@ mod tests {
             (Error::Unavailable("x".into()), EXIT_UNAVAILABLE),
             (Error::Invalid("x".into()), EXIT_USAGE),
             (Error::Refused("x".into()), EXIT_OTHER),
+            (
+                Error::RedisPort {
+                    addr: "127.0.0.1:6379".into(),
+                },
+                EXIT_USAGE,
+            ),
         ];
         for (i, (error, want)) in cases.into_iter().enumerate() {
             assert_eq!(exit_code(&error), want, "#{i}: {error}");
