@@ -232,6 +232,7 @@ fn pipelined_gets_without_reading_stay_bounded() {
     let pids: Vec<u32> = (0..3).map(|i| cluster.pid(i).expect("running")).collect();
     let leader_addr = cluster.addr(leader);
     let before = status_at(&leader_addr, &options()).expect("status");
+    let slow_turns_before = metric(&leader_addr, "loop.slow_turns");
     for target in [leader, follower] {
         let baselines: Vec<u64> = pids.iter().map(|pid| rss_bytes(*pid)).collect();
         let stop = Arc::new(AtomicBool::new(false));
@@ -281,6 +282,8 @@ fn pipelined_gets_without_reading_stay_bounded() {
         }
     }
     let after = status_at(&leader_addr, &options()).expect("status");
+    let slow_turns = metric(&leader_addr, "loop.slow_turns") - slow_turns_before;
+    eprintln!("leader: {slow_turns} slow loop turns (> half a heartbeat) meanwhile");
     assert_eq!(
         (after.leader_id, after.term),
         (before.leader_id, before.term),
