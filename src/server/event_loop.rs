@@ -49,7 +49,9 @@
 //! make it owe more than `output_bytes_max` disconnects it, checked as the reply is
 //! produced. So one connection holds at most about `output_bytes_max` plus one reply of
 //! output and a bounded number of pending requests, and its work per turn is bounded by
-//! `FRAMES_PER_TURN_MAX`, `read_bytes_per_turn_max` and the in-flight cap.
+//! `FRAMES_PER_TURN_MAX`, `read_bytes_per_turn_max` and the in-flight cap. All client
+//! reading and decoding of one turn also stops at a time slice (`Net::slice_end`, half
+//! the slow-turn limit) and resumes next turn, whatever the number of busy clients.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -93,6 +95,8 @@ pub const FIRST_CONNECTION_TOKEN: usize = 16;
 
 /// Frames decoded per connection per turn, so one busy client cannot starve ticks.
 const FRAMES_PER_TURN_MAX: usize = 4096;
+/// Client requests decoded between two looks at the clock for the turn's time slice.
+const REQUESTS_PER_SLICE_CHECK: usize = 32;
 const RECONNECT_MIN_MS: u64 = 50;
 const RECONNECT_MAX_MS: u64 = 2000;
 
@@ -227,6 +231,14 @@ struct Net {
     spare_fd: Option<File>,
     /// The loop's clock as of the current step of the turn.
     now_ms: u64,
+    /// Client input is left for the next turn once the dispatch passes this instant
+    /// (half of the slow-turn limit after it started), so however many clients are
+    /// busy, one turn's reading and decoding stays within a bounded slice. Peer
+    /// traffic is never deferred.
+    slice_end: Instant,
+    /// A client connection was read in this turn's slice (the first one always is, so
+    /// clients make progress however long the peer traffic took).
+    slice_served_client: bool,
     next_generation: u64,
     /// Slab keys with queued output to flush at the end of `before_sleep`.
     dirty: Vec<usize>,
@@ -357,6 +369,8 @@ impl EventLoop {
             refusals: RefusalLog::default(),
             spare_fd: File::open("/dev/null").ok(),
             now_ms: 0,
+            slice_end: Instant::now(),
+            slice_served_client: false,
             next_generation: 1,
             dirty: Vec::new(),
             closing: Vec::new(),
@@ -432,6 +446,9 @@ impl EventLoop {
         }
         let dispatch_started = Instant::now();
         self.net.now_ms = self.now_ms();
+        let slice = Duration::from_millis((self.slow_turn_ms / 2).max(1));
+        self.net.slice_end = dispatch_started + slice;
+        self.net.slice_served_client = false;
         // Scratch buffers kept across turns: no allocation per turn on the hot path.
         let mut ready = std::mem::take(&mut self.ready_scratch);
         ready.extend(self.events.iter().map(|e| {
@@ -590,6 +607,13 @@ impl EventLoop {
             conn.unread = false;
             return;
         }
+        if conn.is_client() {
+            if self.net.slice_served_client && Instant::now() >= self.net.slice_end {
+                conn.unread = true;
+                return;
+            }
+            self.net.slice_served_client = true;
+        }
         let outcome = match conn.io.read_available(limit) {
             Ok(outcome) => outcome,
             Err(e) => {
@@ -637,11 +661,16 @@ impl EventLoop {
         let generation = self.net.conns[key].generation;
         let client = ClientRef { key, generation };
         let limits = self.net.limits;
-        for _ in 0..FRAMES_PER_TURN_MAX {
+        for i in 0..FRAMES_PER_TURN_MAX {
             let conn = &mut self.net.conns[key];
             if !conn.has_room(&limits) {
                 self.net.pause(key);
                 return Ok(());
+            }
+            if i % REQUESTS_PER_SLICE_CHECK == REQUESTS_PER_SLICE_CHECK - 1
+                && Instant::now() >= self.net.slice_end
+            {
+                break;
             }
             let body = match conn.io.next_frame(&self.net.frame) {
                 Ok(Some(body)) => body,
@@ -665,11 +694,16 @@ impl EventLoop {
     fn decode_redis_commands(&mut self, key: usize) -> Result<(), String> {
         let limits = self.net.limits;
         let mut frames_left = true;
-        for _ in 0..FRAMES_PER_TURN_MAX {
+        for i in 0..FRAMES_PER_TURN_MAX {
             let conn = &mut self.net.conns[key];
             if !conn.has_room(&limits) {
                 self.net.pause(key);
                 frames_left = false;
+                break;
+            }
+            if i % REQUESTS_PER_SLICE_CHECK == REQUESTS_PER_SLICE_CHECK - 1
+                && Instant::now() >= self.net.slice_end
+            {
                 break;
             }
             let Some(redis) = conn.redis.as_mut() else {

@@ -131,6 +131,11 @@ impl Cluster {
         }
     }
 
+    /// The process id of node `i`, while it runs.
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.children[i].as_ref().map(Child::id)
+    }
+
     /// The server log of node `i` so far.
     pub fn log_text(&self, i: usize) -> String {
         std::fs::read_to_string(&self.nodes[i].log_path).unwrap_or_default()
