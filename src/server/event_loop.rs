@@ -48,13 +48,14 @@ use super::backoff::Backoff;
 use super::connection::{Connection, FlushOutcome};
 use super::node::{ClientRef, Node, Outbox, WantedPeer};
 use super::redis::{RedisConn, Target};
-use super::timer::TimerWheel;
+use super::timer::{TimerId, TimerWheel};
 use crate::codec::DecodeError;
-use crate::codec::client::{self as client_codec, Request, Response, ResponseBody};
+use crate::codec::client::{self as client_codec, Request, RequestBody, Response, ResponseBody};
 use crate::codec::frame::FrameCodec;
 use crate::codec::peer::{self as peer_codec, PeerFrame};
 use crate::codec::resp::RespCodec;
 use crate::config::Config;
+use crate::kv::Command;
 use crate::raft;
 use crate::raft::message::{Message, NodeId};
 use crate::raft::rng::Rng;
@@ -110,13 +111,65 @@ struct Conn {
 }
 
 /// The link a follower forwards Redis requests on.
-#[derive(Default)]
+///
+/// Invariant: every request in `pending` has one live timer in `deadlines` (cancelled
+/// when it leaves `pending`); a request whose `unsent` body is still held was never
+/// written to a socket, so whatever happens to it, nothing was applied.
 struct ForwardLink {
     /// Slab key of the link and the leader client address it goes to.
     conn: Option<(usize, String)>,
+    /// The leader client address of every forwarding link not yet closed, by slab key.
+    addrs: HashMap<usize, String>,
     next_request_id: u64,
-    /// Forwarded request id -> (link key, Redis connection, its request id).
-    pending: HashMap<u64, (usize, ClientRef, u64)>,
+    /// Forwarded request id -> the request's state.
+    pending: HashMap<u64, Forwarded>,
+    /// Ids of requests waiting for their link to connect, in order.
+    unsent: Vec<u64>,
+    /// The forwarded requests' deadlines (`limits.request_timeout_ms`), by id.
+    deadlines: TimerWheel<u64>,
+    request_timeout_ms: u64,
+    /// Requests never sent on a link that closed, for the node to redirect or park.
+    handed_back: Vec<(ClientRef, Request, String)>,
+}
+
+/// A request on the forwarding link.
+struct Forwarded {
+    /// Slab key of the link it went on.
+    link: usize,
+    client: ClientRef,
+    /// The Redis connection's own request id.
+    request_id: u64,
+    /// The request until the link connects and it is written; `None` once sent.
+    unsent: Option<RequestBody>,
+    /// The request may change state: a lost reply leaves its outcome unknown.
+    write: bool,
+    timer: TimerId,
+}
+
+impl ForwardLink {
+    fn new(request_timeout_ms: u64) -> ForwardLink {
+        ForwardLink {
+            conn: None,
+            addrs: HashMap::new(),
+            next_request_id: 0,
+            pending: HashMap::new(),
+            unsent: Vec::new(),
+            deadlines: TimerWheel::new(256, 4, 0),
+            request_timeout_ms,
+            handed_back: Vec::new(),
+        }
+    }
+}
+
+/// Whether a request may change the state machine (a read never does).
+fn changes_state(body: &RequestBody) -> bool {
+    !matches!(
+        body,
+        RequestBody::Get { .. }
+            | RequestBody::Status
+            | RequestBody::Metrics
+            | RequestBody::Command(Command::Get { .. })
+    )
 }
 
 struct PeerLink {
@@ -228,7 +281,7 @@ impl EventLoop {
             closing: Vec::new(),
             rng: Rng::new(config.node_id ^ 0x9e37_79b9_7f4a_7c15),
             resp: RespCodec::new(config.limits.frame_bytes_max as usize),
-            forward: ForwardLink::default(),
+            forward: ForwardLink::new(config.limits.request_timeout_ms),
             redis_touched: Vec::new(),
             redis_proposed: false,
         };
@@ -275,10 +328,14 @@ impl EventLoop {
     fn turn(&mut self) -> Result<(), RunError> {
         let turn_started = Instant::now();
         self.before_sleep()?;
-        let next_deadline = match (self.timers.next_deadline(), self.node.next_deadline()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let next_deadline = [
+            self.timers.next_deadline(),
+            self.node.next_deadline(),
+            self.net.forward.deadlines.next_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         let timeout = match next_deadline {
             Some(deadline) => Duration::from_millis(deadline.saturating_sub(self.now_ms())),
             None => Duration::from_millis(self.tick_ms),
@@ -323,7 +380,9 @@ impl EventLoop {
         self.expire_timers();
         let now = self.now_ms();
         self.node.expire_deadlines(now, &mut self.net);
+        self.net.expire_forwards(now);
         self.net.close_pending(&mut self.node);
+        self.hand_back_unforwarded();
         let busy = busy + dispatch_started.elapsed();
         let slow = busy.as_millis() as u64 > self.slow_turn_ms;
         if slow {
@@ -407,6 +466,9 @@ impl EventLoop {
             match conn.io.stream().take_error() {
                 Ok(None) if conn.io.stream().peer_addr().is_ok() => {
                     conn.kind = ConnKind::Forward { connected: true };
+                    self.net.send_unsent(key);
+                    self.net.flush(key);
+                    return;
                 }
                 Ok(None) => return,
                 Ok(Some(e)) | Err(e) => {
@@ -563,7 +625,20 @@ impl EventLoop {
                             None => self.net.redis_proposed = true,
                         }
                     }
-                    Target::Forward(addr) => self.net.forward(client, submit.request, &addr),
+                    Target::Forward(addr) => {
+                        let now_ms = self.now_ms();
+                        let Some(request) = self.net.forward(client, submit.request, &addr, now_ms)
+                        else {
+                            continue;
+                        };
+                        match self
+                            .node
+                            .on_leader_unreachable(client, request, &addr, now_ms)
+                        {
+                            Some(response) => self.net.reply(client, response),
+                            None => self.net.redis_proposed = true,
+                        }
+                    }
                 }
             }
         }
@@ -579,18 +654,37 @@ impl EventLoop {
                 Ok(None) => return Ok(()),
                 Err(e) => return Err(format!("bad frame from the leader: {e}")),
             };
-            if let Some((_, client, request_id)) =
-                self.net.forward.pending.remove(&response.request_id)
-            {
+            if let Some(forwarded) = self.net.forward.pending.remove(&response.request_id) {
+                self.net.forward.deadlines.cancel(forwarded.timer);
                 let response = Response {
-                    request_id,
+                    request_id: forwarded.request_id,
                     body: response.body,
                 };
-                self.net.reply(client, response);
+                self.net.reply(forwarded.client, response);
             }
         }
         self.net.conns[key].unread = true;
         Ok(())
+    }
+
+    /// Gives the node the forwarded requests that were never sent on a link that
+    /// closed: it redirects them to a leader it now knows, or parks them until one is
+    /// elected (see [`Node::on_leader_unreachable`]).
+    fn hand_back_unforwarded(&mut self) {
+        if self.net.forward.handed_back.is_empty() {
+            return;
+        }
+        let now_ms = self.now_ms();
+        for (client, request, addr) in std::mem::take(&mut self.net.forward.handed_back) {
+            if let Some(response) = self
+                .node
+                .on_leader_unreachable(client, request, &addr, now_ms)
+            {
+                self.net.reply(client, response);
+            }
+        }
+        self.pump_touched_redis();
+        self.net.flush_dirty();
     }
 
     fn pump_touched_redis(&mut self) {
@@ -710,6 +804,7 @@ impl EventLoop {
         self.net.flush_dirty();
         self.follow_membership();
         self.net.close_pending(&mut self.node);
+        self.hand_back_unforwarded();
         Ok(())
     }
 
@@ -967,13 +1062,19 @@ impl Net {
 
 impl Net {
     /// Sends `request` of Redis connection `client` to the leader at `addr` over the
-    /// forwarding link, (re)dialing it if it goes elsewhere or does not exist.
-    fn forward(&mut self, client: ClientRef, request: Request, addr: &str) {
+    /// forwarding link, (re)dialing it if it goes elsewhere or does not exist. The
+    /// request gets the deadline of a local one (`limits.request_timeout_ms` from
+    /// `now_ms`). While the link connects, the request waits unencoded.
+    ///
+    /// Returns the request, unsent, when the link cannot even be dialed.
+    fn forward(
+        &mut self,
+        client: ClientRef,
+        request: Request,
+        addr: &str,
+        now_ms: u64,
+    ) -> Option<Request> {
         let request_id = request.request_id;
-        let unavailable = |message: String| Response {
-            request_id,
-            body: ResponseBody::Unavailable(message),
-        };
         if let Some((key, link_addr)) = &self.forward.conn
             && link_addr != addr
         {
@@ -990,59 +1091,158 @@ impl Net {
                     self.add(stream, kind, Interest::READABLE | Interest::WRITABLE)
                 });
             match dialed {
-                Ok(key) => self.forward.conn = Some((key, addr.to_string())),
+                Ok(key) => {
+                    self.forward.conn = Some((key, addr.to_string()));
+                    self.forward.addrs.insert(key, addr.to_string());
+                }
                 Err(e) => {
-                    let response = unavailable(format!("cannot reach the leader {addr}: {e}"));
-                    self.reply(client, response);
-                    return;
+                    debug!("cannot dial the leader {addr}: {e}");
+                    return Some(request);
                 }
             }
         }
-        let Some((key, _)) = self.forward.conn.clone() else {
-            return;
-        };
+        let (key, _) = self.forward.conn.clone()?;
         self.forward.next_request_id += 1;
         let id = self.forward.next_request_id;
-        let codec = self.frame;
-        let forwarded = Request {
-            request_id: id,
-            body: request.body,
+        let deadline_ms = now_ms + self.forward.request_timeout_ms;
+        let timer = self.forward.deadlines.schedule(deadline_ms, id);
+        let connected = self
+            .conns
+            .get(key)
+            .is_some_and(|c| c.kind == ConnKind::Forward { connected: true });
+        let forwarded = Forwarded {
+            link: key,
+            client,
+            request_id,
+            write: changes_state(&request.body),
+            unsent: Some(request.body),
+            timer,
         };
-        let queued = self.conns.get_mut(key).map(|conn| {
-            conn.io
-                .queue_frame(&codec, |out| client_codec::encode_request(&forwarded, out))
-        });
-        match queued {
-            Some(Ok(())) => {
-                self.forward.pending.insert(id, (key, client, request_id));
-                self.dirty.push(key);
-            }
-            _ => {
-                let response = unavailable("the link to the leader is congested".into());
-                self.reply(client, response);
+        self.forward.pending.insert(id, forwarded);
+        if connected {
+            self.send_forwarded(key, id);
+        } else {
+            self.forward.unsent.push(id);
+        }
+        None
+    }
+
+    /// Writes the requests that waited for forwarding link `key` to connect.
+    fn send_unsent(&mut self, key: usize) {
+        for id in std::mem::take(&mut self.forward.unsent) {
+            if self.forward.pending.get(&id).is_some_and(|f| f.link == key) {
+                self.send_forwarded(key, id);
+            } else if self.forward.pending.contains_key(&id) {
+                self.forward.unsent.push(id);
             }
         }
     }
 
-    /// The forwarding link `key` closed: every request still on it has an unknown outcome.
+    /// Encodes forwarded request `id` onto link `key`.
+    fn send_forwarded(&mut self, key: usize, id: u64) {
+        let Some(forwarded) = self.forward.pending.get_mut(&id) else {
+            return;
+        };
+        let Some(body) = forwarded.unsent.take() else {
+            return;
+        };
+        let request = Request {
+            request_id: id,
+            body,
+        };
+        let codec = self.frame;
+        let queued = self.conns.get_mut(key).map(|conn| {
+            conn.io
+                .queue_frame(&codec, |out| client_codec::encode_request(&request, out))
+        });
+        if let Some(Ok(())) = queued {
+            self.dirty.push(key);
+            return;
+        }
+        if let Some(forwarded) = self.forward.pending.remove(&id) {
+            self.forward.deadlines.cancel(forwarded.timer);
+            let body = ResponseBody::Unavailable(
+                "the link to the leader is congested; the request was not sent".into(),
+            );
+            let response = Response {
+                request_id: forwarded.request_id,
+                body,
+            };
+            self.reply(forwarded.client, response);
+        }
+    }
+
+    /// Answers every forwarded request whose deadline passed by `now_ms`: a write that
+    /// was sent has an unknown outcome (the leader may still apply it; the Redis
+    /// connection's write session makes a retry safe), a read or an unsent request
+    /// gets a definite error.
+    fn expire_forwards(&mut self, now_ms: u64) {
+        let mut expired = Vec::new();
+        self.forward.deadlines.expire(now_ms, &mut expired);
+        for id in expired {
+            let Some(forwarded) = self.forward.pending.remove(&id) else {
+                continue;
+            };
+            let timeout = self.forward.request_timeout_ms;
+            let message = if forwarded.unsent.is_some() {
+                let addr = self.forward.addrs.get(&forwarded.link);
+                format!(
+                    "the link to the leader {} did not connect within {timeout} ms \
+                     (limits.request_timeout_ms); the request was not sent, retry",
+                    addr.map_or("", String::as_str)
+                )
+            } else if forwarded.write {
+                format!(
+                    "no answer from the leader within {timeout} ms (limits.request_timeout_ms); \
+                     outcome unknown"
+                )
+            } else {
+                format!(
+                    "no answer from the leader within {timeout} ms (limits.request_timeout_ms); \
+                     the read was not served, retry"
+                )
+            };
+            let response = Response {
+                request_id: forwarded.request_id,
+                body: ResponseBody::Unavailable(message),
+            };
+            self.reply(forwarded.client, response);
+        }
+    }
+
+    /// The forwarding link `key` closed: a request written on it has an unknown outcome
+    /// if it is a write (a read simply failed); one never written is handed back to the
+    /// node ([`EventLoop::hand_back_unforwarded`]), as nothing of it was sent.
     fn on_forward_closed(&mut self, key: usize) {
         if self.forward.conn.as_ref().is_some_and(|(k, _)| *k == key) {
             self.forward.conn = None;
         }
+        let addr = self.forward.addrs.remove(&key).unwrap_or_default();
         let lost: Vec<u64> = self
             .forward
             .pending
             .iter()
-            .filter(|(_, (link, ..))| *link == key)
+            .filter(|(_, forwarded)| forwarded.link == key)
             .map(|(id, _)| *id)
             .collect();
         for id in lost {
-            if let Some((_, client, request_id)) = self.forward.pending.remove(&id) {
-                let body = ResponseBody::Unavailable(
-                    "the link to the leader closed; the outcome is unknown".into(),
-                );
-                self.reply(client, Response { request_id, body });
-            }
+            let Some(forwarded) = self.forward.pending.remove(&id) else {
+                continue;
+            };
+            self.forward.deadlines.cancel(forwarded.timer);
+            let request_id = forwarded.request_id;
+            let message = match forwarded.unsent {
+                Some(body) => {
+                    let request = Request { request_id, body };
+                    let back = (forwarded.client, request, addr.clone());
+                    self.forward.handed_back.push(back);
+                    continue;
+                }
+                None if forwarded.write => "the link to the leader closed; outcome unknown",
+                None => "the link to the leader closed before the read was answered; retry",
+            };
+            let body = ResponseBody::Unavailable(message.into());
+            self.reply(forwarded.client, Response { request_id, body });
         }
     }
 
