@@ -178,6 +178,17 @@ struct PeerLink {
     conn: Option<usize>,
     backoff: Backoff,
     reconnect_pending: bool,
+    /// When the outbound connection was dialed, in the loop's clock.
+    dialed_ms: u64,
+    /// When anything last arrived from the peer (on the links it dialed), in the loop's
+    /// clock.
+    heard_ms: u64,
+    /// A message was queued for the peer since it was last heard from: an answer (at
+    /// least a heartbeat response or a vote) is expected.
+    sent_since_heard: bool,
+    /// The link was recycled for silence and the peer has not been heard from since
+    /// (later recycles of the same silence log at debug level).
+    recycled: bool,
 }
 
 /// The network half of the loop: sockets, buffers and peer links. Kept apart from the
@@ -201,6 +212,12 @@ struct Net {
     dirty: Vec<usize>,
     /// Slab keys to close at the end of the turn, with the reason to log.
     closing: Vec<(usize, String)>,
+    /// The loop's clock origin (`EventLoop::started`).
+    started: Instant,
+    /// A peer link that carries nothing from its peer this long while messages go to
+    /// it, or that does not connect within it, is closed and redialed: the longest
+    /// election timeout (`2 * election_ticks * tick_ms`).
+    silence_ms: u64,
     rng: Rng,
     resp: RespCodec,
     forward: ForwardLink,
@@ -264,6 +281,7 @@ impl EventLoop {
             .self_member()
             .map_or(config.listen_peer, |m| m.peer_addr)
             .to_string();
+        let started = Instant::now();
         let net = Net {
             poll,
             conns: Slab::new(),
@@ -279,13 +297,14 @@ impl EventLoop {
             next_generation: 1,
             dirty: Vec::new(),
             closing: Vec::new(),
+            started,
+            silence_ms: 2 * u64::from(config.raft.election_ticks) * config.raft.tick_ms,
             rng: Rng::new(config.node_id ^ 0x9e37_79b9_7f4a_7c15),
             resp: RespCodec::new(config.limits.frame_bytes_max as usize),
             forward: ForwardLink::new(config.limits.request_timeout_ms),
             redis_touched: Vec::new(),
             redis_proposed: false,
         };
-        let started = Instant::now();
         Ok(EventLoop {
             net,
             node,
@@ -522,6 +541,9 @@ impl EventLoop {
             self.node
                 .metrics_mut()
                 .on_message_received(from, outcome.bytes as u64);
+            if outcome.bytes > 0 {
+                self.net.heard_from(from);
+            }
         }
         let result = match kind {
             ConnKind::Client => self.decode_client_frames(key),
@@ -725,6 +747,7 @@ impl EventLoop {
                     }
                     conn.kind = ConnKind::PeerIn(Some(node_id));
                     info!("peer {node_id}: inbound link up (it listens on {peer_addr})");
+                    self.net.heard_from(node_id);
                     match peer_addr.parse::<SocketAddr>() {
                         Ok(addr) => {
                             self.net.announced.insert(node_id, addr);
@@ -772,6 +795,7 @@ impl EventLoop {
             }
         }
         let now = self.now_ms();
+        self.net.recycle_silent_links(now);
         let wanted: Vec<NodeId> = self
             .net
             .peers
@@ -907,11 +931,88 @@ impl Net {
                 if queued.is_err() {
                     self.close_later(key, "handshake does not fit the output buffer".into());
                 }
+                let now = self.now_ms();
                 if let Some(link) = self.peers.get_mut(&peer) {
                     link.conn = Some(key);
+                    link.dialed_ms = now;
+                    link.sent_since_heard = false;
                 }
             }
             Err(e) => debug!("peer {peer}: dial {addr} failed: {e}"),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// Something arrived from `peer`: its links are alive.
+    fn heard_from(&mut self, peer: NodeId) {
+        let now = self.now_ms();
+        if let Some(link) = self.peers.get_mut(&peer) {
+            link.heard_ms = now;
+            link.sent_since_heard = false;
+            link.recycled = false;
+        }
+    }
+
+    /// Closes (for a redial with the usual backoff) every outbound peer link that
+    /// did not connect within `silence_ms`, or that carried messages to its peer while
+    /// nothing came back for `silence_ms`, and the silent inbound links of that peer.
+    ///
+    /// Why: a connection behind a route that dropped packets stays open, and after the
+    /// route heals TCP resends only when its retransmission backoff expires (seconds
+    /// after a partition of a few seconds); a fresh connection carries traffic after
+    /// one round trip. A peer answers every message we send within an election
+    /// timeout (heartbeat responses, votes), so silence that long means a dead link.
+    fn recycle_silent_links(&mut self, now_ms: u64) {
+        let silence_ms = self.silence_ms;
+        let mut silent = Vec::new();
+        for (&peer, link) in &self.peers {
+            let Some(key) = link.conn else {
+                continue;
+            };
+            let quiet_since = link.heard_ms.max(link.dialed_ms);
+            if now_ms.saturating_sub(quiet_since) < silence_ms {
+                continue;
+            }
+            let connected = self.conns.get(key).is_some_and(|c| {
+                matches!(
+                    c.kind,
+                    ConnKind::PeerOut {
+                        connected: true,
+                        ..
+                    }
+                )
+            });
+            if !connected {
+                silent.push((peer, key, "the connect did not complete"));
+            } else if link.sent_since_heard {
+                silent.push((peer, key, "nothing came back"));
+            }
+        }
+        for (peer, key, what) in silent {
+            let reason = format!("{what} within {silence_ms} ms; redialing");
+            let Some(link) = self.peers.get_mut(&peer) else {
+                continue;
+            };
+            if link.recycled {
+                debug!("peer {peer}: link still silent: {reason}");
+            } else {
+                info!("peer {peer}: link silent: {reason}");
+            }
+            link.recycled = true;
+            link.sent_since_heard = false;
+            self.close_later(key, reason.clone());
+            let inbound: Vec<usize> = self
+                .conns
+                .iter()
+                .filter(|(_, c)| c.kind == ConnKind::PeerIn(Some(peer)))
+                .map(|(k, _)| k)
+                .collect();
+            for key in inbound {
+                self.close_later(key, format!("silent for {silence_ms} ms"));
+            }
         }
     }
 
@@ -956,6 +1057,10 @@ impl Net {
                         conn: None,
                         backoff: Backoff::new(RECONNECT_MIN_MS, RECONNECT_MAX_MS),
                         reconnect_pending: false,
+                        dialed_ms: 0,
+                        heard_ms: 0,
+                        sent_since_heard: false,
+                        recycled: false,
                     };
                     self.peers.insert(id, link);
                 }
@@ -1278,9 +1383,13 @@ impl Net {
 impl Outbox for Net {
     fn send(&mut self, message: &Message) -> usize {
         log::trace!("send {message:?}");
-        let Some(key) = self.peers.get(&message.to).and_then(|link| link.conn) else {
+        let Some(link) = self.peers.get_mut(&message.to) else {
             return 0;
         };
+        let Some(key) = link.conn else {
+            return 0;
+        };
+        link.sent_since_heard = true;
         let codec = self.frame;
         let Some(conn) = self.conns.get_mut(key) else {
             return 0;
