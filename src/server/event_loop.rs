@@ -19,7 +19,12 @@
 //! that outbound link (handshake first: cluster id, node id, its peer address); it
 //! receives messages on the links the others dialed. A broken link is redialed with
 //! exponential backoff and jitter; messages for a peer without a link are dropped
-//! (Raft retransmits). The set of links follows the configuration in force
+//! (Raft retransmits). A link that falls silent without breaking is treated as broken:
+//! when messages went to a peer and nothing came back from it for the longest election
+//! timeout (every message we send gets an answer well within it), or a connect does not
+//! complete within it, the outbound link and the peer's silent inbound ones are closed
+//! and redialed (`Net::recycle_silent_links`), so a healed partition is not left to
+//! TCP's retransmission backoff. The set of links follows the configuration in force
 //! ([`Node::wanted_peers`], checked after every `before_sleep`): a member added at
 //! runtime is dialed at the address carried in the configuration, a removed one is
 //! dropped once the leader has let it go; a peer with no known address (the leader,
@@ -31,7 +36,11 @@
 //! which go to the node like any client's, or, on a follower answered NotLeader, over
 //! the one forwarding link (a client-protocol connection to the leader's client
 //! address, with fresh request ids mapped back to the Redis connection). Replies are
-//! queued per connection and written in request order.
+//! queued per connection and written in request order. A forwarded request has the
+//! deadline of a local one: past it, a write that was sent is answered "outcome
+//! unknown", a read or a request never sent (its link still connecting) a definite
+//! error; a request whose link failed before it was sent goes back to the node, which
+//! redirects it to a newer leader or parks it until one is elected.
 
 use std::collections::HashMap;
 use std::io;
@@ -481,6 +490,15 @@ impl EventLoop {
 
     fn on_writable(&mut self, key: usize) {
         let conn = &mut self.net.conns[key];
+        // A connected peer link with a backlog that drains: the peer is reading (a large
+        // message such as a snapshot is on its way), so the link is not silent.
+        let backlog = match conn.kind {
+            ConnKind::PeerOut {
+                peer,
+                connected: true,
+            } => Some((peer, conn.io.pending_output_bytes())),
+            _ => None,
+        };
         if conn.kind == (ConnKind::Forward { connected: false }) {
             match conn.io.stream().take_error() {
                 Ok(None) if conn.io.stream().peer_addr().is_ok() => {
@@ -521,6 +539,15 @@ impl EventLoop {
             }
         }
         self.net.flush(key);
+        if let Some((peer, before)) = backlog
+            && self
+                .net
+                .conns
+                .get(key)
+                .is_some_and(|c| c.io.pending_output_bytes() < before)
+        {
+            self.net.heard_from(peer);
+        }
     }
 
     fn on_readable(&mut self, key: usize) {
@@ -946,7 +973,8 @@ impl Net {
         self.started.elapsed().as_millis() as u64
     }
 
-    /// Something arrived from `peer`: its links are alive.
+    /// Something arrived from `peer`, or it read a backlog we are sending it: its
+    /// links are alive.
     fn heard_from(&mut self, peer: NodeId) {
         let now = self.now_ms();
         if let Some(link) = self.peers.get_mut(&peer) {

@@ -19,6 +19,11 @@
 //! durable on a majority, this node's copy included by an earlier step 4). Linearizable
 //! reads are batched: every read arriving in one turn shares one ReadIndex round.
 //!
+//! While no leader is known, reads, writes and membership changes are parked
+//! ([`super::parked`]) until one is, for at most `limits.leader_wait_ms`, instead of
+//! failing at once; they are served or redirected at the start of the next
+//! `before_sleep` after a leader appears.
+//!
 //! Invariant: `pending_writes` maps a log index to the client waiting for it, with the
 //! term the entry was proposed in; an entry applied at that index with another term
 //! means the proposal was lost, and the client is told so.
