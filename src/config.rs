@@ -144,6 +144,9 @@ pub struct LimitsConfig {
     pub read_bytes_per_turn_max: usize,
     /// A client request not answered within this many milliseconds gets an error.
     pub request_timeout_ms: u64,
+    /// While no leader is known, a request waits up to this many milliseconds for one
+    /// before it fails definitively (0: fail at once).
+    pub leader_wait_ms: u64,
 }
 
 impl Default for LimitsConfig {
@@ -163,6 +166,7 @@ impl Default for LimitsConfig {
             output_bytes_max: 64 * 1024 * 1024,
             read_bytes_per_turn_max: 1024 * 1024,
             request_timeout_ms: 5000,
+            leader_wait_ms: 1000,
         }
     }
 }
@@ -493,6 +497,14 @@ impl Config {
                 "must be at most limits.output_bytes_max".to_string(),
             );
         }
+        if self.limits.leader_wait_ms > self.limits.request_timeout_ms {
+            return fail(
+                "limits.leader_wait_ms",
+                "must not exceed limits.request_timeout_ms (a request never waits past its \
+                 deadline)"
+                    .to_string(),
+            );
+        }
         if self.storage.segment_bytes < SEGMENT_BYTES_MIN {
             return fail(
                 "storage.segment_bytes",
@@ -732,7 +744,7 @@ client_addr = "127.0.0.1:8002"
                 checked += 1;
             }
         }
-        assert_eq!(checked, 31);
+        assert_eq!(checked, 32);
     }
 
     #[test]
@@ -846,6 +858,11 @@ client_addr = "127.0.0.1:8002"
                 "[limits]\nrequest_timeout_ms = 0",
                 "limits.request_timeout_ms",
                 "greater",
+            ),
+            (
+                "[limits]\nrequest_timeout_ms = 500\nleader_wait_ms = 501",
+                "limits.leader_wait_ms",
+                "must not exceed limits.request_timeout_ms",
             ),
             (
                 "[limits]\nread_bytes_per_turn_max = 0",

@@ -19,7 +19,12 @@
 //! that outbound link (handshake first: cluster id, node id, its peer address); it
 //! receives messages on the links the others dialed. A broken link is redialed with
 //! exponential backoff and jitter; messages for a peer without a link are dropped
-//! (Raft retransmits). The set of links follows the configuration in force
+//! (Raft retransmits). A link that falls silent without breaking is treated as broken:
+//! when messages went to a peer and nothing came back from it for the longest election
+//! timeout (every message we send gets an answer well within it), or a connect does not
+//! complete within it, the outbound link and the peer's silent inbound ones are closed
+//! and redialed (`Net::recycle_silent_links`), so a healed partition is not left to
+//! TCP's retransmission backoff. The set of links follows the configuration in force
 //! ([`Node::wanted_peers`], checked after every `before_sleep`): a member added at
 //! runtime is dialed at the address carried in the configuration, a removed one is
 //! dropped once the leader has let it go; a peer with no known address (the leader,
@@ -31,7 +36,11 @@
 //! which go to the node like any client's, or, on a follower answered NotLeader, over
 //! the one forwarding link (a client-protocol connection to the leader's client
 //! address, with fresh request ids mapped back to the Redis connection). Replies are
-//! queued per connection and written in request order.
+//! queued per connection and written in request order. A forwarded request has the
+//! deadline of a local one: past it, a write that was sent is answered "outcome
+//! unknown", a read or a request never sent (its link still connecting) a definite
+//! error; a request whose link failed before it was sent goes back to the node, which
+//! redirects it to a newer leader or parks it until one is elected.
 //!
 //! Connection limits (docs/CONFIG.md `[limits]`): client connections (client and Redis
 //! ports together) and inbound peer connections awaiting their handshake have separate
@@ -72,13 +81,14 @@ use super::fd_limit;
 use super::metrics::ConnectionMetrics;
 use super::node::{ClientRef, Node, Outbox, WantedPeer};
 use super::redis::{RedisConn, Target};
-use super::timer::TimerWheel;
+use super::timer::{TimerId, TimerWheel};
 use crate::codec::DecodeError;
-use crate::codec::client::{self as client_codec, Request, Response, ResponseBody};
+use crate::codec::client::{self as client_codec, Request, RequestBody, Response, ResponseBody};
 use crate::codec::frame::FrameCodec;
 use crate::codec::peer::{self as peer_codec, PeerFrame};
 use crate::codec::resp::RespCodec;
 use crate::config::Config;
+use crate::kv::Command;
 use crate::raft;
 use crate::raft::message::{Message, NodeId};
 use crate::raft::rng::Rng;
@@ -187,13 +197,65 @@ struct ClientLimits {
 }
 
 /// The link a follower forwards Redis requests on.
-#[derive(Default)]
+///
+/// Invariant: every request in `pending` has one live timer in `deadlines` (cancelled
+/// when it leaves `pending`); a request whose `unsent` body is still held was never
+/// written to a socket, so whatever happens to it, nothing was applied.
 struct ForwardLink {
     /// Slab key of the link and the leader client address it goes to.
     conn: Option<(usize, String)>,
+    /// The leader client address of every forwarding link not yet closed, by slab key.
+    addrs: HashMap<usize, String>,
     next_request_id: u64,
-    /// Forwarded request id -> (link key, Redis connection, its request id).
-    pending: HashMap<u64, (usize, ClientRef, u64)>,
+    /// Forwarded request id -> the request's state.
+    pending: HashMap<u64, Forwarded>,
+    /// Ids of requests waiting for their link to connect, in order.
+    unsent: Vec<u64>,
+    /// The forwarded requests' deadlines (`limits.request_timeout_ms`), by id.
+    deadlines: TimerWheel<u64>,
+    request_timeout_ms: u64,
+    /// Requests never sent on a link that closed, for the node to redirect or park.
+    handed_back: Vec<(ClientRef, Request, String)>,
+}
+
+/// A request on the forwarding link.
+struct Forwarded {
+    /// Slab key of the link it went on.
+    link: usize,
+    client: ClientRef,
+    /// The Redis connection's own request id.
+    request_id: u64,
+    /// The request until the link connects and it is written; `None` once sent.
+    unsent: Option<RequestBody>,
+    /// The request may change state: a lost reply leaves its outcome unknown.
+    write: bool,
+    timer: TimerId,
+}
+
+impl ForwardLink {
+    fn new(request_timeout_ms: u64) -> ForwardLink {
+        ForwardLink {
+            conn: None,
+            addrs: HashMap::new(),
+            next_request_id: 0,
+            pending: HashMap::new(),
+            unsent: Vec::new(),
+            deadlines: TimerWheel::new(256, 4, 0),
+            request_timeout_ms,
+            handed_back: Vec::new(),
+        }
+    }
+}
+
+/// Whether a request may change the state machine (a read never does).
+fn changes_state(body: &RequestBody) -> bool {
+    !matches!(
+        body,
+        RequestBody::Get { .. }
+            | RequestBody::Status
+            | RequestBody::Metrics
+            | RequestBody::Command(Command::Get { .. })
+    )
 }
 
 struct PeerLink {
@@ -202,6 +264,17 @@ struct PeerLink {
     conn: Option<usize>,
     backoff: Backoff,
     reconnect_pending: bool,
+    /// When the outbound connection was dialed, in the loop's clock.
+    dialed_ms: u64,
+    /// When anything last arrived from the peer (on the links it dialed), in the loop's
+    /// clock.
+    heard_ms: u64,
+    /// A message was queued for the peer since it was last heard from: an answer (at
+    /// least a heartbeat response or a vote) is expected.
+    sent_since_heard: bool,
+    /// The link was recycled for silence and the peer has not been heard from since
+    /// (later recycles of the same silence log at debug level).
+    recycled: bool,
 }
 
 /// The network half of the loop: sockets, buffers and peer links. Kept apart from the
@@ -244,6 +317,12 @@ struct Net {
     dirty: Vec<usize>,
     /// Slab keys to close at the end of the turn, with the reason to log.
     closing: Vec<(usize, String)>,
+    /// The loop's clock origin (`EventLoop::started`).
+    started: Instant,
+    /// A peer link that carries nothing from its peer this long while messages go to
+    /// it, or that does not connect within it, is closed and redialed: the longest
+    /// election timeout (`2 * election_ticks * tick_ms`).
+    silence_ms: u64,
     rng: Rng,
     resp: RespCodec,
     forward: ForwardLink,
@@ -351,6 +430,7 @@ impl EventLoop {
             .map_or(config.listen_peer, |m| m.peer_addr)
             .to_string();
         let limits = client_limits(config);
+        let started = Instant::now();
         let net = Net {
             poll,
             conns: Slab::new(),
@@ -374,13 +454,14 @@ impl EventLoop {
             next_generation: 1,
             dirty: Vec::new(),
             closing: Vec::new(),
+            started,
+            silence_ms: 2 * u64::from(config.raft.election_ticks) * config.raft.tick_ms,
             rng: Rng::new(config.node_id ^ 0x9e37_79b9_7f4a_7c15),
             resp: RespCodec::new(config.limits.frame_bytes_max as usize),
-            forward: ForwardLink::default(),
+            forward: ForwardLink::new(config.limits.request_timeout_ms),
             redis_touched: Vec::new(),
             redis_proposed: false,
         };
-        let started = Instant::now();
         Ok(EventLoop {
             net,
             node,
@@ -425,10 +506,14 @@ impl EventLoop {
         let turn_started = Instant::now();
         self.net.now_ms = self.now_ms();
         self.before_sleep()?;
-        let next_deadline = match (self.timers.next_deadline(), self.node.next_deadline()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let next_deadline = [
+            self.timers.next_deadline(),
+            self.node.next_deadline(),
+            self.net.forward.deadlines.next_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         let timeout = match next_deadline {
             Some(deadline) => Duration::from_millis(deadline.saturating_sub(self.now_ms())),
             None => Duration::from_millis(self.tick_ms),
@@ -481,7 +566,9 @@ impl EventLoop {
             self.net.sweep(now);
             self.next_sweep_ms = now + self.net.limits.timeouts.sweep_interval_ms();
         }
+        self.net.expire_forwards(now);
         self.net.close_pending(&mut self.node);
+        self.hand_back_unforwarded();
         let connections = self.net.connection_metrics();
         self.node.metrics_mut().set_connections(connections);
         let busy = busy + dispatch_started.elapsed();
@@ -557,10 +644,22 @@ impl EventLoop {
 
     fn on_writable(&mut self, key: usize) {
         let conn = &mut self.net.conns[key];
+        // A connected peer link with a backlog that drains: the peer is reading (a large
+        // message such as a snapshot is on its way), so the link is not silent.
+        let backlog = match conn.kind {
+            ConnKind::PeerOut {
+                peer,
+                connected: true,
+            } => Some((peer, conn.io.pending_output_bytes())),
+            _ => None,
+        };
         if conn.kind == (ConnKind::Forward { connected: false }) {
             match conn.io.stream().take_error() {
                 Ok(None) if conn.io.stream().peer_addr().is_ok() => {
                     conn.kind = ConnKind::Forward { connected: true };
+                    self.net.send_unsent(key);
+                    self.net.flush(key);
+                    return;
                 }
                 Ok(None) => return,
                 Ok(Some(e)) | Err(e) => {
@@ -594,6 +693,15 @@ impl EventLoop {
             }
         }
         self.net.flush(key);
+        if let Some((peer, before)) = backlog
+            && self
+                .net
+                .conns
+                .get(key)
+                .is_some_and(|c| c.io.pending_output_bytes() < before)
+        {
+            self.net.heard_from(peer);
+        }
     }
 
     fn on_readable(&mut self, key: usize) {
@@ -631,6 +739,9 @@ impl EventLoop {
             self.node
                 .metrics_mut()
                 .on_message_received(from, outcome.bytes as u64);
+            if outcome.bytes > 0 {
+                self.net.heard_from(from);
+            }
         }
         let result = match kind {
             ConnKind::Client => self.decode_client_frames(key),
@@ -761,7 +872,20 @@ impl EventLoop {
                             None => self.net.redis_proposed = true,
                         }
                     }
-                    Target::Forward(addr) => self.net.forward(client, submit.request, &addr),
+                    Target::Forward(addr) => {
+                        let now_ms = self.now_ms();
+                        let Some(request) = self.net.forward(client, submit.request, &addr, now_ms)
+                        else {
+                            continue;
+                        };
+                        match self
+                            .node
+                            .on_leader_unreachable(client, request, &addr, now_ms)
+                        {
+                            Some(response) => self.net.reply(client, response),
+                            None => self.net.redis_proposed = true,
+                        }
+                    }
                 }
             }
         }
@@ -777,18 +901,37 @@ impl EventLoop {
                 Ok(None) => return Ok(()),
                 Err(e) => return Err(format!("bad frame from the leader: {e}")),
             };
-            if let Some((_, client, request_id)) =
-                self.net.forward.pending.remove(&response.request_id)
-            {
+            if let Some(forwarded) = self.net.forward.pending.remove(&response.request_id) {
+                self.net.forward.deadlines.cancel(forwarded.timer);
                 let response = Response {
-                    request_id,
+                    request_id: forwarded.request_id,
                     body: response.body,
                 };
-                self.net.reply(client, response);
+                self.net.reply(forwarded.client, response);
             }
         }
         self.net.conns[key].unread = true;
         Ok(())
+    }
+
+    /// Gives the node the forwarded requests that were never sent on a link that
+    /// closed: it redirects them to a leader it now knows, or parks them until one is
+    /// elected (see [`Node::on_leader_unreachable`]).
+    fn hand_back_unforwarded(&mut self) {
+        if self.net.forward.handed_back.is_empty() {
+            return;
+        }
+        let now_ms = self.now_ms();
+        for (client, request, addr) in std::mem::take(&mut self.net.forward.handed_back) {
+            if let Some(response) = self
+                .node
+                .on_leader_unreachable(client, request, &addr, now_ms)
+            {
+                self.net.reply(client, response);
+            }
+        }
+        self.pump_touched_redis();
+        self.net.flush_dirty();
     }
 
     fn pump_touched_redis(&mut self) {
@@ -830,6 +973,7 @@ impl EventLoop {
                     conn.kind = ConnKind::PeerIn(Some(node_id));
                     self.net.handshake_count = self.net.handshake_count.saturating_sub(1);
                     info!("peer {node_id}: inbound link up (it listens on {peer_addr})");
+                    self.net.heard_from(node_id);
                     match peer_addr.parse::<SocketAddr>() {
                         Ok(addr) => {
                             self.net.announced.insert(node_id, addr);
@@ -877,6 +1021,7 @@ impl EventLoop {
             }
         }
         let now = self.now_ms();
+        self.net.recycle_silent_links(now);
         let wanted: Vec<NodeId> = self
             .net
             .peers
@@ -909,6 +1054,7 @@ impl EventLoop {
         self.net.flush_dirty();
         self.follow_membership();
         self.net.close_pending(&mut self.node);
+        self.hand_back_unforwarded();
         Ok(())
     }
 
@@ -1015,11 +1161,89 @@ impl Net {
                 if queued.is_err() {
                     self.close_later(key, "handshake does not fit the output buffer".into());
                 }
+                let now = self.now_ms();
                 if let Some(link) = self.peers.get_mut(&peer) {
                     link.conn = Some(key);
+                    link.dialed_ms = now;
+                    link.sent_since_heard = false;
                 }
             }
             Err(e) => debug!("peer {peer}: dial {addr} failed: {e}"),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// Something arrived from `peer`, or it read a backlog we are sending it: its
+    /// links are alive.
+    fn heard_from(&mut self, peer: NodeId) {
+        let now = self.now_ms();
+        if let Some(link) = self.peers.get_mut(&peer) {
+            link.heard_ms = now;
+            link.sent_since_heard = false;
+            link.recycled = false;
+        }
+    }
+
+    /// Closes (for a redial with the usual backoff) every outbound peer link that
+    /// did not connect within `silence_ms`, or that carried messages to its peer while
+    /// nothing came back for `silence_ms`, and the silent inbound links of that peer.
+    ///
+    /// Why: a connection behind a route that dropped packets stays open, and after the
+    /// route heals TCP resends only when its retransmission backoff expires (seconds
+    /// after a partition of a few seconds); a fresh connection carries traffic after
+    /// one round trip. A peer answers every message we send within an election
+    /// timeout (heartbeat responses, votes), so silence that long means a dead link.
+    fn recycle_silent_links(&mut self, now_ms: u64) {
+        let silence_ms = self.silence_ms;
+        let mut silent = Vec::new();
+        for (&peer, link) in &self.peers {
+            let Some(key) = link.conn else {
+                continue;
+            };
+            let quiet_since = link.heard_ms.max(link.dialed_ms);
+            if now_ms.saturating_sub(quiet_since) < silence_ms {
+                continue;
+            }
+            let connected = self.conns.get(key).is_some_and(|c| {
+                matches!(
+                    c.kind,
+                    ConnKind::PeerOut {
+                        connected: true,
+                        ..
+                    }
+                )
+            });
+            if !connected {
+                silent.push((peer, key, "the connect did not complete"));
+            } else if link.sent_since_heard {
+                silent.push((peer, key, "nothing came back"));
+            }
+        }
+        for (peer, key, what) in silent {
+            let reason = format!("{what} within {silence_ms} ms; redialing");
+            let Some(link) = self.peers.get_mut(&peer) else {
+                continue;
+            };
+            if link.recycled {
+                debug!("peer {peer}: link still silent: {reason}");
+            } else {
+                info!("peer {peer}: link silent: {reason}");
+            }
+            link.recycled = true;
+            link.sent_since_heard = false;
+            self.close_later(key, reason.clone());
+            let inbound: Vec<usize> = self
+                .conns
+                .iter()
+                .filter(|(_, c)| c.kind == ConnKind::PeerIn(Some(peer)))
+                .map(|(k, _)| k)
+                .collect();
+            for key in inbound {
+                self.close_later(key, format!("silent for {silence_ms} ms"));
+            }
         }
     }
 
@@ -1064,6 +1288,10 @@ impl Net {
                         conn: None,
                         backoff: Backoff::new(RECONNECT_MIN_MS, RECONNECT_MAX_MS),
                         reconnect_pending: false,
+                        dialed_ms: 0,
+                        heard_ms: 0,
+                        sent_since_heard: false,
+                        recycled: false,
                     };
                     self.peers.insert(id, link);
                 }
@@ -1325,13 +1553,19 @@ impl Net {
 
 impl Net {
     /// Sends `request` of Redis connection `client` to the leader at `addr` over the
-    /// forwarding link, (re)dialing it if it goes elsewhere or does not exist.
-    fn forward(&mut self, client: ClientRef, request: Request, addr: &str) {
+    /// forwarding link, (re)dialing it if it goes elsewhere or does not exist. The
+    /// request gets the deadline of a local one (`limits.request_timeout_ms` from
+    /// `now_ms`). While the link connects, the request waits unencoded.
+    ///
+    /// Returns the request, unsent, when the link cannot even be dialed.
+    fn forward(
+        &mut self,
+        client: ClientRef,
+        request: Request,
+        addr: &str,
+        now_ms: u64,
+    ) -> Option<Request> {
         let request_id = request.request_id;
-        let unavailable = |message: String| Response {
-            request_id,
-            body: ResponseBody::Unavailable(message),
-        };
         if let Some((key, link_addr)) = &self.forward.conn
             && link_addr != addr
         {
@@ -1348,64 +1582,164 @@ impl Net {
                     self.add(stream, kind, Interest::READABLE | Interest::WRITABLE)
                 });
             match dialed {
-                Ok(key) => self.forward.conn = Some((key, addr.to_string())),
+                Ok(key) => {
+                    self.forward.conn = Some((key, addr.to_string()));
+                    self.forward.addrs.insert(key, addr.to_string());
+                }
                 Err(e) => {
-                    let response = unavailable(format!("cannot reach the leader {addr}: {e}"));
-                    self.reply(client, response);
-                    return;
+                    debug!("cannot dial the leader {addr}: {e}");
+                    return Some(request);
                 }
             }
         }
-        let Some((key, _)) = self.forward.conn.clone() else {
-            return;
-        };
+        let (key, _) = self.forward.conn.clone()?;
         self.forward.next_request_id += 1;
         let id = self.forward.next_request_id;
-        let codec = self.frame;
-        let forwarded = Request {
-            request_id: id,
-            body: request.body,
+        let deadline_ms = now_ms + self.forward.request_timeout_ms;
+        let timer = self.forward.deadlines.schedule(deadline_ms, id);
+        let connected = self
+            .conns
+            .get(key)
+            .is_some_and(|c| c.kind == ConnKind::Forward { connected: true });
+        let forwarded = Forwarded {
+            link: key,
+            client,
+            request_id,
+            write: changes_state(&request.body),
+            unsent: Some(request.body),
+            timer,
         };
-        let queued = self.conns.get_mut(key).map(|conn| {
-            conn.io
-                .queue_frame(&codec, |out| client_codec::encode_request(&forwarded, out))
-        });
-        match queued {
-            Some(Ok(())) => {
-                self.forward.pending.insert(id, (key, client, request_id));
-                self.dirty.push(key);
-            }
-            // Not sent, so a definite refusal; the link carries on.
-            Some(Err(QueueFrameError::TooLarge(e))) => {
-                let body = ResponseBody::Error(format!("request not forwarded: {e}"));
-                self.reply(client, Response { request_id, body });
-            }
-            _ => {
-                let response = unavailable("the link to the leader is congested".into());
-                self.reply(client, response);
+        self.forward.pending.insert(id, forwarded);
+        if connected {
+            self.send_forwarded(key, id);
+        } else {
+            self.forward.unsent.push(id);
+        }
+        None
+    }
+
+    /// Writes the requests that waited for forwarding link `key` to connect.
+    fn send_unsent(&mut self, key: usize) {
+        for id in std::mem::take(&mut self.forward.unsent) {
+            if self.forward.pending.get(&id).is_some_and(|f| f.link == key) {
+                self.send_forwarded(key, id);
+            } else if self.forward.pending.contains_key(&id) {
+                self.forward.unsent.push(id);
             }
         }
     }
 
-    /// The forwarding link `key` closed: every request still on it has an unknown outcome.
+    /// Encodes forwarded request `id` onto link `key`.
+    fn send_forwarded(&mut self, key: usize, id: u64) {
+        let Some(forwarded) = self.forward.pending.get_mut(&id) else {
+            return;
+        };
+        let Some(body) = forwarded.unsent.take() else {
+            return;
+        };
+        let request = Request {
+            request_id: id,
+            body,
+        };
+        let codec = self.frame;
+        let queued = self.conns.get_mut(key).map(|conn| {
+            conn.io
+                .queue_frame(&codec, |out| client_codec::encode_request(&request, out))
+        });
+        let body = match queued {
+            Some(Ok(())) => {
+                self.dirty.push(key);
+                return;
+            }
+            // Not sent, so a definite refusal; the link carries on.
+            Some(Err(QueueFrameError::TooLarge(e))) => {
+                ResponseBody::Error(format!("request not forwarded: {e}"))
+            }
+            _ => ResponseBody::Unavailable(
+                "the link to the leader is congested; the request was not sent".into(),
+            ),
+        };
+        if let Some(forwarded) = self.forward.pending.remove(&id) {
+            self.forward.deadlines.cancel(forwarded.timer);
+            let response = Response {
+                request_id: forwarded.request_id,
+                body,
+            };
+            self.reply(forwarded.client, response);
+        }
+    }
+
+    /// Answers every forwarded request whose deadline passed by `now_ms`: a write that
+    /// was sent has an unknown outcome (the leader may still apply it; the Redis
+    /// connection's write session makes a retry safe), a read or an unsent request
+    /// gets a definite error.
+    fn expire_forwards(&mut self, now_ms: u64) {
+        let mut expired = Vec::new();
+        self.forward.deadlines.expire(now_ms, &mut expired);
+        for id in expired {
+            let Some(forwarded) = self.forward.pending.remove(&id) else {
+                continue;
+            };
+            let timeout = self.forward.request_timeout_ms;
+            let message = if forwarded.unsent.is_some() {
+                let addr = self.forward.addrs.get(&forwarded.link);
+                format!(
+                    "the link to the leader {} did not connect within {timeout} ms \
+                     (limits.request_timeout_ms); the request was not sent, retry",
+                    addr.map_or("", String::as_str)
+                )
+            } else if forwarded.write {
+                format!(
+                    "no answer from the leader within {timeout} ms (limits.request_timeout_ms); \
+                     outcome unknown"
+                )
+            } else {
+                format!(
+                    "no answer from the leader within {timeout} ms (limits.request_timeout_ms); \
+                     the read was not served, retry"
+                )
+            };
+            let response = Response {
+                request_id: forwarded.request_id,
+                body: ResponseBody::Unavailable(message),
+            };
+            self.reply(forwarded.client, response);
+        }
+    }
+
+    /// The forwarding link `key` closed: a request written on it has an unknown outcome
+    /// if it is a write (a read simply failed); one never written is handed back to the
+    /// node ([`EventLoop::hand_back_unforwarded`]), as nothing of it was sent.
     fn on_forward_closed(&mut self, key: usize) {
         if self.forward.conn.as_ref().is_some_and(|(k, _)| *k == key) {
             self.forward.conn = None;
         }
+        let addr = self.forward.addrs.remove(&key).unwrap_or_default();
         let lost: Vec<u64> = self
             .forward
             .pending
             .iter()
-            .filter(|(_, (link, ..))| *link == key)
+            .filter(|(_, forwarded)| forwarded.link == key)
             .map(|(id, _)| *id)
             .collect();
         for id in lost {
-            if let Some((_, client, request_id)) = self.forward.pending.remove(&id) {
-                let body = ResponseBody::Unavailable(
-                    "the link to the leader closed; the outcome is unknown".into(),
-                );
-                self.reply(client, Response { request_id, body });
-            }
+            let Some(forwarded) = self.forward.pending.remove(&id) else {
+                continue;
+            };
+            self.forward.deadlines.cancel(forwarded.timer);
+            let request_id = forwarded.request_id;
+            let message = match forwarded.unsent {
+                Some(body) => {
+                    let request = Request { request_id, body };
+                    let back = (forwarded.client, request, addr.clone());
+                    self.forward.handed_back.push(back);
+                    continue;
+                }
+                None if forwarded.write => "the link to the leader closed; outcome unknown",
+                None => "the link to the leader closed before the read was answered; retry",
+            };
+            let body = ResponseBody::Unavailable(message.into());
+            self.reply(forwarded.client, Response { request_id, body });
         }
     }
 
@@ -1441,9 +1775,13 @@ impl Net {
 impl Outbox for Net {
     fn send(&mut self, message: &Message) -> usize {
         log::trace!("send {message:?}");
-        let Some(key) = self.peers.get(&message.to).and_then(|link| link.conn) else {
+        let Some(link) = self.peers.get_mut(&message.to) else {
             return 0;
         };
+        let Some(key) = link.conn else {
+            return 0;
+        };
+        link.sent_since_heard = true;
         let codec = self.frame;
         let Some(conn) = self.conns.get_mut(key) else {
             return 0;

@@ -9,7 +9,8 @@
 //! open-file limit the client connections need.
 //! [`members`] encodes the member addresses carried in the Raft configuration;
 //! [`removal_marker`] is the file a removed node leaves in its data directory;
-//! [`alarm`] is the NOSPACE alarm of a node whose disk is full.
+//! [`alarm`] is the NOSPACE alarm of a node whose disk is full;
+//! [`parked`] holds the requests that wait for a leader to be known.
 
 pub mod alarm;
 pub mod backoff;
@@ -21,6 +22,7 @@ pub mod local;
 pub mod members;
 pub mod metrics;
 pub mod node;
+pub mod parked;
 pub mod ports;
 pub mod redis;
 pub mod removal_marker;

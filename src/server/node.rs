@@ -24,6 +24,11 @@
 //! durable on a majority, this node's copy included by an earlier step 4). Linearizable
 //! reads are batched: every read arriving in one turn shares one ReadIndex round.
 //!
+//! While no leader is known, reads, writes and membership changes are parked
+//! ([`super::parked`]) until one is, for at most `limits.leader_wait_ms`, instead of
+//! failing at once; they are served or redirected at the start of the next
+//! `before_sleep` after a leader appears.
+//!
 //! Invariant: `pending_writes` maps a log index to the client waiting for it, with the
 //! term the entry was proposed in; an entry applied at that index with another term
 //! means the proposal was lost, and the client is told so.
@@ -40,6 +45,7 @@ use log::{info, warn};
 use super::alarm::{Cause, NoSpaceAlarm, WriteFailure};
 use super::members::{self, MemberAddrs};
 use super::metrics::Metrics;
+use super::parked::ParkedRequests;
 use super::removal_marker;
 use super::timer::{TimerId, TimerWheel};
 use super::wal_store::WalStore;
@@ -98,6 +104,8 @@ enum Deadline {
     Write(u64),
     /// A linearizable read.
     Read(ClientRef, u64),
+    /// The end of a parked request's wait for a leader, by park id.
+    Parked(u64),
 }
 
 /// Who waits for a reply, whatever the request was.
@@ -189,6 +197,8 @@ pub struct Node {
     nospace: NoSpaceAlarm,
     /// Client request deadlines (`limits.request_timeout_ms`), in the loop's clock.
     deadlines: TimerWheel<Deadline>,
+    /// Requests waiting for a leader to be known (`limits.leader_wait_ms`).
+    parked: ParkedRequests,
     /// What the last `before_sleep` did, for the slow-turn warning.
     turn_summary: String,
     /// What the peer links were last computed from: (index of the configuration
@@ -269,6 +279,7 @@ impl Node {
             snapshot_job: None,
             nospace: NoSpaceAlarm::default(),
             deadlines: TimerWheel::new(256, 4, 0),
+            parked: ParkedRequests::default(),
             turn_summary: String::new(),
             peers_fingerprint: (u64::MAX, raft::NO_NODE, 0),
             config,
@@ -366,6 +377,9 @@ impl Node {
     /// still commit; nobody is told), wherever its reads wait, and cancel their
     /// deadlines.
     pub fn on_client_closed(&mut self, client: ClientRef) {
+        for parked in self.parked.take_client(client) {
+            self.deadlines.cancel(parked.timer);
+        }
         let deadlines = &mut self.deadlines;
         self.pending_writes.retain(|_, write| {
             let keep = write.client != client;
@@ -392,7 +406,8 @@ impl Node {
 
     /// A decoded client request at `now_ms` (the loop's clock). Returns the reply when it
     /// can be given at once; otherwise the reply comes from `before_sleep`, or a timeout
-    /// from [`Node::expire_deadlines`].
+    /// from [`Node::expire_deadlines`]. While no leader is known, a read, write or
+    /// membership change waits for one (`limits.leader_wait_ms`, see [`super::parked`]).
     ///
     /// `command_bytes`: for a [`RequestBody::Command`], the bytes it was decoded from
     /// (its log encoding, from `decode_request_with_command_bytes`), proposed as they
@@ -406,6 +421,127 @@ impl Node {
         now_ms: u64,
     ) -> Option<Response> {
         let deadline_ms = now_ms + self.config.limits.request_timeout_ms;
+        let raft = self.raw.raft();
+        let waits = matches!(
+            request.body,
+            RequestBody::Get { stale: false, .. }
+                | RequestBody::Command(_)
+                | RequestBody::MemberChange(_)
+        ) && raft.role != Role::Leader
+            && raft.leader == raft::NO_NODE;
+        if !waits {
+            return self.handle_request(client, request, command_bytes, deadline_ms);
+        }
+        match self.park(client, request, command_bytes, now_ms, deadline_ms, None) {
+            Ok(()) => None,
+            Err(request) => self.handle_request(client, request, command_bytes, deadline_ms),
+        }
+    }
+
+    /// A request the Redis port could not forward: the link to the leader at
+    /// `leader_addr` (a client address) failed before the request was sent. If this
+    /// node now knows another leader (or is the leader), the request goes there as any
+    /// other; otherwise it waits for a leader elsewhere like a request with no leader
+    /// known, and fails definitively (not applied) when the wait ends.
+    pub fn on_leader_unreachable(
+        &mut self,
+        client: ClientRef,
+        request: Request,
+        leader_addr: &str,
+        now_ms: u64,
+    ) -> Option<Response> {
+        let raft = self.raw.raft();
+        let same_leader = raft.role != Role::Leader
+            && raft.leader != raft::NO_NODE
+            && self.leader_client_addr().as_deref() == Some(leader_addr);
+        if !same_leader {
+            return self.on_client_request(client, request, None, now_ms);
+        }
+        let deadline_ms = now_ms + self.config.limits.request_timeout_ms;
+        let unreachable = Some(leader_addr.to_string());
+        match self.park(client, request, None, now_ms, deadline_ms, unreachable) {
+            Ok(()) => None,
+            Err(request) => Some(Response {
+                request_id: request.request_id,
+                body: ResponseBody::Unavailable(format!(
+                    "cannot reach the leader at {leader_addr}; the request was not sent, retry"
+                )),
+            }),
+        }
+    }
+
+    /// Parks a request until a leader is known, for at most `limits.leader_wait_ms` and
+    /// never past `deadline_ms`; hands it back when waiting is off or the bounds are hit.
+    fn park(
+        &mut self,
+        client: ClientRef,
+        request: Request,
+        command_bytes: Option<&[u8]>,
+        now_ms: u64,
+        deadline_ms: u64,
+        unreachable: Option<String>,
+    ) -> Result<(), Request> {
+        let wait_ms = self.config.limits.leader_wait_ms;
+        if wait_ms == 0 {
+            return Err(request);
+        }
+        let until_ms = (now_ms + wait_ms).min(deadline_ms);
+        let deadlines = &mut self.deadlines;
+        self.parked.park(
+            client,
+            request,
+            command_bytes,
+            deadline_ms,
+            unreachable,
+            |id| deadlines.schedule(until_ms, Deadline::Parked(id)),
+        )
+    }
+
+    /// The client address of the leader this node knows (not itself), if any.
+    fn leader_client_addr(&self) -> Option<String> {
+        let leader = self.raw.raft().leader;
+        if leader == raft::NO_NODE || leader == self.config.node_id {
+            return None;
+        }
+        self.addrs(leader).map(|a| a.client.to_string())
+    }
+
+    /// Once a leader is known, serves the parked requests on it (this node) or
+    /// answers them `NotLeader` with its address; a request that waits for a leader
+    /// other than the one it could not reach stays while that one still leads.
+    fn release_parked(&mut self, out: &mut impl Outbox) {
+        if self.parked.is_empty() {
+            return;
+        }
+        let raft = self.raw.raft();
+        let is_leader = raft.role == Role::Leader;
+        if !is_leader && raft.leader == raft::NO_NODE {
+            return;
+        }
+        let leader_addr = self.leader_client_addr();
+        let released = self.parked.take_released(|parked| {
+            is_leader || parked.unreachable.is_none() || parked.unreachable != leader_addr
+        });
+        for parked in released {
+            self.deadlines.cancel(parked.timer);
+            let client = parked.client;
+            let bytes = parked.command_bytes.as_deref();
+            if let Some(response) =
+                self.handle_request(client, parked.request, bytes, parked.deadline_ms)
+            {
+                out.reply(client, response);
+            }
+        }
+    }
+
+    /// Serves, redirects or refuses a request whose deadline is `deadline_ms`.
+    fn handle_request(
+        &mut self,
+        client: ClientRef,
+        request: Request,
+        command_bytes: Option<&[u8]>,
+        deadline_ms: u64,
+    ) -> Option<Response> {
         let request_id = request.request_id;
         let reply = |body| Some(Response { request_id, body });
         if let RequestBody::Command(_) | RequestBody::MemberChange(_) = &request.body
@@ -701,6 +837,7 @@ impl Node {
     /// A storage failure; the caller must stop the node: nothing after it may be
     /// acknowledged.
     pub fn before_sleep(&mut self, out: &mut impl Outbox) -> Result<(), String> {
+        self.release_parked(out);
         if !self.reads_this_turn.is_empty() {
             let context = self.next_read_context;
             self.next_read_context += 1;
@@ -772,9 +909,11 @@ impl Node {
         self.maybe_snapshot()?;
         self.metrics.set_alarm_nospace(self.nospace.raised());
         self.turn_summary = format!(
-            "synced {synced_entries} entries, {} writes and {} reads waiting",
+            "synced {synced_entries} entries, {} writes, {} reads and {} requests for a \
+             leader waiting",
             self.pending_writes.len(),
-            self.reads_by_index.values().map(Vec::len).sum::<usize>()
+            self.reads_by_index.values().map(Vec::len).sum::<usize>(),
+            self.parked.len()
         );
         Ok(())
     }
@@ -926,6 +1065,27 @@ impl Node {
                         Waiter::from(read),
                         "read timed out before leadership was confirmed",
                     )
+                }
+                Deadline::Parked(id) => {
+                    let Some(parked) = self.parked.take(id) else {
+                        continue;
+                    };
+                    let what = match &parked.unreachable {
+                        Some(addr) => format!(
+                            "cannot reach the leader at {addr} and no other leader was \
+                             elected in time (limits.leader_wait_ms); the request was not \
+                             applied, retry"
+                        ),
+                        None => "no leader elected in time (limits.leader_wait_ms); the \
+                                 request was not applied, retry"
+                            .into(),
+                    };
+                    let response = Response {
+                        request_id: parked.request.request_id,
+                        body: ResponseBody::Unavailable(what),
+                    };
+                    out.reply(parked.client, response);
+                    continue;
                 }
             };
             reply_to(out, waiter, ResponseBody::Unavailable(what.into()));

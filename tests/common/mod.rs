@@ -149,6 +149,19 @@ impl Cluster {
         }
     }
 
+    /// SIGSTOP (`pause`) or SIGCONT of node `i`: a stopped node keeps its sockets
+    /// (connects to it still complete) but answers nothing.
+    pub fn pause(&self, i: usize, pause: bool) {
+        let Some(child) = &self.children[i] else {
+            return;
+        };
+        let pid = libc::pid_t::try_from(child.id()).expect("pid fits");
+        let signal = if pause { libc::SIGSTOP } else { libc::SIGCONT };
+        // SAFETY: kill(2) of a child we spawned and have not waited for.
+        let sent = unsafe { libc::kill(pid, signal) };
+        assert_eq!(sent, 0, "kill({pid}, {signal})");
+    }
+
     /// The data directory of node `i`.
     pub fn data_dir(&self, i: usize) -> PathBuf {
         let config = Config::load(&self.nodes[i].config_path).expect("config");

@@ -333,6 +333,7 @@ mod tests {
             id: Some(id),
             status,
             metrics: None,
+            nospace: false,
         };
         let whole = [report(1, Ok(status(1, 1))), report(2, Ok(status(2, 1)))];
         assert_eq!(health(&whole), (0, Vec::new()));

@@ -20,8 +20,11 @@
 //!   and WATCH run alone: later commands of the connection wait for them.
 //! - writes need a session: the first write registers one (`RegisterSession`).
 //! - a `NotLeader` answer with the leader's address resends the request there
-//!   ([`Target::Forward`]); with no leader known the reply is `-TRYAGAIN`. A reply only
-//!   says OK for a write whose entry was applied.
+//!   ([`Target::Forward`]); while no leader is known the node holds the request for up
+//!   to `limits.leader_wait_ms`, then the reply is `-TRYAGAIN`. Every failure of the
+//!   node (`Unavailable`) is `-TRYAGAIN <reason>`; a reason that says "outcome unknown"
+//!   (a write that timed out after it was sent) means it may have been applied. A reply
+//!   only says OK for a write whose entry was applied.
 //!
 //! Back-pressure: the loop reads no further command while [`RedisConn::requests`] (the
 //! queued slots) reaches `limits.requests_per_connection_max`, or while the finished

@@ -10,7 +10,9 @@
 //! reader stamps every chunk with the time it may be written (now + delay), the writer
 //! waits for that time and, while the link is stalled, holds the chunk (TCP back-pressure
 //! then stops the sender). Dropping shuts every open connection down and closes new
-//! ones at once (the dialer sees a refused/reset link and backs off).
+//! ones at once (the dialer sees a refused/reset link and backs off). A blackhole
+//! discards what arrives and leaves the connections it hit silent for good (a link
+//! that fell silent without breaking: only a redial brings it back).
 //!
 //! Invariant: after [`LinkProxy`] is dropped, no thread of it forwards another byte.
 
@@ -39,6 +41,13 @@ pub enum LinkMode {
     Stall,
     /// Forward every chunk this many milliseconds after it arrived.
     Delay(u64),
+    /// Keep connections open, forward nothing and discard what arrives; a connection
+    /// that lost data this way stays silent for good, even after the mode changes back,
+    /// while new connections pass again. This is a link behind a route that drops
+    /// packets: TCP keeps such a connection open, and after the route heals it carries
+    /// nothing until its retransmission backoff (seconds) expires, or never when a
+    /// middlebox lost its state. Only a redial recovers quickly.
+    Blackhole,
 }
 
 struct Shared {
@@ -208,6 +217,8 @@ fn pump(id: u64, from: TcpStream, to: TcpStream, shared: &Arc<Shared>) -> io::Re
 }
 
 fn write_loop(receiver: &mpsc::Receiver<(Instant, Vec<u8>)>, to: &mut TcpStream, shared: &Shared) {
+    // Set once a blackhole discarded data of this connection: it forwards nothing more.
+    let mut silent = false;
     loop {
         if shared.stopped.load(Ordering::SeqCst) {
             return;
@@ -221,8 +232,12 @@ fn write_loop(receiver: &mpsc::Receiver<(Instant, Vec<u8>)>, to: &mut TcpStream,
             if shared.stopped.load(Ordering::SeqCst) {
                 return;
             }
+            if silent {
+                break;
+            }
             match shared.mode() {
                 LinkMode::Drop => return,
+                LinkMode::Blackhole => silent = true,
                 LinkMode::Stall => thread::sleep(POLL),
                 LinkMode::Pass | LinkMode::Delay(_) => {
                     let now = Instant::now();
@@ -233,7 +248,7 @@ fn write_loop(receiver: &mpsc::Receiver<(Instant, Vec<u8>)>, to: &mut TcpStream,
                 }
             }
         }
-        if to.write_all(&chunk).is_err() {
+        if !silent && to.write_all(&chunk).is_err() {
             return;
         }
     }
@@ -315,6 +330,34 @@ mod tests {
         assert_eq!(
             roundtrip(&mut again, Duration::from_secs(2)),
             Some(b"c".to_vec())
+        );
+    }
+
+    #[test]
+    fn a_blackhole_silences_the_connections_it_hit_for_good() {
+        let proxy = LinkProxy::start(echo_server()).expect("proxy");
+        let mut stream = TcpStream::connect(proxy.addr()).expect("connect");
+        stream.write_all(b"a").expect("write");
+        assert_eq!(
+            roundtrip(&mut stream, Duration::from_secs(2)),
+            Some(b"a".to_vec())
+        );
+        proxy.set_mode(LinkMode::Blackhole);
+        stream.write_all(b"b").expect("write");
+        assert_eq!(roundtrip(&mut stream, Duration::from_millis(200)), None);
+        proxy.set_mode(LinkMode::Pass);
+        stream.write_all(b"c").expect("write");
+        assert_eq!(
+            roundtrip(&mut stream, Duration::from_millis(300)),
+            None,
+            "the connection stays silent after the heal"
+        );
+        let mut again = TcpStream::connect(proxy.addr()).expect("connect");
+        again.write_all(b"d").expect("write");
+        assert_eq!(
+            roundtrip(&mut again, Duration::from_secs(2)),
+            Some(b"d".to_vec()),
+            "a new connection passes"
         );
     }
 
