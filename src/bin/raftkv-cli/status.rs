@@ -81,7 +81,7 @@ fn health(reports: &[NodeReport]) -> (u8, Vec<String>) {
         let named: Vec<String> = answering
             .iter()
             .filter(|status| status.leader_id != raftkv::raft::message::NO_NODE)
-            .map(|status| format!("node {} names {}", status.node_id, status.leader_id))
+            .map(|status| format!("node {} names node {}", status.node_id, status.leader_id))
             .collect();
         let detail = if named.is_empty() {
             String::new()
@@ -346,7 +346,7 @@ mod tests {
         let (code, problems) = health(&leaderless);
         assert_eq!(code, EXIT_UNAVAILABLE);
         assert!(problems[1].starts_with("no leader known"), "{problems:?}");
-        assert!(problems[1].contains("node 2 names 1"), "{problems:?}");
+        assert!(problems[1].contains("node 2 names node 1"), "{problems:?}");
         let (code, _) = health(&[report(1, Err(Error::Timeout))]);
         assert_eq!(code, EXIT_UNAVAILABLE);
     }
