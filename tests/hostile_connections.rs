@@ -16,7 +16,7 @@ use std::thread::{self, sleep};
 use std::time::{Duration, Instant};
 
 use common::{Cluster, options};
-use raftkv::client::{Client, Pipeline, metrics_at, status_at};
+use raftkv::client::{Client, FIRST_REQUEST_ID, Pipeline, metrics_at, status_at};
 use raftkv::codec::client::{RequestBody, ResponseBody};
 use raftkv::kv::CommandResult;
 
@@ -345,10 +345,11 @@ fn binary_pipeline_without_reading_is_paused_not_dropped() {
     wait_metric(&addr, "net.reads_paused", 1, Duration::from_secs(10));
     sleep(Duration::from_secs(1));
     let deadline = Instant::now() + Duration::from_secs(30);
-    for want_id in 1..=READS {
+    for n in 0..READS {
         let response = pipeline
             .recv(deadline)
-            .unwrap_or_else(|e| panic!("reply {want_id} of {READS}: {e}"));
+            .unwrap_or_else(|e| panic!("reply {n} of {READS}: {e}"));
+        let want_id = FIRST_REQUEST_ID + n;
         assert_eq!(response.request_id, want_id);
         match response.body {
             ResponseBody::Result(CommandResult::Value(Some(value))) => {

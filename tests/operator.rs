@@ -142,7 +142,7 @@ fn metrics(addrs: &str) -> BTreeMap<String, BTreeMap<String, u64>> {
 }
 
 /// Metrics that writes alone do not move, with the reason; each must still be reported.
-const NEEDS_FAULT: [(&str, &str); 3] = [
+const NEEDS_FAULT: [(&str, &str); 12] = [
     (
         "loop.slow_turns",
         "a loop turn longer than half the heartbeat: a stall",
@@ -154,6 +154,42 @@ const NEEDS_FAULT: [(&str, &str); 3] = [
     (
         "peer.<id>.disconnects",
         "a lost peer link: a crash or a partition",
+    ),
+    (
+        "storage.alarm_nospace",
+        "a full disk (tests/hostile_storage.rs)",
+    ),
+    (
+        "storage.nospace_alarms",
+        "a full disk (tests/hostile_storage.rs)",
+    ),
+    (
+        "net.peer_handshakes",
+        "an inbound peer connection that has not identified itself (tests/hostile_connections.rs)",
+    ),
+    (
+        "net.accepts_refused",
+        "more clients than client_connections_max (tests/hostile_connections.rs)",
+    ),
+    (
+        "net.idle_timeouts",
+        "a client idle past client_idle_timeout_ms (tests/hostile_connections.rs)",
+    ),
+    (
+        "net.partial_request_timeouts",
+        "a request left half-sent: slowloris (tests/hostile_connections.rs)",
+    ),
+    (
+        "net.handshake_timeouts",
+        "a peer connection that never sends its handshake (tests/hostile_connections.rs)",
+    ),
+    (
+        "net.reads_paused",
+        "a client that pipelines without reading its replies (tests/hostile_connections.rs)",
+    ),
+    (
+        "net.output_limit_disconnects",
+        "a client that owes more than output_bytes_max (tests/hostile_connections.rs)",
     ),
 ];
 

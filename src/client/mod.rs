@@ -22,7 +22,7 @@ pub use cluster::{
     status_at,
 };
 pub use error::Error;
-pub use pipeline::Pipeline;
+pub use pipeline::{FIRST_REQUEST_ID, Pipeline};
 
 #[cfg(test)]
 pub(crate) mod tests;
