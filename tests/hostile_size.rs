@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use common::Cluster;
 use raftkv::client::Error as ClientError;
+use raftkv::kv::{Op, OpResult};
 use redis::{Connection, RedisResult};
 
 /// The value of the SET that crashed the leader on f982a67: the command fits one
@@ -183,4 +184,38 @@ fn a_binary_put_that_nearly_fills_a_frame_is_refused_and_the_limit_is_exact() {
         assert_eq!(cluster.read_at(i, b"big"), None);
     }
     assert_cluster_healthy(&mut cluster, "binary");
+}
+
+#[test]
+fn a_reply_too_large_for_a_frame_becomes_an_error_reply() {
+    // A transaction within the entry limit whose reply is not: six reads of a 3 MiB
+    // value. The leader used to panic encoding that reply; now the client gets an error
+    // naming the frame limit, and the connection and the cluster go on.
+    let mut cluster = Cluster::start(3, |_| {});
+    let mut client = cluster.client();
+    let wide = vec![b'w'; 3 * 1024 * 1024];
+    client
+        .put(b"wide", &wide)
+        .expect("a 3 MiB value fits an entry");
+    let reads = vec![
+        Op::Get {
+            key: b"wide".to_vec()
+        };
+        6
+    ];
+    for attempt in 0..2 {
+        match client.txn(&[], &reads, &[]) {
+            Err(ClientError::Refused(message)) => assert!(
+                message.contains("reply not sent") && message.contains("limits.frame_bytes_max"),
+                "attempt {attempt}: {message}"
+            ),
+            other => panic!("attempt {attempt}: expected a refusal, got {other:?}"),
+        }
+        client.put(b"small", b"ok").expect("the client still works");
+    }
+    let one = client
+        .txn(&[], &reads[..1], &[])
+        .expect("a reply that fits");
+    assert_eq!(one.results, vec![OpResult::Value(Some(wide))]);
+    assert_cluster_healthy(&mut cluster, "reply");
 }

@@ -424,4 +424,201 @@ mod tests {
             let _ = decode(&body);
         }
     }
+
+    /// Goal: whatever the client writes within `limits.entry_bytes_max`, the raft
+    /// core's batching (`message_bytes_max`, snapshot chunks of the same size) never
+    /// produces a message this codec cannot frame within `frame_bytes_max`, with the
+    /// limits set as tight as the config validation allows. Method: three real
+    /// `RawNode`s over `MemStore`s; a follower cut off while entries of random sizes
+    /// (maximal ones included) are written, then reconnected to catch up from stored
+    /// entries, then cut off again and brought back past a compaction so it needs a
+    /// multi-chunk snapshot. Every message delivered is encoded and measured.
+    mod batches_fit_frames {
+        use std::collections::{BTreeMap, VecDeque};
+
+        use proptest::prelude::*;
+
+        use super::super::*;
+        use crate::raft::{self, MemStore, RawNode};
+
+        const FRAME_BYTES_MAX: usize = 100_000;
+        const MESSAGE_BYTES_MAX: usize = FRAME_BYTES_MAX - MESSAGE_HEADROOM_BYTES;
+        const ENTRY_BYTES_MAX: usize = FRAME_BYTES_MAX - ENTRY_FRAME_OVERHEAD_BYTES;
+
+        #[derive(Default)]
+        struct Seen {
+            largest_frame: usize,
+            multi_entry_appends: usize,
+            maximal_entry_appends: usize,
+            snapshot_chunks: usize,
+        }
+
+        struct Cluster {
+            nodes: BTreeMap<NodeId, RawNode<MemStore>>,
+            queue: VecDeque<Message>,
+            isolated: Option<NodeId>,
+            seen: Seen,
+        }
+
+        impl Cluster {
+            fn new() -> Cluster {
+                let membership = Configuration::new([1, 2, 3], []);
+                let nodes = (1..=3)
+                    .map(|id| {
+                        let mut config = raft::Config::new(id);
+                        config.election_ticks = 10;
+                        config.heartbeat_ticks = 1;
+                        config.message_bytes_max = MESSAGE_BYTES_MAX as u64;
+                        config.snapshot_chunk_bytes_max = MESSAGE_BYTES_MAX as u64;
+                        let store = MemStore::new(membership.clone());
+                        (id, RawNode::new(config, store, id).expect("valid config"))
+                    })
+                    .collect();
+                Cluster {
+                    nodes,
+                    queue: VecDeque::new(),
+                    isolated: None,
+                    seen: Seen::default(),
+                }
+            }
+
+            fn node(&mut self, id: NodeId) -> &mut RawNode<MemStore> {
+                self.nodes.get_mut(&id).expect("node")
+            }
+
+            /// Handles Readies and delivers messages until quiescent, measuring each.
+            fn deliver(&mut self) {
+                loop {
+                    for node in self.nodes.values_mut() {
+                        while node.has_ready() {
+                            let ready = node.ready().expect("ready");
+                            self.queue.extend(ready.messages.iter().cloned());
+                            let store = node.store_mut();
+                            if let Some(snapshot) = &ready.snapshot {
+                                store.apply_snapshot(snapshot.clone());
+                            }
+                            store.append(&ready.entries);
+                            if let Some(hard_state) = ready.hard_state {
+                                store.set_hard_state(hard_state);
+                            }
+                            self.queue.extend(ready.messages_after_sync.iter().cloned());
+                            node.advance(ready).expect("advance");
+                        }
+                    }
+                    let Some(message) = self.queue.pop_front() else {
+                        return;
+                    };
+                    if self
+                        .isolated
+                        .is_some_and(|id| id == message.from || id == message.to)
+                    {
+                        continue;
+                    }
+                    self.measure(&message);
+                    self.node(message.to).step(message).expect("step");
+                }
+            }
+
+            fn measure(&mut self, message: &Message) {
+                let mut body = Vec::new();
+                encode_message(message, &mut body);
+                assert!(
+                    body.len() <= FRAME_BYTES_MAX,
+                    "a message of {} bytes (type {}) does not fit a frame of {FRAME_BYTES_MAX}",
+                    body.len(),
+                    type_byte(&message.body)
+                );
+                let seen = &mut self.seen;
+                seen.largest_frame = seen.largest_frame.max(body.len());
+                match &message.body {
+                    MessageBody::Append(append) => {
+                        seen.multi_entry_appends += usize::from(append.entries.len() > 1);
+                        seen.maximal_entry_appends += usize::from(
+                            append
+                                .entries
+                                .iter()
+                                .any(|e| e.data.len() == ENTRY_BYTES_MAX),
+                        );
+                    }
+                    MessageBody::InstallSnapshot(_) => seen.snapshot_chunks += 1,
+                    _ => {}
+                }
+            }
+
+            fn tick_leader(&mut self, times: usize) {
+                for _ in 0..times {
+                    self.node(1).tick().expect("tick");
+                    self.deliver();
+                }
+            }
+
+            fn propose(&mut self, sizes: &[usize]) {
+                for &size in sizes {
+                    self.node(1).propose(vec![7u8; size]).expect("leader");
+                    self.deliver();
+                }
+            }
+        }
+
+        fn entry_size() -> impl Strategy<Value = usize> {
+            prop_oneof![
+                Just(ENTRY_BYTES_MAX),
+                Just(MESSAGE_BYTES_MAX),
+                Just(MESSAGE_BYTES_MAX - 24),
+                0usize..64,
+                0usize..MESSAGE_BYTES_MAX / 3,
+                0usize..=ENTRY_BYTES_MAX,
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(24))]
+            #[test]
+            fn every_message_fits_a_frame(
+                sizes in proptest::collection::vec(entry_size(), 1..24),
+                snapshot_bytes in MESSAGE_BYTES_MAX..4 * MESSAGE_BYTES_MAX,
+            ) {
+                let mut cluster = Cluster::new();
+                cluster.node(1).campaign().expect("campaign");
+                cluster.deliver();
+                cluster.isolated = Some(3);
+                // The maximal entry always goes first, so every case sends one alone.
+                cluster.propose(&[ENTRY_BYTES_MAX]);
+                cluster.propose(&sizes);
+                cluster.isolated = None;
+                cluster.tick_leader(3 + sizes.len());
+                let last = cluster.node(1).status().last_index;
+                prop_assert_eq!(cluster.node(3).status().last_index, last);
+                prop_assert!(cluster.seen.maximal_entry_appends > 0);
+
+                cluster.isolated = Some(3);
+                cluster.propose(&sizes[..1]);
+                let applied = cluster.node(1).status().applied;
+                let data: Vec<u8> = (0..snapshot_bytes).map(|i| i as u8).collect();
+                let snapshot = cluster.node(1).build_snapshot(applied, data).expect("applied");
+                cluster.node(1).store_mut().compact(snapshot);
+                cluster.isolated = None;
+                cluster.tick_leader(8);
+                prop_assert!(cluster.seen.snapshot_chunks >= 2);
+                prop_assert_eq!(cluster.node(3).status().last_index, applied);
+                prop_assert!(cluster.seen.largest_frame <= FRAME_BYTES_MAX);
+            }
+        }
+
+        #[test]
+        fn many_small_entries_are_batched_below_the_message_limit() {
+            let mut cluster = Cluster::new();
+            cluster.node(1).campaign().expect("campaign");
+            cluster.deliver();
+            cluster.isolated = Some(3);
+            cluster.propose(&[MESSAGE_BYTES_MAX / 7; 40]);
+            cluster.isolated = None;
+            cluster.tick_leader(40);
+            assert!(
+                cluster.seen.multi_entry_appends > 0,
+                "catching up used batches"
+            );
+            assert!(cluster.seen.largest_frame <= MESSAGE_BYTES_MAX + APPEND_HEADER_BYTES);
+        }
+    }
 }
