@@ -359,3 +359,82 @@ fn binary_pipeline_without_reading_is_paused_not_dropped() {
     }
     assert_eq!(metric(&addr, "net.output_limit_disconnects"), 0);
 }
+
+/// Goal: a node whose open-file limit is far below `limits.client_connections_max`
+/// admits only what its descriptors allow (the limit minus the reserve for its log and
+/// peers), refuses the rest cleanly and counted, logs the limit, and keeps serving
+/// once clients leave. Method: one node started with a hard `RLIMIT_NOFILE` of 300
+/// (so at most 44 client connections), 80 idle clients.
+#[test]
+fn client_connections_are_capped_by_the_open_file_limit() {
+    use std::os::unix::process::CommandExt;
+    const FDS: u64 = 300;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let nodes = raftkv::server::local::write_local_configs(1, dir.path()).expect("config");
+    let node = &nodes[0];
+    let log = std::fs::File::create(&node.log_path).expect("log");
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_raftkv-server"));
+    command
+        .arg("--config")
+        .arg(&node.config_path)
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(log);
+    // SAFETY: only setrlimit, async-signal-safe, runs in the child before exec.
+    unsafe {
+        command.pre_exec(|| {
+            let limit = libc::rlimit {
+                rlim_cur: FDS as libc::rlim_t,
+                rlim_max: FDS as libc::rlim_t,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = command.spawn().expect("spawn raftkv-server");
+    let addr = node.client_addr.to_string();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while status_at(&addr, &options()).map_or(true, |s| s.leader_id != s.node_id) {
+        assert!(
+            Instant::now() < deadline,
+            "single node did not become leader"
+        );
+        sleep(Duration::from_millis(50));
+    }
+    let admitted = (FDS - raftkv::server::fd_limit::RESERVED_FDS) as usize;
+    let idle: Vec<TcpStream> = (0..80).map(|_| connect(node.client_addr)).collect();
+    // The refused ones are closed by the node at once; the admitted ones stay open.
+    sleep(Duration::from_millis(500));
+    let closed = idle
+        .iter()
+        .filter(|stream| {
+            stream.set_nonblocking(true).expect("nonblocking");
+            let mut buf = [0u8; 16];
+            !matches!((&**stream).read(&mut buf), Err(e) if e.kind() == ErrorKind::WouldBlock)
+        })
+        .count();
+    drop(idle);
+    sleep(Duration::from_millis(500));
+    let mut client = Client::connect(&[addr.clone()], options()).expect("client");
+    client
+        .put(b"after", b"flood")
+        .expect("served after the flood");
+    let refused = metric(&addr, "net.accepts_refused");
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = std::fs::read_to_string(&node.log_path).unwrap_or_default();
+    eprintln!("{closed} of 80 closed at once, {refused} refusals counted (cap {admitted})");
+    assert_eq!(
+        closed,
+        80 - admitted,
+        "connections past the cap are closed at once"
+    );
+    assert_eq!(refused, (80 - admitted) as u64);
+    assert!(text.contains("open-file limit"), "the limit is logged");
+    assert!(
+        text.contains("admitting at most 44 client connections"),
+        "{text}"
+    );
+}
