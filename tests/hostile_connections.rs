@@ -417,7 +417,7 @@ fn client_connections_are_capped_by_the_open_file_limit() {
         .count();
     drop(idle);
     sleep(Duration::from_millis(500));
-    let mut client = Client::connect(&[addr.clone()], options()).expect("client");
+    let mut client = Client::connect(std::slice::from_ref(&addr), options()).expect("client");
     client
         .put(b"after", b"flood")
         .expect("served after the flood");
