@@ -360,3 +360,114 @@ fn binary_pipeline_without_reading_is_paused_not_dropped() {
     }
     assert_eq!(metric(&addr, "net.output_limit_disconnects"), 0);
 }
+
+/// Goal: a node whose open-file limit is far below `limits.client_connections_max`
+/// admits only what its descriptors allow (the limit minus the reserve for its log and
+/// peers), refuses the rest cleanly and counted, logs the limit, and keeps serving
+/// once clients leave. Method: one node started with a hard `RLIMIT_NOFILE` of 300
+/// (so at most 44 client connections), 80 idle clients.
+#[test]
+fn client_connections_are_capped_by_the_open_file_limit() {
+    use std::os::unix::process::CommandExt;
+    const FDS: u64 = 300;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let nodes = raftkv::server::local::write_local_configs(1, dir.path()).expect("config");
+    let node = &nodes[0];
+    let log = std::fs::File::create(&node.log_path).expect("log");
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_raftkv-server"));
+    command
+        .arg("--config")
+        .arg(&node.config_path)
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(log);
+    // SAFETY: only setrlimit, async-signal-safe, runs in the child before exec.
+    unsafe {
+        command.pre_exec(|| {
+            let limit = libc::rlimit {
+                rlim_cur: FDS as libc::rlim_t,
+                rlim_max: FDS as libc::rlim_t,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = command.spawn().expect("spawn raftkv-server");
+    let addr = node.client_addr.to_string();
+    // One control connection for the whole test, so the count of open connections is
+    // exact when the flood starts.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut control = loop {
+        match Pipeline::connect(&addr, CONNECT_TIMEOUT, 16 * 1024 * 1024) {
+            Ok(pipeline) => break pipeline,
+            Err(e) => assert!(Instant::now() < deadline, "node not listening: {e}"),
+        }
+        sleep(Duration::from_millis(50));
+    };
+    let mut ask = |body: RequestBody| {
+        control.submit(body).expect("submit");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        control.recv(deadline).expect("control reply").body
+    };
+    loop {
+        if let ResponseBody::Status(s) = ask(RequestBody::Status)
+            && s.leader_id == s.node_id
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "single node did not become leader"
+        );
+        sleep(Duration::from_millis(50));
+    }
+    let admitted = (FDS - raftkv::server::fd_limit::RESERVED_FDS) as usize;
+    let idle: Vec<TcpStream> = (0..80).map(|_| connect(node.client_addr)).collect();
+    // The refused ones are closed by the node at once; the admitted ones stay open.
+    // The control connection holds one of the admitted places.
+    let want_closed = 80 - (admitted - 1);
+    for stream in &idle {
+        stream.set_nonblocking(true).expect("nonblocking");
+    }
+    let is_closed = |mut stream: &TcpStream| {
+        let mut buf = [0u8; 16];
+        !matches!(stream.read(&mut buf), Err(e) if e.kind() == ErrorKind::WouldBlock)
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut closed = 0;
+    while closed < want_closed && Instant::now() < deadline {
+        sleep(Duration::from_millis(100));
+        closed = idle.iter().filter(|stream| is_closed(stream)).count();
+    }
+    drop(idle);
+    let metrics = match ask(RequestBody::Metrics) {
+        ResponseBody::Metrics(metrics) => metrics,
+        other => panic!("metrics: {other:?}"),
+    };
+    let refused = metrics
+        .iter()
+        .find(|(name, _)| name == "net.accepts_refused")
+        .map(|(_, value)| *value);
+    let mut client = Client::connect(std::slice::from_ref(&addr), options()).expect("client");
+    client
+        .put(b"after", b"flood")
+        .expect("served after the flood");
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = std::fs::read_to_string(&node.log_path).unwrap_or_default();
+    eprintln!("{closed} of 80 closed at once, {refused:?} refusals counted (cap {admitted})");
+    // The control connection holds one of the admitted places.
+    assert_eq!(
+        closed,
+        80 - (admitted - 1),
+        "connections past the cap are closed"
+    );
+    assert_eq!(refused, Some(closed as u64), "every refusal is counted");
+    assert!(text.contains("open-file limit"), "the limit is logged");
+    assert!(
+        text.contains("admitting at most 44 client connections"),
+        "{text}"
+    );
+}
