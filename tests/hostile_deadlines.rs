@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use common::Cluster;
 use raftkv::client::{Pipeline, status_at};
 use raftkv::codec::client::{RequestBody, ResponseBody};
+use raftkv::kv::{Command, Session};
 use raftkv::tools::faults::cluster::{ClusterOptions, FaultCluster};
 use raftkv::tools::faults::proxy::LinkMode;
 use redis::{Connection, RedisResult};
@@ -325,4 +326,45 @@ fn a_healed_old_leader_learns_the_new_leader_quickly() {
     assert!(blackhole < bound, "blackhole: rejoined after {blackhole:?}");
     let stall = stall.expect("the old leader never learned the new leader after a stall");
     assert!(stall < bound, "stall: rejoined after {stall:?}");
+}
+
+/// Goal: the client library's per-request deadline also bounds sending (issue 13 item
+/// 4, the binary port: a client's request to a follower is redirected, so its deadline
+/// is the client's own; `Client` waits with `Pipeline::recv`). Method: SIGSTOP a node,
+/// queue 64 MiB of puts on a pipeline to it (more than the socket buffers take) and wait
+/// for a reply with a 1.5 s deadline: it must return an error by then instead of
+/// blocking in `write`.
+#[test]
+fn a_request_to_a_stopped_node_returns_by_its_deadline() {
+    let cluster = Cluster::start(3, |_| {});
+    cluster.leader();
+    let mut pipeline =
+        Pipeline::connect(&cluster.addr(0), Duration::from_secs(2), 1 << 24).expect("connect");
+    cluster.pause(0, true);
+    let (done_tx, done) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        for seq in 1..=8 {
+            let put = Command::Put {
+                session: Session { client_id: 1, seq },
+                key: b"big".to_vec(),
+                value: vec![7u8; 8 << 20],
+            };
+            pipeline.submit(RequestBody::Command(put)).expect("submit");
+        }
+        let started = Instant::now();
+        let result = pipeline.recv(started + Duration::from_millis(1500));
+        let _ = done_tx.send((started.elapsed(), result.map_err(|e| e.to_string())));
+    });
+    let outcome = done.recv_timeout(Duration::from_secs(10));
+    cluster.pause(0, false);
+    let (elapsed, result) = outcome.expect("the requests did not return within 10 s");
+    println!(
+        "requests to a stopped node returned after {} ms: {result:?}",
+        elapsed.as_millis()
+    );
+    assert!(result.is_err(), "a stopped node cannot answer");
+    assert!(
+        elapsed < Duration::from_millis(4000),
+        "returned after {elapsed:?}"
+    );
 }

@@ -3,7 +3,8 @@
 //! [`Pipeline::submit`] encodes a request into the output buffer and returns its request
 //! id; [`Pipeline::flush`] writes every buffered request in one `write_all`;
 //! [`Pipeline::recv`] returns a response already received, or flushes and reads until one
-//! complete response arrives. A caller that answers each response by submitting a new
+//! complete response arrives, both bounded by its deadline (a node that stops reading
+//! cannot block a large request's write past it). A caller that answers each response by submitting a new
 //! request so sends one `write` per batch of responses received, not one per request.
 //! Replies may come back in any order (a stale read is answered before an earlier write
 //! commits), so callers match them by [`Response::request_id`].
@@ -52,6 +53,8 @@ pub struct Pipeline {
     /// The socket's read timeout as last set (`None`: never set). A read may wake
     /// before the caller's deadline and loop, never after it.
     read_timeout: Option<Duration>,
+    /// The socket's write timeout as last set, on the same terms as `read_timeout`.
+    write_timeout: Option<Duration>,
 }
 
 impl Pipeline {
@@ -81,6 +84,7 @@ impl Pipeline {
                         next_request_id: FIRST_REQUEST_ID,
                         in_flight: 0,
                         read_timeout: None,
+                        write_timeout: None,
                     });
                 }
                 Err(error) => last = error,
@@ -157,9 +161,47 @@ impl Pipeline {
                 self.in_flight = self.in_flight.saturating_sub(1);
                 return Ok(response);
             }
-            self.flush()?;
+            self.flush_by(deadline)?;
             self.read_more(deadline)?;
         }
+    }
+
+    /// Writes every buffered request, giving up at `deadline`.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the socket fails or the deadline passes first (part of a frame
+    /// may be sent): the pipeline should then be dropped.
+    fn flush_by(&mut self, deadline: Instant) -> Result<(), Error> {
+        let mut written = 0;
+        let result = loop {
+            if written == self.output.len() {
+                break Ok(());
+            }
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                let message = "the node did not take the request before the deadline";
+                break Err(io::Error::new(ErrorKind::TimedOut, message));
+            }
+            if self.write_timeout.is_none_or(|set| set > remaining) {
+                let timeout = shortened(remaining);
+                if let Err(error) = self.stream.set_write_timeout(Some(timeout)) {
+                    break Err(error);
+                }
+                self.write_timeout = Some(timeout);
+            }
+            match self.stream.write(&self.output[written..]) {
+                Ok(0) => break Err(io::Error::from(ErrorKind::WriteZero)),
+                Ok(count) => written += count,
+                Err(error)
+                    if matches!(
+                        error.kind(),
+                        ErrorKind::Interrupted | ErrorKind::WouldBlock | ErrorKind::TimedOut
+                    ) => {}
+                Err(error) => break Err(error),
+            }
+        };
+        self.output.clear();
+        result.map_err(|source| self.io_error(source))
     }
 
     /// Reads at least one byte, or fails at the deadline or on end of stream.
@@ -205,11 +247,7 @@ impl Pipeline {
         if self.read_timeout.is_some_and(|set| set <= remaining) {
             return Ok(());
         }
-        let timeout = if remaining > Duration::from_millis(2) {
-            remaining / 2
-        } else {
-            remaining
-        };
+        let timeout = shortened(remaining);
         self.stream.set_read_timeout(Some(timeout))?;
         self.read_timeout = Some(timeout);
         Ok(())
@@ -220,6 +258,16 @@ impl Pipeline {
             addr: self.addr.clone(),
             source,
         }
+    }
+}
+
+/// The socket timeout for a wait of `remaining` (non-zero): half of it (all of it under
+/// 2 ms), so that a deadline receding across calls costs few `setsockopt` calls.
+fn shortened(remaining: Duration) -> Duration {
+    if remaining > Duration::from_millis(2) {
+        remaining / 2
+    } else {
+        remaining
     }
 }
 
