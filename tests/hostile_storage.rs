@@ -398,3 +398,90 @@ fn full_disk_makes_a_follower_read_only_then_it_recovers() {
     assert_eq!(log.matches("NOSPACE alarm cleared").count(), 1, "{log}");
     assert_eq!(metric(&addr, "storage.nospace_alarms"), 1);
 }
+
+// Goal: the same with the leader's disk full. It cannot apply what commits without its
+// own copy, so it hands leadership to a follower: writes through it are refused with
+// the NOSPACE error, writes through the others succeed once the new leader is in
+// place, reads are served everywhere; once space is back it persists what it held
+// and catches up.
+#[test]
+fn full_disk_on_the_leader_hands_leadership_off_then_it_recovers() {
+    let Some(tmpfs) = Tmpfs::mount("8m") else {
+        return;
+    };
+    let small_dir: PathBuf = tmpfs.path().join("node-3");
+    let mut cluster = Cluster::start(3, |c| {
+        c.limits.request_timeout_ms = 1000;
+        if c.node_id == 3 {
+            c.data_dir = small_dir.clone();
+        }
+    });
+    let full = 2;
+    let mut client = cluster.client();
+    client.put(b"before", b"full").expect("put before");
+    if cluster.leader() != full {
+        client
+            .transfer_leader(3)
+            .expect("move leadership to node 3");
+        wait_for(Duration::from_secs(10), "node 3 leading", || {
+            cluster.leader() == full
+        });
+    }
+    let (addr, redis_addr) = (
+        cluster.addr(full),
+        cluster.nodes[full].redis_addr.to_string(),
+    );
+    let other_redis = cluster.nodes[0].redis_addr.to_string();
+    let ballast = tmpfs.path().join("ballast");
+    assert!(fill(&ballast) > 0, "the ballast took the free space");
+    let mut written = 0u32;
+    wait_for(
+        Duration::from_secs(20),
+        "the leader raising NOSPACE",
+        || {
+            if metric(&addr, "storage.alarm_nospace") == 1 {
+                return true;
+            }
+            written += 1;
+            // The write that finds the disk full cannot be applied by this leader: its
+            // outcome is unknown to the client (a timeout), so failures are expected here.
+            let _ = redis(
+                &redis_addr,
+                &["SET", &format!("w{written}"), &"x".repeat(4096)],
+            );
+            false
+        },
+    );
+    wait_for(
+        Duration::from_secs(10),
+        "leadership moving off node 3",
+        || cluster.leader() != full,
+    );
+    let reply = redis(&redis_addr, &["SET", "refused", "x"]);
+    assert!(
+        reply.starts_with("-ERR NOSPACE"),
+        "Redis reply at node 3: {reply}"
+    );
+    wait_for(Duration::from_secs(10), "writes via the others", || {
+        redis(&other_redis, &["SET", "during", "full"]) == "+OK"
+    });
+    assert_eq!(redis(&redis_addr, &["GET", "during"]), "full");
+    assert!(
+        cluster.wait_exit(full, Duration::ZERO).is_none(),
+        "node 3 stays up"
+    );
+
+    std::fs::remove_file(&ballast).expect("delete the ballast");
+    let cleared = wait_for(Duration::from_secs(10), "the alarm clearing", || {
+        metric(&addr, "storage.alarm_nospace") == 0
+    });
+    eprintln!(
+        "former leader's NOSPACE alarm cleared {} ms after the ballast was deleted",
+        cleared.as_millis()
+    );
+    assert_eq!(redis(&redis_addr, &["SET", "after", "space"]), "+OK");
+    let leader = cluster.leader();
+    cluster.wait_applied(full, cluster.applied(leader));
+    assert_eq!(cluster.read_at(full, b"after"), Some(b"space".to_vec()));
+    assert_eq!(cluster.read_at(full, b"during"), Some(b"full".to_vec()));
+}
