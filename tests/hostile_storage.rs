@@ -255,14 +255,11 @@ fn fill(path: &Path) -> u64 {
     }
 }
 
-/// The value of metric `name` on node `addr`.
-fn metric(addr: &str, name: &str) -> u64 {
-    let metrics = raftkv::client::metrics_at(addr, &common::options()).expect("metrics");
-    metrics
-        .iter()
-        .find(|(n, _)| n == name)
-        .map(|(_, v)| *v)
-        .unwrap_or_else(|| panic!("no metric {name}"))
+/// The value of metric `name` on node `addr`; `None` when the node does not answer
+/// or has no such metric.
+fn metric(addr: &str, name: &str) -> Option<u64> {
+    let metrics = raftkv::client::metrics_at(addr, &common::options()).ok()?;
+    metrics.iter().find(|(n, _)| n == name).map(|(_, v)| *v)
 }
 
 /// One Redis command (space-separated words) on `addr`; the first reply line.
@@ -341,7 +338,12 @@ fn full_disk_makes_a_follower_read_only_then_it_recovers() {
             .expect("client");
     let mut written = 0u32;
     wait_for(Duration::from_secs(15), "node 3 raising NOSPACE", || {
-        if metric(&addr, "storage.alarm_nospace") == 1 {
+        assert!(
+            cluster.wait_exit(full, Duration::ZERO).is_none(),
+            "node 3 exited on a full disk:\n{}",
+            cluster.log_text(full)
+        );
+        if metric(&addr, "storage.alarm_nospace") == Some(1) {
             return true;
         }
         written += 1;
@@ -383,7 +385,7 @@ fn full_disk_makes_a_follower_read_only_then_it_recovers() {
 
     std::fs::remove_file(&ballast).expect("delete the ballast");
     let cleared = wait_for(Duration::from_secs(10), "the alarm clearing", || {
-        metric(&addr, "storage.alarm_nospace") == 0
+        metric(&addr, "storage.alarm_nospace") == Some(0)
     });
     eprintln!(
         "NOSPACE alarm cleared {} ms after the ballast was deleted",
@@ -396,7 +398,7 @@ fn full_disk_makes_a_follower_read_only_then_it_recovers() {
     let log = cluster.log_text(full);
     assert_eq!(log.matches("NOSPACE alarm raised").count(), 1, "{log}");
     assert_eq!(log.matches("NOSPACE alarm cleared").count(), 1, "{log}");
-    assert_eq!(metric(&addr, "storage.nospace_alarms"), 1);
+    assert_eq!(metric(&addr, "storage.nospace_alarms"), Some(1));
 }
 
 // Goal: the same with the leader's disk full. It cannot apply what commits without its
@@ -439,7 +441,12 @@ fn full_disk_on_the_leader_hands_leadership_off_then_it_recovers() {
         Duration::from_secs(20),
         "the leader raising NOSPACE",
         || {
-            if metric(&addr, "storage.alarm_nospace") == 1 {
+            assert!(
+                cluster.wait_exit(full, Duration::ZERO).is_none(),
+                "node 3 exited on a full disk:\n{}",
+                cluster.log_text(full)
+            );
+            if metric(&addr, "storage.alarm_nospace") == Some(1) {
                 return true;
             }
             written += 1;
@@ -473,7 +480,7 @@ fn full_disk_on_the_leader_hands_leadership_off_then_it_recovers() {
 
     std::fs::remove_file(&ballast).expect("delete the ballast");
     let cleared = wait_for(Duration::from_secs(10), "the alarm clearing", || {
-        metric(&addr, "storage.alarm_nospace") == 0
+        metric(&addr, "storage.alarm_nospace") == Some(0)
     });
     eprintln!(
         "former leader's NOSPACE alarm cleared {} ms after the ballast was deleted",
