@@ -309,6 +309,8 @@ fn full_disk_makes_a_follower_read_only_then_it_recovers() {
     let mut cluster = Cluster::start(3, |c| {
         if c.node_id == 3 {
             c.data_dir = small_dir.clone();
+            // Snapshots every few entries, so they too meet the full disk.
+            c.snapshot.threshold_entries = 8;
         }
     });
     let full = 2;
@@ -491,4 +493,99 @@ fn full_disk_on_the_leader_hands_leadership_off_then_it_recovers() {
     cluster.wait_applied(full, cluster.applied(leader));
     assert_eq!(cluster.read_at(full, b"after"), Some(b"space".to_vec()));
     assert_eq!(cluster.read_at(full, b"during"), Some(b"full".to_vec()));
+}
+
+/// Free bytes of the file system holding `path`.
+fn free_bytes(path: &Path) -> u64 {
+    let c_path = std::ffi::CString::new(path.to_str().expect("utf-8 path")).expect("path");
+    // SAFETY: statvfs fills the zeroed struct it is given; the path is NUL-terminated.
+    let mut stats: libc::statvfs = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::statvfs(c_path.as_ptr(), &mut stats) };
+    assert_eq!(rc, 0, "statvfs");
+    stats.f_bavail * stats.f_frsize
+}
+
+// Goal: a snapshot that finds the disk full raises the alarm too (the log itself still
+// has room): writes through the node are refused, it stays up, and once space is back
+// the retried snapshot is written and the alarm clears. Method: node 3 snapshots every
+// 40 entries; its state machine holds ~1.5 MiB, and the ballast leaves it 256 KiB.
+#[test]
+fn full_disk_at_a_snapshot_raises_the_alarm_then_the_retry_writes_it() {
+    let Some(tmpfs) = Tmpfs::mount("16m") else {
+        return;
+    };
+    let small_dir: PathBuf = tmpfs.path().join("node-3");
+    let mut cluster = Cluster::start(3, |c| {
+        if c.node_id == 3 {
+            c.data_dir = small_dir.clone();
+            c.snapshot.threshold_entries = 40;
+        }
+    });
+    let full = 2;
+    let mut client = cluster.client();
+    client.put(b"before", b"full").expect("put before");
+    if cluster.leader() == full {
+        client
+            .transfer_leader(1)
+            .expect("move leadership off node 3");
+        wait_for(Duration::from_secs(10), "a new leader", || {
+            cluster.leader() != full
+        });
+    }
+    for i in 0..24 {
+        client
+            .put(format!("big{i}").as_bytes(), &[i as u8; 64 << 10])
+            .expect("big put");
+    }
+    let leader = cluster.leader();
+    cluster.wait_applied(full, cluster.applied(leader));
+    let addr = cluster.addr(full);
+    let ballast = tmpfs.path().join("ballast");
+    let leave = 256 << 10;
+    let mut file = std::fs::File::create(&ballast).expect("ballast");
+    let chunk = vec![0x5au8; 64 << 10];
+    while free_bytes(tmpfs.path()) > leave + chunk.len() as u64 {
+        file.write_all(&chunk).expect("ballast write");
+    }
+    drop(file);
+    let mut written = 0u32;
+    wait_for(Duration::from_secs(15), "node 3 raising NOSPACE", || {
+        assert!(
+            cluster.wait_exit(full, Duration::ZERO).is_none(),
+            "node 3 exited on a full disk:\n{}",
+            cluster.log_text(full)
+        );
+        if metric(&addr, "storage.alarm_nospace") == Some(1) {
+            return true;
+        }
+        written += 1;
+        client
+            .put(format!("small{written}").as_bytes(), b"x")
+            .expect("small puts commit");
+        false
+    });
+    let log = cluster.log_text(full);
+    assert!(log.contains("writing the snapshot failed"), "{log}");
+    let mut through_full =
+        raftkv::client::Client::connect(std::slice::from_ref(&addr), common::options())
+            .expect("client");
+    match through_full.put(b"refused", b"x") {
+        Err(raftkv::client::Error::Refused(message)) => {
+            assert!(message.starts_with("NOSPACE"), "clear error: {message}")
+        }
+        other => panic!("a write through the full node: {other:?}"),
+    }
+    assert_eq!(cluster.read_at(full, b"before"), Some(b"full".to_vec()));
+
+    std::fs::remove_file(&ballast).expect("delete the ballast");
+    wait_for(Duration::from_secs(10), "the alarm clearing", || {
+        metric(&addr, "storage.alarm_nospace") == Some(0)
+    });
+    assert!(
+        metric(&addr, "storage.snapshots_taken").unwrap_or(0) >= 1,
+        "the retried snapshot was written"
+    );
+    client.put(b"after", b"space").expect("put after");
+    cluster.wait_applied(full, cluster.applied(cluster.leader()));
+    assert_eq!(cluster.read_at(full, b"after"), Some(b"space".to_vec()));
 }
