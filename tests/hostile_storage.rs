@@ -255,14 +255,11 @@ fn fill(path: &Path) -> u64 {
     }
 }
 
-/// The value of metric `name` on node `addr`.
-fn metric(addr: &str, name: &str) -> u64 {
-    let metrics = raftkv::client::metrics_at(addr, &common::options()).expect("metrics");
-    metrics
-        .iter()
-        .find(|(n, _)| n == name)
-        .map(|(_, v)| *v)
-        .unwrap_or_else(|| panic!("no metric {name}"))
+/// The value of metric `name` on node `addr`; `None` when the node does not answer
+/// or has no such metric.
+fn metric(addr: &str, name: &str) -> Option<u64> {
+    let metrics = raftkv::client::metrics_at(addr, &common::options()).ok()?;
+    metrics.iter().find(|(n, _)| n == name).map(|(_, v)| *v)
 }
 
 /// One Redis command (space-separated words) on `addr`; the first reply line.
@@ -312,6 +309,8 @@ fn full_disk_makes_a_follower_read_only_then_it_recovers() {
     let mut cluster = Cluster::start(3, |c| {
         if c.node_id == 3 {
             c.data_dir = small_dir.clone();
+            // Snapshots every few entries, so they too meet the full disk.
+            c.snapshot.threshold_entries = 8;
         }
     });
     let full = 2;
@@ -341,7 +340,12 @@ fn full_disk_makes_a_follower_read_only_then_it_recovers() {
             .expect("client");
     let mut written = 0u32;
     wait_for(Duration::from_secs(15), "node 3 raising NOSPACE", || {
-        if metric(&addr, "storage.alarm_nospace") == 1 {
+        assert!(
+            cluster.wait_exit(full, Duration::ZERO).is_none(),
+            "node 3 exited on a full disk:\n{}",
+            cluster.log_text(full)
+        );
+        if metric(&addr, "storage.alarm_nospace") == Some(1) {
             return true;
         }
         written += 1;
@@ -383,7 +387,7 @@ fn full_disk_makes_a_follower_read_only_then_it_recovers() {
 
     std::fs::remove_file(&ballast).expect("delete the ballast");
     let cleared = wait_for(Duration::from_secs(10), "the alarm clearing", || {
-        metric(&addr, "storage.alarm_nospace") == 0
+        metric(&addr, "storage.alarm_nospace") == Some(0)
     });
     eprintln!(
         "NOSPACE alarm cleared {} ms after the ballast was deleted",
@@ -396,5 +400,192 @@ fn full_disk_makes_a_follower_read_only_then_it_recovers() {
     let log = cluster.log_text(full);
     assert_eq!(log.matches("NOSPACE alarm raised").count(), 1, "{log}");
     assert_eq!(log.matches("NOSPACE alarm cleared").count(), 1, "{log}");
-    assert_eq!(metric(&addr, "storage.nospace_alarms"), 1);
+    assert_eq!(metric(&addr, "storage.nospace_alarms"), Some(1));
+}
+
+// Goal: the same with the leader's disk full. It cannot apply what commits without its
+// own copy, so it hands leadership to a follower: writes through it are refused with
+// the NOSPACE error, writes through the others succeed once the new leader is in
+// place, reads are served everywhere; once space is back it persists what it held
+// and catches up.
+#[test]
+fn full_disk_on_the_leader_hands_leadership_off_then_it_recovers() {
+    let Some(tmpfs) = Tmpfs::mount("8m") else {
+        return;
+    };
+    let small_dir: PathBuf = tmpfs.path().join("node-3");
+    let mut cluster = Cluster::start(3, |c| {
+        c.limits.request_timeout_ms = 1000;
+        if c.node_id == 3 {
+            c.data_dir = small_dir.clone();
+        }
+    });
+    let full = 2;
+    let mut client = cluster.client();
+    client.put(b"before", b"full").expect("put before");
+    if cluster.leader() != full {
+        client
+            .transfer_leader(3)
+            .expect("move leadership to node 3");
+        wait_for(Duration::from_secs(10), "node 3 leading", || {
+            cluster.leader() == full
+        });
+    }
+    let (addr, redis_addr) = (
+        cluster.addr(full),
+        cluster.nodes[full].redis_addr.to_string(),
+    );
+    let other_redis = cluster.nodes[0].redis_addr.to_string();
+    let ballast = tmpfs.path().join("ballast");
+    assert!(fill(&ballast) > 0, "the ballast took the free space");
+    let mut written = 0u32;
+    wait_for(
+        Duration::from_secs(20),
+        "the leader raising NOSPACE",
+        || {
+            assert!(
+                cluster.wait_exit(full, Duration::ZERO).is_none(),
+                "node 3 exited on a full disk:\n{}",
+                cluster.log_text(full)
+            );
+            if metric(&addr, "storage.alarm_nospace") == Some(1) {
+                return true;
+            }
+            written += 1;
+            // The write that finds the disk full cannot be applied by this leader: its
+            // outcome is unknown to the client (a timeout), so failures are expected here.
+            let _ = redis(
+                &redis_addr,
+                &["SET", &format!("w{written}"), &"x".repeat(4096)],
+            );
+            false
+        },
+    );
+    wait_for(
+        Duration::from_secs(10),
+        "leadership moving off node 3",
+        || cluster.leader() != full,
+    );
+    let reply = redis(&redis_addr, &["SET", "refused", "x"]);
+    assert!(
+        reply.starts_with("-ERR NOSPACE"),
+        "Redis reply at node 3: {reply}"
+    );
+    wait_for(Duration::from_secs(10), "writes via the others", || {
+        redis(&other_redis, &["SET", "during", "full"]) == "+OK"
+    });
+    assert_eq!(redis(&redis_addr, &["GET", "during"]), "full");
+    assert!(
+        cluster.wait_exit(full, Duration::ZERO).is_none(),
+        "node 3 stays up"
+    );
+
+    std::fs::remove_file(&ballast).expect("delete the ballast");
+    let cleared = wait_for(Duration::from_secs(10), "the alarm clearing", || {
+        metric(&addr, "storage.alarm_nospace") == Some(0)
+    });
+    eprintln!(
+        "former leader's NOSPACE alarm cleared {} ms after the ballast was deleted",
+        cleared.as_millis()
+    );
+    assert_eq!(redis(&redis_addr, &["SET", "after", "space"]), "+OK");
+    let leader = cluster.leader();
+    cluster.wait_applied(full, cluster.applied(leader));
+    assert_eq!(cluster.read_at(full, b"after"), Some(b"space".to_vec()));
+    assert_eq!(cluster.read_at(full, b"during"), Some(b"full".to_vec()));
+}
+
+/// Free bytes of the file system holding `path`.
+fn free_bytes(path: &Path) -> u64 {
+    let c_path = std::ffi::CString::new(path.to_str().expect("utf-8 path")).expect("path");
+    // SAFETY: statvfs fills the zeroed struct it is given; the path is NUL-terminated.
+    let mut stats: libc::statvfs = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::statvfs(c_path.as_ptr(), &mut stats) };
+    assert_eq!(rc, 0, "statvfs");
+    stats.f_bavail * stats.f_frsize
+}
+
+// Goal: a snapshot that finds the disk full raises the alarm too (the log itself still
+// has room): writes through the node are refused, it stays up, and once space is back
+// the retried snapshot is written and the alarm clears. Method: node 3 snapshots every
+// 40 entries; its state machine holds ~1.5 MiB, and the ballast leaves it 256 KiB.
+#[test]
+fn full_disk_at_a_snapshot_raises_the_alarm_then_the_retry_writes_it() {
+    let Some(tmpfs) = Tmpfs::mount("16m") else {
+        return;
+    };
+    let small_dir: PathBuf = tmpfs.path().join("node-3");
+    let mut cluster = Cluster::start(3, |c| {
+        if c.node_id == 3 {
+            c.data_dir = small_dir.clone();
+            c.snapshot.threshold_entries = 40;
+        }
+    });
+    let full = 2;
+    let mut client = cluster.client();
+    client.put(b"before", b"full").expect("put before");
+    if cluster.leader() == full {
+        client
+            .transfer_leader(1)
+            .expect("move leadership off node 3");
+        wait_for(Duration::from_secs(10), "a new leader", || {
+            cluster.leader() != full
+        });
+    }
+    for i in 0..24 {
+        client
+            .put(format!("big{i}").as_bytes(), &[i as u8; 64 << 10])
+            .expect("big put");
+    }
+    let leader = cluster.leader();
+    cluster.wait_applied(full, cluster.applied(leader));
+    let addr = cluster.addr(full);
+    let ballast = tmpfs.path().join("ballast");
+    let leave = 256 << 10;
+    let mut file = std::fs::File::create(&ballast).expect("ballast");
+    let chunk = vec![0x5au8; 64 << 10];
+    while free_bytes(tmpfs.path()) > leave + chunk.len() as u64 {
+        file.write_all(&chunk).expect("ballast write");
+    }
+    drop(file);
+    let mut written = 0u32;
+    wait_for(Duration::from_secs(15), "node 3 raising NOSPACE", || {
+        assert!(
+            cluster.wait_exit(full, Duration::ZERO).is_none(),
+            "node 3 exited on a full disk:\n{}",
+            cluster.log_text(full)
+        );
+        if metric(&addr, "storage.alarm_nospace") == Some(1) {
+            return true;
+        }
+        written += 1;
+        client
+            .put(format!("small{written}").as_bytes(), b"x")
+            .expect("small puts commit");
+        false
+    });
+    let log = cluster.log_text(full);
+    assert!(log.contains("writing the snapshot failed"), "{log}");
+    let mut through_full =
+        raftkv::client::Client::connect(std::slice::from_ref(&addr), common::options())
+            .expect("client");
+    match through_full.put(b"refused", b"x") {
+        Err(raftkv::client::Error::Refused(message)) => {
+            assert!(message.starts_with("NOSPACE"), "clear error: {message}")
+        }
+        other => panic!("a write through the full node: {other:?}"),
+    }
+    assert_eq!(cluster.read_at(full, b"before"), Some(b"full".to_vec()));
+
+    std::fs::remove_file(&ballast).expect("delete the ballast");
+    wait_for(Duration::from_secs(10), "the alarm clearing", || {
+        metric(&addr, "storage.alarm_nospace") == Some(0)
+    });
+    assert!(
+        metric(&addr, "storage.snapshots_taken").unwrap_or(0) >= 1,
+        "the retried snapshot was written"
+    );
+    client.put(b"after", b"space").expect("put after");
+    cluster.wait_applied(full, cluster.applied(cluster.leader()));
+    assert_eq!(cluster.read_at(full, b"after"), Some(b"space".to_vec()));
 }

@@ -9,8 +9,10 @@
 //!   them: every later `Ready` hands them out again, and the hard state waits in the
 //!   store (`WalStore::hard_state_unsaved`);
 //! - refuses new writes with [`NoSpaceAlarm::refusal`] (Redis: `-ERR NOSPACE ...`);
-//! - keeps serving reads, sending heartbeats and appends as leader, applying what was
-//!   already durable, and keeps its term, vote and membership;
+//! - keeps serving reads, applying what was already durable, and keeps its term, vote
+//!   and membership; a leader hands leadership to the most up-to-date voter (it cannot
+//!   apply what commits without its own copy, so it could serve neither writes nor
+//!   linearizable reads), and keeps sending appends and heartbeats until then;
 //! - retries on its own every [`RETRY_INTERVAL`], and leaves the alarm once every
 //!   write that failed (log, hard state, received snapshot, its own snapshot) went
 //!   through.

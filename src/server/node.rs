@@ -904,6 +904,9 @@ impl Node {
             // alone): retry them on their own.
             self.persist(&Ready::default())?;
         }
+        if self.nospace.has(Cause::Log) {
+            self.hand_off_leadership();
+        }
         self.answer_reads(out);
         self.observe_role_change(out);
         self.maybe_snapshot()?;
@@ -949,6 +952,32 @@ impl Node {
                 Ok(false)
             }
             Err(WriteFailure::Fatal(e)) => Err(e),
+        }
+    }
+
+    /// A leader that cannot persist hands leadership to the most up-to-date voter: it
+    /// cannot apply what commits without its own copy, so it could neither answer
+    /// writes nor serve linearizable reads, while a follower with space can do both.
+    /// Called after `advance` (the Ready contract), each turn while the alarm holds the
+    /// log; a transfer in progress is left alone (the core ends it after an election
+    /// timeout, and the next turn tries again).
+    fn hand_off_leadership(&mut self) {
+        let status = self.raw.status();
+        if status.role != Role::Leader || self.raw.raft().transferee != raft::NO_NODE {
+            return;
+        }
+        let target = status
+            .progress
+            .iter()
+            .filter(|p| p.id != self.config.node_id && status.config.is_voter(p.id))
+            .max_by_key(|p| (p.recent_active, p.match_index))
+            .map(|p| p.id);
+        let Some(id) = target else {
+            return;
+        };
+        match self.raw.transfer_leader(id) {
+            Ok(()) => info!("NOSPACE: this leader cannot persist; transferring leadership to {id}"),
+            Err(e) => warn!("NOSPACE: cannot transfer leadership to {id}: {e}"),
         }
     }
 
