@@ -371,8 +371,8 @@ fn client_connections_are_capped_by_the_open_file_limit() {
     use std::os::unix::process::CommandExt;
     const FDS: u64 = 300;
     let dir = tempfile::tempdir().expect("temp dir");
-    let nodes = raftkv::server::local::write_local_configs(1, dir.path()).expect("config");
-    let node = &nodes[0];
+    let configs = raftkv::server::local::write_local_configs(1, dir.path()).expect("config");
+    let node = &configs.nodes[0];
     let log = std::fs::File::create(&node.log_path).expect("log");
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_raftkv-server"));
     command
