@@ -220,10 +220,12 @@ const OUTPUT_BYTES_MAX: u64 = 64 * 1024 * 1024;
 /// its replies, on the leader and then on a follower, leaves every node's RSS under
 /// baseline + 2 x `limits.output_bytes_max`, the leader keeps its leadership (same id,
 /// same term), and other clients are served meanwhile. Before the fix the leader's RSS
-/// peaked at 799 MiB and it lost leadership.
+/// peaked at 799 MiB and it lost leadership. The election timeout is 1-2 s here (not
+/// 250-500 ms) so that scheduling stalls of a loaded test machine, seen at 400 ms
+/// right after startup with no client at all, do not pass for the hostile client's.
 #[test]
 fn pipelined_gets_without_reading_stay_bounded() {
-    let cluster = Cluster::start(3, |_| {});
+    let cluster = Cluster::start(3, |config| config.raft.election_ticks = 20);
     let leader = cluster.leader();
     let follower = (leader + 1) % 3;
     let mut setup = connect(cluster.nodes[leader].redis_addr);
@@ -460,9 +462,8 @@ fn client_connections_are_capped_by_the_open_file_limit() {
     eprintln!("{closed} of 80 closed at once, {refused:?} refusals counted (cap {admitted})");
     // The control connection holds one of the admitted places.
     assert_eq!(
-        closed,
-        80 - (admitted - 1),
-        "connections past the cap are closed"
+        closed, want_closed,
+        "exactly the connections past the cap are closed"
     );
     assert_eq!(refused, Some(closed as u64), "every refusal is counted");
     assert!(text.contains("open-file limit"), "the limit is logged");

@@ -765,12 +765,13 @@ fn advance(job: &mut Job, shared: &mut Shared, parts: Vec<ResponseBody>) -> Step
     match job {
         Job::Read { cmd } => {
             let mut values = HashMap::new();
-            for (key, part) in cmd.read_keys().into_iter().zip(&parts) {
+            // By value: a large read result is not copied once more on its way out.
+            for (key, part) in cmd.read_keys().into_iter().zip(parts) {
                 match part {
                     ResponseBody::Result(CommandResult::Value(value)) => {
-                        values.insert(key, value.clone());
+                        values.insert(key, value);
                     }
-                    other => return Step::Done(failure(other)),
+                    other => return Step::Done(failure(&other)),
                 }
             }
             Step::Done(eval(cmd, &mut Overlay::new(values)))
