@@ -183,6 +183,57 @@ fn idle_and_half_sent_connections_do_not_block_writes() {
     assert!(metric(&leader_addr, "net.idle_timeouts") >= 2);
 }
 
+/// Goal: junk connections that fill the peer port's handshake slots and never send a
+/// handshake cannot lock a member out of it, however long the handshake timeout: the
+/// oldest unidentified connection makes room for a new one. Method: a leader with 8
+/// handshake slots and a 60 s handshake timeout; 40 silent connections to its peer
+/// port while a follower restarts; the follower's acknowledgements (which travel on
+/// its link to the leader's peer port) must reach the leader: the leader's match index
+/// of it catches up.
+#[test]
+fn junk_on_the_peer_port_does_not_lock_members_out() {
+    let mut cluster = Cluster::start(3, |config| {
+        config.limits.peer_handshakes_max = 8;
+        config.limits.peer_handshake_timeout_ms = 60_000;
+    });
+    let leader = cluster.leader();
+    let leader_addr = cluster.addr(leader);
+    let follower = (leader + 1) % 3;
+    cluster.kill(follower);
+    let _junk: Vec<TcpStream> = (0..40)
+        .map(|_| connect(cluster.nodes[leader].peer_addr))
+        .collect();
+    cluster.start_node(follower);
+    let mut client = cluster.client();
+    for i in 0..20 {
+        client
+            .put(format!("after-{i}").as_bytes(), b"v")
+            .expect("put");
+    }
+    let follower_id = cluster.nodes[follower].id;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let status = status_at(&leader_addr, &options()).expect("leader status");
+        let matched = status
+            .members
+            .iter()
+            .find(|m| m.id == follower_id)
+            .map_or(0, |m| m.match_index);
+        if matched >= status.commit_index && status.commit_index > 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the leader's match index of node {follower_id} is {matched}, its commit index \
+             {}: the follower's link to the flooded peer port did not get in",
+            status.commit_index
+        );
+        sleep(Duration::from_millis(100));
+    }
+    assert!(metric(&leader_addr, "net.peer_handshakes") <= 8);
+    assert!(metric(&leader_addr, "net.accepts_refused") >= 32);
+}
+
 /// `VmRSS` of process `pid`, in bytes.
 fn rss_bytes(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();

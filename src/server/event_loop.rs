@@ -62,7 +62,7 @@
 //! reading and decoding of one turn also stops at a time slice (`Net::slice_end`, half
 //! the slow-turn limit) and resumes next turn, whatever the number of busy clients.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::io;
 use std::net::SocketAddr;
@@ -295,8 +295,13 @@ struct Net {
     limits: ClientLimits,
     /// Open client connections (client and Redis ports).
     client_count: usize,
-    /// Inbound peer connections that have not identified themselves yet.
+    /// Inbound peer connections that have not identified themselves yet and are not
+    /// closing.
     handshake_count: usize,
+    /// Inbound peer connections in accept order, as (slab key, generation), so the
+    /// oldest unidentified one makes room for a new one at the cap; entries of
+    /// connections that identified themselves or closed are skipped and pruned.
+    handshake_queue: VecDeque<(usize, u64)>,
     /// The `net.*` counters (the gauges are filled in by `connection_metrics`).
     counts: ConnectionMetrics,
     refusals: RefusalLog,
@@ -445,6 +450,7 @@ impl EventLoop {
             limits,
             client_count: 0,
             handshake_count: 0,
+            handshake_queue: VecDeque::new(),
             counts: ConnectionMetrics::default(),
             refusals: RefusalLog::default(),
             spare_fd: File::open("/dev/null").ok(),
@@ -970,8 +976,10 @@ impl EventLoop {
                     if node_id == raft::NO_NODE || node_id == self.net.node_id {
                         return Err(format!("handshake with node id {node_id}"));
                     }
+                    if !conn.closing {
+                        self.net.handshake_count = self.net.handshake_count.saturating_sub(1);
+                    }
                     conn.kind = ConnKind::PeerIn(Some(node_id));
-                    self.net.handshake_count = self.net.handshake_count.saturating_sub(1);
                     info!("peer {node_id}: inbound link up (it listens on {peer_addr})");
                     self.net.heard_from(node_id);
                     match peer_addr.parse::<SocketAddr>() {
@@ -1366,8 +1374,34 @@ impl Net {
                 return;
             }
             conn.closing = true;
+            if conn.kind == ConnKind::PeerIn(None) {
+                self.handshake_count = self.handshake_count.saturating_sub(1);
+            }
         }
         self.closing.push((key, reason));
+    }
+
+    /// Closes the oldest inbound peer connection still waiting for its handshake, so a
+    /// new one (perhaps a member's, which identifies itself at once) gets its slot:
+    /// junk connections cannot lock members out of the peer port. False when there is
+    /// none to evict.
+    fn evict_oldest_handshake(&mut self) -> bool {
+        while let Some((key, generation)) = self.handshake_queue.pop_front() {
+            let waiting = self.conns.get(key).is_some_and(|c| {
+                c.generation == generation && c.kind == ConnKind::PeerIn(None) && !c.closing
+            });
+            if waiting {
+                let max = self.limits.handshakes_max;
+                let reason = format!(
+                    "no handshake yet and limits.peer_handshakes_max ({max}) reached: \
+                     making room for a newer connection"
+                );
+                self.on_refused(&format!("on the peer port: {reason}"));
+                self.close_later(key, reason);
+                return true;
+            }
+        }
+        false
     }
 
     /// Closes client connection `key` for exceeding `limits.output_bytes_max`.
@@ -1412,7 +1446,7 @@ impl Net {
             let max = self.limits.connections_max;
             (self.client_count, max, "limits.client_connections_max")
         };
-        if count >= max {
+        if count >= max && !(peer && self.evict_oldest_handshake()) {
             drop(stream);
             self.on_refused(&format!("from {addr}: {key_name} ({max}) reached"));
             return;
@@ -1422,6 +1456,16 @@ impl Net {
             Ok(key) => {
                 if peer {
                     self.handshake_count += 1;
+                    let generation = self.conns[key].generation;
+                    self.handshake_queue.push_back((key, generation));
+                    if self.handshake_queue.len() > 2 * self.limits.handshakes_max {
+                        let conns = &self.conns;
+                        self.handshake_queue.retain(|&(key, generation)| {
+                            conns.get(key).is_some_and(|c| {
+                                c.generation == generation && c.kind == ConnKind::PeerIn(None)
+                            })
+                        });
+                    }
                 } else {
                     self.client_count += 1;
                 }
@@ -1514,9 +1558,6 @@ impl Net {
             let _ = self.poll.registry().deregister(conn.io.stream_mut());
             if conn.is_client() {
                 self.client_count = self.client_count.saturating_sub(1);
-            }
-            if conn.kind == ConnKind::PeerIn(None) {
-                self.handshake_count = self.handshake_count.saturating_sub(1);
             }
             match conn.kind {
                 ConnKind::Client | ConnKind::Redis => {
