@@ -530,6 +530,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+    use crate::codec::alloc_probe::{BYTES_PER_INPUT_BYTE_MAX, assert_bounded};
     use crate::kv::command::strategy;
 
     fn text() -> impl Strategy<Value = String> {
@@ -655,6 +656,11 @@ mod tests {
         #[test]
         fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..96)) {
             let codec = ClientCodec::new(64);
+            let bounded = |decode: fn(&[u8]) -> bool| {
+                assert_bounded(&bytes, BYTES_PER_INPUT_BYTE_MAX, 0, decode)
+            };
+            bounded(|b| decode_request(b).is_ok());
+            bounded(|b| decode_response(b).is_ok());
             let _ = codec.decode_request(&bytes);
             let _ = codec.decode_response(&bytes);
             // Behind a valid version byte and a valid length prefix the body parser runs.
@@ -664,6 +670,33 @@ mod tests {
             codec.frame.encode_with(&mut framed, |out| out.extend_from_slice(&body)).unwrap();
             let _ = codec.decode_request(&framed);
             let _ = codec.decode_response(&framed);
+        }
+    }
+
+    proptest! {
+        /// A valid header of every request and response type, then a hostile count or
+        /// length (Txn op and compare counts, member and metric counts, result counts)
+        /// and a few bytes: decoded or refused within the allocation bound.
+        #[test]
+        fn hostile_counts_allocate_within_the_input(
+            kind in 1u8..=8,
+            prefix in proptest::collection::vec(any::<u8>(), 0..40),
+            claimed in any::<u32>(),
+            tail in proptest::collection::vec(any::<u8>(), 0..64),
+        ) {
+            let mut body = vec![CLIENT_PROTOCOL_VERSION, kind];
+            put_u64(&mut body, 1);
+            // A command (or result) header, so the Txn and result lists are reached.
+            body.extend_from_slice(&[1, kind.min(6)]);
+            body.extend_from_slice(&prefix);
+            put_u32(&mut body, claimed);
+            body.extend_from_slice(&tail);
+            for cut in [0, 10, 12] {
+                let input = &body[cut..];
+                let factor = BYTES_PER_INPUT_BYTE_MAX;
+                assert_bounded(input, factor, 0, |b| decode_request(b).is_ok());
+                assert_bounded(input, factor, 0, |b| decode_response(b).is_ok());
+            }
         }
     }
 

@@ -99,6 +99,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+    use crate::codec::alloc_probe::peak_bytes;
 
     #[test]
     fn round_trips_and_waits_for_partial_input() {
@@ -164,7 +165,9 @@ mod tests {
             max in 0u32..48,
         ) {
             let codec = FrameCodec::new(max);
-            match codec.decode(&input) {
+            let (decoded, allocated) = peak_bytes(|| codec.decode(&input));
+            prop_assert_eq!(allocated, 0, "the frame layer only borrows");
+            match decoded {
                 Ok(Some((used, body))) => {
                     prop_assert!(used <= input.len());
                     prop_assert_eq!(used, FRAME_HEADER_BYTES + body.len());

@@ -6,6 +6,8 @@
 //! Layers compose: [`frame`] cuts a byte stream into length-prefixed frames, and the
 //! message codecs turn one frame into one typed message.
 
+#[cfg(test)]
+pub(crate) mod alloc_probe;
 pub mod client;
 pub mod frame;
 pub mod peer;

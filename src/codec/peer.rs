@@ -299,6 +299,7 @@ fn decode_entry(reader: &mut Reader<'_>) -> Result<Entry, DecodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::codec::alloc_probe::{BYTES_PER_INPUT_BYTE_MAX, assert_bounded};
     use proptest::prelude::*;
 
     fn samples() -> Vec<PeerFrame> {
@@ -409,7 +410,26 @@ mod tests {
     proptest! {
         #[test]
         fn arbitrary_bytes_never_panic(body in proptest::collection::vec(any::<u8>(), 0..256)) {
-            let _ = decode(&body);
+            assert_bounded(&body, BYTES_PER_INPUT_BYTE_MAX, 0, |b| decode(b).is_ok());
+        }
+
+        /// A valid header of every message type followed by a hostile count or length
+        /// (the AppendEntries entry count, a snapshot chunk's length...) and a few
+        /// bytes: refused or decoded within the allocation bound.
+        #[test]
+        fn hostile_counts_allocate_within_the_input(
+            type_byte in HANDSHAKE..=READ_INDEX_RESPONSE,
+            fields in proptest::collection::vec(any::<u64>(), 0..6),
+            claimed in any::<u32>(),
+            tail in proptest::collection::vec(any::<u8>(), 0..64),
+        ) {
+            let mut body = vec![type_byte];
+            for field in fields {
+                put_u64(&mut body, field);
+            }
+            put_u32(&mut body, claimed);
+            body.extend_from_slice(&tail);
+            assert_bounded(&body, BYTES_PER_INPUT_BYTE_MAX, 0, |b| decode(b).is_ok());
         }
 
         #[test]
@@ -421,7 +441,7 @@ mod tests {
             encode(&frames[which % frames.len()], &mut body);
             let at = at.index(body.len());
             body[at] = byte;
-            let _ = decode(&body);
+            assert_bounded(&body, BYTES_PER_INPUT_BYTE_MAX, 0, |b| decode(b).is_ok());
         }
     }
 

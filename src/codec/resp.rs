@@ -229,7 +229,11 @@ mod tests {
     //! Goal: commands decode exactly, incrementally, and bad input is an error, never a
     //! panic or an allocation beyond the input (proptest over arbitrary bytes).
     use super::*;
+    use crate::codec::alloc_probe::{BYTES_PER_INPUT_BYTE_MAX, assert_bounded};
     use proptest::prelude::*;
+
+    /// The argument list's first growth reserves four entries, whatever the input.
+    const SLACK: usize = 4 * std::mem::size_of::<Vec<u8>>() + 32;
 
     fn codec() -> RespCodec {
         RespCodec::new(1024)
@@ -312,10 +316,37 @@ mod tests {
     proptest! {
         #[test]
         fn arbitrary_bytes_never_panic(input in proptest::collection::vec(any::<u8>(), 0..512)) {
-            if let Ok(Some((consumed, args))) = codec().decode(&input) {
+            let decode = |b: &[u8]| codec().decode(b);
+            let decoded = assert_bounded(&input, BYTES_PER_INPUT_BYTE_MAX, SLACK, decode);
+            if let Ok(Some((consumed, args))) = decoded {
                 prop_assert!(consumed <= input.len());
                 prop_assert!(args.iter().map(Vec::len).sum::<usize>() <= input.len());
             }
+        }
+
+        /// Arrays whose announced element count and bulk lengths are hostile, and
+        /// inline commands of many tiny words: decoded or refused within the bound.
+        #[test]
+        fn hostile_lengths_allocate_within_the_input(
+            count in any::<i64>(),
+            len in any::<i64>(),
+            body in proptest::collection::vec(any::<u8>(), 0..64),
+            words in 0usize..400,
+        ) {
+            let mut input = format!("*{count}\r\n$0\r\n\r\n${len}\r\n").into_bytes();
+            input.extend_from_slice(&body);
+            let decode = |b: &[u8]| codec().decode(b).is_ok();
+            assert_bounded(&input, BYTES_PER_INPUT_BYTE_MAX, SLACK, decode);
+            let mut array = format!("*{words}\r\n").into_bytes();
+            for _ in 0..words {
+                array.extend_from_slice(b"$0\r\n\r\n");
+            }
+            let large = |b: &[u8]| RespCodec::new(1 << 20).decode(b).is_ok();
+            assert_bounded(&array, BYTES_PER_INPUT_BYTE_MAX, SLACK, large);
+            let inline = "a ".repeat(words).into_bytes();
+            let mut line = inline;
+            line.push(b'\n');
+            assert_bounded(&line, BYTES_PER_INPUT_BYTE_MAX, SLACK, decode);
         }
 
         #[test]

@@ -714,6 +714,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+    use crate::codec::alloc_probe::{BYTES_PER_INPUT_BYTE_MAX, assert_bounded};
 
     proptest! {
         #[test]
@@ -766,8 +767,30 @@ mod tests {
             prop_assert_eq!(decode_result(&bytes), Ok(result));
         }
 
+        /// A valid version and type byte, a hostile list count (Txn compares, ops,
+        /// results) or byte-string length, and a few bytes: refused or decoded within
+        /// the allocation bound.
+        #[test]
+        fn hostile_counts_allocate_within_the_input(
+            kind in 1u8..=9,
+            prefix in proptest::collection::vec(any::<u8>(), 0..24),
+            claimed in any::<u32>(),
+            tail in proptest::collection::vec(any::<u8>(), 0..48),
+        ) {
+            let mut bytes = vec![COMMAND_VERSION, kind];
+            bytes.extend_from_slice(&prefix);
+            put_u32(&mut bytes, claimed);
+            bytes.extend_from_slice(&tail);
+            let factor = BYTES_PER_INPUT_BYTE_MAX;
+            assert_bounded(&bytes, factor, 0, |b| decode_command(b).is_ok());
+            assert_bounded(&bytes, factor, 0, |b| decode_command_ref(b).is_ok());
+            assert_bounded(&bytes, factor, 0, |b| decode_result(b).is_ok());
+        }
+
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+            assert_bounded(&bytes, BYTES_PER_INPUT_BYTE_MAX, 0, |b| decode_command(b).is_ok());
+            assert_bounded(&bytes, BYTES_PER_INPUT_BYTE_MAX, 0, |b| decode_result(b).is_ok());
             prop_assert_eq!(decode_command_ref(&bytes).is_ok(), decode_command(&bytes).is_ok());
             let _ = decode_result(&bytes);
             // With a valid version prefix the decoders reach deeper code paths.

@@ -256,7 +256,13 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+    use crate::codec::alloc_probe::{BYTES_PER_INPUT_BYTE_MAX, assert_bounded, peak_bytes};
     use crate::kv::command::{Command, CommandResult, Session, command_to_vec, strategy};
+
+    /// What an empty store allocates (its shard tables), whatever the input.
+    fn empty_store_bytes() -> usize {
+        peak_bytes(|| KvStore::new(KvConfig::default())).1
+    }
 
     fn busy_store() -> KvStore {
         let mut store = KvStore::new(KvConfig::default());
@@ -375,8 +381,31 @@ mod tests {
             bytes.extend_from_slice(&tail);
             let crc = crc32fast::hash(&bytes);
             bytes.extend_from_slice(&crc.to_le_bytes());
-            let _ = KvStore::restore(KvConfig::default(), &bytes);
-            let _ = KvStore::restore(KvConfig::default(), &tail);
+            let slack = empty_store_bytes();
+            let restore = |b: &[u8]| KvStore::restore(KvConfig::default(), b).is_ok();
+            assert_bounded(&bytes, BYTES_PER_INPUT_BYTE_MAX, slack, restore);
+            assert_bounded(&tail, BYTES_PER_INPUT_BYTE_MAX, slack, restore);
+        }
+
+        /// A valid header and crc around hostile key and session counts and a few
+        /// bytes: every count is paid for with input before anything is allocated for
+        /// it, so restoring allocates within the bound whatever the counts claim.
+        #[test]
+        fn hostile_counts_allocate_within_the_input(
+            key_count in any::<u64>(),
+            session_count in any::<u64>(),
+            tail in proptest::collection::vec(any::<u8>(), 0..96),
+        ) {
+            let mut bytes = SNAPSHOT_MAGIC.to_vec();
+            bytes.extend_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
+            bytes.extend_from_slice(&7u64.to_le_bytes());
+            bytes.extend_from_slice(&key_count.to_le_bytes());
+            bytes.extend_from_slice(&session_count.to_le_bytes());
+            bytes.extend_from_slice(&tail);
+            let crc = crc32fast::hash(&bytes);
+            bytes.extend_from_slice(&crc.to_le_bytes());
+            let restore = |b: &[u8]| KvStore::restore(KvConfig::default(), b).is_ok();
+            assert_bounded(&bytes, BYTES_PER_INPUT_BYTE_MAX, empty_store_bytes(), restore);
         }
     }
 }

@@ -195,7 +195,10 @@ fn decode(bytes: &[u8]) -> Result<SnapshotFile, String> {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+    use crate::codec::alloc_probe::assert_bounded;
 
     fn sample(index: u64) -> SnapshotFile {
         SnapshotFile {
@@ -230,5 +233,29 @@ mod tests {
         }
         fs::write(&path, &bytes).unwrap();
         assert_eq!(load_latest(dir.path()).unwrap(), Some(sample(10)));
+    }
+
+    proptest! {
+        /// Goal: a damaged or hostile snapshot file is an error, never a panic, and
+        /// decoding allocates no more than the copy of its meta and data (at most the
+        /// file's size) plus an error message. Method: arbitrary bytes, and a valid
+        /// magic and crc around arbitrary header lengths.
+        #[test]
+        fn arbitrary_bytes_never_panic_and_allocate_within_the_file(
+            header in proptest::collection::vec(any::<u8>(), 28..=28),
+            tail in proptest::collection::vec(any::<u8>(), 0..96),
+        ) {
+            let bounded =
+                |b: &[u8]| assert_bounded(b, 1, 256, |b| decode(b).map(|f| f.data.len()));
+            let _ = bounded(&tail);
+            let mut bytes = MAGIC.to_vec();
+            bytes.extend_from_slice(&header);
+            bytes.extend_from_slice(&tail);
+            let crc = crc32fast::hash(&bytes);
+            bytes.extend_from_slice(&crc.to_le_bytes());
+            if let Ok(len) = bounded(&bytes) {
+                prop_assert!(len <= bytes.len());
+            }
+        }
     }
 }
