@@ -45,7 +45,9 @@
 //! Connection limits (docs/CONFIG.md `[limits]`): client connections (client and Redis
 //! ports together) and inbound peer connections awaiting their handshake have separate
 //! caps; identified peer links, outbound links and the forwarding link count against
-//! neither, so no number of clients can starve the Raft traffic. A refused connection is
+//! neither, so no number of clients can starve the Raft traffic. At the handshake cap a
+//! new peer connection evicts the oldest unidentified one, so junk connections cannot
+//! lock a member out (its link identifies itself at once). A refused connection is
 //! accepted and closed at once (also when the process is out of descriptors: a spare
 //! descriptor is freed for that), counted, and logged at most once a second. A sweep,
 //! about once a second, closes idle clients, half-sent requests (slowloris) and peers
