@@ -188,20 +188,24 @@ fn a_binary_put_that_nearly_fills_a_frame_is_refused_and_the_limit_is_exact() {
 
 #[test]
 fn a_reply_too_large_for_a_frame_becomes_an_error_reply() {
-    // A transaction within the entry limit whose reply is not: six reads of a 3 MiB
-    // value. The leader used to panic encoding that reply; now the client gets an error
-    // naming the frame limit, and the connection and the cluster go on.
-    let mut cluster = Cluster::start(3, |_| {});
+    // A transaction within the entry limit and the read limit whose reply is not within
+    // the frame: four reads of a 1000 KiB value with 3 MiB frames. The leader used to
+    // panic encoding such a reply; now the client gets an error naming the frame limit,
+    // and the connection and the cluster go on.
+    let mut cluster = Cluster::start(3, |config| {
+        config.limits.frame_bytes_max = 3 * 1024 * 1024;
+        config.limits.entry_bytes_max = 1024 * 1024;
+    });
     let mut client = cluster.client();
-    let wide = vec![b'w'; 3 * 1024 * 1024];
+    let wide = vec![b'w'; 1000 * 1024];
     client
         .put(b"wide", &wide)
-        .expect("a 3 MiB value fits an entry");
+        .expect("a 1000 KiB value fits an entry");
     let reads = vec![
         Op::Get {
             key: b"wide".to_vec()
         };
-        6
+        4
     ];
     for attempt in 0..2 {
         match client.txn(&[], &reads, &[]) {
@@ -218,4 +222,36 @@ fn a_reply_too_large_for_a_frame_becomes_an_error_reply() {
         .expect("a reply that fits");
     assert_eq!(one.results, vec![OpResult::Value(Some(wide))]);
     assert_cluster_healthy(&mut cluster, "reply");
+}
+
+#[test]
+fn a_transaction_reading_more_than_its_limit_is_refused_whole() {
+    // A small entry of many reads of one large value (here 64 reads of 3 MiB, 192 MiB
+    // of result) used to make every replica build that result and keep it in the
+    // writer's session; now every replica refuses it at apply time, its writes too.
+    let mut cluster = Cluster::start(3, |_| {});
+    let mut client = cluster.client();
+    client
+        .put(b"wide", &vec![b'w'; 3 * 1024 * 1024])
+        .expect("a 3 MiB value fits an entry");
+    let mut ops = vec![Op::Put {
+        key: b"marker".to_vec(),
+        value: b"x".to_vec(),
+    }];
+    ops.extend((0..64).map(|_| Op::Get {
+        key: b"wide".to_vec(),
+    }));
+    match client.txn(&[], &ops, &[]) {
+        Err(ClientError::Refused(message)) => assert!(
+            message.contains("transaction reads") && message.contains("nothing was applied"),
+            "{message}"
+        ),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    let applied = cluster.applied(cluster.leader());
+    for i in 0..3 {
+        cluster.wait_applied(i, applied);
+        assert_eq!(cluster.read_at(i, b"marker"), None, "node {i}");
+    }
+    assert_cluster_healthy(&mut cluster, "read limit");
 }

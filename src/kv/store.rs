@@ -5,6 +5,8 @@
 //! of its [`KvConfig`]; nothing reads a clock or a random source, so every replica that
 //! applies the same log holds the same state and produces byte-identical snapshots.
 
+use std::collections::HashMap;
+
 use super::bytes::{Key, Value};
 use super::command::{
     Command, CommandRef, CommandResult, Op, OpResult, Session, decode_command_ref,
@@ -18,6 +20,12 @@ use super::shards::Shards;
 /// while a snapshot view is alive. Shards are allocated on first use, so an empty store
 /// costs one 128 KiB vector of `None`.
 pub(crate) const DATA_SHARDS: usize = 16_384;
+
+/// Most value bytes one transaction may read. A larger one is refused whole at apply
+/// time (every replica decides alike: the limit is a constant, not configuration), so a
+/// small entry of many Gets of one large value cannot make every replica build and keep
+/// a huge result. The reply of a transaction within it fits the default frame.
+pub const TXN_READ_BYTES_MAX: u64 = 4 * 1024 * 1024;
 
 /// Parameters of the state machine. They are part of its deterministic behaviour:
 /// every replica of a cluster must use the same values.
@@ -221,6 +229,13 @@ impl KvStore {
                         .holds(self.get(&condition.key), &condition.value)
                 });
                 let ops = if succeeded { success } else { failure };
+                let result_bytes = self.txn_read_bytes(&ops);
+                if result_bytes > TXN_READ_BYTES_MAX {
+                    return CommandResult::Error(format!(
+                        "transaction reads {result_bytes} bytes, more than the limit of \
+                         {TXN_READ_BYTES_MAX}; nothing was applied"
+                    ));
+                }
                 let results = ops.into_iter().map(|op| self.execute_op(op)).collect();
                 CommandResult::Txn { succeeded, results }
             }
@@ -228,6 +243,31 @@ impl KvStore {
                 CommandResult::Error("not a write".to_owned())
             }
         }
+    }
+
+    /// The bytes of the values that `ops` would read, each Get seeing the earlier ops'
+    /// writes, without running them. Allocates only for a branch that writes and reads.
+    fn txn_read_bytes(&self, ops: &[Op]) -> u64 {
+        let mut written: HashMap<&[u8], usize> = HashMap::new();
+        let mut total = 0u64;
+        for op in ops {
+            match op {
+                Op::Put { key, value } => {
+                    written.insert(key, value.len());
+                }
+                Op::Delete { key } => {
+                    written.insert(key, 0);
+                }
+                Op::Get { key } => {
+                    let len = match written.get(&key[..]) {
+                        Some(&len) => len,
+                        None => self.get(key).map_or(0, <[u8]>::len),
+                    };
+                    total = total.saturating_add(len as u64);
+                }
+            }
+        }
+        total
     }
 
     fn execute_op(&mut self, op: Op) -> OpResult {
@@ -260,6 +300,58 @@ mod tests {
         let result = store.apply(1, &command_to_vec(&Command::RegisterSession));
         assert_eq!(result, CommandResult::Registered { client_id: 1 });
         (store, 1)
+    }
+
+    /// Goal: a transaction that would read more than TXN_READ_BYTES_MAX is refused
+    /// whole (none of its writes applied), counting values its own earlier ops wrote,
+    /// and one just within the limit runs.
+    #[test]
+    fn a_transaction_reading_too_much_is_refused_whole() {
+        let (mut store, client_id) = store_with_session();
+        let half = (TXN_READ_BYTES_MAX / 2) as usize;
+        assert_eq!(
+            store.apply(2, &put(client_id, 1, b"big", &vec![7; half])),
+            CommandResult::Ok
+        );
+        let txn = |seq: u64, ops: Vec<Op>| {
+            command_to_vec(&Command::Txn {
+                session: Session { client_id, seq },
+                compare: Vec::new(),
+                success: ops,
+                failure: Vec::new(),
+            })
+        };
+        let get = || Op::Get {
+            key: b"big".to_vec(),
+        };
+        let within = store.apply(3, &txn(2, vec![get(), get()]));
+        assert!(matches!(
+            within,
+            CommandResult::Txn {
+                succeeded: true,
+                ..
+            }
+        ));
+        let marker = Op::Put {
+            key: b"marker".to_vec(),
+            value: b"x".to_vec(),
+        };
+        let over = store.apply(4, &txn(3, vec![marker, get(), get(), get()]));
+        assert!(
+            matches!(&over, CommandResult::Error(text) if text.contains("nothing was applied")),
+            "{over:?}"
+        );
+        assert_eq!(store.get(b"marker"), None);
+        let rewrite = Op::Put {
+            key: b"big".to_vec(),
+            value: vec![1; half + 1],
+        };
+        let own_write = store.apply(5, &txn(4, vec![rewrite, get(), get()]));
+        assert!(
+            matches!(own_write, CommandResult::Error(_)),
+            "{own_write:?}"
+        );
+        assert_eq!(store.get(b"big").map(<[u8]>::len), Some(half));
     }
 
     fn put(client_id: u64, seq: u64, key: &[u8], value: &[u8]) -> Vec<u8> {
