@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::thread::{self, sleep};
 use std::time::{Duration, Instant};
 
-use common::Cluster;
+use common::{Cluster, eventually};
 use raftkv::client::{Pipeline, status_at};
 use raftkv::codec::client::{RequestBody, ResponseBody};
 use raftkv::kv::{Command, Session};
@@ -27,20 +27,6 @@ fn connect(cluster: &Cluster, i: usize, read_timeout: Duration) -> Connection {
     con.set_read_timeout(Some(read_timeout))
         .expect("read timeout");
     con
-}
-
-/// Retries `f` until it succeeds, for at most 15 s (a fresh cluster may still elect).
-fn eventually<T>(mut f: impl FnMut() -> RedisResult<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        match f() {
-            Ok(value) => return value,
-            Err(e) => {
-                assert!(Instant::now() < deadline, "still failing after 15 s: {e}");
-                sleep(Duration::from_millis(50));
-            }
-        }
-    }
 }
 
 fn set(con: &mut Connection, key: &str, value: &str) -> RedisResult<()> {

@@ -9,10 +9,9 @@
 
 mod common;
 
-use std::thread::sleep;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::Cluster;
+use common::{Cluster, eventually};
 use raftkv::client::Error as ClientError;
 use raftkv::kv::{Op, OpResult};
 use redis::{Connection, RedisResult};
@@ -36,20 +35,6 @@ fn connect(cluster: &Cluster, i: usize) -> Connection {
     con.set_read_timeout(Some(Duration::from_secs(20)))
         .expect("read timeout");
     con
-}
-
-/// Retries `f` until it succeeds (during an election the node answers TRYAGAIN).
-fn eventually<T>(mut f: impl FnMut() -> RedisResult<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        match f() {
-            Ok(value) => return value,
-            Err(e) => {
-                assert!(Instant::now() < deadline, "still failing after 15 s: {e}");
-                sleep(Duration::from_millis(50));
-            }
-        }
-    }
 }
 
 fn set(con: &mut Connection, key: &str, value: &[u8]) -> RedisResult<()> {

@@ -5,30 +5,13 @@
 
 mod common;
 
-use std::thread::sleep;
-use std::time::{Duration, Instant};
-
-use common::Cluster;
+use common::{Cluster, eventually};
 use redis::{Commands, Connection, RedisResult};
 
 fn connect(cluster: &Cluster, i: usize) -> Connection {
     let url = format!("redis://{}/", cluster.nodes[i].redis_addr);
     let client = redis::Client::open(url).expect("redis url");
     client.get_connection().expect("connect to the redis port")
-}
-
-/// Retries `f` until it succeeds (during an election the node answers TRYAGAIN).
-fn eventually<T>(mut f: impl FnMut() -> RedisResult<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        match f() {
-            Ok(value) => return value,
-            Err(e) => {
-                assert!(Instant::now() < deadline, "still failing after 15 s: {e}");
-                sleep(Duration::from_millis(50));
-            }
-        }
-    }
 }
 
 fn exercise(con: &mut Connection, prefix: &str) {

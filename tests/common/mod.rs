@@ -271,3 +271,18 @@ pub fn leader_of(addrs: &[String]) -> usize {
         sleep(Duration::from_millis(20));
     }
 }
+
+/// Retries `f` until it succeeds, for at most 15 s (a fresh cluster may still be
+/// electing; the Redis port answers TRYAGAIN meanwhile).
+pub fn eventually<T, E: std::fmt::Display>(mut f: impl FnMut() -> Result<T, E>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        match f() {
+            Ok(value) => return value,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "still failing after 15 s: {e}");
+                sleep(Duration::from_millis(50));
+            }
+        }
+    }
+}
