@@ -117,6 +117,9 @@ fn missing_hard_state_is_refused_then_repaired() {
     let wal = wal_dir.to_str().expect("utf-8 path");
     let (code, text) = raftkv_log(&["reset-hardstate", wal, "--term", "0", "--yes"]);
     assert_eq!(code, 1, "a term below the log's is refused: {text}");
+    // The log's last term itself: the node may have voted in it.
+    let (code, text) = raftkv_log(&["reset-hardstate", wal, "--term", &term.to_string(), "--yes"]);
+    assert_eq!(code, 1, "the log's last term is refused: {text}");
     let next = (term + 1).to_string();
     let (code, text) = raftkv_log(&["reset-hardstate", wal, "--term", &next, "--yes"]);
     assert_eq!(code, 0, "reset-hardstate: {text}");

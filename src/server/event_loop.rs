@@ -300,10 +300,15 @@ struct Net {
     /// Inbound peer connections that have not identified themselves yet and are not
     /// closing.
     handshake_count: usize,
-    /// Inbound peer connections in accept order, as (slab key, generation), so the
-    /// oldest unidentified one makes room for a new one at the cap; entries of
-    /// connections that identified themselves or closed are skipped and pruned.
-    handshake_queue: VecDeque<(usize, u64)>,
+    /// Inbound peer connections in accept order, as (slab key, generation, loop turn
+    /// of the accept), so the oldest unidentified one makes room for a new one at the
+    /// cap; entries of connections that identified themselves or closed are skipped
+    /// and pruned.
+    handshake_queue: VecDeque<(usize, u64, u64)>,
+    /// Loop turns so far: a connection accepted in this turn has not been read yet, so
+    /// it is never evicted for want of a handshake (a flood in one burst cannot push a
+    /// member's new link out before its handshake is read).
+    turn: u64,
     /// The `net.*` counters (the gauges are filled in by `connection_metrics`).
     counts: ConnectionMetrics,
     refusals: RefusalLog,
@@ -352,6 +357,9 @@ pub struct EventLoop {
     tick_ms: u64,
     slow_turn_ms: u64,
     stopping: bool,
+    /// `before_sleep` handed back unforwarded requests that the node may have proposed:
+    /// poll without sleeping so the next `before_sleep` persists and sends them.
+    handed_back: bool,
     events: Events,
     /// Readiness of this turn's events, copied out of `events` before dispatching.
     ready_scratch: Vec<(Token, bool, bool)>,
@@ -453,6 +461,7 @@ impl EventLoop {
             client_count: 0,
             handshake_count: 0,
             handshake_queue: VecDeque::new(),
+            turn: 0,
             counts: ConnectionMetrics::default(),
             refusals: RefusalLog::default(),
             spare_fd: File::open("/dev/null").ok(),
@@ -482,6 +491,7 @@ impl EventLoop {
             tick_ms: config.raft.tick_ms,
             slow_turn_ms: (config.raft.tick_ms * u64::from(config.raft.heartbeat_ticks) / 2).max(1),
             stopping: false,
+            handed_back: false,
             events: Events::with_capacity(1024),
             ready_scratch: Vec::new(),
             unread_scratch: Vec::new(),
@@ -512,6 +522,7 @@ impl EventLoop {
 
     fn turn(&mut self) -> Result<(), RunError> {
         let turn_started = Instant::now();
+        self.net.turn += 1;
         self.net.now_ms = self.now_ms();
         self.before_sleep()?;
         let next_deadline = [
@@ -526,7 +537,7 @@ impl EventLoop {
             Some(deadline) => Duration::from_millis(deadline.saturating_sub(self.now_ms())),
             None => Duration::from_millis(self.tick_ms),
         };
-        let timeout = if self.net.conns.iter().any(|(_, c)| c.unread) {
+        let timeout = if self.handed_back || self.net.conns.iter().any(|(_, c)| c.unread) {
             Duration::ZERO
         } else {
             timeout
@@ -576,7 +587,8 @@ impl EventLoop {
         }
         self.net.expire_forwards(now);
         self.net.close_pending(&mut self.node);
-        self.hand_back_unforwarded();
+        // Run before_sleep next (the next turn starts with it), so nothing to track.
+        let _ = self.hand_back_unforwarded();
         let connections = self.net.connection_metrics();
         self.node.metrics_mut().set_connections(connections);
         let busy = busy + dispatch_started.elapsed();
@@ -925,12 +937,24 @@ impl EventLoop {
     /// Gives the node the forwarded requests that were never sent on a link that
     /// closed: it redirects them to a leader it now knows, or parks them until one is
     /// elected (see [`Node::on_leader_unreachable`]).
-    fn hand_back_unforwarded(&mut self) {
+    ///
+    /// Returns whether it handed any back: the node may have proposed them, so the loop
+    /// runs `before_sleep` again without sleeping.
+    fn hand_back_unforwarded(&mut self) -> bool {
         if self.net.forward.handed_back.is_empty() {
-            return;
+            return false;
         }
         let now_ms = self.now_ms();
         for (client, request, addr) in std::mem::take(&mut self.net.forward.handed_back) {
+            // The Redis connection may have closed meanwhile: nothing to serve it for.
+            let open = self
+                .net
+                .conns
+                .get(client.key)
+                .is_some_and(|c| c.generation == client.generation && !c.closing);
+            if !open {
+                continue;
+            }
             if let Some(response) = self
                 .node
                 .on_leader_unreachable(client, request, &addr, now_ms)
@@ -940,6 +964,7 @@ impl EventLoop {
         }
         self.pump_touched_redis();
         self.net.flush_dirty();
+        true
     }
 
     fn pump_touched_redis(&mut self) {
@@ -1064,7 +1089,7 @@ impl EventLoop {
         self.net.flush_dirty();
         self.follow_membership();
         self.net.close_pending(&mut self.node);
-        self.hand_back_unforwarded();
+        self.handed_back = self.hand_back_unforwarded();
         Ok(())
     }
 
@@ -1385,10 +1410,14 @@ impl Net {
 
     /// Closes the oldest inbound peer connection still waiting for its handshake, so a
     /// new one (perhaps a member's, which identifies itself at once) gets its slot:
-    /// junk connections cannot lock members out of the peer port. False when there is
-    /// none to evict.
+    /// junk connections cannot lock members out of the peer port. False when none accepted
+    /// before this turn waits.
     fn evict_oldest_handshake(&mut self) -> bool {
-        while let Some((key, generation)) = self.handshake_queue.pop_front() {
+        while let Some(&(key, generation, turn)) = self.handshake_queue.front() {
+            if turn == self.turn {
+                return false;
+            }
+            self.handshake_queue.pop_front();
             let waiting = self.conns.get(key).is_some_and(|c| {
                 c.generation == generation && c.kind == ConnKind::PeerIn(None) && !c.closing
             });
@@ -1459,10 +1488,10 @@ impl Net {
                 if peer {
                     self.handshake_count += 1;
                     let generation = self.conns[key].generation;
-                    self.handshake_queue.push_back((key, generation));
+                    self.handshake_queue.push_back((key, generation, self.turn));
                     if self.handshake_queue.len() > 2 * self.limits.handshakes_max {
                         let conns = &self.conns;
-                        self.handshake_queue.retain(|&(key, generation)| {
+                        self.handshake_queue.retain(|&(key, generation, _)| {
                             conns.get(key).is_some_and(|c| {
                                 c.generation == generation && c.kind == ConnKind::PeerIn(None)
                             })
@@ -1488,10 +1517,14 @@ impl Net {
         };
         drop(spare);
         let accepted = listener.accept();
+        // Taken back after the refused connection closed, so its descriptor is free.
+        let accepted = accepted.map(|(stream, addr)| {
+            drop(stream);
+            addr
+        });
         self.spare_fd = File::open("/dev/null").ok();
         match accepted {
-            Ok((stream, addr)) => {
-                drop(stream);
+            Ok(addr) => {
                 self.on_refused(&format!("from {addr}: out of file descriptors"));
                 true
             }
@@ -1615,6 +1648,13 @@ impl Net {
             self.close_later(*key, format!("the leader moved to {addr}"));
             self.forward.conn = None;
         }
+        // A link marked for closing this turn takes nothing more: what it carried is
+        // answered when it closes, and a new link carries this request.
+        if let Some((key, _)) = &self.forward.conn
+            && self.conns.get(*key).is_none_or(|c| c.closing)
+        {
+            self.forward.conn = None;
+        }
         if self.forward.conn.is_none() {
             let dialed = addr
                 .parse::<SocketAddr>()
@@ -1719,7 +1759,7 @@ impl Net {
     fn expire_forwards(&mut self, now_ms: u64) {
         let mut expired = Vec::new();
         self.forward.deadlines.expire(now_ms, &mut expired);
-        for id in expired {
+        for &id in &expired {
             let Some(forwarded) = self.forward.pending.remove(&id) else {
                 continue;
             };
@@ -1747,6 +1787,10 @@ impl Net {
                 body: ResponseBody::Unavailable(message),
             };
             self.reply(forwarded.client, response);
+        }
+        if !expired.is_empty() {
+            let pending = &self.forward.pending;
+            self.forward.unsent.retain(|id| pending.contains_key(id));
         }
     }
 
@@ -1784,6 +1828,8 @@ impl Net {
             let body = ResponseBody::Unavailable(message.into());
             self.reply(forwarded.client, Response { request_id, body });
         }
+        let pending = &self.forward.pending;
+        self.forward.unsent.retain(|id| pending.contains_key(id));
     }
 
     /// Queues the finished in-order replies of Redis connection `key`.

@@ -544,9 +544,14 @@ impl Node {
     ) -> Option<Response> {
         let request_id = request.request_id;
         let reply = |body| Some(Response { request_id, body });
-        if let RequestBody::Command(_) | RequestBody::MemberChange(_) = &request.body
-            && let Some(body) = self.nospace.refusal(self.config.node_id)
-        {
+        // Reads, also those ordered through the log (a Redis read behind a write), are
+        // still served; only what changes state is refused.
+        let changes_state = match &request.body {
+            RequestBody::Command(command) => !matches!(command, Command::Get { .. }),
+            RequestBody::MemberChange(_) => true,
+            _ => false,
+        };
+        if changes_state && let Some(body) = self.nospace.refusal(self.config.node_id) {
             return reply(body);
         }
         match request.body {

@@ -476,10 +476,12 @@ fn reset_hard_state(dir: &Path, term: u64) -> Result<i32> {
             .map_or(scan.header.prev_term, |run| run.term);
         last_term = last_term.max(segment_last);
     }
-    if term == 0 || term < last_term {
+    // Not the log's last term itself: the node may have voted in it, and the reset
+    // clears the vote, so it could vote twice in that term.
+    if term <= last_term {
         eprintln!(
-            "raftkv-log: --term {term} is below the log's last term {last_term}; give one more \
-             than the highest term the live members show (`raftkv-cli status`)"
+            "raftkv-log: --term {term} is not above the log's last term {last_term}; give one \
+             more than the highest term the live members show (`raftkv-cli status`)"
         );
         return Ok(1);
     }
