@@ -314,8 +314,9 @@ struct Net {
     refusals: RefusalLog,
     /// Closed and reopened around an accept when the process is out of descriptors.
     spare_fd: Option<File>,
-    /// The loop's clock as of the current step of the turn.
-    now_ms: u64,
+    /// The loop's clock ([`Net::now_ms`]) as of the current step of the turn: one clock
+    /// read per step instead of one per connection event.
+    step_now_ms: u64,
     /// Client input is left for the next turn once the dispatch passes this instant
     /// (half of the slow-turn limit after it started), so however many clients are
     /// busy, one turn's reading and decoding stays within a bounded slice. Peer
@@ -329,7 +330,7 @@ struct Net {
     dirty: Vec<usize>,
     /// Slab keys to close at the end of the turn, with the reason to log.
     closing: Vec<(usize, String)>,
-    /// The loop's clock origin (`EventLoop::started`).
+    /// The loop's clock origin: every `now_ms` of the loop counts from it.
     started: Instant,
     /// A peer link that carries nothing from its peer this long while messages go to
     /// it, or that does not connect within it, is closed and redialed: the longest
@@ -353,7 +354,6 @@ pub struct EventLoop {
     client_listener: TcpListener,
     redis_listener: Option<TcpListener>,
     signals: Signals,
-    started: Instant,
     tick_ms: u64,
     slow_turn_ms: u64,
     stopping: bool,
@@ -445,7 +445,6 @@ impl EventLoop {
             .map_or(config.listen_peer, |m| m.peer_addr)
             .to_string();
         let limits = client_limits(config);
-        let started = Instant::now();
         let net = Net {
             poll,
             conns: Slab::new(),
@@ -465,13 +464,13 @@ impl EventLoop {
             counts: ConnectionMetrics::default(),
             refusals: RefusalLog::default(),
             spare_fd: File::open("/dev/null").ok(),
-            now_ms: 0,
+            step_now_ms: 0,
             slice_end: Instant::now(),
             slice_served_client: false,
             next_generation: 1,
             dirty: Vec::new(),
             closing: Vec::new(),
-            started,
+            started: Instant::now(),
             silence_ms: 2 * u64::from(config.raft.election_ticks) * config.raft.tick_ms,
             rng: Rng::new(config.node_id ^ 0x9e37_79b9_7f4a_7c15),
             resp: RespCodec::new(config.limits.frame_bytes_max as usize),
@@ -487,7 +486,6 @@ impl EventLoop {
             client_listener,
             redis_listener,
             signals,
-            started,
             tick_ms: config.raft.tick_ms,
             slow_turn_ms: (config.raft.tick_ms * u64::from(config.raft.heartbeat_ticks) / 2).max(1),
             stopping: false,
@@ -500,7 +498,7 @@ impl EventLoop {
     }
 
     fn now_ms(&self) -> u64 {
-        self.started.elapsed().as_millis() as u64
+        self.net.now_ms()
     }
 
     /// Runs until SIGINT/SIGTERM, then flushes, syncs and returns.
@@ -523,7 +521,7 @@ impl EventLoop {
     fn turn(&mut self) -> Result<(), RunError> {
         let turn_started = Instant::now();
         self.net.turn += 1;
-        self.net.now_ms = self.now_ms();
+        self.net.step_now_ms = self.now_ms();
         self.before_sleep()?;
         let next_deadline = [
             self.timers.next_deadline(),
@@ -549,7 +547,7 @@ impl EventLoop {
             Err(e) => return Err(RunError::Poll(e)),
         }
         let dispatch_started = Instant::now();
-        self.net.now_ms = self.now_ms();
+        self.net.step_now_ms = self.now_ms();
         let slice = Duration::from_millis((self.slow_turn_ms / 2).max(1));
         self.net.slice_end = dispatch_started + slice;
         self.net.slice_served_client = false;
@@ -726,7 +724,7 @@ impl EventLoop {
 
     fn on_readable(&mut self, key: usize) {
         let limit = self.net.read_bytes_per_turn_max;
-        let now_ms = self.net.now_ms;
+        let now_ms = self.net.step_now_ms;
         let Some(conn) = self.net.conns.get_mut(key) else {
             return;
         };
@@ -1154,7 +1152,7 @@ impl Net {
             writable: interest.is_writable(),
             unread: false,
             redis: None,
-            activity: Activity::new(self.now_ms),
+            activity: Activity::new(self.step_now_ms),
             requests_owed: 0,
             paused: false,
             closing: false,
@@ -1380,7 +1378,7 @@ impl Net {
         if let Some(conn) = self.conns.get_mut(key)
             && conn.io.pending_output_bytes() < before
         {
-            conn.activity.on_traffic(self.now_ms);
+            conn.activity.on_traffic(self.step_now_ms);
             self.maybe_resume(key);
         }
     }
@@ -1538,7 +1536,7 @@ impl Net {
 
     fn on_refused(&mut self, what: &str) {
         self.counts.accepts_refused += 1;
-        if let Some(suppressed) = self.refusals.on_refusal(self.now_ms) {
+        if let Some(suppressed) = self.refusals.on_refusal(self.step_now_ms) {
             let more = if suppressed > 0 {
                 format!("; {suppressed} more refused since the last report")
             } else {
@@ -1765,11 +1763,18 @@ impl Net {
             };
             let timeout = self.forward.request_timeout_ms;
             let message = if forwarded.unsent.is_some() {
-                let addr = self.forward.addrs.get(&forwarded.link);
+                let addr = self.forward.addrs.get(&forwarded.link).cloned();
+                let addr = addr.unwrap_or_default();
+                // A link that has not connected in a whole request timeout will not:
+                // close it, so the requests behind this one go back to the node (and
+                // to another leader) instead of expiring here one by one.
+                self.close_later(
+                    forwarded.link,
+                    format!("did not connect to {addr} within {timeout} ms"),
+                );
                 format!(
-                    "the link to the leader {} did not connect within {timeout} ms \
-                     (limits.request_timeout_ms); the request was not sent, retry",
-                    addr.map_or("", String::as_str)
+                    "the link to the leader {addr} did not connect within {timeout} ms \
+                     (limits.request_timeout_ms); the request was not sent, retry"
                 )
             } else if forwarded.write {
                 format!(
