@@ -173,15 +173,20 @@ impl Pipeline {
     /// may be sent): the pipeline should then be dropped.
     fn flush_by(&mut self, deadline: Instant) -> Result<(), Error> {
         let mut written = 0;
+        let mut tried = false;
         let result = loop {
             if written == self.output.len() {
                 break Ok(());
             }
             let remaining = deadline.saturating_duration_since(Instant::now());
-            if remaining.is_zero() {
+            // One attempt even at the deadline: a socket with room takes the request at
+            // once, and the read that follows reports the timeout as before.
+            if tried && remaining.is_zero() {
                 let message = "the node did not take the request before the deadline";
                 break Err(io::Error::new(ErrorKind::TimedOut, message));
             }
+            tried = true;
+            let remaining = remaining.max(Duration::from_millis(1));
             if self.write_timeout.is_none_or(|set| set > remaining) {
                 let timeout = shortened(remaining);
                 if let Err(error) = self.stream.set_write_timeout(Some(timeout)) {
