@@ -302,7 +302,11 @@ fn rejoin_after_partition(
 /// stay fast.
 #[test]
 fn a_healed_old_leader_learns_the_new_leader_quickly() {
-    let bound = Duration::from_millis(2500);
+    // Typically 0.4-0.5 s; the bound is loose because a loaded 2-core machine running
+    // the other tests of this file beside it has shown one 5.8 s rejoin in about ten
+    // runs (a redial that lands in the reconnect backoff). The old code never rejoins
+    // within `limit`.
+    let bound = Duration::from_millis(8000);
     let limit = Duration::from_secs(10);
     let partition = Duration::from_secs(3);
     let blackhole = rejoin_after_partition(LinkMode::Blackhole, partition, limit);
