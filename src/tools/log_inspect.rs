@@ -340,13 +340,21 @@ fn stat(dir: &Path) -> Result<i32> {
     Ok(0)
 }
 
+/// A segment's scan, or the corruption it found, named by file and offset.
+fn corruption_checked(
+    scan: Result<SegmentScan, (u64, String)>,
+    file: &Path,
+) -> Result<SegmentScan> {
+    scan.map_err(|(offset, reason)| Error::Corruption {
+        file: file.to_path_buf(),
+        offset,
+        reason,
+    })
+}
+
 fn dump(dir: &Path, from: u64, to: u64, json: bool) -> Result<i32> {
     for seg in load(dir)? {
-        let scan = seg.scan.map_err(|(offset, reason)| Error::Corruption {
-            file: seg.path.clone(),
-            offset,
-            reason,
-        })?;
+        let scan = corruption_checked(seg.scan, &seg.path)?;
         for &offset in &scan.offsets {
             let Ok(record) = decode_record(&seg.bytes[offset as usize..]) else {
                 continue;
@@ -465,11 +473,7 @@ fn reset_hard_state(dir: &Path, term: u64) -> Result<i32> {
     };
     let mut last_term = 0;
     for seg in load(dir)? {
-        let scan = seg.scan.map_err(|(offset, reason)| Error::Corruption {
-            file: seg.path.clone(),
-            offset,
-            reason,
-        })?;
+        let scan = corruption_checked(seg.scan, &seg.path)?;
         let segment_last = scan
             .runs
             .last()
