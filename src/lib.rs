@@ -15,6 +15,7 @@ pub mod codec;
 pub mod config;
 pub mod kv;
 pub mod raft;
+pub mod replica;
 pub mod server;
 pub mod storage;
 pub mod tools;

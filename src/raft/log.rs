@@ -186,6 +186,9 @@ impl<S: LogStore> RaftLog<S> {
     ///
     /// # Errors
     /// A store failure.
+    ///
+    /// # Panics
+    /// When `entries` conflict with a committed entry (see the assertion's comment).
     pub fn maybe_append(
         &mut self,
         prev_index: u64,
@@ -201,13 +204,15 @@ impl<S: LogStore> RaftLog<S> {
             .iter()
             .position(|e| !self.match_term(e.index, e.term));
         if let Some(at) = conflict {
-            if entries[at].index <= self.committed {
-                log::error!(
-                    "append rewrites committed index {} (committed {})",
-                    entries[at].index,
-                    self.committed
-                );
-            }
+            // A committed entry is on a majority and may have been applied and
+            // acknowledged: a leader that sends a different one broke Leader
+            // Completeness (§5.4), and rewriting it here would lose an acknowledged write.
+            assert!(
+                entries[at].index > self.committed,
+                "append would rewrite committed index {} (committed {})",
+                entries[at].index,
+                self.committed
+            );
             self.append(&entries[at..]);
         }
         self.commit_to(commit.min(last_new));
@@ -336,6 +341,17 @@ mod tests {
             all.iter().map(|e| e.term).collect::<Vec<_>>(),
             vec![1, 1, 3, 3, 3]
         );
+    }
+
+    /// Goal: an append that conflicts with a committed entry is a programmer error
+    /// (a broken leader), never a silent rewrite. Reference: section 5.4 (Leader
+    /// Completeness). Method: commit index 3 of a log, then append a different term at 3.
+    #[test]
+    #[should_panic(expected = "append would rewrite committed index 3")]
+    fn maybe_append_refuses_to_rewrite_a_committed_entry() {
+        let mut log = log_with(&[1, 1, 1, 1]);
+        log.commit_to(3);
+        let _ = log.maybe_append(2, 1, 3, &[entry(3, 2)]);
     }
 
     /// Goal: a pushed entry lands after the stored ones, unstable until persisted.

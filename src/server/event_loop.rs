@@ -1078,7 +1078,7 @@ impl EventLoop {
             self.net.redis_proposed = false;
             self.node
                 .before_sleep(&mut self.net)
-                .map_err(RunError::Storage)?;
+                .map_err(|e| RunError::Storage(e.to_string()))?;
             self.pump_touched_redis();
             if !self.net.redis_proposed {
                 break;

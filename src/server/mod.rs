@@ -9,10 +9,9 @@
 //! open-file limit the client connections need.
 //! [`members`] encodes the member addresses carried in the Raft configuration;
 //! [`removal_marker`] is the file a removed node leaves in its data directory;
-//! [`alarm`] is the NOSPACE alarm of a node whose disk is full;
-//! [`parked`] holds the requests that wait for a leader to be known.
+//! [`node`] wraps the IO-free [`crate::replica::Replica`] with the WAL ([`wal_store`])
+//! and the snapshot helper thread ([`snapshot_thread`]).
 
-pub mod alarm;
 pub mod backoff;
 pub mod conn_limits;
 pub mod connection;
@@ -22,9 +21,9 @@ pub mod local;
 pub mod members;
 pub mod metrics;
 pub mod node;
-pub mod parked;
 pub mod ports;
 pub mod redis;
 pub mod removal_marker;
+pub mod snapshot_thread;
 pub mod timer;
 pub mod wal_store;

@@ -6,8 +6,11 @@
 //! Invariant: every test starts from a fresh data directory and elects node 1 first.
 
 use super::*;
-use crate::codec::client::{decode_request_with_command_bytes, encode_request};
-use crate::kv::Session;
+use crate::codec::client::{
+    RequestBody, ResponseBody, decode_request_with_command_bytes, encode_request,
+};
+use crate::kv::{Command, CommandResult, Session};
+use crate::raft::Role;
 use crate::raft::message::{AppendResponse, HeartbeatResponse, MessageBody, VoteResponse};
 
 /// Everything the node asked to send.
@@ -92,8 +95,8 @@ fn elected_leader(dir: &std::path::Path) -> (Node, Recorder) {
         node.before_sleep(&mut out).expect("turn");
         answer_as_peer(&mut node, &mut out, true);
         node.before_sleep(&mut out).expect("turn");
-        let raft = node.raw.raft();
-        if raft.role == Role::Leader && node.kv.applied_index() >= raft.log.committed {
+        let raft = node.replica.raw_node().raft();
+        if raft.role == Role::Leader && node.replica.kv().applied_index() >= raft.log.committed {
             answer_as_peer(&mut node, &mut out, true);
             node.before_sleep(&mut out).expect("turn");
             out.sent.clear();
@@ -113,7 +116,8 @@ fn submit(node: &mut Node, client: ClientRef, request: &Request) -> Option<Respo
 }
 
 fn metric(node: &mut Node, name: &str) -> u64 {
-    node.metrics_snapshot()
+    node.replica
+        .metrics_snapshot()
         .into_iter()
         .find(|(key, _)| key == name)
         .map(|(_, value)| value)
@@ -177,7 +181,7 @@ fn writes_apply_as_sent_and_only_real_fsyncs_count() {
         result_of(&out, 2),
         Some(&ResponseBody::Result(CommandResult::Ok))
     );
-    assert_eq!(node.kv.get(b"key"), Some(&b"value"[..]));
+    assert_eq!(node.replica.kv().get(b"key"), Some(&b"value"[..]));
     assert_eq!(metric(&mut node, "storage.fsync.count"), fsyncs + 1);
     assert_eq!(metric(&mut node, "storage.fsync.entries.sum"), entries + 1);
 }
@@ -205,15 +209,15 @@ fn a_closed_client_is_forgotten_wherever_its_requests_wait() {
     assert!(submit(&mut node, other, &get(3)).is_none());
     node.before_sleep(&mut out).unwrap();
     assert_eq!(
-        node.reads_by_context.values().map(Vec::len).sum::<usize>(),
-        2
+        node.replica.waiting_counts(),
+        (1, 2),
+        "(writes, reads in a round)"
     );
-    assert_eq!(node.pending_writes.len(), 1);
     node.on_client_closed(CLIENT);
-    assert!(node.pending_writes.is_empty());
     assert_eq!(
-        node.reads_by_context.values().map(Vec::len).sum::<usize>(),
-        1
+        node.replica.waiting_counts(),
+        (0, 1),
+        "(writes, reads in a round)"
     );
     answer_as_peer(&mut node, &mut out, true);
     node.before_sleep(&mut out).unwrap();

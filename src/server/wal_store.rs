@@ -23,10 +23,13 @@
 
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use crate::raft::error::StoreError;
 use crate::raft::message::{Configuration, Entry, HardState, Snapshot, SnapshotMeta};
 use crate::raft::store::{InitialState, LogStore};
+use crate::replica::alarm::WriteFailure;
+use crate::replica::{ReplicaLog, SyncOutcome};
 use crate::storage::hard_state::HARD_STATE_NAME;
 use crate::storage::identity::{self, Identity};
 use crate::storage::snapshot::{self, SnapshotFile};
@@ -449,5 +452,63 @@ impl LogStore for WalStore {
 
     fn snapshot(&self) -> Result<Snapshot, StoreError> {
         Ok(self.snapshot.clone())
+    }
+}
+
+impl From<StoreOpenError> for WriteFailure {
+    fn from(error: StoreOpenError) -> WriteFailure {
+        if error.is_no_space() {
+            WriteFailure::NoSpace(error.to_string())
+        } else {
+            WriteFailure::Fatal(Box::new(error))
+        }
+    }
+}
+
+/// The replica's writes map onto the WAL's; the fdatasync is timed here, since the
+/// replica reads no clock.
+impl ReplicaLog for WalStore {
+    fn snapshot_index(&self) -> u64 {
+        self.snapshot.meta.index
+    }
+
+    fn set_hard_state(&mut self, hard_state: HardState) {
+        WalStore::set_hard_state(self, hard_state);
+    }
+
+    fn hard_state_unsaved(&self) -> bool {
+        WalStore::hard_state_unsaved(self)
+    }
+
+    fn save_hard_state(&mut self) -> Result<(), WriteFailure> {
+        Ok(WalStore::save_hard_state(self)?)
+    }
+
+    fn install_snapshot(&mut self, snapshot: Snapshot) -> Result<(), WriteFailure> {
+        Ok(WalStore::install_snapshot(self, snapshot)?)
+    }
+
+    fn append(&mut self, entries: &[Entry]) -> Result<(), WriteFailure> {
+        Ok(WalStore::append(self, entries)?)
+    }
+
+    fn sync(&mut self) -> Result<SyncOutcome, WriteFailure> {
+        let started = Instant::now();
+        let flushed = WalStore::sync(self)?;
+        Ok(if flushed {
+            SyncOutcome::Flushed {
+                micros: started.elapsed().as_micros() as u64,
+            }
+        } else {
+            SyncOutcome::Clean
+        })
+    }
+
+    fn compact_saved(&mut self, snapshot: Snapshot) -> Result<(), WriteFailure> {
+        Ok(WalStore::compact_saved(self, snapshot)?)
+    }
+
+    fn log_bytes(&self) -> u64 {
+        WalStore::log_bytes(self)
     }
 }

@@ -19,10 +19,10 @@
 
 use std::collections::BTreeMap;
 
-use super::node::ClientRef;
-use super::timer::TimerId;
+use super::requests::ClientRef;
 use crate::codec::client::{MemberChange, Request, RequestBody};
 use crate::kv::encode_command;
+use crate::server::timer::TimerId;
 
 /// Most requests parked on one node.
 pub const PARKED_COUNT_MAX: usize = 4096;

@@ -1,0 +1,171 @@
+//! Unit tests of the replica's fail-stop rule: a log store failure while the core reads
+//! the log is an error of `step` (the driver stops), a refused message is not.
+//! Method: node 1 of a three-node cluster over an in-memory log whose reads can be made
+//! to fail, fed a vote request (the core reads its last term to answer it).
+
+use std::cell::Cell;
+
+use super::*;
+use crate::codec::client::Response;
+use crate::kv::SnapshotView;
+use crate::raft::message::{Configuration, HardState, MessageBody, SnapshotMeta, VoteRequest};
+use crate::raft::{InitialState, LogStore, MemStore};
+
+/// An in-memory log whose reads fail while `failing` is set.
+struct FailingLog {
+    store: MemStore,
+    failing: Cell<bool>,
+}
+
+impl FailingLog {
+    fn check(&self) -> Result<(), StoreError> {
+        if self.failing.get() {
+            return Err(StoreError::Failed("injected read failure".into()));
+        }
+        Ok(())
+    }
+}
+
+impl LogStore for FailingLog {
+    fn initial_state(&self) -> Result<InitialState, StoreError> {
+        self.store.initial_state()
+    }
+    fn compacted(&self) -> (u64, u64) {
+        self.store.compacted()
+    }
+    fn last_index(&self) -> u64 {
+        self.store.last_index()
+    }
+    fn term(&self, index: u64) -> Result<u64, StoreError> {
+        self.check()?;
+        self.store.term(index)
+    }
+    fn entries(&self, low: u64, high: u64, bytes_max: u64) -> Result<Vec<Entry>, StoreError> {
+        self.check()?;
+        self.store.entries(low, high, bytes_max)
+    }
+    fn snapshot(&self) -> Result<Snapshot, StoreError> {
+        self.store.snapshot()
+    }
+}
+
+impl ReplicaLog for FailingLog {
+    fn snapshot_index(&self) -> u64 {
+        self.store.compacted().0
+    }
+    fn set_hard_state(&mut self, hard_state: HardState) {
+        self.store.set_hard_state(hard_state);
+    }
+    fn hard_state_unsaved(&self) -> bool {
+        false
+    }
+    fn save_hard_state(&mut self) -> Result<(), WriteFailure> {
+        Ok(())
+    }
+    fn install_snapshot(&mut self, snapshot: Snapshot) -> Result<(), WriteFailure> {
+        self.store.apply_snapshot(snapshot);
+        Ok(())
+    }
+    fn append(&mut self, entries: &[Entry]) -> Result<(), WriteFailure> {
+        self.store.append(entries);
+        Ok(())
+    }
+    fn sync(&mut self) -> Result<SyncOutcome, WriteFailure> {
+        Ok(SyncOutcome::Clean)
+    }
+    fn compact_saved(&mut self, snapshot: Snapshot) -> Result<(), WriteFailure> {
+        self.store.compact(snapshot);
+        Ok(())
+    }
+    fn log_bytes(&self) -> u64 {
+        0
+    }
+}
+
+/// A writer whose jobs never finish (these tests take no snapshot).
+struct NoSnapshots;
+
+impl SnapshotWriter for NoSnapshots {
+    fn start(&mut self, _meta: SnapshotMeta, _view: SnapshotView) -> Result<(), Error> {
+        Ok(())
+    }
+    fn poll(&mut self) -> SnapshotPoll {
+        SnapshotPoll::Running
+    }
+}
+
+/// Drops everything.
+struct Discard;
+
+impl Outbox for Discard {
+    fn send(&mut self, _message: &Message) -> usize {
+        0
+    }
+    fn reply(&mut self, _client: ClientRef, _response: Response) {}
+    fn flush_now(&mut self) {}
+}
+
+fn replica() -> Replica<FailingLog, NoSnapshots> {
+    let text = r#"
+node_id = 1
+cluster_id = 1
+data_dir = "unused"
+listen_peer = "127.0.0.1:17001"
+listen_client = "127.0.0.1:18001"
+
+[[members]]
+id = 1
+peer_addr = "127.0.0.1:17001"
+client_addr = "127.0.0.1:18001"
+"#;
+    let config = Config::parse(text, std::path::Path::new("node.toml")).expect("config parses");
+    let log = FailingLog {
+        store: MemStore::new(Configuration::new([1, 2, 3], [])),
+        failing: Cell::new(false),
+    };
+    let raft_config = raft_config(&config);
+    Replica::new(config, raft_config, log, NoSnapshots, 1).expect("replica starts")
+}
+
+fn vote_request(term: u64) -> Message {
+    Message {
+        from: 2,
+        to: 1,
+        term,
+        body: MessageBody::Vote(VoteRequest {
+            last_log_index: 0,
+            last_log_term: 0,
+            leadership_transfer: false,
+        }),
+    }
+}
+
+// Goal: a store failure while the core handles a message stops the replica (an error
+// of `step`, which the server turns into a stop at its next turn), instead of a
+// warning after which the node goes on with a log it cannot read.
+#[test]
+fn a_store_failure_in_step_is_an_error() {
+    let mut replica = replica();
+    replica.before_sleep(0, &mut Discard).expect("turn");
+    replica.log().failing.set(true);
+    match replica.step(vote_request(5)) {
+        Err(Error::Store(StoreError::Failed(what))) => assert!(what.contains("injected")),
+        other => panic!("step with a failing store: {other:?}"),
+    }
+}
+
+// Goal: a message the core refuses or ignores (a stale term) is not an error: only
+// storage failures stop the replica.
+#[test]
+fn a_stale_message_is_not_an_error() {
+    let mut replica = replica();
+    replica
+        .step(vote_request(5))
+        .expect("a vote request is handled");
+    replica.before_sleep(0, &mut Discard).expect("turn");
+    replica
+        .step(vote_request(1))
+        .expect("a stale vote request is only dropped");
+    replica.before_sleep(0, &mut Discard).expect("turn");
+    assert_eq!(replica.raw_node().raft().term, 5);
+}

@@ -1,0 +1,72 @@
+//! The server's [`SnapshotWriter`]: each snapshot is encoded and written on a helper
+//! thread over a copy-on-write view of the state machine, so the loop keeps serving
+//! heartbeats meanwhile; the loop only takes the view and, at the end, compacts the log.
+//!
+//! Invariant: `done` is `Some` exactly while a job started and has not been reported.
+
+use std::path::PathBuf;
+use std::sync::mpsc::{self, Receiver, TryRecvError};
+use std::thread;
+
+use crate::kv::SnapshotView;
+use crate::raft::message::SnapshotMeta;
+use crate::replica::alarm::WriteFailure;
+use crate::replica::{Error, SnapshotPoll, SnapshotWriter};
+use crate::storage::snapshot::{self as snapshot_file, SnapshotError, SnapshotFile};
+
+/// Writes snapshot files into one directory, one helper thread per snapshot.
+pub struct SnapshotThread {
+    dir: PathBuf,
+    /// The encoded state machine once its file is durable, or why writing failed.
+    done: Option<Receiver<Result<Vec<u8>, SnapshotError>>>,
+}
+
+impl SnapshotThread {
+    /// A writer of snapshot files into `dir`.
+    pub fn new(dir: PathBuf) -> SnapshotThread {
+        SnapshotThread { dir, done: None }
+    }
+}
+
+impl SnapshotWriter for SnapshotThread {
+    fn start(&mut self, meta: SnapshotMeta, view: SnapshotView) -> Result<(), Error> {
+        let dir = self.dir.clone();
+        let (done_tx, done) = mpsc::channel();
+        thread::Builder::new()
+            .name("raftkv-snapshot".into())
+            .spawn(move || {
+                let data = view.encode();
+                drop(view);
+                let file = SnapshotFile {
+                    index: meta.index,
+                    term: meta.term,
+                    meta: meta.config.encode(),
+                    data,
+                };
+                let result = snapshot_file::save(&dir, &file).map(|_| file.data);
+                let _ = done_tx.send(result);
+            })
+            .map_err(|e| Error::SnapshotWrite(Box::new(e)))?;
+        self.done = Some(done);
+        Ok(())
+    }
+
+    fn poll(&mut self) -> SnapshotPoll {
+        let Some(done) = &self.done else {
+            return SnapshotPoll::Running;
+        };
+        let poll = match done.try_recv() {
+            Err(TryRecvError::Empty) => return SnapshotPoll::Running,
+            Ok(Ok(data)) => SnapshotPoll::Written(data),
+            Ok(Err(e)) if e.is_no_space() => {
+                SnapshotPoll::Failed(WriteFailure::NoSpace(e.to_string()))
+            }
+            Ok(Err(e)) => SnapshotPoll::Failed(WriteFailure::Fatal(Box::new(e))),
+            Err(TryRecvError::Disconnected) => {
+                SnapshotPoll::Failed(WriteFailure::Fatal("the snapshot thread died".into()))
+            }
+        };
+        self.done = None;
+        poll
+    }
+}
