@@ -1,13 +1,14 @@
 //! Deterministic simulation tests (the harness is in `tests/sim/`): fixed seed sets of
 //! 3- and 5-node clusters under faults, the same with membership changes (spare nodes
 //! added as learners, promoted, voters and leaders removed) under those faults, a replay
-//! of one seed from the environment, and proofs that the checks catch a core with one
-//! safety rule switched off.
+//! of one seed from the environment, and proofs that the checks catch a core, or a
+//! replica (the production driver), with one safety rule switched off.
 
 #[path = "sim/mod.rs"]
 mod sim;
 
 use raftkv::raft::core::Faults;
+use raftkv::replica;
 use sim::{Options, Report, run};
 
 /// Runs `count` seeds from `first`; panics with the seed and a replay command on the
@@ -112,9 +113,14 @@ fn replay() {
 /// The first of `count` seeds from 0 whose run fails with `faults` switched on, with
 /// the failure message.
 fn first_failure(nodes: u64, count: u64, faults: Faults) -> Option<(u64, String)> {
+    first_failure_with(nodes, count, |options| options.faults = faults)
+}
+
+/// The first of `count` seeds from 0 whose run fails with the options `set` changes.
+fn first_failure_with(nodes: u64, count: u64, set: impl Fn(&mut Options)) -> Option<(u64, String)> {
     (0..count).find_map(|seed| {
         let mut options = Options::new(seed, nodes);
-        options.faults = faults;
+        set(&mut options);
         let outcome = std::panic::catch_unwind(|| run(&options));
         match outcome {
             Ok(Ok(_)) => None,
@@ -154,4 +160,41 @@ fn catches_votes_for_stale_logs() {
     println!("vote_for_stale_logs: {found:?}");
     let (_, message) = found.expect("a violation within 300 seeds");
     assert!(!message.starts_with("liveness"), "{message}");
+}
+
+/// Goal: the checks catch a replica whose leader acknowledges writes before its own
+/// sync made its copy durable, when that copy is needed for the majority (Reference:
+/// sections 5.3 and 10.2.1 of the thesis: the leader may send before it syncs, but its
+/// own match index counts only after the sync). Method: the same runs with
+/// `replica::Faults::ack_before_own_sync`; a safety invariant (the durable commit
+/// quorum) must fail within 20 seeds. It fails on seed 0.
+#[test]
+fn catches_acknowledgement_before_the_leaders_sync() {
+    let faults = replica::Faults {
+        ack_before_own_sync: true,
+        ..replica::Faults::default()
+    };
+    let found = first_failure_with(3, 20, |options| options.replica_faults = faults);
+    println!("ack_before_own_sync: {found:?}");
+    let (_, message) = found.expect("a violation within 20 seeds");
+    assert!(!message.starts_with("liveness"), "{message}");
+}
+
+/// Goal: the checks catch a replica that serves a batch of linearizable reads without
+/// its ReadIndex round (Reference: thesis section 6.4: a deposed leader that does not
+/// know it may serve stale values). Method: the same runs with
+/// `replica::Faults::read_before_read_index`; the history must fail the
+/// linearizability check within 200 seeds. A stale read needs a read at a leader
+/// that lost its leadership unaware, after a newer leader acknowledged a write, so it
+/// is rare: the first is seed 103.
+#[test]
+fn catches_reads_served_before_their_read_index_round() {
+    let faults = replica::Faults {
+        read_before_read_index: true,
+        ..replica::Faults::default()
+    };
+    let found = first_failure_with(3, 200, |options| options.replica_faults = faults);
+    println!("read_before_read_index: {found:?}");
+    let (_, message) = found.expect("a violation within 200 seeds");
+    assert!(message.starts_with("not linearizable"), "{message}");
 }

@@ -138,8 +138,8 @@ pub struct Replica<L: ReplicaLog, W: SnapshotWriter> {
     deadlines: TimerWheel<Deadline>,
     /// Requests waiting for a leader to be known (`limits.leader_wait_ms`).
     parked: ParkedRequests,
-    /// What the last `before_sleep` did, for the slow-turn warning.
-    turn_summary: String,
+    /// Entries the last `before_sleep` synced, for the slow-turn warning.
+    last_synced_entries: u64,
     /// What the peer links were last computed from: (index of the configuration
     /// in force, leader, peers the core tracks).
     peers_fingerprint: (u64, NodeId, usize),
@@ -203,7 +203,7 @@ impl<L: ReplicaLog, W: SnapshotWriter> Replica<L, W> {
             nospace: NoSpaceAlarm::default(),
             deadlines: TimerWheel::new(256, 4, 0),
             parked: ParkedRequests::default(),
-            turn_summary: String::new(),
+            last_synced_entries: 0,
             peers_fingerprint: (u64::MAX, raft::NO_NODE, 0),
             config,
             #[cfg(feature = "sim-faults")]
@@ -248,9 +248,16 @@ impl<L: ReplicaLog, W: SnapshotWriter> Replica<L, W> {
         &mut self.metrics
     }
 
-    /// One line on what the last `before_sleep` did (for slow-turn warnings).
-    pub fn last_turn_summary(&self) -> &str {
-        &self.turn_summary
+    /// One line on what the last `before_sleep` did and what waits (for slow-turn
+    /// warnings; built on demand, as it is rarely needed).
+    pub fn last_turn_summary(&self) -> String {
+        format!(
+            "synced {} entries, {} writes, {} reads and {} requests for a leader waiting",
+            self.last_synced_entries,
+            self.pending_writes.len(),
+            self.reads.waiting(),
+            self.parked.len()
+        )
     }
 
     /// One logical clock tick.
@@ -351,13 +358,7 @@ impl<L: ReplicaLog, W: SnapshotWriter> Replica<L, W> {
         self.observe_role_change(out);
         self.maybe_snapshot(now_ms)?;
         self.metrics.set_alarm_nospace(self.nospace.raised());
-        self.turn_summary = format!(
-            "synced {synced_entries} entries, {} writes, {} reads and {} requests for a \
-             leader waiting",
-            self.pending_writes.len(),
-            self.reads.waiting(),
-            self.parked.len()
-        );
+        self.last_synced_entries = synced_entries;
         Ok(())
     }
 

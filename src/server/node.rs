@@ -139,7 +139,7 @@ impl Node {
     }
 
     /// One line on what the last `before_sleep` did (for slow-turn warnings).
-    pub fn last_turn_summary(&self) -> &str {
+    pub fn last_turn_summary(&self) -> String {
         self.replica.last_turn_summary()
     }
 

@@ -1,6 +1,9 @@
 //! A simulated client: one operation at a time (Put, Get or Cas on a few shared keys),
-//! sent to the node it believes leads, retried on `NotLeader` and on timeout, with a
-//! session so that a retried write applies once (Raft thesis section 6.3).
+//! sent as the real client protocol's `Request` to the node it believes leads, retried
+//! on `NotLeader`, on `Unavailable` and on timeout, with a session so that a retried
+//! write applies once (Raft thesis section 6.3). Reads are linearizable `Get`s
+//! (`stale: false`, served by the replica's batched ReadIndex) or Gets ordered through
+//! the log.
 //!
 //! Each operation ends in the history with its invoke and complete times and an
 //! outcome: a definite answer; `Failed` when every attempt was refused before being
@@ -9,11 +12,49 @@
 use std::collections::BTreeMap;
 
 use raftkv::check::{KvCall, Operation, Outcome};
-use raftkv::kv::{Command, CommandResult, Session, command_to_vec};
+use raftkv::codec::client::{Request, RequestBody, ResponseBody};
+use raftkv::kv::{Command, CommandResult, Session};
 use raftkv::raft::NodeId;
 use raftkv::raft::rng::Rng;
+use raftkv::replica::ClientRef;
 
-use super::node::{ReplyBody, ReplyTo, RequestBody};
+/// Who waits for an answer: a client's operation and the attempt that asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplyTo {
+    /// The client.
+    pub client: usize,
+    /// The client's operation.
+    pub op_id: u64,
+    /// The attempt of that operation.
+    pub attempt: u32,
+}
+
+/// Bits of a request id that carry the attempt.
+const ATTEMPT_BITS: u32 = 20;
+
+impl ReplyTo {
+    /// The connection the replica sees: one per client.
+    pub fn client_ref(&self) -> ClientRef {
+        ClientRef {
+            key: self.client,
+            generation: 0,
+        }
+    }
+
+    /// The request id carrying the operation and the attempt.
+    pub fn request_id(&self) -> u64 {
+        (self.op_id << ATTEMPT_BITS) | u64::from(self.attempt)
+    }
+
+    /// Who a reply to `client` for `request_id` is for.
+    pub fn of_reply(client: ClientRef, request_id: u64) -> ReplyTo {
+        ReplyTo {
+            client: client.key,
+            op_id: request_id >> ATTEMPT_BITS,
+            attempt: (request_id & ((1 << ATTEMPT_BITS) - 1)) as u32,
+        }
+    }
+}
 
 /// The keys clients share: few, so that operations contend.
 const KEYS: [&[u8]; 3] = [b"a", b"b", b"c"];
@@ -50,7 +91,7 @@ pub struct Send {
     /// Who the answer goes to.
     pub from: ReplyTo,
     /// The request.
-    pub body: RequestBody,
+    pub request: Request,
 }
 
 /// One client.
@@ -141,15 +182,18 @@ impl Client {
             attempt: current.attempt,
         };
         let body = match &current.kind {
-            Kind::Register => RequestBody::Propose(command_to_vec(&Command::RegisterSession)),
+            Kind::Register => RequestBody::Command(Command::RegisterSession),
             Kind::Read {
                 key,
                 through_log: false,
-            } => RequestBody::Read(key.clone()),
+            } => RequestBody::Get {
+                key: key.clone(),
+                stale: false,
+            },
             Kind::Read {
                 key,
                 through_log: true,
-            } => RequestBody::Propose(command_to_vec(&Command::Get { key: key.clone() })),
+            } => RequestBody::Command(Command::Get { key: key.clone() }),
             Kind::Write { key, call, seq } => {
                 let session = Session {
                     client_id: self.session.expect("a registered session"),
@@ -170,13 +214,16 @@ impl Client {
                     },
                     KvCall::Get | KvCall::Delete => unreachable!("clients send no such write"),
                 };
-                RequestBody::Propose(command_to_vec(&command))
+                RequestBody::Command(command)
             }
         };
         Send {
             to: self.target,
             from,
-            body,
+            request: Request {
+                request_id: from.request_id(),
+                body,
+            },
         }
     }
 
@@ -200,7 +247,7 @@ impl Client {
         rng: &mut Rng,
         nodes: u64,
         from: ReplyTo,
-        body: ReplyBody,
+        body: ResponseBody,
         now: u64,
     ) -> Result<(Option<Send>, Option<Operation>), String> {
         let Some(current) = self.current.as_mut() else {
@@ -210,19 +257,32 @@ impl Client {
             return Ok((None, None));
         }
         let outcome = match body {
-            ReplyBody::NotLeader(hint) => {
+            ResponseBody::NotLeader { leader_id, .. } => {
                 if from.attempt != current.attempt {
                     return Ok((None, None));
                 }
                 current.attempt += 1;
-                self.target = hint.unwrap_or_else(|| rng.range(1, nodes + 1));
+                self.target = leader_id;
                 return Ok((Some(self.send()), None));
             }
-            ReplyBody::Read(value) => Outcome::Read(value),
-            ReplyBody::Applied(result) => match self.outcome_of(result)? {
+            ResponseBody::Unavailable(_) => {
+                // No leader known, leadership lost, a deadline passed: the attempt
+                // may still be applied; try again, anywhere.
+                if from.attempt != current.attempt {
+                    return Ok((None, None));
+                }
+                current.uncertain = true;
+                current.attempt += 1;
+                self.target = rng.range(1, nodes + 1);
+                return Ok((Some(self.send()), None));
+            }
+            ResponseBody::Result(result) => match self.outcome_of(result)? {
                 Some(outcome) => outcome,
                 None => return Ok((None, None)),
             },
+            other => {
+                return Err(format!("client {}: reply {other:?}", self.index));
+            }
         };
         Ok((None, self.finish(outcome, now)))
     }

@@ -110,7 +110,7 @@ impl Invariants {
     }
 
     /// The per-node checks, Election Safety, and Leader Completeness for a new leader.
-    pub fn check_node(&mut self, raft: &Raft<MemStore>) -> Result<(), String> {
+    pub fn check_node<S: LogStore>(&mut self, raft: &Raft<S>) -> Result<(), String> {
         let id = raft.id;
         let previous = self.terms.entry(id).or_insert(0);
         if raft.term < *previous {
@@ -151,7 +151,11 @@ impl Invariants {
 
     /// Leader Completeness for an entry just known committed: `raft`, if it leads a
     /// later term, must hold it.
-    pub fn check_committed_in(&self, raft: &Raft<MemStore>, index: u64) -> Result<(), String> {
+    pub fn check_committed_in<S: LogStore>(
+        &self,
+        raft: &Raft<S>,
+        index: u64,
+    ) -> Result<(), String> {
         match self.committed.get(&index) {
             Some(&(term, _, bound)) if raft.role == Role::Leader && raft.term > bound => {
                 leader_holds(raft, index, term)
@@ -164,8 +168,8 @@ impl Invariants {
 /// Commit quorum: `raft` (a leader, or one that just stepped down after committing its
 /// own removal, in the same term) advanced its commit index; `durable(id)` is node
 /// `id`'s durable store.
-pub fn check_commit_quorum<'a>(
-    raft: &Raft<MemStore>,
+pub fn check_commit_quorum<'a, S: LogStore>(
+    raft: &Raft<S>,
     durable: impl Fn(NodeId) -> &'a MemStore,
 ) -> Result<(), String> {
     let index = raft.log.committed;
@@ -193,7 +197,7 @@ pub fn check_commit_quorum<'a>(
     Ok(())
 }
 
-fn leader_holds(raft: &Raft<MemStore>, index: u64, term: u64) -> Result<(), String> {
+fn leader_holds<S: LogStore>(raft: &Raft<S>, index: u64, term: u64) -> Result<(), String> {
     match raft.log.term(index) {
         Ok(found) if found == term => Ok(()),
         Err(StoreError::Compacted(_)) => Ok(()),

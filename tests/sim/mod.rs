@@ -1,8 +1,13 @@
-//! The deterministic simulation of a raftkv cluster: N real `RawNode` + `MemStore` +
-//! `KvStore` servers ([`node`]) over a simulated network ([`network`]) with crashes and
-//! restarts, simulated clients ([`client`]), and the Raft safety invariants
-//! ([`invariants`]) checked after every step; the client history is checked for
-//! linearizability with `raftkv::check` at the end.
+//! The deterministic simulation of a raftkv cluster: N production `Replica`s (the type
+//! the server runs: core, state machine, pending requests with deadlines, batched
+//! reads, apply before the sync on the leader, snapshots while writes go on) over
+//! simulated disks ([`node`]) and a simulated network ([`network`]) with crashes and
+//! restarts, simulated clients speaking the client protocol's requests ([`client`]),
+//! and the Raft safety invariants ([`invariants`]) checked after every step; the client
+//! history is checked for linearizability with `raftkv::check` at the end.
+//!
+//! Each event is one loop turn of one node: its input (a tick, a message, a client
+//! request, an expired deadline), then `before_sleep`, as the server's event loop does.
 //!
 //! Time is virtual: events sit in one queue ordered by (time, sequence number) and the
 //! clock jumps to the next one. Every random choice (delays, losses, faults, client
@@ -26,28 +31,36 @@ pub mod node;
 use std::collections::BTreeMap;
 
 use raftkv::check::{self, Operation};
+use raftkv::codec::client::{MemberChange, Request, RequestBody, Response};
 use raftkv::raft::core::Faults;
 use raftkv::raft::core::Raft;
 use raftkv::raft::rng::Rng;
-use raftkv::raft::{Configuration, Error, MemStore, MemberState, Message, NodeId, Role};
+use raftkv::raft::{ConfigChange, Configuration, MemStore, MemberState, Message, NodeId, Role};
+use raftkv::replica::{self, ClientRef};
 
-use client::{Client, Send};
+use client::{Client, ReplyTo, Send};
 use invariants::Invariants;
 use membership::Changes;
 use network::{Network, Weather};
-use node::{Outputs, ReplyBody, ReplyTo, RequestBody, SimNode, raft_config};
+use node::{MemLog, SimNode, SimOutbox, Start, member};
 
 /// Virtual time units per tick.
 const TICK_UNITS: u64 = 10;
 /// A client request not answered within this many units is retried elsewhere.
 const REQUEST_TIMEOUT_UNITS: u64 = 300;
+/// The connection the nemesis asks for leadership transfers and membership changes on;
+/// its answers are dropped.
+const NEMESIS: ClientRef = ClientRef {
+    key: usize::MAX,
+    generation: 0,
+};
 /// After the heal, a leader must exist within this many ticks.
 const LEADER_TICKS_MAX: u64 = 100;
 /// After the heal, clients start new operations for this many ticks.
 const CLIENTS_STOP_TICKS: u64 = 100;
 /// The run ends this many ticks after the heal; all operations must have completed.
 const END_TICKS: u64 = 300;
-/// Chance, per thousand `Ready`s that write something, of a crash before the sync.
+/// Chance, per thousand syncs that write something, of a crash in the sync.
 const CRASH_BEFORE_SYNC_PER_MILLE: u64 = 4;
 /// Chance, per thousand steps in which a leader's commit index advanced, that it crashes
 /// right after: the moments when a commit has not yet reached the followers.
@@ -73,6 +86,8 @@ pub struct Options {
     pub fault_ticks: u64,
     /// Safety rules of the core switched off (all on by default).
     pub faults: Faults,
+    /// Rules of the replica (the driver) switched off (all on by default).
+    pub replica_faults: replica::Faults,
 }
 
 impl Options {
@@ -85,6 +100,7 @@ impl Options {
             clients: 5,
             fault_ticks: 300,
             faults: Faults::default(),
+            replica_faults: replica::Faults::default(),
         }
     }
 }
@@ -138,8 +154,10 @@ impl std::fmt::Display for Failure {
 enum Event {
     Tick(NodeId, u64),
     Deliver(Message),
-    Request(NodeId, ReplyTo, RequestBody),
-    Reply(ReplyTo, ReplyBody),
+    Request(NodeId, ClientRef, Box<Request>),
+    Reply(ClientRef, Box<Response>),
+    /// The earliest request deadline of a node (of that incarnation) is due.
+    Deadline(NodeId, u64),
     Timeout(usize, u64, u32),
     ClientStart(usize),
     Nemesis,
@@ -157,7 +175,12 @@ struct Sim {
     queue: BTreeMap<(u64, u64), Event>,
     /// Index `id - 1`; `None` while crashed.
     nodes: Vec<Option<SimNode>>,
+    /// What survived the last crash of each node (a live node's is in its `MemLog`).
     durable: Vec<MemStore>,
+    /// The highest index whose applied entry each live node was checked for.
+    applied_seen: Vec<u64>,
+    /// When each live node's scheduled `Deadline` event fires.
+    deadline_at: Vec<Option<u64>>,
     /// Bumped at each crash, so the ticks of a dead incarnation are ignored.
     incarnation: Vec<u64>,
     network: Network,
@@ -215,6 +238,8 @@ impl Sim {
                     })
                 })
                 .collect(),
+            applied_seen: vec![0; ids.len()],
+            deadline_at: vec![None; ids.len()],
             incarnation: vec![0; ids.len()],
             network: Network::default(),
             clients,
@@ -269,16 +294,28 @@ impl Sim {
                     return Ok(());
                 }
                 self.at(TICK_UNITS, Event::Tick(id, incarnation));
-                self.with_node(id, |node, _| node.raw.tick().map_err(|e| e.to_string()))
+                self.with_node(id, |node, _, _| node.tick().map_err(|e| e.to_string()))
             }
-            Event::Deliver(message) => self.with_node(message.to, |node, _| {
-                node.raw.step(message).map_err(|e| e.to_string())
+            Event::Deliver(message) => self.with_node(message.to, |node, _, _| {
+                node.step(message).map_err(|e| e.to_string())
             }),
-            Event::Request(id, from, body) => self.with_node(id, |node, out| {
-                node.handle_request(from, body, out);
+            Event::Request(id, client, request) => self.with_node(id, |node, out, now| {
+                if let Some(response) = node.on_client_request(client, *request, None, now) {
+                    out.replies.push((client, response));
+                }
                 Ok(())
             }),
-            Event::Reply(to, body) => self.on_reply(to, body),
+            Event::Deadline(id, incarnation) => {
+                if incarnation != self.incarnation[index(id)] {
+                    return Ok(());
+                }
+                self.deadline_at[index(id)] = None;
+                self.with_node(id, |node, out, now| {
+                    node.expire_deadlines(now, out);
+                    Ok(())
+                })
+            }
+            Event::Reply(client, response) => self.on_reply(client, *response),
             Event::Timeout(client, op_id, attempt) => {
                 if self.clients[client].attempt() == Some((op_id, attempt)) {
                     let ids_max = self.ids_max();
@@ -310,43 +347,39 @@ impl Sim {
         }
     }
 
-    /// Runs `input` on node `id` if it is up, then handles its `Ready`s and routes
-    /// the outputs.
+    /// One loop turn of node `id`, if it is up: `input` (given the node, its outbox and
+    /// the time), then `before_sleep`; checks what the turn appended and applied, and
+    /// routes what it sent.
     fn with_node(
         &mut self,
         id: NodeId,
-        input: impl FnOnce(&mut SimNode, &mut Outputs) -> Result<(), String>,
+        input: impl FnOnce(&mut SimNode, &mut SimOutbox, u64) -> Result<(), String>,
     ) -> Result<(), String> {
         let i = index(id);
+        let now = self.now;
         let Some(node) = self.nodes[i].as_mut() else {
             return Ok(());
         };
-        let mut out = Outputs::default();
-        let commit_before = node.raw.raft().log.committed;
-        let was_leader = node.raw.raft().role == Role::Leader;
-        let term_before = node.raw.raft().term;
-        let departed_before = departed(node.raw.raft());
-        input(node, &mut out)?;
-        let crash_chance = if self.faults_over {
-            0
-        } else {
-            CRASH_BEFORE_SYNC_PER_MILLE
+        let mut out = SimOutbox::default();
+        let raft = node.raw_node().raft();
+        let commit_before = raft.log.committed;
+        let was_leader = raft.role == Role::Leader;
+        let term_before = raft.term;
+        let departed_before = departed(raft);
+        input(node, &mut out, now)?;
+        let crashed = match node.before_sleep(now, &mut out) {
+            Ok(()) => false,
+            Err(_) if node.log().crashed() => true,
+            Err(error) => return Err(format!("node {id}: {error}")),
         };
-        let rng = &mut self.rng;
-        let mut crash_before_sync = |ready: &raftkv::raft::Ready| {
-            (!ready.entries.is_empty() || ready.hard_state.is_some())
-                && rng.range(0, 1000) < crash_chance
-        };
-        let alive = node.handle_ready(
-            &mut self.durable[i],
-            &mut self.invariants,
-            &mut crash_before_sync,
-            &mut out,
-        )?;
-        let raft = node.raw.raft();
+        for (entries, prev_term) in node.log_mut().take_appended() {
+            self.invariants.on_append(id, &entries, prev_term)?;
+        }
+        let newly_committed = self.check_applied(id)?;
+        let raft = self.nodes[i].as_ref().expect("up").raw_node().raft();
         if was_leader && raft.term == term_before && raft.log.committed > commit_before {
-            let durable = &self.durable;
-            invariants::check_commit_quorum(raft, |id| &durable[index(id)])?;
+            let (nodes, durable) = (&self.nodes, &self.durable);
+            invariants::check_commit_quorum(raft, |id| durable_of(nodes, durable, id))?;
         }
         let is_leader = raft.role == Role::Leader;
         if is_leader && raft.term == term_before {
@@ -357,29 +390,71 @@ impl Sim {
             self.released.extend(released.map(|id| (id, config_index)));
         }
         let interesting = is_leader && (!was_leader || raft.log.committed > commit_before);
-        if !alive
+        if crashed
             || (interesting
                 && self.rng.range(0, 1000) < crash_chance_after_commit(self.faults_over))
         {
             self.crash(id);
+        } else {
+            self.schedule_deadline(id);
         }
-        self.route(out)
+        self.route(out, newly_committed)
     }
 
-    fn route(&mut self, out: Outputs) -> Result<(), String> {
+    /// State Machine Safety for the entries node `id` applied since the last check;
+    /// returns the indexes first known committed (for Leader Completeness). Entries a
+    /// snapshot covered are skipped (the node installed the state, not the entries).
+    fn check_applied(&mut self, id: NodeId) -> Result<Vec<u64>, String> {
+        let i = index(id);
+        let node = self.nodes[i].as_ref().expect("up");
+        let applied = node.kv().applied_index();
+        let log = &node.raw_node().raft().log;
+        let mut newly_committed = Vec::new();
+        for at in self.applied_seen[i] + 1..=applied {
+            let Ok(entries) = log.entries(at, at + 1, u64::MAX) else {
+                continue;
+            };
+            if self.invariants.on_apply(id, &entries[0])? {
+                newly_committed.push(at);
+            }
+        }
+        self.applied_seen[i] = self.applied_seen[i].max(applied);
+        Ok(newly_committed)
+    }
+
+    /// Schedules a `Deadline` event for node `id`'s earliest request deadline, unless
+    /// one fires earlier already.
+    fn schedule_deadline(&mut self, id: NodeId) {
+        let i = index(id);
+        let Some(at) = self.nodes[i].as_mut().and_then(SimNode::next_deadline) else {
+            return;
+        };
+        if self.deadline_at[i].is_some_and(|scheduled| scheduled <= at) {
+            return;
+        }
+        self.deadline_at[i] = Some(at);
+        let delay = at.saturating_sub(self.now);
+        self.at(delay, Event::Deadline(id, self.incarnation[i]));
+    }
+
+    fn route(&mut self, out: SimOutbox, newly_committed: Vec<u64>) -> Result<(), String> {
         for message in out.messages {
             for delay in self.network.plan(&mut self.rng, message.from, message.to) {
                 self.at(delay, Event::Deliver(message.clone()));
             }
         }
-        for (to, body) in out.replies {
+        for (client, response) in out.replies {
+            if client == NEMESIS {
+                continue;
+            }
             if let Some(delay) = self.client_delay() {
-                self.at(delay, Event::Reply(to, body));
+                self.at(delay, Event::Reply(client, Box::new(response)));
             }
         }
-        for index in out.newly_committed {
+        for index in newly_committed {
             for node in self.nodes.iter().flatten() {
-                self.invariants.check_committed_in(node.raw.raft(), index)?;
+                self.invariants
+                    .check_committed_in(node.raw_node().raft(), index)?;
             }
         }
         Ok(())
@@ -394,20 +469,26 @@ impl Sim {
     }
 
     fn send_request(&mut self, send: Send, backoff: u64) {
-        let Send { to, from, body } = send;
+        let Send { to, from, request } = send;
         self.at(
             REQUEST_TIMEOUT_UNITS,
             Event::Timeout(from.client, from.op_id, from.attempt),
         );
         if let Some(delay) = self.client_delay() {
-            self.at(backoff + delay, Event::Request(to, from, body));
+            let client = from.client_ref();
+            self.at(
+                backoff + delay,
+                Event::Request(to, client, Box::new(request)),
+            );
         }
     }
 
-    fn on_reply(&mut self, to: ReplyTo, body: ReplyBody) -> Result<(), String> {
+    fn on_reply(&mut self, client: ClientRef, response: Response) -> Result<(), String> {
+        let to = ReplyTo::of_reply(client, response.request_id);
         let ids_max = self.ids_max();
         let client = &mut self.clients[to.client];
-        let (retry, finished) = client.on_reply(&mut self.rng, ids_max, to, body, self.now)?;
+        let (retry, finished) =
+            client.on_reply(&mut self.rng, ids_max, to, response.body, self.now)?;
         let idle = !client.busy();
         if let Some(send) = retry {
             let backoff = self.rng.range(5, 30);
@@ -426,12 +507,19 @@ impl Sim {
         if self.nodes[i].is_some() {
             return Ok(());
         }
-        let applied = raftkv::raft::LogStore::compacted(&self.durable[i]).0;
-        let mut config = raft_config(id, applied);
-        config.faults = self.options.faults;
-        config.promote_distance_max = PROMOTE_DISTANCE_MAX;
-        let seed = self.rng.next_u64();
-        self.nodes[i] = Some(SimNode::start(&self.durable[i], config, seed)?);
+        let node = node::start(Start {
+            id,
+            ids_max: self.ids_max(),
+            durable: &self.durable[i],
+            rng: &mut self.rng,
+            crash_per_mille: crash_chance_before_sync(self.faults_over),
+            faults: self.options.faults,
+            replica_faults: self.options.replica_faults,
+            promote_distance_max: PROMOTE_DISTANCE_MAX,
+        })?;
+        self.applied_seen[i] = node.kv().applied_index();
+        self.deadline_at[i] = None;
+        self.nodes[i] = Some(node);
         let phase = self.rng.range(1, TICK_UNITS + 1);
         self.at(phase, Event::Tick(id, self.incarnation[i]));
         Ok(())
@@ -439,9 +527,10 @@ impl Sim {
 
     fn crash(&mut self, id: NodeId) {
         let i = index(id);
-        if self.nodes[i].take().is_none() {
+        let Some(mut node) = self.nodes[i].take() else {
             return;
-        }
+        };
+        self.durable[i] = node.log_mut().take_durable();
         self.incarnation[i] += 1;
         self.report.crashes += 1;
         let downtime = self.rng.range(10, 300);
@@ -481,9 +570,13 @@ impl Sim {
             84..94 => {
                 if let Some(id) = self.leader() {
                     let to = self.rng.range(1, self.ids_max() + 1);
-                    self.with_node(id, |node, _| match node.raw.transfer_leader(to) {
-                        Ok(()) | Err(Error::NotVoter(_)) => Ok(()),
-                        Err(error) => Err(error.to_string()),
+                    let request = Request {
+                        request_id: 0,
+                        body: RequestBody::TransferLeader { id: to },
+                    };
+                    self.with_node(id, |node, _, now| {
+                        node.on_client_request(NEMESIS, request, None, now);
+                        Ok(())
                     })?;
                 }
             }
@@ -494,9 +587,9 @@ impl Sim {
         Ok(())
     }
 
-    /// Asks the current leader for the membership change [`Changes::pick`] chooses.
-    /// Refusals (a change pending, a learner behind, a transfer under way) are part of
-    /// the game; only a store failure is an error.
+    /// Asks the current leader for the membership change [`Changes::pick`] chooses, as
+    /// a client's `MemberChange` request (so the replica's validation runs). Refusals (a
+    /// change pending, a learner behind, a transfer under way) are part of the game.
     fn change_membership(&mut self) -> Result<(), String> {
         let Some(leader) = self.leader() else {
             return Ok(());
@@ -505,17 +598,32 @@ impl Sim {
         let Some(node) = self.nodes[index(leader)].as_ref() else {
             return Ok(());
         };
-        let config = node.raw.raft().membership.clone();
+        let config = node.raw_node().raft().membership.clone();
         let Some(change) = self.changes.pick(&mut self.rng, leader, &config, &spares) else {
             return Ok(());
         };
-        let mut accepted = false;
-        self.with_node(leader, |node, _| {
-            match node.raw.propose_config_change(change) {
-                Ok(_) => accepted = true,
-                Err(Error::Store(error)) => return Err(error.to_string()),
-                Err(_) => {}
+        let body = RequestBody::MemberChange(match change {
+            ConfigChange::AddLearner(id) | ConfigChange::AddVoter(id) => {
+                let addrs = member(id);
+                MemberChange::AddLearner {
+                    id,
+                    peer_addr: addrs.peer_addr.to_string(),
+                    client_addr: addrs.client_addr.to_string(),
+                }
             }
+            ConfigChange::PromoteLearner(id) => MemberChange::Promote { id },
+            ConfigChange::RemoveNode(id) => MemberChange::Remove { id },
+        });
+        let request = Request {
+            request_id: 0,
+            body,
+        };
+        let mut accepted = false;
+        self.with_node(leader, |node, _, now| {
+            // No immediate answer: proposed, the answer comes when it commits.
+            accepted = node
+                .on_client_request(NEMESIS, request, None, now)
+                .is_none();
             Ok(())
         })?;
         if accepted {
@@ -528,6 +636,9 @@ impl Sim {
     fn heal(&mut self) -> Result<(), String> {
         self.faults_over = true;
         self.network.heal();
+        for node in self.nodes.iter_mut().flatten() {
+            node.log_mut().crash_per_mille = 0;
+        }
         for id in 1..=self.ids_max() {
             self.start_node(id)?;
         }
@@ -543,8 +654,8 @@ impl Sim {
     /// higher term (a removed node, which no leader talks to, may keep an old higher term
     /// and does not count).
     fn leader(&self) -> Option<NodeId> {
-        let live = self.nodes.iter().flatten().map(|n| n.raw.raft());
-        let leader: &Raft<MemStore> = live
+        let live = self.nodes.iter().flatten().map(|n| n.raw_node().raft());
+        let leader: &Raft<MemLog> = live
             .clone()
             .filter(|r| r.role == Role::Leader)
             .max_by_key(|r| r.term)?;
@@ -556,7 +667,7 @@ impl Sim {
 
     fn check_nodes(&mut self) -> Result<(), String> {
         for node in self.nodes.iter().flatten() {
-            self.invariants.check_node(node.raw.raft())?;
+            self.invariants.check_node(node.raw_node().raft())?;
         }
         Ok(())
     }
@@ -574,7 +685,7 @@ impl Sim {
         let log = &self.nodes[index(leader)]
             .as_ref()
             .expect("leader is up")
-            .raw
+            .raw_node()
             .raft()
             .log;
         let (commit, last) = (log.committed, log.last_index());
@@ -586,24 +697,24 @@ impl Sim {
         let members = self.nodes[index(leader)]
             .as_ref()
             .expect("leader is up")
-            .raw
+            .raw_node()
             .raft()
             .membership
             .clone();
         self.check_removals_told(leader)?;
         let mut images = BTreeMap::new();
         for node in self.nodes.iter().flatten() {
-            if !members.contains(node.id()) {
+            let id = node.raw_node().raft().id;
+            if !members.contains(id) {
                 continue;
             }
-            if node.kv.applied_index() != commit {
+            if node.kv().applied_index() != commit {
                 return Err(format!(
-                    "liveness: node {} applied {} of {commit} at the end",
-                    node.id(),
-                    node.kv.applied_index()
+                    "liveness: node {id} applied {} of {commit} at the end",
+                    node.kv().applied_index()
                 ));
             }
-            images.insert(node.kv.snapshot(), node.id());
+            images.insert(node.kv().snapshot(), id);
         }
         if images.len() != 1 {
             return Err(format!(
@@ -629,7 +740,7 @@ impl Sim {
             let Some(node) = self.nodes[index(id)].as_ref() else {
                 continue;
             };
-            let status = node.raw.status();
+            let status = node.raw_node().status();
             if status.member_state() != MemberState::Removed || status.commit < config_index {
                 return Err(format!(
                     "removal: node {id} was released at config index {config_index} but is \
@@ -643,7 +754,7 @@ impl Sim {
         let raft = self.nodes[index(leader)]
             .as_ref()
             .expect("leader is up")
-            .raw
+            .raw_node()
             .raft();
         let untold = raft
             .progress
@@ -653,7 +764,7 @@ impl Sim {
             .find(|&id| self.nodes[index(id)].is_some());
         if let Some(id) = untold {
             let node = self.nodes[index(id)].as_ref().expect("found up");
-            let status = node.raw.status();
+            let status = node.raw_node().status();
             return Err(format!(
                 "removal: leader {leader} (config index {}, commit {}) still replicates to \
                  removed node {id} at the end (its role {:?}, term {}, commit {}, config \
@@ -671,6 +782,26 @@ impl Sim {
     }
 }
 
+fn crash_chance_before_sync(faults_over: bool) -> u64 {
+    if faults_over {
+        0
+    } else {
+        CRASH_BEFORE_SYNC_PER_MILLE
+    }
+}
+
+/// The durable store of node `id`: in its `MemLog` while it is up.
+fn durable_of<'a>(
+    nodes: &'a [Option<SimNode>],
+    durable: &'a [MemStore],
+    id: NodeId,
+) -> &'a MemStore {
+    match &nodes[index(id)] {
+        Some(node) => node.log().durable(),
+        None => &durable[index(id)],
+    }
+}
+
 fn crash_chance_after_commit(faults_over: bool) -> u64 {
     if faults_over {
         0
@@ -680,7 +811,7 @@ fn crash_chance_after_commit(faults_over: bool) -> u64 {
 }
 
 /// The servers a leader tracks outside its configuration (removed, not released).
-fn departed(raft: &Raft<MemStore>) -> Vec<NodeId> {
+fn departed(raft: &Raft<MemLog>) -> Vec<NodeId> {
     if raft.role != Role::Leader {
         return Vec::new();
     }

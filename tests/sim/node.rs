@@ -1,263 +1,351 @@
-//! One simulated server: the real `RawNode` over a `MemStore`, the real `KvStore`, and
-//! the client requests waiting on them, driven exactly as the `Ready` contract says.
+//! One simulated server: the production [`Replica`] (the same type `raftkv-server`
+//! runs) over an in-memory log with a simulated disk ([`MemLog`]) and a deterministic
+//! snapshot executor ([`StepSnapshots`]); what it sends is collected in a [`SimOutbox`].
 //!
-//! Durability model: the `RawNode`'s own store is the page cache; `durable` is what a
-//! sync has made durable. Handling a `Ready` sends `messages` at once, writes the page
-//! cache, then syncs (replays the same writes on `durable`) and only then sends
-//! `messages_after_sync`. A crash "before the sync" (drawn by the caller) stops after
-//! the page-cache writes: the node is discarded, `durable` survives, and the after-sync
-//! messages never leave. A restart builds a new `RawNode` and `KvStore` from `durable`.
+//! Durability model: `MemLog::volatile` is the page cache the core reads; `durable` is
+//! what a sync made durable. Every write goes to the page cache and is queued; `sync`
+//! replays the queue on `durable`. A crash discards the replica and keeps `durable`
+//! only, so unsynced writes are lost. A crash during a sync (drawn per sync with
+//! something to write, `crash_per_mille`) fails the sync: the replica's `before_sleep`
+//! returns the error (the server stops there too), so the after-sync messages never
+//! leave, while what it sent or answered before the sync (the leader's appends and its
+//! apply-before-sync replies) is out.
+//!
+//! A snapshot job finishes after a seeded number of polls (one per `before_sleep`), so
+//! snapshots complete while writes go on; its data counts durable when it finishes, as
+//! the server's snapshot file is synced before the thread reports.
 
-use std::collections::BTreeMap;
+use std::path::PathBuf;
 
-use raftkv::kv::{CommandResult, KvConfig, KvStore};
-use raftkv::raft::{Config, EntryKind, Error, LogStore, MemStore, Message, NodeId, Ready};
+use raftkv::codec::client::Response;
+use raftkv::config::{Config, LimitsConfig, Member, SnapshotConfig};
+use raftkv::kv::SnapshotView;
+use raftkv::raft::rng::Rng;
+use raftkv::raft::{
+    Entry, HardState, InitialState, LogStore, MemStore, Message, NodeId, Snapshot, SnapshotMeta,
+    StoreError,
+};
+use raftkv::replica::alarm::WriteFailure;
+use raftkv::replica::{
+    self, ClientRef, Outbox, Replica, ReplicaLog, SnapshotPoll, SnapshotWriter, SyncOutcome,
+};
 
-use super::invariants::Invariants;
+/// A simulated server.
+pub type SimNode = Replica<MemLog, StepSnapshots>;
 
-/// Entries kept in the log beyond the applied index before the node compacts, small so
-/// that snapshots (and InstallSnapshot to lagging followers) happen in most runs.
-const COMPACT_ENTRIES_MIN: u64 = 48;
+/// Entries applied since the last snapshot before the replica takes the next one, small
+/// so that snapshots (and InstallSnapshot to lagging followers) happen in most runs.
+const SNAPSHOT_ENTRIES: u64 = 48;
+/// A request the replica has not answered within this many units gets Unavailable
+/// (below the clients' own timeout, so both paths run).
+pub const REQUEST_TIMEOUT_UNITS: u64 = 250;
+/// How long a request waits for a leader to be known.
+const LEADER_WAIT_UNITS: u64 = 100;
+/// Most polls a snapshot job takes.
+const SNAPSHOT_POLLS_MAX: u64 = 12;
 
-/// Who waits for an answer: a client's operation and the attempt that asked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ReplyTo {
-    /// The client.
-    pub client: usize,
-    /// The client's operation.
-    pub op_id: u64,
-    /// The attempt of that operation.
-    pub attempt: u32,
-}
-
-/// A client request as it reaches a node.
+/// A write not yet synced.
 #[derive(Debug, Clone)]
-pub enum RequestBody {
-    /// An encoded kv command to propose (a write, a Get through the log, a registration).
-    Propose(Vec<u8>),
-    /// A linearizable read of `key` through ReadIndex.
-    Read(Vec<u8>),
+enum Write {
+    HardState(HardState),
+    Snapshot(Snapshot),
+    Entries(Vec<Entry>),
 }
 
-/// What a node answers.
-#[derive(Debug, Clone)]
-pub enum ReplyBody {
-    /// The result of an applied command.
-    Applied(CommandResult),
-    /// The value a ReadIndex read found.
-    Read(Option<Vec<u8>>),
-    /// Not proposed: ask another node (the hint, if any).
-    NotLeader(Option<NodeId>),
+/// The simulated disk of one node (see the module docs).
+#[derive(Debug)]
+pub struct MemLog {
+    volatile: MemStore,
+    durable: MemStore,
+    unsynced: Vec<Write>,
+    /// The hard state last written (to the page cache).
+    saved_hard_state: HardState,
+    rng: Rng,
+    /// Chance per thousand syncs with something to write that the node crashes in it.
+    pub crash_per_mille: u64,
+    crashed: bool,
+    /// Batches appended since the last [`MemLog::take_appended`], with the term of the
+    /// entry before each batch (`None` when compacted away), for Log Matching.
+    appended: Vec<(Vec<Entry>, Option<u64>)>,
 }
 
-/// What handling inputs produced for the rest of the simulation.
+impl MemLog {
+    /// A disk holding `durable`, its page cache equal to it.
+    pub fn new(durable: MemStore, seed: u64, crash_per_mille: u64) -> MemLog {
+        MemLog {
+            saved_hard_state: durable.hard_state(),
+            volatile: durable.clone(),
+            durable,
+            unsynced: Vec::new(),
+            rng: Rng::new(seed),
+            crash_per_mille,
+            crashed: false,
+            appended: Vec::new(),
+        }
+    }
+
+    /// What survives a crash.
+    pub fn durable(&self) -> &MemStore {
+        &self.durable
+    }
+
+    /// Takes what survives a crash (the node is discarded).
+    pub fn take_durable(&mut self) -> MemStore {
+        std::mem::take(&mut self.durable)
+    }
+
+    /// Whether a sync crashed.
+    pub fn crashed(&self) -> bool {
+        self.crashed
+    }
+
+    /// The batches appended since the last call.
+    pub fn take_appended(&mut self) -> Vec<(Vec<Entry>, Option<u64>)> {
+        std::mem::take(&mut self.appended)
+    }
+}
+
+/// Replays one write on `store`. Entries at or below its compaction point are skipped:
+/// a snapshot of this node's own, saved meanwhile, already covers them.
+fn replay(store: &mut MemStore, write: Write) {
+    match write {
+        Write::HardState(hard_state) => store.set_hard_state(hard_state),
+        Write::Snapshot(snapshot) => store.apply_snapshot(snapshot),
+        Write::Entries(entries) => {
+            let compacted = store.compacted().0;
+            let kept: Vec<Entry> = entries
+                .into_iter()
+                .filter(|e| e.index > compacted)
+                .collect();
+            store.append(&kept);
+        }
+    }
+}
+
+impl LogStore for MemLog {
+    fn initial_state(&self) -> Result<InitialState, StoreError> {
+        self.volatile.initial_state()
+    }
+    fn compacted(&self) -> (u64, u64) {
+        self.volatile.compacted()
+    }
+    fn last_index(&self) -> u64 {
+        self.volatile.last_index()
+    }
+    fn term(&self, index: u64) -> Result<u64, StoreError> {
+        self.volatile.term(index)
+    }
+    fn entries(&self, low: u64, high: u64, bytes_max: u64) -> Result<Vec<Entry>, StoreError> {
+        self.volatile.entries(low, high, bytes_max)
+    }
+    fn snapshot(&self) -> Result<Snapshot, StoreError> {
+        self.volatile.snapshot()
+    }
+}
+
+impl ReplicaLog for MemLog {
+    fn snapshot_index(&self) -> u64 {
+        self.volatile.compacted().0
+    }
+
+    fn set_hard_state(&mut self, hard_state: HardState) {
+        self.volatile.set_hard_state(hard_state);
+    }
+
+    /// Unlike the WAL, the commit index is written too (and synced with the turn): a
+    /// removed node that crashes and restarts still knows its removal committed (the
+    /// server stops such a node for good instead, with its removal marker).
+    fn hard_state_unsaved(&self) -> bool {
+        self.saved_hard_state != self.volatile.hard_state()
+    }
+
+    fn save_hard_state(&mut self) -> Result<(), WriteFailure> {
+        if self.hard_state_unsaved() {
+            let wanted = self.volatile.hard_state();
+            self.unsynced.push(Write::HardState(wanted));
+            self.saved_hard_state = wanted;
+        }
+        Ok(())
+    }
+
+    fn install_snapshot(&mut self, snapshot: Snapshot) -> Result<(), WriteFailure> {
+        self.volatile.apply_snapshot(snapshot.clone());
+        self.unsynced.push(Write::Snapshot(snapshot));
+        Ok(())
+    }
+
+    fn append(&mut self, entries: &[Entry]) -> Result<(), WriteFailure> {
+        let Some(first) = entries.first() else {
+            return Ok(());
+        };
+        let prev_term = self.volatile.term(first.index - 1).ok();
+        self.appended.push((entries.to_vec(), prev_term));
+        self.volatile.append(entries);
+        self.unsynced.push(Write::Entries(entries.to_vec()));
+        Ok(())
+    }
+
+    fn sync(&mut self) -> Result<SyncOutcome, WriteFailure> {
+        if self.unsynced.is_empty() {
+            return Ok(SyncOutcome::Clean);
+        }
+        if self.rng.range(0, 1000) < self.crash_per_mille {
+            self.crashed = true;
+            return Err(WriteFailure::Fatal(
+                "simulated crash during the sync".into(),
+            ));
+        }
+        for write in self.unsynced.drain(..) {
+            replay(&mut self.durable, write);
+        }
+        Ok(SyncOutcome::Flushed { micros: 0 })
+    }
+
+    fn compact_saved(&mut self, snapshot: Snapshot) -> Result<(), WriteFailure> {
+        self.durable.compact(snapshot.clone());
+        self.volatile.compact(snapshot);
+        Ok(())
+    }
+
+    fn log_bytes(&self) -> u64 {
+        0
+    }
+}
+
+/// Snapshot jobs that finish after a seeded number of polls.
+pub struct StepSnapshots {
+    job: Option<(SnapshotView, u64)>,
+    rng: Rng,
+}
+
+impl SnapshotWriter for StepSnapshots {
+    fn start(&mut self, _meta: SnapshotMeta, view: SnapshotView) -> Result<(), replica::Error> {
+        let polls = self.rng.range(1, SNAPSHOT_POLLS_MAX + 1);
+        self.job = Some((view, polls));
+        Ok(())
+    }
+
+    fn poll(&mut self) -> SnapshotPoll {
+        match self.job.take() {
+            None => SnapshotPoll::Running,
+            Some((view, polls)) if polls <= 1 => SnapshotPoll::Written(view.encode()),
+            Some((view, polls)) => {
+                self.job = Some((view, polls - 1));
+                SnapshotPoll::Running
+            }
+        }
+    }
+}
+
+/// What one step of a replica sent.
 #[derive(Debug, Default)]
-pub struct Outputs {
+pub struct SimOutbox {
     /// Raft messages to put on the network.
     pub messages: Vec<Message>,
     /// Answers to clients.
-    pub replies: Vec<(ReplyTo, ReplyBody)>,
-    /// Indexes first known committed by this step (for Leader Completeness).
-    pub newly_committed: Vec<u64>,
+    pub replies: Vec<(ClientRef, Response)>,
 }
 
-/// A live node.
-pub struct SimNode {
-    /// The consensus core.
-    pub raw: raftkv::raft::RawNode<MemStore>,
-    /// The state machine.
-    pub kv: KvStore,
-    /// Proposed writes by index: the term they were proposed in, and who waits.
-    writes: BTreeMap<u64, (u64, ReplyTo)>,
-    /// ReadIndex reads by context number, before their `ReadState` arrives.
-    reads: BTreeMap<u64, (ReplyTo, Vec<u8>)>,
-    /// Confirmed reads waiting for the state machine to reach their index.
-    confirmed_reads: Vec<(u64, ReplyTo, Vec<u8>)>,
-    read_context_next: u64,
+impl Outbox for SimOutbox {
+    fn send(&mut self, message: &Message) -> usize {
+        self.messages.push(message.clone());
+        1
+    }
+    fn reply(&mut self, client: ClientRef, response: Response) {
+        self.replies.push((client, response));
+    }
+    fn flush_now(&mut self) {}
+}
+
+/// The made-up addresses of node `id` (never bound: the simulation has no sockets;
+/// they only name the leader in redirects).
+pub fn member(id: NodeId) -> Member {
+    let port = |base: u64| {
+        format!("127.0.0.1:{}", base + id)
+            .parse()
+            .expect("an address")
+    };
+    Member {
+        id,
+        peer_addr: port(17_000),
+        client_addr: port(18_000),
+    }
+}
+
+/// The node configuration of simulated node `id` among `ids_max` nodes.
+fn node_config(id: NodeId, ids_max: u64) -> Config {
+    let me = member(id);
+    Config {
+        node_id: id,
+        cluster_id: 1,
+        data_dir: PathBuf::new(),
+        listen_peer: me.peer_addr,
+        listen_client: me.client_addr,
+        listen_redis: None,
+        members: (1..=ids_max).map(member).collect(),
+        raft: Default::default(),
+        limits: LimitsConfig {
+            request_timeout_ms: REQUEST_TIMEOUT_UNITS,
+            leader_wait_ms: LEADER_WAIT_UNITS,
+            ..LimitsConfig::default()
+        },
+        storage: Default::default(),
+        snapshot: SnapshotConfig {
+            threshold_entries: SNAPSHOT_ENTRIES,
+        },
+        log: Default::default(),
+    }
 }
 
 /// The Raft settings of the simulated cluster: small messages and chunks and a short
 /// inflight window, so flow control and chunked snapshots are exercised.
-pub fn raft_config(id: NodeId, applied: u64) -> Config {
-    let mut config = Config::new(id);
+fn raft_config(id: NodeId) -> raftkv::raft::Config {
+    let mut config = raftkv::raft::Config::new(id);
     config.inflight_count_max = 4;
     config.message_bytes_max = 1;
     config.snapshot_chunk_bytes_max = 128;
     config.committed_bytes_max = 512;
-    config.applied = applied;
     config
 }
 
-impl SimNode {
-    /// A node (re)starting from its durable store.
-    pub fn start(durable: &MemStore, config: Config, rng_seed: u64) -> Result<SimNode, String> {
-        let snapshot = durable.snapshot().map_err(|e| e.to_string())?;
-        let kv = if snapshot.meta.index == 0 {
-            KvStore::new(KvConfig::default())
-        } else {
-            KvStore::restore(KvConfig::default(), &snapshot.data).map_err(|e| e.to_string())?
-        };
-        let raw = raftkv::raft::RawNode::new(config, durable.clone(), rng_seed)
-            .map_err(|e| e.to_string())?;
-        Ok(SimNode {
-            raw,
-            kv,
-            writes: BTreeMap::new(),
-            reads: BTreeMap::new(),
-            confirmed_reads: Vec::new(),
-            read_context_next: 0,
-        })
-    }
-
-    /// This node's id.
-    pub fn id(&self) -> NodeId {
-        self.raw.raft().id
-    }
-
-    /// Handles a client request: proposes it or starts a read, or answers `NotLeader`.
-    pub fn handle_request(&mut self, from: ReplyTo, body: RequestBody, out: &mut Outputs) {
-        let refused = match body {
-            RequestBody::Propose(data) => match self.raw.propose(data) {
-                Ok(index) => {
-                    let term = self.raw.raft().term;
-                    self.writes.insert(index, (term, from));
-                    None
-                }
-                Err(error) => Some(error),
-            },
-            RequestBody::Read(key) => {
-                let context = self.read_context_next;
-                self.read_context_next += 1;
-                match self.raw.read_index(context.to_le_bytes().to_vec()) {
-                    Ok(()) => {
-                        self.reads.insert(context, (from, key));
-                        None
-                    }
-                    Err(error) => Some(error),
-                }
-            }
-        };
-        let hint = match refused {
-            None => return,
-            Some(Error::NotLeader { leader }) => leader,
-            Some(_) => Some(self.id()),
-        };
-        out.replies.push((from, ReplyBody::NotLeader(hint)));
-    }
-
-    /// Handles every pending `Ready`. Returns `false` when `crash_before_sync` said the
-    /// node crashed before syncing one (the caller discards the node).
-    pub fn handle_ready(
-        &mut self,
-        durable: &mut MemStore,
-        invariants: &mut Invariants,
-        crash_before_sync: &mut dyn FnMut(&Ready) -> bool,
-        out: &mut Outputs,
-    ) -> Result<bool, String> {
-        while self.raw.has_ready() {
-            let mut ready = self.raw.ready().map_err(|e| e.to_string())?;
-            if let Some(first) = ready.entries.first() {
-                let prev_term = self.raw.raft().log.term(first.index - 1).ok();
-                invariants.on_append(self.id(), &ready.entries, prev_term)?;
-            }
-            out.messages.append(&mut ready.messages);
-            write_ready(self.raw.store_mut(), &ready);
-            if crash_before_sync(&ready) {
-                return Ok(false);
-            }
-            write_ready(durable, &ready);
-            out.messages.append(&mut ready.messages_after_sync);
-            self.apply(&mut ready, invariants, out)?;
-            self.raw.advance(ready).map_err(|e| e.to_string())?;
-            self.serve_reads(out);
-            self.maybe_compact(durable)?;
-        }
-        Ok(true)
-    }
-
-    fn apply(
-        &mut self,
-        ready: &mut Ready,
-        invariants: &mut Invariants,
-        out: &mut Outputs,
-    ) -> Result<(), String> {
-        if let Some(snapshot) = &ready.snapshot {
-            self.kv = KvStore::restore(KvConfig::default(), &snapshot.data)
-                .map_err(|e| format!("node {}: snapshot restore: {e}", self.id()))?;
-            let index = snapshot.meta.index;
-            self.writes.retain(|&i, _| i > index);
-        }
-        for entry in &ready.committed_entries {
-            if invariants.on_apply(self.id(), entry)? {
-                out.newly_committed.push(entry.index);
-            }
-            let result = match entry.kind {
-                EntryKind::Normal => Some(self.kv.apply(entry.index, &entry.data)),
-                EntryKind::Noop | EntryKind::Config => {
-                    self.kv.advance_applied(entry.index);
-                    None
-                }
-            };
-            if let Some(CommandResult::Error(message)) = &result {
-                return Err(format!("node {}: kv apply error: {message}", self.id()));
-            }
-            let waiting = self.writes.remove(&entry.index);
-            if let (Some((term, to)), Some(result)) = (waiting, result)
-                && term == entry.term
-            {
-                out.replies.push((to, ReplyBody::Applied(result)));
-            }
-        }
-        for state in ready.read_states.drain(..) {
-            let bytes: [u8; 8] = state.context.as_slice().try_into().map_err(|_| {
-                format!(
-                    "node {}: read context of {} bytes",
-                    self.id(),
-                    state.context.len()
-                )
-            })?;
-            if let Some((to, key)) = self.reads.remove(&u64::from_le_bytes(bytes)) {
-                self.confirmed_reads.push((state.index, to, key));
-            }
-        }
-        Ok(())
-    }
-
-    fn serve_reads(&mut self, out: &mut Outputs) {
-        let applied = self.kv.applied_index();
-        let kv = &self.kv;
-        self.confirmed_reads.retain(|(index, to, key)| {
-            if *index > applied {
-                return true;
-            }
-            out.replies
-                .push((*to, ReplyBody::Read(kv.get(key).map(<[u8]>::to_vec))));
-            false
-        });
-    }
-
-    fn maybe_compact(&mut self, durable: &mut MemStore) -> Result<(), String> {
-        let applied = self.kv.applied_index();
-        if applied < self.raw.store().first_index() + COMPACT_ENTRIES_MIN {
-            return Ok(());
-        }
-        let snapshot = self
-            .raw
-            .build_snapshot(applied, self.kv.snapshot())
-            .map_err(|e| format!("node {}: build_snapshot: {e}", self.id()))?;
-        durable.compact(snapshot.clone());
-        self.raw.store_mut().compact(snapshot);
-        Ok(())
-    }
+/// How a node (re)starts.
+pub struct Start<'a> {
+    /// The node.
+    pub id: NodeId,
+    /// Nodes in the simulation.
+    pub ids_max: u64,
+    /// Its durable store.
+    pub durable: &'a MemStore,
+    /// Seeds its RNGs (core, disk, snapshot executor).
+    pub rng: &'a mut Rng,
+    /// See [`MemLog::crash_per_mille`].
+    pub crash_per_mille: u64,
+    /// Core rules switched off.
+    pub faults: raftkv::raft::core::Faults,
+    /// Driver rules switched off.
+    pub replica_faults: replica::Faults,
+    /// [`raftkv::raft::Config::promote_distance_max`].
+    pub promote_distance_max: u64,
 }
 
-/// Steps 4 of the `Ready` contract on one store: snapshot, entries, hard state.
-fn write_ready(store: &mut MemStore, ready: &Ready) {
-    if let Some(snapshot) = &ready.snapshot {
-        store.apply_snapshot(snapshot.clone());
-    }
-    store.append(&ready.entries);
-    if let Some(hard_state) = ready.hard_state {
-        store.set_hard_state(hard_state);
-    }
+/// A node (re)starting from its durable store.
+pub fn start(start: Start<'_>) -> Result<SimNode, String> {
+    let mut raft = raft_config(start.id);
+    raft.faults = start.faults;
+    raft.promote_distance_max = start.promote_distance_max;
+    let log = MemLog::new(
+        start.durable.clone(),
+        start.rng.next_u64(),
+        start.crash_per_mille,
+    );
+    let snapshots = StepSnapshots {
+        job: None,
+        rng: Rng::new(start.rng.next_u64()),
+    };
+    let config = node_config(start.id, start.ids_max);
+    let seed = start.rng.next_u64();
+    let mut node = Replica::new(config, raft, log, snapshots, seed)
+        .map_err(|e| format!("node {}: start: {e}", start.id))?;
+    node.set_faults(start.replica_faults);
+    Ok(node)
 }
