@@ -409,13 +409,16 @@ impl Sim {
         let node = self.nodes[i].as_ref().expect("up");
         let applied = node.kv().applied_index();
         let log = &node.raw_node().raft().log;
+        let from = (self.applied_seen[i] + 1).max(log.first_index());
         let mut newly_committed = Vec::new();
-        for at in self.applied_seen[i] + 1..=applied {
-            let Ok(entries) = log.entries(at, at + 1, u64::MAX) else {
-                continue;
-            };
-            if self.invariants.on_apply(id, &entries[0])? {
-                newly_committed.push(at);
+        if from <= applied {
+            let entries = log
+                .entries(from, applied + 1, u64::MAX)
+                .map_err(|e| format!("node {id}: applied entries unreadable: {e}"))?;
+            for entry in &entries {
+                if self.invariants.on_apply(id, entry)? {
+                    newly_committed.push(entry.index);
+                }
             }
         }
         self.applied_seen[i] = self.applied_seen[i].max(applied);
