@@ -99,9 +99,6 @@ const PEER_LISTENER: Token = Token(0);
 const CLIENT_LISTENER: Token = Token(1);
 const SIGNALS: Token = Token(2);
 const REDIS_LISTENER: Token = Token(3);
-/// Rounds of "drain the node, then send what the Redis connections asked next" per
-/// `before_sleep`; a read-modify-write takes two (local read, then its Txn).
-const REDIS_ROUNDS_MAX: usize = 4;
 /// Tokens below this are reserved for the listeners and the signal pipe.
 pub const FIRST_CONNECTION_TOKEN: usize = 16;
 
@@ -357,9 +354,10 @@ pub struct EventLoop {
     tick_ms: u64,
     slow_turn_ms: u64,
     stopping: bool,
-    /// `before_sleep` handed back unforwarded requests that the node may have proposed:
-    /// poll without sleeping so the next `before_sleep` persists and sends them.
-    handed_back: bool,
+    /// Requests reached the node after its `before_sleep` (unforwarded ones handed back,
+    /// the next requests of Redis connections): poll without sleeping so the next
+    /// `before_sleep` persists and sends them.
+    work_pending: bool,
     events: Events,
     /// Readiness of this turn's events, copied out of `events` before dispatching.
     ready_scratch: Vec<(Token, bool, bool)>,
@@ -489,7 +487,7 @@ impl EventLoop {
             tick_ms: config.raft.tick_ms,
             slow_turn_ms: (config.raft.tick_ms * u64::from(config.raft.heartbeat_ticks) / 2).max(1),
             stopping: false,
-            handed_back: false,
+            work_pending: false,
             events: Events::with_capacity(1024),
             ready_scratch: Vec::new(),
             unread_scratch: Vec::new(),
@@ -521,6 +519,7 @@ impl EventLoop {
     fn turn(&mut self) -> Result<(), RunError> {
         let turn_started = Instant::now();
         self.net.turn += 1;
+        self.node.metrics_mut().on_loop_turn_started();
         self.net.step_now_ms = self.now_ms();
         self.before_sleep()?;
         let next_deadline = [
@@ -535,7 +534,7 @@ impl EventLoop {
             Some(deadline) => Duration::from_millis(deadline.saturating_sub(self.now_ms())),
             None => Duration::from_millis(self.tick_ms),
         };
-        let timeout = if self.handed_back || self.net.conns.iter().any(|(_, c)| c.unread) {
+        let timeout = if self.work_pending || self.net.conns.iter().any(|(_, c)| c.unread) {
             Duration::ZERO
         } else {
             timeout
@@ -599,7 +598,8 @@ impl EventLoop {
                 self.node.last_turn_summary()
             );
         }
-        self.node.metrics_mut().on_loop_turn(slow);
+        let busy_us = u64::try_from(busy.as_micros()).unwrap_or(u64::MAX);
+        self.node.metrics_mut().on_loop_turn_ended(busy_us, slow);
         Ok(())
     }
 
@@ -1073,21 +1073,21 @@ impl EventLoop {
         }
     }
 
+    /// Drains the node once (its one sync of the turn), then lets the Redis connections
+    /// that got answers issue their next requests. Those wait for the next turn's
+    /// `before_sleep`, and the poll in between does not sleep: one durable sync per turn
+    /// covers everything appended in it, whichever port it came from.
     fn before_sleep(&mut self) -> Result<(), RunError> {
-        for _ in 0..REDIS_ROUNDS_MAX {
-            self.net.redis_proposed = false;
-            self.node
-                .before_sleep(&mut self.net)
-                .map_err(RunError::Storage)?;
-            self.pump_touched_redis();
-            if !self.net.redis_proposed {
-                break;
-            }
-        }
+        self.net.redis_proposed = false;
+        self.node
+            .before_sleep(&mut self.net)
+            .map_err(RunError::Storage)?;
+        self.pump_touched_redis();
         self.net.flush_dirty();
         self.follow_membership();
         self.net.close_pending(&mut self.node);
-        self.handed_back = self.hand_back_unforwarded();
+        let handed_back = self.hand_back_unforwarded();
+        self.work_pending = handed_back || self.net.redis_proposed;
         Ok(())
     }
 

@@ -20,6 +20,9 @@ const FSYNC_LATENCY_US_MAX: u64 = 60_000_000;
 /// Largest number of entries per fsync tracked exactly; larger batches are clamped.
 const ENTRIES_PER_FSYNC_MAX: u64 = 10_000_000;
 
+/// Longest loop turn the histogram tracks exactly (60 s); longer ones are clamped.
+const TURN_US_MAX: u64 = 60_000_000;
+
 /// Traffic and link state of one peer.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PeerMetrics {
@@ -80,6 +83,8 @@ pub struct Metrics {
     fsync_entries_sum: u64,
     loop_turns: u64,
     loop_slow_turns: u64,
+    /// The work time of each loop turn (the poll's wait excluded).
+    turn_us: Histogram<u64>,
     log_bytes: u64,
     snapshot_bytes: u64,
     snapshots_taken: u64,
@@ -108,6 +113,7 @@ impl Metrics {
             fsync_entries_sum: 0,
             loop_turns: 0,
             loop_slow_turns: 0,
+            turn_us: histogram(TURN_US_MAX),
             log_bytes: 0,
             snapshot_bytes: 0,
             snapshots_taken: 0,
@@ -163,9 +169,16 @@ impl Metrics {
         slow
     }
 
-    /// One loop turn ended; `slow` when it took longer than the caller's threshold.
-    pub fn on_loop_turn(&mut self, slow: bool) {
+    /// A loop turn began (counted before its sync, so `storage.fsync.count` never
+    /// runs ahead of `loop.turns` while the loop keeps one sync per turn).
+    pub fn on_loop_turn_started(&mut self) {
         self.loop_turns += 1;
+    }
+
+    /// A loop turn ended after `busy_us` microseconds of work; `slow` when that was
+    /// longer than the caller's threshold.
+    pub fn on_loop_turn_ended(&mut self, busy_us: u64, slow: bool) {
+        self.turn_us.saturating_record(busy_us);
         if slow {
             self.loop_slow_turns += 1;
         }
@@ -249,6 +262,7 @@ impl Metrics {
         .into_iter()
         .map(|(name, value)| (name.to_string(), value))
         .collect();
+        push_percentiles(&mut out, "loop.turn_us", &self.turn_us);
         push_percentiles(&mut out, "storage.fsync.latency_us", &self.fsync_latency_us);
         out.push((
             "storage.fsync.entries.sum".to_string(),
@@ -329,7 +343,7 @@ mod tests {
         let rendered = Metrics::new(100_000).render();
         assert!(rendered.iter().all(|(_, v)| *v == 0));
         assert!(rendered.iter().all(|(n, _)| !n.starts_with("peer.")));
-        assert_eq!(rendered.len(), 33);
+        assert_eq!(rendered.len(), 37);
     }
 
     #[test]
@@ -345,8 +359,10 @@ mod tests {
         m.on_election_started();
         m.on_election_won();
         m.on_leader_change();
-        m.on_loop_turn(false);
-        m.on_loop_turn(true);
+        m.on_loop_turn_started();
+        m.on_loop_turn_ended(40, false);
+        m.on_loop_turn_started();
+        m.on_loop_turn_ended(90_000, true);
         let r = m.render();
         let want = [
             ("raft.proposals", 2),
@@ -358,10 +374,14 @@ mod tests {
             ("raft.leader_changes", 1),
             ("loop.turns", 2),
             ("loop.slow_turns", 1),
+            ("loop.turn_us.p50", 40),
         ];
         for (i, (name, v)) in want.iter().enumerate() {
             assert_eq!(value(&r, name), *v, "#{i}: {name}");
         }
+        // The longest turn, to the histogram's 3 significant digits.
+        let longest = value(&r, "loop.turn_us.max");
+        assert!((90_000..=90_100).contains(&longest), "{longest}");
     }
 
     #[test]
