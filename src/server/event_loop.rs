@@ -243,7 +243,9 @@ impl EventLoop {
             );
         }
         let busy_us = u64::try_from(busy.as_micros()).unwrap_or(u64::MAX);
-        self.node.metrics_mut().on_loop_turn_ended(busy_us, slow);
+        self.node
+            .metrics_mut()
+            .on_loop_turn_ended(now, busy_us, slow);
         Ok(())
     }
 
