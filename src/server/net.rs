@@ -50,7 +50,6 @@ use super::peer_links::PeerLink;
 use super::redis::RedisConn;
 use crate::codec::client::{self as client_codec, Response, ResponseBody};
 use crate::codec::frame::FrameCodec;
-use crate::codec::peer as peer_codec;
 use crate::codec::resp::RespCodec;
 use crate::config::Config;
 use crate::raft::message::{Message, NodeId};
@@ -223,12 +222,13 @@ fn client_limits(config: &Config) -> ClientLimits {
     }
 }
 
-pub(super) fn token_of(key: usize) -> Token {
+fn token_of(key: usize) -> Token {
     Token(key + FIRST_CONNECTION_TOKEN)
 }
 
 /// The network half of the loop: sockets, buffers and peer links. Kept apart from the
 /// [`Node`] so the node can push messages and replies into it while being borrowed.
+/// Its fields are open to the loop's sibling modules, which add their methods to it.
 pub(super) struct Net {
     pub(super) poll: Poll,
     pub(super) conns: Slab<Conn>,
@@ -650,17 +650,7 @@ impl Net {
                 }
                 ConnKind::PeerIn(from) => info!("inbound peer link from {from:?} closed: {reason}"),
                 ConnKind::PeerOut { peer, connected } => {
-                    if connected {
-                        info!("peer {peer}: link closed: {reason}");
-                        node.metrics_mut().on_peer_disconnected(peer);
-                    } else {
-                        debug!("peer {peer}: connect failed: {reason}");
-                    }
-                    if let Some(link) = self.peers.get_mut(&peer)
-                        && link.conn == Some(key)
-                    {
-                        link.conn = None;
-                    }
+                    self.on_peer_link_closed(key, peer, connected, &reason, node);
                 }
             }
             if conn.is_client() {
@@ -675,44 +665,7 @@ impl Net {
 
 impl Outbox for Net {
     fn send(&mut self, message: &Message) -> usize {
-        log::trace!("send {message:?}");
-        let Some(link) = self.peers.get_mut(&message.to) else {
-            return 0;
-        };
-        let Some(key) = link.conn else {
-            return 0;
-        };
-        link.sent_since_heard = true;
-        let codec = self.frame;
-        let Some(conn) = self.conns.get_mut(key) else {
-            return 0;
-        };
-        if let ConnKind::PeerOut {
-            connected: false, ..
-        } = conn.kind
-        {
-            return 0;
-        }
-        let before = conn.io.pending_output_bytes();
-        match conn
-            .io
-            .queue_frame(&codec, |out| peer_codec::encode_message(message, out))
-        {
-            Ok(()) => {
-                self.dirty.push(key);
-                conn.io.pending_output_bytes() - before
-            }
-            // Entries are bounded (limits.entry_bytes_max) and batches split below the
-            // frame limit, so this is not expected; dropping is safe: Raft retransmits.
-            Err(QueueFrameError::TooLarge(e)) => {
-                warn!("dropped a message to {}: {e}", message.to);
-                0
-            }
-            Err(e) => {
-                self.close_later(key, format!("peer is not reading: {e}"));
-                0
-            }
-        }
+        self.send_to_peer(message)
     }
 
     fn reply(&mut self, client: ClientRef, response: Response) {

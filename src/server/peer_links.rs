@@ -24,12 +24,13 @@ use mio::Interest;
 use mio::net::TcpStream;
 
 use super::backoff::Backoff;
+use super::connection::QueueFrameError;
 use super::error::ProtocolError;
 use super::net::{ConnKind, FRAMES_PER_TURN_MAX, Net};
 use super::node::{Node, WantedPeer};
 use crate::codec::peer::{self as peer_codec, PeerFrame};
 use crate::raft;
-use crate::raft::message::NodeId;
+use crate::raft::message::{Message, NodeId};
 
 const RECONNECT_MIN_MS: u64 = 50;
 const RECONNECT_MAX_MS: u64 = 2000;
@@ -37,7 +38,7 @@ const RECONNECT_MAX_MS: u64 = 2000;
 pub(super) struct PeerLink {
     addr: SocketAddr,
     /// Slab key of the outbound connection, when one exists.
-    pub(super) conn: Option<usize>,
+    conn: Option<usize>,
     backoff: Backoff,
     reconnect_pending: bool,
     /// When the outbound connection was dialed, in the loop's clock.
@@ -47,7 +48,7 @@ pub(super) struct PeerLink {
     heard_ms: u64,
     /// A message was queued for the peer since it was last heard from: an answer (at
     /// least a heartbeat response or a vote) is expected.
-    pub(super) sent_since_heard: bool,
+    sent_since_heard: bool,
     /// The link was recycled for silence and the peer has not been heard from since
     /// (later recycles of the same silence log at debug level).
     recycled: bool,
@@ -257,6 +258,71 @@ impl Net {
                 }
             }
             self.dial(id);
+        }
+    }
+
+    /// Queues `message` on the outbound link to its receiver; returns the bytes queued
+    /// (0 when the peer has no connected link: Raft retransmits).
+    pub(super) fn send_to_peer(&mut self, message: &Message) -> usize {
+        log::trace!("send {message:?}");
+        let Some(link) = self.peers.get_mut(&message.to) else {
+            return 0;
+        };
+        let Some(key) = link.conn else {
+            return 0;
+        };
+        link.sent_since_heard = true;
+        let codec = self.frame;
+        let Some(conn) = self.conns.get_mut(key) else {
+            return 0;
+        };
+        if let ConnKind::PeerOut {
+            connected: false, ..
+        } = conn.kind
+        {
+            return 0;
+        }
+        let before = conn.io.pending_output_bytes();
+        match conn
+            .io
+            .queue_frame(&codec, |out| peer_codec::encode_message(message, out))
+        {
+            Ok(()) => {
+                self.dirty.push(key);
+                conn.io.pending_output_bytes() - before
+            }
+            // Entries are bounded (limits.entry_bytes_max) and batches split below the
+            // frame limit, so this is not expected; dropping is safe: Raft retransmits.
+            Err(QueueFrameError::TooLarge(e)) => {
+                warn!("dropped a message to {}: {e}", message.to);
+                0
+            }
+            Err(e) => {
+                self.close_later(key, format!("peer is not reading: {e}"));
+                0
+            }
+        }
+    }
+
+    /// Outbound link `key` to `peer` closed (`connected` if its connect had completed).
+    pub(super) fn on_peer_link_closed(
+        &mut self,
+        key: usize,
+        peer: NodeId,
+        connected: bool,
+        reason: &str,
+        node: &mut Node,
+    ) {
+        if connected {
+            info!("peer {peer}: link closed: {reason}");
+            node.metrics_mut().on_peer_disconnected(peer);
+        } else {
+            debug!("peer {peer}: connect failed: {reason}");
+        }
+        if let Some(link) = self.peers.get_mut(&peer)
+            && link.conn == Some(key)
+        {
+            link.conn = None;
         }
     }
 
