@@ -12,7 +12,8 @@
 //! this node's consistent state (another cluster's or node's, a log whose hard state is
 //! missing or behind: the message names the file and the repair).
 
-use std::path::PathBuf;
+use std::io;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -20,6 +21,7 @@ use clap::{Parser, Subcommand};
 use raftkv::client::{self, ClientOptions};
 use raftkv::config::Config;
 use raftkv::raft::MemberState;
+use raftkv::server::error::RunError;
 use raftkv::server::event_loop::EventLoop;
 use raftkv::server::fd_limit;
 use raftkv::server::local::{self, LocalOptions};
@@ -101,7 +103,58 @@ fn run_local(nodes: Option<usize>, dir: Option<PathBuf>) -> ExitCode {
     }
 }
 
-fn run_node(path: &std::path::Path, join: Option<&str>) -> ExitCode {
+/// Why a node could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+enum ServeError {
+    /// The data directory is not this node's consistent state (exit code 2).
+    #[error("refusing to start: {0}")]
+    Refused(String),
+    /// The node's storage could not be opened.
+    #[error("cannot open node storage: {0}")]
+    Storage(String),
+    /// The removal marker of the data directory could not be read.
+    #[error("{0}")]
+    RemovalMarker(String),
+    /// The data directory is that of a node removed from its cluster.
+    #[error(
+        "this node was removed from its cluster (configuration committed at index {index}); \
+         its data directory {} cannot serve again: start a new node with a new id and an \
+         empty data directory (--join), then add it",
+        data_dir.display()
+    )]
+    Removed { index: u64, data_dir: PathBuf },
+    /// `--join` could not reach the cluster.
+    #[error("--join {addr}: {source}")]
+    Join { addr: String, source: JoinError },
+    /// A listen address could not be bound; names the key and address, e.g. "key
+    /// `listen_client`: cannot bind 127.0.0.1:7001: Address already in use".
+    #[error("cannot listen: config {}: {source}", path.display())]
+    Listen { path: PathBuf, source: io::Error },
+    /// The event loop stopped on a poll or storage failure.
+    #[error("{0}; stopping")]
+    Run(#[from] RunError),
+}
+
+impl ServeError {
+    /// The process exit code (see the crate docs above).
+    fn exit_code(&self) -> u8 {
+        match self {
+            ServeError::Refused(_) => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// Why `--join` could not greet the cluster.
+#[derive(Debug, thiserror::Error)]
+enum JoinError {
+    #[error("cannot reach the cluster within {} s: {source}", JOIN_CONTACT_TIMEOUT.as_secs())]
+    Unreachable { source: client::Error },
+    #[error("this node is not in its own members list")]
+    NotAMember,
+}
+
+fn run_node(path: &Path, join: Option<&str>) -> ExitCode {
     let config = match Config::load(path) {
         Ok(config) => config,
         Err(e) => {
@@ -114,6 +167,21 @@ fn run_node(path: &std::path::Path, join: Option<&str>) -> ExitCode {
     )
     .format_timestamp_millis()
     .init();
+    match serve(&config, path, join) {
+        Ok(()) => {
+            log::info!("stopped cleanly");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            log::error!("{e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+/// Opens the node of `config` (loaded from `path`), greets the cluster for `--join`, and
+/// runs the event loop until a clean stop.
+fn serve(config: &Config, path: &Path, join: Option<&str>) -> Result<(), ServeError> {
     log::info!(
         "node {} of cluster {}: peers on {}, clients on {}, data in {}",
         config.node_id,
@@ -133,76 +201,44 @@ fn run_node(path: &std::path::Path, join: Option<&str>) -> ExitCode {
         Ok(limit) => log::info!("open-file limit {} (the hard limit)", limit.after),
         Err(e) => log::warn!("cannot raise the open-file limit: {e}"),
     }
-    let node = match Node::open(config.clone(), join.is_some()) {
-        Ok(node) => node,
-        Err(OpenError::Refused(e)) => {
-            log::error!("refusing to start: {e}");
-            return ExitCode::from(2);
-        }
-        Err(OpenError::Failed(e)) => {
-            log::error!("cannot open node storage: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    let removed = match node.recorded_removal() {
-        Ok(removed) => removed,
-        Err(e) => {
-            log::error!("{e}");
-            return ExitCode::from(1);
-        }
-    };
-    if let Some(index) = removed {
-        log::error!(
-            "this node was removed from its cluster (configuration committed at index {index}); \
-             its data directory {} cannot serve again: start a new node with a new id and an \
-             empty data directory (--join), then add it",
-            config.data_dir.display()
-        );
-        return ExitCode::from(1);
+    let node = Node::open(config.clone(), join.is_some()).map_err(|e| match e {
+        OpenError::Refused(e) => ServeError::Refused(e),
+        OpenError::Failed(e) => ServeError::Storage(e),
+    })?;
+    if let Some(index) = node.recorded_removal().map_err(ServeError::RemovalMarker)? {
+        return Err(ServeError::Removed {
+            index,
+            data_dir: config.data_dir.clone(),
+        });
     }
     if let Some(addr) = join
         && node.member_state() == MemberState::Joining
-        && let Err(e) = greet_cluster(&config, addr)
     {
-        log::error!("--join {addr}: {e}");
-        return ExitCode::from(1);
+        greet_cluster(config, addr).map_err(|source| ServeError::Join {
+            addr: addr.to_string(),
+            source,
+        })?;
     }
-    let mut event_loop = match EventLoop::new(&config, node) {
-        Ok(event_loop) => event_loop,
-        Err(e) => {
-            // Names the key and address, e.g. "key `listen_client`: cannot bind
-            // 127.0.0.1:7001: Address already in use", and the file to change.
-            log::error!("cannot listen: config {}: {e}", path.display());
-            return ExitCode::from(1);
-        }
-    };
-    match event_loop.run() {
-        Ok(()) => {
-            log::info!("stopped cleanly");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            log::error!("{e}; stopping");
-            ExitCode::from(1)
-        }
-    }
+    let mut event_loop = EventLoop::new(config, node).map_err(|source| ServeError::Listen {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    event_loop.run()?;
+    Ok(())
 }
 
 /// How long `--join` keeps trying to reach the cluster before giving up.
 const JOIN_CONTACT_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Checks that the cluster at `addr` answers, and logs how to add this node.
-fn greet_cluster(config: &Config, addr: &str) -> Result<(), String> {
+fn greet_cluster(config: &Config, addr: &str) -> Result<(), JoinError> {
     let options = ClientOptions::default();
     let started = Instant::now();
     let status = loop {
         match client::status_at(addr, &options) {
             Ok(status) => break status,
-            Err(e) if started.elapsed() >= JOIN_CONTACT_TIMEOUT => {
-                return Err(format!(
-                    "cannot reach the cluster within {} s: {e}",
-                    JOIN_CONTACT_TIMEOUT.as_secs()
-                ));
+            Err(source) if started.elapsed() >= JOIN_CONTACT_TIMEOUT => {
+                return Err(JoinError::Unreachable { source });
             }
             Err(e) => {
                 log::warn!("cannot reach {addr} yet: {e}; retrying");
@@ -219,9 +255,7 @@ fn greet_cluster(config: &Config, addr: &str) -> Result<(), String> {
         log::info!("joining: the cluster already lists node {}", config.node_id);
         return Ok(());
     }
-    let me = config
-        .self_member()
-        .ok_or("this node is not in its own members list")?;
+    let me = config.self_member().ok_or(JoinError::NotAMember)?;
     log::info!(
         "joining the cluster of {addr} (members {}; leader {}): waiting to be added; run\n  \
          raftkv-cli --cluster {addr} member add {} {} {}",

@@ -20,6 +20,13 @@ const FSYNC_LATENCY_US_MAX: u64 = 60_000_000;
 /// Largest number of entries per fsync tracked exactly; larger batches are clamped.
 const ENTRIES_PER_FSYNC_MAX: u64 = 10_000_000;
 
+/// Longest loop turn the histogram tracks exactly (60 s); longer ones are clamped.
+const TURN_US_MAX: u64 = 60_000_000;
+
+/// Length of one window of `loop.turn_us_max_recent`, in the loop's milliseconds: the
+/// gauge is the longest turn of the current window and the one before it.
+pub const RECENT_TURN_WINDOW_MS: u64 = 10_000;
+
 /// Traffic and link state of one peer.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PeerMetrics {
@@ -80,6 +87,13 @@ pub struct Metrics {
     fsync_entries_sum: u64,
     loop_turns: u64,
     loop_slow_turns: u64,
+    /// The work time of each loop turn (the poll's wait excluded).
+    turn_us: Histogram<u64>,
+    /// The longest turn of the current window, of the window before it, and when the
+    /// current window started (the loop's clock).
+    recent_turn_us_max: u64,
+    previous_turn_us_max: u64,
+    recent_window_started_ms: u64,
     log_bytes: u64,
     snapshot_bytes: u64,
     snapshots_taken: u64,
@@ -108,6 +122,10 @@ impl Metrics {
             fsync_entries_sum: 0,
             loop_turns: 0,
             loop_slow_turns: 0,
+            turn_us: histogram(TURN_US_MAX),
+            recent_turn_us_max: 0,
+            previous_turn_us_max: 0,
+            recent_window_started_ms: 0,
             log_bytes: 0,
             snapshot_bytes: 0,
             snapshots_taken: 0,
@@ -163,9 +181,28 @@ impl Metrics {
         slow
     }
 
-    /// One loop turn ended; `slow` when it took longer than the caller's threshold.
-    pub fn on_loop_turn(&mut self, slow: bool) {
+    /// A loop turn began (counted before its sync, so `storage.fsync.count` never
+    /// runs ahead of `loop.turns` while the loop keeps one sync per turn).
+    pub fn on_loop_turn_started(&mut self) {
         self.loop_turns += 1;
+    }
+
+    /// A loop turn ended at `now_ms` (the loop's clock) after `busy_us` microseconds of
+    /// work; `slow` when that was longer than the caller's threshold.
+    pub fn on_loop_turn_ended(&mut self, now_ms: u64, busy_us: u64, slow: bool) {
+        self.turn_us.saturating_record(busy_us);
+        let window_age_ms = now_ms.saturating_sub(self.recent_window_started_ms);
+        if window_age_ms >= RECENT_TURN_WINDOW_MS {
+            // A window with no turn at all leaves nothing to carry over.
+            self.previous_turn_us_max = if window_age_ms < 2 * RECENT_TURN_WINDOW_MS {
+                self.recent_turn_us_max
+            } else {
+                0
+            };
+            self.recent_turn_us_max = 0;
+            self.recent_window_started_ms = now_ms;
+        }
+        self.recent_turn_us_max = self.recent_turn_us_max.max(busy_us);
         if slow {
             self.loop_slow_turns += 1;
         }
@@ -249,6 +286,11 @@ impl Metrics {
         .into_iter()
         .map(|(name, value)| (name.to_string(), value))
         .collect();
+        push_percentiles(&mut out, "loop.turn_us", &self.turn_us);
+        out.push((
+            "loop.turn_us_max_recent".to_string(),
+            self.recent_turn_us_max.max(self.previous_turn_us_max),
+        ));
         push_percentiles(&mut out, "storage.fsync.latency_us", &self.fsync_latency_us);
         out.push((
             "storage.fsync.entries.sum".to_string(),
@@ -329,7 +371,7 @@ mod tests {
         let rendered = Metrics::new(100_000).render();
         assert!(rendered.iter().all(|(_, v)| *v == 0));
         assert!(rendered.iter().all(|(n, _)| !n.starts_with("peer.")));
-        assert_eq!(rendered.len(), 33);
+        assert_eq!(rendered.len(), 38);
     }
 
     #[test]
@@ -345,8 +387,10 @@ mod tests {
         m.on_election_started();
         m.on_election_won();
         m.on_leader_change();
-        m.on_loop_turn(false);
-        m.on_loop_turn(true);
+        m.on_loop_turn_started();
+        m.on_loop_turn_ended(1, 40, false);
+        m.on_loop_turn_started();
+        m.on_loop_turn_ended(2, 90_000, true);
         let r = m.render();
         let want = [
             ("raft.proposals", 2),
@@ -358,10 +402,32 @@ mod tests {
             ("raft.leader_changes", 1),
             ("loop.turns", 2),
             ("loop.slow_turns", 1),
+            ("loop.turn_us.p50", 40),
         ];
         for (i, (name, v)) in want.iter().enumerate() {
             assert_eq!(value(&r, name), *v, "#{i}: {name}");
         }
+        // The longest turn, to the histogram's 3 significant digits.
+        let longest = value(&r, "loop.turn_us.max");
+        assert!((90_000..=90_100).contains(&longest), "{longest}");
+        assert_eq!(value(&r, "loop.turn_us_max_recent"), 90_000);
+    }
+
+    /// Goal: `loop.turn_us_max_recent` forgets a long turn once a whole window passed
+    /// after the window it happened in, while `loop.turn_us.max` keeps it.
+    #[test]
+    fn recent_turn_max_forgets_old_windows() {
+        let mut m = Metrics::new(100_000);
+        let w = RECENT_TURN_WINDOW_MS;
+        m.on_loop_turn_ended(10, 500_000, true);
+        m.on_loop_turn_ended(w + 20, 300, false);
+        assert_eq!(value(&m.render(), "loop.turn_us_max_recent"), 500_000);
+        m.on_loop_turn_ended(2 * w + 30, 200, false);
+        assert_eq!(value(&m.render(), "loop.turn_us_max_recent"), 300);
+        m.on_loop_turn_ended(5 * w, 100, false);
+        let r = m.render();
+        assert_eq!(value(&r, "loop.turn_us_max_recent"), 100);
+        assert!(value(&r, "loop.turn_us.max") >= 500_000);
     }
 
     #[test]

@@ -11,18 +11,28 @@
 //! [`removal_marker`] is the file a removed node leaves in its data directory;
 //! [`node`] wraps the IO-free [`crate::replica::Replica`] with the WAL ([`wal_store`])
 //! and the snapshot helper thread ([`snapshot_thread`]).
+//!
+//! [`event_loop`] is the loop itself (poll, accept, read, one `before_sleep`, write); it
+//! drives `net` (connections, limits, flushing, the node's outbox), `peer_links` (dial,
+//! handshake, backoff, liveness), `forward` (a follower's forwarding link to the leader)
+//! and `redis_pump` (Redis connections). [`error`] holds the server's typed errors.
 
 pub mod backoff;
 pub mod conn_limits;
 pub mod connection;
+pub mod error;
 pub mod event_loop;
 pub mod fd_limit;
+mod forward;
 pub mod local;
 pub mod members;
 pub mod metrics;
+mod net;
 pub mod node;
+mod peer_links;
 pub mod ports;
 pub mod redis;
+mod redis_pump;
 pub mod removal_marker;
 pub mod snapshot_thread;
 pub mod timer;

@@ -1,6 +1,7 @@
 //! The text of `INFO`: Redis-style `# Section` blocks of `field:value` lines, with the
-//! node's Raft view (role, term, leader, commit and applied index, members) and its
-//! storage figures taken from the node's status and metrics.
+//! node's Raft view (role, term, leader, commit and applied index, members), its event
+//! loop figures (`# Stats`: turns, the longest turn) and its storage figures, taken from
+//! the node's status and metrics.
 
 use crate::codec::client::{Role, Status};
 
@@ -62,6 +63,14 @@ pub fn render(section: Option<&str>, status: &Status, metrics: &[(String, u64)])
                 ("raft_last_index".into(), status.last_index.to_string()),
                 ("raft_members".into(), members.join(",")),
             ],
+        ),
+        (
+            "stats",
+            metrics
+                .iter()
+                .filter(|(name, _)| name.starts_with("loop."))
+                .map(|(name, value)| (name.replace('.', "_"), value.to_string()))
+                .collect(),
         ),
         (
             "storage",
