@@ -339,6 +339,9 @@ fn print_txn(outcome: &TxnOutcome) -> u8 {
             OpResult::Done => print_line(b"OK"),
             OpResult::Value(Some(value)) => print_line(value),
             OpResult::Value(None) => print_line(b"(nil)"),
+            OpResult::Integer(value) => print_line(value.to_string().as_bytes()),
+            OpResult::Unchanged => print_line(b"(unchanged)"),
+            OpResult::Rejected(error) => print_line(format!("(error) {error}").as_bytes()),
         };
     }
     if outcome.succeeded {
