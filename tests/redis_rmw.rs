@@ -123,6 +123,17 @@ fn fifty_concurrent_incr_clients_reach_the_exact_total_on_leader_and_follower() 
 #[test]
 fn read_modify_writes_reply_and_refuse_as_redis_does() {
     let cluster = Cluster::start(3, |_| {});
+    // The native client's incr is the same state-machine command as the Redis port's.
+    let mut client = cluster.client();
+    assert_eq!(eventually(|| client.incr(b"native", 5)), 5);
+    assert_eq!(client.incr(b"native", -7).expect("incr"), -2);
+    client.put(b"word", b"abc").expect("put");
+    let refused = client.incr(b"word", 1).expect_err("not an integer");
+    assert!(
+        matches!(&refused, raftkv::client::Error::Refused(text)
+            if text == "value is not an integer or out of range"),
+        "{refused:?}"
+    );
     let leader = cluster.leader();
     let follower = (leader + 1) % 3;
     for (node, prefix) in [(leader, "l"), (follower, "f")] {
