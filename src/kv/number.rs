@@ -77,11 +77,7 @@ impl Decimal {
             return Err(FloatError::Invalid);
         }
         // value = digits * 10^(exponent - fraction length); units = value * 10^17.
-        let digits: Vec<u32> = whole
-            .iter()
-            .chain(fraction)
-            .map(|&b| u32::from(b - b'0'))
-            .collect();
+        let digits: Vec<u8> = whole.iter().chain(fraction).map(|&b| b - b'0').collect();
         let shift = fraction.len() as i64 - exponent - i64::from(FRACTION_DIGITS);
         let units = scale(&digits, shift)?;
         Ok(Decimal {
@@ -119,7 +115,7 @@ fn parse_exponent(bytes: &[u8]) -> Result<i64, FloatError> {
 
 /// The integer of the decimal `digits` divided by 10^`shift` (multiplied by 10^-`shift`
 /// if negative), rounded half away from zero: the units of the parsed value.
-fn scale(digits: &[u32], shift: i64) -> Result<i128, FloatError> {
+fn scale(digits: &[u8], shift: i64) -> Result<i128, FloatError> {
     let too_large = FloatError::OutOfRange;
     // With `shift` > 0, the digits from `kept` on are below one unit.
     let kept = digits.len() as i64 - shift.max(0);
