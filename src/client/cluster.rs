@@ -19,7 +19,7 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::codec::client::{MemberChange, RequestBody, ResponseBody, Status};
-use crate::kv::{Command, CommandResult, Compare, Op, OpResult, Session};
+use crate::kv::{Command, CommandResult, Compare, Op, OpResult, RmwOp, Session};
 use crate::raft::message::NodeId;
 use crate::server::backoff::Backoff;
 
@@ -253,6 +253,28 @@ impl Client {
         match result {
             CommandResult::Ok => Ok(CasOutcome::Swapped),
             CommandResult::CasFailed { current } => Ok(CasOutcome::Failed { current }),
+            other => Err(self.unexpected(&other)),
+        }
+    }
+
+    /// Adds `delta` to the integer in `key` (absent: 0) and returns the new value: one
+    /// read-modify-write decided when its entry is applied, applied once even when the
+    /// request is retried (the session's seq is kept across retries).
+    ///
+    /// # Errors
+    /// [`Error::Refused`] when the value is not an integer or the sum overflows (nothing
+    /// is written); see [`Error`].
+    pub fn incr(&mut self, key: &[u8], delta: i64) -> Result<i64, Error> {
+        let result = self.write(|session| Command::Rmw {
+            session,
+            op: RmwOp::IncrBy {
+                key: key.to_vec(),
+                delta,
+            },
+        })?;
+        match result {
+            CommandResult::Integer(value) => Ok(value),
+            CommandResult::Rejected(error) => Err(Error::Refused(error.to_string())),
             other => Err(self.unexpected(&other)),
         }
     }

@@ -13,14 +13,26 @@
 //!   3 Delete   session key
 //!   4 Cas      session key expected:option new
 //!   5 Txn      session compare:list(key op:u8 value) success:list(op) failure:list(op)
-//!              op = 1 Put key value | 2 Delete key | 3 Get key
+//!              op = 1 Put key value | 2 Delete key | 3 Get key | 4 Rmw rmw
 //!              compare op = 1 Eq | 2 NotEq | 3 Exists | 4 Absent | 5 Lt | 6 Gt
 //!   6 RegisterSession
+//!   7 Rmw      session rmw
+//!              rmw = 1 IncrBy key delta:i64 | 2 IncrByFloat key increment
+//!                  | 3 Append key value | 4 Set key value condition:u8 get:u8
+//!                  | 5 GetDel key | 6 SetIfAllAbsent list(key value)
+//!                  | 7 DeleteMany list(key)
+//!              condition = 1 Always | 2 Absent | 3 Present
 //! result: 1 | type | fields
 //!   1 Ok | 2 Value option | 3 NotFound | 4 CasFailed option
-//!   5 Txn succeeded:u8 list(1 Done | 2 Value option) | 6 Registered client_id:u64
+//!   5 Txn succeeded:u8 list(op result) | 6 Registered client_id:u64
 //!   7 SessionExpired | 8 StaleSequence | 9 Error message
+//!   10 Integer i64 | 11 Unchanged | 12 Rejected value_error:u8
+//!   op result = 1 Done | 2 Value option | 3 Integer i64 | 4 Unchanged
+//!             | 5 Rejected value_error:u8
+//!   value_error = 1 NotInteger | 2 Overflow | 3 NotFloat | 4 NanOrInfinity | 5 TooLarge
 //! ```
+//!
+//! Tags are only ever added: an entry written by an older version decodes the same.
 //!
 //! Invariant: `decode_*(encode_*(x)) == x` for every value, and decoding arbitrary bytes
 //! returns an error instead of panicking or allocating more than the input's length.
@@ -66,6 +78,158 @@ pub enum Op {
         /// The key.
         key: Vec<u8>,
     },
+    /// A read-modify-write, seeing the effects of earlier ops in the same branch.
+    Rmw(RmwOp),
+}
+
+/// When a [`RmwOp::Set`] writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum SetCondition {
+    /// Always.
+    Always = 1,
+    /// Only if the key is absent (Redis NX).
+    Absent = 2,
+    /// Only if the key exists (Redis XX).
+    Present = 3,
+}
+
+impl SetCondition {
+    fn from_u8(byte: u8) -> Option<SetCondition> {
+        Some(match byte {
+            1 => SetCondition::Always,
+            2 => SetCondition::Absent,
+            3 => SetCondition::Present,
+            _ => return None,
+        })
+    }
+
+    /// Whether a key whose current value is `current` is written.
+    pub fn holds(self, current: Option<&[u8]>) -> bool {
+        match self {
+            SetCondition::Always => true,
+            SetCondition::Absent => current.is_none(),
+            SetCondition::Present => current.is_some(),
+        }
+    }
+}
+
+/// A read-modify-write of string values, decided when the entry is applied from the values
+/// it finds there: one log entry and one round trip, never a client-side retry, and the
+/// same outcome on every replica. The results are [`OpResult`]s (inside a transaction)
+/// or the equal [`CommandResult`]s (as a [`Command::Rmw`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RmwOp {
+    /// Adds `delta` to the integer in `key` (absent: 0). Result: `Integer(new)`, or
+    /// `Rejected(NotInteger | Overflow)` with nothing written.
+    IncrBy {
+        /// The key.
+        key: Vec<u8>,
+        /// The amount added (negative: a decrement).
+        delta: i64,
+    },
+    /// Adds the float `increment` (its text, read as `kv::number::Decimal` does) to the
+    /// float in `key` (absent: 0). Result: `Value(new text)`, or
+    /// `Rejected(NotFloat | NanOrInfinity | Overflow)` with nothing written.
+    IncrByFloat {
+        /// The key.
+        key: Vec<u8>,
+        /// The increment, as the client wrote it.
+        increment: Vec<u8>,
+    },
+    /// Appends `value` to `key` (absent: empty). Result: `Integer(new length)`, or
+    /// `Rejected(TooLarge)` beyond [`crate::kv::RMW_VALUE_BYTES_MAX`].
+    Append {
+        /// The key.
+        key: Vec<u8>,
+        /// The suffix.
+        value: Vec<u8>,
+    },
+    /// Sets `key` to `value` if `condition` holds. Result: with `get`, `Value(old)`
+    /// whether or not it wrote; without, `Done`/`Ok` or `Unchanged`.
+    Set {
+        /// The key.
+        key: Vec<u8>,
+        /// The new value.
+        value: Vec<u8>,
+        /// When to write.
+        condition: SetCondition,
+        /// Answer with the old value.
+        get: bool,
+    },
+    /// Removes `key`. Result: `Value(old)`.
+    GetDel {
+        /// The key.
+        key: Vec<u8>,
+    },
+    /// Sets every pair if no key of them exists, else none (Redis MSETNX). Result:
+    /// `Integer(1)` if it wrote, `Integer(0)` if not.
+    SetIfAllAbsent {
+        /// The keys and their new values.
+        pairs: Vec<(Vec<u8>, Vec<u8>)>,
+    },
+    /// Removes every key. Result: `Integer(number of keys that existed)`.
+    DeleteMany {
+        /// The keys.
+        keys: Vec<Vec<u8>>,
+    },
+}
+
+impl RmwOp {
+    /// The Redis command it implements, in lower case (for logs and dumps).
+    pub fn name(&self) -> &'static str {
+        match self {
+            RmwOp::IncrBy { .. } => "incrby",
+            RmwOp::IncrByFloat { .. } => "incrbyfloat",
+            RmwOp::Append { .. } => "append",
+            RmwOp::Set { .. } => "set",
+            RmwOp::GetDel { .. } => "getdel",
+            RmwOp::SetIfAllAbsent { .. } => "msetnx",
+            RmwOp::DeleteMany { .. } => "del",
+        }
+    }
+}
+
+/// Why a read-modify-write refused the value it found; nothing was written. The texts
+/// are Redis's (without its `ERR ` prefix).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum ValueError {
+    /// The value is not a 64-bit integer.
+    NotInteger = 1,
+    /// The sum is beyond the range of an `i64` (or of a float's `Decimal`).
+    Overflow = 2,
+    /// The value (or the increment) is not a float.
+    NotFloat = 3,
+    /// The sum would be infinite.
+    NanOrInfinity = 4,
+    /// The new value would be longer than [`crate::kv::RMW_VALUE_BYTES_MAX`].
+    TooLarge = 5,
+}
+
+impl ValueError {
+    fn from_u8(byte: u8) -> Option<ValueError> {
+        Some(match byte {
+            1 => ValueError::NotInteger,
+            2 => ValueError::Overflow,
+            3 => ValueError::NotFloat,
+            4 => ValueError::NanOrInfinity,
+            5 => ValueError::TooLarge,
+            _ => return None,
+        })
+    }
+}
+
+impl std::fmt::Display for ValueError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ValueError::NotInteger => "value is not an integer or out of range",
+            ValueError::Overflow => "increment or decrement would overflow",
+            ValueError::NotFloat => "value is not a valid float",
+            ValueError::NanOrInfinity => "increment would produce NaN or Infinity",
+            ValueError::TooLarge => "string exceeds maximum allowed size (proto-max-bulk-len)",
+        })
+    }
 }
 
 /// How a [`Compare`] tests the current value of its key.
@@ -173,6 +337,13 @@ pub enum Command {
     },
     /// Opens a client session. Result: `Registered { client_id }`, the entry's index.
     RegisterSession,
+    /// One read-modify-write (see [`RmwOp`] for its results).
+    Rmw {
+        /// The writer's session.
+        session: Session,
+        /// The operation.
+        op: RmwOp,
+    },
 }
 
 impl Command {
@@ -182,7 +353,8 @@ impl Command {
             Command::Put { session, .. }
             | Command::Delete { session, .. }
             | Command::Cas { session, .. }
-            | Command::Txn { session, .. } => Some(*session),
+            | Command::Txn { session, .. }
+            | Command::Rmw { session, .. } => Some(*session),
             Command::Get { .. } | Command::RegisterSession => None,
         }
     }
@@ -193,8 +365,15 @@ impl Command {
 pub enum OpResult {
     /// A `Put` or `Delete` ran.
     Done,
-    /// A `Get` read this value (`None`: absent).
+    /// A `Get` (or a read-modify-write answering with a value) read this value
+    /// (`None`: absent).
     Value(Option<Vec<u8>>),
+    /// A read-modify-write's integer answer.
+    Integer(i64),
+    /// A conditional read-modify-write whose condition did not hold wrote nothing.
+    Unchanged,
+    /// A read-modify-write refused the value it found and wrote nothing.
+    Rejected(ValueError),
 }
 
 /// What applying a command produced. Deterministic: every replica computes the same one.
@@ -233,6 +412,25 @@ pub enum CommandResult {
     /// The entry was not a valid command (undecodable, or an index already applied);
     /// nothing was applied.
     Error(String),
+    /// A read-modify-write's integer answer.
+    Integer(i64),
+    /// A conditional read-modify-write whose condition did not hold wrote nothing.
+    Unchanged,
+    /// A read-modify-write refused the value it found and wrote nothing.
+    Rejected(ValueError),
+}
+
+impl From<OpResult> for CommandResult {
+    /// The result of a [`Command::Rmw`] whose op, inside a transaction, gave `result`.
+    fn from(result: OpResult) -> CommandResult {
+        match result {
+            OpResult::Done => CommandResult::Ok,
+            OpResult::Value(value) => CommandResult::Value(value),
+            OpResult::Integer(value) => CommandResult::Integer(value),
+            OpResult::Unchanged => CommandResult::Unchanged,
+            OpResult::Rejected(error) => CommandResult::Rejected(error),
+        }
+    }
 }
 
 fn encode_session(session: Session, out: &mut Vec<u8>) {
@@ -250,6 +448,131 @@ fn decode_session(input: &mut Reader<'_>) -> Result<Session, DecodeError> {
 const OP_PUT: u8 = 1;
 const OP_DELETE: u8 = 2;
 const OP_GET: u8 = 3;
+const OP_RMW: u8 = 4;
+
+const RMW_INCR_BY: u8 = 1;
+const RMW_INCR_BY_FLOAT: u8 = 2;
+const RMW_APPEND: u8 = 3;
+const RMW_SET: u8 = 4;
+const RMW_GET_DEL: u8 = 5;
+const RMW_SET_IF_ALL_ABSENT: u8 = 6;
+const RMW_DELETE_MANY: u8 = 7;
+
+fn encode_rmw(op: &RmwOp, out: &mut Vec<u8>) {
+    match op {
+        RmwOp::IncrBy { key, delta } => {
+            out.push(RMW_INCR_BY);
+            put_bytes(out, key);
+            put_u64(out, *delta as u64);
+        }
+        RmwOp::IncrByFloat { key, increment } => {
+            out.push(RMW_INCR_BY_FLOAT);
+            put_bytes(out, key);
+            put_bytes(out, increment);
+        }
+        RmwOp::Append { key, value } => {
+            out.push(RMW_APPEND);
+            put_bytes(out, key);
+            put_bytes(out, value);
+        }
+        RmwOp::Set {
+            key,
+            value,
+            condition,
+            get,
+        } => {
+            out.push(RMW_SET);
+            put_bytes(out, key);
+            put_bytes(out, value);
+            out.push(*condition as u8);
+            out.push(u8::from(*get));
+        }
+        RmwOp::GetDel { key } => {
+            out.push(RMW_GET_DEL);
+            put_bytes(out, key);
+        }
+        RmwOp::SetIfAllAbsent { pairs } => {
+            out.push(RMW_SET_IF_ALL_ABSENT);
+            put_u32(out, crate::codec::wire::len_u32(pairs.len()));
+            for (key, value) in pairs {
+                put_bytes(out, key);
+                put_bytes(out, value);
+            }
+        }
+        RmwOp::DeleteMany { keys } => {
+            out.push(RMW_DELETE_MANY);
+            put_u32(out, crate::codec::wire::len_u32(keys.len()));
+            for key in keys {
+                put_bytes(out, key);
+            }
+        }
+    }
+}
+
+fn decode_rmw(input: &mut Reader<'_>) -> Result<RmwOp, DecodeError> {
+    Ok(match input.u8("rmw type")? {
+        RMW_INCR_BY => RmwOp::IncrBy {
+            key: input.bytes("incr key")?,
+            delta: input.u64("incr delta")? as i64,
+        },
+        RMW_INCR_BY_FLOAT => RmwOp::IncrByFloat {
+            key: input.bytes("incr float key")?,
+            increment: input.bytes("incr float increment")?,
+        },
+        RMW_APPEND => RmwOp::Append {
+            key: input.bytes("append key")?,
+            value: input.bytes("append value")?,
+        },
+        RMW_SET => RmwOp::Set {
+            key: input.bytes("set key")?,
+            value: input.bytes("set value")?,
+            condition: SetCondition::from_u8(input.u8("set condition")?)
+                .ok_or(DecodeError::Malformed("set condition"))?,
+            get: input.bool("set get")?,
+        },
+        RMW_GET_DEL => RmwOp::GetDel {
+            key: input.bytes("getdel key")?,
+        },
+        RMW_SET_IF_ALL_ABSENT => {
+            // Smallest pair: two empty byte strings = 8 bytes.
+            let count = input.count(8, "msetnx pair count")?;
+            let mut pairs = Vec::with_capacity(count);
+            for _ in 0..count {
+                pairs.push((input.bytes("msetnx key")?, input.bytes("msetnx value")?));
+            }
+            RmwOp::SetIfAllAbsent { pairs }
+        }
+        RMW_DELETE_MANY => {
+            let count = input.count(4, "delete key count")?;
+            let mut keys = Vec::with_capacity(count);
+            for _ in 0..count {
+                keys.push(input.bytes("delete key")?);
+            }
+            RmwOp::DeleteMany { keys }
+        }
+        other => return Err(DecodeError::UnknownType(other)),
+    })
+}
+
+/// The number of bytes [`encode_rmw`] appends for `op`.
+fn rmw_encoded_len(op: &RmwOp) -> usize {
+    const LEN: usize = 4;
+    let bytes = |b: &[u8]| LEN + b.len();
+    1 + match op {
+        RmwOp::IncrBy { key, .. } => bytes(key) + 8,
+        RmwOp::IncrByFloat { key, increment } => bytes(key) + bytes(increment),
+        RmwOp::Append { key, value } => bytes(key) + bytes(value),
+        RmwOp::Set { key, value, .. } => bytes(key) + bytes(value) + 2,
+        RmwOp::GetDel { key } => bytes(key),
+        RmwOp::SetIfAllAbsent { pairs } => {
+            LEN + pairs
+                .iter()
+                .map(|(k, v)| bytes(k) + bytes(v))
+                .sum::<usize>()
+        }
+        RmwOp::DeleteMany { keys } => LEN + keys.iter().map(|k| bytes(k)).sum::<usize>(),
+    }
+}
 
 fn encode_ops(ops: &[Op], out: &mut Vec<u8>) {
     put_u32(out, crate::codec::wire::len_u32(ops.len()));
@@ -267,6 +590,10 @@ fn encode_ops(ops: &[Op], out: &mut Vec<u8>) {
             Op::Get { key } => {
                 out.push(OP_GET);
                 put_bytes(out, key);
+            }
+            Op::Rmw(op) => {
+                out.push(OP_RMW);
+                encode_rmw(op, out);
             }
         }
     }
@@ -288,6 +615,7 @@ fn decode_ops(input: &mut Reader<'_>) -> Result<Vec<Op>, DecodeError> {
             OP_GET => Op::Get {
                 key: input.bytes("txn get key")?,
             },
+            OP_RMW => Op::Rmw(decode_rmw(input)?),
             _ => return Err(DecodeError::Malformed("txn op type")),
         });
     }
@@ -300,6 +628,7 @@ const CMD_DELETE: u8 = 3;
 const CMD_CAS: u8 = 4;
 const CMD_TXN: u8 = 5;
 const CMD_REGISTER: u8 = 6;
+const CMD_RMW: u8 = 7;
 
 /// Appends the encoding of `command` (version byte first) to `out`.
 pub fn encode_command(command: &Command, out: &mut Vec<u8>) {
@@ -354,6 +683,11 @@ pub fn encode_command(command: &Command, out: &mut Vec<u8>) {
             encode_ops(failure, out);
         }
         Command::RegisterSession => out.push(CMD_REGISTER),
+        Command::Rmw { session, op } => {
+            out.push(CMD_RMW);
+            encode_session(*session, out);
+            encode_rmw(op, out);
+        }
     }
 }
 
@@ -371,6 +705,7 @@ pub fn encoded_len(command: &Command) -> usize {
             .map(|op| match op {
                 Op::Put { key, value } => 1 + bytes(key) + bytes(value),
                 Op::Delete { key } | Op::Get { key } => 1 + bytes(key),
+                Op::Rmw(op) => 1 + rmw_encoded_len(op),
             })
             .sum::<usize>()
     };
@@ -395,6 +730,7 @@ pub fn encoded_len(command: &Command) -> usize {
                 SESSION + LEN + compare + ops(success) + ops(failure)
             }
             Command::RegisterSession => 0,
+            Command::Rmw { op, .. } => SESSION + rmw_encoded_len(op),
         }
 }
 
@@ -516,6 +852,10 @@ pub(crate) fn read_command(input: &mut Reader<'_>) -> Result<Command, DecodeErro
             }
         }
         CMD_REGISTER => Command::RegisterSession,
+        CMD_RMW => Command::Rmw {
+            session: decode_session(input)?,
+            op: decode_rmw(input)?,
+        },
         other => return Err(DecodeError::UnknownType(other)),
     };
     Ok(command)
@@ -530,9 +870,19 @@ const RES_REGISTERED: u8 = 6;
 const RES_SESSION_EXPIRED: u8 = 7;
 const RES_STALE_SEQUENCE: u8 = 8;
 const RES_ERROR: u8 = 9;
+const RES_INTEGER: u8 = 10;
+const RES_UNCHANGED: u8 = 11;
+const RES_REJECTED: u8 = 12;
 
 const OPRES_DONE: u8 = 1;
 const OPRES_VALUE: u8 = 2;
+const OPRES_INTEGER: u8 = 3;
+const OPRES_UNCHANGED: u8 = 4;
+const OPRES_REJECTED: u8 = 5;
+
+fn read_value_error(input: &mut Reader<'_>) -> Result<ValueError, DecodeError> {
+    ValueError::from_u8(input.u8("value error")?).ok_or(DecodeError::Malformed("value error"))
+}
 
 /// Appends the encoding of `result` (version byte first) to `out`.
 pub fn encode_result(result: &CommandResult, out: &mut Vec<u8>) {
@@ -559,6 +909,15 @@ pub fn encode_result(result: &CommandResult, out: &mut Vec<u8>) {
                         out.push(OPRES_VALUE);
                         put_option_bytes(out, value.as_deref());
                     }
+                    OpResult::Integer(value) => {
+                        out.push(OPRES_INTEGER);
+                        put_u64(out, *value as u64);
+                    }
+                    OpResult::Unchanged => out.push(OPRES_UNCHANGED),
+                    OpResult::Rejected(error) => {
+                        out.push(OPRES_REJECTED);
+                        out.push(*error as u8);
+                    }
                 }
             }
         }
@@ -571,6 +930,15 @@ pub fn encode_result(result: &CommandResult, out: &mut Vec<u8>) {
         CommandResult::Error(message) => {
             out.push(RES_ERROR);
             put_bytes(out, message.as_bytes());
+        }
+        CommandResult::Integer(value) => {
+            out.push(RES_INTEGER);
+            put_u64(out, *value as u64);
+        }
+        CommandResult::Unchanged => out.push(RES_UNCHANGED),
+        CommandResult::Rejected(error) => {
+            out.push(RES_REJECTED);
+            out.push(*error as u8);
         }
     }
 }
@@ -606,6 +974,9 @@ pub(crate) fn read_result(input: &mut Reader<'_>) -> Result<CommandResult, Decod
                 results.push(match input.u8("txn result type")? {
                     OPRES_DONE => OpResult::Done,
                     OPRES_VALUE => OpResult::Value(input.option_bytes("txn value")?),
+                    OPRES_INTEGER => OpResult::Integer(input.u64("txn integer")? as i64),
+                    OPRES_UNCHANGED => OpResult::Unchanged,
+                    OPRES_REJECTED => OpResult::Rejected(read_value_error(input)?),
                     _ => return Err(DecodeError::Malformed("txn result type")),
                 });
             }
@@ -617,6 +988,9 @@ pub(crate) fn read_result(input: &mut Reader<'_>) -> Result<CommandResult, Decod
         RES_SESSION_EXPIRED => CommandResult::SessionExpired,
         RES_STALE_SEQUENCE => CommandResult::StaleSequence,
         RES_ERROR => CommandResult::Error(input.string("error message")?),
+        RES_INTEGER => CommandResult::Integer(input.u64("integer")? as i64),
+        RES_UNCHANGED => CommandResult::Unchanged,
+        RES_REJECTED => CommandResult::Rejected(read_value_error(input)?),
         other => return Err(DecodeError::UnknownType(other)),
     };
     Ok(result)
@@ -643,7 +1017,43 @@ pub(crate) mod strategy {
             (bytes(), bytes()).prop_map(|(key, value)| Op::Put { key, value }),
             bytes().prop_map(|key| Op::Delete { key }),
             bytes().prop_map(|key| Op::Get { key }),
+            rmw().prop_map(Op::Rmw),
         ]
+    }
+
+    /// Values that are integers and floats often, so applying them mostly succeeds.
+    fn number() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            (-3i64..3).prop_map(|n| n.to_string().into_bytes()),
+            Just(b"1.5".to_vec()),
+            bytes(),
+        ]
+    }
+
+    pub(crate) fn rmw() -> impl Strategy<Value = RmwOp> {
+        let condition = (1u8..=3).prop_map(|b| SetCondition::from_u8(b).expect("valid byte"));
+        let pairs = proptest::collection::vec((bytes(), number()), 0..3);
+        prop_oneof![
+            (bytes(), prop_oneof![Just(i64::MAX), -2i64..2])
+                .prop_map(|(key, delta)| RmwOp::IncrBy { key, delta }),
+            (bytes(), number()).prop_map(|(key, increment)| RmwOp::IncrByFloat { key, increment }),
+            (bytes(), number()).prop_map(|(key, value)| RmwOp::Append { key, value }),
+            (bytes(), number(), condition, any::<bool>()).prop_map(
+                |(key, value, condition, get)| RmwOp::Set {
+                    key,
+                    value,
+                    condition,
+                    get
+                }
+            ),
+            bytes().prop_map(|key| RmwOp::GetDel { key }),
+            pairs.prop_map(|pairs| RmwOp::SetIfAllAbsent { pairs }),
+            proptest::collection::vec(bytes(), 0..3).prop_map(|keys| RmwOp::DeleteMany { keys }),
+        ]
+    }
+
+    fn value_error() -> impl Strategy<Value = ValueError> {
+        (1u8..=5).prop_map(|b| ValueError::from_u8(b).expect("valid byte"))
     }
 
     fn compare_op() -> impl Strategy<Value = CompareOp> {
@@ -686,6 +1096,7 @@ pub(crate) mod strategy {
                     failure
                 }),
             Just(Command::RegisterSession),
+            (session(), rmw()).prop_map(|(session, op)| Command::Rmw { session, op }),
         ]
     }
 
@@ -693,6 +1104,9 @@ pub(crate) mod strategy {
         let op_result = prop_oneof![
             Just(OpResult::Done),
             proptest::option::of(bytes()).prop_map(OpResult::Value),
+            any::<i64>().prop_map(OpResult::Integer),
+            Just(OpResult::Unchanged),
+            value_error().prop_map(OpResult::Rejected),
         ];
         prop_oneof![
             Just(CommandResult::Ok),
@@ -705,6 +1119,9 @@ pub(crate) mod strategy {
             Just(CommandResult::SessionExpired),
             Just(CommandResult::StaleSequence),
             ".{0,8}".prop_map(CommandResult::Error),
+            any::<i64>().prop_map(CommandResult::Integer),
+            Just(CommandResult::Unchanged),
+            value_error().prop_map(CommandResult::Rejected),
         ]
     }
 }
@@ -772,7 +1189,7 @@ mod tests {
         /// the allocation bound.
         #[test]
         fn hostile_counts_allocate_within_the_input(
-            kind in 1u8..=9,
+            kind in 1u8..=12,
             prefix in proptest::collection::vec(any::<u8>(), 0..24),
             claimed in any::<u32>(),
             tail in proptest::collection::vec(any::<u8>(), 0..48),

@@ -2,6 +2,8 @@
 //!
 //! - [`command`]: the commands a `Normal` entry carries, their results, and the
 //!   versioned binary encoding of both (also used inside client protocol frames).
+//! - [`RmwOp`]: read-modify-writes (INCR, APPEND, SET NX, ...) decided at apply time
+//!   (`rmw`), over numbers read and printed as Redis does ([`number`]).
 //! - [`KvStore`]: applies commands in log order, deduplicates retried writes through
 //!   client sessions (Raft thesis §6.3) that expire by log position, serves local reads.
 //! - snapshots: [`KvStore::snapshot_view`] takes a point-in-time view in O(shards) that a
@@ -13,14 +15,17 @@
 
 mod bytes;
 pub mod command;
+pub mod number;
+mod rmw;
 mod session;
 mod shards;
 mod snapshot;
 mod store;
 
 pub use command::{
-    Command, CommandResult, Compare, CompareOp, Op, OpResult, Session, command_to_vec,
-    decode_command, decode_result, encode_command, encode_result,
+    Command, CommandResult, Compare, CompareOp, Op, OpResult, RmwOp, Session, SetCondition,
+    ValueError, command_to_vec, decode_command, decode_result, encode_command, encode_result,
 };
+pub use rmw::RMW_VALUE_BYTES_MAX;
 pub use snapshot::{Error, SNAPSHOT_MAGIC, SNAPSHOT_VERSION, SnapshotView};
 pub use store::{KvConfig, KvStore};

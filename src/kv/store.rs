@@ -9,8 +9,9 @@ use std::collections::HashMap;
 
 use super::bytes::{Key, Value};
 use super::command::{
-    Command, CommandRef, CommandResult, Op, OpResult, Session, decode_command_ref,
+    Command, CommandRef, CommandResult, Op, OpResult, RmwOp, Session, decode_command_ref,
 };
+use super::rmw::{NUMBER_TEXT_BYTES_MAX, RMW_VALUE_BYTES_MAX};
 use super::session::{Admission, SessionTable};
 use super::shards::Shards;
 
@@ -239,18 +240,25 @@ impl KvStore {
                 let results = ops.into_iter().map(|op| self.execute_op(op)).collect();
                 CommandResult::Txn { succeeded, results }
             }
+            Command::Rmw { op, .. } => self.apply_rmw(op).into(),
             Command::Get { .. } | Command::RegisterSession => {
                 CommandResult::Error("not a write".to_owned())
             }
         }
     }
 
-    /// The bytes of the values that `ops` would read, each Get seeing the earlier ops'
-    /// writes, without running them. Allocates only for a branch that writes and reads.
+    /// The bytes of the values that `ops` would read, each op seeing the earlier ops'
+    /// writes, without running them. A read-modify-write counts as writing the longest
+    /// value it might (its condition is not evaluated here). Allocates only for a branch
+    /// that writes and reads.
     fn txn_read_bytes(&self, ops: &[Op]) -> u64 {
         let mut written: HashMap<&[u8], usize> = HashMap::new();
         let mut total = 0u64;
         for op in ops {
+            let len = |written: &HashMap<&[u8], usize>, key: &[u8]| match written.get(key) {
+                Some(&len) => len,
+                None => self.get(key).map_or(0, <[u8]>::len),
+            };
             match op {
                 Op::Put { key, value } => {
                     written.insert(key, value.len());
@@ -258,13 +266,41 @@ impl KvStore {
                 Op::Delete { key } => {
                     written.insert(key, 0);
                 }
-                Op::Get { key } => {
-                    let len = match written.get(&key[..]) {
-                        Some(&len) => len,
-                        None => self.get(key).map_or(0, <[u8]>::len),
-                    };
-                    total = total.saturating_add(len as u64);
-                }
+                Op::Get { key } => total = total.saturating_add(len(&written, key) as u64),
+                Op::Rmw(rmw) => match rmw {
+                    RmwOp::IncrBy { key, .. } | RmwOp::IncrByFloat { key, .. } => {
+                        written.insert(key, NUMBER_TEXT_BYTES_MAX);
+                        total = total.saturating_add(NUMBER_TEXT_BYTES_MAX as u64);
+                    }
+                    RmwOp::Append { key, value } => {
+                        let new = len(&written, key) + value.len();
+                        written.insert(key, new.min(RMW_VALUE_BYTES_MAX));
+                    }
+                    RmwOp::Set {
+                        key, value, get, ..
+                    } => {
+                        let old = len(&written, key);
+                        if *get {
+                            total = total.saturating_add(old as u64);
+                        }
+                        written.insert(key, old.max(value.len()));
+                    }
+                    RmwOp::GetDel { key } => {
+                        total = total.saturating_add(len(&written, key) as u64);
+                        written.insert(key, 0);
+                    }
+                    RmwOp::SetIfAllAbsent { pairs } => {
+                        for (key, value) in pairs {
+                            let old = len(&written, key);
+                            written.insert(key, old.max(value.len()));
+                        }
+                    }
+                    RmwOp::DeleteMany { keys } => {
+                        for key in keys {
+                            written.insert(key, 0);
+                        }
+                    }
+                },
             }
         }
         total
@@ -282,6 +318,7 @@ impl KvStore {
                 OpResult::Done
             }
             Op::Get { key } => OpResult::Value(self.get(&key).map(<[u8]>::to_vec)),
+            Op::Rmw(op) => self.apply_rmw(op),
         }
     }
 }
@@ -581,6 +618,7 @@ mod tests {
                 success,
                 failure,
             },
+            Command::Rmw { op, .. } => Command::Rmw { session: new, op },
             other => other,
         }
     }
@@ -594,6 +632,7 @@ mod tests {
                 model.remove(key);
             }
             Op::Get { .. } => {}
+            Op::Rmw(rmw) => crate::kv::rmw::tests::apply_model(model, rmw),
         };
         match command {
             Command::Put { key, value, .. } => {
@@ -622,6 +661,7 @@ mod tests {
                     run(model, op);
                 }
             }
+            Command::Rmw { op, .. } => crate::kv::rmw::tests::apply_model(model, op),
             Command::Get { .. } | Command::RegisterSession => {}
         }
     }

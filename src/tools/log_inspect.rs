@@ -194,6 +194,7 @@ fn command_preview(command: &KvCommand) -> String {
             session(s)
         ),
         KvCommand::RegisterSession => "register-session".to_string(),
+        KvCommand::Rmw { session: s, op } => format!("rmw {}{}", op.name(), session(s)),
     }
 }
 

@@ -114,6 +114,15 @@ enum CliCommand {
         /// The key.
         key: String,
     },
+    /// Add BY (default 1, may be negative) to the integer in KEY (absent: 0) and print
+    /// the new value; refused (exit 5) if the value is not an integer or would overflow.
+    Incr {
+        /// The key.
+        key: String,
+        /// The amount added.
+        #[arg(default_value_t = 1, allow_negative_numbers = true)]
+        by: i64,
+    },
     /// Set KEY to NEW if its value is EXPECTED: `cas KEY EXPECTED NEW`, or
     /// `cas --absent KEY NEW` to require that KEY is absent (exit 3 on mismatch).
     Cas {
@@ -274,6 +283,9 @@ fn run(client: &mut Client, command: CliCommand) -> u8 {
                 not_found(&key)
             }
         }),
+        CliCommand::Incr { key, by } => client
+            .incr(key.as_bytes(), by)
+            .map(|value| print_line(value.to_string().as_bytes())),
         CliCommand::Cas {
             absent,
             key,
@@ -339,6 +351,9 @@ fn print_txn(outcome: &TxnOutcome) -> u8 {
             OpResult::Done => print_line(b"OK"),
             OpResult::Value(Some(value)) => print_line(value),
             OpResult::Value(None) => print_line(b"(nil)"),
+            OpResult::Integer(value) => print_line(value.to_string().as_bytes()),
+            OpResult::Unchanged => print_line(b"(unchanged)"),
+            OpResult::Rejected(error) => print_line(format!("(error) {error}").as_bytes()),
         };
     }
     if outcome.succeeded {

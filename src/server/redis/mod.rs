@@ -12,12 +12,14 @@
 //!   unfinished write of the same connection goes through the log instead, so it sees
 //!   that write; a write waits for earlier ReadIndex reads, so they cannot see it.
 //! - plain SET: `Put`; MSET: one `Txn`; DEL of one key: `Delete`.
-//! - every read-modify-write (SET NX/XX/GET, INCR*, DECR*, APPEND, GETDEL, DEL of many
-//!   keys) and MULTI/EXEC: optimistic: read the keys locally, evaluate the commands,
-//!   then commit one `Txn` whose compare requires every key read to be unchanged (and
-//!   every WATCHed key to hold the value seen at WATCH time); on a failed compare the
-//!   failure branch returns the current values and the block is evaluated again. These
-//!   and WATCH run alone: later commands of the connection wait for them.
+//! - every read-modify-write (SET NX/XX/GET, GETSET, SETNX, MSETNX, INCR*, DECR*,
+//!   INCRBYFLOAT, APPEND, GETDEL, DEL of many keys): one `Command::Rmw`, decided when its
+//!   entry is applied: one round trip, never a retry, and its errors ("value is not an
+//!   integer") come from the state machine, alike on every replica. Writes pipeline.
+//! - MULTI/EXEC: the ops of every queued command in one `Txn` (each op sees the earlier
+//!   ones' writes); its compare requires every WATCHed key to still hold the value read
+//!   at WATCH time, and a failed compare is EXEC's nil reply. WATCH runs alone: later
+//!   commands of the connection wait for it.
 //! - writes need a session: the first write registers one (`RegisterSession`).
 //! - a `NotLeader` answer with the leader's address resends the request there
 //!   ([`Target::Forward`]); while no leader is known the node holds the request for up
@@ -42,13 +44,11 @@ mod info;
 
 use std::collections::{HashMap, VecDeque};
 
-use self::command::{Bytes, Cmd, Control, Overlay, Parsed, command_reply, eval, parse};
+use self::command::{Bytes, Cmd, Control, Parsed, command_reply, parse};
 use crate::codec::client::{Request, RequestBody, Response, ResponseBody};
 use crate::codec::resp::RespValue;
+use crate::kv::SetCondition;
 use crate::kv::{Command, CommandResult, Compare, CompareOp, Op, OpResult, Session};
-
-/// Times a read-modify-write is evaluated again after a failed compare.
-const ATTEMPTS_MAX: u32 = 64;
 /// Times a request follows a `NotLeader` answer.
 const FORWARDS_MAX: u8 = 3;
 
@@ -85,27 +85,28 @@ enum Class {
 #[derive(Debug)]
 enum Job {
     Reply(RespValue),
-    Read { cmd: Cmd },
-    Put { key: Bytes, value: Bytes },
+    Read {
+        cmd: Cmd,
+    },
+    Put {
+        key: Bytes,
+        value: Bytes,
+    },
     Mset(Vec<(Bytes, Bytes)>),
     DelOne(Bytes),
-    Rmw(Box<Rmw>),
+    /// A read-modify-write: one `Command::Rmw`.
+    Rmw {
+        cmd: Cmd,
+    },
+    /// An EXEC of these queued commands: one `Txn`.
+    Exec {
+        cmds: Vec<Cmd>,
+    },
     Watch(Vec<Bytes>),
-    Unwatch,
+    /// Forgets the watched keys and replies with the value (UNWATCH, DISCARD, EXECABORT).
+    Unwatch(RespValue),
     Info(Option<String>),
     Dbsize,
-}
-
-#[derive(Debug)]
-struct Rmw {
-    cmds: Vec<Cmd>,
-    exec: bool,
-    keys: Vec<Bytes>,
-    watched: Vec<(Bytes, Option<Bytes>)>,
-    values: HashMap<Bytes, Option<Bytes>>,
-    replies: Vec<RespValue>,
-    attempts: u32,
-    committing: bool,
 }
 
 enum Step {
@@ -260,8 +261,12 @@ impl RedisConn {
         let class = match &job {
             Job::Reply(_) | Job::Info(_) | Job::Dbsize => Class::Free,
             Job::Read { .. } => Class::Read,
-            Job::Put { .. } | Job::Mset(_) | Job::DelOne(_) => Class::Write,
-            Job::Rmw(_) | Job::Watch(_) | Job::Unwatch => Class::Exclusive,
+            Job::Put { .. }
+            | Job::Mset(_)
+            | Job::DelOne(_)
+            | Job::Rmw { .. }
+            | Job::Exec { .. } => Class::Write,
+            Job::Watch(_) | Job::Unwatch(_) => Class::Exclusive,
         };
         self.slots.push_back(Slot {
             job,
@@ -284,15 +289,14 @@ impl RedisConn {
                     let cmds = self.multi.take().unwrap_or_default();
                     if std::mem::take(&mut self.multi_dirty) {
                         let text = "EXECABORT Transaction discarded because of previous errors.";
-                        let aborted = Rmw::aborted(RespValue::error(text));
-                        return (Job::Rmw(Box::new(aborted)), false);
+                        return (Job::Unwatch(RespValue::error(text)), false);
                     }
-                    (Job::Rmw(Box::new(Rmw::new(cmds, true))), false)
+                    (Job::Exec { cmds }, false)
                 }
                 Ok(Parsed::Control(Control::Discard)) => {
                     self.multi = None;
                     self.multi_dirty = false;
-                    (Job::Unwatch, false)
+                    (Job::Unwatch(RespValue::ok()), false)
                 }
                 Ok(Parsed::Control(Control::Multi)) => (
                     Job::Reply(RespValue::error("ERR MULTI calls can not be nested")),
@@ -334,7 +338,7 @@ impl RedisConn {
             Control::Exec => reply(RespValue::error("ERR EXEC without MULTI")),
             Control::Discard => reply(RespValue::error("ERR DISCARD without MULTI")),
             Control::Watch(keys) => (Job::Watch(keys), false),
-            Control::Unwatch => (Job::Unwatch, false),
+            Control::Unwatch => (Job::Unwatch(RespValue::ok()), false),
             Control::Dbsize => (Job::Dbsize, false),
             Control::Info(section) => (Job::Info(section), false),
             Control::Command(sub) => reply(command_reply(sub.as_deref())),
@@ -455,8 +459,7 @@ impl RedisConn {
             if blocked {
                 return;
             }
-            let needs_session =
-                matches!(slot.class, Class::Write) || matches!(slot.job, Job::Rmw(_));
+            let needs_session = slot.class == Class::Write;
             if needs_session && !matches!(self.shared.session, SessionState::Ready { .. }) {
                 if self.shared.session == SessionState::None {
                     self.shared.session = SessionState::Registering;
@@ -541,174 +544,80 @@ impl RedisConn {
 
 fn job_for_cmd(cmd: Cmd) -> Job {
     match cmd {
-        Cmd::Ping(_) | Cmd::Echo(_) => Job::Reply(eval(&cmd, &mut Overlay::default())),
+        Cmd::Ping(_) | Cmd::Echo(_) => Job::Reply(cmd.reply(Vec::new())),
         cmd if cmd.is_read_only() => Job::Read { cmd },
         Cmd::Set {
             key,
             value,
-            cond: command::SetCond::Always,
+            cond: SetCondition::Always,
             get: false,
         } => Job::Put { key, value },
         Cmd::Mset(pairs) => Job::Mset(pairs),
         Cmd::Del(keys) if keys.len() == 1 => {
             Job::DelOne(keys.into_iter().next().unwrap_or_default())
         }
-        cmd => Job::Rmw(Box::new(Rmw::new(vec![cmd], false))),
+        cmd => Job::Rmw { cmd },
     }
 }
 
-impl Rmw {
-    fn new(cmds: Vec<Cmd>, exec: bool) -> Rmw {
-        let mut keys: Vec<Bytes> = Vec::new();
-        for key in cmds.iter().flat_map(Cmd::read_keys) {
-            if !keys.contains(&key) {
-                keys.push(key);
-            }
-        }
-        Rmw {
-            cmds,
-            exec,
-            keys,
-            watched: Vec::new(),
-            values: HashMap::new(),
-            replies: Vec::new(),
-            attempts: 0,
-            committing: false,
-        }
+/// The transaction of an EXEC: every command's ops, run if every watched key still holds
+/// the value seen at WATCH time.
+fn exec_txn(cmds: &[Cmd], watched: Vec<(Bytes, Option<Bytes>)>, session: Session) -> Command {
+    let compare = watched
+        .into_iter()
+        .map(|(key, seen)| match seen {
+            Some(value) => Compare {
+                key,
+                op: CompareOp::Eq,
+                value,
+            },
+            None => Compare {
+                key,
+                op: CompareOp::Absent,
+                value: Vec::new(),
+            },
+        })
+        .collect();
+    Command::Txn {
+        session,
+        compare,
+        success: cmds.iter().flat_map(Cmd::ops).collect(),
+        failure: Vec::new(),
     }
+}
 
-    /// A block that must not run (EXECABORT): it only clears the watch list.
-    fn aborted(reply: RespValue) -> Rmw {
-        let mut rmw = Rmw::new(Vec::new(), true);
-        rmw.replies = vec![reply];
-        rmw.attempts = ATTEMPTS_MAX;
-        rmw
+/// EXEC's reply: one reply per command from its share of the results, or nil when a
+/// watched key had changed.
+fn exec_reply(cmds: &[Cmd], body: Option<ResponseBody>) -> RespValue {
+    match body {
+        Some(ResponseBody::Result(CommandResult::Txn {
+            succeeded: true,
+            results,
+        })) => {
+            let mut results = results.into_iter();
+            let replies = cmds
+                .iter()
+                .map(|cmd| cmd.reply(results.by_ref().take(cmd.ops().len()).collect()))
+                .collect();
+            RespValue::Array(Some(replies))
+        }
+        Some(ResponseBody::Result(CommandResult::Txn {
+            succeeded: false, ..
+        })) => RespValue::Array(None),
+        other => failure_of(other.as_ref()),
     }
+}
 
-    fn start(&mut self, shared: &mut Shared) -> Step {
-        if self.exec {
-            self.watched = std::mem::take(&mut shared.watched);
-            if self.attempts >= ATTEMPTS_MAX {
-                return Step::Done(self.replies.pop().unwrap_or_else(RespValue::ok));
-            }
-            for (key, _) in &self.watched {
-                if !self.keys.contains(key) {
-                    self.keys.push(key.clone());
-                }
-            }
-        }
-        if self.keys.is_empty() {
-            return self.commit(shared);
-        }
-        let gets = self
-            .keys
-            .iter()
-            .map(|key| RequestBody::Get {
-                key: key.clone(),
-                stale: true,
-            })
-            .collect();
-        Step::Send(gets)
-    }
-
-    fn advance(&mut self, shared: &mut Shared, parts: Vec<ResponseBody>) -> Step {
-        if !self.committing {
-            let mut values = HashMap::new();
-            for (key, part) in self.keys.iter().zip(&parts) {
-                match part {
-                    ResponseBody::Result(CommandResult::Value(value)) => {
-                        values.insert(key.clone(), value.clone());
-                    }
-                    other => return Step::Done(failure(other)),
-                }
-            }
-            self.values = values;
-            return self.check_watched_then_commit(shared);
-        }
-        match parts.first() {
-            Some(ResponseBody::Result(CommandResult::Txn {
-                succeeded: true, ..
-            })) => {
-                let replies = std::mem::take(&mut self.replies);
-                if self.exec {
-                    Step::Done(RespValue::Array(Some(replies)))
-                } else {
-                    Step::Done(replies.into_iter().next().unwrap_or_else(RespValue::ok))
-                }
-            }
-            Some(ResponseBody::Result(CommandResult::Txn {
-                succeeded: false,
-                results,
-            })) => {
-                for (key, result) in self.keys.iter().zip(results) {
-                    if let OpResult::Value(value) = result {
-                        self.values.insert(key.clone(), value.clone());
-                    }
-                }
-                self.attempts += 1;
-                if self.attempts >= ATTEMPTS_MAX {
-                    return Step::Done(RespValue::error(
-                        "ERR too much contention on the keys; try again",
-                    ));
-                }
-                self.check_watched_then_commit(shared)
-            }
-            Some(other) => Step::Done(failure(other)),
-            None => Step::Done(RespValue::error("ERR no reply from the node")),
-        }
-    }
-
-    fn check_watched_then_commit(&mut self, shared: &mut Shared) -> Step {
-        let changed = self
-            .watched
-            .iter()
-            .any(|(key, seen)| self.values.get(key) != Some(seen));
-        if changed {
-            return Step::Done(RespValue::Array(None));
-        }
-        self.commit(shared)
-    }
-
-    fn commit(&mut self, shared: &mut Shared) -> Step {
-        let mut db = Overlay::new(self.values.clone());
-        self.replies = self.cmds.iter().map(|cmd| eval(cmd, &mut db)).collect();
-        let compare = self
-            .keys
-            .iter()
-            .map(|key| match self.values.get(key).cloned().flatten() {
-                Some(value) => Compare {
-                    key: key.clone(),
-                    op: CompareOp::Eq,
-                    value,
-                },
-                None => Compare {
-                    key: key.clone(),
-                    op: CompareOp::Absent,
-                    value: Vec::new(),
-                },
-            })
-            .collect();
-        let success = db
-            .writes()
-            .into_iter()
-            .map(|(key, value)| match value {
-                Some(value) => Op::Put { key, value },
-                None => Op::Delete { key },
-            })
-            .collect();
-        let failure = self
-            .keys
-            .iter()
-            .map(|key| Op::Get { key: key.clone() })
-            .collect();
-        self.committing = true;
-        Step::Send(vec![RequestBody::Command(Command::Txn {
-            session: shared.next_session(),
-            compare,
-            success,
-            failure,
-        })])
-    }
+/// The op result a `Command::Rmw`'s result stands for; `Err`: a failure, not a result.
+fn rmw_result(result: CommandResult) -> Result<OpResult, CommandResult> {
+    Ok(match result {
+        CommandResult::Ok => OpResult::Done,
+        CommandResult::Value(value) => OpResult::Value(value),
+        CommandResult::Integer(value) => OpResult::Integer(value),
+        CommandResult::Unchanged => OpResult::Unchanged,
+        CommandResult::Rejected(error) => OpResult::Rejected(error),
+        other => return Err(other),
+    })
 }
 
 fn start(job: &mut Job, shared: &mut Shared, via_log: bool) -> Step {
@@ -744,7 +653,18 @@ fn start(job: &mut Job, shared: &mut Shared, via_log: bool) -> Step {
             session: shared.next_session(),
             key: std::mem::take(key),
         })]),
-        Job::Rmw(rmw) => rmw.start(shared),
+        Job::Rmw { cmd } => match cmd.rmw_op() {
+            Some(op) => Step::Send(vec![RequestBody::Command(Command::Rmw {
+                session: shared.next_session(),
+                op,
+            })]),
+            None => Step::Done(RespValue::error("ERR not a read-modify-write")),
+        },
+        Job::Exec { cmds } => {
+            let watched = std::mem::take(&mut shared.watched);
+            let txn = exec_txn(cmds, watched, shared.next_session());
+            Step::Send(vec![RequestBody::Command(txn)])
+        }
         Job::Watch(keys) => Step::Send(
             keys.iter()
                 .map(|key| RequestBody::Get {
@@ -753,9 +673,9 @@ fn start(job: &mut Job, shared: &mut Shared, via_log: bool) -> Step {
                 })
                 .collect(),
         ),
-        Job::Unwatch => {
+        Job::Unwatch(reply) => {
             shared.watched.clear();
-            Step::Done(RespValue::ok())
+            Step::Done(std::mem::replace(reply, RespValue::ok()))
         }
         Job::Info(_) | Job::Dbsize => Step::Send(vec![RequestBody::Status, RequestBody::Metrics]),
     }
@@ -764,17 +684,17 @@ fn start(job: &mut Job, shared: &mut Shared, via_log: bool) -> Step {
 fn advance(job: &mut Job, shared: &mut Shared, parts: Vec<ResponseBody>) -> Step {
     match job {
         Job::Read { cmd } => {
-            let mut values = HashMap::new();
+            let mut values = Vec::with_capacity(parts.len());
             // By value: a large read result is not copied once more on its way out.
-            for (key, part) in cmd.read_keys().into_iter().zip(parts) {
+            for part in parts {
                 match part {
                     ResponseBody::Result(CommandResult::Value(value)) => {
-                        values.insert(key, value);
+                        values.push(OpResult::Value(value));
                     }
                     other => return Step::Done(failure(&other)),
                 }
             }
-            Step::Done(eval(cmd, &mut Overlay::new(values)))
+            Step::Done(cmd.reply(values))
         }
         Job::Put { .. } | Job::Mset(_) => match parts.first() {
             Some(ResponseBody::Result(CommandResult::Ok | CommandResult::Txn { .. })) => {
@@ -789,7 +709,14 @@ fn advance(job: &mut Job, shared: &mut Shared, parts: Vec<ResponseBody>) -> Step
             }
             other => Step::Done(failure_of(other)),
         },
-        Job::Rmw(rmw) => rmw.advance(shared, parts),
+        Job::Rmw { cmd } => match parts.into_iter().next() {
+            Some(ResponseBody::Result(result)) => match rmw_result(result) {
+                Ok(op_result) => Step::Done(cmd.reply(vec![op_result])),
+                Err(other) => Step::Done(failure(&ResponseBody::Result(other))),
+            },
+            other => Step::Done(failure_of(other.as_ref())),
+        },
+        Job::Exec { cmds } => Step::Done(exec_reply(cmds, parts.into_iter().next())),
         Job::Watch(keys) => {
             for (key, part) in keys.iter().zip(&parts) {
                 match part {
@@ -817,7 +744,7 @@ fn advance(job: &mut Job, shared: &mut Shared, parts: Vec<ResponseBody>) -> Step
             }
             other => Step::Done(failure_of(other)),
         },
-        Job::Reply(_) | Job::Unwatch => Step::Done(RespValue::error("ERR unexpected reply")),
+        Job::Reply(_) | Job::Unwatch(_) => Step::Done(RespValue::error("ERR unexpected reply")),
     }
 }
 

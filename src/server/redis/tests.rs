@@ -1,25 +1,35 @@
 //! Goal: the connection state machine against a fake node that applies requests to a
-//! map, answering in a chosen order: replies keep request order, read-modify-writes
-//! retry on a failed compare, WATCH aborts EXEC, NotLeader is followed.
-
-use std::collections::HashMap;
+//! real `KvStore` (the state machine that ships), answering in a chosen order: replies
+//! keep request order, read-modify-writes are one command each, WATCH aborts EXEC,
+//! NotLeader is followed.
 
 use super::*;
-use crate::kv::Op;
+use crate::kv::{KvConfig, KvStore, command_to_vec};
 
-#[derive(Default)]
 struct FakeNode {
-    data: HashMap<Bytes, Bytes>,
+    store: KvStore,
+    /// The index of the last entry applied.
+    index: u64,
     /// Answer NotLeader (pointing at "leader:1") to local writes.
     follower: bool,
+}
+
+impl Default for FakeNode {
+    fn default() -> FakeNode {
+        FakeNode {
+            store: KvStore::new(KvConfig::default()),
+            index: 0,
+            follower: false,
+        }
+    }
 }
 
 impl FakeNode {
     fn answer(&mut self, submit: &Submit) -> ResponseBody {
         let local = submit.target == Target::Local;
         match &submit.request.body {
-            RequestBody::Get { key, .. } | RequestBody::Command(Command::Get { key }) => {
-                ResponseBody::Result(CommandResult::Value(self.data.get(key).cloned()))
+            RequestBody::Get { key, .. } => {
+                ResponseBody::Result(CommandResult::Value(self.value(key)))
             }
             RequestBody::Command(_) if self.follower && local => ResponseBody::NotLeader {
                 leader_id: 2,
@@ -34,47 +44,25 @@ impl FakeNode {
     }
 
     fn apply(&mut self, command: &Command) -> CommandResult {
-        match command {
-            Command::RegisterSession => CommandResult::Registered { client_id: 7 },
-            Command::Put { key, value, .. } => {
-                self.data.insert(key.clone(), value.clone());
-                CommandResult::Ok
-            }
-            Command::Delete { key, .. } => match self.data.remove(key) {
-                Some(_) => CommandResult::Ok,
-                None => CommandResult::NotFound,
-            },
-            Command::Txn {
-                compare,
-                success,
-                failure,
-                ..
-            } => {
-                let holds = compare.iter().all(|c| {
-                    c.op.holds(self.data.get(&c.key).map(Vec::as_slice), &c.value)
-                });
-                let ops = if holds { success } else { failure };
-                let results = ops
-                    .iter()
-                    .map(|op| match op {
-                        Op::Put { key, value } => {
-                            self.data.insert(key.clone(), value.clone());
-                            OpResult::Done
-                        }
-                        Op::Delete { key } => {
-                            self.data.remove(key);
-                            OpResult::Done
-                        }
-                        Op::Get { key } => OpResult::Value(self.data.get(key).cloned()),
-                    })
-                    .collect();
-                CommandResult::Txn {
-                    succeeded: holds,
-                    results,
-                }
-            }
-            other => CommandResult::Error(format!("unexpected {other:?}")),
-        }
+        self.index += 1;
+        self.store.apply(self.index, &command_to_vec(command))
+    }
+
+    fn value(&self, key: &[u8]) -> Option<Vec<u8>> {
+        self.store.get(key).map(<[u8]>::to_vec)
+    }
+
+    /// Another client's write, through a session of its own.
+    fn put(&mut self, key: &[u8], value: &[u8]) {
+        let CommandResult::Registered { client_id } = self.apply(&Command::RegisterSession) else {
+            panic!("a session is registered");
+        };
+        let put = Command::Put {
+            session: Session { client_id, seq: 1 },
+            key: key.to_vec(),
+            value: value.to_vec(),
+        };
+        assert_eq!(self.apply(&put), CommandResult::Ok);
     }
 }
 
@@ -134,23 +122,89 @@ fn pipelined_commands_reply_in_order() {
     );
 }
 
+/// Goal: a read-modify-write is one `Command::Rmw` whatever another client writes
+/// meanwhile (no read, no compare, no retry), and its error is Redis's text.
 #[test]
-fn a_failed_compare_is_retried_with_the_current_value() {
+fn a_read_modify_write_is_one_command_decided_when_applied() {
     let mut conn = RedisConn::new();
     let mut node = FakeNode::default();
     assert_eq!(run(&mut conn, &mut node, &["SET n 5"]), "+OK\r\n");
     conn.on_command(args("INCR n"));
-    // The stale read sees 5; another client writes 40 before the Txn commits.
-    let reads = conn.take_submits();
-    for submit in reads {
+    let submits = conn.take_submits();
+    assert!(
+        matches!(
+            &submits[..],
+            [Submit {
+                request: Request {
+                    body: RequestBody::Command(Command::Rmw { .. }),
+                    ..
+                },
+                ..
+            }]
+        ),
+        "{submits:?}"
+    );
+    node.put(b"n", b"40");
+    for submit in submits {
         let body = node.answer(&submit);
         conn.on_response(Response {
             request_id: submit.request.request_id,
             body,
         });
     }
-    node.data.insert(b"n".to_vec(), b"40".to_vec());
     assert_eq!(run(&mut conn, &mut node, &[]), ":41\r\n");
+    let got = run(
+        &mut conn,
+        &mut node,
+        &[
+            "SET s abc",
+            "INCR s",
+            "INCRBYFLOAT s 1",
+            "SETNX s x",
+            "SETNX t x",
+            "GETSET t y",
+            "MSETNX t 1 u 2",
+            "MSETNX u 1 v 2",
+            "DEL u v w",
+            "INCRBYFLOAT f 10.5",
+            "INCRBYFLOAT f 0.1",
+        ],
+    );
+    assert_eq!(
+        got,
+        "+OK\r\n-ERR value is not an integer or out of range\r\n\
+         -ERR value is not a valid float\r\n:0\r\n:1\r\n$1\r\nx\r\n:0\r\n:1\r\n:2\r\n\
+         $4\r\n10.5\r\n$4\r\n10.6\r\n"
+    );
+}
+
+/// Goal: commands queued in MULTI run as one transaction of their ops, each seeing the
+/// earlier ones, and a refused op is an error inside EXEC's array (as in Redis).
+#[test]
+fn exec_runs_the_queued_read_modify_writes_in_one_transaction() {
+    let mut conn = RedisConn::new();
+    let mut node = FakeNode::default();
+    let got = run(
+        &mut conn,
+        &mut node,
+        &[
+            "MULTI",
+            "SET a x",
+            "INCR a",
+            "APPEND a y",
+            "SETNX b 1",
+            "INCRBY b 2",
+            "MGET a b",
+            "PING",
+            "EXEC",
+        ],
+    );
+    assert_eq!(
+        got,
+        "+OK\r\n+QUEUED\r\n+QUEUED\r\n+QUEUED\r\n+QUEUED\r\n+QUEUED\r\n+QUEUED\r\n\
+         +QUEUED\r\n*7\r\n+OK\r\n-ERR value is not an integer or out of range\r\n:2\r\n\
+         :1\r\n:3\r\n*2\r\n$2\r\nxy\r\n$1\r\n3\r\n+PONG\r\n"
+    );
 }
 
 #[test]
@@ -163,9 +217,9 @@ fn watch_aborts_exec_when_the_value_changed() {
         &["WATCH w", "MULTI", "INCR w", "SET z 1"],
     );
     assert_eq!(got, "+OK\r\n+OK\r\n+QUEUED\r\n+QUEUED\r\n");
-    node.data.insert(b"w".to_vec(), b"9".to_vec());
+    node.put(b"w", b"9");
     assert_eq!(run(&mut conn, &mut node, &["EXEC"]), "*-1\r\n");
-    assert_eq!(node.data.get(b"z".as_slice()), None);
+    assert_eq!(node.value(b"z"), None);
     let got = run(
         &mut conn,
         &mut node,
@@ -191,10 +245,10 @@ fn writes_on_a_follower_are_forwarded_to_the_leader() {
         follower: true,
         ..FakeNode::default()
     };
-    assert_eq!(
-        run(&mut conn, &mut node, &["SET f 1", "INCR f"]),
-        "+OK\r\n:2\r\n"
-    );
+    // One at a time: `run` answers newest first, so pipelined forwards would be resent
+    // (and applied) in reverse order.
+    assert_eq!(run(&mut conn, &mut node, &["SET f 1"]), "+OK\r\n");
+    assert_eq!(run(&mut conn, &mut node, &["INCR f"]), ":2\r\n");
     conn.on_command(args("SET g 1"));
     let submit = conn.take_submits().pop().expect("a request");
     conn.on_response(Response {
@@ -233,7 +287,7 @@ fn quit_and_connection_commands() {
 fn held_requests_and_reply_bytes_are_counted_until_taken() {
     let mut conn = RedisConn::new();
     let mut node = FakeNode::default();
-    node.data.insert(b"big".to_vec(), vec![b'v'; 10_000]);
+    node.put(b"big", &[b'v'; 10_000]);
     conn.on_command(args("GET big"));
     conn.on_command(args("GET big"));
     conn.on_command(args("PING"));

@@ -344,9 +344,11 @@ impl Worker<'_> {
         };
         match body {
             ResponseBody::Result(result) => match result {
-                CommandResult::Value(Some(_)) | CommandResult::Ok | CommandResult::Txn { .. } => {
-                    self.record(&pending)
-                }
+                CommandResult::Value(Some(_))
+                | CommandResult::Ok
+                | CommandResult::Txn { .. }
+                | CommandResult::Integer(_)
+                | CommandResult::Unchanged => self.record(&pending),
                 CommandResult::Value(None) | CommandResult::NotFound => {
                     self.totals.not_found += 1;
                     self.record(&pending);
@@ -357,7 +359,7 @@ impl Worker<'_> {
                 }
                 CommandResult::SessionExpired => self.count_error("session_expired"),
                 CommandResult::StaleSequence => self.count_error("stale_sequence"),
-                CommandResult::Error(_) => self.count_error("refused"),
+                CommandResult::Error(_) | CommandResult::Rejected(_) => self.count_error("refused"),
                 CommandResult::Registered { .. } => self.count_error("protocol"),
             },
             ResponseBody::NotLeader {
