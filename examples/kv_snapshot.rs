@@ -84,12 +84,12 @@ fn main() {
         index += 1;
     }
     batch_worst = batch_worst.max(batch_started.elapsed());
-    // The helper thread owns the view and frees the replaced shards, not the loop.
+    // The helper thread owns the view and frees the replaced leaves, not the loop.
     std::thread::spawn(move || drop(view))
         .join()
         .expect("dropping thread");
     println!(
-        "1000 applies to distinct shards right after a view (one loop turn): {batch_worst:?} \
+        "1000 applies to distinct leaves right after a view (one loop turn): {batch_worst:?} \
          (with the view and its release on another thread: {:?})",
         started.elapsed()
     );
