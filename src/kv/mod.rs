@@ -6,7 +6,7 @@
 //!   client sessions (Raft thesis §6.3) that expire by log position, serves local reads.
 //! - snapshots: [`KvStore::snapshot_view`] takes a point-in-time view in O(1) that a
 //!   helper thread encodes ([`SnapshotView::write_to`]); [`KvStore::restore`] checks a
-//!   crc32 and every length before trusting a byte.
+//!   crc32 and every length before trusting a byte; [`snapshot_due`] decides when.
 //!
 //! Determinism: the state after applying a log prefix depends only on that prefix and on
 //! [`KvConfig`], so replicas agree and snapshots of equal states are byte-identical.
@@ -16,6 +16,7 @@ pub mod command;
 mod ordmap;
 mod session;
 mod snapshot;
+mod snapshot_policy;
 mod store;
 
 pub use command::{
@@ -23,4 +24,5 @@ pub use command::{
     decode_command, decode_result, encode_command, encode_result,
 };
 pub use snapshot::{Error, SNAPSHOT_MAGIC, SNAPSHOT_VERSION, SnapshotView};
+pub use snapshot_policy::{LogSinceSnapshot, snapshot_due};
 pub use store::{KvConfig, KvStore};

@@ -55,7 +55,9 @@ use crate::codec::client::{
 };
 use crate::config::Config;
 use crate::kv::command::encoded_len;
-use crate::kv::{Command, CommandResult, KvConfig, KvStore, encode_command};
+use crate::kv::{
+    Command, CommandResult, KvConfig, KvStore, LogSinceSnapshot, encode_command, snapshot_due,
+};
 use crate::raft::message::{
     ConfigChange, Entry, EntryKind, Message, NodeId, Snapshot, SnapshotMeta,
 };
@@ -1213,7 +1215,7 @@ impl Node {
     /// Starts a snapshot when the log has grown past the threshold, and adopts one whose
     /// file is durable. Encoding and writing run on a helper thread over a copy-on-write
     /// view of the map, so the loop keeps serving heartbeats meanwhile; the loop only
-    /// takes the view (O(shards)) and, at the end, deletes the covered segments.
+    /// takes the view (O(1)) and, at the end, deletes the covered segments.
     fn maybe_snapshot(&mut self) -> Result<(), String> {
         let now = Instant::now();
         if let Some(job) = &self.snapshot_job {
@@ -1266,7 +1268,12 @@ impl Node {
         }
         let applied = self.kv.applied_index();
         let snapshot_index = self.raw.store().latest_snapshot().meta.index;
-        if applied.saturating_sub(snapshot_index) < self.config.snapshot.threshold_entries {
+        let log = LogSinceSnapshot {
+            entries: applied.saturating_sub(snapshot_index),
+            log_bytes: self.raw.store().log_bytes(),
+            snapshot_bytes: self.raw.store().latest_snapshot().data.len() as u64,
+        };
+        if !snapshot_due(&self.config.snapshot, log) {
             return Ok(());
         }
         let meta = self
@@ -1284,10 +1291,11 @@ impl Node {
         let dir = self.raw.store().snapshot_dir().to_path_buf();
         let file_meta = meta.clone();
         let (done_tx, done) = mpsc::channel();
+        let cpu_percent = self.config.snapshot.encode_cpu_percent;
         thread::Builder::new()
             .name("raftkv-snapshot".into())
             .spawn(move || {
-                let data = view.encode();
+                let data = view.encode_throttled(cpu_percent);
                 drop(view);
                 let file = SnapshotFile {
                     index: file_meta.index,
