@@ -4,10 +4,10 @@
 //!
 //! Rule: a snapshot is due once at least `snapshot.threshold_entries` entries were
 //! applied since the last one (the floor, which alone decides for small stores) and the
-//! log on disk has reached `snapshot.log_growth_percent` percent of the last snapshot's
+//! log written since has reached `snapshot.log_growth_percent` percent of the last snapshot's
 //! size. Writing a snapshot of `S` bytes then costs at most `100 / log_growth_percent`
-//! bytes per byte of log, and the log stays within that share of `S` (plus one segment)
-//! whatever the store's size.
+//! bytes per byte of log, and the log stays within that share of `S` whatever the
+//! store's size.
 
 use crate::config::SnapshotConfig;
 
@@ -16,7 +16,7 @@ use crate::config::SnapshotConfig;
 pub struct LogSinceSnapshot {
     /// Entries applied since the latest snapshot's index.
     pub entries: u64,
-    /// Bytes of log segments on disk.
+    /// Bytes of the log above the latest snapshot's index.
     pub log_bytes: u64,
     /// Size of the latest snapshot's kv image (0 when there is none).
     pub snapshot_bytes: u64,

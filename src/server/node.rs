@@ -1270,7 +1270,7 @@ impl Node {
         let snapshot_index = self.raw.store().latest_snapshot().meta.index;
         let log = LogSinceSnapshot {
             entries: applied.saturating_sub(snapshot_index),
-            log_bytes: self.raw.store().log_bytes(),
+            log_bytes: self.raw.store().log_bytes_since_snapshot(),
             snapshot_bytes: self.raw.store().latest_snapshot().data.len() as u64,
         };
         if !snapshot_due(&self.config.snapshot, log) {
