@@ -2,7 +2,7 @@
 //! (`kv::command_to_vec`: 16-byte keys, 64-byte values, 64 client sessions) applied to a
 //! store holding 100,000 keys, as the leader applies them under the `put` workload of
 //! `raftkv-bench`; once with no snapshot, once with a snapshot view taken every
-//! `VIEW_EVERY` applies and kept alive until the next (so each shard's first write after
+//! `VIEW_EVERY` applies and kept alive until the next (so each node's first write after
 //! it takes the copy-on-write path, as while a helper thread encodes a snapshot); and the
 //! local read path (`KvStore::get`) for comparison. At `BIG_KEY_COUNT` (1M) keys:
 //! taking a view (`view_take`), and a batch of puts applied right after a fresh view

@@ -44,8 +44,8 @@ fn main() {
         let bytes = view.encode();
         (started.elapsed(), bytes)
     });
-    // The loop keeps applying while the helper encodes: each first write to a shard
-    // copies that shard.
+    // The loop keeps applying while the helper encodes: each first write to a leaf
+    // copies that leaf and its path.
     let mut worst = Duration::ZERO;
     let mut total = Duration::ZERO;
     let writes = 10_000;

@@ -305,7 +305,7 @@ mod tests {
     use crate::codec::alloc_probe::{BYTES_PER_INPUT_BYTE_MAX, assert_bounded, peak_bytes};
     use crate::kv::command::{Command, CommandResult, Session, command_to_vec, strategy};
 
-    /// What an empty store allocates (its shard tables), whatever the input.
+    /// What an empty store allocates (nothing but its struct), whatever the input.
     fn empty_store_bytes() -> usize {
         peak_bytes(|| KvStore::new(KvConfig::default())).1
     }
