@@ -2,9 +2,12 @@
 //! (`kv::command_to_vec`: 16-byte keys, 64-byte values, 64 client sessions) applied to a
 //! store holding 100,000 keys, as the leader applies them under the `put` workload of
 //! `raftkv-bench`; once with no snapshot, once with a snapshot view taken every
-//! `VIEW_EVERY` applies and kept alive until the next (so each shard's first write after
+//! `VIEW_EVERY` applies and kept alive until the next (so each node's first write after
 //! it takes the copy-on-write path, as while a helper thread encodes a snapshot); and the
-//! local read path (`KvStore::get`) for comparison.
+//! local read path (`KvStore::get`) for comparison. At `BIG_KEY_COUNT` (1M) keys:
+//! taking a view (`view_take`), and a batch of puts applied right after a fresh view
+//! that stays alive (`insert_after_view`: every write's first touch of a node copies it,
+//! the loop's worst case while a helper thread encodes a snapshot).
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -14,6 +17,8 @@ use raftkv::kv::{Command, KvConfig, KvStore, Session, SnapshotView, command_to_v
 
 /// Distinct keys, as in the end-to-end benchmark.
 const KEY_COUNT: u64 = 100_000;
+/// Distinct keys of the big-store figures.
+const BIG_KEY_COUNT: u64 = 1_000_000;
 /// Client sessions writing concurrently (the bench's 64 connections).
 const SESSION_COUNT: u64 = 64;
 /// Commands applied per measured iteration.
@@ -31,8 +36,8 @@ fn mix(seed: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-fn key(n: u64) -> Vec<u8> {
-    format!("key-{:012}", n % KEY_COUNT).into_bytes()
+fn key(n: u64, key_count: u64) -> Vec<u8> {
+    format!("key-{:012}", n % key_count).into_bytes()
 }
 
 /// A store holding every key once, with `SESSION_COUNT` sessions (ids 1..=64).
@@ -45,7 +50,7 @@ struct Fixture {
 }
 
 impl Fixture {
-    fn new() -> Fixture {
+    fn new(key_count: u64) -> Fixture {
         let mut store = KvStore::new(KvConfig::default());
         let mut index = 0;
         for _ in 0..SESSION_COUNT {
@@ -62,16 +67,18 @@ impl Fixture {
                 value: vec![b'v'; 64],
             })
         };
-        for n in 0..KEY_COUNT {
+        for n in 0..key_count {
             index += 1;
-            store.apply(index, &put(n, 1 + n / SESSION_COUNT, key(n)));
+            store.apply(index, &put(n, 1 + n / SESSION_COUNT, key(n, key_count)));
         }
-        let commands = (0..BATCH as u64).map(|i| put(i, 0, key(mix(i)))).collect();
+        let commands = (0..BATCH as u64)
+            .map(|i| put(i, 0, key(mix(i), key_count)))
+            .collect();
         Fixture {
             store,
             index,
             commands,
-            round: KEY_COUNT / SESSION_COUNT + 1,
+            round: key_count / SESSION_COUNT + 1,
         }
     }
 
@@ -95,7 +102,7 @@ fn apply_puts(c: &mut Criterion) {
         } else {
             "no_snapshot"
         };
-        let mut fixture = Fixture::new();
+        let mut fixture = Fixture::new(KEY_COUNT);
         let mut view: Option<SnapshotView> = None;
         group.bench_function(BenchmarkId::from_parameter(name), |b| {
             b.iter_custom(|iterations| {
@@ -120,11 +127,38 @@ fn apply_puts(c: &mut Criterion) {
     group.finish();
 }
 
+fn big_store(c: &mut Criterion) {
+    let mut group = c.benchmark_group("kv_1m_keys");
+    let mut fixture = Fixture::new(BIG_KEY_COUNT);
+    group.bench_function("view_take", |b| {
+        b.iter(|| black_box(fixture.store.snapshot_view()));
+    });
+    group.throughput(Throughput::Elements(BATCH as u64));
+    group.bench_function("insert_after_view", |b| {
+        b.iter_custom(|iterations| {
+            let mut elapsed = Duration::ZERO;
+            for _ in 0..iterations {
+                fixture.next_round();
+                let view = fixture.store.snapshot_view();
+                let start = Instant::now();
+                for command in &fixture.commands {
+                    fixture.index += 1;
+                    black_box(fixture.store.apply(fixture.index, command));
+                }
+                elapsed += start.elapsed();
+                drop(view);
+            }
+            elapsed
+        });
+    });
+    group.finish();
+}
+
 fn get(c: &mut Criterion) {
     let mut group = c.benchmark_group("kv_get_16b");
     group.throughput(Throughput::Elements(BATCH as u64));
-    let fixture = Fixture::new();
-    let keys: Vec<Vec<u8>> = (0..BATCH as u64).map(|i| key(mix(i))).collect();
+    let fixture = Fixture::new(KEY_COUNT);
+    let keys: Vec<Vec<u8>> = (0..BATCH as u64).map(|i| key(mix(i), KEY_COUNT)).collect();
     group.bench_function("local", |b| {
         b.iter(|| {
             for key in &keys {
@@ -143,5 +177,6 @@ fn main() {
         .configure_from_args();
     apply_puts(&mut criterion);
     get(&mut criterion);
+    big_store(&mut criterion);
     criterion.final_summary();
 }

@@ -44,8 +44,8 @@ fn main() {
         let bytes = view.encode();
         (started.elapsed(), bytes)
     });
-    // The loop keeps applying while the helper encodes: each first write to a shard
-    // copies that shard.
+    // The loop keeps applying while the helper encodes: each first write to a leaf
+    // copies that leaf and its path.
     let mut worst = Duration::ZERO;
     let mut total = Duration::ZERO;
     let writes = 10_000;
@@ -84,12 +84,12 @@ fn main() {
         index += 1;
     }
     batch_worst = batch_worst.max(batch_started.elapsed());
-    // The helper thread owns the view and frees the replaced shards, not the loop.
+    // The helper thread owns the view and frees the replaced leaves, not the loop.
     std::thread::spawn(move || drop(view))
         .join()
         .expect("dropping thread");
     println!(
-        "1000 applies to distinct shards right after a view (one loop turn): {batch_worst:?} \
+        "1000 applies to distinct leaves right after a view (one loop turn): {batch_worst:?} \
          (with the view and its release on another thread: {:?})",
         started.elapsed()
     );

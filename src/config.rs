@@ -199,14 +199,21 @@ impl Default for StorageConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SnapshotConfig {
-    /// Take a snapshot once this many entries were applied since the last one.
+    /// The floor: no snapshot before this many entries were applied since the last one.
     pub threshold_entries: u64,
+    /// Then a snapshot once the log on disk reaches this percent of the last snapshot's
+    /// size (`kv::snapshot_due`), so a big store does not snapshot all the time.
+    pub log_growth_percent: u64,
+    /// Most of one core the snapshot helper thread uses while encoding (1..=100).
+    pub encode_cpu_percent: u32,
 }
 
 impl Default for SnapshotConfig {
     fn default() -> SnapshotConfig {
         SnapshotConfig {
             threshold_entries: 100_000,
+            log_growth_percent: 50,
+            encode_cpu_percent: 50,
         }
     }
 }
@@ -402,7 +409,7 @@ impl Config {
                 message,
             })
         };
-        let positive: [(&str, u64); 16] = [
+        let positive: [(&str, u64); 18] = [
             ("raft.tick_ms", self.raft.tick_ms),
             ("limits.entry_bytes_max", self.limits.entry_bytes_max),
             ("raft.heartbeat_ticks", u64::from(self.raft.heartbeat_ticks)),
@@ -449,6 +456,14 @@ impl Config {
                 self.snapshot.threshold_entries,
             ),
             (
+                "snapshot.log_growth_percent",
+                self.snapshot.log_growth_percent,
+            ),
+            (
+                "snapshot.encode_cpu_percent",
+                u64::from(self.snapshot.encode_cpu_percent),
+            ),
+            (
                 "storage.slow_fsync_warn_ms",
                 self.storage.slow_fsync_warn_ms,
             ),
@@ -457,6 +472,12 @@ impl Config {
             if value == 0 {
                 return fail(key, "must be greater than 0".to_string());
             }
+        }
+        if self.snapshot.encode_cpu_percent > 100 {
+            return fail(
+                "snapshot.encode_cpu_percent",
+                "must be at most 100 (percent of one core)".to_string(),
+            );
         }
         if self.raft.election_ticks <= self.raft.heartbeat_ticks {
             return fail(
@@ -744,7 +765,7 @@ client_addr = "127.0.0.1:8002"
                 checked += 1;
             }
         }
-        assert_eq!(checked, 32);
+        assert_eq!(checked, 34);
     }
 
     #[test]
@@ -907,6 +928,21 @@ client_addr = "127.0.0.1:8002"
             (
                 "[snapshot]\nthreshold_entries = 0",
                 "snapshot.threshold_entries",
+                "greater",
+            ),
+            (
+                "[snapshot]\nencode_cpu_percent = 0",
+                "snapshot.encode_cpu_percent",
+                "greater",
+            ),
+            (
+                "[snapshot]\nencode_cpu_percent = 101",
+                "snapshot.encode_cpu_percent",
+                "at most 100",
+            ),
+            (
+                "[snapshot]\nlog_growth_percent = 0",
+                "snapshot.log_growth_percent",
                 "greater",
             ),
         ];

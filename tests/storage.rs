@@ -396,3 +396,22 @@ fn sync_reports_whether_it_flushed() {
     assert!(!wal.sync().unwrap(), "fsync = never flushes nothing");
     assert_eq!(wal.last_index(), 400);
 }
+
+#[test]
+fn bytes_after_counts_the_log_above_an_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut wal = Wal::open(dir.path(), options(64 * 1024)).unwrap();
+    let entries: Vec<Entry> = (1..=400).map(|i| entry(i, 1, 500)).collect();
+    wal.append(&entries).unwrap();
+    wal.sync().unwrap();
+    assert!(wal.segments().len() > 2, "several segments");
+    let total = wal.total_bytes();
+    assert_eq!(wal.bytes_after(0), total);
+    assert_eq!(wal.bytes_after(400), 0);
+    let half = wal.bytes_after(200);
+    assert!(
+        half > total * 4 / 10 && half < total * 6 / 10,
+        "{half} of {total}"
+    );
+    assert!(wal.bytes_after(100) > half && half > wal.bytes_after(300));
+}

@@ -3,24 +3,22 @@
 //!
 //! Applying a write is bound by cache misses, not instructions (a 100,000-key store does
 //! not fit in cache): with every key and value behind its own pointer, each comparison of
-//! a shard search chased a pointer, and replacing a value touched the old value's
+//! a tree search chased a pointer, and replacing a value touched the old value's
 //! reference count and malloc header to free it. Short keys and values live inside the
 //! B-tree node instead: a search reads only the node, a put copies the bytes in and frees
-//! nothing, and building one from a decoded entry allocates nothing. Copying a shard for
+//! nothing, and building one from a decoded entry allocates nothing. Copying a leaf for
 //! copy-on-write then copies short entries with the node (no reference count to bump in
 //! memory elsewhere) and shares long ones.
 //!
 //! Invariant: a `SmallBytes<N>` is `Inline` exactly when it is at most `N` bytes long.
-//! Equality, order and the shard hash are those of the bytes, so the map's order (and the
-//! snapshot encoding) is the same as with plain byte-string keys and values.
+//! Equality and order are those of the bytes, so the map's order (and the snapshot
+//! encoding) is the same as with plain byte-string keys and values.
 
 use std::borrow::Borrow;
 use std::cmp::Ordering;
 use std::fmt;
 use std::ops::Deref;
 use std::sync::Arc;
-
-use super::shards::ShardKey;
 
 /// The longest key kept inline: a [`Key`] is then 24 bytes, the size of a `Vec`.
 pub(crate) const KEY_INLINE_BYTES_MAX: usize = 22;
@@ -103,12 +101,6 @@ impl<const N: usize> fmt::Debug for SmallBytes<N> {
     }
 }
 
-impl<const N: usize> ShardKey for SmallBytes<N> {
-    fn shard_hash(&self) -> u32 {
-        (**self).shard_hash()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -130,7 +122,6 @@ mod tests {
                 want.len() <= INLINE_BYTES_MAX,
                 "#{i}: representation"
             );
-            assert_eq!(key.shard_hash(), want[..].shard_hash(), "#{i}: hash");
         }
         let mut sorted = built.clone();
         sorted.sort();

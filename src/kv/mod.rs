@@ -6,9 +6,9 @@
 //!   (`rmw`), over numbers read and printed as Redis does ([`number`]).
 //! - [`KvStore`]: applies commands in log order, deduplicates retried writes through
 //!   client sessions (Raft thesis §6.3) that expire by log position, serves local reads.
-//! - snapshots: [`KvStore::snapshot_view`] takes a point-in-time view in O(shards) that a
+//! - snapshots: [`KvStore::snapshot_view`] takes a point-in-time view in O(1) that a
 //!   helper thread encodes ([`SnapshotView::write_to`]); [`KvStore::restore`] checks a
-//!   crc32 and every length before trusting a byte.
+//!   crc32 and every length before trusting a byte; [`snapshot_due`] decides when.
 //!
 //! Determinism: the state after applying a log prefix depends only on that prefix and on
 //! [`KvConfig`], so replicas agree and snapshots of equal states are byte-identical.
@@ -16,10 +16,11 @@
 mod bytes;
 pub mod command;
 pub mod number;
+mod ordmap;
 mod rmw;
 mod session;
-mod shards;
 mod snapshot;
+mod snapshot_policy;
 mod store;
 
 pub use command::{
@@ -28,4 +29,5 @@ pub use command::{
 };
 pub use rmw::RMW_VALUE_BYTES_MAX;
 pub use snapshot::{Error, SNAPSHOT_MAGIC, SNAPSHOT_VERSION, SnapshotView};
+pub use snapshot_policy::{LogSinceSnapshot, snapshot_due};
 pub use store::{KvConfig, KvStore};

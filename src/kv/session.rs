@@ -18,11 +18,7 @@ use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use super::command::CommandResult;
-use super::shards::{Shards, ShardsView};
-
-/// Shards of the session table (fewer sessions than keys; see [`Shards`]). Sessions are
-/// `Arc`-shared too, so a shard copy does not copy recorded results.
-const SESSION_SHARDS: usize = 1024;
+use super::ordmap::{OrdMap, OrdMapView};
 
 /// One client's session.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,7 +57,8 @@ pub(crate) enum Admission {
 /// All sessions plus the index that orders them by last use.
 #[derive(Debug, Clone)]
 pub(crate) struct SessionTable {
-    pub(crate) sessions: Shards<u64, Arc<SessionState>>,
+    /// Sessions are `Arc`-shared, so a copy-on-write leaf copy does not copy results.
+    pub(crate) sessions: OrdMap<u64, Arc<SessionState>>,
     expiry: BTreeSet<(u64, u64)>,
 }
 
@@ -69,7 +66,7 @@ impl SessionTable {
     /// An empty table.
     pub(crate) fn new() -> SessionTable {
         SessionTable {
-            sessions: Shards::new(SESSION_SHARDS),
+            sessions: OrdMap::new(),
             expiry: BTreeSet::new(),
         }
     }
@@ -166,7 +163,7 @@ impl SessionTable {
     }
 
     /// A point-in-time view for a snapshot.
-    pub(crate) fn view(&self) -> ShardsView<u64, Arc<SessionState>> {
+    pub(crate) fn view(&self) -> OrdMapView<u64, Arc<SessionState>> {
         self.sessions.view()
     }
 }

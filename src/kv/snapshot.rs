@@ -10,30 +10,37 @@
 //! crc32 u32 (crc32fast, over every byte before it)
 //! ```
 //!
-//! Keys appear shard by shard, sorted within a shard, so equal stores give equal bytes.
+//! Version 2 (written): keys in ascending byte order, sessions in ascending client id,
+//! each strictly (a repeat or a step back is corrupt), so equal stores give equal bytes.
+//! Version 1 (read only): the same fields in the old shard order (crc32 of the key /
+//! a hash of the client id), restored by inserting each entry and refusing duplicates.
 //!
-//! Taking a snapshot without stalling the loop: [`KvStore::snapshot_view`] is O(number of
-//! shards) and copies no entry; the [`SnapshotView`] is `Send + 'static` and is encoded
-//! by a helper thread ([`SnapshotView::write_to`]) while the loop keeps applying (writes
-//! then copy only the shards they touch). [`KvStore::restore`] checks the crc before
-//! parsing and validates every length, so corrupt input is an error, never a panic.
+//! Taking a snapshot without stalling the loop: [`KvStore::snapshot_view`] is O(1) and
+//! copies no entry; the [`SnapshotView`] is `Send + 'static` and is encoded by a helper
+//! thread ([`SnapshotView::encode_throttled`], at a bounded share of one core) while the
+//! loop keeps applying (each write then copies at most its own path of the tree).
+//! [`KvStore::restore`] checks the crc before parsing and validates every length, so
+//! corrupt input is an error, never a panic.
 
 use std::io::{self, Write};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::codec::DecodeError;
 
 use super::bytes::{Key, Value};
 use super::command::{encode_result, read_result};
+use super::ordmap::OrdMapView;
 use super::session::{SessionState, SessionTable};
-use super::shards::ShardsView;
 use super::store::{KvConfig, KvStore};
 use crate::codec::wire::{Reader, len_u32, put_bytes, put_u32, put_u64};
 
 /// The first eight bytes of a kv snapshot.
 pub const SNAPSHOT_MAGIC: [u8; 8] = *b"RKVSNAP\0";
 /// The snapshot format version written by this code.
-pub const SNAPSHOT_VERSION: u32 = 1;
+pub const SNAPSHOT_VERSION: u32 = 2;
+/// The older version still read: the same fields in shard order.
+const SNAPSHOT_VERSION_SHARD_ORDER: u32 = 1;
 const HEADER_BYTES: usize = 8 + 4 + 8 + 8 + 8;
 const CRC_BYTES: usize = 4;
 
@@ -63,8 +70,8 @@ pub enum Error {
 #[derive(Debug, Clone)]
 pub struct SnapshotView {
     applied_index: u64,
-    data: ShardsView<Key, Value>,
-    sessions: ShardsView<u64, Arc<SessionState>>,
+    data: OrdMapView<Key, Value>,
+    sessions: OrdMapView<u64, Arc<SessionState>>,
 }
 
 /// A writer that feeds everything it writes into a crc.
@@ -108,6 +115,11 @@ impl SnapshotView {
     /// # Errors
     /// Any error of `out`.
     pub fn write_to<W: Write>(&self, out: W) -> io::Result<u64> {
+        self.write_paced(out, || {})
+    }
+
+    /// [`SnapshotView::write_to`], calling `pace` after each staged chunk of about 256 KiB.
+    fn write_paced<W: Write>(&self, out: W, mut pace: impl FnMut()) -> io::Result<u64> {
         let mut out = CrcWriter {
             inner: out,
             hasher: crc32fast::Hasher::new(),
@@ -125,6 +137,7 @@ impl SnapshotView {
             if stage.len() >= STAGE_BYTES {
                 out.put(&stage)?;
                 stage.clear();
+                pace();
             }
         }
         let mut encoded = Vec::new();
@@ -142,6 +155,7 @@ impl SnapshotView {
             if stage.len() >= STAGE_BYTES {
                 out.put(&stage)?;
                 stage.clear();
+                pace();
             }
         }
         out.put(&stage)?;
@@ -149,6 +163,26 @@ impl SnapshotView {
         out.inner.write_all(&crc.to_le_bytes())?;
         out.inner.flush()?;
         Ok(out.written + CRC_BYTES as u64)
+    }
+
+    /// The encoded snapshot in memory, using at most `cpu_percent` percent of one core
+    /// (1 to 100): after each chunk the thread sleeps so that its busy time stays that
+    /// share of the elapsed time. Meant for the snapshot helper thread, so it leaves the
+    /// cores to the event loops.
+    pub fn encode_throttled(&self, cpu_percent: u32) -> Vec<u8> {
+        let percent = cpu_percent.clamp(1, 100);
+        let mut out = Vec::new();
+        let mut busy_since = Instant::now();
+        let pace = || {
+            let busy = busy_since.elapsed();
+            let idle = busy.as_nanos() * u128::from(100 - percent) / u128::from(percent);
+            std::thread::sleep(Duration::from_nanos(idle.try_into().unwrap_or(u64::MAX)));
+            busy_since = Instant::now();
+        };
+        match self.write_paced(&mut out, pace) {
+            Ok(_) => out,
+            Err(error) => unreachable!("writing to a Vec cannot fail: {error}"),
+        }
     }
 
     /// The encoded snapshot in memory.
@@ -162,7 +196,7 @@ impl SnapshotView {
 }
 
 impl KvStore {
-    /// A point-in-time view for a snapshot: O(shards), copies no key or value.
+    /// A point-in-time view for a snapshot: O(1), copies no key or value.
     pub fn snapshot_view(&self) -> SnapshotView {
         SnapshotView {
             applied_index: self.applied_index,
@@ -191,9 +225,11 @@ impl KvStore {
         let computed = crc32fast::hash(body);
         let mut input = Reader::new(&body[8..]);
         let version = input.u32("version").map_err(corrupt)?;
-        if version != SNAPSHOT_VERSION {
-            return Err(Error::UnsupportedVersion(version));
-        }
+        let sorted = match version {
+            SNAPSHOT_VERSION => true,
+            SNAPSHOT_VERSION_SHARD_ORDER => false,
+            other => return Err(Error::UnsupportedVersion(other)),
+        };
         if stored != computed {
             return Err(Error::ChecksumMismatch { stored, computed });
         }
@@ -201,23 +237,33 @@ impl KvStore {
         store.applied_index = input.u64("applied index").map_err(corrupt)?;
         let key_count = input.u64("key count").map_err(corrupt)?;
         let session_count = input.u64("session count").map_err(corrupt)?;
+        let mut previous: Option<&[u8]> = None;
         for _ in 0..key_count {
-            let key = Key::from(input.slice("key").map_err(corrupt)?);
+            let key = input.slice("key").map_err(corrupt)?;
             let value = Value::from(input.slice("value").map_err(corrupt)?);
-            if store.data.insert(key, value).is_some() {
+            if sorted && previous.is_some_and(|previous| previous >= key) {
+                return Err(Error::Corrupt("keys out of order".to_owned()));
+            }
+            previous = Some(key);
+            if store.data.insert(Key::from(key), value).is_some() {
                 return Err(Error::Corrupt("duplicate key".to_owned()));
             }
         }
-        store.sessions = read_sessions(&mut input, session_count)?;
+        store.sessions = read_sessions(&mut input, session_count, sorted)?;
         input.finish().map_err(corrupt)?;
         Ok(store)
     }
 }
 
-fn read_sessions(input: &mut Reader<'_>, count: u64) -> Result<SessionTable, Error> {
+fn read_sessions(input: &mut Reader<'_>, count: u64, sorted: bool) -> Result<SessionTable, Error> {
     let mut table = SessionTable::new();
+    let mut previous = None;
     for _ in 0..count {
         let client_id = input.u64("client id").map_err(corrupt)?;
+        if sorted && previous.is_some_and(|previous| previous >= client_id) {
+            return Err(Error::Corrupt("sessions out of order".to_owned()));
+        }
+        previous = Some(client_id);
         let last_active_index = input.u64("last active index").map_err(corrupt)?;
         let evicted_seq_max = input.u64("evicted seq").map_err(corrupt)?;
         let result_count = input.count(12, "result count").map_err(corrupt)?;
@@ -259,7 +305,7 @@ mod tests {
     use crate::codec::alloc_probe::{BYTES_PER_INPUT_BYTE_MAX, assert_bounded, peak_bytes};
     use crate::kv::command::{Command, CommandResult, Session, command_to_vec, strategy};
 
-    /// What an empty store allocates (its shard tables), whatever the input.
+    /// What an empty store allocates (nothing but its struct), whatever the input.
     fn empty_store_bytes() -> usize {
         peak_bytes(|| KvStore::new(KvConfig::default())).1
     }
@@ -351,6 +397,77 @@ mod tests {
             KvStore::restore(KvConfig::default(), &bytes),
             Err(Error::Corrupt(_))
         ));
+    }
+
+    /// A snapshot body of `keys` in the given order, with no session, as `version`.
+    fn hand_made(version: u32, keys: &[&[u8]]) -> Vec<u8> {
+        let mut bytes = SNAPSHOT_MAGIC.to_vec();
+        put_u32(&mut bytes, version);
+        put_u64(&mut bytes, 9);
+        put_u64(&mut bytes, keys.len() as u64);
+        put_u64(&mut bytes, 0);
+        for key in keys {
+            put_bytes(&mut bytes, key);
+            put_bytes(&mut bytes, b"v");
+        }
+        let crc = crc32fast::hash(&bytes);
+        bytes.extend_from_slice(&crc.to_le_bytes());
+        bytes
+    }
+
+    #[test]
+    fn version_1_in_shard_order_is_still_read_and_rewritten_sorted() {
+        let old = hand_made(1, &[b"c", b"a", b"b"]);
+        let store = KvStore::restore(KvConfig::default(), &old).unwrap();
+        assert_eq!(store.len(), 3);
+        assert_eq!(store.applied_index(), 9);
+        assert_eq!(store.snapshot(), hand_made(2, &[b"a", b"b", b"c"]));
+        let duplicate = hand_made(1, &[b"a", b"a"]);
+        assert!(matches!(
+            KvStore::restore(KvConfig::default(), &duplicate),
+            Err(Error::Corrupt(_))
+        ));
+    }
+
+    #[test]
+    fn version_2_refuses_keys_out_of_order() {
+        for keys in [&[&b"b"[..], b"a"][..], &[b"a", b"a"]] {
+            assert!(matches!(
+                KvStore::restore(KvConfig::default(), &hand_made(2, keys)),
+                Err(Error::Corrupt(_))
+            ));
+        }
+        assert!(KvStore::restore(KvConfig::default(), &hand_made(3, &[])).is_err());
+    }
+
+    #[test]
+    fn a_throttled_encoding_is_the_same_bytes_and_sleeps() {
+        let mut store = KvStore::new(KvConfig::default());
+        store.apply(1, &command_to_vec(&Command::RegisterSession));
+        for seq in 1..=20_000u64 {
+            let command = Command::Put {
+                session: Session { client_id: 1, seq },
+                key: seq.to_be_bytes().to_vec(),
+                value: vec![7; 64],
+            };
+            store.apply(seq + 1, &command_to_vec(&command));
+        }
+        let view = store.snapshot_view();
+        let started = Instant::now();
+        let full = view.encode();
+        let unthrottled = started.elapsed();
+        let started = Instant::now();
+        assert_eq!(view.encode_throttled(20), full);
+        let throttled = started.elapsed();
+        assert!(
+            full.len() > 4 * STAGE_BYTES,
+            "several chunks: {}",
+            full.len()
+        );
+        assert!(
+            throttled >= unthrottled * 2,
+            "at 20% the encoding sleeps: {throttled:?} vs {unthrottled:?}"
+        );
     }
 
     #[test]

@@ -11,16 +11,9 @@ use super::bytes::{Key, Value};
 use super::command::{
     Command, CommandRef, CommandResult, Op, OpResult, RmwOp, Session, decode_command_ref,
 };
+use super::ordmap::OrdMap;
 use super::rmw::{NUMBER_TEXT_BYTES_MAX, RMW_VALUE_BYTES_MAX};
 use super::session::{Admission, SessionTable};
-use super::shards::Shards;
-
-/// Shards of the key space. At 1M keys a shard holds about 61 entries, which is what
-/// the first write to a shard copies (B-tree nodes with short entries inline; long keys
-/// and values are shared, not copied)
-/// while a snapshot view is alive. Shards are allocated on first use, so an empty store
-/// costs one 128 KiB vector of `None`.
-pub(crate) const DATA_SHARDS: usize = 16_384;
 
 /// Most value bytes one transaction may read. A larger one is refused whole at apply
 /// time (every replica decides alike: the limit is a constant, not configuration), so a
@@ -52,16 +45,16 @@ impl Default for KvConfig {
 
 /// The replicated key-value map plus the client session table.
 ///
-/// The map is a set of copy-on-write `BTreeMap` shards of byte-string keys and values
-/// (inline when short, `Arc`-shared when long: `kv::bytes`)
-/// rather than one `HashMap`: a point-in-time [`KvStore::snapshot_view`] then costs one
-/// `Arc` clone per shard and a helper thread can encode it while the loop goes on
-/// applying; `BTreeMap` (not `HashMap`) gives a deterministic iteration order, so
-/// snapshots are byte-identical on every replica, and has no per-process hash seed.
+/// The map is a persistent B+tree (`kv::ordmap`) of byte-string keys and values (inline
+/// when short, `Arc`-shared when long: `kv::bytes`) rather than a `HashMap`: a
+/// point-in-time [`KvStore::snapshot_view`] then costs one `Arc` clone, a helper thread
+/// can encode it while the loop goes on applying, and each later write copies only its
+/// own path (bounded, whatever the store's size). Key order is the iteration order, so
+/// snapshots are byte-identical on every replica.
 #[derive(Debug, Clone)]
 pub struct KvStore {
     pub(crate) config: KvConfig,
-    pub(crate) data: Shards<Key, Value>,
+    pub(crate) data: OrdMap<Key, Value>,
     pub(crate) sessions: SessionTable,
     /// Invariant: the highest index given to `apply` or `advance_applied`.
     pub(crate) applied_index: u64,
@@ -72,7 +65,7 @@ impl KvStore {
     pub fn new(config: KvConfig) -> KvStore {
         KvStore {
             config,
-            data: Shards::new(DATA_SHARDS),
+            data: OrdMap::new(),
             sessions: SessionTable::new(),
             applied_index: 0,
         }

@@ -71,4 +71,11 @@ pub trait ReplicaLog: LogStore {
 
     /// Bytes the log takes on its medium (a metric).
     fn log_bytes(&self) -> u64;
+
+    /// Bytes of the log above the latest snapshot: what the snapshot policy
+    /// ([`crate::kv::snapshot_due`]) weighs against the snapshot's size.
+    fn log_bytes_since_snapshot(&self) -> u64;
+
+    /// Bytes of the latest snapshot's encoded state machine (0 when none).
+    fn snapshot_bytes(&self) -> u64;
 }

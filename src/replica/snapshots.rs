@@ -1,6 +1,7 @@
-//! The snapshot schedule: once `snapshot.threshold_entries` entries were applied since
-//! the last snapshot, the replica takes a copy-on-write view of the state machine
-//! (O(shards)) and hands it to a [`SnapshotWriter`], which encodes it and makes it
+//! The snapshot schedule: once the log has grown enough since the last snapshot
+//! ([`snapshot_due`]: `snapshot.threshold_entries` entries at least, and
+//! `snapshot.log_growth_percent` of the snapshot's size in log bytes), the replica takes
+//! a copy-on-write view of the state machine (O(1)) and hands it to a [`SnapshotWriter`], which encodes it and makes it
 //! durable off the replica's turn (a helper thread in the server, a stepped executor in
 //! the simulation). When the writer reports the data durable, the log adopts the
 //! snapshot and drops the entries it covers; the replica keeps serving meanwhile.
@@ -12,7 +13,7 @@ use log::info;
 
 use super::alarm::{Cause, WriteFailure};
 use super::{Error, Replica, ReplicaLog};
-use crate::kv::SnapshotView;
+use crate::kv::{LogSinceSnapshot, SnapshotView, snapshot_due};
 use crate::raft::message::{Snapshot, SnapshotMeta};
 
 /// What a [`SnapshotWriter`] says of its job.
@@ -92,8 +93,13 @@ impl<L: ReplicaLog, W: SnapshotWriter> Replica<L, W> {
             return Ok(());
         }
         let applied = self.kv.applied_index();
-        let snapshot_index = self.raw.store().snapshot_index();
-        if applied.saturating_sub(snapshot_index) < self.config.snapshot.threshold_entries {
+        let store = self.raw.store();
+        let log = LogSinceSnapshot {
+            entries: applied.saturating_sub(store.snapshot_index()),
+            log_bytes: store.log_bytes_since_snapshot(),
+            snapshot_bytes: store.snapshot_bytes(),
+        };
+        if !snapshot_due(&self.config.snapshot, log) {
             return Ok(());
         }
         let meta = self.raw.build_snapshot(applied, Vec::new())?.meta;

@@ -80,6 +80,12 @@ impl ReplicaLog for FailingLog {
     fn log_bytes(&self) -> u64 {
         0
     }
+    fn log_bytes_since_snapshot(&self) -> u64 {
+        0
+    }
+    fn snapshot_bytes(&self) -> u64 {
+        0
+    }
 }
 
 /// A writer whose jobs never finish (these tests take no snapshot).

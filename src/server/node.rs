@@ -82,7 +82,10 @@ impl Node {
                     OpenError::Failed(e.to_string())
                 }
             })?;
-        let snapshots = SnapshotThread::new(store.snapshot_dir().to_path_buf());
+        let snapshots = SnapshotThread::new(
+            store.snapshot_dir().to_path_buf(),
+            config.snapshot.encode_cpu_percent,
+        );
         let raft_config = replica::raft_config(&config);
         let seed = config.node_id ^ (std::process::id() as u64) << 32;
         let data_dir = config.data_dir.clone();

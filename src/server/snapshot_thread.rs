@@ -17,14 +17,21 @@ use crate::storage::snapshot::{self as snapshot_file, SnapshotError, SnapshotFil
 /// Writes snapshot files into one directory, one helper thread per snapshot.
 pub struct SnapshotThread {
     dir: PathBuf,
+    /// Share of one core the encoding may use (`snapshot.encode_cpu_percent`).
+    cpu_percent: u32,
     /// The encoded state machine once its file is durable, or why writing failed.
     done: Option<Receiver<Result<Vec<u8>, SnapshotError>>>,
 }
 
 impl SnapshotThread {
-    /// A writer of snapshot files into `dir`.
-    pub fn new(dir: PathBuf) -> SnapshotThread {
-        SnapshotThread { dir, done: None }
+    /// A writer of snapshot files into `dir` whose encoding uses at most
+    /// `cpu_percent` of one core.
+    pub fn new(dir: PathBuf, cpu_percent: u32) -> SnapshotThread {
+        SnapshotThread {
+            dir,
+            cpu_percent,
+            done: None,
+        }
     }
 }
 
@@ -32,10 +39,11 @@ impl SnapshotWriter for SnapshotThread {
     fn start(&mut self, meta: SnapshotMeta, view: SnapshotView) -> Result<(), Error> {
         let dir = self.dir.clone();
         let (done_tx, done) = mpsc::channel();
+        let cpu_percent = self.cpu_percent;
         thread::Builder::new()
             .name("raftkv-snapshot".into())
             .spawn(move || {
-                let data = view.encode();
+                let data = view.encode_throttled(cpu_percent);
                 drop(view);
                 let file = SnapshotFile {
                     index: meta.index,

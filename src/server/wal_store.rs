@@ -300,6 +300,12 @@ impl WalStore {
         Ok(())
     }
 
+    /// Bytes of the log above the latest snapshot (the segment holding its index pro
+    /// rata): what the snapshot policy weighs against the snapshot's size.
+    pub fn log_bytes_since_snapshot(&self) -> u64 {
+        self.wal.borrow().bytes_after(self.snapshot.meta.index)
+    }
+
     /// Bytes of log segments on disk.
     pub fn log_bytes(&self) -> u64 {
         self.wal.borrow().total_bytes()
@@ -510,5 +516,13 @@ impl ReplicaLog for WalStore {
 
     fn log_bytes(&self) -> u64 {
         WalStore::log_bytes(self)
+    }
+
+    fn log_bytes_since_snapshot(&self) -> u64 {
+        WalStore::log_bytes_since_snapshot(self)
+    }
+
+    fn snapshot_bytes(&self) -> u64 {
+        self.snapshot.data.len() as u64
     }
 }

@@ -734,6 +734,23 @@ impl Wal {
             .collect()
     }
 
+    /// Bytes of the entries above `index`, estimated without reading: whole segments
+    /// above it, and a segment holding it pro rata by entry count.
+    pub fn bytes_after(&self, index: u64) -> u64 {
+        let share = |s: &Segment| {
+            let (first, count) = (s.first_index, s.count());
+            if first > index {
+                s.file_bytes
+            } else if count == 0 || s.last_index() <= index {
+                0
+            } else {
+                let above = u128::from(s.last_index() - index);
+                (u128::from(s.file_bytes) * above / u128::from(count)) as u64
+            }
+        };
+        self.sealed.iter().map(share).sum::<u64>() + share(&self.tail)
+    }
+
     /// Bytes of all segments together.
     pub fn total_bytes(&self) -> u64 {
         self.sealed.iter().map(|s| s.file_bytes).sum::<u64>() + self.tail.file_bytes

@@ -5,10 +5,11 @@
 //! measure for `--duration` seconds or `--requests` requests, stop, and report
 //! throughput, latency percentiles from an HDR histogram, errors by kind, redirects and
 //! retries ([`report`]). Keys come from [`keys`]; `--rate` uses the open-loop schedule of
-//! [`rate`].
+//! [`rate`]; `--preload` first writes every key once ([`preload`]).
 
 pub mod cluster;
 pub mod keys;
+pub mod preload;
 pub mod rate;
 pub mod report;
 pub mod worker;
@@ -58,7 +59,8 @@ pub enum FsyncChoice {
     version,
     about = "Benchmark a raftkv cluster: throughput and latency percentiles.",
     after_help = "Examples:\n  raftkv-bench --spawn 3 --fsync always --connections 64 --pipeline 16 --duration 10\n  \
-                  raftkv-bench --cluster 127.0.0.1:7001 --workload get --stale --rate 50000"
+                  raftkv-bench --cluster 127.0.0.1:7001 --workload get --stale --rate 50000\n  \
+                  raftkv-bench --spawn 3 --keys 10000000 --preload --connections 64 --pipeline 16 --duration 60"
 )]
 pub struct BenchArgs {
     /// Client addresses of a running cluster, comma-separated.
@@ -90,6 +92,11 @@ pub struct BenchArgs {
     /// Number of distinct keys.
     #[arg(long, default_value_t = 100_000)]
     pub keys: u64,
+    /// Before the warm-up, write every one of the --keys keys once (--value-bytes each,
+    /// --connections x --pipeline at a time, progress on stderr), so the run measures a
+    /// store of that size.
+    #[arg(long)]
+    pub preload: bool,
     /// Zipf exponent of key popularity (uniform if absent), e.g. 0.99.
     #[arg(long, value_name = "S")]
     pub zipf: Option<f64>,
@@ -152,6 +159,9 @@ pub enum BenchError {
     /// The cluster did not answer.
     #[error("cluster: {0}")]
     Client(#[from] client::Error),
+    /// Filling the store before the run failed.
+    #[error("preload: {0}")]
+    Preload(String),
     /// A spawned node died during the run.
     #[error("node {id} exited ({status}); see {}", log.display())]
     NodeExited {
@@ -292,6 +302,21 @@ pub fn run(args: &BenchArgs, interrupted: &AtomicBool) -> Result<Report, BenchEr
         Err(_) => addrs.clone(),
     };
     let nodes = member_addrs.len();
+    if args.preload {
+        let plan = preload::PreloadPlan {
+            leader_addr: leader_start.client_addr.clone(),
+            keys: args.keys,
+            value: vec![b'p'; args.value_bytes],
+            connections: args.connections,
+            pipeline: args.pipeline,
+            options: args.client_options(),
+        };
+        let preloaded = preload::preload(&plan, interrupted);
+        if let (Err(_), Some(cluster)) = (&preloaded, spawned.as_mut()) {
+            cluster.check_running()?;
+        }
+        preloaded?;
+    }
 
     let (totals, histogram, elapsed) = drive(args, &addrs, &member_addrs, interrupted);
 

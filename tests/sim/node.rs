@@ -210,6 +210,18 @@ impl ReplicaLog for MemLog {
     fn log_bytes(&self) -> u64 {
         0
     }
+
+    fn log_bytes_since_snapshot(&self) -> u64 {
+        let (snapshot_index, _) = self.volatile.compacted();
+        let last = self.volatile.last_index();
+        self.volatile
+            .entries(snapshot_index + 1, last + 1, u64::MAX)
+            .map_or(0, |entries| entries.iter().map(|e| e.data.len() as u64).sum())
+    }
+
+    fn snapshot_bytes(&self) -> u64 {
+        self.volatile.snapshot().map_or(0, |s| s.data.len() as u64)
+    }
 }
 
 /// Snapshot jobs that finish after a seeded number of polls.
@@ -292,6 +304,7 @@ fn node_config(id: NodeId, ids_max: u64) -> Config {
         storage: Default::default(),
         snapshot: SnapshotConfig {
             threshold_entries: SNAPSHOT_ENTRIES,
+            ..SnapshotConfig::default()
         },
         log: Default::default(),
     }
