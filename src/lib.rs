@@ -18,3 +18,4 @@ pub mod raft;
 pub mod server;
 pub mod storage;
 pub mod tools;
+pub mod wire;

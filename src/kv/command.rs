@@ -27,9 +27,9 @@
 //! The same encoding is used inside log entries, in snapshots (recorded session results)
 //! and inside client protocol frames, so each value has exactly one byte form.
 
-use crate::codec::DecodeError;
+use crate::wire::DecodeError;
 
-use crate::codec::wire::{Reader, put_bytes, put_option_bytes, put_u32, put_u64};
+use crate::wire::{Reader, put_bytes, put_option_bytes, put_u32, put_u64};
 
 /// Format version of an encoded [`Command`].
 pub const COMMAND_VERSION: u8 = 1;
@@ -252,7 +252,7 @@ const OP_DELETE: u8 = 2;
 const OP_GET: u8 = 3;
 
 fn encode_ops(ops: &[Op], out: &mut Vec<u8>) {
-    put_u32(out, crate::codec::wire::len_u32(ops.len()));
+    put_u32(out, crate::wire::len_u32(ops.len()));
     for op in ops {
         match op {
             Op::Put { key, value } => {
@@ -344,7 +344,7 @@ pub fn encode_command(command: &Command, out: &mut Vec<u8>) {
         } => {
             out.push(CMD_TXN);
             encode_session(*session, out);
-            put_u32(out, crate::codec::wire::len_u32(compare.len()));
+            put_u32(out, crate::wire::len_u32(compare.len()));
             for condition in compare {
                 put_bytes(out, &condition.key);
                 out.push(condition.op as u8);
@@ -551,7 +551,7 @@ pub fn encode_result(result: &CommandResult, out: &mut Vec<u8>) {
         CommandResult::Txn { succeeded, results } => {
             out.push(RES_TXN);
             out.push(u8::from(*succeeded));
-            put_u32(out, crate::codec::wire::len_u32(results.len()));
+            put_u32(out, crate::wire::len_u32(results.len()));
             for result in results {
                 match result {
                     OpResult::Done => out.push(OPRES_DONE),
@@ -714,7 +714,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::codec::alloc_probe::{BYTES_PER_INPUT_BYTE_MAX, assert_bounded};
+    use crate::wire::alloc_probe::{BYTES_PER_INPUT_BYTE_MAX, assert_bounded};
 
     proptest! {
         #[test]

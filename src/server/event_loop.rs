@@ -84,7 +84,6 @@ use super::metrics::ConnectionMetrics;
 use super::node::{ClientRef, Node, Outbox, WantedPeer};
 use super::redis::{RedisConn, Target};
 use super::timer::{TimerId, TimerWheel};
-use crate::codec::DecodeError;
 use crate::codec::client::{self as client_codec, Request, RequestBody, Response, ResponseBody};
 use crate::codec::frame::FrameCodec;
 use crate::codec::peer::{self as peer_codec, PeerFrame};
@@ -94,6 +93,7 @@ use crate::kv::Command;
 use crate::raft;
 use crate::raft::message::{Message, NodeId};
 use crate::raft::rng::Rng;
+use crate::wire::DecodeError;
 
 const PEER_LISTENER: Token = Token(0);
 const CLIENT_LISTENER: Token = Token(1);

@@ -198,7 +198,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::codec::alloc_probe::assert_bounded;
+    use crate::wire::alloc_probe::assert_bounded;
 
     fn sample(index: u64) -> SnapshotFile {
         SnapshotFile {
