@@ -1,10 +1,12 @@
 //! The errors of the consensus layer: what a caller of `RawNode` can get back,
 //! and what a `LogStore` implementation reports.
 
+use std::sync::Arc;
+
 use super::message::NodeId;
 
 /// Why a `LogStore` read failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// The index is at or below the compaction point (only a snapshot covers it).
     #[error("index {0} is compacted")]
@@ -13,9 +15,33 @@ pub enum StoreError {
     #[error("index {0} is beyond the last index")]
     Unavailable(u64),
     /// The underlying storage failed (IO error, corruption); the node should stop.
+    /// The source is the store's own error, which names the file (and, for
+    /// corruption, the byte offset).
     #[error("log store failed: {0}")]
-    Failed(String),
+    Failed(#[source] Arc<dyn std::error::Error + Send + Sync>),
 }
+
+impl StoreError {
+    /// [`StoreError::Failed`] carrying `source`.
+    pub fn failed(source: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+        StoreError::Failed(Arc::new(source))
+    }
+}
+
+/// Indices compare by value; two failures are equal only when they are the same
+/// failure (one `Arc`), as a store error has no equality of its own.
+impl PartialEq for StoreError {
+    fn eq(&self, other: &StoreError) -> bool {
+        match (self, other) {
+            (StoreError::Compacted(a), StoreError::Compacted(b))
+            | (StoreError::Unavailable(a), StoreError::Unavailable(b)) => a == b,
+            (StoreError::Failed(a), StoreError::Failed(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+}
+
+impl Eq for StoreError {}
 
 /// Why a `RawNode` call was refused or failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -59,4 +85,28 @@ pub enum Error {
     /// The log store failed; the node must stop.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    #[test]
+    fn a_store_failure_keeps_its_source() {
+        let io = std::io::Error::other("segment 7 at byte offset 4096: bad crc");
+        let error = Error::from(StoreError::failed(io));
+        let store = error.source().expect("raft error names the store error");
+        let source = store.source().expect("store error keeps its cause");
+        let io = source
+            .downcast_ref::<std::io::Error>()
+            .expect("the io error");
+        assert_eq!(io.to_string(), "segment 7 at byte offset 4096: bad crc");
+        assert_eq!(StoreError::Compacted(3), StoreError::Compacted(3));
+        assert_ne!(
+            StoreError::failed(std::io::Error::other("a")),
+            StoreError::Unavailable(1)
+        );
+    }
 }

@@ -275,7 +275,7 @@ impl<S: LogStore> Raft<S> {
     }
 
     pub(super) fn committed_in_current_term(&self) -> bool {
-        self.log.term(self.log.committed) == Ok(self.term)
+        self.log.match_term(self.log.committed, self.term)
     }
 
     /// Sends the next append to `to` unless its progress is paused; returns
