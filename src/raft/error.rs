@@ -1,12 +1,10 @@
 //! The errors of the consensus layer: what a caller of `RawNode` can get back,
 //! and what a `LogStore` implementation reports.
 
-use std::sync::Arc;
-
 use super::message::NodeId;
 
 /// Why a `LogStore` read failed.
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The index is at or below the compaction point (only a snapshot covers it).
     #[error("index {0} is compacted")]
@@ -18,24 +16,24 @@ pub enum StoreError {
     /// The source is the store's own error, which names the file (and, for
     /// corruption, the byte offset).
     #[error("log store failed: {0}")]
-    Failed(#[source] Arc<dyn std::error::Error + Send + Sync>),
+    Failed(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 impl StoreError {
     /// [`StoreError::Failed`] carrying `source`.
     pub fn failed(source: impl std::error::Error + Send + Sync + 'static) -> StoreError {
-        StoreError::Failed(Arc::new(source))
+        StoreError::Failed(Box::new(source))
     }
 }
 
-/// Indices compare by value; two failures are equal only when they are the same
-/// failure (one `Arc`), as a store error has no equality of its own.
+/// Indices compare by value; a failure equals only itself (the same boxed source),
+/// as a store's error has no equality of its own.
 impl PartialEq for StoreError {
     fn eq(&self, other: &StoreError) -> bool {
         match (self, other) {
             (StoreError::Compacted(a), StoreError::Compacted(b))
             | (StoreError::Unavailable(a), StoreError::Unavailable(b)) => a == b,
-            (StoreError::Failed(a), StoreError::Failed(b)) => Arc::ptr_eq(a, b),
+            (StoreError::Failed(a), StoreError::Failed(b)) => std::ptr::addr_eq(&**a, &**b),
             _ => false,
         }
     }
@@ -44,7 +42,7 @@ impl PartialEq for StoreError {
 impl Eq for StoreError {}
 
 /// Why a `RawNode` call was refused or failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
     /// Only the leader accepts this call; `leader` is the last known leader, if any.
     #[error("not the leader (leader hint: {leader:?})")]
@@ -97,8 +95,8 @@ mod tests {
     fn a_store_failure_keeps_its_source() {
         let io = std::io::Error::other("segment 7 at byte offset 4096: bad crc");
         let error = Error::from(StoreError::failed(io));
-        let store = error.source().expect("raft error names the store error");
-        let source = store.source().expect("store error keeps its cause");
+        // `Error::Store` is transparent: its source is the store's own cause.
+        let source = error.source().expect("the store error keeps its cause");
         let io = source
             .downcast_ref::<std::io::Error>()
             .expect("the io error");
