@@ -11,15 +11,15 @@
 //! server proposes and answers without re-encoding into a second format.
 //!
 //! Invariant: decoding never panics and allocates at most the frame's length: every
-//! length and count is checked against the bytes left in the frame (`codec::wire::Reader`).
+//! length and count is checked against the bytes left in the frame (`wire::Reader`).
 
-use super::wire::{Reader, len_u32, put_bytes, put_u32, put_u64};
 use crate::kv::command::{encode_command, encode_result, read_command, read_result};
 use crate::kv::{Command, CommandResult};
 use crate::raft::message::NodeId;
+use crate::wire::{Reader, len_u32, put_bytes, put_u32, put_u64};
 
-use super::DecodeError;
 use super::frame::FrameCodec;
+use crate::wire::DecodeError;
 
 /// Version byte at the start of every client message body.
 pub const CLIENT_PROTOCOL_VERSION: u8 = 1;
@@ -530,8 +530,8 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::codec::alloc_probe::{BYTES_PER_INPUT_BYTE_MAX, assert_bounded};
     use crate::kv::command::strategy;
+    use crate::wire::alloc_probe::{BYTES_PER_INPUT_BYTE_MAX, assert_bounded};
 
     fn text() -> impl Strategy<Value = String> {
         ".{0,6}"

@@ -10,7 +10,7 @@
 //! one is an operating error the caller handles (drop a Raft message, answer a client
 //! with an error), not a programming error.
 
-use super::DecodeError;
+use crate::wire::DecodeError;
 
 /// Bytes taken by the length prefix.
 pub const FRAME_HEADER_BYTES: usize = 4;
@@ -99,7 +99,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::codec::alloc_probe::peak_bytes;
+    use crate::wire::alloc_probe::peak_bytes;
 
     #[test]
     fn round_trips_and_waits_for_partial_input() {

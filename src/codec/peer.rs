@@ -15,13 +15,13 @@
 
 use std::sync::Arc;
 
-use super::DecodeError;
-use super::wire::{Reader, put_bytes, put_u32, put_u64};
 use crate::raft::message::{
     AppendRequest, AppendResponse, Configuration, Entry, EntryKind, Heartbeat, HeartbeatResponse,
     Message, MessageBody, NodeId, ReadIndexRequest, ReadIndexResponse, SnapshotChunk, SnapshotMeta,
     SnapshotResponse, VoteRequest, VoteResponse,
 };
+use crate::wire::DecodeError;
+use crate::wire::{Reader, put_bytes, put_u32, put_u64};
 
 /// One frame on a peer connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,7 +107,7 @@ pub fn encode_message(message: &Message, out: &mut Vec<u8>) {
             put_u64(out, append.prev_log_index);
             put_u64(out, append.prev_log_term);
             put_u64(out, append.commit);
-            put_u32(out, super::wire::len_u32(append.entries.len()));
+            put_u32(out, crate::wire::len_u32(append.entries.len()));
             for entry in &append.entries {
                 encode_entry(entry, out);
             }
@@ -299,7 +299,7 @@ fn decode_entry(reader: &mut Reader<'_>) -> Result<Entry, DecodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::alloc_probe::{BYTES_PER_INPUT_BYTE_MAX, assert_bounded};
+    use crate::wire::alloc_probe::{BYTES_PER_INPUT_BYTE_MAX, assert_bounded};
     use proptest::prelude::*;
 
     fn samples() -> Vec<PeerFrame> {

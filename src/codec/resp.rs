@@ -11,7 +11,7 @@
 //! the limit or a missing CRLF is a [`DecodeError`] (the caller replies an error and
 //! closes); allocation grows only with bytes actually received.
 
-use super::DecodeError;
+use crate::wire::DecodeError;
 
 /// The longest line (a length header or an inline command) accepted.
 const LINE_BYTES_MAX: usize = 64 * 1024;
@@ -229,7 +229,7 @@ mod tests {
     //! Goal: commands decode exactly, incrementally, and bad input is an error, never a
     //! panic or an allocation beyond the input (proptest over arbitrary bytes).
     use super::*;
-    use crate::codec::alloc_probe::{BYTES_PER_INPUT_BYTE_MAX, assert_bounded};
+    use crate::wire::alloc_probe::{BYTES_PER_INPUT_BYTE_MAX, assert_bounded};
     use proptest::prelude::*;
 
     /// The argument list's first growth reserves four entries, whatever the input.

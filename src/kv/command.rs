@@ -39,9 +39,9 @@
 //! The same encoding is used inside log entries, in snapshots (recorded session results)
 //! and inside client protocol frames, so each value has exactly one byte form.
 
-use crate::codec::DecodeError;
+use crate::wire::DecodeError;
 
-use crate::codec::wire::{Reader, put_bytes, put_option_bytes, put_u32, put_u64};
+use crate::wire::{Reader, put_bytes, put_option_bytes, put_u32, put_u64};
 
 /// Format version of an encoded [`Command`].
 pub const COMMAND_VERSION: u8 = 1;
@@ -493,7 +493,7 @@ fn encode_rmw(op: &RmwOp, out: &mut Vec<u8>) {
         }
         RmwOp::SetIfAllAbsent { pairs } => {
             out.push(RMW_SET_IF_ALL_ABSENT);
-            put_u32(out, crate::codec::wire::len_u32(pairs.len()));
+            put_u32(out, crate::wire::len_u32(pairs.len()));
             for (key, value) in pairs {
                 put_bytes(out, key);
                 put_bytes(out, value);
@@ -501,7 +501,7 @@ fn encode_rmw(op: &RmwOp, out: &mut Vec<u8>) {
         }
         RmwOp::DeleteMany { keys } => {
             out.push(RMW_DELETE_MANY);
-            put_u32(out, crate::codec::wire::len_u32(keys.len()));
+            put_u32(out, crate::wire::len_u32(keys.len()));
             for key in keys {
                 put_bytes(out, key);
             }
@@ -575,7 +575,7 @@ fn rmw_encoded_len(op: &RmwOp) -> usize {
 }
 
 fn encode_ops(ops: &[Op], out: &mut Vec<u8>) {
-    put_u32(out, crate::codec::wire::len_u32(ops.len()));
+    put_u32(out, crate::wire::len_u32(ops.len()));
     for op in ops {
         match op {
             Op::Put { key, value } => {
@@ -673,7 +673,7 @@ pub fn encode_command(command: &Command, out: &mut Vec<u8>) {
         } => {
             out.push(CMD_TXN);
             encode_session(*session, out);
-            put_u32(out, crate::codec::wire::len_u32(compare.len()));
+            put_u32(out, crate::wire::len_u32(compare.len()));
             for condition in compare {
                 put_bytes(out, &condition.key);
                 out.push(condition.op as u8);
@@ -901,7 +901,7 @@ pub fn encode_result(result: &CommandResult, out: &mut Vec<u8>) {
         CommandResult::Txn { succeeded, results } => {
             out.push(RES_TXN);
             out.push(u8::from(*succeeded));
-            put_u32(out, crate::codec::wire::len_u32(results.len()));
+            put_u32(out, crate::wire::len_u32(results.len()));
             for result in results {
                 match result {
                     OpResult::Done => out.push(OPRES_DONE),
@@ -1131,7 +1131,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::codec::alloc_probe::{BYTES_PER_INPUT_BYTE_MAX, assert_bounded};
+    use crate::wire::alloc_probe::{BYTES_PER_INPUT_BYTE_MAX, assert_bounded};
 
     proptest! {
         #[test]

@@ -26,14 +26,14 @@ use std::io::{self, Write};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::codec::DecodeError;
+use crate::wire::DecodeError;
 
 use super::bytes::{Key, Value};
 use super::command::{encode_result, read_result};
 use super::ordmap::OrdMapView;
 use super::session::{SessionState, SessionTable};
 use super::store::{KvConfig, KvStore};
-use crate::codec::wire::{Reader, len_u32, put_bytes, put_u32, put_u64};
+use crate::wire::{Reader, len_u32, put_bytes, put_u32, put_u64};
 
 /// The first eight bytes of a kv snapshot.
 pub const SNAPSHOT_MAGIC: [u8; 8] = *b"RKVSNAP\0";
@@ -302,8 +302,8 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::codec::alloc_probe::{BYTES_PER_INPUT_BYTE_MAX, assert_bounded, peak_bytes};
     use crate::kv::command::{Command, CommandResult, Session, command_to_vec, strategy};
+    use crate::wire::alloc_probe::{BYTES_PER_INPUT_BYTE_MAX, assert_bounded, peak_bytes};
 
     /// What an empty store allocates (nothing but its struct), whatever the input.
     fn empty_store_bytes() -> usize {

@@ -4,7 +4,7 @@
 use super::message::NodeId;
 
 /// Why a `LogStore` read failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The index is at or below the compaction point (only a snapshot covers it).
     #[error("index {0} is compacted")]
@@ -13,12 +13,36 @@ pub enum StoreError {
     #[error("index {0} is beyond the last index")]
     Unavailable(u64),
     /// The underlying storage failed (IO error, corruption); the node should stop.
+    /// The source is the store's own error, which names the file (and, for
+    /// corruption, the byte offset).
     #[error("log store failed: {0}")]
-    Failed(String),
+    Failed(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
+impl StoreError {
+    /// [`StoreError::Failed`] carrying `source`.
+    pub fn failed(source: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+        StoreError::Failed(Box::new(source))
+    }
+}
+
+/// Indices compare by value; a failure equals only itself (the same boxed source),
+/// as a store's error has no equality of its own.
+impl PartialEq for StoreError {
+    fn eq(&self, other: &StoreError) -> bool {
+        match (self, other) {
+            (StoreError::Compacted(a), StoreError::Compacted(b))
+            | (StoreError::Unavailable(a), StoreError::Unavailable(b)) => a == b,
+            (StoreError::Failed(a), StoreError::Failed(b)) => std::ptr::addr_eq(&**a, &**b),
+            _ => false,
+        }
+    }
+}
+
+impl Eq for StoreError {}
+
 /// Why a `RawNode` call was refused or failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
     /// Only the leader accepts this call; `leader` is the last known leader, if any.
     #[error("not the leader (leader hint: {leader:?})")]
@@ -59,4 +83,28 @@ pub enum Error {
     /// The log store failed; the node must stop.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    #[test]
+    fn a_store_failure_keeps_its_source() {
+        let io = std::io::Error::other("segment 7 at byte offset 4096: bad crc");
+        let error = Error::from(StoreError::failed(io));
+        // `Error::Store` is transparent: its source is the store's own cause.
+        let source = error.source().expect("the store error keeps its cause");
+        let io = source
+            .downcast_ref::<std::io::Error>()
+            .expect("the io error");
+        assert_eq!(io.to_string(), "segment 7 at byte offset 4096: bad crc");
+        assert_eq!(StoreError::Compacted(3), StoreError::Compacted(3));
+        assert_ne!(
+            StoreError::failed(std::io::Error::other("a")),
+            StoreError::Unavailable(1)
+        );
+    }
 }

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::codec::DecodeError;
+use crate::wire::DecodeError;
 
 /// A node identifier. `0` is reserved for "none" (no vote, no known leader).
 pub type NodeId = u64;

@@ -155,7 +155,9 @@ fn a_store_failure_in_step_is_an_error() {
     replica.before_sleep(0, &mut Discard).expect("turn");
     replica.log().failing.set(true);
     match replica.step(vote_request(5)) {
-        Err(Error::Store(StoreError::Failed(what))) => assert!(what.contains("injected")),
+        Err(Error::Store(StoreError::Failed(what))) => {
+            assert!(what.to_string().contains("injected"))
+        }
         other => panic!("step with a failing store: {other:?}"),
     }
 }

@@ -18,8 +18,8 @@
 
 use std::io::{self, ErrorKind, Read, Write};
 
-use crate::codec::DecodeError;
 use crate::codec::frame::{FrameCodec, FrameTooLarge};
+use crate::wire::DecodeError;
 
 /// Bytes requested from the socket per `read` call.
 const READ_CHUNK_BYTES: usize = 16 * 1024;

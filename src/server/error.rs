@@ -6,8 +6,8 @@
 
 use std::io;
 
-use crate::codec::DecodeError;
 use crate::raft::message::NodeId;
+use crate::wire::DecodeError;
 
 /// Why a connection is closed for what it sent.
 #[derive(Debug, thiserror::Error)]

@@ -481,8 +481,7 @@ impl EventLoop {
     /// covers everything appended in it, whichever port it came from.
     fn before_sleep(&mut self) -> Result<(), RunError> {
         self.net.redis_proposed = false;
-        self.node
-            .before_sleep(&mut self.net)?;
+        self.node.before_sleep(&mut self.net)?;
         self.pump_touched_redis();
         self.net.flush_dirty();
         self.follow_membership();

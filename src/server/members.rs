@@ -11,10 +11,10 @@
 
 use std::net::SocketAddr;
 
-use crate::codec::DecodeError;
-use crate::codec::wire::{Reader, put_bytes};
 use crate::config::Config;
 use crate::raft::message::{Configuration, NodeId};
+use crate::wire::DecodeError;
+use crate::wire::{Reader, put_bytes};
 
 const MEMBER_ADDRS_VERSION: u8 = 1;
 

@@ -415,7 +415,7 @@ fn store_error(error: storage::Error) -> StoreError {
     match error {
         storage::Error::Compacted { index } => StoreError::Compacted(index),
         storage::Error::Unavailable { index } => StoreError::Unavailable(index),
-        other => StoreError::Failed(other.to_string()),
+        other => StoreError::failed(other),
     }
 }
 

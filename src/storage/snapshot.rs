@@ -48,13 +48,35 @@ pub enum SnapshotError {
         source: io::Error,
     },
     /// A snapshot file that does not verify.
-    #[error("snapshot {path}: corrupt: {reason}")]
+    #[error("snapshot {path}: corrupt at byte offset {offset}: {damage}")]
     Corrupt {
         /// The file.
         path: PathBuf,
+        /// Byte offset of the damaged field inside the file.
+        offset: u64,
         /// What is wrong with it.
-        reason: String,
+        damage: Damage,
     },
+}
+
+/// What is wrong with a snapshot file that does not verify.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Damage {
+    /// The file is shorter than a header and its crc.
+    #[error("file of {len} bytes is shorter than a header")]
+    Short {
+        /// The file's length.
+        len: u64,
+    },
+    /// The first eight bytes are not the snapshot magic.
+    #[error("bad magic")]
+    BadMagic,
+    /// The crc at the end does not match the bytes before it.
+    #[error("crc mismatch")]
+    CrcMismatch,
+    /// The header's lengths do not add up to the file size.
+    #[error("lengths do not add up to the file size")]
+    LengthMismatch,
 }
 
 impl SnapshotError {
@@ -153,23 +175,26 @@ pub fn load_latest(dir: &Path) -> Result<Option<SnapshotFile>, SnapshotError> {
         .map_err(io_err(&path))?;
     decode(&bytes)
         .map(Some)
-        .map_err(|reason| SnapshotError::Corrupt { path, reason })
+        .map_err(|(offset, damage)| SnapshotError::Corrupt {
+            path,
+            offset,
+            damage,
+        })
 }
 
-fn decode(bytes: &[u8]) -> Result<SnapshotFile, String> {
+/// The file's contents, or the byte offset and kind of the first damage found.
+fn decode(bytes: &[u8]) -> Result<SnapshotFile, (u64, Damage)> {
     if bytes.len() < HEADER_BYTES + 4 {
-        return Err(format!(
-            "file of {} bytes is shorter than a header",
-            bytes.len()
-        ));
+        let len = bytes.len() as u64;
+        return Err((0, Damage::Short { len }));
     }
     if &bytes[..8] != MAGIC {
-        return Err("bad magic at offset 0".into());
+        return Err((0, Damage::BadMagic));
     }
     let (body, crc_bytes) = bytes.split_at(bytes.len() - 4);
-    let stored = u32::from_le_bytes(crc_bytes.try_into().map_err(|_| "crc")?);
+    let stored = u32::from_le_bytes(crc_bytes.try_into().expect("split off 4 bytes"));
     if crc32fast::hash(body) != stored {
-        return Err(format!("crc mismatch at offset {}", body.len()));
+        return Err((body.len() as u64, Damage::CrcMismatch));
     }
     let u64_at = |at: usize| u64::from_le_bytes(body[at..at + 8].try_into().unwrap_or([0; 8]));
     let index = u64_at(8);
@@ -181,7 +206,7 @@ fn decode(bytes: &[u8]) -> Result<SnapshotFile, String> {
         .and_then(|n| n.checked_add(data_len))
         != Some(body.len())
     {
-        return Err("lengths do not add up to the file size".into());
+        return Err((24, Damage::LengthMismatch));
     }
     let meta = body[HEADER_BYTES..HEADER_BYTES + meta_len].to_vec();
     let data = body[HEADER_BYTES + meta_len..].to_vec();
@@ -198,7 +223,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::codec::alloc_probe::assert_bounded;
+    use crate::wire::alloc_probe::assert_bounded;
 
     fn sample(index: u64) -> SnapshotFile {
         SnapshotFile {
@@ -224,11 +249,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = save(dir.path(), &sample(10)).unwrap();
         let mut bytes = fs::read(&path).unwrap();
-        for at in [0, 9, 40, bytes.len() - 1] {
+        let crc_offset = bytes.len() as u64 - 4;
+        for (at, want) in [
+            (0, (0, Damage::BadMagic)),
+            (9, (crc_offset, Damage::CrcMismatch)),
+            (40, (crc_offset, Damage::CrcMismatch)),
+            (bytes.len() - 1, (crc_offset, Damage::CrcMismatch)),
+        ] {
             bytes[at] ^= 0x40;
             fs::write(&path, &bytes).unwrap();
             let err = load_latest(dir.path()).unwrap_err();
-            assert!(matches!(err, SnapshotError::Corrupt { .. }), "#{at}: {err}");
+            let SnapshotError::Corrupt { offset, damage, .. } = err else {
+                panic!("#{at}: {err}");
+            };
+            assert_eq!((offset, damage), want, "#{at}");
             bytes[at] ^= 0x40;
         }
         fs::write(&path, &bytes).unwrap();
@@ -238,7 +272,7 @@ mod tests {
     proptest! {
         /// Goal: a damaged or hostile snapshot file is an error, never a panic, and
         /// decoding allocates no more than the copy of its meta and data (at most the
-        /// file's size) plus an error message. Method: arbitrary bytes, and a valid
+        /// file's size). Method: arbitrary bytes, and a valid
         /// magic and crc around arbitrary header lengths.
         #[test]
         fn arbitrary_bytes_never_panic_and_allocate_within_the_file(

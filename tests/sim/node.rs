@@ -216,7 +216,9 @@ impl ReplicaLog for MemLog {
         let last = self.volatile.last_index();
         self.volatile
             .entries(snapshot_index + 1, last + 1, u64::MAX)
-            .map_or(0, |entries| entries.iter().map(|e| e.data.len() as u64).sum())
+            .map_or(0, |entries| {
+                entries.iter().map(|e| e.data.len() as u64).sum()
+            })
     }
 
     fn snapshot_bytes(&self) -> u64 {

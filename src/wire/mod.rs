@@ -1,14 +1,34 @@
-//! Little-endian primitives shared by the wire codecs (peer and client protocols), the kv
-//! command encoding and the snapshot format.
+//! The bottom layer: little-endian primitives and the decode error shared by every
+//! binary format (raft's configuration entries, the kv command and snapshot encodings,
+//! the storage records, the peer and client wire codecs). It imports nothing from the
+//! crate, so every other module may build on it and the arrows point one way.
 //!
 //! Invariant: a [`Reader`] never allocates more than the bytes it still holds. Every
 //! length or count read from the input is checked against the remaining input before
 //! anything is allocated for it, so hostile bytes cannot make a decoder allocate
 //! unbounded memory, and every shortfall is an error, never a panic.
 
-use byteorder::{ByteOrder, LittleEndian};
+#[cfg(test)]
+pub(crate) mod alloc_probe;
 
-use crate::codec::DecodeError;
+/// Why bytes could not be decoded. From a socket, any of these closes the connection.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// A length prefix announced more bytes than the configured maximum.
+    #[error("frame of {len} bytes exceeds the limit of {max} bytes")]
+    TooLarge {
+        /// The announced length.
+        len: u64,
+        /// The configured maximum.
+        max: u64,
+    },
+    /// A message type byte that this codec does not know.
+    #[error("unknown message type {0}")]
+    UnknownType(u8),
+    /// A body that does not parse (truncated field, bad enum value, trailing bytes).
+    #[error("malformed message: {0}")]
+    Malformed(&'static str),
+}
 
 /// A bounded cursor over an input slice.
 #[derive(Debug)]
@@ -48,12 +68,14 @@ impl<'a> Reader<'a> {
 
     /// A little-endian u32.
     pub(crate) fn u32(&mut self, what: &'static str) -> Result<u32, DecodeError> {
-        Ok(LittleEndian::read_u32(self.take(4, what)?))
+        let bytes = self.take(4, what)?;
+        Ok(u32::from_le_bytes(bytes.try_into().expect("took 4 bytes")))
     }
 
     /// A little-endian u64.
     pub(crate) fn u64(&mut self, what: &'static str) -> Result<u64, DecodeError> {
-        Ok(LittleEndian::read_u64(self.take(8, what)?))
+        let bytes = self.take(8, what)?;
+        Ok(u64::from_le_bytes(bytes.try_into().expect("took 8 bytes")))
     }
 
     /// A `u32` length followed by that many bytes, borrowed.
@@ -118,16 +140,12 @@ impl<'a> Reader<'a> {
 
 /// Appends a little-endian u32.
 pub(crate) fn put_u32(out: &mut Vec<u8>, value: u32) {
-    let mut buf = [0; 4];
-    LittleEndian::write_u32(&mut buf, value);
-    out.extend_from_slice(&buf);
+    out.extend_from_slice(&value.to_le_bytes());
 }
 
 /// Appends a little-endian u64.
 pub(crate) fn put_u64(out: &mut Vec<u8>, value: u64) {
-    let mut buf = [0; 8];
-    LittleEndian::write_u64(&mut buf, value);
-    out.extend_from_slice(&buf);
+    out.extend_from_slice(&value.to_le_bytes());
 }
 
 /// Appends a `u32` length and the bytes.

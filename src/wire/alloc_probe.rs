@@ -2,7 +2,7 @@
 //! bytes live while a closure runs, so that the decoders' property tests can assert that
 //! hostile input never makes them allocate more than a fixed multiple of its length (a
 //! length or count read from the input is checked against the bytes left before
-//! anything is allocated for it: `codec::wire::Reader`).
+//! anything is allocated for it: `wire::Reader`).
 //!
 //! Invariant: outside [`peak_bytes`] nothing is counted; inside, only the calling
 //! thread's allocations are (other tests run on other threads).
