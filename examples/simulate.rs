@@ -61,11 +61,12 @@ fn main() -> ExitCode {
         if done.is_multiple_of(every) || done == args.seeds {
             let seconds = started.elapsed().as_secs_f64();
             println!(
-                "{done}/{} seeds ({} nodes) ok, {:.0} seeds/s, {events} events, \
-                 {operations} client operations checked",
+                "{done}/{} seeds ({} nodes) ok, {:.0} seeds/s, {events} events ({:.0} \
+                 events/s), {operations} client operations checked",
                 args.seeds,
                 args.nodes,
-                done as f64 / seconds
+                done as f64 / seconds,
+                events as f64 / seconds
             );
         }
     }

@@ -238,11 +238,6 @@ impl<L: ReplicaLog, W: SnapshotWriter> Replica<L, W> {
         &self.kv
     }
 
-    /// The node's configuration.
-    pub fn config(&self) -> &Config {
-        &self.config
-    }
-
     /// The node's metrics, for the driver to record network events.
     pub fn metrics_mut(&mut self) -> &mut Metrics {
         &mut self.metrics

@@ -219,7 +219,7 @@ impl Metrics {
         self.snapshot_bytes = bytes;
     }
 
-    /// Whether the NOSPACE alarm is up (`server::alarm`); counts each time it goes up.
+    /// Whether the NOSPACE alarm is up (`replica::alarm`); counts each time it goes up.
     pub fn set_alarm_nospace(&mut self, raised: bool) {
         if raised && !self.alarm_nospace {
             self.nospace_alarms += 1;

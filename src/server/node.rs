@@ -99,11 +99,6 @@ impl Node {
         })
     }
 
-    /// The replica, for observers.
-    pub fn replica(&self) -> &Replica<WalStore, SnapshotThread> {
-        &self.replica
-    }
-
     /// See [`Replica::removed_at`].
     pub fn removed_at(&self) -> Option<u64> {
         self.replica.removed_at()

@@ -244,3 +244,51 @@ fn a_closed_client_is_forgotten_wherever_its_requests_wait() {
         "a deadline outlived its request"
     );
 }
+
+// Goal: a log the node can no longer read stops it, as a failed WAL write does: the
+// store failure met while handling a peer message comes back from the next
+// `before_sleep` (before, it was only a warning and the node went on). Method:
+// overwrite the segment files under a leader, then make it re-read its log: node 2
+// rejects an append above its match index, so the leader resends from there.
+#[test]
+fn a_log_read_failure_while_handling_a_message_stops_the_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut node, mut out) = elected_leader(dir.path());
+    let raft = node.replica.raw_node().raft();
+    let (term, match_index) = (raft.term, raft.log.last_index());
+    for request_id in 1..=2 {
+        let register = command(request_id, Command::RegisterSession);
+        assert!(submit(&mut node, CLIENT, &register).is_none());
+        node.before_sleep(&mut out).expect("turn");
+    }
+    let mut overwritten = 0;
+    let mut dirs = vec![dir.path().to_path_buf()];
+    while let Some(at) = dirs.pop() {
+        for entry in std::fs::read_dir(&at).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "wal") {
+                let bytes = std::fs::metadata(&path).unwrap().len() as usize;
+                std::fs::write(&path, vec![0xa5; bytes]).unwrap();
+                overwritten += 1;
+            }
+        }
+    }
+    assert!(overwritten > 0, "no segment file found");
+    node.on_peer_message(Message {
+        from: 2,
+        to: 1,
+        term,
+        body: MessageBody::AppendResponse(AppendResponse {
+            reject: true,
+            index: match_index + 1,
+            conflict_term: 0,
+            conflict_index: match_index + 1,
+        }),
+    });
+    match node.before_sleep(&mut out) {
+        Err(replica::Error::Store(e)) => println!("stopped: {e}"),
+        other => panic!("a node that cannot read its log goes on: {other:?}"),
+    }
+}

@@ -153,7 +153,8 @@ impl std::fmt::Display for Failure {
 #[derive(Debug)]
 enum Event {
     Tick(NodeId, u64),
-    Deliver(Message),
+    /// Boxed, as are requests and replies, to keep queue entries small.
+    Deliver(Box<Message>),
     Request(NodeId, ClientRef, Box<Request>),
     Reply(ClientRef, Box<Response>),
     /// The earliest request deadline of a node (of that incarnation) is due.
@@ -297,7 +298,7 @@ impl Sim {
                 self.with_node(id, |node, _, _| node.tick().map_err(|e| e.to_string()))
             }
             Event::Deliver(message) => self.with_node(message.to, |node, _, _| {
-                node.step(message).map_err(|e| e.to_string())
+                node.step(*message).map_err(|e| e.to_string())
             }),
             Event::Request(id, client, request) => self.with_node(id, |node, out, now| {
                 if let Some(response) = node.on_client_request(client, *request, None, now) {
@@ -443,7 +444,7 @@ impl Sim {
     fn route(&mut self, out: SimOutbox, newly_committed: Vec<u64>) -> Result<(), String> {
         for message in out.messages {
             for delay in self.network.plan(&mut self.rng, message.from, message.to) {
-                self.at(delay, Event::Deliver(message.clone()));
+                self.at(delay, Event::Deliver(Box::new(message.clone())));
             }
         }
         for (client, response) in out.replies {
