@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::wire::DecodeError;
+use crate::wire::{DecodeError, Reader, len_u32, put_bytes, put_u32, put_u64};
 
 /// A node identifier. `0` is reserved for "none" (no vote, no known leader).
 pub type NodeId = u64;
@@ -411,20 +411,16 @@ impl Configuration {
         };
         out.push(version);
         for list in [&self.voters, &self.learners] {
-            let count = u32::try_from(list.len()).unwrap_or(u32::MAX);
-            out.extend_from_slice(&count.to_le_bytes());
-            for id in list.iter() {
-                out.extend_from_slice(&id.to_le_bytes());
+            put_u32(&mut out, len_u32(list.len()));
+            for &id in list.iter() {
+                put_u64(&mut out, id);
             }
         }
         if version == CONFIG_ENCODING_VERSION_INFO {
-            let count = u32::try_from(self.member_info.len()).unwrap_or(u32::MAX);
-            out.extend_from_slice(&count.to_le_bytes());
-            for (id, info) in &self.member_info {
-                out.extend_from_slice(&id.to_le_bytes());
-                let len = u32::try_from(info.len()).unwrap_or(u32::MAX);
-                out.extend_from_slice(&len.to_le_bytes());
-                out.extend_from_slice(info);
+            put_u32(&mut out, len_u32(self.member_info.len()));
+            for (&id, info) in &self.member_info {
+                put_u64(&mut out, id);
+                put_bytes(&mut out, info);
             }
         }
         out
@@ -437,28 +433,20 @@ impl Configuration {
     /// 1024 members, trailing bytes, lists that are not a normalised configuration,
     /// or member info that is empty, too large, unsorted or for a non-member.
     pub fn decode(bytes: &[u8]) -> Result<Configuration, DecodeError> {
-        let (&version, mut rest) = bytes
-            .split_first()
-            .ok_or(DecodeError::Malformed("empty configuration"))?;
+        const TRUNCATED: &str = "truncated configuration";
+        let mut reader = Reader::new(bytes);
+        let version = reader.u8("empty configuration")?;
         if version != CONFIG_ENCODING_VERSION && version != CONFIG_ENCODING_VERSION_INFO {
             return Err(DecodeError::Malformed("unknown configuration version"));
         }
         let mut lists = [Vec::new(), Vec::new()];
         for list in &mut lists {
-            let (count, tail) = rest
-                .split_first_chunk::<4>()
-                .ok_or(DecodeError::Malformed("truncated configuration"))?;
-            let count = u32::from_le_bytes(*count) as usize;
+            let count = reader.count(8, TRUNCATED)?;
             if count > CONFIG_MEMBERS_MAX {
                 return Err(DecodeError::Malformed("too many configuration members"));
             }
-            rest = tail;
             for _ in 0..count {
-                let (id, tail) = rest
-                    .split_first_chunk::<8>()
-                    .ok_or(DecodeError::Malformed("truncated configuration"))?;
-                list.push(u64::from_le_bytes(*id));
-                rest = tail;
+                list.push(reader.u64(TRUNCATED)?);
             }
         }
         let [voters, learners] = lists;
@@ -467,37 +455,31 @@ impl Configuration {
             return Err(DecodeError::Malformed("configuration lists not normalised"));
         }
         if version == CONFIG_ENCODING_VERSION_INFO {
-            config.member_info = decode_member_info(&mut rest, &config)?;
+            config.member_info = decode_member_info(&mut reader, &config)?;
             if config.member_info.is_empty() {
                 return Err(DecodeError::Malformed(
                     "version 2 configuration without info",
                 ));
             }
         }
-        if !rest.is_empty() {
-            return Err(DecodeError::Malformed("trailing bytes after configuration"));
-        }
+        reader.finish()?;
         Ok(config)
     }
 }
 
 /// Reads the member info section of a version 2 configuration.
 fn decode_member_info(
-    rest: &mut &[u8],
+    reader: &mut Reader<'_>,
     config: &Configuration,
 ) -> Result<BTreeMap<NodeId, Vec<u8>>, DecodeError> {
-    let truncated = DecodeError::Malformed("truncated configuration member info");
-    let (count, tail) = rest.split_first_chunk::<4>().ok_or(truncated.clone())?;
-    let count = u32::from_le_bytes(*count) as usize;
-    *rest = tail;
+    const TRUNCATED: &str = "truncated configuration member info";
+    let count = reader.count(12, TRUNCATED)?;
     let mut infos = BTreeMap::new();
     let mut previous = NO_NODE;
     for _ in 0..count {
-        let (id, tail) = rest.split_first_chunk::<8>().ok_or(truncated.clone())?;
-        let id = u64::from_le_bytes(*id);
-        let (len, tail) = tail.split_first_chunk::<4>().ok_or(truncated.clone())?;
-        let len = u32::from_le_bytes(*len) as usize;
-        if len == 0 || len > MEMBER_INFO_BYTES_MAX {
+        let id = reader.u64(TRUNCATED)?;
+        let info = reader.slice(TRUNCATED)?;
+        if info.is_empty() || info.len() > MEMBER_INFO_BYTES_MAX {
             return Err(DecodeError::Malformed("member info empty or too large"));
         }
         if id <= previous || !config.contains(id) {
@@ -505,9 +487,7 @@ fn decode_member_info(
                 "member info unsorted or for a non-member",
             ));
         }
-        let info = tail.get(..len).ok_or(truncated.clone())?;
         infos.insert(id, info.to_vec());
-        *rest = &tail[len..];
         previous = id;
     }
     Ok(infos)

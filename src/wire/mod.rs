@@ -3,7 +3,7 @@
 //! the storage records, the peer and client wire codecs). It imports nothing from the
 //! crate, so every other module may build on it and the arrows point one way.
 //!
-//! Invariant: a [`Reader`] never allocates more than the bytes it still holds. Every
+//! Invariant: a `Reader` never allocates more than the bytes it still holds. Every
 //! length or count read from the input is checked against the remaining input before
 //! anything is allocated for it, so hostile bytes cannot make a decoder allocate
 //! unbounded memory, and every shortfall is an error, never a panic.

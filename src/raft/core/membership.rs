@@ -273,7 +273,7 @@ impl<S: LogStore> Raft<S> {
         Some(last - match_index.min(last))
     }
 
-    /// The configured promotion distance ([`Config::promote_distance_max`]).
+    /// The configured promotion distance ([`Config::promote_distance_max`](super::Config::promote_distance_max)).
     pub fn promote_distance_max(&self) -> u64 {
         self.opts.promote_distance_max
     }
