@@ -26,6 +26,7 @@ use raftkv::server::event_loop::EventLoop;
 use raftkv::server::fd_limit;
 use raftkv::server::local::{self, LocalOptions};
 use raftkv::server::node::{Node, OpenError};
+use raftkv::server::removal_marker;
 
 /// A Raft-replicated key-value store node.
 #[derive(Parser)]
@@ -108,13 +109,13 @@ fn run_local(nodes: Option<usize>, dir: Option<PathBuf>) -> ExitCode {
 enum ServeError {
     /// The data directory is not this node's consistent state (exit code 2).
     #[error("refusing to start: {0}")]
-    Refused(String),
+    Refused(#[source] OpenError),
     /// The node's storage could not be opened.
     #[error("cannot open node storage: {0}")]
-    Storage(String),
+    Storage(#[source] OpenError),
     /// The removal marker of the data directory could not be read.
     #[error("{0}")]
-    RemovalMarker(String),
+    RemovalMarker(#[source] removal_marker::Error),
     /// The data directory is that of a node removed from its cluster.
     #[error(
         "this node was removed from its cluster (configuration committed at index {index}); \
@@ -202,8 +203,8 @@ fn serve(config: &Config, path: &Path, join: Option<&str>) -> Result<(), ServeEr
         Err(e) => log::warn!("cannot raise the open-file limit: {e}"),
     }
     let node = Node::open(config.clone(), join.is_some()).map_err(|e| match e {
-        OpenError::Refused(e) => ServeError::Refused(e),
-        OpenError::Failed(e) => ServeError::Storage(e),
+        OpenError::Refused(_) => ServeError::Refused(e),
+        OpenError::Failed(_) | OpenError::Replica(_) => ServeError::Storage(e),
     })?;
     if let Some(index) = node.recorded_removal().map_err(ServeError::RemovalMarker)? {
         return Err(ServeError::Removed {

@@ -11,7 +11,7 @@ use super::{Replica, ReplicaLog, SnapshotWriter};
 use crate::codec::client::{MemberChange, ResponseBody};
 use crate::raft;
 use crate::raft::message::ConfigChange;
-use crate::server::members::MemberAddrs;
+use crate::replica::members::MemberAddrs;
 
 impl<L: ReplicaLog, W: SnapshotWriter> Replica<L, W> {
     /// Checks a membership change against the configuration in force and proposes

@@ -36,16 +36,22 @@
 //! The parts: [`requests`] (client requests, pending writes and their deadlines),
 //! [`reads`] (ReadIndex batching), [`parked`] (requests waiting for a leader),
 //! [`snapshots`] (the snapshot schedule), [`membership`] (validation of membership
-//! changes), [`status`] (status, metrics and peer links), [`log`] (the log trait).
+//! changes), [`status`] (status, metrics and peer links), [`log`] (the log trait);
+//! and three parts the server uses too: [`timer`] (the hashed timer wheel of the
+//! deadlines), [`metrics`] (the node's counters) and [`members`] (the member addresses
+//! carried in the Raft configuration).
 
 pub mod alarm;
 pub mod log;
+pub mod members;
 mod membership;
+pub mod metrics;
 pub mod parked;
 mod reads;
 pub mod requests;
 pub mod snapshots;
 mod status;
+pub mod timer;
 
 use std::collections::BTreeMap;
 
@@ -64,8 +70,8 @@ use crate::config::Config;
 use crate::kv::{CommandResult, KvConfig, KvStore};
 use crate::raft::message::{Entry, EntryKind, Message, NodeId, Snapshot};
 use crate::raft::{self, RawNode, Ready, Role, StoreError};
-use crate::server::metrics::Metrics;
-use crate::server::timer::TimerWheel;
+use crate::replica::metrics::Metrics;
+use crate::replica::timer::TimerWheel;
 use parked::ParkedRequests;
 
 /// Why a replica must stop.

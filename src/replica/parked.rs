@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 use super::requests::ClientRef;
 use crate::codec::client::{MemberChange, Request, RequestBody};
 use crate::kv::encode_command;
-use crate::server::timer::TimerId;
+use crate::replica::timer::TimerId;
 
 /// Most requests parked on one node.
 pub const PARKED_COUNT_MAX: usize = 4096;
@@ -183,7 +183,7 @@ mod tests {
     }
 
     fn timer(id: u64) -> TimerId {
-        let mut wheel = crate::server::timer::TimerWheel::new(4, 1, 0);
+        let mut wheel = crate::replica::timer::TimerWheel::new(4, 1, 0);
         wheel.schedule(id, ())
     }
 

@@ -14,7 +14,7 @@ use super::{Replica, ReplicaLog, SnapshotWriter};
 use crate::codec::client::ResponseBody;
 use crate::kv::CommandResult;
 use crate::raft::ReadState;
-use crate::server::timer::{TimerId, TimerWheel};
+use crate::replica::timer::{TimerId, TimerWheel};
 
 /// A linearizable read waiting to be served.
 pub(super) struct PendingRead {

@@ -22,7 +22,7 @@ use crate::kv::command::encoded_len;
 use crate::kv::{Command, CommandResult, encode_command};
 use crate::raft::message::{Message, NodeId};
 use crate::raft::{self, Role};
-use crate::server::timer::{TimerId, TimerWheel};
+use crate::replica::timer::{TimerId, TimerWheel};
 
 use super::Replica;
 

@@ -7,7 +7,7 @@ use super::{Replica, ReplicaLog, SnapshotWriter};
 use crate::codec::client::{Member as StatusMember, Role as StatusRole, Status};
 use crate::raft::message::NodeId;
 use crate::raft::{self, Role};
-use crate::server::members::{self, MemberAddrs};
+use crate::replica::members::{self, MemberAddrs};
 
 /// A peer the node wants a link to, with its address when the configuration or
 /// the config file gives one (`None`: keep the link's address, or use the one the

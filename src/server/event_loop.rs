@@ -42,10 +42,10 @@ use super::net::{
     REQUESTS_PER_SLICE_CHECK,
 };
 use super::node::{ClientRef, Node, Outbox};
-use super::timer::TimerWheel;
 use crate::codec::client as client_codec;
 use crate::config::Config;
 use crate::raft::message::NodeId;
+use crate::replica::timer::TimerWheel;
 
 const PEER_LISTENER: Token = Token(0);
 const CLIENT_LISTENER: Token = Token(1);

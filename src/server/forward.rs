@@ -23,9 +23,9 @@ use super::connection::QueueFrameError;
 use super::error::ProtocolError;
 use super::net::{ConnKind, FRAMES_PER_TURN_MAX, Net};
 use super::node::{ClientRef, Outbox};
-use super::timer::{TimerId, TimerWheel};
 use crate::codec::client::{self as client_codec, Request, RequestBody, Response, ResponseBody};
 use crate::kv::Command;
+use crate::replica::timer::{TimerId, TimerWheel};
 
 /// The link a follower forwards Redis requests on.
 ///

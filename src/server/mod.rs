@@ -1,13 +1,13 @@
 //! The node server: one thread, one mio event loop, and the independent parts it uses.
 //!
-//! [`timer`] (hashed timer wheel) and [`backoff`] (reconnect delays) are sans-IO: time
-//! and randomness are passed in. [`connection`] (per-socket buffers) is generic over the
-//! stream, so it is tested with mock streams. [`metrics`] holds the node's counters.
+//! [`backoff`] (reconnect delays) is sans-IO: time and randomness are passed in.
+//! [`connection`] (per-socket buffers) is generic over the stream, so it is tested with
+//! mock streams. The timer wheel, the metrics and the member addresses are the
+//! replica's ([`crate::replica`]), which the server uses too.
 //! [`local`] starts a loopback cluster of child processes for `raftkv-server local`, on
 //! ports leased by [`ports`] (outside the ephemeral range, so restarted nodes get them back).
 //! [`conn_limits`] decides the connection timeouts (sans-IO); [`fd_limit`] raises the
 //! open-file limit the client connections need.
-//! [`members`] encodes the member addresses carried in the Raft configuration;
 //! [`removal_marker`] is the file a removed node leaves in its data directory;
 //! [`node`] wraps the IO-free [`crate::replica::Replica`] with the WAL ([`wal_store`])
 //! and the snapshot helper thread ([`snapshot_thread`]).
@@ -25,8 +25,6 @@ pub mod event_loop;
 pub mod fd_limit;
 mod forward;
 pub mod local;
-pub mod members;
-pub mod metrics;
 mod net;
 pub mod node;
 mod peer_links;
@@ -35,5 +33,4 @@ pub mod redis;
 mod redis_pump;
 pub mod removal_marker;
 pub mod snapshot_thread;
-pub mod timer;
 pub mod wal_store;

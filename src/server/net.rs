@@ -44,7 +44,6 @@ use super::conn_limits::{self, Activity, RefusalLog, Timeouts, Watch};
 use super::connection::{Connection, FlushOutcome, QueueFrameError};
 use super::fd_limit;
 use super::forward::ForwardLink;
-use super::metrics::ConnectionMetrics;
 use super::node::{ClientRef, Node, Outbox};
 use super::peer_links::PeerLink;
 use super::redis::RedisConn;
@@ -54,6 +53,7 @@ use crate::codec::resp::RespCodec;
 use crate::config::Config;
 use crate::raft::message::{Message, NodeId};
 use crate::raft::rng::Rng;
+use crate::replica::metrics::ConnectionMetrics;
 
 /// Tokens below this are reserved for the listeners and the signal pipe.
 pub const FIRST_CONNECTION_TOKEN: usize = 16;

@@ -18,14 +18,14 @@ use std::time::Instant;
 
 use super::removal_marker;
 use super::snapshot_thread::SnapshotThread;
-use super::wal_store::WalStore;
+use super::wal_store::{StoreOpenError, WalStore};
 use crate::codec::client::{Request, Response};
 use crate::config::Config;
 use crate::raft::{self, Message};
 use crate::replica::{self, Replica};
 use crate::storage::identity::Identity;
 
-use super::metrics::Metrics;
+use crate::replica::metrics::Metrics;
 pub use crate::replica::{ClientRef, Outbox, WantedPeer};
 
 /// Why [`Node::open`] failed.
@@ -34,10 +34,13 @@ pub enum OpenError {
     /// The data directory holds state that is not this node's, or not consistent: the
     /// node must not start on it; the message names the file and the repair.
     #[error("{0}")]
-    Refused(String),
+    Refused(#[source] StoreOpenError),
     /// The storage could not be opened.
     #[error("{0}")]
-    Failed(String),
+    Failed(#[source] StoreOpenError),
+    /// The replica could not be built on the opened storage (a corrupt snapshot).
+    #[error("{0}")]
+    Replica(#[source] replica::Error),
 }
 
 /// One node: its replica over the WAL and the snapshot thread.
@@ -64,7 +67,7 @@ impl Node {
     /// add it (`raftkv-server --join`); ignored when the data directory already
     /// holds a node, which always restarts from its saved bootstrap membership.
     pub fn open(config: Config, join: bool) -> Result<Node, OpenError> {
-        let bootstrap = super::members::bootstrap_configuration(&config, join);
+        let bootstrap = crate::replica::members::bootstrap_configuration(&config, join);
         let options = crate::storage::WalOptions {
             segment_bytes: config.storage.segment_bytes,
             fsync: config.storage.fsync,
@@ -77,9 +80,9 @@ impl Node {
         let store =
             WalStore::open(&config.data_dir, options, bootstrap, identity).map_err(|e| {
                 if e.is_refusal() {
-                    OpenError::Refused(e.to_string())
+                    OpenError::Refused(e)
                 } else {
-                    OpenError::Failed(e.to_string())
+                    OpenError::Failed(e)
                 }
             })?;
         let snapshots = SnapshotThread::new(
@@ -90,7 +93,7 @@ impl Node {
         let seed = config.node_id ^ (std::process::id() as u64) << 32;
         let data_dir = config.data_dir.clone();
         let replica = Replica::new(config, raft_config, store, snapshots, seed)
-            .map_err(|e| OpenError::Failed(e.to_string()))?;
+            .map_err(OpenError::Replica)?;
         Ok(Node {
             replica,
             data_dir,
@@ -109,7 +112,7 @@ impl Node {
     ///
     /// # Errors
     /// The marker could not be written.
-    pub fn record_removal(&self, index: u64) -> Result<(), String> {
+    pub fn record_removal(&self, index: u64) -> Result<(), removal_marker::Error> {
         removal_marker::write(&self.data_dir, index)
     }
 
@@ -117,7 +120,7 @@ impl Node {
     ///
     /// # Errors
     /// The marker exists but cannot be read.
-    pub fn recorded_removal(&self) -> Result<Option<u64>, String> {
+    pub fn recorded_removal(&self) -> Result<Option<u64>, removal_marker::Error> {
         removal_marker::read(&self.data_dir)
     }
 

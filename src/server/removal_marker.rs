@@ -8,38 +8,66 @@
 //! fsync, rename) before the node stops, so it survives a crash right after.
 
 use std::fs;
-use std::path::Path;
+use std::io;
+use std::path::{Path, PathBuf};
 
-use crate::storage::hard_state;
+use crate::storage::{self, hard_state};
 
 const MARKER_NAME: &str = "REMOVED";
+
+/// Why the marker could not be written or read; each names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Writing the marker failed.
+    #[error("cannot write the removal marker: {0}")]
+    Write(#[source] storage::Error),
+    /// The marker exists but cannot be read.
+    #[error("{}: {source}", path.display())]
+    Read {
+        /// The marker's path.
+        path: PathBuf,
+        /// Why it cannot be read.
+        source: io::Error,
+    },
+    /// The marker does not hold `removed at index N`.
+    #[error("{}: unreadable content {text:?}", path.display())]
+    Unreadable {
+        /// The marker's path.
+        path: PathBuf,
+        /// What it holds.
+        text: String,
+    },
+}
 
 /// Writes the marker for a removal committed at `index`.
 ///
 /// # Errors
-/// The file cannot be written; the message names it.
-pub fn write(data_dir: &Path, index: u64) -> Result<(), String> {
+/// The file cannot be written.
+pub fn write(data_dir: &Path, index: u64) -> Result<(), Error> {
     let text = format!("removed at index {index}\n");
     hard_state::write_durably(data_dir, MARKER_NAME, "REMOVED.tmp", text.as_bytes())
-        .map_err(|e| e.to_string())
+        .map_err(Error::Write)
 }
 
 /// The removal index recorded in `data_dir`, if the marker exists.
 ///
 /// # Errors
-/// The marker exists but cannot be read or does not parse; the message names it.
-pub fn read(data_dir: &Path) -> Result<Option<u64>, String> {
+/// The marker exists but cannot be read or does not parse.
+pub fn read(data_dir: &Path) -> Result<Option<u64>, Error> {
     let path = data_dir.join(MARKER_NAME);
     let text = match fs::read_to_string(&path) {
         Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(format!("{}: {e}", path.display())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(Error::Read { path, source }),
     };
-    text.trim()
+    match text
+        .trim()
         .strip_prefix("removed at index ")
         .and_then(|n| n.parse().ok())
-        .map(Some)
-        .ok_or_else(|| format!("{}: unreadable content {text:?}", path.display()))
+    {
+        Some(index) => Ok(Some(index)),
+        None => Err(Error::Unreadable { path, text }),
+    }
 }
 
 #[cfg(test)]
@@ -50,9 +78,9 @@ mod tests {
     #[test]
     fn marker_round_trips_and_rejects_garbage() {
         let dir = tempfile::tempdir().unwrap();
-        assert_eq!(read(dir.path()), Ok(None));
+        assert_eq!(read(dir.path()).unwrap(), None);
         write(dir.path(), 4195).unwrap();
-        assert_eq!(read(dir.path()), Ok(Some(4195)));
+        assert_eq!(read(dir.path()).unwrap(), Some(4195));
         fs::write(dir.path().join(MARKER_NAME), "something else").unwrap();
         assert!(read(dir.path()).is_err());
     }

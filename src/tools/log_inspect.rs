@@ -17,7 +17,7 @@ use clap::{Parser, Subcommand};
 
 use crate::kv::{Command as KvCommand, Session, decode_command};
 use crate::raft::message::{Configuration, EntryKind};
-use crate::server::members::MemberAddrs;
+use crate::replica::members::MemberAddrs;
 use crate::storage::format::{HEADER_BYTES, decode_record};
 use crate::storage::hard_state::{self, sync_dir};
 use crate::storage::lock::DirLock;
