@@ -9,28 +9,32 @@
 //! # One loop turn, and who owns each step
 //!
 //! ```text
-//!  sockets ─▶ server::event_loop   poll, accept, read into the connection's buffer
+//!  sockets ─▶ server::event_loop   poll, accept, read until WouldBlock (server::net)
 //!               ▼
 //!             codec                 frame ─▶ peer / client / RESP message (decode)
 //!               ▼
-//!             replica (server::node until it lands): pending requests with
-//!               deadlines, read batching, snapshot schedule; no IO, `now` passed in
+//!             server::node ─▶ replica::Replica   requests with deadlines, parked
+//!               requests, read batching; no IO, `now_ms` passed in
 //!               │ step / propose / read_index / tick
 //!               ▼
 //!             raft::RawNode         pure state machine ─▶ Ready
 //!               ▼
-//!  before_sleep (once per turn):
-//!             1. storage::Wal       append Ready's entries + hard state, ONE fdatasync
-//!             2. codec ─▶ sockets   send Ready's messages (votes and acks after 1)
-//!             3. kv::KvStore        apply committed commands, answer waiting clients
-//!             4. server::event_loop flush output; WRITABLE only for partial writes
+//!  before_sleep (once per turn: replica::Replica::before_sleep)
+//!             1. server::net        send Ready's messages (appends leave before the sync)
+//!             2. kv::KvStore        leader: apply committed entries, answer clients
+//!             3. server::wal_store  entries + hard state into storage::Wal, ONE fdatasync
+//!             4. server::net        send votes and acks (only after 3 succeeded);
+//!                                   a follower applies after 4
+//!             5. replica::snapshots start or adopt a snapshot (server::snapshot_thread)
+//!             6. server::event_loop flush output; WRITABLE only for partial writes
 //! ```
 //!
 //! # Layers (every arrow points down)
 //!
 //! - top: `tools` (bench, log inspection, fault runner) and the binaries, over
 //!   `client` (blocking client library) and `server` (event loop, ports, node glue);
-//! - `replica`: the IO-free driver between the server and raft/kv;
+//! - [`replica`]: the IO-free driver between the server and raft/kv, which the
+//!   deterministic simulation (`tests/sim`) runs as the server does;
 //! - [`codec`]: the wire protocols; builds on [`raft::message`] and [`kv::command`];
 //! - [`storage`]: the WAL, hard state and snapshot files; stores [`raft::message`] types;
 //! - [`kv`] (commands and their encoding, the store) and [`raft`] (consensus, no IO,

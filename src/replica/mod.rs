@@ -34,9 +34,9 @@
 //! writes, keeps serving reads and retries every second.
 //!
 //! The parts: [`requests`] (client requests, pending writes and their deadlines),
-//! [`reads`] (ReadIndex batching), [`parked`] (requests waiting for a leader),
-//! [`snapshots`] (the snapshot schedule), [`membership`] (validation of membership
-//! changes), [`status`] (status, metrics and peer links), [`log`] (the log trait);
+//! `reads` (ReadIndex batching), [`parked`] (requests waiting for a leader),
+//! [`snapshots`] (the snapshot schedule), `membership` (validation of membership
+//! changes), `status` (status, metrics and peer links), [`log`] (the log trait);
 //! and three parts the server uses too: [`timer`] (the hashed timer wheel of the
 //! deadlines), [`metrics`] (the node's counters) and [`members`] (the member addresses
 //! carried in the Raft configuration).

@@ -21,10 +21,10 @@
 //! clients; a connection's work per turn is bounded by `FRAMES_PER_TURN_MAX`,
 //! `read_bytes_per_turn_max` and the in-flight cap. Peer traffic is never deferred.
 //!
-//! The parts the loop drives live beside it: [`super::net`] (connections, limits,
-//! flushing, the node's outbox), [`super::peer_links`] (dial, handshake, backoff,
-//! liveness), [`super::forward`] (the follower's forwarding link to the leader) and
-//! [`super::redis_pump`] (Redis connections).
+//! The parts the loop drives live beside it: `net` (connections, limits,
+//! flushing, the node's outbox), `peer_links` (dial, handshake, backoff,
+//! liveness), `forward` (the follower's forwarding link to the leader) and
+//! `redis_pump` (Redis connections).
 
 use std::io;
 use std::net::SocketAddr;

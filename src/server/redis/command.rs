@@ -23,7 +23,7 @@ pub enum Cmd {
     Exists(Vec<Bytes>),
     /// MGET key...
     Mget(Vec<Bytes>),
-    /// SET key value [NX|XX] [GET]; GETSET key value is SET key value GET.
+    /// `SET key value [NX|XX] [GET]`; `GETSET key value` is `SET key value GET`.
     Set {
         /// The key.
         key: Bytes,
@@ -71,7 +71,7 @@ pub enum Cmd {
     },
     /// GETDEL key.
     Getdel(Bytes),
-    /// PING [message].
+    /// `PING [message]`.
     Ping(Option<Bytes>),
     /// ECHO message.
     Echo(Bytes),
@@ -92,7 +92,7 @@ pub enum Control {
     Unwatch,
     /// DBSIZE.
     Dbsize,
-    /// INFO [section].
+    /// `INFO [section]`.
     Info(Option<String>),
     /// COMMAND [subcommand].
     Command(Option<String>),
