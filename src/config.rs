@@ -202,7 +202,7 @@ pub struct SnapshotConfig {
     /// The floor: no snapshot before this many entries were applied since the last one.
     pub threshold_entries: u64,
     /// Then a snapshot once the log on disk reaches this percent of the last snapshot's
-    /// size (`kv::snapshot_due`), so a big store does not snapshot all the time.
+    /// size (`replica::snapshot_policy`), so a big store does not snapshot all the time.
     pub log_growth_percent: u64,
     /// Most of one core the snapshot helper thread uses while encoding (1..=100).
     pub encode_cpu_percent: u32,

@@ -8,7 +8,7 @@
 //!   client sessions (Raft thesis §6.3) that expire by log position, serves local reads.
 //! - snapshots: [`KvStore::snapshot_view`] takes a point-in-time view in O(1) that a
 //!   helper thread encodes ([`SnapshotView::write_to`]); [`KvStore::restore`] checks a
-//!   crc32 and every length before trusting a byte; [`snapshot_due`] decides when.
+//!   crc32 and every length before trusting a byte.
 //!
 //! Determinism: the state after applying a log prefix depends only on that prefix and on
 //! [`KvConfig`], so replicas agree and snapshots of equal states are byte-identical.
@@ -20,7 +20,6 @@ mod ordmap;
 mod rmw;
 mod session;
 mod snapshot;
-mod snapshot_policy;
 mod store;
 
 pub use command::{
@@ -29,5 +28,4 @@ pub use command::{
 };
 pub use rmw::RMW_VALUE_BYTES_MAX;
 pub use snapshot::{Error, SNAPSHOT_MAGIC, SNAPSHOT_VERSION, SnapshotView};
-pub use snapshot_policy::{LogSinceSnapshot, snapshot_due};
 pub use store::{KvConfig, KvStore};

@@ -73,7 +73,7 @@ pub trait ReplicaLog: LogStore {
     fn log_bytes(&self) -> u64;
 
     /// Bytes of the log above the latest snapshot: what the snapshot policy
-    /// ([`crate::kv::snapshot_due`]) weighs against the snapshot's size.
+    /// ([`super::snapshot_policy::snapshot_due`]) weighs against the snapshot's size.
     fn log_bytes_since_snapshot(&self) -> u64;
 
     /// Bytes of the latest snapshot's encoded state machine (0 when none).

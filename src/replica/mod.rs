@@ -35,7 +35,7 @@
 //!
 //! The parts: [`requests`] (client requests, pending writes and their deadlines),
 //! `reads` (ReadIndex batching), [`parked`] (requests waiting for a leader),
-//! [`snapshots`] (the snapshot schedule), `membership` (validation of membership
+//! [`snapshots`] (the snapshot schedule, over [`snapshot_policy`]), `membership` (validation of membership
 //! changes), `status` (status, metrics and peer links), [`log`] (the log trait);
 //! and three parts the server uses too: [`timer`] (the hashed timer wheel of the
 //! deadlines), [`metrics`] (the node's counters) and [`members`] (the member addresses
@@ -49,6 +49,7 @@ pub mod metrics;
 pub mod parked;
 mod reads;
 pub mod requests;
+pub mod snapshot_policy;
 pub mod snapshots;
 mod status;
 pub mod timer;

@@ -12,8 +12,9 @@
 use log::info;
 
 use super::alarm::{Cause, WriteFailure};
+use super::snapshot_policy::{LogSinceSnapshot, snapshot_due};
 use super::{Error, Replica, ReplicaLog};
-use crate::kv::{LogSinceSnapshot, SnapshotView, snapshot_due};
+use crate::kv::SnapshotView;
 use crate::raft::message::{Snapshot, SnapshotMeta};
 
 /// What a [`SnapshotWriter`] says of its job.
