@@ -13,8 +13,12 @@
 //! produced, with no second copy. The soft limit (stop reading a connection that owes
 //! too much) is the event loop's decision, made from [`Connection::pending_output_bytes`].
 //!
-//! Invariants: `read_pos <= input.len()`, `write_pos <= output.len()`, and the unwritten
-//! output `output.len() - write_pos` never exceeds `output_bytes_max`.
+//! The input buffer is zero-initialized once as it grows and then reused: received bytes
+//! occupy `input[..input_filled]` and reads land in the initialized tail after it, so no
+//! read pays a memset of its chunk.
+//!
+//! Invariants: `read_pos <= input_filled <= input.len()`, `write_pos <= output.len()`, and
+//! the unwritten output `output.len() - write_pos` never exceeds `output_bytes_max`.
 
 use std::io::{self, ErrorKind, Read, Write};
 
@@ -81,7 +85,10 @@ pub enum QueueFrameError {
 #[derive(Debug)]
 pub struct Connection<S> {
     stream: S,
+    /// Initialized storage; only `input[..input_filled]` holds received bytes.
     input: Vec<u8>,
+    /// Received bytes in `input`; the rest is reusable initialized space.
+    input_filled: usize,
     /// Invariant: bytes before `read_pos` have been consumed.
     read_pos: usize,
     output: Vec<u8>,
@@ -96,6 +103,7 @@ impl<S: Read + Write> Connection<S> {
         Connection {
             stream,
             input: Vec::new(),
+            input_filled: 0,
             read_pos: 0,
             output: Vec::new(),
             write_pos: 0,
@@ -130,11 +138,13 @@ impl<S: Read + Write> Connection<S> {
             if outcome.bytes >= limit && outcome.bytes > 0 {
                 return Ok(outcome);
             }
-            let start = self.input.len();
-            self.input.resize(start + READ_CHUNK_BYTES, 0);
-            let result = self.stream.read(&mut self.input[start..]);
-            let got = *result.as_ref().unwrap_or(&0);
-            self.input.truncate(start + got);
+            let start = self.input_filled;
+            let end = start + READ_CHUNK_BYTES;
+            if self.input.len() < end {
+                self.input.resize(end, 0);
+            }
+            let result = self.stream.read(&mut self.input[start..end]);
+            self.input_filled += *result.as_ref().unwrap_or(&0);
             match result {
                 Ok(0) => {
                     outcome.closed = true;
@@ -158,7 +168,7 @@ impl<S: Read + Write> Connection<S> {
 
     /// The received bytes not yet consumed.
     pub fn input(&self) -> &[u8] {
-        &self.input[self.read_pos..]
+        &self.input[self.read_pos..self.input_filled]
     }
 
     /// Marks the first `count` bytes of [`Connection::input`] as consumed.
@@ -167,7 +177,7 @@ impl<S: Read + Write> Connection<S> {
     /// If `count` exceeds the unconsumed input (a programming error).
     pub fn consume(&mut self, count: usize) {
         assert!(
-            count <= self.input.len() - self.read_pos,
+            count <= self.input_filled - self.read_pos,
             "consumed past the input"
         );
         self.read_pos += count;
@@ -179,7 +189,7 @@ impl<S: Read + Write> Connection<S> {
     /// [`DecodeError`] when the frame is invalid (e.g. too large): close the connection.
     pub fn next_frame(&mut self, codec: &FrameCodec) -> Result<Option<&[u8]>, DecodeError> {
         let start = self.read_pos;
-        let Some((consumed, body)) = codec.decode(&self.input[start..])? else {
+        let Some((consumed, body)) = codec.decode(&self.input[start..self.input_filled])? else {
             return Ok(None);
         };
         let body_len = body.len();
@@ -293,14 +303,17 @@ impl<S: Read + Write> Connection<S> {
         Ok(())
     }
 
-    /// Drops the consumed input prefix once it is at least half the buffer (amortized O(1)).
+    /// Drops the consumed input prefix once it is at least half the received bytes
+    /// (amortized O(1)), keeping the initialized storage for the next reads.
     fn compact_input(&mut self) {
-        if self.read_pos == self.input.len() {
-            self.input.clear();
+        if self.read_pos == self.input_filled {
+            self.input.truncate(IDLE_CAPACITY_MAX);
             self.input.shrink_to(IDLE_CAPACITY_MAX);
+            self.input_filled = 0;
             self.read_pos = 0;
-        } else if self.read_pos >= self.input.len() / 2 {
-            self.input.drain(..self.read_pos);
+        } else if self.read_pos >= self.input_filled / 2 {
+            self.input.copy_within(self.read_pos..self.input_filled, 0);
+            self.input_filled -= self.read_pos;
             self.read_pos = 0;
         }
     }
@@ -500,6 +513,37 @@ mod tests {
         conn.read_available(1).unwrap();
         assert_eq!(conn.read_pos, 0, "prefix dropped before reading");
         assert_eq!(conn.input(), b"89ab");
+    }
+
+    #[test]
+    fn repeated_reads_reuse_the_initialized_buffer() {
+        let reads = (0..100u8).map(|i| Ok(vec![i; 100])).collect();
+        let mut conn = connection(reads);
+        let mut received = Vec::new();
+        for _ in 0..100 {
+            conn.read_available(1).unwrap();
+            assert_eq!(conn.input().len(), 100, "exactly the bytes of this read");
+            received.extend_from_slice(conn.input());
+            conn.consume(100);
+        }
+        let expected: Vec<u8> = (0..100u8).flat_map(|i| [i; 100]).collect();
+        assert_eq!(received, expected);
+        assert_eq!(
+            conn.input.len(),
+            READ_CHUNK_BYTES,
+            "one chunk initialized once, then reused"
+        );
+    }
+
+    #[test]
+    fn idle_input_storage_is_capped() {
+        let big = vec![1u8; 2 * IDLE_CAPACITY_MAX];
+        let mut conn = connection(vec![Ok(big), Ok(b"z".to_vec())]);
+        conn.read_available(2 * IDLE_CAPACITY_MAX).unwrap();
+        conn.consume(2 * IDLE_CAPACITY_MAX);
+        conn.read_available(1).unwrap();
+        assert_eq!(conn.input(), b"z");
+        assert!(conn.input.capacity() <= IDLE_CAPACITY_MAX);
     }
 
     #[test]
