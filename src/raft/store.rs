@@ -168,6 +168,11 @@ impl MemStore {
         &self.entries
     }
 
+    /// The stored snapshot, borrowed (`LogStore::snapshot` hands out a copy).
+    pub fn stored_snapshot(&self) -> &Snapshot {
+        &self.snapshot
+    }
+
     fn check(&self, index: u64) -> Result<usize, StoreError> {
         let offset = self.snapshot.meta.index;
         if index <= offset {

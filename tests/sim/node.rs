@@ -211,18 +211,17 @@ impl ReplicaLog for MemLog {
         0
     }
 
+    /// Read every turn, so computed over the stored entries without copying them.
     fn log_bytes_since_snapshot(&self) -> u64 {
-        let (snapshot_index, _) = self.volatile.compacted();
-        let last = self.volatile.last_index();
         self.volatile
-            .entries(snapshot_index + 1, last + 1, u64::MAX)
-            .map_or(0, |entries| {
-                entries.iter().map(|e| e.data.len() as u64).sum()
-            })
+            .all_entries()
+            .iter()
+            .map(|e| e.data.len() as u64)
+            .sum()
     }
 
     fn snapshot_bytes(&self) -> u64 {
-        self.volatile.snapshot().map_or(0, |s| s.data.len() as u64)
+        self.volatile.stored_snapshot().data.len() as u64
     }
 }
 
