@@ -8,6 +8,7 @@
 //! [`rate`]; `--preload` first writes every key once ([`preload`]).
 
 pub mod cluster;
+pub mod cpu;
 pub mod keys;
 pub mod preload;
 pub mod rate;
@@ -30,6 +31,7 @@ use crate::server::local::LocalError;
 use crate::storage::FsyncMode;
 
 use cluster::SpawnedCluster;
+use cpu::CpuMeter;
 use keys::{KEY_BYTES, KEYS_MAX, KeyChooser};
 use rate::RateSchedule;
 use report::{Latency, LeaderSnapshot, Report, RunConfig, percentile_distribution};
@@ -318,7 +320,13 @@ pub fn run(args: &BenchArgs, interrupted: &AtomicBool) -> Result<Report, BenchEr
         preloaded?;
     }
 
-    let (totals, histogram, elapsed) = drive(args, &addrs, &member_addrs, interrupted);
+    let mut cpu = CpuMeter::new(
+        spawned
+            .as_ref()
+            .map(SpawnedCluster::processes)
+            .unwrap_or_default(),
+    );
+    let (totals, histogram, elapsed) = drive(args, &addrs, &member_addrs, interrupted, &mut cpu);
 
     let leader_end = discovery.find_leader().ok();
     // A node that died during the run (someone testing failover) is worth a warning,
@@ -341,6 +349,7 @@ pub fn run(args: &BenchArgs, interrupted: &AtomicBool) -> Result<Report, BenchEr
         addr: leader.client_addr.clone(),
     };
     let elapsed_secs = elapsed.as_secs_f64();
+    let node_cpu = cpu.report(Some(leader_start.id), totals.completed, elapsed_secs);
     Ok(Report {
         config: args.run_config(nodes),
         leader_start: Some(snapshot(&leader_start)),
@@ -363,6 +372,7 @@ pub fn run(args: &BenchArgs, interrupted: &AtomicBool) -> Result<Report, BenchEr
         redirects: totals.redirects,
         retries: totals.retries,
         warnings,
+        node_cpu,
     })
 }
 
@@ -384,12 +394,13 @@ fn server_exe() -> Result<PathBuf, BenchError> {
 }
 
 /// Runs the workers until the run ends; returns their merged totals, the merged
-/// histogram and the measured window.
+/// histogram and the measured window. `cpu` is sampled as the window starts and ends.
 fn drive(
     args: &BenchArgs,
     addrs: &[String],
     member_addrs: &[String],
     interrupted: &AtomicBool,
+    cpu: &mut CpuMeter,
 ) -> (WorkerTotals, Histogram<u64>, Duration) {
     let start = Instant::now();
     let measure_from = start + Duration::from_secs_f64(args.warmup);
@@ -425,7 +436,12 @@ fn drive(
                 scope.spawn(move || run_worker(plan, shared))
             })
             .collect();
-        supervise(&shared, &handles, end, interrupted, progress, &histograms);
+        let watch = Watch {
+            end,
+            interrupted,
+            progress,
+        };
+        supervise(&shared, &handles, &watch, &histograms, cpu);
         handles
             .into_iter()
             .map(|handle| handle.join().unwrap_or_default())
@@ -451,25 +467,41 @@ fn drive(
     )
 }
 
+/// When [`supervise`] ends the run, and whether it prints progress.
+struct Watch<'a> {
+    end: Option<Instant>,
+    interrupted: &'a AtomicBool,
+    progress: bool,
+}
+
 /// Waits for the end of the run (deadline, `--requests` used up, or interruption), then
-/// tells the workers to stop; prints a progress line each second when asked to.
+/// tells the workers to stop; prints a progress line each second when asked to; samples
+/// `cpu` when the measured window starts and when the run stops.
 fn supervise(
     shared: &Shared,
     handles: &[thread::ScopedJoinHandle<'_, WorkerTotals>],
-    end: Option<Instant>,
-    interrupted: &AtomicBool,
-    progress: bool,
+    watch: &Watch<'_>,
     histograms: &[Arc<Mutex<Histogram<u64>>>],
+    cpu: &mut CpuMeter,
 ) {
+    let Watch {
+        end,
+        interrupted,
+        progress,
+    } = *watch;
     let mut next_progress = shared.start + Duration::from_secs(1);
     let mut last_completed = 0;
     loop {
         let now = Instant::now();
+        if !cpu.is_started() && now >= shared.measure_from {
+            cpu.start();
+        }
         let finished = handles.iter().all(|handle| handle.is_finished());
         if finished || end.is_some_and(|end| now >= end) || interrupted.load(Ordering::Relaxed) {
             let stop_at = now.saturating_duration_since(shared.start).as_nanos() as u64;
             shared.stop_at_nanos.store(stop_at, Ordering::Relaxed);
             shared.stop.store(true, Ordering::Relaxed);
+            cpu.stop();
             if progress {
                 eprintln!();
             }

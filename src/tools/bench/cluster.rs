@@ -17,6 +17,7 @@ use crate::server::ports::PortLease;
 use crate::storage::FsyncMode;
 
 use super::BenchError;
+use super::cpu::MeteredNode;
 
 /// Time between SIGTERM and SIGKILL when stopping the children.
 const STOP_GRACE: Duration = Duration::from_secs(3);
@@ -76,6 +77,18 @@ impl SpawnedCluster {
         self.nodes
             .iter()
             .map(|node| node.client_addr.to_string())
+            .collect()
+    }
+
+    /// Each node's id and process id, for the CPU meter.
+    pub fn processes(&self) -> Vec<MeteredNode> {
+        self.nodes
+            .iter()
+            .zip(&self.children)
+            .map(|(node, child)| MeteredNode {
+                id: node.id,
+                pid: child.id(),
+            })
             .collect()
     }
 

@@ -9,6 +9,8 @@ use std::fmt::Write as _;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+use super::cpu::NodeCpu;
+
 /// The configuration of a run, as reported.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct RunConfig {
@@ -119,6 +121,8 @@ pub struct Report {
     pub retries: u64,
     /// Things that went wrong around the run (a spawned node that exited).
     pub warnings: Vec<String>,
+    /// CPU time of each spawned node over the window (empty for an external cluster).
+    pub node_cpu: Vec<NodeCpu>,
 }
 
 impl Report {
@@ -190,6 +194,12 @@ impl Report {
             "client       redirects {}, retries {}",
             self.redirects, self.retries
         ));
+        for node in &self.node_cpu {
+            line(format!(
+                "cpu          node {} ({}): {:.2} us/op, {:.2} cores",
+                node.id, node.role, node.cpu_us_per_op, node.cores
+            ));
+        }
         for warning in &self.warnings {
             line(format!("warning      {warning}"));
         }
@@ -310,6 +320,12 @@ mod tests {
             redirects: 1,
             retries: 4,
             warnings: vec!["node 2 exited".into()],
+            node_cpu: vec![NodeCpu {
+                id: 1,
+                role: "leader".into(),
+                cpu_us_per_op: 2.5,
+                cores: 0.75,
+            }],
         }
     }
 
@@ -350,6 +366,7 @@ mod tests {
             "timeout 2",
             "redirects 1, retries 4",
             "warning      node 2 exited",
+            "cpu          node 1 (leader): 2.50 us/op, 0.75 cores",
         ] {
             assert!(text.contains(needle), "missing {needle:?} in\n{text}");
         }
@@ -358,6 +375,7 @@ mod tests {
         assert_eq!(json["errors"]["timeout"], 2);
         assert_eq!(json["latency"]["count"], 1000);
         assert!(json["leader_end"].is_null());
+        assert_eq!(json["node_cpu"][0]["cpu_us_per_op"], 2.5);
     }
 
     #[test]
