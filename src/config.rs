@@ -46,6 +46,9 @@ pub struct Config {
     /// Address the Redis (RESP2) listener binds; no Redis listener when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub listen_redis: Option<SocketAddr>,
+    /// Address the HTTP/JSON listener (API and dashboard) binds; none when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen_http: Option<SocketAddr>,
     /// Every voting member of the cluster, this node included.
     pub members: Vec<Member>,
     /// Raft timings.
@@ -396,6 +399,16 @@ impl Config {
             return fail(
                 "listen_redis",
                 "must differ from listen_peer and listen_client",
+            );
+        }
+        if let Some(http) = self.listen_http
+            && (http == self.listen_peer
+                || http == self.listen_client
+                || Some(http) == self.listen_redis)
+        {
+            return fail(
+                "listen_http",
+                "must differ from listen_peer, listen_client and listen_redis",
             );
         }
         self.validate_tunables(path)

@@ -157,6 +157,12 @@ fn each_validation_error_names_its_key() {
             "listen_client",
             "differ",
         ),
+        (
+            "listen_client = \"127.0.0.1:8002\"",
+            "listen_client = \"127.0.0.1:8002\"\nlisten_http = \"127.0.0.1:8002\"",
+            "listen_http",
+            "differ",
+        ),
     ];
     for (i, (from, to, key, fragment)) in cases.iter().enumerate() {
         let text = MINIMAL.replacen(from, to, 1);

@@ -15,5 +15,6 @@
 
 pub mod client;
 pub mod frame;
+pub mod http;
 pub mod peer;
 pub mod resp;

@@ -23,8 +23,8 @@
 //!
 //! The parts the loop drives live beside it: `net` (connections, limits,
 //! flushing, the node's outbox), `peer_links` (dial, handshake, backoff,
-//! liveness), `forward` (the follower's forwarding link to the leader) and
-//! `redis_pump` (Redis connections).
+//! liveness), `forward` (the follower's forwarding link to the leader),
+//! `redis_pump` (Redis connections) and `http_pump` (HTTP connections).
 
 use std::io;
 use std::net::SocketAddr;
@@ -51,6 +51,7 @@ const PEER_LISTENER: Token = Token(0);
 const CLIENT_LISTENER: Token = Token(1);
 const SIGNALS: Token = Token(2);
 const REDIS_LISTENER: Token = Token(3);
+const HTTP_LISTENER: Token = Token(4);
 
 /// What a timer in the wheel stands for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,6 +70,7 @@ pub struct EventLoop {
     peer_listener: TcpListener,
     client_listener: TcpListener,
     redis_listener: Option<TcpListener>,
+    http_listener: Option<TcpListener>,
     signals: Signals,
     tick_ms: u64,
     slow_turn_ms: u64,
@@ -115,6 +117,15 @@ impl EventLoop {
             }
             None => None,
         };
+        let http_listener = match config.listen_http {
+            Some(addr) => {
+                let mut listener = bind(addr, "listen_http")?;
+                poll.registry()
+                    .register(&mut listener, HTTP_LISTENER, Interest::READABLE)?;
+                Some(listener)
+            }
+            None => None,
+        };
         let mut signals =
             Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])?;
         poll.registry()
@@ -127,6 +138,7 @@ impl EventLoop {
             peer_listener,
             client_listener,
             redis_listener,
+            http_listener,
             signals,
             tick_ms: config.raft.tick_ms,
             slow_turn_ms: (config.raft.tick_ms * u64::from(config.raft.heartbeat_ticks) / 2).max(1),
@@ -254,6 +266,7 @@ impl EventLoop {
             PEER_LISTENER => self.accept(Listener::Peer),
             CLIENT_LISTENER => self.accept(Listener::Client),
             REDIS_LISTENER => self.accept(Listener::Redis),
+            HTTP_LISTENER => self.accept(Listener::Http),
             SIGNALS => {
                 for signal in self.signals.pending() {
                     info!("received signal {signal}: stopping");
@@ -281,6 +294,10 @@ impl EventLoop {
             let listener = match port {
                 Listener::Peer => &self.peer_listener,
                 Listener::Redis => match &self.redis_listener {
+                    Some(listener) => listener,
+                    None => return,
+                },
+                Listener::Http => match &self.http_listener {
                     Some(listener) => listener,
                     None => return,
                 },
@@ -393,6 +410,10 @@ impl EventLoop {
                 self.net.decode_peer_frames(key, &mut self.node)
             }
             ConnKind::Redis(_) => self.decode_redis_commands(key),
+            ConnKind::Http(_) => {
+                self.decode_http_requests(key);
+                Ok(())
+            }
             ConnKind::Forward { .. } => self.net.decode_forward_frames(key),
         };
         if let Err(e) = result {

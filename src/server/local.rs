@@ -12,7 +12,8 @@
 //!    appended to `node-N.log` in the same directory.
 //! 3. Print each node's pid and addresses and paste-ready lines: the `raftkv-cli` next to
 //!    the server binary by absolute path (`cargo run --release --bin raftkv-cli --` when
-//!    there is none), and a `redis-cli -p PORT` line.
+//!    there is none), a `redis-cli -p PORT` line, and each node's HTTP URL (dashboard)
+//!    with `curl` lines for the HTTP API.
 //! 4. Supervise: a node that exits on its own is reported (id, exit status, log) and the
 //!    others keep running, so a user can kill -9 the leader and watch the failover. On
 //!    SIGINT/SIGTERM every child gets SIGTERM, and SIGKILL after a grace period. Once no
@@ -84,6 +85,8 @@ pub struct LocalNode {
     pub peer_addr: SocketAddr,
     /// Its Redis (RESP2) address.
     pub redis_addr: SocketAddr,
+    /// Its HTTP address (`None` for a resumed cluster written without one).
+    pub http_addr: Option<SocketAddr>,
 }
 
 /// The nodes of a local cluster and the leases of their ports: while `ports` lives no
@@ -157,7 +160,7 @@ pub fn write_local_configs(nodes: usize, dir: &Path) -> Result<LocalConfigs, Loc
     }
     std::fs::create_dir_all(dir).map_err(io_error(format!("create {}", dir.display())))?;
     let dir = std::path::absolute(dir).map_err(io_error(format!("resolve {}", dir.display())))?;
-    let leases = lease_loopback_ports(3 * nodes).map_err(io_error("find free loopback ports"))?;
+    let leases = lease_loopback_ports(4 * nodes).map_err(io_error("find free loopback ports"))?;
     let ports: Vec<SocketAddr> = leases.iter().map(PortLease::addr).collect();
     let members: Vec<Member> = (0..nodes)
         .map(|i| Member {
@@ -169,7 +172,8 @@ pub fn write_local_configs(nodes: usize, dir: &Path) -> Result<LocalConfigs, Loc
     let template = Config::parse(DEFAULT_LOCAL_TOML, &dir.join("default.toml"))?;
     let cluster_id = fresh_cluster_id();
     let mut written = Vec::with_capacity(nodes);
-    for (member, redis_addr) in members.iter().zip(&ports[2 * nodes..]) {
+    let extra = ports[2 * nodes..3 * nodes].iter().zip(&ports[3 * nodes..]);
+    for (member, (redis_addr, http_addr)) in members.iter().zip(extra) {
         let config = Config {
             node_id: member.id,
             cluster_id,
@@ -177,6 +181,7 @@ pub fn write_local_configs(nodes: usize, dir: &Path) -> Result<LocalConfigs, Loc
             listen_peer: member.peer_addr,
             listen_client: member.client_addr,
             listen_redis: Some(*redis_addr),
+            listen_http: Some(*http_addr),
             members: members.clone(),
             ..template.clone()
         };
@@ -199,6 +204,7 @@ pub fn write_local_configs(nodes: usize, dir: &Path) -> Result<LocalConfigs, Loc
             client_addr: member.client_addr,
             peer_addr: member.peer_addr,
             redis_addr: *redis_addr,
+            http_addr: Some(*http_addr),
         });
     }
     Ok(LocalConfigs {
@@ -292,6 +298,7 @@ pub fn read_local_configs(dir: &Path) -> Result<Option<Vec<LocalNode>>, LocalErr
             client_addr: config.listen_client,
             peer_addr: config.listen_peer,
             redis_addr,
+            http_addr: config.listen_http,
         });
         first.get_or_insert(config);
     }
@@ -304,14 +311,18 @@ pub fn read_local_configs(dir: &Path) -> Result<Option<Vec<LocalNode>>, LocalErr
 /// # Errors
 /// [`LocalError::Resume`] naming the node, key and address of a port in use.
 fn lease_cluster_ports(nodes: &[LocalNode], dir: &Path) -> Result<Vec<PortLease>, LocalError> {
-    let mut leases = Vec::with_capacity(3 * nodes.len());
+    let mut leases = Vec::with_capacity(4 * nodes.len());
     for node in nodes {
         let keys = [
-            ("listen_peer", node.peer_addr),
-            ("listen_client", node.client_addr),
-            ("listen_redis", node.redis_addr),
+            ("listen_peer", Some(node.peer_addr)),
+            ("listen_client", Some(node.client_addr)),
+            ("listen_redis", Some(node.redis_addr)),
+            ("listen_http", node.http_addr),
         ];
         for (key, addr) in keys {
+            let Some(addr) = addr else {
+                continue;
+            };
             let lease =
                 lease_port(addr.port()).map_err(io_error(format!("lease port {}", addr.port())))?;
             leases.push(lease.ok_or_else(|| LocalError::Resume {
@@ -460,8 +471,11 @@ pub fn summary(
         dir.display()
     );
     for (node, pid) in nodes.iter().zip(pids) {
+        let http = node
+            .http_addr
+            .map_or_else(String::new, |addr| format!("  http://{addr}/"));
         text.push_str(&format!(
-            "  node {}  pid {pid}  client {}  redis {}  peer {}  log {}\n",
+            "  node {}  pid {pid}  client {}  redis {}  peer {}{http}  log {}\n",
             node.id,
             node.client_addr,
             node.redis_addr,
@@ -480,6 +494,14 @@ pub fn summary(
         nodes.first().map_or(0, |n| n.redis_addr.port()),
         commands.resume
     ));
+    if let Some(http) = nodes.first().and_then(|n| n.http_addr) {
+        text.push_str(&format!(
+            "HTTP (any node; the dashboard is at http://{http}/):\n  \
+             curl -X PUT http://{http}/kv/name -d '{{\"value\": \"RaftKV\"}}'\n  \
+             curl http://{http}/kv/name\n  \
+             curl http://{http}/cluster/status\n"
+        ));
+    }
     text
 }
 
@@ -681,9 +703,11 @@ mod tests {
             assert_eq!(config.listen_redis, Some(node.redis_addr));
             assert!(addrs.insert(node.client_addr) && addrs.insert(node.peer_addr));
             assert!(addrs.insert(node.redis_addr));
+            assert_eq!(config.listen_http, node.http_addr);
+            assert!(addrs.insert(node.http_addr.expect("an HTTP address")));
             assert_eq!(config.raft, configs[0].raft);
         }
-        assert_eq!(addrs.len(), 9);
+        assert_eq!(addrs.len(), 12);
     }
 
     #[test]
@@ -720,6 +744,13 @@ mod tests {
             nodes[0].redis_addr.port()
         );
         assert!(text.contains(&redis), "{text}");
+        let http = nodes[0].http_addr.expect("an HTTP address");
+        let curl = format!("curl -X PUT http://{http}/kv/name -d '{{\"value\": \"RaftKV\"}}'");
+        assert!(text.contains(&curl), "{text}");
+        assert!(
+            text.contains(&format!("curl http://{http}/cluster/status")),
+            "{text}"
+        );
         // With a raftkv-cli next to it: its absolute path, quoted when it needs quotes.
         let bin = dir.path().join("my bin");
         std::fs::create_dir(&bin).unwrap();

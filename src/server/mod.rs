@@ -15,7 +15,8 @@
 //! [`event_loop`] is the loop itself (poll, accept, read, one `before_sleep`, write); it
 //! drives `net` (connections, limits, flushing, the node's outbox), `peer_links` (dial,
 //! handshake, backoff, liveness), `forward` (a follower's forwarding link to the leader)
-//! and `redis_pump` (Redis connections). [`error`] holds the server's typed errors.
+//! `redis_pump` (Redis connections) and `http_pump` (HTTP connections, whose state is
+//! [`http`]). [`error`] holds the server's typed errors.
 
 pub mod backoff;
 pub mod conn_limits;
@@ -24,6 +25,8 @@ pub mod error;
 pub mod event_loop;
 pub mod fd_limit;
 mod forward;
+pub mod http;
+mod http_pump;
 pub mod local;
 mod net;
 pub mod node;

@@ -11,8 +11,8 @@
 //! another one is still using. WRITABLE interest is registered only while output is
 //! left after a partial write, or while an outbound connect completes.
 //!
-//! Connection limits (docs/CONFIG.md `[limits]`): client connections (client and Redis
-//! ports together) and inbound peer connections awaiting their handshake have separate
+//! Connection limits (docs/CONFIG.md `[limits]`): client connections (client, Redis
+//! and HTTP ports together) and inbound peer connections awaiting their handshake have separate
 //! caps; identified peer links, outbound links and the forwarding link count against
 //! neither, so no number of clients can starve the Raft traffic. At the handshake cap a
 //! new peer connection evicts the oldest unidentified one, so junk connections cannot
@@ -24,8 +24,8 @@
 //!
 //! Back-pressure, like redis's `client-output-buffer-limit`: a client connection is not
 //! read while it has `requests_per_connection_max` requests in flight or owes more than
-//! `output_bytes_soft_max` bytes (unwritten output plus finished Redis replies held for
-//! ordering); it is read again once replies drain (`maybe_resume`). A reply that would
+//! `output_bytes_soft_max` bytes (unwritten output plus finished Redis or HTTP replies
+//! held for ordering); it is read again once replies drain (`maybe_resume`). A reply that would
 //! make it owe more than `output_bytes_max` disconnects it, checked as the reply is
 //! produced.
 
@@ -44,11 +44,13 @@ use super::conn_limits::{self, Activity, RefusalLog, Timeouts, Watch};
 use super::connection::{Connection, FlushOutcome, QueueFrameError};
 use super::fd_limit;
 use super::forward::ForwardLink;
+use super::http::HttpConn;
 use super::node::{ClientRef, Node, Outbox};
 use super::peer_links::PeerLink;
 use super::redis::RedisConn;
 use crate::codec::client::{self as client_codec, Response, ResponseBody};
 use crate::codec::frame::FrameCodec;
+use crate::codec::http::HttpCodec;
 use crate::codec::resp::RespCodec;
 use crate::config::Config;
 use crate::raft::message::{Message, NodeId};
@@ -68,6 +70,7 @@ pub(super) enum Listener {
     Peer,
     Client,
     Redis,
+    Http,
 }
 
 /// What a connection is, with the state only that kind has.
@@ -82,17 +85,24 @@ pub(super) enum ConnKind {
     /// A Redis client on the Redis port, with its Redis state (queued commands and the
     /// replies held for ordering).
     Redis(Box<RedisConn>),
+    /// An HTTP client on the HTTP port, with its queued requests and finished responses.
+    Http(Box<HttpConn>),
     /// Our client-protocol link to the leader, carrying forwarded Redis requests;
     /// `connected` once the TCP connect completed.
     Forward { connected: bool },
 }
 
 impl ConnKind {
-    fn accepted(listener: Listener) -> ConnKind {
+    /// The state of a connection accepted on `listener` of a node serving HTTP on
+    /// `http_addr`.
+    fn accepted(listener: Listener, http_addr: Option<&str>) -> ConnKind {
         match listener {
             Listener::Peer => ConnKind::PeerIn(None),
             Listener::Client => ConnKind::Client { requests_owed: 0 },
             Listener::Redis => ConnKind::Redis(Box::default()),
+            Listener::Http => {
+                ConnKind::Http(Box::new(HttpConn::new(http_addr.map(str::to_string))))
+            }
         }
     }
 
@@ -104,6 +114,7 @@ impl ConnKind {
             ConnKind::PeerIn(Some(_)) => "an inbound peer link",
             ConnKind::PeerOut { .. } => "an outbound peer link",
             ConnKind::Redis(_) => "a Redis connection",
+            ConnKind::Http(_) => "an HTTP connection",
             ConnKind::Forward { .. } => "the forwarding link",
         }
     }
@@ -150,13 +161,17 @@ pub(super) struct ClientLimits {
 
 impl Conn {
     pub(super) fn is_client(&self) -> bool {
-        matches!(self.kind, ConnKind::Client { .. } | ConnKind::Redis(_))
+        matches!(
+            self.kind,
+            ConnKind::Client { .. } | ConnKind::Redis(_) | ConnKind::Http(_)
+        )
     }
 
     /// Requests in flight and finished reply bytes held outside the output buffer.
     pub(super) fn owed(&self) -> (usize, usize) {
         match &self.kind {
             ConnKind::Redis(redis) => (redis.requests(), redis.reply_bytes()),
+            ConnKind::Http(http) => (http.requests(), http.reply_bytes()),
             ConnKind::Client { requests_owed } => (*requests_owed, 0),
             _ => (0, 0),
         }
@@ -171,7 +186,7 @@ impl Conn {
 
     fn watch(&self) -> Watch {
         match self.kind {
-            ConnKind::Client { .. } | ConnKind::Redis(_) => Watch::Client,
+            ConnKind::Client { .. } | ConnKind::Redis(_) | ConnKind::Http(_) => Watch::Client,
             ConnKind::PeerIn(None) => Watch::Handshake,
             ConnKind::PeerIn(Some(_)) | ConnKind::PeerOut { .. } | ConnKind::Forward { .. } => {
                 Watch::Exempt
@@ -286,10 +301,14 @@ pub(super) struct Net {
     pub(super) silence_ms: u64,
     pub(super) rng: Rng,
     pub(super) resp: RespCodec,
+    pub(super) http: HttpCodec,
+    /// The address of the HTTP listener (`listen_http`), shown in the cluster status.
+    pub(super) http_addr: Option<String>,
     pub(super) forward: ForwardLink,
-    /// Redis connections that received answers and may have more to send or write.
+    /// Redis and HTTP connections that received answers and may have more to send or
+    /// write.
     pub(super) redis_touched: Vec<usize>,
-    /// A Redis request went to the node after its `before_sleep`.
+    /// A Redis or HTTP request went to the node after its `before_sleep`.
     pub(super) redis_proposed: bool,
 }
 
@@ -329,6 +348,11 @@ impl Net {
             silence_ms: 2 * u64::from(config.raft.election_ticks) * config.raft.tick_ms,
             rng: Rng::new(config.node_id ^ 0x9e37_79b9_7f4a_7c15),
             resp: RespCodec::new(config.limits.frame_bytes_max as usize),
+            http: HttpCodec::new(
+                super::http_pump::HEAD_BYTES_MAX,
+                config.limits.frame_bytes_max as usize,
+            ),
+            http_addr: config.listen_http.map(|addr| addr.to_string()),
             forward: ForwardLink::new(config.limits.request_timeout_ms),
             redis_touched: Vec::new(),
             redis_proposed: false,
@@ -530,7 +554,8 @@ impl Net {
             self.on_refused(&format!("from {addr}: {key_name} ({max}) reached"));
             return;
         }
-        match self.add(stream, ConnKind::accepted(listener), Interest::READABLE) {
+        let kind = ConnKind::accepted(listener, self.http_addr.as_deref());
+        match self.add(stream, kind, Interest::READABLE) {
             Err(e) => warn!("cannot register connection from {addr}: {e}"),
             Ok(key) => {
                 if peer {
@@ -641,7 +666,7 @@ impl Net {
                 self.client_count = self.client_count.saturating_sub(1);
             }
             match conn.kind {
-                ConnKind::Client { .. } | ConnKind::Redis(_) => {
+                ConnKind::Client { .. } | ConnKind::Redis(_) | ConnKind::Http(_) => {
                     debug!("client connection closed: {reason}")
                 }
                 ConnKind::Forward { .. } => {
@@ -686,6 +711,11 @@ impl Outbox for Net {
                 let reason = format!("client is not reading: {owed} reply bytes owed > {max}");
                 self.close_over_limit(client.key, reason);
             }
+            return;
+        }
+        if let ConnKind::Http(http) = &mut conn.kind {
+            http.on_response(response);
+            self.redis_touched.push(client.key);
             return;
         }
         if let ConnKind::Client { requests_owed } = &mut conn.kind {

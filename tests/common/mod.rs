@@ -5,6 +5,8 @@
 
 #![allow(dead_code)]
 
+pub mod http;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -81,7 +83,7 @@ impl Cluster {
     pub fn start_joining_node(&mut self, via: usize) -> usize {
         let template = Config::load(&self.nodes[0].config_path).expect("config");
         let id = self.nodes.iter().map(|n| n.id).max().unwrap_or(0) + 1;
-        let leases = lease_loopback_ports(3).expect("free ports");
+        let leases = lease_loopback_ports(4).expect("free ports");
         let ports: Vec<SocketAddr> = leases.iter().map(PortLease::addr).collect();
         self.ports.extend(leases);
         let dir = self.dir.path();
@@ -91,6 +93,7 @@ impl Cluster {
             listen_peer: ports[0],
             listen_client: ports[1],
             listen_redis: Some(ports[2]),
+            listen_http: Some(ports[3]),
             members: vec![Member {
                 id,
                 peer_addr: ports[0],
@@ -107,6 +110,7 @@ impl Cluster {
             client_addr: ports[1],
             peer_addr: ports[0],
             redis_addr: ports[2],
+            http_addr: Some(ports[3]),
         });
         self.children.push(None);
         self.join.push(Some(self.addr(via)));

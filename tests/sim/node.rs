@@ -295,6 +295,7 @@ fn node_config(id: NodeId, ids_max: u64) -> Config {
         listen_peer: me.peer_addr,
         listen_client: me.client_addr,
         listen_redis: None,
+        listen_http: None,
         members: (1..=ids_max).map(member).collect(),
         raft: Default::default(),
         limits: LimitsConfig {

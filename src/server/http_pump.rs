@@ -1,0 +1,131 @@
+//! HTTP pumping: the chain HttpCodec -> [`HttpConn`](super::http::HttpConn) of an
+//! HTTP-port connection, driven like a Redis connection ([`super::redis_pump`]): the
+//! HTTP state turns each request into client-protocol requests for the node (or, on a
+//! follower answered NotLeader, for the leader over the forwarding link), answers are
+//! fed back until it asks nothing more, and its finished responses are queued in
+//! request order.
+//!
+//! Invariants: a request that cannot be decoded (431 head too large, 413 body too large,
+//! 400 malformed) is answered after the responses owed before it, and the connection
+//! closes once it is written: the rest of its input cannot be framed. One durable sync
+//! per turn holds as for Redis: a request issued after the node's `before_sleep` only
+//! marks work pending (`Net::redis_proposed`).
+
+use std::time::Instant;
+
+use super::event_loop::EventLoop;
+use super::net::{ConnKind, FRAMES_PER_TURN_MAX, Net, REQUESTS_PER_SLICE_CHECK};
+use super::node::ClientRef;
+use crate::codec::http::{self, Decoded, HttpResponse};
+
+/// The longest request head (request line and headers) accepted; longer: 431.
+pub(super) const HEAD_BYTES_MAX: usize = 16 * 1024;
+
+impl EventLoop {
+    /// Decodes the requests of HTTP connection `key` and pumps it. Input that is not a
+    /// request within the limits is answered with its error status and the connection
+    /// closes after the answer.
+    pub(super) fn decode_http_requests(&mut self, key: usize) {
+        let limits = self.net.limits;
+        let mut frames_left = true;
+        for i in 0..FRAMES_PER_TURN_MAX {
+            let conn = &mut self.net.conns[key];
+            if !conn.has_room(&limits) {
+                self.net.pause(key);
+                frames_left = false;
+                break;
+            }
+            if i % REQUESTS_PER_SLICE_CHECK == REQUESTS_PER_SLICE_CHECK - 1
+                && Instant::now() >= self.net.slice_end
+            {
+                break;
+            }
+            let ConnKind::Http(state) = &mut conn.kind else {
+                return;
+            };
+            if state.is_broken() {
+                let left = conn.io.input().len();
+                conn.io.consume(left);
+                frames_left = false;
+                break;
+            }
+            match self.net.http.decode(conn.io.input()) {
+                Ok(Decoded::Request(consumed, request)) => {
+                    conn.io.consume(consumed);
+                    state.on_request(*request);
+                }
+                Ok(Decoded::Partial { expects_continue }) => {
+                    if expects_continue
+                        && state.should_continue()
+                        && conn.io.queue(http::CONTINUE).is_ok()
+                    {
+                        self.net.dirty.push(key);
+                    }
+                    frames_left = false;
+                    break;
+                }
+                Err(e) => {
+                    let body = super::http::json::error_body(&e.to_string());
+                    state.on_bad_request(HttpResponse::json(e.status(), body));
+                }
+            }
+        }
+        self.pump_http(key);
+        if frames_left && let Some(conn) = self.net.conns.get_mut(key) {
+            conn.unread = true;
+        }
+    }
+
+    /// Sends what HTTP connection `key` asks for (answers the node gives at once are fed
+    /// back until it asks nothing more), then queues its finished responses.
+    pub(super) fn pump_http(&mut self, key: usize) {
+        let Some(generation) = self.net.conns.get(key).map(|c| c.generation) else {
+            return;
+        };
+        let client = ClientRef { key, generation };
+        loop {
+            let submits = match self.net.conns.get_mut(key).map(|c| &mut c.kind) {
+                Some(ConnKind::Http(state)) => state.take_submits(),
+                _ => return,
+            };
+            if submits.is_empty() {
+                break;
+            }
+            for submit in submits {
+                self.submit(client, submit);
+            }
+        }
+        self.net.write_http_replies(key);
+    }
+}
+
+impl Net {
+    /// Queues the finished in-order responses of HTTP connection `key`; closes it once
+    /// a response that ends the connection is written.
+    pub(super) fn write_http_replies(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let ConnKind::Http(state) = &mut conn.kind else {
+            return;
+        };
+        let mut close = false;
+        let before = conn.io.pending_output_bytes();
+        // Encoded straight into the output buffer: the hard limit sees the bytes as
+        // they are produced, and there is no second copy.
+        let queued = conn.io.queue_with(|out| close = state.take_replies(out));
+        if let Err(e) = queued {
+            self.close_over_limit(key, format!("client is not reading: {e}"));
+            return;
+        }
+        if conn.io.pending_output_bytes() > before {
+            self.dirty.push(key);
+        }
+        if close {
+            self.flush(key);
+            self.close_later(key, "HTTP response ends the connection".into());
+            return;
+        }
+        self.maybe_resume(key);
+    }
+}
