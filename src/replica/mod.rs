@@ -42,6 +42,7 @@
 //! carried in the Raft configuration).
 
 pub mod alarm;
+pub mod exposition;
 pub mod log;
 pub mod members;
 mod membership;
@@ -490,10 +491,17 @@ impl<L: ReplicaLog, W: SnapshotWriter> Replica<L, W> {
             return;
         };
         let body = match result {
-            Some(result) if waiting.term == entry.term => ResponseBody::Result(result),
-            _ => ResponseBody::Unavailable(
-                "leadership changed before the write committed; it was not applied, retry".into(),
-            ),
+            Some(result) if waiting.term == entry.term => {
+                self.metrics.on_proposal_committed();
+                ResponseBody::Result(result)
+            }
+            _ => {
+                self.metrics.on_proposal_failed();
+                ResponseBody::Unavailable(
+                    "leadership changed before the write committed; it was not applied, retry"
+                        .into(),
+                )
+            }
         };
         finish(&mut self.deadlines, out, waiting.into(), body);
     }
@@ -515,12 +523,16 @@ impl<L: ReplicaLog, W: SnapshotWriter> Replica<L, W> {
             Role::Leader => self.metrics.on_election_won(),
             Role::Follower | Role::PreCandidate => {}
         }
+        if self.last_role == Role::Candidate && role != Role::Leader {
+            self.metrics.on_election_lost();
+        }
         if self.last_role == Role::Leader {
             let body = self.redirect(leader);
             let unknown = ResponseBody::Unavailable(
                 "leadership lost before the write committed; outcome unknown, retry".into(),
             );
             for (_, write) in std::mem::take(&mut self.pending_writes) {
+                self.metrics.on_proposal_failed();
                 finish(&mut self.deadlines, out, write.into(), unknown.clone());
             }
             for read in self.reads.take_confirmed_and_waiting() {
@@ -537,6 +549,8 @@ impl<L: ReplicaLog, W: SnapshotWriter> Replica<L, W> {
         })?;
         self.raw.store_mut().install_snapshot(snapshot.clone())?;
         self.kv = kv;
+        self.metrics
+            .on_snapshot_installed(snapshot.data.len() as u64);
         info!(
             "installed snapshot at index {index} ({} keys)",
             self.kv.len()

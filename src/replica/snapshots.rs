@@ -73,7 +73,7 @@ impl<L: ReplicaLog, W: SnapshotWriter> Replica<L, W> {
                         }
                         Err(WriteFailure::Fatal(e)) => return Err(Error::Write(e)),
                     }
-                    self.metrics.on_snapshot(bytes);
+                    self.metrics.on_snapshot(bytes, elapsed_ms);
                     info!(
                         "snapshot at index {index}: {bytes} bytes written in {elapsed_ms} ms \
                          off the loop; log compacted"

@@ -25,6 +25,7 @@ use crate::raft::{self, Message};
 use crate::replica::{self, Replica};
 use crate::storage::identity::Identity;
 
+pub use crate::replica::exposition::PROMETHEUS_CONTENT_TYPE;
 use crate::replica::metrics::Metrics;
 pub use crate::replica::{ClientRef, Outbox, WantedPeer};
 
@@ -137,6 +138,12 @@ impl Node {
     /// The node's metrics, for the loop to record network events.
     pub fn metrics_mut(&mut self) -> &mut Metrics {
         self.replica.metrics_mut()
+    }
+
+    /// Everything the node exports, in the Prometheus text format 0.0.4 (the answer to
+    /// `GET /metrics`, served as [`PROMETHEUS_CONTENT_TYPE`]).
+    pub fn prometheus_text(&self) -> String {
+        self.replica.prometheus_text()
     }
 
     /// One line on what the last `before_sleep` did (for slow-turn warnings).
