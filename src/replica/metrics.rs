@@ -6,13 +6,19 @@
 //! documented in `docs/CONFIG.md` ("Metrics"): renaming one is a breaking change for
 //! whoever scrapes them.
 //!
-//! Invariant: counters only grow; gauges hold the last value set.
+//! The same numbers are also exported in the Prometheus text format, with base units
+//! and exact sums, by [`prometheus`].
+//!
+//! Invariant: counters only grow; gauges hold the last value set; a [`Timings`] sum is
+//! the exact sum of what its histogram recorded (before clamping).
 
 use std::collections::BTreeMap;
 
 use hdrhistogram::Histogram;
 
 use crate::raft::message::NodeId;
+
+pub mod prometheus;
 
 /// Largest fsync latency the histogram tracks exactly (60 s); longer ones are clamped.
 const FSYNC_LATENCY_US_MAX: u64 = 60_000_000;
@@ -26,6 +32,45 @@ const TURN_US_MAX: u64 = 60_000_000;
 /// Length of one window of `loop.turn_us_max_recent`, in the loop's milliseconds: the
 /// gauge is the longest turn of the current window and the one before it.
 pub const RECENT_TURN_WINDOW_MS: u64 = 10_000;
+
+/// Longest snapshot write the histogram tracks exactly (1 hour, in ms).
+const SNAPSHOT_MS_MAX: u64 = 3_600_000;
+
+/// Longest peer round trip the histogram tracks exactly (60 s, in µs).
+const ROUND_TRIP_US_MAX: u64 = 60_000_000;
+
+/// A histogram of observations and their exact sum (Prometheus' `_sum`).
+#[derive(Debug, Clone)]
+pub struct Timings {
+    histogram: Histogram<u64>,
+    sum: u64,
+}
+
+impl Timings {
+    /// Empty; values above `high` are clamped into the histogram's last bucket.
+    fn new(high: u64) -> Timings {
+        Timings {
+            histogram: histogram(high),
+            sum: 0,
+        }
+    }
+
+    /// One observation.
+    fn record(&mut self, value: u64) {
+        self.histogram.saturating_record(value);
+        self.sum = self.sum.saturating_add(value);
+    }
+
+    /// The histogram.
+    pub fn histogram(&self) -> &Histogram<u64> {
+        &self.histogram
+    }
+
+    /// The exact sum of the observations.
+    pub fn sum(&self) -> u64 {
+        self.sum
+    }
+}
 
 /// Traffic and link state of one peer.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -77,18 +122,23 @@ pub struct Metrics {
     applied_index: u64,
     elections_started: u64,
     elections_won: u64,
+    elections_lost: u64,
+    /// Writes whose entry was applied in the term they were proposed in.
+    proposals_committed: u64,
+    /// Writes that were not applied or whose outcome is unknown (leadership lost,
+    /// deadline passed).
+    proposals_failed: u64,
     leader_changes: u64,
     fsync_count: u64,
     fsync_slow_count: u64,
     slow_fsync_us: u64,
-    fsync_latency_us: Histogram<u64>,
+    fsync_latency_us: Timings,
     /// Entries made durable by each fsync: the group-commit factor.
-    entries_per_fsync: Histogram<u64>,
-    fsync_entries_sum: u64,
+    entries_per_fsync: Timings,
     loop_turns: u64,
     loop_slow_turns: u64,
     /// The work time of each loop turn (the poll's wait excluded).
-    turn_us: Histogram<u64>,
+    turn_us: Timings,
     /// The longest turn of the current window, of the window before it, and when the
     /// current window started (the loop's clock).
     recent_turn_us_max: u64,
@@ -97,9 +147,14 @@ pub struct Metrics {
     log_bytes: u64,
     snapshot_bytes: u64,
     snapshots_taken: u64,
+    snapshots_installed: u64,
+    /// How long each snapshot this node took ran, from start to durable (ms).
+    snapshot_ms: Timings,
     alarm_nospace: bool,
     nospace_alarms: u64,
     peers: BTreeMap<NodeId, PeerMetrics>,
+    /// Round trips of replication messages per peer (µs), measured by the driver.
+    peer_round_trip_us: BTreeMap<NodeId, Timings>,
     connections: ConnectionMetrics,
 }
 
@@ -113,25 +168,30 @@ impl Metrics {
             applied_index: 0,
             elections_started: 0,
             elections_won: 0,
+            elections_lost: 0,
+            proposals_committed: 0,
+            proposals_failed: 0,
             leader_changes: 0,
             fsync_count: 0,
             fsync_slow_count: 0,
             slow_fsync_us,
-            fsync_latency_us: histogram(FSYNC_LATENCY_US_MAX),
-            entries_per_fsync: histogram(ENTRIES_PER_FSYNC_MAX),
-            fsync_entries_sum: 0,
+            fsync_latency_us: Timings::new(FSYNC_LATENCY_US_MAX),
+            entries_per_fsync: Timings::new(ENTRIES_PER_FSYNC_MAX),
             loop_turns: 0,
             loop_slow_turns: 0,
-            turn_us: histogram(TURN_US_MAX),
+            turn_us: Timings::new(TURN_US_MAX),
             recent_turn_us_max: 0,
             previous_turn_us_max: 0,
             recent_window_started_ms: 0,
             log_bytes: 0,
             snapshot_bytes: 0,
             snapshots_taken: 0,
+            snapshots_installed: 0,
+            snapshot_ms: Timings::new(SNAPSHOT_MS_MAX),
             alarm_nospace: false,
             nospace_alarms: 0,
             peers: BTreeMap::new(),
+            peer_round_trip_us: BTreeMap::new(),
             connections: ConnectionMetrics::default(),
         }
     }
@@ -162,6 +222,22 @@ impl Metrics {
         self.elections_won += 1;
     }
 
+    /// This node's election ended without it becoming leader (it went from candidate
+    /// back to follower).
+    pub fn on_election_lost(&mut self) {
+        self.elections_lost += 1;
+    }
+
+    /// A write's entry was applied in the term it was proposed in: it committed.
+    pub fn on_proposal_committed(&mut self) {
+        self.proposals_committed += 1;
+    }
+
+    /// A write was not applied, or its outcome is unknown to the client.
+    pub fn on_proposal_failed(&mut self) {
+        self.proposals_failed += 1;
+    }
+
     /// The leader this node knows of changed (including to "none").
     pub fn on_leader_change(&mut self) {
         self.leader_changes += 1;
@@ -171,9 +247,8 @@ impl Metrics {
     /// was slower than the threshold, so the caller logs the warning.
     pub fn record_fsync(&mut self, latency_us: u64, entries: u64) -> bool {
         self.fsync_count += 1;
-        self.fsync_latency_us.saturating_record(latency_us);
-        self.entries_per_fsync.saturating_record(entries);
-        self.fsync_entries_sum += entries;
+        self.fsync_latency_us.record(latency_us);
+        self.entries_per_fsync.record(entries);
         let slow = latency_us > self.slow_fsync_us;
         if slow {
             self.fsync_slow_count += 1;
@@ -190,7 +265,7 @@ impl Metrics {
     /// A loop turn ended at `now_ms` (the loop's clock) after `busy_us` microseconds of
     /// work; `slow` when that was longer than the caller's threshold.
     pub fn on_loop_turn_ended(&mut self, now_ms: u64, busy_us: u64, slow: bool) {
-        self.turn_us.saturating_record(busy_us);
+        self.turn_us.record(busy_us);
         let window_age_ms = now_ms.saturating_sub(self.recent_window_started_ms);
         if window_age_ms >= RECENT_TURN_WINDOW_MS {
             // A window with no turn at all leaves nothing to carry over.
@@ -213,10 +288,26 @@ impl Metrics {
         self.log_bytes = bytes;
     }
 
-    /// A snapshot of `bytes` bytes was written (or installed).
-    pub fn on_snapshot(&mut self, bytes: u64) {
+    /// A snapshot of `bytes` bytes this node took is durable, `elapsed_ms` after it
+    /// started.
+    pub fn on_snapshot(&mut self, bytes: u64, elapsed_ms: u64) {
         self.snapshots_taken += 1;
         self.snapshot_bytes = bytes;
+        self.snapshot_ms.record(elapsed_ms);
+    }
+
+    /// A snapshot of `bytes` bytes received from the leader was installed.
+    pub fn on_snapshot_installed(&mut self, bytes: u64) {
+        self.snapshots_installed += 1;
+        self.snapshot_bytes = bytes;
+    }
+
+    /// A replication message to `peer` was answered `round_trip_us` after it was sent.
+    pub fn record_peer_round_trip(&mut self, peer: NodeId, round_trip_us: u64) {
+        self.peer_round_trip_us
+            .entry(peer)
+            .or_insert_with(|| Timings::new(ROUND_TRIP_US_MAX))
+            .record(round_trip_us);
     }
 
     /// Whether the NOSPACE alarm is up (`replica::alarm`); counts each time it goes up.
@@ -286,17 +377,25 @@ impl Metrics {
         .into_iter()
         .map(|(name, value)| (name.to_string(), value))
         .collect();
-        push_percentiles(&mut out, "loop.turn_us", &self.turn_us);
+        push_percentiles(&mut out, "loop.turn_us", &self.turn_us.histogram);
         out.push((
             "loop.turn_us_max_recent".to_string(),
             self.recent_turn_us_max.max(self.previous_turn_us_max),
         ));
-        push_percentiles(&mut out, "storage.fsync.latency_us", &self.fsync_latency_us);
+        push_percentiles(
+            &mut out,
+            "storage.fsync.latency_us",
+            &self.fsync_latency_us.histogram,
+        );
         out.push((
             "storage.fsync.entries.sum".to_string(),
-            self.fsync_entries_sum,
+            self.entries_per_fsync.sum,
         ));
-        push_percentiles(&mut out, "storage.fsync.entries", &self.entries_per_fsync);
+        push_percentiles(
+            &mut out,
+            "storage.fsync.entries",
+            &self.entries_per_fsync.histogram,
+        );
         out.push(("storage.log_bytes".to_string(), self.log_bytes));
         out.push(("storage.snapshot_bytes".to_string(), self.snapshot_bytes));
         out.push(("storage.snapshots_taken".to_string(), self.snapshots_taken));
@@ -504,12 +603,13 @@ mod tests {
     fn storage_sizes() {
         let mut m = Metrics::new(1);
         m.set_log_bytes(4096);
-        m.on_snapshot(1000);
-        m.on_snapshot(2000);
+        m.on_snapshot(1000, 5);
+        m.on_snapshot_installed(2000);
         let r = m.render();
         assert_eq!(value(&r, "storage.log_bytes"), 4096);
         assert_eq!(value(&r, "storage.snapshot_bytes"), 2000);
-        assert_eq!(value(&r, "storage.snapshots_taken"), 2);
+        // An installed snapshot is not one this node took.
+        assert_eq!(value(&r, "storage.snapshots_taken"), 1);
     }
 
     #[test]

@@ -42,10 +42,13 @@
 //! carried in the Raft configuration).
 
 pub mod alarm;
+pub mod events;
+pub mod exposition;
 pub mod log;
 pub mod members;
 mod membership;
 pub mod metrics;
+mod observe;
 pub mod parked;
 mod reads;
 pub mod requests;
@@ -54,11 +57,12 @@ pub mod snapshots;
 mod status;
 pub mod timer;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use ::log::{info, warn};
 
 use self::alarm::{Cause, NoSpaceAlarm, WriteFailure};
+use self::events::{EVENTS_MAX, EventKind, Events};
 pub use self::log::{ReplicaLog, SyncOutcome};
 use self::reads::Reads;
 pub use self::requests::{ClientRef, Outbox};
@@ -137,6 +141,15 @@ pub struct Replica<L: ReplicaLog, W: SnapshotWriter> {
     reads: Reads,
     last_role: Role,
     last_leader: NodeId,
+    /// The term at the end of the last turn (a candidate in a new term lost the last
+    /// election and started another).
+    last_term: u64,
+    /// The members of the last configuration applied (for membership events).
+    members_applied: BTreeSet<NodeId>,
+    /// Whether the NOSPACE alarm was up at the end of the last turn.
+    alarm_reported: bool,
+    /// The recent events (`events`).
+    events: Events,
     snapshots: W,
     snapshot_job: Option<SnapshotJob>,
     /// The NOSPACE alarm: up while a write failed for lack of disk space.
@@ -183,6 +196,12 @@ impl<L: ReplicaLog, W: SnapshotWriter> Replica<L, W> {
         seed: u64,
     ) -> Result<Self, Error> {
         let snapshot = log.snapshot().map_err(Error::Store)?;
+        let members_applied = log
+            .initial_state()
+            .map_err(Error::Store)?
+            .config
+            .members()
+            .collect();
         let kv_config = KvConfig::default();
         let kv = if snapshot.meta.index == 0 {
             KvStore::new(kv_config)
@@ -205,6 +224,10 @@ impl<L: ReplicaLog, W: SnapshotWriter> Replica<L, W> {
             reads: Reads::default(),
             last_role: Role::Follower,
             last_leader: raft::NO_NODE,
+            last_term: 0,
+            members_applied,
+            alarm_reported: false,
+            events: Events::new(EVENTS_MAX),
             snapshots,
             snapshot_job: None,
             nospace: NoSpaceAlarm::default(),
@@ -300,6 +323,7 @@ impl<L: ReplicaLog, W: SnapshotWriter> Replica<L, W> {
     /// A storage failure; the driver must stop the replica: nothing after it may be
     /// acknowledged.
     pub fn before_sleep(&mut self, now_ms: u64, out: &mut impl Outbox) -> Result<(), Error> {
+        self.events.set_now(now_ms);
         self.release_parked(out);
         self.start_read_round(out);
         let mut synced_entries = 0u64;
@@ -359,7 +383,7 @@ impl<L: ReplicaLog, W: SnapshotWriter> Replica<L, W> {
         self.answer_reads(out);
         self.observe_role_change(out);
         self.maybe_snapshot(now_ms)?;
-        self.metrics.set_alarm_nospace(self.nospace.raised());
+        self.observe_alarm();
         self.last_synced_entries = synced_entries;
         Ok(())
     }
@@ -476,10 +500,13 @@ impl<L: ReplicaLog, W: SnapshotWriter> Replica<L, W> {
             EntryKind::Config => {
                 self.kv.advance_applied(entry.index);
                 match raft::Configuration::decode(&entry.data) {
-                    Ok(config) => info!(
-                        "configuration committed at index {}: voters {:?}, learners {:?}",
-                        entry.index, config.voters, config.learners
-                    ),
+                    Ok(config) => {
+                        info!(
+                            "configuration committed at index {}: voters {:?}, learners {:?}",
+                            entry.index, config.voters, config.learners
+                        );
+                        self.observe_membership(&config, entry.index);
+                    }
                     Err(e) => warn!("configuration entry {} does not decode: {e}", entry.index),
                 }
                 Some(CommandResult::Ok)
@@ -490,10 +517,17 @@ impl<L: ReplicaLog, W: SnapshotWriter> Replica<L, W> {
             return;
         };
         let body = match result {
-            Some(result) if waiting.term == entry.term => ResponseBody::Result(result),
-            _ => ResponseBody::Unavailable(
-                "leadership changed before the write committed; it was not applied, retry".into(),
-            ),
+            Some(result) if waiting.term == entry.term => {
+                self.metrics.on_proposal_committed();
+                ResponseBody::Result(result)
+            }
+            _ => {
+                self.metrics.on_proposal_failed();
+                ResponseBody::Unavailable(
+                    "leadership changed before the write committed; it was not applied, retry"
+                        .into(),
+                )
+            }
         };
         finish(&mut self.deadlines, out, waiting.into(), body);
     }
@@ -501,26 +535,18 @@ impl<L: ReplicaLog, W: SnapshotWriter> Replica<L, W> {
     fn observe_role_change(&mut self, out: &mut impl Outbox) {
         let raft = self.raw.raft();
         let (role, term, leader) = (raft.role, raft.term, raft.leader);
-        if leader != self.last_leader {
-            info!("term {term}: leader is now {leader}");
-            self.last_leader = leader;
-            self.metrics.on_leader_change();
-        }
+        self.observe_leader_and_elections(role, term, leader);
         if role == self.last_role {
             return;
         }
         info!("term {term}: role {:?} -> {role:?}", self.last_role);
-        match role {
-            Role::Candidate => self.metrics.on_election_started(),
-            Role::Leader => self.metrics.on_election_won(),
-            Role::Follower | Role::PreCandidate => {}
-        }
         if self.last_role == Role::Leader {
             let body = self.redirect(leader);
             let unknown = ResponseBody::Unavailable(
                 "leadership lost before the write committed; outcome unknown, retry".into(),
             );
             for (_, write) in std::mem::take(&mut self.pending_writes) {
+                self.metrics.on_proposal_failed();
                 finish(&mut self.deadlines, out, write.into(), unknown.clone());
             }
             for read in self.reads.take_confirmed_and_waiting() {
@@ -537,10 +563,17 @@ impl<L: ReplicaLog, W: SnapshotWriter> Replica<L, W> {
         })?;
         self.raw.store_mut().install_snapshot(snapshot.clone())?;
         self.kv = kv;
-        info!(
-            "installed snapshot at index {index} ({} keys)",
+        let bytes = snapshot.data.len() as u64;
+        self.metrics.on_snapshot_installed(bytes);
+        self.members_applied = snapshot.meta.config.members().collect();
+        let message = format!(
+            "installed snapshot at index {index} ({} keys, {bytes} bytes)",
             self.kv.len()
         );
+        let term = self.raw.raft().term;
+        let fields = [("index", index), ("bytes", bytes)];
+        self.events
+            .record(EventKind::SnapshotInstalled, term, &fields, message);
         Ok(())
     }
 }

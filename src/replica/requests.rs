@@ -435,6 +435,7 @@ impl<L: ReplicaLog, W: SnapshotWriter> Replica<L, W> {
                     let Some(write) = self.pending_writes.remove(&index) else {
                         continue;
                     };
+                    self.metrics.on_proposal_failed();
                     (
                         Waiter::from(write),
                         "write timed out before it committed; outcome unknown",

@@ -12,6 +12,7 @@
 use log::info;
 
 use super::alarm::{Cause, WriteFailure};
+use super::events::EventKind;
 use super::snapshot_policy::{LogSinceSnapshot, snapshot_due};
 use super::{Error, Replica, ReplicaLog};
 use crate::kv::SnapshotView;
@@ -73,11 +74,15 @@ impl<L: ReplicaLog, W: SnapshotWriter> Replica<L, W> {
                         }
                         Err(WriteFailure::Fatal(e)) => return Err(Error::Write(e)),
                     }
-                    self.metrics.on_snapshot(bytes);
-                    info!(
+                    self.metrics.on_snapshot(bytes, elapsed_ms);
+                    let message = format!(
                         "snapshot at index {index}: {bytes} bytes written in {elapsed_ms} ms \
                          off the loop; log compacted"
                     );
+                    let fields = [("index", index), ("bytes", bytes), ("ms", elapsed_ms)];
+                    let term = self.raw.raft().term;
+                    self.events
+                        .record(EventKind::SnapshotTaken, term, &fields, message);
                 }
                 SnapshotPoll::Failed(WriteFailure::NoSpace(what)) => {
                     self.snapshot_job = None;

@@ -177,3 +177,22 @@ fn a_stale_message_is_not_an_error() {
     replica.before_sleep(0, &mut Discard).expect("turn");
     assert_eq!(replica.raw_node().raft().term, 5);
 }
+
+// Goal: the NOSPACE alarm going up and down is one event each, not one per turn.
+#[test]
+fn the_nospace_alarm_is_an_event_when_it_changes() {
+    let mut replica = replica();
+    replica.before_sleep(0, &mut Discard).expect("turn");
+    replica.nospace.raise(alarm::Cause::Snapshot, "test", 10);
+    replica.before_sleep(10, &mut Discard).expect("turn");
+    replica.before_sleep(20, &mut Discard).expect("turn");
+    replica.nospace.clear(alarm::Cause::Snapshot, 30);
+    replica.before_sleep(30, &mut Discard).expect("turn");
+    let alarms: Vec<(u64, &str)> = replica
+        .events()
+        .iter()
+        .map(|e| (e.at_ms, e.kind.name()))
+        .filter(|(_, kind)| kind.starts_with("alarm"))
+        .collect();
+    assert_eq!(alarms, [(10, "alarm_raised"), (30, "alarm_cleared")]);
+}

@@ -14,7 +14,7 @@
 //! on a WAL write failure. A refused or dropped message is only a warning.
 
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use super::removal_marker;
 use super::snapshot_thread::SnapshotThread;
@@ -25,6 +25,7 @@ use crate::raft::{self, Message};
 use crate::replica::{self, Replica};
 use crate::storage::identity::Identity;
 
+pub use crate::replica::exposition::PROMETHEUS_CONTENT_TYPE;
 use crate::replica::metrics::Metrics;
 pub use crate::replica::{ClientRef, Outbox, WantedPeer};
 
@@ -49,6 +50,9 @@ pub struct Node {
     data_dir: PathBuf,
     /// The origin of the replica's clock (NOSPACE retries, snapshot timings).
     opened: Instant,
+    /// The wall clock at `opened`, in ms since the Unix epoch: events happen at this
+    /// plus the replica's clock.
+    opened_wall_ms: u64,
     /// A store failure from `tick` or `on_peer_message`, returned by the next
     /// `before_sleep` (see the module docs).
     failed: Option<replica::Error>,
@@ -98,6 +102,7 @@ impl Node {
             replica,
             data_dir,
             opened: Instant::now(),
+            opened_wall_ms: wall_clock_ms(),
             failed: None,
         })
     }
@@ -137,6 +142,37 @@ impl Node {
     /// The node's metrics, for the loop to record network events.
     pub fn metrics_mut(&mut self) -> &mut Metrics {
         self.replica.metrics_mut()
+    }
+
+    /// Everything the node exports, in the Prometheus text format 0.0.4 (the answer to
+    /// `GET /metrics`, served as [`PROMETHEUS_CONTENT_TYPE`]).
+    pub fn prometheus_text(&self) -> String {
+        self.replica.prometheus_text()
+    }
+
+    /// The recent events (leader changes, elections, membership changes, snapshots,
+    /// alarms) as a JSON array, newest last (the answer to `GET /events`). Each object
+    /// has `time_ms` (wall clock, ms since the Unix epoch), `kind`, `term`, `message`,
+    /// and the event's numeric details (`leader`, `member`, `index`, `bytes`...).
+    pub fn recent_events_json(&self) -> String {
+        let events: Vec<serde_json::Value> = self
+            .replica
+            .events()
+            .iter()
+            .map(|event| {
+                let mut object = serde_json::Map::new();
+                let time_ms = self.opened_wall_ms.saturating_add(event.at_ms);
+                object.insert("time_ms".into(), time_ms.into());
+                object.insert("kind".into(), event.kind.name().into());
+                object.insert("term".into(), event.term.into());
+                object.insert("message".into(), event.message.clone().into());
+                for (key, value) in &event.fields {
+                    object.insert((*key).into(), (*value).into());
+                }
+                serde_json::Value::Object(object)
+            })
+            .collect();
+        serde_json::Value::Array(events).to_string()
     }
 
     /// One line on what the last `before_sleep` did (for slow-turn warnings).
@@ -216,6 +252,13 @@ impl Node {
         let now_ms = self.opened.elapsed().as_millis() as u64;
         self.replica.before_sleep(now_ms, out)
     }
+}
+
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
+fn wall_clock_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 #[cfg(test)]

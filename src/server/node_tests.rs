@@ -292,3 +292,130 @@ fn a_log_read_failure_while_handling_a_message_stops_the_node() {
         other => panic!("a node that cannot read its log goes on: {other:?}"),
     }
 }
+
+/// The recent events as parsed JSON objects.
+fn events(node: &Node) -> Vec<serde_json::Value> {
+    let text = node.recent_events_json();
+    match serde_json::from_str(&text) {
+        Ok(serde_json::Value::Array(events)) => events,
+        other => panic!("events are not a JSON array: {other:?} from {text}"),
+    }
+}
+
+fn kinds(events: &[serde_json::Value]) -> Vec<&str> {
+    events.iter().filter_map(|e| e["kind"].as_str()).collect()
+}
+
+// Goal: winning an election shows as events, oldest first, each with a wall-clock
+// time, the term, a message and its details (the new leader's id).
+#[test]
+fn an_election_won_is_recorded_as_events_with_wall_clock_times() {
+    let dir = tempfile::tempdir().unwrap();
+    let before = wall_clock_ms();
+    let (node, _out) = elected_leader(dir.path());
+    let after = wall_clock_ms();
+    let events = events(&node);
+    let kinds = kinds(&events);
+    let started = kinds.iter().position(|k| *k == "election_started");
+    let won = kinds.iter().position(|k| *k == "election_won");
+    assert!(
+        matches!((started, won), (Some(s), Some(w)) if s < w),
+        "{kinds:?}"
+    );
+    let leader = events
+        .iter()
+        .find(|e| e["kind"] == "leader_changed")
+        .expect("a leader_changed event");
+    assert_eq!(leader["leader"], 1);
+    assert_eq!(leader["previous"], 0);
+    for (i, event) in events.iter().enumerate() {
+        let time_ms = event["time_ms"].as_u64().expect("time_ms");
+        assert!((before..=after).contains(&time_ms), "#{i}: {event}");
+        assert!(event["term"].as_u64().expect("term") >= 1, "#{i}: {event}");
+        assert!(!event["message"].as_str().expect("message").is_empty());
+    }
+}
+
+// Goal: an applied membership change and the loss of leadership to a higher term
+// are events, with the member's and the new leader's ids.
+#[test]
+fn a_member_added_and_a_new_leader_are_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut node, mut out) = elected_leader(dir.path());
+    let add = Request {
+        request_id: 1,
+        body: RequestBody::MemberChange(crate::codec::client::MemberChange::AddLearner {
+            id: 3,
+            peer_addr: "127.0.0.1:17003".into(),
+            client_addr: "127.0.0.1:18003".into(),
+        }),
+    };
+    assert!(submit(&mut node, CLIENT, &add).is_none());
+    for _ in 0..3 {
+        node.before_sleep(&mut out).unwrap();
+        answer_as_peer(&mut node, &mut out, true);
+    }
+    node.before_sleep(&mut out).unwrap();
+    let events = events(&node);
+    let added = events
+        .iter()
+        .find(|e| e["kind"] == "member_added")
+        .unwrap_or_else(|| panic!("no member_added in {events:?}"));
+    assert_eq!(added["member"], 3);
+    let term = node.replica.raw_node().raft().term;
+    node.on_peer_message(Message {
+        from: 2,
+        to: 1,
+        term: term + 1,
+        body: MessageBody::Heartbeat(crate::raft::message::Heartbeat {
+            commit: 0,
+            context: 0,
+        }),
+    });
+    node.before_sleep(&mut out).unwrap();
+    let events = self::events(&node);
+    let last = events.last().expect("events");
+    assert_eq!(last["kind"], "leader_changed", "{events:?}");
+    assert_eq!(
+        (last["leader"].clone(), last["previous"].clone()),
+        (2.into(), 1.into())
+    );
+    assert_eq!(last["term"], term + 1);
+}
+
+// Goal: an election the peer refuses its vote in is lost, and counted.
+#[test]
+fn a_refused_vote_is_a_lost_election() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = Node::open(config(dir.path()), false).expect("node opens");
+    let mut out = Recorder::default();
+    for _ in 0..400 {
+        node.tick();
+        node.before_sleep(&mut out).unwrap();
+        for message in std::mem::take(&mut out.sent) {
+            let granted = matches!(message.body, MessageBody::PreVote(_));
+            let body = match message.body {
+                MessageBody::PreVote(_) => MessageBody::PreVoteResponse(VoteResponse { granted }),
+                MessageBody::Vote(_) => MessageBody::VoteResponse(VoteResponse { granted }),
+                _ => continue,
+            };
+            node.on_peer_message(Message {
+                from: 2,
+                to: 1,
+                term: message.term,
+                body,
+            });
+        }
+        node.before_sleep(&mut out).unwrap();
+        if kinds(&events(&node)).contains(&"election_lost") {
+            assert_eq!(metric(&mut node, "raft.elections_won"), 0);
+            let text = node.prometheus_text();
+            assert!(
+                text.contains("\nraftkv_raft_elections_lost_total 1\n"),
+                "{text}"
+            );
+            return;
+        }
+    }
+    panic!("no election_lost event: {:?}", kinds(&events(&node)));
+}
