@@ -283,7 +283,8 @@ impl HttpConn {
                 return true;
             }
         }
-        self.dispatch();
+        // Nothing to start here: a slot starts as soon as the one before it is done
+        // (`dispatch` after each answer), not when its response is taken.
         false
     }
 
