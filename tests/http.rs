@@ -125,6 +125,19 @@ fn curl_session_through_a_follower() {
     );
     assert!(String::from_utf8_lossy(&page.body).contains("raftkv"));
 
+    // Expect: 100-continue gets the interim answer before the body is sent.
+    let body = br#"{"value": "after continue"}"#;
+    let head = format!(
+        "PUT /kv/continued HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    conn.stream.write_all(head.as_bytes()).expect("write head");
+    assert_eq!(conn.read_reply().expect("100 Continue").status, 100);
+    conn.stream.write_all(body).expect("write body");
+    assert_eq!(conn.read_reply().expect("PUT reply").status, 200);
+    let continued = conn.call("GET", "/kv/continued", b"");
+    assert_eq!(continued.json()["value"], "after continue");
+
     // A stale read is served by the follower itself once it applied the write.
     conn.call("PUT", "/kv/stale", br#"{"value": "s"}"#);
     let stale = call_until(addr, "GET", "/kv/stale?stale=true", b"", 200);

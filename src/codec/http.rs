@@ -236,7 +236,8 @@ impl HttpResponse {
         self
     }
 
-    /// Appends the wire form to `out`; `close` adds `Connection: close`.
+    /// Appends the wire form to `out`; `close` says `Connection: close`, otherwise
+    /// `Connection: keep-alive`.
     pub fn encode(&self, close: bool, out: &mut Vec<u8>) {
         out.extend_from_slice(
             format!("HTTP/1.1 {} {}\r\n", self.status, reason(self.status)).as_bytes(),
@@ -255,9 +256,8 @@ impl HttpResponse {
         for (name, value) in &self.headers {
             header(name, value);
         }
-        if close {
-            header("Connection", "close");
-        }
+        // Said either way, so HTTP/1.0 keep-alive clients (ab -k) keep the connection.
+        header("Connection", if close { "close" } else { "keep-alive" });
         out.extend_from_slice(b"\r\n");
         out.extend_from_slice(&self.body);
     }

@@ -1,6 +1,6 @@
 //! The forwarding link: a follower's client-protocol connection to the leader's client
-//! address, carrying the requests of its Redis connections that the node answered
-//! NotLeader, under fresh request ids mapped back to the Redis connection.
+//! address, carrying the requests of its Redis and HTTP connections that the node
+//! answered NotLeader, under fresh request ids mapped back to the connection.
 //!
 //! Invariants: every forwarded request in `ForwardLink::pending` has one live timer in
 //! its `deadlines` (cancelled when it leaves `pending`), so it is answered exactly once:

@@ -128,7 +128,7 @@ impl EventLoop {
         }
         let now_ms = self.now_ms();
         for (client, request, addr) in handed_back {
-            // The Redis connection may have closed meanwhile: nothing to serve it for.
+            // The Redis or HTTP connection may have closed meanwhile: nothing to serve.
             let open = self
                 .net
                 .conns
@@ -149,6 +149,7 @@ impl EventLoop {
         true
     }
 
+    /// Pumps the Redis and HTTP connections that received answers this step.
     pub(super) fn pump_touched_redis(&mut self) {
         let mut touched = std::mem::take(&mut self.net.redis_touched);
         touched.sort_unstable();

@@ -58,9 +58,6 @@ enum Job {
         stale: bool,
     },
     Write(Write),
-    /// A write failed with `failure`: the node's metrics tell whether the NOSPACE alarm
-    /// is up, which turns it into a 507.
-    AlarmCheck(HttpResponse),
 }
 
 #[derive(Debug)]
@@ -94,7 +91,6 @@ enum SessionState {
 struct Inflight {
     request_id: u64,
     body: RequestBody,
-    target: Target,
     forwards: u8,
     /// Registers the session rather than serving the front slot.
     session: bool,
@@ -109,8 +105,6 @@ pub struct HttpConn {
     next_request_id: u64,
     outgoing: Vec<Submit>,
     session: SessionState,
-    /// Where the last request went, for the alarm check of a failed write.
-    last_target: Target,
     /// This node's HTTP address, shown in the cluster status.
     http_addr: Option<String>,
     /// A `100 Continue` was sent for the request being received.
@@ -130,7 +124,6 @@ impl HttpConn {
             next_request_id: 1,
             outgoing: Vec::new(),
             session: SessionState::None,
-            last_target: Target::Local,
             http_addr,
             continued: false,
             done_bytes: 0,
@@ -234,7 +227,6 @@ impl HttpConn {
             ResponseBody::NotLeader { .. } => ResponseBody::Unavailable("no leader known".into()),
             body => body,
         };
-        self.last_target = inflight.target;
         if inflight.session {
             self.on_session_reply(body);
         } else {
@@ -291,7 +283,8 @@ impl HttpConn {
                 return true;
             }
         }
-        self.dispatch();
+        // Nothing to start here: a slot starts as soon as the one before it is done
+        // (`dispatch` after each answer), not when its response is taken.
         false
     }
 
@@ -367,15 +360,9 @@ impl HttpConn {
     fn send(&mut self, body: RequestBody, target: Target, forwards: u8, session: bool) {
         let request_id = self.next_request_id;
         self.next_request_id += 1;
-        let target = match (&body, target) {
-            // The alarm check asks the node that failed the write.
-            (RequestBody::Metrics, _) => self.last_target.clone(),
-            (_, target) => target,
-        };
         self.inflight = Some(Inflight {
             request_id,
             body: body.clone(),
-            target: target.clone(),
             forwards,
             session,
         });
@@ -398,7 +385,7 @@ fn version_body() -> Vec<u8> {
 
 fn start(job: &mut Job, session: Session) -> Step {
     match job {
-        Job::Reply(response) | Job::AlarmCheck(response) => Step::Done(std::mem::replace(
+        Job::Reply(response) => Step::Done(std::mem::replace(
             response,
             HttpResponse::json(200, Vec::new()),
         )),
@@ -465,34 +452,6 @@ fn advance(job: &mut Job, body: ResponseBody, http_addr: Option<&str>) -> Step {
         (Job::Write(write), ResponseBody::Result(result)) => {
             Step::Done(write_result(write, result))
         }
-        (job @ Job::Write(_), other) => {
-            let response = failure(&other);
-            if matches!(response.status, 503 | 504) {
-                *job = Job::AlarmCheck(response);
-                Step::Send(RequestBody::Metrics, Target::Local)
-            } else {
-                Step::Done(response)
-            }
-        }
-        (Job::AlarmCheck(response), ResponseBody::Metrics(metrics)) => {
-            let alarm = metrics
-                .iter()
-                .any(|(name, value)| name == "storage.alarm_nospace" && *value > 0);
-            if alarm {
-                let message = "the leader's disk is full (NOSPACE alarm); the write was not \
-                               acknowledged, retry after space is freed";
-                Step::Done(HttpResponse::json(507, json::error_body(message)))
-            } else {
-                Step::Done(std::mem::replace(
-                    response,
-                    HttpResponse::json(200, Vec::new()),
-                ))
-            }
-        }
-        (Job::AlarmCheck(response), _) => Step::Done(std::mem::replace(
-            response,
-            HttpResponse::json(200, Vec::new()),
-        )),
         (_, other) => Step::Done(failure(&other)),
     }
 }
@@ -555,8 +514,8 @@ fn write_result(write: &Write, result: CommandResult) -> HttpResponse {
 
 /// The error response for an answer that is not the expected success: 503 (with
 /// `Retry-After`) when the cluster cannot serve now, 504 when the request's deadline
-/// passed, 413 for an entry over the size limit, 400 for another refused request, 500
-/// otherwise.
+/// passed, 507 for a write refused by the NOSPACE alarm, 413 for an entry over the size
+/// limit, 400 for another refused request, 500 otherwise.
 fn failure(body: &ResponseBody) -> HttpResponse {
     let (status, message) = match body {
         ResponseBody::Unavailable(message)
@@ -566,6 +525,8 @@ fn failure(body: &ResponseBody) -> HttpResponse {
         }
         ResponseBody::Unavailable(message) => (503, message.clone()),
         ResponseBody::NotLeader { .. } => (503, "no leader known".into()),
+        // The NOSPACE alarm's refusal of a write (see `replica::alarm`).
+        ResponseBody::Error(message) if message.starts_with("NOSPACE") => (507, message.clone()),
         // The node refuses an entry over `limits.entry_bytes_max` this way.
         ResponseBody::Error(message) if message.contains("exceeds the limit") => {
             (413, message.clone())

@@ -15,8 +15,6 @@ struct FakeNode {
     follower: bool,
     /// Answer every write with this instead of applying it.
     write_failure: Option<ResponseBody>,
-    /// Reported as `storage.alarm_nospace`.
-    nospace: u64,
     /// Sessions and sequence numbers of the writes applied.
     sessions: Vec<Session>,
 }
@@ -28,7 +26,6 @@ impl FakeNode {
             index: 0,
             follower: false,
             write_failure: None,
-            nospace: 0,
             sessions: Vec::new(),
         }
     }
@@ -85,12 +82,9 @@ impl FakeNode {
                 ResponseBody::Result(self.store.apply(self.index, &command_to_vec(command)))
             }
             RequestBody::Status => ResponseBody::Status(self.status(if local { 1 } else { 2 })),
-            RequestBody::Metrics => {
-                ResponseBody::Metrics(vec![("storage.alarm_nospace".into(), self.nospace)])
-            }
-            RequestBody::MemberChange(_) | RequestBody::TransferLeader { .. } => {
-                ResponseBody::Error("no".into())
-            }
+            RequestBody::Metrics
+            | RequestBody::MemberChange(_)
+            | RequestBody::TransferLeader { .. } => ResponseBody::Error("no".into()),
         }
     }
 }
@@ -203,21 +197,26 @@ fn a_follower_forwards_and_a_failed_compare_is_409() {
 
 #[test]
 fn failures_map_to_status_codes() {
-    let cases: [(ResponseBody, u64, u16); 5] = [
-        (ResponseBody::Unavailable("no leader known".into()), 0, 503),
+    let cases: [(ResponseBody, u16); 6] = [
+        (ResponseBody::Unavailable("no leader known".into()), 503),
         (
             ResponseBody::Unavailable("write timed out before it committed".into()),
-            0,
             504,
         ),
-        (ResponseBody::Unavailable("write timed out".into()), 1, 507),
-        (ResponseBody::Error("entry too large".into()), 1, 400),
-        (ResponseBody::Result(CommandResult::SessionExpired), 0, 503),
+        (
+            ResponseBody::Error("NOSPACE node 3 is out of disk space".into()),
+            507,
+        ),
+        (
+            ResponseBody::Error("request of 9 bytes exceeds the limit of 8 bytes".into()),
+            413,
+        ),
+        (ResponseBody::Error("bad request".into()), 400),
+        (ResponseBody::Result(CommandResult::SessionExpired), 503),
     ];
-    for (i, (failure, nospace, want)) in cases.into_iter().enumerate() {
+    for (i, (failure, want)) in cases.into_iter().enumerate() {
         let mut node = FakeNode::new();
         node.write_failure = Some(failure);
-        node.nospace = nospace;
         let mut conn = HttpConn::new(None);
         let input = b"PUT /kv/a HTTP/1.1\r\nContent-Type: application/octet-stream\r\n\
                       Content-Length: 1\r\n\r\nx";
