@@ -52,6 +52,7 @@ mod observe;
 pub mod parked;
 mod reads;
 pub mod requests;
+pub mod round_trips;
 pub mod snapshot_policy;
 pub mod snapshots;
 mod status;

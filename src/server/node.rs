@@ -22,6 +22,7 @@ use super::wal_store::{StoreOpenError, WalStore};
 use crate::codec::client::{Request, Response};
 use crate::config::Config;
 use crate::raft::{self, Message};
+use crate::replica::round_trips::RoundTrips;
 use crate::replica::{self, Replica};
 use crate::storage::identity::Identity;
 
@@ -56,6 +57,30 @@ pub struct Node {
     /// A store failure from `tick` or `on_peer_message`, returned by the next
     /// `before_sleep` (see the module docs).
     failed: Option<replica::Error>,
+    /// Replication messages in flight, timed with `opened`'s clock in µs.
+    round_trips: RoundTrips,
+}
+
+/// An [`Outbox`] that times the replication messages it passes on.
+struct TimedOutbox<'a, O: Outbox> {
+    inner: &'a mut O,
+    round_trips: &'a mut RoundTrips,
+    now_us: u64,
+}
+
+impl<O: Outbox> Outbox for TimedOutbox<'_, O> {
+    fn send(&mut self, message: &Message) -> usize {
+        self.round_trips.on_sent(message, self.now_us);
+        self.inner.send(message)
+    }
+
+    fn reply(&mut self, client: ClientRef, response: Response) {
+        self.inner.reply(client, response);
+    }
+
+    fn flush_now(&mut self) {
+        self.inner.flush_now();
+    }
 }
 
 impl Node {
@@ -104,6 +129,7 @@ impl Node {
             opened: Instant::now(),
             opened_wall_ms: wall_clock_ms(),
             failed: None,
+            round_trips: RoundTrips::new(),
         })
     }
 
@@ -191,6 +217,11 @@ impl Node {
     /// A message from a peer; a store failure stops the node at the next
     /// `before_sleep`.
     pub fn on_peer_message(&mut self, message: Message) {
+        if let Some(round_trip_us) = self.round_trips.on_received(&message, self.now_us()) {
+            self.replica
+                .metrics_mut()
+                .record_peer_round_trip(message.from, round_trip_us);
+        }
         if let Err(e) = self.replica.step(message) {
             self.fail(e);
         }
@@ -250,7 +281,17 @@ impl Node {
             return Err(error);
         }
         let now_ms = self.opened.elapsed().as_millis() as u64;
-        self.replica.before_sleep(now_ms, out)
+        let mut out = TimedOutbox {
+            inner: out,
+            round_trips: &mut self.round_trips,
+            now_us: u64::try_from(self.opened.elapsed().as_micros()).unwrap_or(u64::MAX),
+        };
+        self.replica.before_sleep(now_ms, &mut out)
+    }
+
+    /// The replica's clock in microseconds (for round trips).
+    fn now_us(&self) -> u64 {
+        u64::try_from(self.opened.elapsed().as_micros()).unwrap_or(u64::MAX)
     }
 }
 

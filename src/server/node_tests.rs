@@ -419,3 +419,124 @@ fn a_refused_vote_is_a_lost_election() {
     }
     panic!("no election_lost event: {:?}", kinds(&events(&node)));
 }
+
+/// The metric names (`raftkv_...`) a monitoring file refers to.
+fn referenced_metrics(text: &str) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("raftkv_") {
+        let tail = &rest[start..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
+        names.push(tail[..end].to_string());
+        rest = &tail[end..];
+    }
+    names.sort_unstable();
+    names.dedup();
+    names
+}
+
+/// The sample names of an exposition (labels and values stripped).
+fn sample_names(text: &str) -> Vec<&str> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .collect()
+}
+
+/// Runs `promtool` with `args` and `stdin`; `None` when promtool is not installed and
+/// RAFTKV_REQUIRE_PROMTOOL is unset (the test then skips, loudly).
+fn promtool(args: &[&str], stdin: &str) -> Option<std::process::Output> {
+    use std::io::Write as _;
+    let child = std::process::Command::new("promtool")
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(child) => child,
+        Err(e) if std::env::var_os("RAFTKV_REQUIRE_PROMTOOL").is_none() => {
+            eprintln!(
+                "SKIPPED: promtool is not installed ({e}); `apt-get install prometheus` \
+                 provides it, and RAFTKV_REQUIRE_PROMTOOL=1 makes its absence a failure"
+            );
+            return None;
+        }
+        Err(e) => panic!("RAFTKV_REQUIRE_PROMTOOL is set but promtool does not run: {e}"),
+    };
+    let mut input = child.stdin.take().expect("piped stdin");
+    input
+        .write_all(stdin.as_bytes())
+        .expect("promtool reads stdin");
+    drop(input);
+    Some(child.wait_with_output().expect("promtool runs"))
+}
+
+/// A leader that took writes with a connected peer: what a scrape of a live node
+/// shows (the peer link counts are what the event loop records).
+fn scraped_leader(dir: &std::path::Path) -> String {
+    let (mut node, mut out) = elected_leader(dir);
+    node.metrics_mut().on_peer_connected(2);
+    node.metrics_mut().on_message_received(2, 64);
+    assert!(submit(&mut node, CLIENT, &command(1, Command::RegisterSession)).is_none());
+    for _ in 0..3 {
+        node.before_sleep(&mut out).unwrap();
+        answer_as_peer(&mut node, &mut out, true);
+    }
+    node.before_sleep(&mut out).unwrap();
+    node.prometheus_text()
+}
+
+// Goal: the text of a real node (a leader over its WAL in a temp dir, after an
+// election, a write and peer traffic) passes `promtool check metrics`, the alert
+// rules pass `promtool check rules`, and every metric the rules and the Grafana
+// dashboard use is exported with a sample.
+#[test]
+fn a_live_nodes_metrics_pass_promtool_and_cover_the_alerts_and_dashboard() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = scraped_leader(dir.path());
+    let monitoring = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/monitoring");
+    let alerts = std::fs::read_to_string(monitoring.join("alerts.yml")).expect("alerts.yml");
+    let dashboard =
+        std::fs::read_to_string(monitoring.join("grafana-dashboard.json")).expect("dashboard");
+    let parsed: serde_json::Value = serde_json::from_str(&dashboard).expect("dashboard is JSON");
+    assert!(parsed["panels"].as_array().is_some_and(|p| p.len() >= 10));
+    let samples = sample_names(&text);
+    for (file, body) in [
+        ("alerts.yml", &alerts),
+        ("grafana-dashboard.json", &dashboard),
+    ] {
+        let names = referenced_metrics(body);
+        assert!(names.len() >= 8, "{file}: {names:?}");
+        for name in names {
+            assert!(
+                samples.contains(&name.as_str()),
+                "{file}: {name} not exported:\n{text}"
+            );
+        }
+    }
+    assert!(
+        samples.contains(&"raftkv_peer_round_trip_seconds_bucket"),
+        "{text}"
+    );
+    let Some(metrics) = promtool(&["check", "metrics"], &text) else {
+        return;
+    };
+    assert!(
+        metrics.status.success(),
+        "promtool check metrics: {}{}\n{text}",
+        String::from_utf8_lossy(&metrics.stdout),
+        String::from_utf8_lossy(&metrics.stderr)
+    );
+    let rules_path = monitoring.join("alerts.yml");
+    let rules_path = rules_path.to_str().expect("a UTF-8 path");
+    let rules = promtool(&["check", "rules", rules_path], "").expect("promtool ran once");
+    assert!(
+        rules.status.success(),
+        "promtool check rules: {}{}",
+        String::from_utf8_lossy(&rules.stdout),
+        String::from_utf8_lossy(&rules.stderr)
+    );
+}
