@@ -313,3 +313,110 @@ fn held_requests_and_reply_bytes_are_counted_until_taken() {
     assert_eq!(conn.reply_bytes(), 0);
     assert!(out.len() > 20_000 && out.ends_with(b"+PONG\r\n"));
 }
+
+/// Goal: HELLO switches the reply protocol from its own reply on (a RESP3 map, `_` for
+/// nil; HELLO 2 back to `$-1`), and the connect-time commands answer as redis-server
+/// does with no password configured (texts compared with redis-server 7).
+#[test]
+fn hello_switches_protocol_and_connect_commands_answer_as_redis() {
+    let mut conn = RedisConn::new();
+    conn.identify(Identity {
+        id: 7,
+        addr: "127.0.0.1:5000".into(),
+        laddr: "127.0.0.1:6379".into(),
+        opened_ms: 0,
+    });
+    let mut node = FakeNode::default();
+    let lines = [
+        "GET nokey",
+        "HELLO 3 AUTH default pw SETNAME app",
+        "GET nokey",
+        "AUTH x",
+        "AUTH default x",
+        "HELLO 3 AUTH bob p",
+        "CLIENT ID",
+        "CLIENT GETNAME",
+        "CLIENT SETINFO LIB-NAME redis-py",
+        "CONFIG GET maxmemory* databases",
+        "HELLO 2",
+        "GET nokey",
+        "CONFIG GET appendonly",
+    ];
+    let got = run(&mut conn, &mut node, &lines);
+    let want = "$-1\r\n\
+        %7\r\n$6\r\nserver\r\n$5\r\nredis\r\n$7\r\nversion\r\n$5\r\n7.2.0\r\n\
+        $5\r\nproto\r\n:3\r\n$2\r\nid\r\n:7\r\n$4\r\nmode\r\n$10\r\nstandalone\r\n\
+        $4\r\nrole\r\n$6\r\nmaster\r\n$7\r\nmodules\r\n*0\r\n\
+        _\r\n\
+        -ERR AUTH <password> called without any password configured for the default user. \
+        Are you sure your configuration is correct?\r\n\
+        +OK\r\n\
+        -WRONGPASS invalid username-password pair or user is disabled.\r\n\
+        :7\r\n\
+        $3\r\napp\r\n\
+        +OK\r\n\
+        %3\r\n$9\r\ndatabases\r\n$1\r\n1\r\n$9\r\nmaxmemory\r\n$1\r\n0\r\n\
+        $16\r\nmaxmemory-policy\r\n$10\r\nnoeviction\r\n";
+    assert!(got.starts_with(want), "{got}");
+    let rest = &got[want.len()..];
+    assert!(
+        rest.starts_with("*14\r\n$6\r\nserver\r\n"),
+        "HELLO 2: {rest}"
+    );
+    assert!(
+        rest.ends_with("$-1\r\n*2\r\n$10\r\nappendonly\r\n$3\r\nyes\r\n"),
+        "{rest}"
+    );
+    let line = conn.client_line();
+    assert!(
+        line.starts_with("id=7 addr=127.0.0.1:5000 laddr=127.0.0.1:6379 fd=-1 name=app "),
+        "{line}"
+    );
+    assert!(
+        line.contains(" resp=2 lib-name=redis-py lib-ver="),
+        "{line}"
+    );
+}
+
+/// Goal: CLIENT LIST, KILL and TIME are handed to the loop (it sees every connection and
+/// the clock) and their answers keep the reply order; KILL's filters select by id and
+/// address and skip the caller unless SKIPME no.
+#[test]
+fn loop_queries_keep_order_and_kill_filters_select() {
+    let mut conn = RedisConn::new();
+    let mut node = FakeNode::default();
+    conn.identify(Identity {
+        id: 3,
+        addr: "127.0.0.1:1".into(),
+        ..Identity::default()
+    });
+    let got = run(&mut conn, &mut node, &["PING", "TIME", "PING"]);
+    assert_eq!(got, "+PONG\r\n", "TIME waits for the loop's answer");
+    let queries = conn.take_local_queries();
+    assert_eq!(queries.len(), 1);
+    assert_eq!(queries[0].1, LocalQuery::Time);
+    conn.on_local_answer(queries[0].0, RespValue::Integer(1));
+    let mut out = Vec::new();
+    conn.take_replies(&mut out);
+    assert_eq!(out, b":1\r\n+PONG\r\n".to_vec());
+    let filter = |line: &str| match parse(args(line)) {
+        Ok(Parsed::Control(Control::ClientKill(filter))) => filter,
+        other => panic!("{line}: {other:?}"),
+    };
+    let cases = [
+        ("CLIENT KILL 127.0.0.1:1", 3, true),
+        ("CLIENT KILL ID 3", 3, false),
+        ("CLIENT KILL ID 3 SKIPME no", 3, true),
+        ("CLIENT KILL ID 3", 4, true),
+        ("CLIENT KILL ID 4", 9, false),
+        ("CLIENT KILL ADDR 127.0.0.1:1", 9, true),
+        ("CLIENT KILL ADDR 127.0.0.1:2", 9, false),
+    ];
+    for (i, (line, caller, want)) in cases.into_iter().enumerate() {
+        assert_eq!(
+            conn.kill_matches(&filter(line), caller),
+            want,
+            "#{i}: {line}"
+        );
+    }
+}
