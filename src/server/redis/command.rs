@@ -6,7 +6,7 @@
 //!
 //! Invariant: parsing and the mappings are pure: no IO, no clock, no panics on any input.
 
-use super::glob;
+use super::{cursor, glob};
 use crate::codec::resp::{Protocol, RespValue};
 use crate::kv::{Op, OpResult, RmwOp, SetCondition};
 
@@ -72,6 +72,28 @@ pub enum Cmd {
     },
     /// GETDEL key.
     Getdel(Bytes),
+    /// TYPE key (`string` or `none`: every value is a string).
+    Type(Bytes),
+    /// RENAME / RENAMENX.
+    Rename {
+        /// The key moved.
+        from: Bytes,
+        /// The new name.
+        to: Bytes,
+        /// RENAMENX.
+        only_if_absent: bool,
+    },
+    /// `COPY source destination [DB 0] [REPLACE]`.
+    Copy {
+        /// The source.
+        from: Bytes,
+        /// The destination.
+        to: Bytes,
+        /// REPLACE.
+        replace: bool,
+    },
+    /// FLUSHDB / FLUSHALL [ASYNC|SYNC]: one log entry, applied in log order.
+    Flush,
     /// `PING [message]`.
     Ping(Option<Bytes>),
     /// ECHO message.
@@ -93,6 +115,12 @@ pub enum Control {
     Unwatch,
     /// DBSIZE.
     Dbsize,
+    /// KEYS pattern.
+    Keys(Bytes),
+    /// `SCAN cursor [MATCH pattern] [COUNT n] [TYPE type]`.
+    Scan(Scan),
+    /// RANDOMKEY.
+    Randomkey,
     /// `INFO [section]`.
     Info(Option<String>),
     /// `COMMAND [subcommand [name ...]]`.
@@ -132,6 +160,19 @@ pub enum Control {
     Select,
     /// QUIT.
     Quit,
+}
+
+/// A parsed SCAN.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scan {
+    /// Where to resume (`None`: the start).
+    pub resume: Option<cursor::Resume>,
+    /// MATCH.
+    pub pattern: Option<Bytes>,
+    /// COUNT (default 10): the keys visited by this call.
+    pub count: u64,
+    /// TYPE is given and is not `string`: no key matches.
+    pub no_type_match: bool,
 }
 
 /// Which connections CLIENT KILL closes.
@@ -178,6 +219,16 @@ const TABLE: &[(&str, i64, &str, i64, i64, i64)] = &[
     ("incrbyfloat", 3, "write denyoom fast", 1, 1, 1),
     ("append", 3, "write denyoom fast", 1, 1, 1),
     ("getdel", 2, "write fast", 1, 1, 1),
+    ("type", 2, "readonly fast", 1, 1, 1),
+    ("unlink", -2, "write fast", 1, -1, 1),
+    ("rename", 3, "write", 1, 2, 1),
+    ("renamenx", 3, "write fast", 1, 2, 1),
+    ("copy", -3, "write denyoom", 1, 2, 1),
+    ("flushdb", -1, "write", 0, 0, 0),
+    ("flushall", -1, "write", 0, 0, 0),
+    ("keys", 2, "readonly", 0, 0, 0),
+    ("scan", -2, "readonly", 0, 0, 0),
+    ("randomkey", 1, "readonly", 0, 0, 0),
     ("ping", -1, "fast", 0, 0, 0),
     ("echo", 2, "fast", 0, 0, 0),
     ("multi", 1, "noscript fast", 0, 0, 0),
@@ -365,7 +416,27 @@ pub fn parse(mut args: Vec<Bytes>) -> Result<Parsed, RespValue> {
                 increment,
             })
         }
-        "del" => data(Cmd::Del(rest)),
+        "del" | "unlink" => data(Cmd::Del(rest)),
+        "type" => data(Cmd::Type(one(&mut rest))),
+        "rename" | "renamenx" => {
+            let to = rest.pop().unwrap_or_default();
+            data(Cmd::Rename {
+                from: one(&mut rest),
+                to,
+                only_if_absent: name == "renamenx",
+            })
+        }
+        "copy" => parse_copy(rest).map(Parsed::Data),
+        "flushdb" | "flushall" => match rest.as_slice() {
+            [] => data(Cmd::Flush),
+            [mode] if matches!(mode.to_ascii_lowercase().as_slice(), b"async" | b"sync") => {
+                data(Cmd::Flush)
+            }
+            _ => Err(err("ERR syntax error")),
+        },
+        "keys" => control(Control::Keys(one(&mut rest))),
+        "scan" => parse_scan(rest).map(|scan| Parsed::Control(Control::Scan(scan))),
+        "randomkey" => control(Control::Randomkey),
         "incr" | "decr" => {
             let delta = if name == "incr" { 1 } else { -1 };
             data(Cmd::Incr {
@@ -473,6 +544,59 @@ fn pairs(name: &str, rest: Vec<Bytes>) -> Result<Vec<(Bytes, Bytes)>, RespValue>
         pairs.push((key, value));
     }
     Ok(pairs)
+}
+
+fn parse_copy(rest: Vec<Bytes>) -> Result<Cmd, RespValue> {
+    let mut words = rest.into_iter();
+    let (from, to) = (
+        words.next().unwrap_or_default(),
+        words.next().unwrap_or_default(),
+    );
+    let mut replace = false;
+    while let Some(option) = words.next() {
+        match option.to_ascii_uppercase().as_slice() {
+            b"REPLACE" => replace = true,
+            b"DB" => match words.next().as_deref().map(parse_integer) {
+                Some(Some(0)) => {}
+                Some(Some(_)) => return Err(err("ERR DB index is out of range")),
+                Some(None) => return Err(not_integer()),
+                None => return Err(err("ERR syntax error")),
+            },
+            _ => return Err(err("ERR syntax error")),
+        }
+    }
+    if from == to {
+        return Err(err("ERR source and destination objects are the same"));
+    }
+    Ok(Cmd::Copy { from, to, replace })
+}
+
+fn parse_scan(rest: Vec<Bytes>) -> Result<Scan, RespValue> {
+    let mut words = rest.into_iter();
+    let cursor = words.next().unwrap_or_default();
+    let resume = cursor::decode(&cursor).map_err(|()| err("ERR invalid cursor"))?;
+    let mut scan = Scan {
+        resume,
+        pattern: None,
+        count: 10,
+        no_type_match: false,
+    };
+    while let Some(option) = words.next() {
+        let Some(value) = words.next() else {
+            return Err(err("ERR syntax error"));
+        };
+        match option.to_ascii_uppercase().as_slice() {
+            b"MATCH" => scan.pattern = Some(value),
+            b"COUNT" => match parse_integer(&value) {
+                Some(count) if count >= 1 => scan.count = count as u64,
+                Some(_) => return Err(err("ERR syntax error")),
+                None => return Err(not_integer()),
+            },
+            b"TYPE" => scan.no_type_match = !value.eq_ignore_ascii_case(b"string"),
+            _ => return Err(err("ERR syntax error")),
+        }
+    }
+    Ok(scan)
 }
 
 fn parse_set(mut rest: Vec<Bytes>) -> Result<Cmd, RespValue> {
@@ -651,7 +775,7 @@ impl Cmd {
     /// The keys a read-only command reads (empty for the others).
     pub fn read_keys(&self) -> Vec<Bytes> {
         match self {
-            Cmd::Get(key) | Cmd::Strlen(key) => vec![key.clone()],
+            Cmd::Get(key) | Cmd::Strlen(key) | Cmd::Type(key) => vec![key.clone()],
             Cmd::Exists(keys) | Cmd::Mget(keys) => keys.clone(),
             _ => Vec::new(),
         }
@@ -661,7 +785,7 @@ impl Cmd {
     pub fn is_read_only(&self) -> bool {
         matches!(
             self,
-            Cmd::Get(_) | Cmd::Strlen(_) | Cmd::Exists(_) | Cmd::Mget(_)
+            Cmd::Get(_) | Cmd::Strlen(_) | Cmd::Exists(_) | Cmd::Mget(_) | Cmd::Type(_)
         )
     }
 
@@ -702,7 +826,23 @@ impl Cmd {
                 value: value.clone(),
             },
             Cmd::Getdel(key) => RmwOp::GetDel { key: key.clone() },
-            Cmd::Get(_)
+            Cmd::Rename {
+                from,
+                to,
+                only_if_absent,
+            } => RmwOp::Rename {
+                from: from.clone(),
+                to: to.clone(),
+                only_if_absent: *only_if_absent,
+            },
+            Cmd::Copy { from, to, replace } => RmwOp::Copy {
+                from: from.clone(),
+                to: to.clone(),
+                replace: *replace,
+            },
+            Cmd::Flush => RmwOp::FlushAll,
+            Cmd::Type(_)
+            | Cmd::Get(_)
             | Cmd::Strlen(_)
             | Cmd::Exists(_)
             | Cmd::Mget(_)
@@ -773,6 +913,9 @@ impl Cmd {
                 (Cmd::Strlen(_), Some(OpResult::Value(value))) => {
                     RespValue::Integer(value.map_or(0, |v| v.len()) as i64)
                 }
+                (Cmd::Type(_), Some(OpResult::Value(value))) => {
+                    RespValue::Simple(if value.is_some() { "string" } else { "none" }.into())
+                }
                 (Cmd::Setnx { .. }, Some(OpResult::Done)) => RespValue::Integer(1),
                 (Cmd::Setnx { .. }, Some(OpResult::Unchanged)) => RespValue::Integer(0),
                 (_, Some(OpResult::Value(value))) => RespValue::Bulk(value),
@@ -800,8 +943,25 @@ mod tests {
             ("GET", "ERR wrong number of arguments for 'get' command"),
             ("get a b", "ERR wrong number of arguments for 'get' command"),
             (
-                "FLUSHALL x",
-                "ERR unknown command 'flushall', with args beginning with: 'x'",
+                "BGSAVE x",
+                "ERR unknown command 'bgsave', with args beginning with: 'x'",
+            ),
+            ("flushall x", "ERR syntax error"),
+            ("scan 5", "ERR invalid cursor"),
+            ("scan 0 count 0", "ERR syntax error"),
+            (
+                "scan 0 count x",
+                "ERR value is not an integer or out of range",
+            ),
+            ("scan 0 match", "ERR syntax error"),
+            (
+                "copy a a",
+                "ERR source and destination objects are the same",
+            ),
+            ("copy a b db 1", "ERR DB index is out of range"),
+            (
+                "rename a",
+                "ERR wrong number of arguments for 'rename' command",
             ),
             (
                 "incrby k 1.5",
@@ -910,6 +1070,34 @@ mod tests {
             ("getdel x", 1, vec![value("3")], bulk("3")),
             ("del x n", 1, vec![Integer(1)], RespValue::Integer(1)),
             ("ping", 0, vec![], RespValue::Simple("PONG".into())),
+            (
+                "type x",
+                1,
+                vec![value("1")],
+                RespValue::Simple("string".into()),
+            ),
+            (
+                "type n",
+                1,
+                vec![Value(None)],
+                RespValue::Simple("none".into()),
+            ),
+            ("rename a b", 1, vec![Done], RespValue::ok()),
+            (
+                "rename a b",
+                1,
+                vec![Rejected(crate::kv::ValueError::NoSuchKey)],
+                RespValue::error("ERR no such key"),
+            ),
+            ("renamenx a b", 1, vec![Integer(0)], RespValue::Integer(0)),
+            (
+                "copy a b replace",
+                1,
+                vec![Integer(1)],
+                RespValue::Integer(1),
+            ),
+            ("flushdb async", 1, vec![Done], RespValue::ok()),
+            ("unlink a b", 1, vec![Integer(2)], RespValue::Integer(2)),
         ];
         for (i, (line, op_count, results, want)) in cases.into_iter().enumerate() {
             let Ok(Parsed::Data(cmd)) = parse(args(line)) else {

@@ -40,6 +40,16 @@ pub fn matches(pattern: &[u8], text: &[u8]) -> bool {
     pattern[p..].iter().all(|&b| b == b'*')
 }
 
+/// The literal bytes every match starts with: the pattern up to its first `*`, `?`,
+/// `[` or `\` (a scan need only visit the keys with this prefix).
+pub fn literal_prefix(pattern: &[u8]) -> &[u8] {
+    let end = pattern
+        .iter()
+        .position(|b| matches!(b, b'*' | b'?' | b'[' | b'\\'))
+        .unwrap_or(pattern.len());
+    &pattern[..end]
+}
+
 /// Matches the pattern element at the start of `pattern` (not `*`) against `byte`:
 /// (matched, the element's width in the pattern).
 fn one(pattern: &[u8], first: u8, byte: u8) -> (bool, usize) {
@@ -84,7 +94,7 @@ fn class(pattern: &[u8], byte: u8) -> (bool, usize) {
 mod tests {
     //! Goal: the cases of redis-server's `stringmatchlen` that clients rely on, and a
     //! pathological pattern that takes no exponential time (it would not finish).
-    use super::matches;
+    use super::{literal_prefix, matches};
 
     #[test]
     fn globs_match_as_redis_does() {
@@ -115,6 +125,10 @@ mod tests {
                 "#{i}: {pattern} ~ {text}"
             );
         }
+        assert_eq!(literal_prefix(b"user:*"), b"user:");
+        assert_eq!(literal_prefix(b"a?b"), b"a");
+        assert_eq!(literal_prefix(b"exact"), b"exact");
+        assert_eq!(literal_prefix(b"\\*x"), b"");
         let pattern = "*a".repeat(30) + "b";
         assert!(!matches(pattern.as_bytes(), "a".repeat(200).as_bytes()));
     }

@@ -28,6 +28,12 @@
 //!   (a write that timed out after it was sent) means it may have been applied. A reply
 //!   only says OK for a write whose entry was applied.
 //!
+//! - KEYS, SCAN, DBSIZE, RANDOMKEY: native range reads (ReadIndex, like GET), page by
+//!   page ([`crate::kv::RangeQuery`]); they wait for this connection's unfinished writes
+//!   (a range cannot be ordered through the log), and writes wait for them. A SCAN
+//!   cursor is the last key returned (`cursor`); a MATCH pattern's literal prefix
+//!   narrows the range. RENAME/RENAMENX/COPY/FLUSHDB/FLUSHALL are read-modify-writes
+//!   like INCR; UNLINK is DEL; TYPE is a read (every value is a string).
 //! - HELLO, AUTH, CLIENT ID/INFO/SETNAME/GETNAME/SETINFO, CONFIG GET, COMMAND: answered
 //!   here. HELLO 3 switches the connection to RESP3 from its own reply on (each slot
 //!   keeps the protocol in force when its command arrived). AUTH answers as
@@ -51,17 +57,24 @@
 //! `reply_bytes_hint` over the `Done` slots.
 
 pub mod command;
+mod cursor;
 mod glob;
 mod info;
 
 use std::collections::{HashMap, VecDeque};
 
 pub use self::command::KillFilter;
-use self::command::{Bytes, Cmd, Control, Parsed, auth_refusal, command_reply, config_get, parse};
+use self::command::{
+    Bytes, Cmd, Control, Parsed, Scan, auth_refusal, command_reply, config_get, parse,
+};
+use self::cursor::Resume;
 use crate::codec::client::{Request, RequestBody, Response, ResponseBody, Role, Status};
 use crate::codec::resp::{Protocol, RespValue};
 use crate::kv::SetCondition;
-use crate::kv::{Command, CommandResult, Compare, CompareOp, Op, OpResult, Session};
+use crate::kv::{
+    Command, CommandResult, Compare, CompareOp, Op, OpResult, RangeQuery, RangeResult, Session,
+    prefix_end,
+};
 /// Times a request follows a `NotLeader` answer.
 const FORWARDS_MAX: u8 = 3;
 
@@ -117,6 +130,8 @@ enum Class {
     Free,
     /// Reads.
     Read,
+    /// Range reads: ReadIndex only, so they wait for the connection's writes.
+    Scan,
     /// Single-request writes: pipelined behind each other.
     Write,
     /// Runs alone.
@@ -146,13 +161,137 @@ enum Job {
     Watch(Vec<Bytes>),
     /// Forgets the watched keys and replies with the value (UNWATCH, DISCARD, EXECABORT).
     Unwatch(RespValue),
+    /// A command built on range reads, with the page to read next.
+    Range {
+        what: RangeJob,
+        query: RangeQuery,
+    },
     /// INFO [section], asked at this loop clock (ms since the node started).
     Info(Option<String>, u64),
-    Dbsize,
     /// Answered by the loop.
     Local(LocalQuery),
     /// WAIT: how many replicas hold this connection's writes.
     Wait,
+}
+
+/// The commands built on range reads.
+#[derive(Debug)]
+enum RangeJob {
+    /// KEYS: the matching keys found so far (every page is read).
+    Keys { pattern: Bytes, found: Vec<Bytes> },
+    /// SCAN: one page.
+    Scan(Scan),
+    /// DBSIZE: a linearizable count.
+    Dbsize,
+    /// RANDOMKEY: the first key at or after a random point, else the first key.
+    Randomkey { from_start: bool },
+}
+
+/// The range of the keys `pattern` can match, from `start` on: those with its literal
+/// prefix.
+fn pattern_range(pattern: Option<&[u8]>, start: Vec<u8>) -> RangeQuery {
+    let prefix = pattern.map_or(&[][..], glob::literal_prefix);
+    RangeQuery {
+        start: start.max(prefix.to_vec()),
+        end: prefix_end(prefix),
+        keys_only: true,
+        ..RangeQuery::default()
+    }
+}
+
+impl RangeJob {
+    /// The job of a range command, with its first page.
+    fn start(self, random: u64) -> Job {
+        let query = match &self {
+            RangeJob::Keys { pattern, .. } => pattern_range(Some(pattern), Vec::new()),
+            RangeJob::Scan(scan) => {
+                let start = match &scan.resume {
+                    None => Vec::new(),
+                    Some(Resume::From(prefix)) => prefix.clone(),
+                    Some(Resume::After(key)) => [key.as_slice(), &[0]].concat(),
+                };
+                RangeQuery {
+                    limit: scan.count,
+                    ..pattern_range(scan.pattern.as_deref(), start)
+                }
+            }
+            RangeJob::Dbsize => RangeQuery {
+                count_only: true,
+                ..RangeQuery::default()
+            },
+            RangeJob::Randomkey { .. } => RangeQuery {
+                start: random.to_be_bytes().to_vec(),
+                limit: 1,
+                keys_only: true,
+                ..RangeQuery::default()
+            },
+        };
+        Job::Range { what: self, query }
+    }
+
+    /// The next step once page `result` of `query` arrived: another page or the reply.
+    fn advance(&mut self, query: &mut RangeQuery, result: RangeResult) -> Step {
+        let again = |query: &RangeQuery| {
+            Step::Send(vec![RequestBody::Range {
+                query: query.clone(),
+                stale: false,
+            }])
+        };
+        let last = result.entries.last().map(|(key, _)| key.clone());
+        match self {
+            RangeJob::Keys { pattern, found } => {
+                found.extend(
+                    result
+                        .entries
+                        .into_iter()
+                        .map(|(key, _)| key)
+                        .filter(|key| glob::matches(pattern, key)),
+                );
+                match last {
+                    Some(last) if result.more => {
+                        *query = query.after(&last);
+                        again(query)
+                    }
+                    _ => Step::Done(bulks(std::mem::take(found))),
+                }
+            }
+            RangeJob::Scan(scan) => {
+                let next = match last {
+                    Some(last) if result.more => cursor::encode(&last),
+                    _ => "0".into(),
+                };
+                let keys = result
+                    .entries
+                    .into_iter()
+                    .map(|(key, _)| key)
+                    .filter(|key| {
+                        !scan.no_type_match
+                            && scan.pattern.as_ref().is_none_or(|p| glob::matches(p, key))
+                    })
+                    .collect();
+                Step::Done(RespValue::Array(Some(vec![
+                    RespValue::bulk(next),
+                    bulks(keys),
+                ])))
+            }
+            RangeJob::Dbsize => Step::Done(RespValue::Integer(result.count as i64)),
+            RangeJob::Randomkey { from_start } => match (last, *from_start) {
+                (Some(key), _) => Step::Done(RespValue::Bulk(Some(key))),
+                (None, false) => {
+                    *from_start = true;
+                    query.start.clear();
+                    again(query)
+                }
+                (None, true) => Step::Done(RespValue::Bulk(None)),
+            },
+        }
+    }
+}
+
+fn bulks(keys: Vec<Bytes>) -> RespValue {
+    RespValue::Array(Some(
+        keys.into_iter().map(|k| RespValue::Bulk(Some(k))).collect(),
+    ))
 }
 
 enum Step {
@@ -407,7 +546,8 @@ impl RedisConn {
 
     fn push(&mut self, job: Job, quit: bool) {
         let class = match &job {
-            Job::Reply(_) | Job::Info(..) | Job::Dbsize | Job::Local(_) => Class::Free,
+            Job::Reply(_) | Job::Info(..) | Job::Local(_) => Class::Free,
+            Job::Range { .. } => Class::Scan,
             Job::Wait => Class::Exclusive,
             Job::Read { .. } => Class::Read,
             Job::Put { .. }
@@ -489,7 +629,19 @@ impl RedisConn {
             Control::Discard => reply(RespValue::error("ERR DISCARD without MULTI")),
             Control::Watch(keys) => (Job::Watch(keys), false),
             Control::Unwatch => (Job::Unwatch(RespValue::ok()), false),
-            Control::Dbsize => (Job::Dbsize, false),
+            Control::Dbsize => (RangeJob::Dbsize.start(0), false),
+            Control::Keys(pattern) => {
+                let found = Vec::new();
+                (RangeJob::Keys { pattern, found }.start(0), false)
+            }
+            Control::Scan(scan) => (RangeJob::Scan(scan).start(0), false),
+            Control::Randomkey => {
+                let random = self.random();
+                (
+                    RangeJob::Randomkey { from_start: false }.start(random),
+                    false,
+                )
+            }
             Control::Info(section) => (Job::Info(section, self.now_ms), false),
             Control::Command(sub, names) => reply(command_reply(sub.as_deref(), &names)),
             Control::ClientId => reply(RespValue::Integer(self.identity.id as i64)),
@@ -535,6 +687,20 @@ impl RedisConn {
             Control::Select => reply(RespValue::ok()),
             Control::Quit => (Job::Reply(RespValue::ok()), true),
         }
+    }
+
+    /// A pseudo-random number for RANDOMKEY (SplitMix64 over the connection's id, the
+    /// clock and its request count: varied enough to pick a key, not for secrets).
+    fn random(&self) -> u64 {
+        let mut z = self
+            .identity
+            .id
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            .wrapping_add(self.now_ms)
+            .wrapping_add(self.next_request_id.wrapping_mul(0xBF58_476D_1CE4_E5B9));
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
     }
 
     /// HELLO's reply: the server's map (a flat array in RESP2).
@@ -653,6 +819,7 @@ impl RedisConn {
             let blocked = match slot.class {
                 Class::Exclusive => self.unfinished > 0,
                 Class::Write => self.unfinished_index_reads > 0,
+                Class::Scan => self.unfinished_writes > 0,
                 Class::Free | Class::Read => false,
             };
             if blocked {
@@ -671,7 +838,7 @@ impl RedisConn {
             let via_log = self.unfinished_writes > 0;
             self.started += 1;
             let slot = &mut self.slots[index];
-            slot.index_read = slot.class == Class::Read && !via_log;
+            slot.index_read = (slot.class == Class::Read && !via_log) || slot.class == Class::Scan;
             self.count_start(index);
             if let Job::Local(query) = &self.slots[index].job {
                 let id = self.first_id + index as u64;
@@ -696,8 +863,8 @@ impl RedisConn {
                 self.unfinished_writes += 1;
             }
             Class::Write => self.unfinished_writes += 1,
-            Class::Read if slot.index_read => self.unfinished_index_reads += 1,
-            Class::Read | Class::Free => {}
+            Class::Read | Class::Scan if slot.index_read => self.unfinished_index_reads += 1,
+            Class::Read | Class::Scan | Class::Free => {}
         }
     }
 
@@ -728,8 +895,8 @@ impl RedisConn {
                 self.unfinished_writes -= 1;
             }
             Class::Write => self.unfinished_writes -= 1,
-            Class::Read if slot.index_read => self.unfinished_index_reads -= 1,
-            Class::Read | Class::Free => {}
+            Class::Read | Class::Scan if slot.index_read => self.unfinished_index_reads -= 1,
+            Class::Read | Class::Scan | Class::Free => {}
         }
     }
 
@@ -886,7 +1053,11 @@ fn start(job: &mut Job, shared: &mut Shared, via_log: bool) -> Step {
             shared.watched.clear();
             Step::Done(std::mem::replace(reply, RespValue::ok()))
         }
-        Job::Info(..) | Job::Dbsize => Step::Send(vec![RequestBody::Status, RequestBody::Metrics]),
+        Job::Info(..) => Step::Send(vec![RequestBody::Status, RequestBody::Metrics]),
+        Job::Range { query, .. } => Step::Send(vec![RequestBody::Range {
+            query: query.clone(),
+            stale: false,
+        }]),
         Job::Wait => Step::Send(vec![RequestBody::Status]),
         Job::Local(_) => Step::Done(RespValue::error("ERR unexpected local query")),
     }
@@ -972,12 +1143,9 @@ fn advance(job: &mut Job, shared: &mut Shared, parts: Vec<ResponseBody>) -> Step
             }
             other => Step::Done(failure_of(other)),
         },
-        Job::Dbsize => match parts.get(1) {
-            Some(ResponseBody::Metrics(metrics)) => {
-                let keys = info::metric(metrics, "kv_keys");
-                Step::Done(RespValue::Integer(keys as i64))
-            }
-            other => Step::Done(failure_of(other)),
+        Job::Range { what, query } => match parts.into_iter().next() {
+            Some(ResponseBody::Range(result)) => what.advance(query, result),
+            other => Step::Done(failure_of(other.as_ref())),
         },
         Job::Reply(_) | Job::Unwatch(_) | Job::Local(_) => {
             Step::Done(RespValue::error("ERR unexpected reply"))

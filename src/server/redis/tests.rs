@@ -36,6 +36,7 @@ impl FakeNode {
                 leader_client_addr: Some("leader:1".into()),
             },
             RequestBody::Command(command) => ResponseBody::Result(self.apply(command)),
+            RequestBody::Range { query, .. } => ResponseBody::Range(self.store.range(query)),
             RequestBody::Status
             | RequestBody::Metrics
             | RequestBody::MemberChange(_)
@@ -419,4 +420,66 @@ fn loop_queries_keep_order_and_kill_filters_select() {
             "#{i}: {line}"
         );
     }
+}
+
+/// Goal: SCAN returns every key present for the whole scan at least once, while other
+/// clients write and delete keys between the calls (method: keys `k000..k299` stay,
+/// others come and go; the cursor is followed until 0); KEYS, TYPE, RENAME, COPY,
+/// DBSIZE, FLUSHDB answer as Redis; a range read waits for the connection's writes.
+#[test]
+fn scan_visits_every_stable_key_and_keyspace_commands_answer_as_redis() {
+    let mut conn = RedisConn::new();
+    let mut node = FakeNode::default();
+    for i in 0..300 {
+        node.put(format!("k{i:03}").as_bytes(), b"v");
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    let mut cursor = "0".to_string();
+    for round in 0.. {
+        assert!(round < 1000, "the scan ends");
+        node.put(format!("k{:03}x{round}", round % 300).as_bytes(), b"new");
+        let got = run(
+            &mut conn,
+            &mut node,
+            &[&format!("SCAN {cursor} COUNT 17 MATCH k*")],
+        );
+        let mut lines = got.split("\r\n");
+        assert_eq!(lines.next(), Some("*2"), "{got}");
+        lines.next();
+        cursor = lines.next().unwrap_or_default().to_string();
+        seen.extend(lines.filter(|l| l.starts_with('k')).map(str::to_string));
+        if cursor == "0" {
+            break;
+        }
+    }
+    for i in 0..300 {
+        assert!(seen.contains(&format!("k{i:03}")), "k{i:03} missed");
+    }
+    let mut conn = RedisConn::new();
+    let mut node = FakeNode::default();
+    let lines = [
+        "SET user:1 a",
+        "SET user:2 b",
+        "SET other c",
+        "KEYS user:*",
+        "TYPE user:1",
+        "TYPE nope",
+        "RENAME user:1 user:3",
+        "RENAME nope x",
+        "RENAMENX user:3 user:2",
+        "COPY user:3 copied",
+        "DBSIZE",
+        "SCAN 0 TYPE hash",
+        "EXISTS user:3 copied nope",
+        "FLUSHDB",
+        "DBSIZE",
+        "RANDOMKEY",
+    ];
+    let got = run(&mut conn, &mut node, &lines);
+    assert_eq!(
+        got,
+        "+OK\r\n+OK\r\n+OK\r\n*2\r\n$6\r\nuser:1\r\n$6\r\nuser:2\r\n+string\r\n+none\r\n\
+         +OK\r\n-ERR no such key\r\n:0\r\n:1\r\n:4\r\n*2\r\n$1\r\n0\r\n*0\r\n:2\r\n\
+         +OK\r\n:0\r\n$-1\r\n"
+    );
 }
