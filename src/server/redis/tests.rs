@@ -483,3 +483,39 @@ fn scan_visits_every_stable_key_and_keyspace_commands_answer_as_redis() {
          +OK\r\n:0\r\n$-1\r\n"
     );
 }
+
+/// Goal: WAIT's count from a status: on the leader the other members whose match index
+/// reaches the applied index (all of them when the connection never wrote), on a
+/// follower the replicas a commit guarantees.
+#[test]
+fn wait_counts_the_replicas_that_hold_the_writes() {
+    use crate::codec::client::Member;
+    let member = |id, match_index| Member {
+        id,
+        voter: true,
+        peer_addr: String::new(),
+        client_addr: String::new(),
+        match_index,
+    };
+    let status = |role, applied_index| Status {
+        node_id: 1,
+        role,
+        term: 2,
+        leader_id: 1,
+        commit_index: applied_index,
+        applied_index,
+        last_index: applied_index,
+        config_index: 0,
+        promote_distance_max: 0,
+        members: vec![member(1, 10), member(2, 10), member(3, 7)],
+    };
+    let cases = [
+        (Role::Leader, 10, true, 1),
+        (Role::Leader, 7, true, 2),
+        (Role::Leader, 10, false, 2),
+        (Role::Follower, 10, true, 1),
+    ];
+    for (i, (role, applied, wrote, want)) in cases.into_iter().enumerate() {
+        assert_eq!(wait_replicas(&status(role, applied), wrote), want, "#{i}");
+    }
+}
