@@ -46,7 +46,7 @@ fn exercise(con: &mut Connection, prefix: &str) {
     let () = con.set(key("t"), "abc").unwrap();
     let err = con.incr::<_, _, i64>(key("t"), 1).unwrap_err();
     assert!(err.to_string().contains("not an integer"), "{err}");
-    let unknown: RedisResult<()> = redis::cmd("FLUSHALL").query(con);
+    let unknown: RedisResult<()> = redis::cmd("BGSAVE").query(con);
     assert!(unknown.unwrap_err().to_string().contains("unknown command"));
 
     // A pipelined workload: replies come back in request order.

@@ -19,7 +19,9 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::codec::client::{MemberChange, RequestBody, ResponseBody, Status};
-use crate::kv::{Command, CommandResult, Compare, Op, OpResult, RmwOp, Session};
+use crate::kv::{
+    Command, CommandResult, Compare, Op, OpResult, RangeQuery, RangeResult, RmwOp, Session,
+};
 use crate::raft::message::NodeId;
 use crate::server::backoff::Backoff;
 
@@ -200,6 +202,49 @@ impl Client {
     /// See [`Error`].
     pub fn get_stale(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
         self.read(key, true)
+    }
+
+    /// One page of the range `query`: each page is one linearizable read (or, with
+    /// `stale`, one local read of whichever member answers), at most
+    /// [`crate::kv::RANGE_REPLY_BYTES_MAX`] bytes; `more` says keys follow its last one.
+    ///
+    /// # Errors
+    /// See [`Error`].
+    pub fn range_page(&mut self, query: &RangeQuery, stale: bool) -> Result<RangeResult, Error> {
+        let body = RequestBody::Range {
+            query: query.clone(),
+            stale,
+        };
+        match self.call(&body)? {
+            ResponseBody::Range(result) => Ok(result),
+            other => Err(self.unexpected_body(&other)),
+        }
+    }
+
+    /// The whole range `query` (up to its limit), page after page: each page is
+    /// linearizable, the whole is not one snapshot (a key present throughout is
+    /// returned exactly once; one written meanwhile may or may not be).
+    ///
+    /// # Errors
+    /// See [`Error`].
+    pub fn range(&mut self, query: &RangeQuery, stale: bool) -> Result<RangeResult, Error> {
+        let mut total = RangeResult::default();
+        let mut next = query.clone();
+        loop {
+            let page = self.range_page(&next, stale)?;
+            total.count += page.count;
+            total.more = page.more;
+            let last = page.entries.last().map(|(key, _)| key.clone());
+            total.entries.extend(page.entries);
+            let left = query.limit.saturating_sub(total.count);
+            match last {
+                Some(last) if page.more && (query.limit == 0 || left > 0) => {
+                    next = query.after(&last);
+                    next.limit = left;
+                }
+                _ => return Ok(total),
+            }
+        }
     }
 
     /// Sets `key` to `value`.

@@ -14,7 +14,7 @@
 //! length and count is checked against the bytes left in the frame (`wire::Reader`).
 
 use crate::kv::command::{encode_command, encode_result, read_command, read_result};
-use crate::kv::{Command, CommandResult};
+use crate::kv::{Command, CommandResult, RangeQuery, RangeResult};
 use crate::raft::message::NodeId;
 use crate::wire::{Reader, len_u32, put_bytes, put_u32, put_u64};
 
@@ -47,6 +47,14 @@ pub enum RequestBody {
     /// A command to propose to the log: a write (Put, Delete, Cas, Txn, each with its
     /// session), `RegisterSession`, or a `Get` that must be ordered through the log.
     Command(Command),
+    /// An ordered range read ([`RangeQuery`]), answered [`ResponseBody::Range`]: through
+    /// ReadIndex on the leader like a Get, or from local state if `stale`.
+    Range {
+        /// The keys and what to answer of them.
+        query: RangeQuery,
+        /// Serve from the local applied state, possibly stale.
+        stale: bool,
+    },
     /// The node's view of the cluster ([`Status`]).
     Status,
     /// The node's counters ([`ResponseBody::Metrics`]).
@@ -114,6 +122,8 @@ pub enum ResponseBody {
     Unavailable(String),
     /// The request was refused (for example a command too large for a log entry).
     Error(String),
+    /// The answer to [`RequestBody::Range`].
+    Range(RangeResult),
     /// The answer to [`RequestBody::Status`].
     Status(Status),
     /// The answer to [`RequestBody::Metrics`]: counter names and values, in the server's
@@ -207,6 +217,7 @@ const REQ_MEMBER_ADD_LEARNER: u8 = 5;
 const REQ_MEMBER_PROMOTE: u8 = 6;
 const REQ_MEMBER_REMOVE: u8 = 7;
 const REQ_TRANSFER_LEADER: u8 = 8;
+const REQ_RANGE: u8 = 9;
 
 const RESP_RESULT: u8 = 1;
 const RESP_NOT_LEADER: u8 = 2;
@@ -214,6 +225,12 @@ const RESP_UNAVAILABLE: u8 = 3;
 const RESP_ERROR: u8 = 4;
 const RESP_STATUS: u8 = 5;
 const RESP_METRICS: u8 = 6;
+const RESP_RANGE: u8 = 7;
+
+/// Range flags: leave the values out, answer a count only, serve stale.
+const RANGE_KEYS_ONLY: u8 = 1;
+const RANGE_COUNT_ONLY: u8 = 2;
+const RANGE_STALE: u8 = 4;
 
 /// Appends the body of `request` (no frame header) to `out`.
 pub fn encode_request(request: &Request, out: &mut Vec<u8>) {
@@ -227,6 +244,7 @@ pub fn encode_request(request: &Request, out: &mut Vec<u8>) {
         RequestBody::MemberChange(MemberChange::Promote { .. }) => REQ_MEMBER_PROMOTE,
         RequestBody::MemberChange(MemberChange::Remove { .. }) => REQ_MEMBER_REMOVE,
         RequestBody::TransferLeader { .. } => REQ_TRANSFER_LEADER,
+        RequestBody::Range { .. } => REQ_RANGE,
     };
     out.push(kind);
     put_u64(out, request.request_id);
@@ -236,6 +254,28 @@ pub fn encode_request(request: &Request, out: &mut Vec<u8>) {
             out.push(u8::from(*stale));
         }
         RequestBody::Command(command) => encode_command(command, out),
+        RequestBody::Range { query, stale } => {
+            put_bytes(out, &query.start);
+            match &query.end {
+                Some(end) => {
+                    out.push(1);
+                    put_bytes(out, end);
+                }
+                None => out.push(0),
+            }
+            put_u64(out, query.limit);
+            let mut flags = 0;
+            for (on, flag) in [
+                (query.keys_only, RANGE_KEYS_ONLY),
+                (query.count_only, RANGE_COUNT_ONLY),
+                (*stale, RANGE_STALE),
+            ] {
+                if on {
+                    flags |= flag;
+                }
+            }
+            out.push(flags);
+        }
         RequestBody::Status | RequestBody::Metrics => {}
         RequestBody::MemberChange(MemberChange::AddLearner {
             id,
@@ -286,6 +326,29 @@ pub fn decode_request_with_command_bytes(
             command_bytes = Some(&start[..start.len() - input.rest().len()]);
             RequestBody::Command(command)
         }
+        REQ_RANGE => {
+            let start = input.bytes("range start")?;
+            let end = if input.bool("range end presence")? {
+                Some(input.bytes("range end")?)
+            } else {
+                None
+            };
+            let limit = input.u64("range limit")?;
+            let flags = input.u8("range flags")?;
+            if flags & !(RANGE_KEYS_ONLY | RANGE_COUNT_ONLY | RANGE_STALE) != 0 {
+                return Err(DecodeError::Malformed("unknown range flags"));
+            }
+            RequestBody::Range {
+                query: RangeQuery {
+                    start,
+                    end,
+                    limit,
+                    keys_only: flags & RANGE_KEYS_ONLY != 0,
+                    count_only: flags & RANGE_COUNT_ONLY != 0,
+                },
+                stale: flags & RANGE_STALE != 0,
+            }
+        }
         REQ_STATUS => RequestBody::Status,
         REQ_METRICS => RequestBody::Metrics,
         REQ_MEMBER_ADD_LEARNER => RequestBody::MemberChange(MemberChange::AddLearner {
@@ -318,6 +381,7 @@ pub fn encode_response(response: &Response, out: &mut Vec<u8>) {
         ResponseBody::Error(_) => RESP_ERROR,
         ResponseBody::Status(_) => RESP_STATUS,
         ResponseBody::Metrics(_) => RESP_METRICS,
+        ResponseBody::Range(_) => RESP_RANGE,
     };
     out.push(kind);
     put_u64(out, response.request_id);
@@ -340,6 +404,15 @@ pub fn encode_response(response: &Response, out: &mut Vec<u8>) {
             put_bytes(out, message.as_bytes());
         }
         ResponseBody::Status(status) => encode_status(status, out),
+        ResponseBody::Range(result) => {
+            put_u64(out, result.count);
+            out.push(u8::from(result.more));
+            put_u32(out, len_u32(result.entries.len()));
+            for (key, value) in &result.entries {
+                put_bytes(out, key);
+                put_bytes(out, value);
+            }
+        }
         ResponseBody::Metrics(counters) => {
             put_u32(out, len_u32(counters.len()));
             for (name, value) in counters {
@@ -427,6 +500,21 @@ pub fn decode_response(body: &[u8]) -> Result<Response, DecodeError> {
         RESP_UNAVAILABLE => ResponseBody::Unavailable(input.string("unavailable reason")?),
         RESP_ERROR => ResponseBody::Error(input.string("error message")?),
         RESP_STATUS => ResponseBody::Status(read_status(&mut input)?),
+        RESP_RANGE => {
+            let count = input.u64("range count")?;
+            let more = input.bool("range more flag")?;
+            // Smallest entry: two empty byte strings = 8 bytes.
+            let len = input.count(8, "range entry count")?;
+            let mut entries = Vec::with_capacity(len);
+            for _ in 0..len {
+                entries.push((input.bytes("range key")?, input.bytes("range value")?));
+            }
+            ResponseBody::Range(RangeResult {
+                entries,
+                count,
+                more,
+            })
+        }
         RESP_METRICS => {
             // Smallest counter: empty name + value = 12 bytes.
             let count = input.count(12, "metrics count")?;
@@ -554,6 +642,24 @@ mod tests {
             any::<u64>().prop_map(|id| RequestBody::MemberChange(MemberChange::Promote { id })),
             any::<u64>().prop_map(|id| RequestBody::MemberChange(MemberChange::Remove { id })),
             any::<u64>().prop_map(|id| RequestBody::TransferLeader { id }),
+            (
+                strategy::bytes(),
+                proptest::option::of(strategy::bytes()),
+                any::<u64>(),
+                any::<[bool; 3]>()
+            )
+                .prop_map(|(start, end, limit, [keys_only, count_only, stale])| {
+                    RequestBody::Range {
+                        query: RangeQuery {
+                            start,
+                            end,
+                            limit,
+                            keys_only,
+                            count_only,
+                        },
+                        stale,
+                    }
+                }),
         ];
         (any::<u64>(), body).prop_map(|(request_id, body)| Request { request_id, body })
     }
@@ -593,8 +699,16 @@ mod tests {
                     members,
                 },
             );
+        let entries = proptest::collection::vec((strategy::bytes(), strategy::bytes()), 0..3);
         let body = prop_oneof![
             strategy::result().prop_map(ResponseBody::Result),
+            (entries, any::<u64>(), any::<bool>()).prop_map(|(entries, count, more)| {
+                ResponseBody::Range(RangeResult {
+                    entries,
+                    count,
+                    more,
+                })
+            }),
             (any::<u64>(), proptest::option::of(text())).prop_map(
                 |(leader_id, leader_client_addr)| ResponseBody::NotLeader {
                     leader_id,

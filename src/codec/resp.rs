@@ -1,10 +1,14 @@
-//! RespCodec: the RESP2 wire format of Redis, the first layer of the Redis chain
+//! RespCodec: the RESP2/RESP3 wire format of Redis, the first layer of the Redis chain
 //! (bytes <-> commands), followed by `server::redis` (commands <-> kv requests).
 //!
 //! Requests are arrays of bulk strings (`*2\r\n$3\r\nGET\r\n$1\r\nk\r\n`), or inline
 //! commands (`PING\r\n`, words split on spaces) as typed into telnet. Replies are
 //! [`RespValue`]s: simple strings, errors, integers, bulk strings and arrays (each with
-//! a null form).
+//! a null form), and the RESP3 types whose RESP2 form differs: maps, sets and verbatim
+//! strings. [`RespValue::encode_as`] writes a reply in the connection's [`Protocol`]
+//! (chosen by `HELLO`): in RESP2 a map is a flat array of keys and values, a set an
+//! array, a verbatim string a bulk string, and nulls are `$-1` / `*-1`; in RESP3 every
+//! null is `_`.
 //!
 //! Invariant: decoding never panics and never holds more than `command_bytes_max` bytes
 //! for one command: a bad type byte, a negative or oversized length, a bulk string over
@@ -18,7 +22,27 @@ const LINE_BYTES_MAX: usize = 64 * 1024;
 /// The most elements of one command array (Redis uses the same bound).
 const ARRAY_LEN_MAX: u64 = 1024 * 1024;
 
-/// A RESP2 reply.
+/// The reply protocol of a connection: RESP2 until `HELLO 3`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Protocol {
+    /// RESP2, what every client speaks first.
+    #[default]
+    Resp2,
+    /// RESP3 (`HELLO 3`).
+    Resp3,
+}
+
+impl Protocol {
+    /// The version number `HELLO` and `CLIENT LIST` show.
+    pub fn version(self) -> i64 {
+        match self {
+            Protocol::Resp2 => 2,
+            Protocol::Resp3 => 3,
+        }
+    }
+}
+
+/// A reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RespValue {
     /// `+text` (must not contain CR or LF).
@@ -31,6 +55,12 @@ pub enum RespValue {
     Bulk(Option<Vec<u8>>),
     /// `*count values` or `*-1` for `None`.
     Array(Option<Vec<RespValue>>),
+    /// RESP3 `%count key value ...`; RESP2: a flat array.
+    Map(Vec<(RespValue, RespValue)>),
+    /// RESP3 `~count values`; RESP2: an array.
+    Set(Vec<RespValue>),
+    /// RESP3 `=len txt:text` (INFO, CLIENT LIST); RESP2: a bulk string.
+    Verbatim(String),
 }
 
 impl RespValue {
@@ -44,10 +74,53 @@ impl RespValue {
         RespValue::Error(text.into())
     }
 
-    /// Appends the wire form to `out`. CR and LF inside simple strings and errors are
-    /// replaced by spaces so a reply can never break the framing.
+    /// A bulk string of `text`.
+    pub fn bulk(text: impl AsRef<[u8]>) -> RespValue {
+        RespValue::Bulk(Some(text.as_ref().to_vec()))
+    }
+
+    /// Appends the RESP2 wire form to `out` (see [`RespValue::encode_as`]).
     pub fn encode(&self, out: &mut Vec<u8>) {
+        self.encode_as(Protocol::Resp2, out);
+    }
+
+    /// Appends the wire form in `protocol` to `out`. CR and LF inside simple strings and
+    /// errors are replaced by spaces so a reply can never break the framing.
+    pub fn encode_as(&self, protocol: Protocol, out: &mut Vec<u8>) {
+        let resp3 = protocol == Protocol::Resp3;
         match self {
+            RespValue::Bulk(None) | RespValue::Array(None) if resp3 => {
+                out.extend_from_slice(b"_\r\n");
+            }
+            RespValue::Map(pairs) => {
+                let (kind, count) = if resp3 {
+                    (b'%', pairs.len())
+                } else {
+                    (b'*', 2 * pairs.len())
+                };
+                put_header(out, kind, count);
+                for (key, value) in pairs {
+                    key.encode_as(protocol, out);
+                    value.encode_as(protocol, out);
+                }
+            }
+            RespValue::Set(values) => {
+                put_header(out, if resp3 { b'~' } else { b'*' }, values.len());
+                for value in values {
+                    value.encode_as(protocol, out);
+                }
+            }
+            RespValue::Verbatim(text) if resp3 => {
+                put_header(out, b'=', text.len() + 4);
+                out.extend_from_slice(b"txt:");
+                out.extend_from_slice(text.as_bytes());
+                out.extend_from_slice(b"\r\n");
+            }
+            RespValue::Verbatim(text) => {
+                put_header(out, b'$', text.len());
+                out.extend_from_slice(text.as_bytes());
+                out.extend_from_slice(b"\r\n");
+            }
             RespValue::Simple(text) => put_line(out, b'+', text),
             RespValue::Error(text) => put_line(out, b'-', text),
             RespValue::Integer(n) => {
@@ -65,15 +138,19 @@ impl RespValue {
             }
             RespValue::Array(None) => out.extend_from_slice(b"*-1\r\n"),
             RespValue::Array(Some(values)) => {
-                out.push(b'*');
-                out.extend_from_slice(values.len().to_string().as_bytes());
-                out.extend_from_slice(b"\r\n");
+                put_header(out, b'*', values.len());
                 for value in values {
-                    value.encode(out);
+                    value.encode_as(protocol, out);
                 }
             }
         }
     }
+}
+
+fn put_header(out: &mut Vec<u8>, kind: u8, count: usize) {
+    out.push(kind);
+    out.extend_from_slice(count.to_string().as_bytes());
+    out.extend_from_slice(b"\r\n");
 }
 
 fn put_line(out: &mut Vec<u8>, kind: u8, text: &str) {
@@ -311,6 +388,34 @@ mod tests {
             out,
             b"*6\r\n+OK\r\n-ERR bad  thing\r\n:-3\r\n$-1\r\n$2\r\nhi\r\n*-1\r\n".to_vec()
         );
+    }
+
+    /// Goal: the RESP3 types, and nulls, encode per protocol as redis-server writes
+    /// them (RESP2: flat arrays and `$-1`; RESP3: `%`, `~`, `=` and `_`).
+    #[test]
+    fn replies_encode_per_protocol() {
+        let value = RespValue::Array(Some(vec![
+            RespValue::Map(vec![(RespValue::bulk("a"), RespValue::Integer(1))]),
+            RespValue::Set(vec![RespValue::bulk("s")]),
+            RespValue::Verbatim("x:1".into()),
+            RespValue::Bulk(None),
+            RespValue::Array(None),
+        ]));
+        let cases: [(Protocol, &[u8]); 2] = [
+            (
+                Protocol::Resp2,
+                b"*5\r\n*2\r\n$1\r\na\r\n:1\r\n*1\r\n$1\r\ns\r\n$3\r\nx:1\r\n$-1\r\n*-1\r\n",
+            ),
+            (
+                Protocol::Resp3,
+                b"*5\r\n%1\r\n$1\r\na\r\n:1\r\n~1\r\n$1\r\ns\r\n=7\r\ntxt:x:1\r\n_\r\n_\r\n",
+            ),
+        ];
+        for (i, (protocol, want)) in cases.into_iter().enumerate() {
+            let mut out = Vec::new();
+            value.encode_as(protocol, &mut out);
+            assert_eq!(out, want.to_vec(), "#{i}: {protocol:?}");
+        }
     }
 
     proptest! {

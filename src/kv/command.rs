@@ -173,6 +173,29 @@ pub enum RmwOp {
         /// The keys.
         keys: Vec<Vec<u8>>,
     },
+    /// Moves the value of `from` to `to` (RENAME; with `only_if_absent`, RENAMENX).
+    /// Result: `Rejected(NoSuchKey)` when `from` is absent; else RENAME `Done`,
+    /// RENAMENX `Integer(1)` if it moved, `Integer(0)` if `to` exists.
+    Rename {
+        /// The key moved.
+        from: Vec<u8>,
+        /// Its new name.
+        to: Vec<u8>,
+        /// RENAMENX: only when `to` is absent.
+        only_if_absent: bool,
+    },
+    /// Copies the value of `from` to `to` (COPY; `replace`: also over an existing
+    /// `to`). Result: `Integer(1)` if it copied, `Integer(0)` if not.
+    Copy {
+        /// The source.
+        from: Vec<u8>,
+        /// The destination.
+        to: Vec<u8>,
+        /// Overwrite an existing destination.
+        replace: bool,
+    },
+    /// Removes every key (FLUSHDB / FLUSHALL). Result: `Done`.
+    FlushAll,
 }
 
 impl RmwOp {
@@ -186,6 +209,13 @@ impl RmwOp {
             RmwOp::GetDel { .. } => "getdel",
             RmwOp::SetIfAllAbsent { .. } => "msetnx",
             RmwOp::DeleteMany { .. } => "del",
+            RmwOp::Rename {
+                only_if_absent: false,
+                ..
+            } => "rename",
+            RmwOp::Rename { .. } => "renamenx",
+            RmwOp::Copy { .. } => "copy",
+            RmwOp::FlushAll => "flushall",
         }
     }
 }
@@ -205,6 +235,8 @@ pub enum ValueError {
     NanOrInfinity = 4,
     /// The new value would be longer than [`crate::kv::RMW_VALUE_BYTES_MAX`].
     TooLarge = 5,
+    /// The key the op needs does not exist (RENAME).
+    NoSuchKey = 6,
 }
 
 impl ValueError {
@@ -215,6 +247,7 @@ impl ValueError {
             3 => ValueError::NotFloat,
             4 => ValueError::NanOrInfinity,
             5 => ValueError::TooLarge,
+            6 => ValueError::NoSuchKey,
             _ => return None,
         })
     }
@@ -228,6 +261,7 @@ impl std::fmt::Display for ValueError {
             ValueError::NotFloat => "value is not a valid float",
             ValueError::NanOrInfinity => "increment would produce NaN or Infinity",
             ValueError::TooLarge => "string exceeds maximum allowed size (proto-max-bulk-len)",
+            ValueError::NoSuchKey => "no such key",
         })
     }
 }
@@ -457,6 +491,9 @@ const RMW_SET: u8 = 4;
 const RMW_GET_DEL: u8 = 5;
 const RMW_SET_IF_ALL_ABSENT: u8 = 6;
 const RMW_DELETE_MANY: u8 = 7;
+const RMW_RENAME: u8 = 8;
+const RMW_COPY: u8 = 9;
+const RMW_FLUSH_ALL: u8 = 10;
 
 fn encode_rmw(op: &RmwOp, out: &mut Vec<u8>) {
     match op {
@@ -506,6 +543,26 @@ fn encode_rmw(op: &RmwOp, out: &mut Vec<u8>) {
                 put_bytes(out, key);
             }
         }
+        RmwOp::Rename {
+            from,
+            to,
+            only_if_absent: flag,
+        }
+        | RmwOp::Copy {
+            from,
+            to,
+            replace: flag,
+        } => {
+            out.push(if matches!(op, RmwOp::Rename { .. }) {
+                RMW_RENAME
+            } else {
+                RMW_COPY
+            });
+            put_bytes(out, from);
+            put_bytes(out, to);
+            out.push(u8::from(*flag));
+        }
+        RmwOp::FlushAll => out.push(RMW_FLUSH_ALL),
     }
 }
 
@@ -550,6 +607,17 @@ fn decode_rmw(input: &mut Reader<'_>) -> Result<RmwOp, DecodeError> {
             }
             RmwOp::DeleteMany { keys }
         }
+        RMW_RENAME => RmwOp::Rename {
+            from: input.bytes("rename from")?,
+            to: input.bytes("rename to")?,
+            only_if_absent: input.bool("rename nx")?,
+        },
+        RMW_COPY => RmwOp::Copy {
+            from: input.bytes("copy from")?,
+            to: input.bytes("copy to")?,
+            replace: input.bool("copy replace")?,
+        },
+        RMW_FLUSH_ALL => RmwOp::FlushAll,
         other => return Err(DecodeError::UnknownType(other)),
     })
 }
@@ -571,6 +639,10 @@ fn rmw_encoded_len(op: &RmwOp) -> usize {
                 .sum::<usize>()
         }
         RmwOp::DeleteMany { keys } => LEN + keys.iter().map(|k| bytes(k)).sum::<usize>(),
+        RmwOp::Rename { from, to, .. } | RmwOp::Copy { from, to, .. } => {
+            bytes(from) + bytes(to) + 1
+        }
+        RmwOp::FlushAll => 0,
     }
 }
 
@@ -600,8 +672,8 @@ fn encode_ops(ops: &[Op], out: &mut Vec<u8>) {
 }
 
 fn decode_ops(input: &mut Reader<'_>) -> Result<Vec<Op>, DecodeError> {
-    // Smallest op: type byte + empty key = 5 bytes.
-    let count = input.count(5, "txn op count")?;
+    // Smallest op: a read-modify-write without fields (FLUSHALL) = 2 bytes.
+    let count = input.count(2, "txn op count")?;
     let mut ops = Vec::with_capacity(count);
     for _ in 0..count {
         ops.push(match input.u8("txn op type")? {

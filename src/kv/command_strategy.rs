@@ -48,6 +48,17 @@ pub(crate) fn rmw() -> impl Strategy<Value = RmwOp> {
         bytes().prop_map(|key| RmwOp::GetDel { key }),
         pairs.prop_map(|pairs| RmwOp::SetIfAllAbsent { pairs }),
         proptest::collection::vec(bytes(), 0..3).prop_map(|keys| RmwOp::DeleteMany { keys }),
+        (bytes(), bytes(), any::<bool>()).prop_map(|(from, to, only_if_absent)| RmwOp::Rename {
+            from,
+            to,
+            only_if_absent
+        }),
+        (bytes(), bytes(), any::<bool>()).prop_map(|(from, to, replace)| RmwOp::Copy {
+            from,
+            to,
+            replace
+        }),
+        Just(RmwOp::FlushAll),
     ]
 }
 

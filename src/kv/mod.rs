@@ -5,7 +5,8 @@
 //! - [`RmwOp`]: read-modify-writes (INCR, APPEND, SET NX, ...) decided at apply time
 //!   (`rmw`), over numbers read and printed as Redis does ([`number`]).
 //! - [`KvStore`]: applies commands in log order, deduplicates retried writes through
-//!   client sessions (Raft thesis §6.3) that expire by log position, serves local reads.
+//!   client sessions (Raft thesis §6.3) that expire by log position, serves local reads
+//!   and ordered range reads ([`RangeQuery`], `range`).
 //! - snapshots: [`KvStore::snapshot_view`] takes a point-in-time view in O(1) that a
 //!   helper thread encodes ([`SnapshotView::write_to`]); [`KvStore::restore`] checks a
 //!   crc32 and every length before trusting a byte.
@@ -17,6 +18,7 @@ mod bytes;
 pub mod command;
 pub mod number;
 mod ordmap;
+mod range;
 mod rmw;
 mod session;
 mod snapshot;
@@ -26,6 +28,7 @@ pub use command::{
     Command, CommandResult, Compare, CompareOp, Op, OpResult, RmwOp, Session, SetCondition,
     ValueError, command_to_vec, decode_command, decode_result, encode_command, encode_result,
 };
+pub use range::{RANGE_REPLY_BYTES_MAX, RangeQuery, RangeResult, prefix_end};
 pub use rmw::RMW_VALUE_BYTES_MAX;
 pub use snapshot::{Error, SNAPSHOT_MAGIC, SNAPSHOT_VERSION, SnapshotView};
 pub use store::{KvConfig, KvStore};

@@ -71,6 +71,42 @@ impl KvStore {
                     .count();
                 OpResult::Integer(removed as i64)
             }
+            RmwOp::Rename {
+                from,
+                to,
+                only_if_absent,
+            } => {
+                if self.get(&from).is_none() {
+                    return OpResult::Rejected(ValueError::NoSuchKey);
+                }
+                if only_if_absent && self.get(&to).is_some() {
+                    return OpResult::Integer(0);
+                }
+                if from != to
+                    && let Some(value) = self.data.remove(&from[..])
+                {
+                    self.data.insert(Key::from(&to[..]), value);
+                }
+                if only_if_absent {
+                    OpResult::Integer(1)
+                } else {
+                    OpResult::Done
+                }
+            }
+            RmwOp::Copy { from, to, replace } => {
+                let Some(value) = self.data.get(&from[..]).cloned() else {
+                    return OpResult::Integer(0);
+                };
+                if from == to || (!replace && self.get(&to).is_some()) {
+                    return OpResult::Integer(0);
+                }
+                self.data.insert(Key::from(&to[..]), value);
+                OpResult::Integer(1)
+            }
+            RmwOp::FlushAll => {
+                self.data.clear();
+                OpResult::Done
+            }
         }
     }
 
@@ -181,6 +217,23 @@ pub(crate) mod tests {
                     model.remove(key);
                 }
             }
+            RmwOp::Rename {
+                from,
+                to,
+                only_if_absent,
+            } => {
+                let blocked = *only_if_absent && model.contains_key(to);
+                if !blocked && let Some(value) = model.remove(from) {
+                    model.insert(to.clone(), value);
+                }
+            }
+            RmwOp::Copy { from, to, replace } => {
+                let blocked = from == to || (!*replace && model.contains_key(to));
+                if !blocked && let Some(value) = model.get(from).cloned() {
+                    model.insert(to.clone(), value);
+                }
+            }
+            RmwOp::FlushAll => model.clear(),
         }
     }
 
@@ -248,6 +301,59 @@ pub(crate) mod tests {
 
     fn text(value: &str) -> CommandResult {
         CommandResult::Value(Some(key(value)))
+    }
+
+    /// Goal: RENAME / RENAMENX / COPY / FLUSHALL decided at apply time as Redis
+    /// decides them (a missing source is "no such key" for RENAME, 0 for COPY; NX and
+    /// REPLACE respected; a key renamed to itself stays).
+    #[test]
+    fn renames_copies_and_flushes_follow_redis() {
+        let mut kv = Applier::new();
+        let rename = |from: &str, to: &str, only_if_absent| RmwOp::Rename {
+            from: key(from),
+            to: key(to),
+            only_if_absent,
+        };
+        let copy = |from: &str, to: &str, replace| RmwOp::Copy {
+            from: key(from),
+            to: key(to),
+            replace,
+        };
+        let cases: Vec<(RmwOp, CommandResult)> = vec![
+            (
+                set("a", "1", SetCondition::Always, false),
+                CommandResult::Ok,
+            ),
+            (
+                set("b", "2", SetCondition::Always, false),
+                CommandResult::Ok,
+            ),
+            (
+                rename("x", "y", false),
+                CommandResult::Rejected(ValueError::NoSuchKey),
+            ),
+            (rename("a", "b", true), CommandResult::Integer(0)),
+            (rename("a", "a", false), CommandResult::Ok),
+            (rename("a", "c", false), CommandResult::Ok),
+            (rename("c", "d", true), CommandResult::Integer(1)),
+            (copy("d", "b", false), CommandResult::Integer(0)),
+            (copy("d", "b", true), CommandResult::Integer(1)),
+            (copy("d", "e", false), CommandResult::Integer(1)),
+            (copy("x", "e", true), CommandResult::Integer(0)),
+        ];
+        for (i, (op, want)) in cases.into_iter().enumerate() {
+            let described = format!("{op:?}");
+            assert_eq!(kv.run(op), want, "#{i}: {described}");
+        }
+        let values: Vec<Option<String>> = ["a", "b", "c", "d", "e"]
+            .iter()
+            .map(|k| kv.value(k))
+            .collect();
+        let one = || Some("1".to_string());
+        assert_eq!(values, vec![None, one(), None, one(), one()]);
+        assert_eq!(kv.run(RmwOp::FlushAll), CommandResult::Ok);
+        assert!(kv.store.is_empty());
+        assert_eq!(ValueError::NoSuchKey.to_string(), "no such key");
     }
 
     #[test]

@@ -293,6 +293,13 @@ impl KvStore {
                             written.insert(key, 0);
                         }
                     }
+                    RmwOp::Rename { from, to, .. } | RmwOp::Copy { from, to, .. } => {
+                        let moved = len(&written, from);
+                        let old = len(&written, to);
+                        written.insert(to, old.max(moved));
+                    }
+                    // Later reads are counted at the values held now: an upper bound.
+                    RmwOp::FlushAll => {}
                 },
             }
         }

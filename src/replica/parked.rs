@@ -147,6 +147,9 @@ fn body_bytes(body: &RequestBody) -> usize {
     FIXED
         + match body {
             RequestBody::Get { key, .. } => key.len(),
+            RequestBody::Range { query, .. } => {
+                query.start.len() + query.end.as_ref().map_or(0, Vec::len)
+            }
             RequestBody::MemberChange(MemberChange::AddLearner {
                 peer_addr,
                 client_addr,

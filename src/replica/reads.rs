@@ -12,15 +12,35 @@ use std::collections::BTreeMap;
 use super::requests::{ClientRef, Deadline, Outbox, Waiter, finish};
 use super::{Replica, ReplicaLog, SnapshotWriter};
 use crate::codec::client::ResponseBody;
-use crate::kv::CommandResult;
+use crate::kv::{CommandResult, KvStore, RangeQuery};
 use crate::raft::ReadState;
 use crate::replica::timer::{TimerId, TimerWheel};
+
+/// What a read reads.
+pub(super) enum ReadWhat {
+    /// One key (a Get).
+    Key(Vec<u8>),
+    /// An ordered range.
+    Range(RangeQuery),
+}
+
+impl ReadWhat {
+    /// The answer from the applied state of `kv`.
+    pub(super) fn answer(&self, kv: &KvStore) -> ResponseBody {
+        match self {
+            ReadWhat::Key(key) => {
+                ResponseBody::Result(CommandResult::Value(kv.get(key).map(<[u8]>::to_vec)))
+            }
+            ReadWhat::Range(query) => ResponseBody::Range(kv.range(query)),
+        }
+    }
+}
 
 /// A linearizable read waiting to be served.
 pub(super) struct PendingRead {
     pub(super) client: ClientRef,
     pub(super) request_id: u64,
-    pub(super) key: Vec<u8>,
+    pub(super) what: ReadWhat,
     pub(super) deadline: TimerId,
 }
 
@@ -168,8 +188,7 @@ impl<L: ReplicaLog, W: SnapshotWriter> Replica<L, W> {
                 break;
             }
             for read in entry.remove() {
-                let value = self.kv.get(&read.key).map(<[u8]>::to_vec);
-                let body = ResponseBody::Result(CommandResult::Value(value));
+                let body = read.what.answer(&self.kv);
                 finish(&mut self.deadlines, out, read.into(), body);
             }
         }

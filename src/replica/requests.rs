@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use log::info;
 
-use super::reads::PendingRead;
+use super::reads::{PendingRead, ReadWhat};
 use super::{ReplicaLog, SnapshotWriter};
 use crate::codec::client::{Request, RequestBody, Response, ResponseBody};
 use crate::kv::command::encoded_len;
@@ -144,6 +144,7 @@ impl<L: ReplicaLog, W: SnapshotWriter> Replica<L, W> {
         let waits = matches!(
             request.body,
             RequestBody::Get { stale: false, .. }
+                | RequestBody::Range { stale: false, .. }
                 | RequestBody::Command(_)
                 | RequestBody::MemberChange(_)
         ) && raft.role != Role::Leader
@@ -299,9 +300,27 @@ impl<L: ReplicaLog, W: SnapshotWriter> Replica<L, W> {
                 Err(e) => reply(self.refusal(e)),
             },
             RequestBody::Metrics => reply(ResponseBody::Metrics(self.metrics_snapshot())),
-            RequestBody::Get { key, stale: true } => {
-                let value = self.kv.get(&key).map(<[u8]>::to_vec);
-                reply(ResponseBody::Result(CommandResult::Value(value)))
+            RequestBody::Get { key, stale: true } => reply(ReadWhat::Key(key).answer(&self.kv)),
+            RequestBody::Range { query, stale: true } => {
+                reply(ReadWhat::Range(query).answer(&self.kv))
+            }
+            RequestBody::Range {
+                query,
+                stale: false,
+            } => {
+                if let Some(body) = self.not_leader() {
+                    return reply(body);
+                }
+                let deadline = self
+                    .deadlines
+                    .schedule(deadline_ms, Deadline::Read(client, request_id));
+                self.reads.add(PendingRead {
+                    client,
+                    request_id,
+                    what: ReadWhat::Range(query),
+                    deadline,
+                });
+                None
             }
             RequestBody::Get { key, stale: false } => {
                 // Its size as a log entry, as it would be forwarded or ordered via the log.
@@ -315,7 +334,7 @@ impl<L: ReplicaLog, W: SnapshotWriter> Replica<L, W> {
                 self.reads.add(PendingRead {
                     client,
                     request_id,
-                    key,
+                    what: ReadWhat::Key(key),
                     deadline,
                 });
                 None

@@ -93,6 +93,7 @@ fn changes_state(body: &RequestBody) -> bool {
     !matches!(
         body,
         RequestBody::Get { .. }
+            | RequestBody::Range { .. }
             | RequestBody::Status
             | RequestBody::Metrics
             | RequestBody::Command(Command::Get { .. })

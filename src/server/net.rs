@@ -47,7 +47,7 @@ use super::forward::ForwardLink;
 use super::http::HttpConn;
 use super::node::{ClientRef, Node, Outbox};
 use super::peer_links::PeerLink;
-use super::redis::RedisConn;
+use super::redis::{Identity, RedisConn};
 use crate::codec::client::{self as client_codec, Response, ResponseBody};
 use crate::codec::frame::FrameCodec;
 use crate::codec::http::HttpCodec;
@@ -554,10 +554,20 @@ impl Net {
             self.on_refused(&format!("from {addr}: {key_name} ({max}) reached"));
             return;
         }
+        let laddr = stream.local_addr().map_or(String::new(), |a| a.to_string());
         let kind = ConnKind::accepted(listener, self.http_addr.as_deref());
         match self.add(stream, kind, Interest::READABLE) {
             Err(e) => warn!("cannot register connection from {addr}: {e}"),
             Ok(key) => {
+                let conn = &mut self.conns[key];
+                if let ConnKind::Redis(redis) = &mut conn.kind {
+                    redis.identify(Identity {
+                        id: conn.generation,
+                        addr: addr.to_string(),
+                        laddr,
+                        opened_ms: self.step_now_ms,
+                    });
+                }
                 if peer {
                     self.handshake_count += 1;
                     let generation = self.conns[key].generation;

@@ -3,20 +3,23 @@
 //! requests; they go to the node
 //! like any client's, or, on a follower answered NotLeader, over the forwarding link
 //! ([`super::forward`]). Answers are fed back to the Redis state until it asks nothing
-//! more, and its finished replies are queued in request order.
+//! more, and its finished replies are queued in request order. Its local queries
+//! (CLIENT LIST / KILL, TIME) are answered here, from every connection of the node and
+//! the wall clock.
 //!
 //! Invariant (one durable sync per turn): a request the Redis state issues after the
 //! node's `before_sleep` of this turn waits for the next turn's `before_sleep`; pumping
 //! only records that such work is pending (`Net::redis_proposed`), so the loop's next
 //! poll does not sleep.
 
-use std::time::Instant;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use super::error::ProtocolError;
 use super::event_loop::EventLoop;
 use super::net::{ConnKind, FRAMES_PER_TURN_MAX, Net, REQUESTS_PER_SLICE_CHECK};
 use super::node::{ClientRef, Outbox};
-use super::redis::{Submit, Target};
+use super::redis::{LocalQuery, Submit, Target};
+use crate::codec::resp::RespValue;
 
 impl EventLoop {
     /// Decodes the commands of Redis connection `key` and pumps it.
@@ -69,17 +72,29 @@ impl EventLoop {
     /// Sends what the Redis connection `key` asks for (answers the node gives at once
     /// are fed back until it asks nothing more), then queues its finished replies.
     fn pump_redis(&mut self, key: usize) {
+        let now_ms = self.now_ms();
         let Some(generation) = self.net.conns.get(key).map(|c| c.generation) else {
             return;
         };
         let client = ClientRef { key, generation };
         loop {
-            let submits = match self.net.conns.get_mut(key).map(|c| &mut c.kind) {
-                Some(ConnKind::Redis(redis)) => redis.take_submits(),
+            let (submits, queries) = match self.net.conns.get_mut(key).map(|c| &mut c.kind) {
+                Some(ConnKind::Redis(redis)) => {
+                    redis.set_now_ms(now_ms);
+                    (redis.take_submits(), redis.take_local_queries())
+                }
                 _ => return,
             };
-            if submits.is_empty() {
+            if submits.is_empty() && queries.is_empty() {
                 break;
+            }
+            for (slot, query) in queries {
+                let reply = self.net.answer_local(key, &query);
+                if let Some(ConnKind::Redis(redis)) =
+                    self.net.conns.get_mut(key).map(|c| &mut c.kind)
+                {
+                    redis.on_local_answer(slot, reply);
+                }
             }
             for submit in submits {
                 self.submit(client, submit);
@@ -165,6 +180,56 @@ impl EventLoop {
 }
 
 impl Net {
+    /// The answer to a [`LocalQuery`] of Redis connection `key`: what needs every
+    /// connection of the node (CLIENT LIST / KILL) or the wall clock (TIME).
+    fn answer_local(&mut self, key: usize, query: &LocalQuery) -> RespValue {
+        let redis_conns = || {
+            self.conns.iter().filter_map(|(k, c)| match &c.kind {
+                ConnKind::Redis(redis) if !c.closing => Some((k, redis)),
+                _ => None,
+            })
+        };
+        match query {
+            LocalQuery::ClientList => {
+                let mut text = String::new();
+                for (_, redis) in redis_conns() {
+                    text.push_str(&redis.client_line());
+                    text.push('\n');
+                }
+                RespValue::Verbatim(text)
+            }
+            LocalQuery::Time => {
+                // The wall clock, as Redis's TIME: not used for anything replicated.
+                let now = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .unwrap_or_default();
+                RespValue::Array(Some(vec![
+                    RespValue::bulk(now.as_secs().to_string()),
+                    RespValue::bulk(now.subsec_micros().to_string()),
+                ]))
+            }
+            LocalQuery::ClientKill(filter) => {
+                let caller = match self.conns.get(key).map(|c| &c.kind) {
+                    Some(ConnKind::Redis(redis)) => redis.identity().id,
+                    _ => 0,
+                };
+                let victims: Vec<usize> = redis_conns()
+                    .filter(|(_, redis)| redis.kill_matches(filter, caller))
+                    .map(|(k, _)| k)
+                    .collect();
+                let count = victims.len();
+                for victim in victims {
+                    self.close_later(victim, "CLIENT KILL".into());
+                }
+                match (filter.old_form, count) {
+                    (true, 0) => RespValue::error("ERR No such client"),
+                    (true, _) => RespValue::ok(),
+                    (false, count) => RespValue::Integer(count as i64),
+                }
+            }
+        }
+    }
+
     /// Queues the finished in-order replies of Redis connection `key`.
     pub(super) fn write_redis_replies(&mut self, key: usize) {
         let Some(conn) = self.conns.get_mut(key) else {

@@ -31,6 +31,9 @@ use raftkv::raft::message::NodeId;
 mod member;
 mod status;
 mod table;
+mod values;
+
+use values::Output;
 
 const EXIT_NOT_FOUND: u8 = 1;
 const EXIT_USAGE: u8 = 2;
@@ -51,6 +54,12 @@ Transactions:
   read, or (nil). Example:
     raftkv-cli --cluster 127.0.0.1:7001 txn --if 'lock absent' \\
         --then 'put lock me' --else 'get lock'
+
+Binary-safe values and ranges:
+  printf 'a\0b' | raftkv-cli --cluster A put KEY -      # the value from stdin
+  raftkv-cli --cluster A get KEY --raw > file           # the bytes, no newline
+  raftkv-cli --cluster A put KEY 00ff --hex ; get KEY --hex
+  raftkv-cli --cluster A range START END --limit N | --prefix P [--keys-only | --count]
 
 Membership (talks to the leader; retries until --wait):
   raftkv-cli --cluster A member list [--json]
@@ -94,12 +103,15 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum CliCommand {
-    /// Set KEY to VALUE.
+    /// Set KEY to VALUE (`-`: the bytes of stdin, to its end).
     Put {
         /// The key.
         key: String,
-        /// The value.
+        /// The value, or `-` to read it from stdin.
         value: String,
+        /// VALUE (or stdin) is hexadecimal.
+        #[arg(long)]
+        hex: bool,
     },
     /// Print the value of KEY (exit 1 if absent).
     Get {
@@ -108,6 +120,40 @@ enum CliCommand {
         /// Read from whichever member answers, possibly stale, instead of the leader.
         #[arg(long)]
         stale: bool,
+        /// Write the value's bytes unchanged, with no newline.
+        #[arg(long, conflicts_with = "hex")]
+        raw: bool,
+        /// Write the value in hexadecimal.
+        #[arg(long)]
+        hex: bool,
+    },
+    /// Print the keys in [START, END) in order, each followed by its value (one line
+    /// each); every page of the answer is a linearizable read.
+    Range {
+        /// The first key (default: the first key of the store).
+        #[arg(conflicts_with = "prefix")]
+        start: Option<String>,
+        /// The end, excluded (default: to the last key).
+        #[arg(conflicts_with = "prefix")]
+        end: Option<String>,
+        /// The keys starting with P instead of START END.
+        #[arg(long, value_name = "P")]
+        prefix: Option<String>,
+        /// At most N keys (0: all).
+        #[arg(long, default_value_t = 0, value_name = "N")]
+        limit: u64,
+        /// Print the keys only.
+        #[arg(long)]
+        keys_only: bool,
+        /// Print only the number of keys.
+        #[arg(long, conflicts_with = "keys_only")]
+        count: bool,
+        /// Read from whichever member answers, possibly stale.
+        #[arg(long)]
+        stale: bool,
+        /// Keys and values (and START, END, P) in hexadecimal.
+        #[arg(long)]
+        hex: bool,
     },
     /// Remove KEY (exit 1 if it was absent).
     Del {
@@ -262,20 +308,50 @@ fn main() -> ExitCode {
 /// Runs one key-value command and returns the exit code.
 fn run(client: &mut Client, command: CliCommand) -> u8 {
     let outcome = match command {
-        CliCommand::Put { key, value } => client
-            .put(key.as_bytes(), value.as_bytes())
-            .map(|()| print_line(b"OK")),
-        CliCommand::Get { key, stale } => {
+        CliCommand::Put { key, value, hex } => {
+            let value = values::read_value(&value, hex).unwrap_or_else(|e| usage_error(&e));
+            client
+                .put(key.as_bytes(), &value)
+                .map(|()| print_line(b"OK"))
+        }
+        CliCommand::Get {
+            key,
+            stale,
+            raw,
+            hex,
+        } => {
             let value = if stale {
                 client.get_stale(key.as_bytes())
             } else {
                 client.get(key.as_bytes())
             };
             value.map(|value| match value {
-                Some(value) => print_line(&value),
+                Some(value) => Output::of(raw, hex).print(&value),
                 None => not_found(&key),
             })
         }
+        CliCommand::Range {
+            start,
+            end,
+            prefix,
+            limit,
+            keys_only,
+            count,
+            stale,
+            hex,
+        } => values::range(
+            client,
+            &values::RangeArgs {
+                start,
+                end,
+                prefix,
+                limit,
+                keys_only,
+                count,
+                stale,
+                hex,
+            },
+        ),
         CliCommand::Del { key } => client.delete(key.as_bytes()).map(|existed| {
             if existed {
                 print_line(b"OK")

@@ -6,7 +6,8 @@
 //!
 //! Invariant: parsing and the mappings are pure: no IO, no clock, no panics on any input.
 
-use crate::codec::resp::RespValue;
+use super::{cursor, glob};
+use crate::codec::resp::{Protocol, RespValue};
 use crate::kv::{Op, OpResult, RmwOp, SetCondition};
 
 /// A key or value: raw bytes.
@@ -71,6 +72,28 @@ pub enum Cmd {
     },
     /// GETDEL key.
     Getdel(Bytes),
+    /// TYPE key (`string` or `none`: every value is a string).
+    Type(Bytes),
+    /// RENAME / RENAMENX.
+    Rename {
+        /// The key moved.
+        from: Bytes,
+        /// The new name.
+        to: Bytes,
+        /// RENAMENX.
+        only_if_absent: bool,
+    },
+    /// `COPY source destination [DB 0] [REPLACE]`.
+    Copy {
+        /// The source.
+        from: Bytes,
+        /// The destination.
+        to: Bytes,
+        /// REPLACE.
+        replace: bool,
+    },
+    /// FLUSHDB / FLUSHALL [ASYNC|SYNC]: one log entry, applied in log order.
+    Flush,
     /// `PING [message]`.
     Ping(Option<Bytes>),
     /// ECHO message.
@@ -92,18 +115,79 @@ pub enum Control {
     Unwatch,
     /// DBSIZE.
     Dbsize,
+    /// KEYS pattern.
+    Keys(Bytes),
+    /// `SCAN cursor [MATCH pattern] [COUNT n] [TYPE type]`.
+    Scan(Scan),
+    /// RANDOMKEY.
+    Randomkey,
     /// `INFO [section]`.
     Info(Option<String>),
-    /// COMMAND [subcommand].
-    Command(Option<String>),
+    /// `COMMAND [subcommand [name ...]]`.
+    Command(Option<String>, Vec<String>),
     /// CLIENT SETNAME name.
     ClientSetname(Bytes),
     /// CLIENT GETNAME.
     ClientGetname,
+    /// CLIENT ID.
+    ClientId,
+    /// CLIENT INFO.
+    ClientInfo,
+    /// CLIENT LIST (of this node's Redis connections).
+    ClientList,
+    /// CLIENT KILL, old form (`addr`: `+OK` or an error) or filters (the count).
+    ClientKill(KillFilter),
+    /// `CLIENT SETINFO LIB-NAME|LIB-VER value`: (is the name, value).
+    ClientSetinfo(bool, Bytes),
+    /// `HELLO [protover [AUTH user pass] [SETNAME name]]`.
+    Hello {
+        /// The protocol asked for (`None`: keep the current one).
+        protocol: Option<Protocol>,
+        /// AUTH's user and password.
+        auth: Option<(Bytes, Bytes)>,
+        /// SETNAME's name.
+        name: Option<Bytes>,
+    },
+    /// `AUTH [user] password`.
+    Auth(Option<Bytes>, Bytes),
+    /// `CONFIG GET pattern...`.
+    ConfigGet(Vec<Bytes>),
+    /// TIME.
+    Time,
+    /// `WAIT numreplicas timeout` (both checked; answered at once, see `RedisConn`).
+    Wait,
     /// SELECT 0 (other databases are refused at parse time).
     Select,
     /// QUIT.
     Quit,
+}
+
+/// A parsed SCAN.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scan {
+    /// Where to resume (`None`: the start).
+    pub resume: Option<cursor::Resume>,
+    /// MATCH.
+    pub pattern: Option<Bytes>,
+    /// COUNT (default 10): the keys visited by this call.
+    pub count: u64,
+    /// TYPE is given and is not `string`: no key matches.
+    pub no_type_match: bool,
+}
+
+/// Which connections CLIENT KILL closes.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct KillFilter {
+    /// The old form (`CLIENT KILL addr`): reply `+OK`, or an error when none matched.
+    pub old_form: bool,
+    /// ID filter.
+    pub id: Option<u64>,
+    /// ADDR filter (`ip:port` of the client).
+    pub addr: Option<String>,
+    /// LADDR filter (`ip:port` of the server's side).
+    pub laddr: Option<String>,
+    /// SKIPME yes (the default of the new form): never the calling connection.
+    pub skip_me: bool,
 }
 
 /// A parsed command.
@@ -135,6 +219,16 @@ const TABLE: &[(&str, i64, &str, i64, i64, i64)] = &[
     ("incrbyfloat", 3, "write denyoom fast", 1, 1, 1),
     ("append", 3, "write denyoom fast", 1, 1, 1),
     ("getdel", 2, "write fast", 1, 1, 1),
+    ("type", 2, "readonly fast", 1, 1, 1),
+    ("unlink", -2, "write fast", 1, -1, 1),
+    ("rename", 3, "write", 1, 2, 1),
+    ("renamenx", 3, "write fast", 1, 2, 1),
+    ("copy", -3, "write denyoom", 1, 2, 1),
+    ("flushdb", -1, "write", 0, 0, 0),
+    ("flushall", -1, "write", 0, 0, 0),
+    ("keys", 2, "readonly", 0, 0, 0),
+    ("scan", -2, "readonly", 0, 0, 0),
+    ("randomkey", 1, "readonly", 0, 0, 0),
     ("ping", -1, "fast", 0, 0, 0),
     ("echo", 2, "fast", 0, 0, 0),
     ("multi", 1, "noscript fast", 0, 0, 0),
@@ -148,18 +242,95 @@ const TABLE: &[(&str, i64, &str, i64, i64, i64)] = &[
     ("client", -2, "admin noscript", 0, 0, 0),
     ("select", 2, "loading fast", 0, 0, 0),
     ("quit", 1, "fast", 0, 0, 0),
+    ("hello", -1, "noscript loading stale fast no_auth", 0, 0, 0),
+    ("auth", -2, "noscript loading stale fast no_auth", 0, 0, 0),
+    ("config", -2, "admin noscript loading stale", 0, 0, 0),
+    ("time", 1, "loading stale fast", 0, 0, 0),
+    ("wait", 3, "noscript", 0, 0, 0),
 ];
 
-/// The reply to `COMMAND` (every command's info) or `COMMAND COUNT`; other subcommands
-/// (DOCS, INFO) get an empty list, which redis-cli accepts.
-pub fn command_reply(sub: Option<&str>) -> RespValue {
+/// What `CONFIG GET` reports: the settings clients and exporters read, with the values
+/// that describe raftkv (every write is durable in the Raft log before its reply, one
+/// database, no eviction, no RDB saves).
+const CONFIG: &[(&str, &str)] = &[
+    ("appendfsync", "always"),
+    ("appendonly", "yes"),
+    ("databases", "1"),
+    ("maxmemory", "0"),
+    ("maxmemory-policy", "noeviction"),
+    ("notify-keyspace-events", ""),
+    ("save", ""),
+    ("timeout", "0"),
+];
+
+/// The reply to `CONFIG GET patterns...`: every setting a pattern matches (a map in
+/// RESP3, a flat array in RESP2, as Redis 7).
+pub fn config_get(patterns: &[Bytes]) -> RespValue {
+    RespValue::Map(
+        CONFIG
+            .iter()
+            .filter(|(name, _)| {
+                let name = name.as_bytes();
+                patterns
+                    .iter()
+                    .any(|p| glob::matches(&p.to_ascii_lowercase(), name))
+            })
+            .map(|(name, value)| (RespValue::bulk(name), RespValue::bulk(value)))
+            .collect(),
+    )
+}
+
+/// The reply to `COMMAND` (every command's info), `COMMAND COUNT`, `COMMAND LIST`,
+/// `COMMAND INFO [name...]` (nil for an unknown name) and `COMMAND DOCS [name...]` (a
+/// map of name to its summary and group, unknown names left out, as Redis 7).
+pub fn command_reply(sub: Option<&str>, names: &[String]) -> RespValue {
+    let find = |name: &String| TABLE.iter().find(|entry| entry.0 == name.to_lowercase());
+    let chosen: Vec<_> = if names.is_empty() {
+        TABLE.iter().collect()
+    } else {
+        names.iter().filter_map(find).collect()
+    };
     match sub {
         None => RespValue::Array(Some(TABLE.iter().map(command_info).collect())),
         Some("count") => RespValue::Integer(TABLE.len() as i64),
-        Some(_) => RespValue::Array(Some(Vec::new())),
+        Some("list") => RespValue::Array(Some(
+            TABLE.iter().map(|entry| RespValue::bulk(entry.0)).collect(),
+        )),
+        Some("info") if names.is_empty() => {
+            RespValue::Array(Some(TABLE.iter().map(command_info).collect()))
+        }
+        Some("info") => RespValue::Array(Some(
+            names
+                .iter()
+                .map(|name| find(name).map_or(RespValue::Bulk(None), command_info))
+                .collect(),
+        )),
+        Some("docs") => RespValue::Map(
+            chosen
+                .into_iter()
+                .map(|entry| {
+                    let group = if entry.2.contains("write") || entry.2.contains("readonly") {
+                        "string"
+                    } else {
+                        "connection"
+                    };
+                    let docs = RespValue::Map(vec![
+                        (RespValue::bulk("summary"), RespValue::bulk(entry.0)),
+                        (RespValue::bulk("since"), RespValue::bulk("1.0.0")),
+                        (RespValue::bulk("group"), RespValue::bulk(group)),
+                    ]);
+                    (RespValue::bulk(entry.0), docs)
+                })
+                .collect(),
+        ),
+        Some(other) => err(format!(
+            "ERR unknown subcommand '{other}'. Try COMMAND HELP."
+        )),
     }
 }
 
+/// One command's `COMMAND INFO` entry, the ten fields of Redis 7 (ACL categories, tips,
+/// key specifications and subcommands empty).
 fn command_info(entry: &(&str, i64, &str, i64, i64, i64)) -> RespValue {
     let (name, arity, flags, first, last, step) = *entry;
     let flags = flags
@@ -173,6 +344,10 @@ fn command_info(entry: &(&str, i64, &str, i64, i64, i64)) -> RespValue {
         RespValue::Integer(first),
         RespValue::Integer(last),
         RespValue::Integer(step),
+        RespValue::Array(Some(Vec::new())),
+        RespValue::Array(Some(Vec::new())),
+        RespValue::Array(Some(Vec::new())),
+        RespValue::Array(Some(Vec::new())),
     ]))
 }
 
@@ -241,7 +416,27 @@ pub fn parse(mut args: Vec<Bytes>) -> Result<Parsed, RespValue> {
                 increment,
             })
         }
-        "del" => data(Cmd::Del(rest)),
+        "del" | "unlink" => data(Cmd::Del(rest)),
+        "type" => data(Cmd::Type(one(&mut rest))),
+        "rename" | "renamenx" => {
+            let to = rest.pop().unwrap_or_default();
+            data(Cmd::Rename {
+                from: one(&mut rest),
+                to,
+                only_if_absent: name == "renamenx",
+            })
+        }
+        "copy" => parse_copy(rest).map(Parsed::Data),
+        "flushdb" | "flushall" => match rest.as_slice() {
+            [] => data(Cmd::Flush),
+            [mode] if matches!(mode.to_ascii_lowercase().as_slice(), b"async" | b"sync") => {
+                data(Cmd::Flush)
+            }
+            _ => Err(err("ERR syntax error")),
+        },
+        "keys" => control(Control::Keys(one(&mut rest))),
+        "scan" => parse_scan(rest).map(|scan| Parsed::Control(Control::Scan(scan))),
+        "randomkey" => control(Control::Randomkey),
         "incr" | "decr" => {
             let delta = if name == "incr" { 1 } else { -1 };
             data(Cmd::Incr {
@@ -287,11 +482,47 @@ pub fn parse(mut args: Vec<Bytes>) -> Result<Parsed, RespValue> {
             rest.first()
                 .map(|s| String::from_utf8_lossy(s).to_lowercase()),
         )),
-        "command" => control(Control::Command(
-            rest.first()
-                .map(|s| String::from_utf8_lossy(s).to_lowercase()),
-        )),
+        "command" => {
+            let mut words = rest.iter().map(|s| String::from_utf8_lossy(s).into_owned());
+            let sub = words.next().map(|s| s.to_lowercase());
+            control(Control::Command(sub, words.collect()))
+        }
         "client" => parse_client(rest),
+        "hello" => parse_hello(rest),
+        "auth" => match rest.len() {
+            1 => control(Control::Auth(None, one(&mut rest))),
+            2 => {
+                let pass = rest.pop().unwrap_or_default();
+                control(Control::Auth(Some(one(&mut rest)), pass))
+            }
+            _ => Err(err("ERR syntax error")),
+        },
+        "config" => {
+            let sub = String::from_utf8_lossy(&rest[0]).to_lowercase();
+            match sub.as_str() {
+                "get" if rest.len() >= 2 => control(Control::ConfigGet(rest.split_off(1))),
+                "get" => Err(err(
+                    "ERR wrong number of arguments for 'config|get' command",
+                )),
+                "set" | "resetstat" | "rewrite" => Err(err(format!(
+                    "ERR CONFIG {} is not supported by raftkv: settings come from the \
+                     server's configuration file",
+                    sub.to_uppercase()
+                ))),
+                _ => Err(err(format!(
+                    "ERR unknown subcommand '{sub}'. Try CONFIG HELP."
+                ))),
+            }
+        }
+        "time" => control(Control::Time),
+        "wait" => {
+            parse_integer(&rest[0]).ok_or_else(not_integer)?;
+            match parse_integer(&rest[1]) {
+                Some(timeout) if timeout < 0 => Err(err("ERR timeout is negative")),
+                Some(_) => control(Control::Wait),
+                None => Err(err("ERR timeout is not an integer or out of range")),
+            }
+        }
         "select" => match parse_integer(&rest[0]) {
             Some(0) => control(Control::Select),
             Some(_) => Err(err("ERR DB index is out of range")),
@@ -313,6 +544,59 @@ fn pairs(name: &str, rest: Vec<Bytes>) -> Result<Vec<(Bytes, Bytes)>, RespValue>
         pairs.push((key, value));
     }
     Ok(pairs)
+}
+
+fn parse_copy(rest: Vec<Bytes>) -> Result<Cmd, RespValue> {
+    let mut words = rest.into_iter();
+    let (from, to) = (
+        words.next().unwrap_or_default(),
+        words.next().unwrap_or_default(),
+    );
+    let mut replace = false;
+    while let Some(option) = words.next() {
+        match option.to_ascii_uppercase().as_slice() {
+            b"REPLACE" => replace = true,
+            b"DB" => match words.next().as_deref().map(parse_integer) {
+                Some(Some(0)) => {}
+                Some(Some(_)) => return Err(err("ERR DB index is out of range")),
+                Some(None) => return Err(not_integer()),
+                None => return Err(err("ERR syntax error")),
+            },
+            _ => return Err(err("ERR syntax error")),
+        }
+    }
+    if from == to {
+        return Err(err("ERR source and destination objects are the same"));
+    }
+    Ok(Cmd::Copy { from, to, replace })
+}
+
+fn parse_scan(rest: Vec<Bytes>) -> Result<Scan, RespValue> {
+    let mut words = rest.into_iter();
+    let cursor = words.next().unwrap_or_default();
+    let resume = cursor::decode(&cursor).map_err(|()| err("ERR invalid cursor"))?;
+    let mut scan = Scan {
+        resume,
+        pattern: None,
+        count: 10,
+        no_type_match: false,
+    };
+    while let Some(option) = words.next() {
+        let Some(value) = words.next() else {
+            return Err(err("ERR syntax error"));
+        };
+        match option.to_ascii_uppercase().as_slice() {
+            b"MATCH" => scan.pattern = Some(value),
+            b"COUNT" => match parse_integer(&value) {
+                Some(count) if count >= 1 => scan.count = count as u64,
+                Some(_) => return Err(err("ERR syntax error")),
+                None => return Err(not_integer()),
+            },
+            b"TYPE" => scan.no_type_match = !value.eq_ignore_ascii_case(b"string"),
+            _ => return Err(err("ERR syntax error")),
+        }
+    }
+    Ok(scan)
 }
 
 fn parse_set(mut rest: Vec<Bytes>) -> Result<Cmd, RespValue> {
@@ -340,25 +624,150 @@ fn parse_set(mut rest: Vec<Bytes>) -> Result<Cmd, RespValue> {
     })
 }
 
+/// Client names may not hold spaces or control bytes (Redis's rule).
+fn check_name(name: &[u8]) -> Result<(), RespValue> {
+    if name.iter().any(|&b| b <= b' ' || b > b'~') {
+        return Err(err(
+            "ERR Client names cannot contain spaces, newlines or special characters.",
+        ));
+    }
+    Ok(())
+}
+
 fn parse_client(mut rest: Vec<Bytes>) -> Result<Parsed, RespValue> {
     let sub = String::from_utf8_lossy(&rest[0]).to_lowercase();
+    let control = |c| Ok(Parsed::Control(c));
     match (sub.as_str(), rest.len()) {
         ("setname", 2) => {
             let name = rest.swap_remove(1);
-            if name.iter().any(|&b| b <= b' ' || b > b'~') {
-                return Err(err(
-                    "ERR Client names cannot contain spaces, newlines or special characters.",
-                ));
-            }
-            Ok(Parsed::Control(Control::ClientSetname(name)))
+            check_name(&name)?;
+            control(Control::ClientSetname(name))
         }
-        ("getname", 1) => Ok(Parsed::Control(Control::ClientGetname)),
-        ("setname" | "getname", _) => Err(err(format!(
+        ("getname", 1) => control(Control::ClientGetname),
+        ("id", 1) => control(Control::ClientId),
+        ("info", 1) => control(Control::ClientInfo),
+        ("list", _) => control(Control::ClientList),
+        ("setinfo", 3) => {
+            let value = rest.swap_remove(2);
+            let attr = String::from_utf8_lossy(&rest[1]).to_lowercase();
+            let is_name = match attr.as_str() {
+                "lib-name" => true,
+                "lib-ver" => false,
+                _ => {
+                    let attr = String::from_utf8_lossy(&rest[1]).into_owned();
+                    return Err(err(format!("ERR Unrecognized option '{attr}'")));
+                }
+            };
+            if value.iter().any(|&b| !(b'!'..=b'~').contains(&b)) {
+                return Err(err(format!(
+                    "ERR {attr} cannot contain spaces, newlines or special characters."
+                )));
+            }
+            control(Control::ClientSetinfo(is_name, value))
+        }
+        ("kill", 2) => control(Control::ClientKill(KillFilter {
+            old_form: true,
+            addr: Some(String::from_utf8_lossy(&rest[1]).into_owned()),
+            ..KillFilter::default()
+        })),
+        ("kill", n) if n > 2 && n % 2 == 1 => parse_kill_filters(&rest[1..]).map(Parsed::Control),
+        ("kill", 1) => Err(err(
+            "ERR wrong number of arguments for 'client|kill' command",
+        )),
+        ("kill", _) => Err(err("ERR syntax error")),
+        ("setname" | "getname" | "id" | "info" | "setinfo", _) => Err(err(format!(
             "ERR wrong number of arguments for 'client|{sub}' command"
         ))),
         _ => Err(err(format!(
-            "ERR unknown subcommand '{sub}'. Try CLIENT HELP."
+            "ERR unknown subcommand '{}'. Try CLIENT HELP.",
+            String::from_utf8_lossy(&rest[0])
         ))),
+    }
+}
+
+fn parse_kill_filters(words: &[Bytes]) -> Result<Control, RespValue> {
+    let mut filter = KillFilter {
+        skip_me: true,
+        ..KillFilter::default()
+    };
+    for pair in words.chunks(2) {
+        let value = String::from_utf8_lossy(&pair[1]).into_owned();
+        match pair[0].to_ascii_lowercase().as_slice() {
+            b"id" => match value.parse::<u64>() {
+                Ok(id) if id > 0 => filter.id = Some(id),
+                _ => return Err(err("ERR client-id should be greater than 0")),
+            },
+            b"addr" => filter.addr = Some(value),
+            b"laddr" => filter.laddr = Some(value),
+            b"skipme" => match value.to_ascii_lowercase().as_str() {
+                "yes" => filter.skip_me = true,
+                "no" => filter.skip_me = false,
+                _ => return Err(err("ERR syntax error")),
+            },
+            _ => return Err(err("ERR syntax error")),
+        }
+    }
+    Ok(Control::ClientKill(filter))
+}
+
+fn parse_hello(rest: Vec<Bytes>) -> Result<Parsed, RespValue> {
+    let mut words = rest.into_iter();
+    let Some(version) = words.next() else {
+        return Ok(Parsed::Control(Control::Hello {
+            protocol: None,
+            auth: None,
+            name: None,
+        }));
+    };
+    let protocol = match parse_integer(&version) {
+        Some(2) => Protocol::Resp2,
+        Some(3) => Protocol::Resp3,
+        Some(_) => return Err(err("NOPROTO unsupported protocol version")),
+        None => {
+            return Err(err(
+                "ERR Protocol version is not an integer or out of range",
+            ));
+        }
+    };
+    let (mut auth, mut name) = (None, None);
+    while let Some(option) = words.next() {
+        let text = String::from_utf8_lossy(&option).into_owned();
+        match text.to_ascii_lowercase().as_str() {
+            "auth" => match (words.next(), words.next()) {
+                (Some(user), Some(pass)) => auth = Some((user, pass)),
+                _ => return Err(err(format!("ERR Syntax error in HELLO option '{text}'"))),
+            },
+            "setname" => match words.next() {
+                Some(value) => {
+                    check_name(&value)?;
+                    name = Some(value);
+                }
+                None => return Err(err(format!("ERR Syntax error in HELLO option '{text}'"))),
+            },
+            _ => return Err(err(format!("ERR Syntax error in HELLO option '{text}'"))),
+        }
+    }
+    Ok(Parsed::Control(Control::Hello {
+        protocol: Some(protocol),
+        auth,
+        name,
+    }))
+}
+
+/// The answer to AUTH (or HELLO's AUTH) when no password is configured, as
+/// redis-server gives it: the `default` user has `nopass`, so it takes any password;
+/// any other user does not exist; AUTH with a password alone is a configuration
+/// mistake. `None`: authenticated.
+pub fn auth_refusal(user: Option<&[u8]>) -> Option<RespValue> {
+    match user {
+        None => Some(err(
+            "ERR AUTH <password> called without any password configured for the default \
+             user. Are you sure your configuration is correct?",
+        )),
+        Some(b"default") => None,
+        Some(_) => Some(err(
+            "WRONGPASS invalid username-password pair or user is disabled.",
+        )),
     }
 }
 
@@ -366,7 +775,7 @@ impl Cmd {
     /// The keys a read-only command reads (empty for the others).
     pub fn read_keys(&self) -> Vec<Bytes> {
         match self {
-            Cmd::Get(key) | Cmd::Strlen(key) => vec![key.clone()],
+            Cmd::Get(key) | Cmd::Strlen(key) | Cmd::Type(key) => vec![key.clone()],
             Cmd::Exists(keys) | Cmd::Mget(keys) => keys.clone(),
             _ => Vec::new(),
         }
@@ -376,7 +785,7 @@ impl Cmd {
     pub fn is_read_only(&self) -> bool {
         matches!(
             self,
-            Cmd::Get(_) | Cmd::Strlen(_) | Cmd::Exists(_) | Cmd::Mget(_)
+            Cmd::Get(_) | Cmd::Strlen(_) | Cmd::Exists(_) | Cmd::Mget(_) | Cmd::Type(_)
         )
     }
 
@@ -417,7 +826,23 @@ impl Cmd {
                 value: value.clone(),
             },
             Cmd::Getdel(key) => RmwOp::GetDel { key: key.clone() },
-            Cmd::Get(_)
+            Cmd::Rename {
+                from,
+                to,
+                only_if_absent,
+            } => RmwOp::Rename {
+                from: from.clone(),
+                to: to.clone(),
+                only_if_absent: *only_if_absent,
+            },
+            Cmd::Copy { from, to, replace } => RmwOp::Copy {
+                from: from.clone(),
+                to: to.clone(),
+                replace: *replace,
+            },
+            Cmd::Flush => RmwOp::FlushAll,
+            Cmd::Type(_)
+            | Cmd::Get(_)
             | Cmd::Strlen(_)
             | Cmd::Exists(_)
             | Cmd::Mget(_)
@@ -488,6 +913,9 @@ impl Cmd {
                 (Cmd::Strlen(_), Some(OpResult::Value(value))) => {
                     RespValue::Integer(value.map_or(0, |v| v.len()) as i64)
                 }
+                (Cmd::Type(_), Some(OpResult::Value(value))) => {
+                    RespValue::Simple(if value.is_some() { "string" } else { "none" }.into())
+                }
                 (Cmd::Setnx { .. }, Some(OpResult::Done)) => RespValue::Integer(1),
                 (Cmd::Setnx { .. }, Some(OpResult::Unchanged)) => RespValue::Integer(0),
                 (_, Some(OpResult::Value(value))) => RespValue::Bulk(value),
@@ -515,8 +943,25 @@ mod tests {
             ("GET", "ERR wrong number of arguments for 'get' command"),
             ("get a b", "ERR wrong number of arguments for 'get' command"),
             (
-                "FLUSHALL x",
-                "ERR unknown command 'flushall', with args beginning with: 'x'",
+                "BGSAVE x",
+                "ERR unknown command 'bgsave', with args beginning with: 'x'",
+            ),
+            ("flushall x", "ERR syntax error"),
+            ("scan 5", "ERR invalid cursor"),
+            ("scan 0 count 0", "ERR syntax error"),
+            (
+                "scan 0 count x",
+                "ERR value is not an integer or out of range",
+            ),
+            ("scan 0 match", "ERR syntax error"),
+            (
+                "copy a a",
+                "ERR source and destination objects are the same",
+            ),
+            ("copy a b db 1", "ERR DB index is out of range"),
+            (
+                "rename a",
+                "ERR wrong number of arguments for 'rename' command",
             ),
             (
                 "incrby k 1.5",
@@ -545,7 +990,26 @@ mod tests {
             ),
             (
                 "client kill",
-                "ERR unknown subcommand 'kill'. Try CLIENT HELP.",
+                "ERR wrong number of arguments for 'client|kill' command",
+            ),
+            (
+                "client bogus",
+                "ERR unknown subcommand 'bogus'. Try CLIENT HELP.",
+            ),
+            ("hello 4", "NOPROTO unsupported protocol version"),
+            (
+                "hello x",
+                "ERR Protocol version is not an integer or out of range",
+            ),
+            ("hello 3 auth u", "ERR Syntax error in HELLO option 'auth'"),
+            ("hello 3 foo", "ERR Syntax error in HELLO option 'foo'"),
+            ("auth a b c", "ERR syntax error"),
+            ("wait 1 -1", "ERR timeout is negative"),
+            ("wait x 0", "ERR value is not an integer or out of range"),
+            ("client setinfo foo x", "ERR Unrecognized option 'foo'"),
+            (
+                "config foo",
+                "ERR unknown subcommand 'foo'. Try CONFIG HELP.",
             ),
         ];
         for (i, (line, want)) in cases.into_iter().enumerate() {
@@ -606,6 +1070,34 @@ mod tests {
             ("getdel x", 1, vec![value("3")], bulk("3")),
             ("del x n", 1, vec![Integer(1)], RespValue::Integer(1)),
             ("ping", 0, vec![], RespValue::Simple("PONG".into())),
+            (
+                "type x",
+                1,
+                vec![value("1")],
+                RespValue::Simple("string".into()),
+            ),
+            (
+                "type n",
+                1,
+                vec![Value(None)],
+                RespValue::Simple("none".into()),
+            ),
+            ("rename a b", 1, vec![Done], RespValue::ok()),
+            (
+                "rename a b",
+                1,
+                vec![Rejected(crate::kv::ValueError::NoSuchKey)],
+                RespValue::error("ERR no such key"),
+            ),
+            ("renamenx a b", 1, vec![Integer(0)], RespValue::Integer(0)),
+            (
+                "copy a b replace",
+                1,
+                vec![Integer(1)],
+                RespValue::Integer(1),
+            ),
+            ("flushdb async", 1, vec![Done], RespValue::ok()),
+            ("unlink a b", 1, vec![Integer(2)], RespValue::Integer(2)),
         ];
         for (i, (line, op_count, results, want)) in cases.into_iter().enumerate() {
             let Ok(Parsed::Data(cmd)) = parse(args(line)) else {

@@ -1,9 +1,17 @@
 //! The text of `INFO`: Redis-style `# Section` blocks of `field:value` lines, with the
-//! node's Raft view (role, term, leader, commit and applied index, members), its event
-//! loop figures (`# Stats`: turns, the longest turn) and its storage figures, taken from
-//! the node's status and metrics.
+//! fields clients and exporters parse (server, clients, memory, persistence, stats,
+//! replication, keyspace, as redis-server names them) filled from the node's status
+//! and metrics, plus raftkv's own: the Raft view (role, term, leader, commit and applied
+//! index, members), the event loop figures (in `# Stats`) and the storage figures.
+//!
+//! Invariant: rendering is pure (the uptime is passed in); a figure raftkv does not
+//! track is written as Redis writes its idle value (0, `ok`), never left out, so parsers
+//! find every field they look for.
 
 use crate::codec::client::{Role, Status};
+
+/// The Redis version raftkv reports (`INFO`, `HELLO`): the command set it follows.
+pub const REDIS_VERSION: &str = "7.2.0";
 
 /// The value of metric `name`, 0 when absent.
 pub fn metric(metrics: &[(String, u64)], name: &str) -> u64 {
@@ -13,13 +21,94 @@ pub fn metric(metrics: &[(String, u64)], name: &str) -> u64 {
         .map_or(0, |(_, v)| *v)
 }
 
-/// Renders the sections selected by `section` (`None`, `all`, `default`, `everything`:
-/// every section).
-pub fn render(section: Option<&str>, status: &Status, metrics: &[(String, u64)]) -> String {
-    let role = match status.role {
-        Role::Leader => "master",
-        _ => "slave",
-    };
+type Fields = Vec<(String, String)>;
+
+fn fields(pairs: &[(&str, String)]) -> Fields {
+    pairs
+        .iter()
+        .map(|(name, value)| (name.to_string(), value.clone()))
+        .collect()
+}
+
+/// The metrics whose names start with `prefix`, dots turned into underscores.
+fn metrics_with(metrics: &[(String, u64)], prefix: &str) -> Fields {
+    metrics
+        .iter()
+        .filter(|(name, _)| name.starts_with(prefix))
+        .map(|(name, value)| (name.replace('.', "_"), value.to_string()))
+        .collect()
+}
+
+fn server(status: &Status, uptime_ms: u64) -> Fields {
+    let uptime_s = uptime_ms / 1000;
+    fields(&[
+        ("redis_version", REDIS_VERSION.into()),
+        ("raftkv_version", env!("CARGO_PKG_VERSION").into()),
+        ("redis_git_sha1", "00000000".into()),
+        ("redis_git_dirty", "0".into()),
+        ("redis_mode", "standalone".into()),
+        ("os", std::env::consts::OS.into()),
+        ("arch_bits", (usize::BITS).to_string()),
+        ("multiplexing_api", "epoll".into()),
+        ("process_id", std::process::id().to_string()),
+        ("run_id", format!("{:040x}", status.node_id)),
+        ("uptime_in_seconds", uptime_s.to_string()),
+        ("uptime_in_days", (uptime_s / 86_400).to_string()),
+        ("hz", "10".into()),
+    ])
+}
+
+fn replication(status: &Status) -> Fields {
+    let leader = status.role == Role::Leader;
+    let others: Vec<_> = status
+        .members
+        .iter()
+        .filter(|m| m.id != status.node_id)
+        .collect();
+    let mut out = fields(&[
+        ("role", if leader { "master" } else { "slave" }.into()),
+        ("raft_role", status.role.name().into()),
+    ]);
+    if leader {
+        out.push(("connected_slaves".into(), others.len().to_string()));
+        for (i, member) in others.iter().enumerate() {
+            let (ip, port) = split_addr(&member.client_addr);
+            let lag = status.last_index.saturating_sub(member.match_index);
+            out.push((
+                format!("slave{i}"),
+                format!(
+                    "ip={ip},port={port},state=online,offset={},lag={lag}",
+                    member.match_index
+                ),
+            ));
+        }
+    } else {
+        let master = status.members.iter().find(|m| m.id == status.leader_id);
+        let (ip, port) = split_addr(master.map_or("", |m| m.client_addr.as_str()));
+        let link = if master.is_some() { "up" } else { "down" };
+        out.extend(fields(&[
+            ("master_host", ip.into()),
+            ("master_port", port.into()),
+            ("master_link_status", link.into()),
+            ("master_sync_in_progress", "0".into()),
+            ("slave_repl_offset", status.applied_index.to_string()),
+            ("slave_read_only", "1".into()),
+            ("connected_slaves", "0".into()),
+        ]));
+    }
+    out.extend(fields(&[
+        ("master_replid", format!("{:040x}", status.term)),
+        ("master_repl_offset", status.last_index.to_string()),
+    ]));
+    out
+}
+
+/// `host:port` split at the last colon (both empty when there is none).
+fn split_addr(addr: &str) -> (&str, &str) {
+    addr.rsplit_once(':').unwrap_or(("", ""))
+}
+
+fn raft(status: &Status) -> Fields {
     let leader_addr = status
         .members
         .iter()
@@ -30,62 +119,88 @@ pub fn render(section: Option<&str>, status: &Status, metrics: &[(String, u64)])
         .iter()
         .map(|m| format!("{}@{}", m.id, m.client_addr))
         .collect();
-    let sections: Vec<(&str, Vec<(String, String)>)> = vec![
+    fields(&[
+        ("raft_node_id", status.node_id.to_string()),
+        ("raft_role", status.role.name().into()),
+        ("raft_term", status.term.to_string()),
+        ("raft_leader_id", status.leader_id.to_string()),
+        ("raft_leader_client_addr", leader_addr),
+        ("raft_commit_index", status.commit_index.to_string()),
+        ("raft_applied_index", status.applied_index.to_string()),
+        ("raft_last_index", status.last_index.to_string()),
+        ("raft_members", members.join(",")),
+    ])
+}
+
+/// Renders the sections selected by `section` (`None`, `all`, `default`, `everything`:
+/// every section), `uptime_ms` after the node started.
+pub fn render(
+    section: Option<&str>,
+    status: &Status,
+    metrics: &[(String, u64)],
+    uptime_ms: u64,
+) -> String {
+    let keys = metric(metrics, "kv_keys");
+    let mut stats = fields(&[
         (
-            "server",
-            vec![
-                ("redis_version".into(), "7.0.0".into()),
-                ("raftkv_version".into(), env!("CARGO_PKG_VERSION").into()),
-                ("redis_mode".into(), "standalone".into()),
-                ("process_id".into(), std::process::id().to_string()),
-            ],
+            "rejected_connections",
+            metric(metrics, "net.accepts_refused").to_string(),
         ),
+        ("instantaneous_ops_per_sec", "0".into()),
+        ("expired_keys", "0".into()),
+        ("evicted_keys", "0".into()),
+        ("pubsub_channels", "0".into()),
+    ]);
+    stats.extend(metrics_with(metrics, "loop."));
+    stats.extend(metrics_with(metrics, "net."));
+    let sections: Vec<(&str, Fields)> = vec![
+        ("server", server(status, uptime_ms)),
         (
-            "replication",
-            vec![
-                ("role".into(), role.into()),
-                ("raft_role".into(), status.role.name().into()),
-            ],
-        ),
-        (
-            "raft",
-            vec![
-                ("raft_node_id".into(), status.node_id.to_string()),
-                ("raft_role".into(), status.role.name().into()),
-                ("raft_term".into(), status.term.to_string()),
-                ("raft_leader_id".into(), status.leader_id.to_string()),
-                ("raft_leader_client_addr".into(), leader_addr),
-                ("raft_commit_index".into(), status.commit_index.to_string()),
+            "clients",
+            fields(&[
                 (
-                    "raft_applied_index".into(),
-                    status.applied_index.to_string(),
+                    "connected_clients",
+                    metric(metrics, "net.client_connections").to_string(),
                 ),
-                ("raft_last_index".into(), status.last_index.to_string()),
-                ("raft_members".into(), members.join(",")),
-            ],
+                ("blocked_clients", "0".into()),
+                ("tracking_clients", "0".into()),
+            ]),
         ),
         (
-            "stats",
-            metrics
-                .iter()
-                .filter(|(name, _)| name.starts_with("loop."))
-                .map(|(name, value)| (name.replace('.', "_"), value.to_string()))
-                .collect(),
+            "memory",
+            fields(&[
+                ("used_memory", "0".into()),
+                ("used_memory_human", "0B".into()),
+                ("maxmemory", "0".into()),
+                ("maxmemory_human", "0B".into()),
+                ("maxmemory_policy", "noeviction".into()),
+            ]),
         ),
         (
-            "storage",
-            metrics
-                .iter()
-                .filter(|(name, _)| name.starts_with("storage."))
-                .map(|(name, value)| (name.replace('.', "_"), value.to_string()))
-                .collect(),
+            "persistence",
+            fields(&[
+                ("loading", "0".into()),
+                ("async_loading", "0".into()),
+                ("rdb_changes_since_last_save", "0".into()),
+                ("rdb_bgsave_in_progress", "0".into()),
+                ("rdb_last_bgsave_status", "ok".into()),
+                ("aof_enabled", "1".into()),
+                ("aof_rewrite_in_progress", "0".into()),
+                ("aof_last_write_status", "ok".into()),
+            ]),
         ),
+        ("stats", stats),
+        ("replication", replication(status)),
+        ("raft", raft(status)),
+        ("storage", metrics_with(metrics, "storage.")),
         (
             "keyspace",
-            vec![(
-                "db0".into(),
-                format!("keys={},expires=0,avg_ttl=0", metric(metrics, "kv_keys")),
-            )],
+            // Redis leaves out an empty database.
+            if keys == 0 {
+                Vec::new()
+            } else {
+                vec![("db0".into(), format!("keys={keys},expires=0,avg_ttl=0"))]
+            },
         ),
     ];
     let all = matches!(section, None | Some("all" | "default" | "everything"));

@@ -28,6 +28,23 @@
 //!   (a write that timed out after it was sent) means it may have been applied. A reply
 //!   only says OK for a write whose entry was applied.
 //!
+//! - KEYS, SCAN, DBSIZE, RANDOMKEY: native range reads (ReadIndex, like GET), page by
+//!   page ([`crate::kv::RangeQuery`]); they wait for this connection's unfinished writes
+//!   (a range cannot be ordered through the log), and writes wait for them. A SCAN
+//!   cursor is the last key returned (`cursor`); a MATCH pattern's literal prefix
+//!   narrows the range. RENAME/RENAMENX/COPY/FLUSHDB/FLUSHALL are read-modify-writes
+//!   like INCR; UNLINK is DEL; TYPE is a read (every value is a string).
+//! - HELLO, AUTH, CLIENT ID/INFO/SETNAME/GETNAME/SETINFO, CONFIG GET, COMMAND: answered
+//!   here. HELLO 3 switches the connection to RESP3 from its own reply on (each slot
+//!   keeps the protocol in force when its command arrived). AUTH answers as
+//!   redis-server with no password configured.
+//! - CLIENT LIST / KILL and TIME: [`LocalQuery`]s the loop answers (it sees every
+//!   connection of the node and the wall clock), in the slot's place in the order.
+//! - WAIT: answered at once from the node's status, never blocking: on the leader, the
+//!   replicas whose match index reaches the applied index (which covers every write of
+//!   this connection, all applied before WAIT starts); on a follower, the replicas a
+//!   commit guarantees (voters / 2).
+//!
 //! Back-pressure: the loop reads no further command while [`RedisConn::requests`] (the
 //! queued slots) reaches `limits.requests_per_connection_max`, or while the finished
 //! replies held here ([`RedisConn::reply_bytes`]) plus the unwritten output exceed
@@ -40,15 +57,24 @@
 //! `reply_bytes_hint` over the `Done` slots.
 
 pub mod command;
+mod cursor;
+mod glob;
 mod info;
 
 use std::collections::{HashMap, VecDeque};
 
-use self::command::{Bytes, Cmd, Control, Parsed, command_reply, parse};
-use crate::codec::client::{Request, RequestBody, Response, ResponseBody};
-use crate::codec::resp::RespValue;
+pub use self::command::KillFilter;
+use self::command::{
+    Bytes, Cmd, Control, Parsed, Scan, auth_refusal, command_reply, config_get, parse,
+};
+use self::cursor::Resume;
+use crate::codec::client::{Request, RequestBody, Response, ResponseBody, Role, Status};
+use crate::codec::resp::{Protocol, RespValue};
 use crate::kv::SetCondition;
-use crate::kv::{Command, CommandResult, Compare, CompareOp, Op, OpResult, Session};
+use crate::kv::{
+    Command, CommandResult, Compare, CompareOp, Op, OpResult, RangeQuery, RangeResult, Session,
+    prefix_end,
+};
 /// Times a request follows a `NotLeader` answer.
 const FORWARDS_MAX: u8 = 3;
 
@@ -59,6 +85,34 @@ pub enum Target {
     Local,
     /// The leader at this client address, over the forwarding link.
     Forward(String),
+}
+
+/// Who the connection is, set by the loop when it accepts it (`CLIENT ID/INFO/LIST`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Identity {
+    /// The connection's id, unique in the node's lifetime (`CLIENT ID`, `HELLO`).
+    pub id: u64,
+    /// The client's `ip:port`.
+    pub addr: String,
+    /// The server side's `ip:port`.
+    pub laddr: String,
+    /// The loop's clock (ms) when the connection was accepted.
+    pub opened_ms: u64,
+}
+
+/// A question only the loop can answer (it sees every connection and the wall clock);
+/// taken with [`RedisConn::take_local_queries`], answered with
+/// [`RedisConn::on_local_answer`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LocalQuery {
+    /// CLIENT LIST: the answer is every Redis connection's [`RedisConn::client_line`]
+    /// joined, as a bulk (verbatim in RESP3) string.
+    ClientList,
+    /// CLIENT KILL: the loop closes the matching connections (see
+    /// [`RedisConn::kill_matches`]) and answers the reply.
+    ClientKill(KillFilter),
+    /// TIME: `[unix seconds, microseconds]`.
+    Time,
 }
 
 /// A request to send on behalf of the connection.
@@ -76,6 +130,8 @@ enum Class {
     Free,
     /// Reads.
     Read,
+    /// Range reads: ReadIndex only, so they wait for the connection's writes.
+    Scan,
     /// Single-request writes: pipelined behind each other.
     Write,
     /// Runs alone.
@@ -105,8 +161,137 @@ enum Job {
     Watch(Vec<Bytes>),
     /// Forgets the watched keys and replies with the value (UNWATCH, DISCARD, EXECABORT).
     Unwatch(RespValue),
-    Info(Option<String>),
+    /// A command built on range reads, with the page to read next.
+    Range {
+        what: RangeJob,
+        query: RangeQuery,
+    },
+    /// INFO [section], asked at this loop clock (ms since the node started).
+    Info(Option<String>, u64),
+    /// Answered by the loop.
+    Local(LocalQuery),
+    /// WAIT: how many replicas hold this connection's writes.
+    Wait,
+}
+
+/// The commands built on range reads.
+#[derive(Debug)]
+enum RangeJob {
+    /// KEYS: the matching keys found so far (every page is read).
+    Keys { pattern: Bytes, found: Vec<Bytes> },
+    /// SCAN: one page.
+    Scan(Scan),
+    /// DBSIZE: a linearizable count.
     Dbsize,
+    /// RANDOMKEY: the first key at or after a random point, else the first key.
+    Randomkey { from_start: bool },
+}
+
+/// The range of the keys `pattern` can match, from `start` on: those with its literal
+/// prefix.
+fn pattern_range(pattern: Option<&[u8]>, start: Vec<u8>) -> RangeQuery {
+    let prefix = pattern.map_or(&[][..], glob::literal_prefix);
+    RangeQuery {
+        start: start.max(prefix.to_vec()),
+        end: prefix_end(prefix),
+        keys_only: true,
+        ..RangeQuery::default()
+    }
+}
+
+impl RangeJob {
+    /// The job of a range command, with its first page.
+    fn start(self, random: u64) -> Job {
+        let query = match &self {
+            RangeJob::Keys { pattern, .. } => pattern_range(Some(pattern), Vec::new()),
+            RangeJob::Scan(scan) => {
+                let start = match &scan.resume {
+                    None => Vec::new(),
+                    Some(Resume::From(prefix)) => prefix.clone(),
+                    Some(Resume::After(key)) => [key.as_slice(), &[0]].concat(),
+                };
+                RangeQuery {
+                    limit: scan.count,
+                    ..pattern_range(scan.pattern.as_deref(), start)
+                }
+            }
+            RangeJob::Dbsize => RangeQuery {
+                count_only: true,
+                ..RangeQuery::default()
+            },
+            RangeJob::Randomkey { .. } => RangeQuery {
+                start: random.to_be_bytes().to_vec(),
+                limit: 1,
+                keys_only: true,
+                ..RangeQuery::default()
+            },
+        };
+        Job::Range { what: self, query }
+    }
+
+    /// The next step once page `result` of `query` arrived: another page or the reply.
+    fn advance(&mut self, query: &mut RangeQuery, result: RangeResult) -> Step {
+        let again = |query: &RangeQuery| {
+            Step::Send(vec![RequestBody::Range {
+                query: query.clone(),
+                stale: false,
+            }])
+        };
+        let last = result.entries.last().map(|(key, _)| key.clone());
+        match self {
+            RangeJob::Keys { pattern, found } => {
+                found.extend(
+                    result
+                        .entries
+                        .into_iter()
+                        .map(|(key, _)| key)
+                        .filter(|key| glob::matches(pattern, key)),
+                );
+                match last {
+                    Some(last) if result.more => {
+                        *query = query.after(&last);
+                        again(query)
+                    }
+                    _ => Step::Done(bulks(std::mem::take(found))),
+                }
+            }
+            RangeJob::Scan(scan) => {
+                let next = match last {
+                    Some(last) if result.more => cursor::encode(&last),
+                    _ => "0".into(),
+                };
+                let keys = result
+                    .entries
+                    .into_iter()
+                    .map(|(key, _)| key)
+                    .filter(|key| {
+                        !scan.no_type_match
+                            && scan.pattern.as_ref().is_none_or(|p| glob::matches(p, key))
+                    })
+                    .collect();
+                Step::Done(RespValue::Array(Some(vec![
+                    RespValue::bulk(next),
+                    bulks(keys),
+                ])))
+            }
+            RangeJob::Dbsize => Step::Done(RespValue::Integer(result.count as i64)),
+            RangeJob::Randomkey { from_start } => match (last, *from_start) {
+                (Some(key), _) => Step::Done(RespValue::Bulk(Some(key))),
+                (None, false) => {
+                    *from_start = true;
+                    query.start.clear();
+                    again(query)
+                }
+                (None, true) => Step::Done(RespValue::Bulk(None)),
+            },
+        }
+    }
+}
+
+fn bulks(keys: Vec<Bytes>) -> RespValue {
+    RespValue::Array(Some(
+        keys.into_iter().map(|k| RespValue::Bulk(Some(k))).collect(),
+    ))
 }
 
 enum Step {
@@ -133,6 +318,8 @@ struct Slot {
     index_read: bool,
     /// Close the connection once this reply is written.
     quit: bool,
+    /// The protocol the reply is written in (HELLO's own reply is in the new one).
+    protocol: Protocol,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,6 +345,8 @@ enum SessionState {
 struct Shared {
     session: SessionState,
     watched: Vec<(Bytes, Option<Bytes>)>,
+    /// A write was sent (WAIT counts the replicas holding it).
+    wrote: bool,
 }
 
 impl Shared {
@@ -204,6 +393,17 @@ pub struct RedisConn {
     name: Option<Bytes>,
     /// Invariant: see the module docs.
     done_bytes: usize,
+    identity: Identity,
+    protocol: Protocol,
+    lib_name: Bytes,
+    lib_ver: Bytes,
+    /// The loop's clock as of the last pump ([`RedisConn::set_now_ms`]).
+    now_ms: u64,
+    /// When the last command arrived, and its name (CLIENT LIST's `idle` and `cmd`).
+    last_command_ms: u64,
+    last_command: String,
+    /// Local queries to hand to the loop, by slot id.
+    local_queries: Vec<(u64, LocalQuery)>,
 }
 
 impl Default for RedisConn {
@@ -229,11 +429,91 @@ impl RedisConn {
             shared: Shared {
                 session: SessionState::None,
                 watched: Vec::new(),
+                wrote: false,
             },
             multi: None,
             multi_dirty: false,
             name: None,
             done_bytes: 0,
+            identity: Identity::default(),
+            protocol: Protocol::Resp2,
+            lib_name: Vec::new(),
+            lib_ver: Vec::new(),
+            now_ms: 0,
+            last_command_ms: 0,
+            last_command: "NULL".into(),
+            local_queries: Vec::new(),
+        }
+    }
+
+    /// Names the connection (the loop, once it accepted it).
+    pub fn identify(&mut self, identity: Identity) {
+        self.now_ms = identity.opened_ms;
+        self.last_command_ms = identity.opened_ms;
+        self.identity = identity;
+    }
+
+    /// Who the connection is.
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    /// The loop's clock now (ms), before commands or answers are fed in.
+    pub fn set_now_ms(&mut self, now_ms: u64) {
+        self.now_ms = self.now_ms.max(now_ms);
+    }
+
+    /// The connection's `CLIENT LIST` line (no line end), as redis-server writes it;
+    /// the figures raftkv does not track (memory, buffers) are 0.
+    pub fn client_line(&self) -> String {
+        let age_s = self.now_ms.saturating_sub(self.identity.opened_ms) / 1000;
+        let idle_s = self.now_ms.saturating_sub(self.last_command_ms) / 1000;
+        let multi = self.multi.as_ref().map_or(-1, |queued| queued.len() as i64);
+        let name = String::from_utf8_lossy(self.name.as_deref().unwrap_or_default());
+        format!(
+            "id={} addr={} laddr={} fd=-1 name={name} age={age_s} idle={idle_s} flags={} \
+             db=0 sub=0 psub=0 ssub=0 multi={multi} watch={} qbuf=0 qbuf-free=0 \
+             argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r \
+             cmd={} user=default redir=-1 resp={} lib-name={} lib-ver={}",
+            self.identity.id,
+            self.identity.addr,
+            self.identity.laddr,
+            if self.multi.is_some() { "x" } else { "N" },
+            self.shared.watched.len(),
+            self.last_command,
+            self.protocol.version(),
+            String::from_utf8_lossy(&self.lib_name),
+            String::from_utf8_lossy(&self.lib_ver),
+        )
+    }
+
+    /// Whether CLIENT KILL `filter`, sent by connection `caller`, closes this one.
+    pub fn kill_matches(&self, filter: &KillFilter, caller: u64) -> bool {
+        (!filter.skip_me || self.identity.id != caller)
+            && filter.id.is_none_or(|id| id == self.identity.id)
+            && filter
+                .addr
+                .as_ref()
+                .is_none_or(|a| *a == self.identity.addr)
+            && filter
+                .laddr
+                .as_ref()
+                .is_none_or(|a| *a == self.identity.laddr)
+    }
+
+    /// The questions for the loop (slot id, query).
+    pub fn take_local_queries(&mut self) -> Vec<(u64, LocalQuery)> {
+        std::mem::take(&mut self.local_queries)
+    }
+
+    /// The loop's answer to the local query of slot `id`.
+    pub fn on_local_answer(&mut self, id: u64, reply: RespValue) {
+        let Some(index) = id.checked_sub(self.first_id).map(|i| i as usize) else {
+            return;
+        };
+        if matches!(self.slots.get(index), Some(slot) if matches!(slot.job, Job::Local(_))) {
+            self.finish(index, reply);
+            self.dispatch();
         }
     }
 
@@ -252,6 +532,13 @@ impl RedisConn {
         if args.is_empty() {
             return;
         }
+        self.last_command_ms = self.now_ms;
+        self.last_command = String::from_utf8_lossy(&args[0]).to_lowercase();
+        if self.last_command == "client"
+            && let Some(sub) = args.get(1)
+        {
+            self.last_command = format!("client|{}", String::from_utf8_lossy(sub).to_lowercase());
+        }
         let (job, quit) = self.job_for(args);
         self.push(job, quit);
         self.dispatch();
@@ -259,7 +546,9 @@ impl RedisConn {
 
     fn push(&mut self, job: Job, quit: bool) {
         let class = match &job {
-            Job::Reply(_) | Job::Info(_) | Job::Dbsize => Class::Free,
+            Job::Reply(_) | Job::Info(..) | Job::Local(_) => Class::Free,
+            Job::Range { .. } => Class::Scan,
+            Job::Wait => Class::Exclusive,
             Job::Read { .. } => Class::Read,
             Job::Put { .. }
             | Job::Mset(_)
@@ -274,6 +563,7 @@ impl RedisConn {
             state: SlotState::Waiting,
             index_read: false,
             quit,
+            protocol: self.protocol,
         });
     }
 
@@ -339,9 +629,56 @@ impl RedisConn {
             Control::Discard => reply(RespValue::error("ERR DISCARD without MULTI")),
             Control::Watch(keys) => (Job::Watch(keys), false),
             Control::Unwatch => (Job::Unwatch(RespValue::ok()), false),
-            Control::Dbsize => (Job::Dbsize, false),
-            Control::Info(section) => (Job::Info(section), false),
-            Control::Command(sub) => reply(command_reply(sub.as_deref())),
+            Control::Dbsize => (RangeJob::Dbsize.start(0), false),
+            Control::Keys(pattern) => {
+                let found = Vec::new();
+                (RangeJob::Keys { pattern, found }.start(0), false)
+            }
+            Control::Scan(scan) => (RangeJob::Scan(scan).start(0), false),
+            Control::Randomkey => {
+                let random = self.random();
+                (
+                    RangeJob::Randomkey { from_start: false }.start(random),
+                    false,
+                )
+            }
+            Control::Info(section) => (Job::Info(section, self.now_ms), false),
+            Control::Command(sub, names) => reply(command_reply(sub.as_deref(), &names)),
+            Control::ClientId => reply(RespValue::Integer(self.identity.id as i64)),
+            Control::ClientInfo => reply(RespValue::Verbatim(format!("{}\n", self.client_line()))),
+            Control::ClientList => (Job::Local(LocalQuery::ClientList), false),
+            Control::ClientKill(filter) => (Job::Local(LocalQuery::ClientKill(filter)), false),
+            Control::ClientSetinfo(is_name, value) => {
+                if is_name {
+                    self.lib_name = value;
+                } else {
+                    self.lib_ver = value;
+                }
+                reply(RespValue::ok())
+            }
+            Control::Hello {
+                protocol,
+                auth,
+                name,
+            } => {
+                if let Some(refusal) = auth.as_ref().and_then(|(user, _)| auth_refusal(Some(user)))
+                {
+                    return reply(refusal);
+                }
+                if let Some(name) = name {
+                    self.name = (!name.is_empty()).then_some(name);
+                }
+                if let Some(protocol) = protocol {
+                    self.protocol = protocol;
+                }
+                reply(self.hello_reply())
+            }
+            Control::Auth(user, _) => {
+                reply(auth_refusal(user.as_deref()).unwrap_or_else(RespValue::ok))
+            }
+            Control::ConfigGet(patterns) => reply(config_get(&patterns)),
+            Control::Time => (Job::Local(LocalQuery::Time), false),
+            Control::Wait => (Job::Wait, false),
             Control::ClientSetname(name) => {
                 self.name = (!name.is_empty()).then_some(name);
                 reply(RespValue::ok())
@@ -350,6 +687,34 @@ impl RedisConn {
             Control::Select => reply(RespValue::ok()),
             Control::Quit => (Job::Reply(RespValue::ok()), true),
         }
+    }
+
+    /// A pseudo-random number for RANDOMKEY (SplitMix64 over the connection's id, the
+    /// clock and its request count: varied enough to pick a key, not for secrets).
+    fn random(&self) -> u64 {
+        let mut z = self
+            .identity
+            .id
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            .wrapping_add(self.now_ms)
+            .wrapping_add(self.next_request_id.wrapping_mul(0xBF58_476D_1CE4_E5B9));
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// HELLO's reply: the server's map (a flat array in RESP2).
+    fn hello_reply(&self) -> RespValue {
+        let field = |name: &str, value| (RespValue::bulk(name), value);
+        RespValue::Map(vec![
+            field("server", RespValue::bulk("redis")),
+            field("version", RespValue::bulk(info::REDIS_VERSION)),
+            field("proto", RespValue::Integer(self.protocol.version())),
+            field("id", RespValue::Integer(self.identity.id as i64)),
+            field("mode", RespValue::bulk("standalone")),
+            field("role", RespValue::bulk("master")),
+            field("modules", RespValue::Array(Some(Vec::new()))),
+        ])
     }
 
     /// An answer to a request this connection submitted.
@@ -435,7 +800,7 @@ impl RedisConn {
                 return false;
             };
             self.done_bytes = self.done_bytes.saturating_sub(reply_bytes_hint(value));
-            value.encode(out);
+            value.encode_as(slot.protocol, out);
             let quit = slot.quit;
             self.slots.pop_front();
             self.first_id += 1;
@@ -454,12 +819,14 @@ impl RedisConn {
             let blocked = match slot.class {
                 Class::Exclusive => self.unfinished > 0,
                 Class::Write => self.unfinished_index_reads > 0,
+                Class::Scan => self.unfinished_writes > 0,
                 Class::Free | Class::Read => false,
             };
             if blocked {
                 return;
             }
             let needs_session = slot.class == Class::Write;
+            self.shared.wrote |= needs_session;
             if needs_session && !matches!(self.shared.session, SessionState::Ready { .. }) {
                 if self.shared.session == SessionState::None {
                     self.shared.session = SessionState::Registering;
@@ -471,8 +838,17 @@ impl RedisConn {
             let via_log = self.unfinished_writes > 0;
             self.started += 1;
             let slot = &mut self.slots[index];
-            slot.index_read = slot.class == Class::Read && !via_log;
+            slot.index_read = (slot.class == Class::Read && !via_log) || slot.class == Class::Scan;
             self.count_start(index);
+            if let Job::Local(query) = &self.slots[index].job {
+                let id = self.first_id + index as u64;
+                self.local_queries.push((id, query.clone()));
+                self.slots[index].state = SlotState::Running {
+                    parts: Vec::new(),
+                    missing: 0,
+                };
+                continue;
+            }
             let step = start(&mut self.slots[index].job, &mut self.shared, via_log);
             self.apply_step(index, step);
         }
@@ -487,8 +863,8 @@ impl RedisConn {
                 self.unfinished_writes += 1;
             }
             Class::Write => self.unfinished_writes += 1,
-            Class::Read if slot.index_read => self.unfinished_index_reads += 1,
-            Class::Read | Class::Free => {}
+            Class::Read | Class::Scan if slot.index_read => self.unfinished_index_reads += 1,
+            Class::Read | Class::Scan | Class::Free => {}
         }
     }
 
@@ -519,8 +895,8 @@ impl RedisConn {
                 self.unfinished_writes -= 1;
             }
             Class::Write => self.unfinished_writes -= 1,
-            Class::Read if slot.index_read => self.unfinished_index_reads -= 1,
-            Class::Read | Class::Free => {}
+            Class::Read | Class::Scan if slot.index_read => self.unfinished_index_reads -= 1,
+            Class::Read | Class::Scan | Class::Free => {}
         }
     }
 
@@ -677,8 +1053,32 @@ fn start(job: &mut Job, shared: &mut Shared, via_log: bool) -> Step {
             shared.watched.clear();
             Step::Done(std::mem::replace(reply, RespValue::ok()))
         }
-        Job::Info(_) | Job::Dbsize => Step::Send(vec![RequestBody::Status, RequestBody::Metrics]),
+        Job::Info(..) => Step::Send(vec![RequestBody::Status, RequestBody::Metrics]),
+        Job::Range { query, .. } => Step::Send(vec![RequestBody::Range {
+            query: query.clone(),
+            stale: false,
+        }]),
+        Job::Wait => Step::Send(vec![RequestBody::Status]),
+        Job::Local(_) => Step::Done(RespValue::error("ERR unexpected local query")),
     }
+}
+
+/// WAIT's answer from the node's status: on the leader, the members other than itself
+/// whose log holds everything applied (this connection's writes were applied before
+/// WAIT started, so they lie at or below the applied index; none written: every
+/// replica); elsewhere, the replicas a commit guarantees (a majority of the voters,
+/// leader excluded), since every acknowledged write is committed.
+fn wait_replicas(status: &Status, wrote: bool) -> i64 {
+    if status.role == Role::Leader {
+        let needed = if wrote { status.applied_index } else { 0 };
+        let replicas = status
+            .members
+            .iter()
+            .filter(|m| m.id != status.node_id && m.match_index >= needed);
+        return replicas.count() as i64;
+    }
+    let voters = status.members.iter().filter(|m| m.voter).count();
+    (voters / 2) as i64
 }
 
 fn advance(job: &mut Job, shared: &mut Shared, parts: Vec<ResponseBody>) -> Step {
@@ -730,21 +1130,26 @@ fn advance(job: &mut Job, shared: &mut Shared, parts: Vec<ResponseBody>) -> Step
             }
             Step::Done(RespValue::ok())
         }
-        Job::Info(section) => match (parts.first(), parts.get(1)) {
+        Job::Info(section, uptime_ms) => match (parts.first(), parts.get(1)) {
             (Some(ResponseBody::Status(status)), Some(ResponseBody::Metrics(metrics))) => {
-                let text = info::render(section.as_deref(), status, metrics);
-                Step::Done(RespValue::Bulk(Some(text.into_bytes())))
+                let text = info::render(section.as_deref(), status, metrics, *uptime_ms);
+                Step::Done(RespValue::Verbatim(text))
             }
             (other, _) => Step::Done(failure_of(other)),
         },
-        Job::Dbsize => match parts.get(1) {
-            Some(ResponseBody::Metrics(metrics)) => {
-                let keys = info::metric(metrics, "kv_keys");
-                Step::Done(RespValue::Integer(keys as i64))
+        Job::Wait => match parts.first() {
+            Some(ResponseBody::Status(status)) => {
+                Step::Done(RespValue::Integer(wait_replicas(status, shared.wrote)))
             }
             other => Step::Done(failure_of(other)),
         },
-        Job::Reply(_) | Job::Unwatch(_) => Step::Done(RespValue::error("ERR unexpected reply")),
+        Job::Range { what, query } => match parts.into_iter().next() {
+            Some(ResponseBody::Range(result)) => what.advance(query, result),
+            other => Step::Done(failure_of(other.as_ref())),
+        },
+        Job::Reply(_) | Job::Unwatch(_) | Job::Local(_) => {
+            Step::Done(RespValue::error("ERR unexpected reply"))
+        }
     }
 }
 
@@ -756,9 +1161,16 @@ fn reply_bytes_hint(value: &RespValue) -> usize {
         RespValue::Simple(text) | RespValue::Error(text) => text.len() + 3,
         RespValue::Integer(_) | RespValue::Bulk(None) | RespValue::Array(None) => HEADER_BYTES,
         RespValue::Bulk(Some(bytes)) => bytes.len() + HEADER_BYTES,
-        RespValue::Array(Some(values)) => {
+        RespValue::Array(Some(values)) | RespValue::Set(values) => {
             HEADER_BYTES + values.iter().map(reply_bytes_hint).sum::<usize>()
         }
+        RespValue::Map(pairs) => {
+            let hint = |(key, value): &(RespValue, RespValue)| {
+                reply_bytes_hint(key) + reply_bytes_hint(value)
+            };
+            HEADER_BYTES + pairs.iter().map(hint).sum::<usize>()
+        }
+        RespValue::Verbatim(text) => HEADER_BYTES + text.len() + 4,
     }
 }
 

@@ -36,6 +36,7 @@ impl FakeNode {
                 leader_client_addr: Some("leader:1".into()),
             },
             RequestBody::Command(command) => ResponseBody::Result(self.apply(command)),
+            RequestBody::Range { query, .. } => ResponseBody::Range(self.store.range(query)),
             RequestBody::Status
             | RequestBody::Metrics
             | RequestBody::MemberChange(_)
@@ -312,4 +313,209 @@ fn held_requests_and_reply_bytes_are_counted_until_taken() {
     assert_eq!(conn.requests(), 0);
     assert_eq!(conn.reply_bytes(), 0);
     assert!(out.len() > 20_000 && out.ends_with(b"+PONG\r\n"));
+}
+
+/// Goal: HELLO switches the reply protocol from its own reply on (a RESP3 map, `_` for
+/// nil; HELLO 2 back to `$-1`), and the connect-time commands answer as redis-server
+/// does with no password configured (texts compared with redis-server 7).
+#[test]
+fn hello_switches_protocol_and_connect_commands_answer_as_redis() {
+    let mut conn = RedisConn::new();
+    conn.identify(Identity {
+        id: 7,
+        addr: "127.0.0.1:5000".into(),
+        laddr: "127.0.0.1:6379".into(),
+        opened_ms: 0,
+    });
+    let mut node = FakeNode::default();
+    let lines = [
+        "GET nokey",
+        "HELLO 3 AUTH default pw SETNAME app",
+        "GET nokey",
+        "AUTH x",
+        "AUTH default x",
+        "HELLO 3 AUTH bob p",
+        "CLIENT ID",
+        "CLIENT GETNAME",
+        "CLIENT SETINFO LIB-NAME redis-py",
+        "CONFIG GET maxmemory* databases",
+        "HELLO 2",
+        "GET nokey",
+        "CONFIG GET appendonly",
+    ];
+    let got = run(&mut conn, &mut node, &lines);
+    let want = "$-1\r\n\
+        %7\r\n$6\r\nserver\r\n$5\r\nredis\r\n$7\r\nversion\r\n$5\r\n7.2.0\r\n\
+        $5\r\nproto\r\n:3\r\n$2\r\nid\r\n:7\r\n$4\r\nmode\r\n$10\r\nstandalone\r\n\
+        $4\r\nrole\r\n$6\r\nmaster\r\n$7\r\nmodules\r\n*0\r\n\
+        _\r\n\
+        -ERR AUTH <password> called without any password configured for the default user. \
+        Are you sure your configuration is correct?\r\n\
+        +OK\r\n\
+        -WRONGPASS invalid username-password pair or user is disabled.\r\n\
+        :7\r\n\
+        $3\r\napp\r\n\
+        +OK\r\n\
+        %3\r\n$9\r\ndatabases\r\n$1\r\n1\r\n$9\r\nmaxmemory\r\n$1\r\n0\r\n\
+        $16\r\nmaxmemory-policy\r\n$10\r\nnoeviction\r\n";
+    assert!(got.starts_with(want), "{got}");
+    let rest = &got[want.len()..];
+    assert!(
+        rest.starts_with("*14\r\n$6\r\nserver\r\n"),
+        "HELLO 2: {rest}"
+    );
+    assert!(
+        rest.ends_with("$-1\r\n*2\r\n$10\r\nappendonly\r\n$3\r\nyes\r\n"),
+        "{rest}"
+    );
+    let line = conn.client_line();
+    assert!(
+        line.starts_with("id=7 addr=127.0.0.1:5000 laddr=127.0.0.1:6379 fd=-1 name=app "),
+        "{line}"
+    );
+    assert!(
+        line.contains(" resp=2 lib-name=redis-py lib-ver="),
+        "{line}"
+    );
+}
+
+/// Goal: CLIENT LIST, KILL and TIME are handed to the loop (it sees every connection and
+/// the clock) and their answers keep the reply order; KILL's filters select by id and
+/// address and skip the caller unless SKIPME no.
+#[test]
+fn loop_queries_keep_order_and_kill_filters_select() {
+    let mut conn = RedisConn::new();
+    let mut node = FakeNode::default();
+    conn.identify(Identity {
+        id: 3,
+        addr: "127.0.0.1:1".into(),
+        ..Identity::default()
+    });
+    let got = run(&mut conn, &mut node, &["PING", "TIME", "PING"]);
+    assert_eq!(got, "+PONG\r\n", "TIME waits for the loop's answer");
+    let queries = conn.take_local_queries();
+    assert_eq!(queries.len(), 1);
+    assert_eq!(queries[0].1, LocalQuery::Time);
+    conn.on_local_answer(queries[0].0, RespValue::Integer(1));
+    let mut out = Vec::new();
+    conn.take_replies(&mut out);
+    assert_eq!(out, b":1\r\n+PONG\r\n".to_vec());
+    let filter = |line: &str| match parse(args(line)) {
+        Ok(Parsed::Control(Control::ClientKill(filter))) => filter,
+        other => panic!("{line}: {other:?}"),
+    };
+    let cases = [
+        ("CLIENT KILL 127.0.0.1:1", 3, true),
+        ("CLIENT KILL ID 3", 3, false),
+        ("CLIENT KILL ID 3 SKIPME no", 3, true),
+        ("CLIENT KILL ID 3", 4, true),
+        ("CLIENT KILL ID 4", 9, false),
+        ("CLIENT KILL ADDR 127.0.0.1:1", 9, true),
+        ("CLIENT KILL ADDR 127.0.0.1:2", 9, false),
+    ];
+    for (i, (line, caller, want)) in cases.into_iter().enumerate() {
+        assert_eq!(
+            conn.kill_matches(&filter(line), caller),
+            want,
+            "#{i}: {line}"
+        );
+    }
+}
+
+/// Goal: SCAN returns every key present for the whole scan at least once, while other
+/// clients write and delete keys between the calls (method: keys `k000..k299` stay,
+/// others come and go; the cursor is followed until 0); KEYS, TYPE, RENAME, COPY,
+/// DBSIZE, FLUSHDB answer as Redis; a range read waits for the connection's writes.
+#[test]
+fn scan_visits_every_stable_key_and_keyspace_commands_answer_as_redis() {
+    let mut conn = RedisConn::new();
+    let mut node = FakeNode::default();
+    for i in 0..300 {
+        node.put(format!("k{i:03}").as_bytes(), b"v");
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    let mut cursor = "0".to_string();
+    for round in 0.. {
+        assert!(round < 1000, "the scan ends");
+        node.put(format!("k{:03}x{round}", round % 300).as_bytes(), b"new");
+        let got = run(
+            &mut conn,
+            &mut node,
+            &[&format!("SCAN {cursor} COUNT 17 MATCH k*")],
+        );
+        let mut lines = got.split("\r\n");
+        assert_eq!(lines.next(), Some("*2"), "{got}");
+        lines.next();
+        cursor = lines.next().unwrap_or_default().to_string();
+        seen.extend(lines.filter(|l| l.starts_with('k')).map(str::to_string));
+        if cursor == "0" {
+            break;
+        }
+    }
+    for i in 0..300 {
+        assert!(seen.contains(&format!("k{i:03}")), "k{i:03} missed");
+    }
+    let mut conn = RedisConn::new();
+    let mut node = FakeNode::default();
+    let lines = [
+        "SET user:1 a",
+        "SET user:2 b",
+        "SET other c",
+        "KEYS user:*",
+        "TYPE user:1",
+        "TYPE nope",
+        "RENAME user:1 user:3",
+        "RENAME nope x",
+        "RENAMENX user:3 user:2",
+        "COPY user:3 copied",
+        "DBSIZE",
+        "SCAN 0 TYPE hash",
+        "EXISTS user:3 copied nope",
+        "FLUSHDB",
+        "DBSIZE",
+        "RANDOMKEY",
+    ];
+    let got = run(&mut conn, &mut node, &lines);
+    assert_eq!(
+        got,
+        "+OK\r\n+OK\r\n+OK\r\n*2\r\n$6\r\nuser:1\r\n$6\r\nuser:2\r\n+string\r\n+none\r\n\
+         +OK\r\n-ERR no such key\r\n:0\r\n:1\r\n:4\r\n*2\r\n$1\r\n0\r\n*0\r\n:2\r\n\
+         +OK\r\n:0\r\n$-1\r\n"
+    );
+}
+
+/// Goal: WAIT's count from a status: on the leader the other members whose match index
+/// reaches the applied index (all of them when the connection never wrote), on a
+/// follower the replicas a commit guarantees.
+#[test]
+fn wait_counts_the_replicas_that_hold_the_writes() {
+    use crate::codec::client::Member;
+    let member = |id, match_index| Member {
+        id,
+        voter: true,
+        peer_addr: String::new(),
+        client_addr: String::new(),
+        match_index,
+    };
+    let status = |role, applied_index| Status {
+        node_id: 1,
+        role,
+        term: 2,
+        leader_id: 1,
+        commit_index: applied_index,
+        applied_index,
+        last_index: applied_index,
+        config_index: 0,
+        promote_distance_max: 0,
+        members: vec![member(1, 10), member(2, 10), member(3, 7)],
+    };
+    let cases = [
+        (Role::Leader, 10, true, 1),
+        (Role::Leader, 7, true, 2),
+        (Role::Leader, 10, false, 2),
+        (Role::Follower, 10, true, 1),
+    ];
+    for (i, (role, applied, wrote, want)) in cases.into_iter().enumerate() {
+        assert_eq!(wait_replicas(&status(role, applied), wrote), want, "#{i}");
+    }
 }
