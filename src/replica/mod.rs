@@ -59,7 +59,7 @@ use std::collections::BTreeMap;
 use ::log::{info, warn};
 
 use self::alarm::{Cause, NoSpaceAlarm, WriteFailure};
-pub use self::log::{ReplicaLog, SyncOutcome};
+pub use self::log::{ReplicaLog, SnapshotReader, SyncOutcome};
 use self::reads::Reads;
 pub use self::requests::{ClientRef, Outbox};
 use self::requests::{Deadline, PendingWrite, finish};
@@ -182,17 +182,15 @@ impl<L: ReplicaLog, W: SnapshotWriter> Replica<L, W> {
         snapshots: W,
         seed: u64,
     ) -> Result<Self, Error> {
-        let snapshot = log.snapshot().map_err(Error::Store)?;
+        let index = log.snapshot_meta().index;
         let kv_config = KvConfig::default();
-        let kv = if snapshot.meta.index == 0 {
+        let kv = if index == 0 {
             KvStore::new(kv_config)
         } else {
-            KvStore::restore(kv_config, &snapshot.data).map_err(|source| {
-                Error::SnapshotRestore {
-                    index: snapshot.meta.index,
-                    source,
-                }
-            })?
+            // Streamed from the log's snapshot (a file, for the server): no whole copy.
+            let input = SnapshotReader::new(&log);
+            KvStore::restore_from(kv_config, input, log.snapshot_bytes())
+                .map_err(|source| Error::SnapshotRestore { index, source })?
         };
         raft_config.applied = kv.applied_index();
         let raw = RawNode::new(raft_config, log, seed)?;
