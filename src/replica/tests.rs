@@ -114,6 +114,10 @@ impl Outbox for Discard {
 }
 
 fn replica() -> Replica<FailingLog, NoSnapshots> {
+    replica_over(MemStore::new(Configuration::new([1, 2, 3], [])))
+}
+
+fn replica_over(store: MemStore) -> Replica<FailingLog, NoSnapshots> {
     let text = r#"
 node_id = 1
 cluster_id = 1
@@ -128,7 +132,7 @@ client_addr = "127.0.0.1:18001"
 "#;
     let config = Config::parse(text, std::path::Path::new("node.toml")).expect("config parses");
     let log = FailingLog {
-        store: MemStore::new(Configuration::new([1, 2, 3], [])),
+        store,
         failing: Cell::new(false),
     };
     let raft_config = raft_config(&config);
@@ -178,4 +182,67 @@ fn a_stale_message_is_not_an_error() {
         .expect("a stale vote request is only dropped");
     replica.before_sleep(0, &mut Discard).expect("turn");
     assert_eq!(replica.raw_node().raft().term, 5);
+}
+
+/// A replica restarting over a log of `count` committed entries of `value_bytes` each,
+/// none applied.
+fn replica_with_backlog(count: u64, value_bytes: usize) -> Replica<FailingLog, NoSnapshots> {
+    use crate::kv::command::{Command, Session, command_to_vec};
+    use crate::raft::message::{Entry, EntryKind};
+    let mut store = MemStore::new(Configuration::new([1, 2, 3], []));
+    let entries: Vec<Entry> = (1..=count)
+        .map(|index| {
+            let command = Command::Put {
+                session: Session {
+                    client_id: 9,
+                    seq: index,
+                },
+                key: index.to_be_bytes().to_vec(),
+                value: vec![1; value_bytes],
+            };
+            Entry {
+                index,
+                term: 1,
+                kind: EntryKind::Normal,
+                data: command_to_vec(&command).into(),
+            }
+        })
+        .collect();
+    store.append(&entries);
+    store.set_hard_state(HardState {
+        term: 1,
+        vote: 0,
+        commit: count,
+    });
+    replica_over(store)
+}
+
+// Goal: a long backlog of committed entries (a restart replaying its log) is applied a
+// bounded share per turn, the replica asking for the next turn without sleep until it
+// is done, instead of in one long turn.
+#[test]
+fn a_long_backlog_is_applied_over_several_turns() {
+    let (count, value_bytes) = (2000u64, 1024);
+    let mut replica = replica_with_backlog(count, value_bytes);
+    let turns_min = count * value_bytes as u64 / APPLY_BYTES_PER_TURN;
+    let mut turns = 0;
+    let mut applied = 0;
+    loop {
+        replica.before_sleep(0, &mut Discard).expect("turn");
+        turns += 1;
+        let now = replica.kv().applied_index();
+        assert!(now > applied, "turn {turns} applied something");
+        let bytes = (now - applied) * (value_bytes as u64 + 24);
+        assert!(
+            bytes <= APPLY_BYTES_PER_TURN + APPLY_BYTES_PER_READY + value_bytes as u64 + 100,
+            "turn {turns} applied {bytes} bytes"
+        );
+        applied = now;
+        if !replica.has_apply_backlog() {
+            break;
+        }
+        assert!(turns < 100, "bounded");
+    }
+    assert_eq!(applied, count);
+    assert!(turns >= turns_min, "{turns} turns, at least {turns_min}");
 }
