@@ -24,6 +24,9 @@
 use std::borrow::Borrow;
 use std::sync::Arc;
 
+mod builder;
+pub(crate) use builder::OrdMapBuilder;
+
 /// Most entries of a leaf: what the first write to it after a view copies.
 pub(crate) const LEAF_ENTRIES_MAX: usize = 32;
 /// Most children of a branch.

@@ -17,12 +17,18 @@
 //!
 //! Taking a snapshot without stalling the loop: [`KvStore::snapshot_view`] is O(1) and
 //! copies no entry; the [`SnapshotView`] is `Send + 'static` and is encoded by a helper
-//! thread ([`SnapshotView::encode_throttled`], at a bounded share of one core) while the
-//! loop keeps applying (each write then copies at most its own path of the tree).
-//! [`KvStore::restore`] checks the crc before parsing and validates every length, so
-//! corrupt input is an error, never a panic.
+//! thread ([`SnapshotView::write_throttled`], streaming into the snapshot file at a
+//! bounded share of one core) while the loop keeps applying (each write then copies at
+//! most its own path of the tree).
+//!
+//! Restoring streams too: [`KvStore::restore_from`] reads the image through a buffer
+//! (hashing it on the way), builds the tree bottom-up from the sorted keys (version 2)
+//! and checks the crc at the end; no copy of the whole image is held. Every length is
+//! checked against the bytes left before anything is allocated for it, and a parse
+//! error is reported as a checksum mismatch when the crc does not match either, so
+//! corrupt input is an error, never a panic, and is named as before.
 
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,10 +36,13 @@ use crate::wire::DecodeError;
 
 use super::bytes::{Key, Value};
 use super::command::{encode_result, read_result};
-use super::ordmap::OrdMapView;
+use super::ordmap::{OrdMap, OrdMapBuilder, OrdMapView};
 use super::session::{SessionState, SessionTable};
 use super::store::{KvConfig, KvStore};
 use crate::wire::{Reader, len_u32, put_bytes, put_u32, put_u64};
+
+/// Bytes of the restore's read buffer (less for a smaller image).
+const READ_BUFFER_BYTES: usize = 1 << 20;
 
 /// The first eight bytes of a kv snapshot.
 pub const SNAPSHOT_MAGIC: [u8; 8] = *b"RKVSNAP\0";
@@ -64,6 +73,9 @@ pub enum Error {
     /// The checksum matched but the contents are inconsistent.
     #[error("corrupt kv snapshot: {0}")]
     Corrupt(String),
+    /// Reading the image failed.
+    #[error("reading the kv snapshot failed: {0}")]
+    Read(String),
 }
 
 /// A point-in-time copy of a store, cheap to take, encodable from another thread.
@@ -165,24 +177,19 @@ impl SnapshotView {
         Ok(out.written + CRC_BYTES as u64)
     }
 
-    /// The encoded snapshot in memory, using at most `cpu_percent` percent of one core
-    /// (1 to 100): after each chunk the thread sleeps so that its busy time stays that
-    /// share of the elapsed time. Meant for the snapshot helper thread, so it leaves the
-    /// cores to the event loops.
-    pub fn encode_throttled(&self, cpu_percent: u32) -> Vec<u8> {
-        let percent = cpu_percent.clamp(1, 100);
-        let mut out = Vec::new();
+    /// [`SnapshotView::write_to`] using at most `cpu_percent` percent of one core (1 to
+    /// 100): after each staged chunk the thread sleeps so that its busy time (encoding
+    /// and writing) stays that share of the elapsed time. Meant for the snapshot helper
+    /// thread, so it leaves the cores to the event loops.
+    ///
+    /// # Errors
+    /// Any error of `out`.
+    pub fn write_throttled<W: Write>(&self, out: W, cpu_percent: u32) -> io::Result<u64> {
         let mut busy_since = Instant::now();
-        let pace = || {
-            let busy = busy_since.elapsed();
-            let idle = busy.as_nanos() * u128::from(100 - percent) / u128::from(percent);
-            std::thread::sleep(Duration::from_nanos(idle.try_into().unwrap_or(u64::MAX)));
+        self.write_paced(out, || {
+            std::thread::sleep(idle_after(busy_since.elapsed(), cpu_percent));
             busy_since = Instant::now();
-        };
-        match self.write_paced(&mut out, pace) {
-            Ok(_) => out,
-            Err(error) => unreachable!("writing to a Vec cannot fail: {error}"),
-        }
+        })
     }
 
     /// The encoded snapshot in memory.
@@ -193,6 +200,14 @@ impl SnapshotView {
             Err(error) => unreachable!("writing to a Vec cannot fail: {error}"),
         }
     }
+}
+
+/// How long to sleep after `busy` of work so that the work is `cpu_percent` (clamped to
+/// 1..=100) of the elapsed time.
+fn idle_after(busy: Duration, cpu_percent: u32) -> Duration {
+    let percent = cpu_percent.clamp(1, 100);
+    let idle = busy.as_nanos() * u128::from(100 - percent) / u128::from(percent);
+    Duration::from_nanos(idle.try_into().unwrap_or(u64::MAX))
 }
 
 impl KvStore {
@@ -214,44 +229,195 @@ impl KvStore {
     /// Rebuilds a store from [`KvStore::snapshot`] bytes.
     ///
     /// # Errors
-    /// [`Error`] when the bytes are not a snapshot, have another version, fail the crc
-    /// check or are inconsistent (bad lengths, duplicate keys, wrong counts, trailing bytes).
+    /// As [`KvStore::restore_from`].
     pub fn restore(config: KvConfig, bytes: &[u8]) -> Result<KvStore, Error> {
-        if bytes.len() < HEADER_BYTES + CRC_BYTES || bytes[..8] != SNAPSHOT_MAGIC {
+        KvStore::restore_from(config, bytes, bytes.len() as u64)
+    }
+
+    /// Rebuilds a store from the `len` bytes of an image that `input` reads (from a
+    /// file, say), streaming: the image is never held whole.
+    ///
+    /// # Errors
+    /// [`Error`] when the bytes are not a snapshot, have another version, fail the crc
+    /// check or are inconsistent (bad lengths, duplicate keys, wrong counts, trailing
+    /// bytes), or cannot be read.
+    pub fn restore_from(config: KvConfig, input: impl Read, len: u64) -> Result<KvStore, Error> {
+        if len < (HEADER_BYTES + CRC_BYTES) as u64 {
             return Err(Error::NotASnapshot);
         }
-        let (body, crc) = bytes.split_at(bytes.len() - CRC_BYTES);
-        let stored = u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]);
-        let computed = crc32fast::hash(body);
-        let mut input = Reader::new(&body[8..]);
-        let version = input.u32("version").map_err(corrupt)?;
+        let mut body = Body::new(input, len - CRC_BYTES as u64);
+        if body.take(8)? != SNAPSHOT_MAGIC {
+            return Err(Error::NotASnapshot);
+        }
+        let version = body.u32()?;
         let sorted = match version {
             SNAPSHOT_VERSION => true,
             SNAPSHOT_VERSION_SHARD_ORDER => false,
             other => return Err(Error::UnsupportedVersion(other)),
         };
+        let parsed = parse_body(config, &mut body, sorted);
+        let computed = match &parsed {
+            // Only a fully read body has its crc; a read failure has none at all.
+            Err(Error::Read(_)) => return parsed,
+            Ok(_) => body.crc(),
+            Err(_) => body.drain_crc()?,
+        };
+        let stored = u32::from_le_bytes(body.stored_crc()?);
         if stored != computed {
             return Err(Error::ChecksumMismatch { stored, computed });
         }
-        let mut store = KvStore::new(config);
-        store.applied_index = input.u64("applied index").map_err(corrupt)?;
-        let key_count = input.u64("key count").map_err(corrupt)?;
-        let session_count = input.u64("session count").map_err(corrupt)?;
-        let mut previous: Option<&[u8]> = None;
+        parsed
+    }
+}
+
+/// Everything after the version: the map (bottom-up when `sorted`), the sessions, and
+/// nothing left over.
+fn parse_body<R: Read>(
+    config: KvConfig,
+    body: &mut Body<R>,
+    sorted: bool,
+) -> Result<KvStore, Error> {
+    let mut store = KvStore::new(config);
+    store.applied_index = body.u64()?;
+    let key_count = body.u64()?;
+    let session_count = body.u64()?;
+    store.data = if sorted {
+        let mut builder = OrdMapBuilder::new();
         for _ in 0..key_count {
-            let key = input.slice("key").map_err(corrupt)?;
-            let value = Value::from(input.slice("value").map_err(corrupt)?);
-            if sorted && previous.is_some_and(|previous| previous >= key) {
+            let key = Key::from(body.slice()?);
+            let value = Value::from(body.slice()?);
+            if !builder.push(key, value) {
                 return Err(Error::Corrupt("keys out of order".to_owned()));
             }
-            previous = Some(key);
-            if store.data.insert(Key::from(key), value).is_some() {
+        }
+        builder.finish()
+    } else {
+        let mut map = OrdMap::new();
+        for _ in 0..key_count {
+            let key = Key::from(body.slice()?);
+            let value = Value::from(body.slice()?);
+            if map.insert(key, value).is_some() {
                 return Err(Error::Corrupt("duplicate key".to_owned()));
             }
         }
-        store.sessions = read_sessions(&mut input, session_count, sorted)?;
-        input.finish().map_err(corrupt)?;
-        Ok(store)
+        map
+    };
+    // The sessions are what is left of the body: read them from memory.
+    let rest = body.take(usize::try_from(body.left()).unwrap_or(usize::MAX))?;
+    let mut input = Reader::new(rest);
+    store.sessions = read_sessions(&mut input, session_count, sorted)?;
+    input.finish().map_err(corrupt)?;
+    Ok(store)
+}
+
+/// The image's bytes before its crc, read through a buffer and hashed as they arrive.
+///
+/// Invariant: `buffer[start..end]` is read and hashed but not taken; `unread` bytes of
+/// the body are still in `input`.
+struct Body<R> {
+    input: R,
+    hasher: crc32fast::Hasher,
+    buffer: Vec<u8>,
+    start: usize,
+    end: usize,
+    unread: u64,
+}
+
+impl<R: Read> Body<R> {
+    fn new(input: R, body_len: u64) -> Body<R> {
+        let buffer_len =
+            usize::try_from(body_len).map_or(READ_BUFFER_BYTES, |n| n.min(READ_BUFFER_BYTES));
+        Body {
+            input,
+            hasher: crc32fast::Hasher::new(),
+            buffer: vec![0; buffer_len],
+            start: 0,
+            end: 0,
+            unread: body_len,
+        }
+    }
+
+    /// Bytes of the body not taken yet.
+    fn left(&self) -> u64 {
+        (self.end - self.start) as u64 + self.unread
+    }
+
+    /// The next `n` bytes, refused when the body holds fewer (nothing is allocated for
+    /// more than the body holds).
+    fn take(&mut self, n: usize) -> Result<&[u8], Error> {
+        if n as u64 > self.left() {
+            return Err(Error::Corrupt("a length runs past the end".to_owned()));
+        }
+        if self.end - self.start < n {
+            self.fill(n)?;
+        }
+        let at = self.start;
+        self.start += n;
+        Ok(&self.buffer[at..at + n])
+    }
+
+    /// Reads until at least `n` bytes are buffered (`n <= left()`).
+    fn fill(&mut self, n: usize) -> Result<(), Error> {
+        self.buffer.copy_within(self.start..self.end, 0);
+        self.end -= self.start;
+        self.start = 0;
+        if self.buffer.len() < n {
+            self.buffer.resize(n, 0);
+        }
+        while self.end < n {
+            let room = (self.buffer.len() - self.end) as u64;
+            let chunk = room.min(self.unread) as usize;
+            let fresh = &mut self.buffer[self.end..self.end + chunk];
+            self.input
+                .read_exact(fresh)
+                .map_err(|e| Error::Read(e.to_string()))?;
+            self.hasher.update(fresh);
+            self.end += chunk;
+            self.unread -= chunk as u64;
+        }
+        Ok(())
+    }
+
+    fn u32(&mut self) -> Result<u32, Error> {
+        let bytes = self.take(4)?;
+        Ok(u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
+    }
+
+    fn u64(&mut self) -> Result<u64, Error> {
+        let bytes = self.take(8)?;
+        let mut word = [0; 8];
+        word.copy_from_slice(bytes);
+        Ok(u64::from_le_bytes(word))
+    }
+
+    /// A `u32` length and that many bytes.
+    fn slice(&mut self) -> Result<&[u8], Error> {
+        let len = self.u32()?;
+        self.take(len as usize)
+    }
+
+    /// The crc of the whole body (every byte read).
+    fn crc(&self) -> u32 {
+        self.hasher.clone().finalize()
+    }
+
+    /// Reads the rest of the body (after a parse error), returning its crc.
+    fn drain_crc(&mut self) -> Result<u32, Error> {
+        while self.unread > 0 {
+            self.start = self.end;
+            let chunk = self.unread.min(self.buffer.len() as u64) as usize;
+            self.fill(chunk)?;
+        }
+        Ok(self.crc())
+    }
+
+    /// The four crc bytes after the body.
+    fn stored_crc(&mut self) -> Result<[u8; CRC_BYTES], Error> {
+        let mut crc = [0; CRC_BYTES];
+        self.input
+            .read_exact(&mut crc)
+            .map_err(|e| Error::Read(e.to_string()))?;
+        Ok(crc)
     }
 }
 
@@ -440,11 +606,10 @@ mod tests {
         assert!(KvStore::restore(KvConfig::default(), &hand_made(3, &[])).is_err());
     }
 
-    #[test]
-    fn a_throttled_encoding_is_the_same_bytes_and_sleeps() {
+    fn store_of(keys: u64) -> KvStore {
         let mut store = KvStore::new(KvConfig::default());
         store.apply(1, &command_to_vec(&Command::RegisterSession));
-        for seq in 1..=20_000u64 {
+        for seq in 1..=keys {
             let command = Command::Put {
                 session: Session { client_id: 1, seq },
                 key: seq.to_be_bytes().to_vec(),
@@ -452,22 +617,111 @@ mod tests {
             };
             store.apply(seq + 1, &command_to_vec(&command));
         }
-        let view = store.snapshot_view();
-        let started = Instant::now();
+        store
+    }
+
+    /// Goal: the throttled, chunked write the snapshot thread streams into its file is
+    /// the in-memory encoding byte for byte, and it pauses between chunks (counted, not
+    /// timed).
+    #[test]
+    fn a_throttled_write_is_the_same_bytes_paced_per_chunk() {
+        let view = store_of(20_000).snapshot_view();
         let full = view.encode();
-        let unthrottled = started.elapsed();
-        let started = Instant::now();
-        assert_eq!(view.encode_throttled(20), full);
-        let throttled = started.elapsed();
+        let mut throttled = Vec::new();
+        let written = view.write_throttled(&mut throttled, 100).unwrap();
+        assert_eq!(throttled, full);
+        assert_eq!(written, full.len() as u64);
+        let mut paces = 0;
+        let mut paced = Vec::new();
+        view.write_paced(&mut paced, || paces += 1).unwrap();
+        assert_eq!(paced, full);
         assert!(
             full.len() > 4 * STAGE_BYTES,
             "several chunks: {}",
             full.len()
         );
-        assert!(
-            throttled >= unthrottled * 2,
-            "at 20% the encoding sleeps: {throttled:?} vs {unthrottled:?}"
+        assert_eq!(paces, full.len() / STAGE_BYTES, "one pause per full chunk");
+    }
+
+    #[test]
+    fn idle_time_keeps_the_work_at_its_share() {
+        let busy = Duration::from_millis(10);
+        assert_eq!(idle_after(busy, 20), Duration::from_millis(40));
+        assert_eq!(idle_after(busy, 50), busy);
+        assert_eq!(idle_after(busy, 100), Duration::ZERO);
+        assert_eq!(
+            idle_after(busy, 0),
+            Duration::from_millis(990),
+            "clamped to 1%"
         );
+        assert_eq!(idle_after(busy, 250), Duration::ZERO, "clamped to 100%");
+    }
+
+    /// A reader handing out at most `step` bytes per call.
+    struct Trickle<'a> {
+        bytes: &'a [u8],
+        step: usize,
+    }
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = buf.len().min(self.step).min(self.bytes.len());
+            buf[..n].copy_from_slice(&self.bytes[..n]);
+            self.bytes = &self.bytes[n..];
+            Ok(n)
+        }
+    }
+
+    /// Goal: restoring from a stream (several buffer refills, reads of any size) builds
+    /// the same store as the bytes do: several tree levels deep, equal re-encoding, every
+    /// key found, and writes after it work.
+    #[test]
+    fn a_streamed_restore_builds_the_same_store() {
+        let store = store_of(150_000);
+        let bytes = store.snapshot();
+        assert!(bytes.len() > 8 * READ_BUFFER_BYTES, "several refills");
+        let input = Trickle {
+            bytes: &bytes,
+            step: 100_003,
+        };
+        let mut restored =
+            KvStore::restore_from(KvConfig::default(), input, bytes.len() as u64).unwrap();
+        assert_eq!(restored.snapshot(), bytes);
+        assert_eq!(restored.len(), 150_000);
+        for seq in (1..=150_000u64).step_by(997) {
+            assert_eq!(
+                restored.get(&seq.to_be_bytes()),
+                Some(&[7; 64][..]),
+                "key {seq}"
+            );
+        }
+        let command = Command::Delete {
+            session: Session {
+                client_id: 1,
+                seq: 150_001,
+            },
+            key: 5u64.to_be_bytes().to_vec(),
+        };
+        restored.apply(150_002, &command_to_vec(&command));
+        assert_eq!(restored.get(&5u64.to_be_bytes()), None);
+        assert_eq!(restored.len(), 149_999);
+    }
+
+    #[test]
+    fn a_failing_or_short_reader_is_an_error() {
+        let bytes = busy_store().snapshot();
+        let short = KvStore::restore_from(
+            KvConfig::default(),
+            &bytes[..bytes.len() - 1],
+            bytes.len() as u64,
+        );
+        assert!(matches!(short, Err(Error::Read(_))), "{short:?}");
+        let mut damaged = bytes.clone();
+        damaged[40] ^= 0x01;
+        assert!(matches!(
+            KvStore::restore(KvConfig::default(), &damaged),
+            Err(Error::ChecksumMismatch { .. })
+        ));
     }
 
     #[test]

@@ -192,7 +192,9 @@ pub struct Raft<S> {
     /// Appends to send at the next flush (new entries or a new commit index).
     needs_flush: bool,
     incoming_snapshot: Option<(SnapshotMeta, Vec<u8>)>,
-    outgoing_snapshot: Option<Snapshot>,
+    /// The latest snapshot's meta and length while sending it; its data is read from
+    /// the store chunk by chunk, never copied whole.
+    outgoing_snapshot: Option<(SnapshotMeta, u64)>,
     /// This node was listed by the configuration in force at its commit index
     /// at some point since it started (see [`Raft::removed_at`]).
     been_member: bool,

@@ -210,7 +210,7 @@ fn joining_node_waits_then_catches_up_by_snapshot() {
     net.tick(1, 3);
     let store = net.nodes[&4].store();
     assert_eq!(store.compacted().0, applied, "caught up by snapshot");
-    assert_eq!(store.snapshot().expect("memory").data, b"image");
+    assert_eq!(store.stored_snapshot().data, b"image");
     assert_eq!(net.log_of(4), net.log_of(1));
     assert_eq!(net.node(4).status().member_state(), MemberState::Learner);
 

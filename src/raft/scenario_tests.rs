@@ -334,7 +334,7 @@ fn snapshot_to_lagging_follower_with_lost_chunk() {
     net.tick(1, 15);
     let store = net.nodes[&3].store();
     assert_eq!(store.compacted(), (21, 1));
-    assert_eq!(store.snapshot().expect("memory").data, data);
+    assert_eq!(store.stored_snapshot().data, data);
     assert_eq!(net.log_of(3), net.log_of(1));
     assert_eq!(net.node(3).status().commit, 23);
 }

@@ -64,11 +64,19 @@ pub trait LogStore {
     /// As [`LogStore::term`], for any index of the range outside the stored entries.
     fn entries(&self, low: u64, high: u64, bytes_max: u64) -> Result<Vec<Entry>, StoreError>;
 
-    /// The latest snapshot (metadata and data).
+    /// The latest snapshot's metadata (index 0 when there is none).
+    fn snapshot_meta(&self) -> SnapshotMeta;
+
+    /// Bytes of the latest snapshot's data (0 when there is none).
+    fn snapshot_bytes(&self) -> u64;
+
+    /// Up to `bytes_max` bytes of the latest snapshot's data from `offset` (fewer at
+    /// its end, none past it). A store on disk reads just that range, so sending a
+    /// snapshot never copies it whole.
     ///
     /// # Errors
     /// [`StoreError::Failed`] when it cannot be read.
-    fn snapshot(&self) -> Result<Snapshot, StoreError>;
+    fn snapshot_chunk(&self, offset: u64, bytes_max: u64) -> Result<Vec<u8>, StoreError>;
 }
 
 /// The size an entry counts for against byte limits: payload plus a fixed header.
@@ -168,7 +176,7 @@ impl MemStore {
         &self.entries
     }
 
-    /// The stored snapshot, borrowed (`LogStore::snapshot` hands out a copy).
+    /// The stored snapshot, borrowed.
     pub fn stored_snapshot(&self) -> &Snapshot {
         &self.snapshot
     }
@@ -218,9 +226,28 @@ impl LogStore for MemStore {
         Ok(out)
     }
 
-    fn snapshot(&self) -> Result<Snapshot, StoreError> {
-        Ok(self.snapshot.clone())
+    fn snapshot_meta(&self) -> SnapshotMeta {
+        self.snapshot.meta.clone()
     }
+
+    fn snapshot_bytes(&self) -> u64 {
+        self.snapshot.data.len() as u64
+    }
+
+    fn snapshot_chunk(&self, offset: u64, bytes_max: u64) -> Result<Vec<u8>, StoreError> {
+        Ok(chunk_of(&self.snapshot.data, offset, bytes_max).to_vec())
+    }
+}
+
+/// Up to `bytes_max` bytes of `data` from `offset` (empty past its end).
+fn chunk_of(data: &[u8], offset: u64, bytes_max: u64) -> &[u8] {
+    let start = usize::try_from(offset)
+        .unwrap_or(usize::MAX)
+        .min(data.len());
+    let len = usize::try_from(bytes_max)
+        .unwrap_or(usize::MAX)
+        .min(data.len() - start);
+    &data[start..start + len]
 }
 
 #[cfg(test)]

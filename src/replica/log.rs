@@ -5,10 +5,41 @@
 //!
 //! Invariant (for implementations): nothing written since the last successful `sync`
 //! may be counted durable; after `sync` returns `Ok`, everything written before it is.
+//!
+//! [`SnapshotReader`] reads the log's snapshot data sequentially through
+//! [`LogStore::snapshot_chunk`], so a replica restores its state machine from a snapshot
+//! on disk without holding the whole image.
+
+use std::io::{self, Read};
 
 use super::alarm::WriteFailure;
 use crate::raft::LogStore;
-use crate::raft::message::{Entry, HardState, Snapshot};
+use crate::raft::message::{Entry, HardState, Snapshot, SnapshotMeta};
+
+/// Reads the latest snapshot's data of a log from its first byte to its last.
+pub struct SnapshotReader<'a, L: LogStore> {
+    log: &'a L,
+    position: u64,
+}
+
+impl<'a, L: LogStore> SnapshotReader<'a, L> {
+    /// A reader of `log`'s latest snapshot data from its start.
+    pub fn new(log: &'a L) -> SnapshotReader<'a, L> {
+        SnapshotReader { log, position: 0 }
+    }
+}
+
+impl<L: LogStore> Read for SnapshotReader<'_, L> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let chunk = self
+            .log
+            .snapshot_chunk(self.position, buf.len() as u64)
+            .map_err(io::Error::other)?;
+        buf[..chunk.len()].copy_from_slice(&chunk);
+        self.position += chunk.len() as u64;
+        Ok(chunk.len())
+    }
+}
 
 /// What one `sync` did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,13 +92,15 @@ pub trait ReplicaLog: LogStore {
     /// be acknowledged after it.
     fn sync(&mut self) -> Result<SyncOutcome, WriteFailure>;
 
-    /// Adopts a snapshot of the replica's own state machine whose data is already
-    /// durable (the [`super::SnapshotWriter`] saved it), then drops the entries it covers.
+    /// Adopts the snapshot `meta` of the replica's own state machine whose data is
+    /// already durable where the log keeps snapshots (the [`super::SnapshotWriter`]
+    /// saved it there; the log reads it from there, the replica never holds it), then
+    /// drops the entries it covers.
     ///
     /// # Errors
     /// [`WriteFailure::NoSpace`]: the entries stay until the next snapshot; otherwise
-    /// fatal.
-    fn compact_saved(&mut self, snapshot: Snapshot) -> Result<(), WriteFailure>;
+    /// fatal (the saved data missing included).
+    fn compact_saved(&mut self, meta: SnapshotMeta) -> Result<(), WriteFailure>;
 
     /// Bytes the log takes on its medium (a metric).
     fn log_bytes(&self) -> u64;
@@ -75,7 +108,4 @@ pub trait ReplicaLog: LogStore {
     /// Bytes of the log above the latest snapshot: what the snapshot policy
     /// ([`super::snapshot_policy::snapshot_due`]) weighs against the snapshot's size.
     fn log_bytes_since_snapshot(&self) -> u64;
-
-    /// Bytes of the latest snapshot's encoded state machine (0 when none).
-    fn snapshot_bytes(&self) -> u64;
 }

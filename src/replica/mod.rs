@@ -24,6 +24,10 @@
 //!    3. install a received snapshot, append `entries`, record the hard state;
 //!    4. ONE sync for everything of this turn (group commit);
 //!    5. send `messages_after_sync` (votes and append acknowledgements) and flush them.
+//!
+//!    It stops once the Readies of the turn carried [`APPLY_BYTES_PER_TURN`] of committed
+//!    entries; [`Replica::has_apply_backlog`] then tells the driver to run the next turn
+//!    without sleeping, so a long backlog is applied in short turns.
 //! 3. ANY `Err` FROM `tick`, `step` OR `before_sleep` IS FATAL: the driver must stop
 //!    the replica and acknowledge nothing more; the log may hold writes the core does
 //!    not know about. Refused inputs (a stale or dropped message, a refused proposal)
@@ -64,7 +68,7 @@ use ::log::{info, warn};
 
 use self::alarm::{Cause, NoSpaceAlarm, WriteFailure};
 use self::events::{EVENTS_MAX, EventKind, Events};
-pub use self::log::{ReplicaLog, SyncOutcome};
+pub use self::log::{ReplicaLog, SnapshotReader, SyncOutcome};
 use self::reads::Reads;
 pub use self::requests::{ClientRef, Outbox};
 use self::requests::{Deadline, PendingWrite, finish};
@@ -75,6 +79,7 @@ use crate::codec::client::ResponseBody;
 use crate::config::Config;
 use crate::kv::{CommandResult, KvConfig, KvStore};
 use crate::raft::message::{Entry, EntryKind, Message, NodeId, Snapshot};
+use crate::raft::store::entry_bytes;
 use crate::raft::{self, RawNode, Ready, Role, StoreError};
 use crate::replica::metrics::Metrics;
 use crate::replica::timer::TimerWheel;
@@ -153,6 +158,8 @@ pub struct Replica<L: ReplicaLog, W: SnapshotWriter> {
     events: Events,
     snapshots: W,
     snapshot_job: Option<SnapshotJob>,
+    /// See [`Replica::has_apply_backlog`].
+    apply_backlog: bool,
     /// The NOSPACE alarm: up while a write failed for lack of disk space.
     nospace: NoSpaceAlarm,
     /// Client request deadlines (`limits.request_timeout_ms`), in the driver's clock.
@@ -179,8 +186,17 @@ pub fn raft_config(config: &Config) -> raft::Config {
     // A chunk fits a frame as a batch does (limits.message_bytes_max is validated so).
     raft_config.snapshot_chunk_bytes_max = config.limits.message_bytes_max;
     raft_config.promote_distance_max = config.raft.promote_distance_max;
+    raft_config.committed_bytes_max = APPLY_BYTES_PER_READY;
     raft_config
 }
+
+/// Committed entry bytes after which one `before_sleep` takes no further `Ready` (so it
+/// applies less than this plus [`APPLY_BYTES_PER_READY`]): a long backlog (a restart
+/// replaying the log above its snapshot, a follower catching up) is applied over several
+/// loop turns, each short, with the network served between.
+pub const APPLY_BYTES_PER_TURN: u64 = 512 << 10;
+/// Committed entry bytes one `Ready` hands out at most (a quarter of a turn's).
+pub const APPLY_BYTES_PER_READY: u64 = APPLY_BYTES_PER_TURN / 4;
 
 impl<L: ReplicaLog, W: SnapshotWriter> Replica<L, W> {
     /// A replica over `log`: restores the state machine from the log's snapshot and
@@ -196,23 +212,21 @@ impl<L: ReplicaLog, W: SnapshotWriter> Replica<L, W> {
         snapshots: W,
         seed: u64,
     ) -> Result<Self, Error> {
-        let snapshot = log.snapshot().map_err(Error::Store)?;
         let members_applied = log
             .initial_state()
             .map_err(Error::Store)?
             .config
             .members()
             .collect();
+        let index = log.snapshot_meta().index;
         let kv_config = KvConfig::default();
-        let kv = if snapshot.meta.index == 0 {
+        let kv = if index == 0 {
             KvStore::new(kv_config)
         } else {
-            KvStore::restore(kv_config, &snapshot.data).map_err(|source| {
-                Error::SnapshotRestore {
-                    index: snapshot.meta.index,
-                    source,
-                }
-            })?
+            // Streamed from the log's snapshot (a file, for the server): no whole copy.
+            let input = SnapshotReader::new(&log);
+            KvStore::restore_from(kv_config, input, log.snapshot_bytes())
+                .map_err(|source| Error::SnapshotRestore { index, source })?
         };
         raft_config.applied = kv.applied_index();
         let raw = RawNode::new(raft_config, log, seed)?;
@@ -231,6 +245,7 @@ impl<L: ReplicaLog, W: SnapshotWriter> Replica<L, W> {
             events: Events::new(EVENTS_MAX),
             snapshots,
             snapshot_job: None,
+            apply_backlog: false,
             nospace: NoSpaceAlarm::default(),
             deadlines: TimerWheel::new(256, 4, 0),
             parked: ParkedRequests::default(),
@@ -328,8 +343,10 @@ impl<L: ReplicaLog, W: SnapshotWriter> Replica<L, W> {
         self.release_parked(out);
         self.start_read_round(out);
         let mut synced_entries = 0u64;
-        while self.raw.has_ready() {
+        let mut applied_bytes = 0u64;
+        while self.raw.has_ready() && applied_bytes < APPLY_BYTES_PER_TURN {
             let mut ready = self.raw.ready()?;
+            applied_bytes += ready.committed_entries.iter().map(entry_bytes).sum::<u64>();
             for message in ready.messages.drain(..) {
                 let bytes = out.send(&message);
                 self.metrics.on_message_sent(message.to, bytes as u64);
@@ -386,7 +403,14 @@ impl<L: ReplicaLog, W: SnapshotWriter> Replica<L, W> {
         self.maybe_snapshot(now_ms)?;
         self.observe_alarm();
         self.last_synced_entries = synced_entries;
+        self.apply_backlog = applied_bytes >= APPLY_BYTES_PER_TURN && self.raw.has_ready();
         Ok(())
+    }
+
+    /// Whether the last [`Replica::before_sleep`] stopped at [`APPLY_BYTES_PER_TURN`]
+    /// with more committed entries to apply: the driver's next poll must not sleep.
+    pub fn has_apply_backlog(&self) -> bool {
+        self.apply_backlog
     }
 
     /// Steps 3 and 4 of the module docs for `ready`: makes its hard state, snapshot and

@@ -16,15 +16,16 @@ use super::events::EventKind;
 use super::snapshot_policy::{LogSinceSnapshot, snapshot_due};
 use super::{Error, Replica, ReplicaLog};
 use crate::kv::SnapshotView;
-use crate::raft::message::{Snapshot, SnapshotMeta};
+use crate::raft::message::SnapshotMeta;
 
 /// What a [`SnapshotWriter`] says of its job.
 #[derive(Debug)]
 pub enum SnapshotPoll {
     /// Still encoding or writing.
     Running,
-    /// Durable; the encoded state machine.
-    Written(Vec<u8>),
+    /// Durable where the log keeps snapshots ([`super::ReplicaLog::compact_saved`]
+    /// adopts it from there); the encoded state machine's length in bytes.
+    Written(u64),
     /// It failed; a full disk ([`WriteFailure::NoSpace`]) raises the NOSPACE alarm and
     /// is retried, anything else stops the replica.
     Failed(WriteFailure),
@@ -58,13 +59,13 @@ impl<L: ReplicaLog, W: SnapshotWriter> Replica<L, W> {
         if let Some(job) = &self.snapshot_job {
             match self.snapshots.poll() {
                 SnapshotPoll::Running => {}
-                SnapshotPoll::Written(data) => {
+                SnapshotPoll::Written(bytes) => {
                     let (meta, elapsed_ms) =
                         (job.meta.clone(), now_ms.saturating_sub(job.started_ms));
                     self.snapshot_job = None;
                     self.nospace.clear(Cause::Snapshot, now_ms);
-                    let (index, bytes) = (meta.index, data.len() as u64);
-                    match self.raw.store_mut().compact_saved(Snapshot { meta, data }) {
+                    let index = meta.index;
+                    match self.raw.store_mut().compact_saved(meta) {
                         Ok(()) => {}
                         // The sync before the compaction found the disk full: the
                         // entries stay until the next snapshot; the entries it could

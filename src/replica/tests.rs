@@ -44,8 +44,14 @@ impl LogStore for FailingLog {
         self.check()?;
         self.store.entries(low, high, bytes_max)
     }
-    fn snapshot(&self) -> Result<Snapshot, StoreError> {
-        self.store.snapshot()
+    fn snapshot_meta(&self) -> SnapshotMeta {
+        self.store.snapshot_meta()
+    }
+    fn snapshot_bytes(&self) -> u64 {
+        self.store.snapshot_bytes()
+    }
+    fn snapshot_chunk(&self, offset: u64, bytes_max: u64) -> Result<Vec<u8>, StoreError> {
+        self.store.snapshot_chunk(offset, bytes_max)
     }
 }
 
@@ -73,17 +79,13 @@ impl ReplicaLog for FailingLog {
     fn sync(&mut self) -> Result<SyncOutcome, WriteFailure> {
         Ok(SyncOutcome::Clean)
     }
-    fn compact_saved(&mut self, snapshot: Snapshot) -> Result<(), WriteFailure> {
-        self.store.compact(snapshot);
-        Ok(())
+    fn compact_saved(&mut self, _meta: SnapshotMeta) -> Result<(), WriteFailure> {
+        Err(WriteFailure::Fatal("these tests save no snapshot".into()))
     }
     fn log_bytes(&self) -> u64 {
         0
     }
     fn log_bytes_since_snapshot(&self) -> u64 {
-        0
-    }
-    fn snapshot_bytes(&self) -> u64 {
         0
     }
 }
@@ -112,6 +114,10 @@ impl Outbox for Discard {
 }
 
 fn replica() -> Replica<FailingLog, NoSnapshots> {
+    replica_over(MemStore::new(Configuration::new([1, 2, 3], [])))
+}
+
+fn replica_over(store: MemStore) -> Replica<FailingLog, NoSnapshots> {
     let text = r#"
 node_id = 1
 cluster_id = 1
@@ -126,7 +132,7 @@ client_addr = "127.0.0.1:18001"
 "#;
     let config = Config::parse(text, std::path::Path::new("node.toml")).expect("config parses");
     let log = FailingLog {
-        store: MemStore::new(Configuration::new([1, 2, 3], [])),
+        store,
         failing: Cell::new(false),
     };
     let raft_config = raft_config(&config);
@@ -195,4 +201,67 @@ fn the_nospace_alarm_is_an_event_when_it_changes() {
         .filter(|(_, kind)| kind.starts_with("alarm"))
         .collect();
     assert_eq!(alarms, [(10, "alarm_raised"), (30, "alarm_cleared")]);
+}
+
+/// A replica restarting over a log of `count` committed entries of `value_bytes` each,
+/// none applied.
+fn replica_with_backlog(count: u64, value_bytes: usize) -> Replica<FailingLog, NoSnapshots> {
+    use crate::kv::command::{Command, Session, command_to_vec};
+    use crate::raft::message::{Entry, EntryKind};
+    let mut store = MemStore::new(Configuration::new([1, 2, 3], []));
+    let entries: Vec<Entry> = (1..=count)
+        .map(|index| {
+            let command = Command::Put {
+                session: Session {
+                    client_id: 9,
+                    seq: index,
+                },
+                key: index.to_be_bytes().to_vec(),
+                value: vec![1; value_bytes],
+            };
+            Entry {
+                index,
+                term: 1,
+                kind: EntryKind::Normal,
+                data: command_to_vec(&command).into(),
+            }
+        })
+        .collect();
+    store.append(&entries);
+    store.set_hard_state(HardState {
+        term: 1,
+        vote: 0,
+        commit: count,
+    });
+    replica_over(store)
+}
+
+// Goal: a long backlog of committed entries (a restart replaying its log) is applied a
+// bounded share per turn, the replica asking for the next turn without sleep until it
+// is done, instead of in one long turn.
+#[test]
+fn a_long_backlog_is_applied_over_several_turns() {
+    let (count, value_bytes) = (2000u64, 1024);
+    let mut replica = replica_with_backlog(count, value_bytes);
+    let turns_min = count * value_bytes as u64 / APPLY_BYTES_PER_TURN;
+    let mut turns = 0;
+    let mut applied = 0;
+    loop {
+        replica.before_sleep(0, &mut Discard).expect("turn");
+        turns += 1;
+        let now = replica.kv().applied_index();
+        assert!(now > applied, "turn {turns} applied something");
+        let bytes = (now - applied) * (value_bytes as u64 + 24);
+        assert!(
+            bytes <= APPLY_BYTES_PER_TURN + APPLY_BYTES_PER_READY + value_bytes as u64 + 100,
+            "turn {turns} applied {bytes} bytes"
+        );
+        applied = now;
+        if !replica.has_apply_backlog() {
+            break;
+        }
+        assert!(turns < 100, "bounded");
+    }
+    assert_eq!(applied, count);
+    assert!(turns >= turns_min, "{turns} turns, at least {turns_min}");
 }

@@ -15,7 +15,8 @@
 //! Invariants: the node's `before_sleep` runs once per turn, so there is at most one
 //! durable sync per turn whichever port the entries came from; a request that reaches
 //! the node after it (the next request of a Redis connection, one handed back by a
-//! closed forwarding link) sets `work_pending`, and the next poll does not sleep. All
+//! closed forwarding link) or a backlog of committed entries left for the next turn
+//! (`replica::APPLY_BYTES_PER_TURN`) sets `work_pending`, and the next poll does not sleep. All
 //! client reading and decoding of one turn stops at a time slice (`Net::slice_end`,
 //! half the slow-turn limit) and resumes next turn, whatever the number of busy
 //! clients; a connection's work per turn is bounded by `FRAMES_PER_TURN_MAX`,
@@ -508,7 +509,8 @@ impl EventLoop {
         self.follow_membership();
         self.net.close_pending(&mut self.node);
         let handed_back = self.hand_back_unforwarded();
-        self.work_pending = handed_back || self.net.redis_proposed;
+        // A backlog of committed entries is applied a bounded share per turn.
+        self.work_pending = handed_back || self.net.redis_proposed || self.node.has_apply_backlog();
         Ok(())
     }
 

@@ -261,6 +261,11 @@ impl Node {
             .on_leader_unreachable(client, request, leader_addr, now_ms)
     }
 
+    /// See [`Replica::has_apply_backlog`].
+    pub fn has_apply_backlog(&self) -> bool {
+        self.replica.has_apply_backlog()
+    }
+
     /// The earliest client request deadline, in the loop's clock.
     pub fn next_deadline(&mut self) -> Option<u64> {
         self.replica.next_deadline()

@@ -1,6 +1,8 @@
 //! The server's [`SnapshotWriter`]: each snapshot is encoded and written on a helper
 //! thread over a copy-on-write view of the state machine, so the loop keeps serving
 //! heartbeats meanwhile; the loop only takes the view and, at the end, compacts the log.
+//! The encoding streams straight into the snapshot file (`storage::snapshot::save_with`):
+//! no image of the state machine is built in memory, here or in the log.
 //!
 //! Invariant: `done` is `Some` exactly while a job started and has not been reported.
 
@@ -12,15 +14,16 @@ use crate::kv::SnapshotView;
 use crate::raft::message::SnapshotMeta;
 use crate::replica::alarm::WriteFailure;
 use crate::replica::{Error, SnapshotPoll, SnapshotWriter};
-use crate::storage::snapshot::{self as snapshot_file, SnapshotError, SnapshotFile};
+use crate::storage::snapshot::{self as snapshot_file, SnapshotError};
 
 /// Writes snapshot files into one directory, one helper thread per snapshot.
 pub struct SnapshotThread {
     dir: PathBuf,
     /// Share of one core the encoding may use (`snapshot.encode_cpu_percent`).
     cpu_percent: u32,
-    /// The encoded state machine once its file is durable, or why writing failed.
-    done: Option<Receiver<Result<Vec<u8>, SnapshotError>>>,
+    /// The encoded state machine's length once its file is durable, or why writing
+    /// failed.
+    done: Option<Receiver<Result<u64, SnapshotError>>>,
 }
 
 impl SnapshotThread {
@@ -43,16 +46,13 @@ impl SnapshotWriter for SnapshotThread {
         thread::Builder::new()
             .name("raftkv-snapshot".into())
             .spawn(move || {
-                let data = view.encode_throttled(cpu_percent);
+                let config = meta.config.encode();
+                let result =
+                    snapshot_file::save_with(&dir, meta.index, meta.term, &config, |out| {
+                        view.write_throttled(out, cpu_percent).map(drop)
+                    });
                 drop(view);
-                let file = SnapshotFile {
-                    index: meta.index,
-                    term: meta.term,
-                    meta: meta.config.encode(),
-                    data,
-                };
-                let result = snapshot_file::save(&dir, &file).map(|_| file.data);
-                let _ = done_tx.send(result);
+                let _ = done_tx.send(result.map(|saved| saved.image.len()));
             })
             .map_err(|e| Error::SnapshotWrite(Box::new(e)))?;
         self.done = Some(done);
@@ -65,7 +65,7 @@ impl SnapshotWriter for SnapshotThread {
         };
         let poll = match done.try_recv() {
             Err(TryRecvError::Empty) => return SnapshotPoll::Running,
-            Ok(Ok(data)) => SnapshotPoll::Written(data),
+            Ok(Ok(bytes)) => SnapshotPoll::Written(bytes),
             Ok(Err(e)) if e.is_no_space() => {
                 SnapshotPoll::Failed(WriteFailure::NoSpace(e.to_string()))
             }

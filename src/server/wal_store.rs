@@ -18,8 +18,12 @@
 //! commit index rides along. A restarted node may therefore see an older commit
 //! index, which Raft tolerates: commit is re-learned from the leader.
 //!
-//! Invariant: `snapshot.meta.index >= wal.compacted().0`, so every compacted entry is
-//! covered by the snapshot.
+//! The latest snapshot stays on disk: the store holds its meta and an open
+//! [`SnapshotImage`], whose ranges are read (pread) when a follower needs chunks and
+//! which the replica restores from sequentially; no image of it is kept in memory.
+//!
+//! Invariant: `snapshot_meta.index >= wal.compacted().0`, so every compacted entry is
+//! covered by the snapshot; `image` is `Some` exactly when `snapshot_meta.index > 0`.
 
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
@@ -32,7 +36,7 @@ use crate::replica::alarm::WriteFailure;
 use crate::replica::{ReplicaLog, SyncOutcome};
 use crate::storage::hard_state::HARD_STATE_NAME;
 use crate::storage::identity::{self, Identity};
-use crate::storage::snapshot::{self, SnapshotFile};
+use crate::storage::snapshot::{self, OpenSnapshot, SnapshotImage};
 use crate::storage::{self, Wal, WalOptions};
 
 /// Images at least this large are freed on a short-lived thread, not on the loop.
@@ -135,7 +139,8 @@ pub struct WalStore {
     /// A `RefCell` because the WAL reads its open segment through a reused buffer
     /// (`&mut self`) while the core reads through `&self`; the loop is single-threaded.
     wal: RefCell<Wal>,
-    snapshot: Snapshot,
+    snapshot_meta: SnapshotMeta,
+    image: Option<SnapshotImage>,
     snapshot_dir: PathBuf,
     bootstrap: Configuration,
     /// Term and vote last written to disk, to skip rewriting on commit-only changes.
@@ -166,46 +171,34 @@ impl WalStore {
         let snapshot_dir = data_dir.join("snapshots");
         std::fs::create_dir_all(&snapshot_dir).map_err(storage::io_error(&snapshot_dir))?;
         let wal = Wal::open(&wal_dir, options)?;
-        let latest = snapshot::load_latest(&snapshot_dir)?;
+        let latest = snapshot::open_latest(&snapshot_dir)?;
         let fresh = latest.is_none() && wal.last_index() == 0 && wal.hard_state().term == 0;
         check_own_state(data_dir, &wal, latest.as_ref(), identity)?;
         let bootstrap = bootstrap_config(data_dir, bootstrap, fresh)?;
-        let snapshot = match latest {
+        let (snapshot_meta, image) = match latest {
             Some(file) => {
-                let config = Configuration::decode(&file.meta)
-                    .map_err(|_| StoreOpenError::SnapshotConfig(snapshot_dir.clone()))?;
-                Snapshot {
-                    meta: SnapshotMeta {
-                        index: file.index,
-                        term: file.term,
-                        config,
-                    },
-                    data: file.data,
-                }
+                let (meta, image) = opened_meta(file, &snapshot_dir)?;
+                (meta, Some(image))
             }
-            None => Snapshot {
-                meta: SnapshotMeta {
+            None => {
+                let meta = SnapshotMeta {
                     index: 0,
                     term: 0,
                     config: bootstrap.clone(),
-                },
-                data: Vec::new(),
-            },
+                };
+                (meta, None)
+            }
         };
         let hard_state = wal.hard_state();
         Ok(WalStore {
             wal: RefCell::new(wal),
-            snapshot,
+            snapshot_meta,
+            image,
             snapshot_dir,
             bootstrap,
             saved_hard_state: hard_state,
             hard_state,
         })
-    }
-
-    /// The latest snapshot held (index 0 when none).
-    pub fn latest_snapshot(&self) -> &Snapshot {
-        &self.snapshot
     }
 
     /// Appends entries, first truncating a conflicting stored suffix (the driver's rule).
@@ -273,11 +266,20 @@ impl WalStore {
     /// # Errors
     /// [`StoreOpenError::is_no_space`]: the log is unchanged, retry; others: fatal.
     pub fn install_snapshot(&mut self, snapshot: Snapshot) -> Result<(), StoreOpenError> {
-        self.save_snapshot_file(&snapshot)?;
+        let Snapshot { meta, data } = snapshot;
+        let saved = snapshot::save(
+            &self.snapshot_dir,
+            meta.index,
+            meta.term,
+            &meta.config.encode(),
+            &data,
+        )?;
+        free_off_loop(data);
         self.wal
             .get_mut()
-            .reset_to_snapshot(snapshot.meta.index, snapshot.meta.term)?;
-        free_off_loop(std::mem::replace(&mut self.snapshot, snapshot).data);
+            .reset_to_snapshot(meta.index, meta.term)?;
+        self.snapshot_meta = meta;
+        self.image = Some(saved.image);
         Ok(())
     }
 
@@ -287,13 +289,15 @@ impl WalStore {
     ///
     /// # Errors
     /// IO errors; fatal.
-    pub fn compact_saved(&mut self, snapshot: Snapshot) -> Result<(), StoreOpenError> {
-        if snapshot.meta.index <= self.snapshot.meta.index {
+    pub fn compact_saved(&mut self, meta: SnapshotMeta) -> Result<(), StoreOpenError> {
+        if meta.index <= self.snapshot_meta.index {
             return Ok(());
         }
         let started = Instant::now();
-        let upto = snapshot.meta.index;
-        free_off_loop(std::mem::replace(&mut self.snapshot, snapshot).data);
+        let upto = meta.index;
+        let saved = snapshot::open_saved(&self.snapshot_dir, meta.index, meta.term)?;
+        self.snapshot_meta = meta;
+        self.image = Some(saved.image);
         self.wal.get_mut().compact_prefix(upto)?;
         log::info!(
             "snapshot at index {upto} adopted in {} us on the loop",
@@ -307,23 +311,10 @@ impl WalStore {
         &self.snapshot_dir
     }
 
-    fn save_snapshot_file(&self, snapshot: &Snapshot) -> Result<(), StoreOpenError> {
-        snapshot::save(
-            &self.snapshot_dir,
-            &SnapshotFile {
-                index: snapshot.meta.index,
-                term: snapshot.meta.term,
-                meta: snapshot.meta.config.encode(),
-                data: snapshot.data.clone(),
-            },
-        )?;
-        Ok(())
-    }
-
     /// Bytes of the log above the latest snapshot (the segment holding its index pro
     /// rata): what the snapshot policy weighs against the snapshot's size.
     pub fn log_bytes_since_snapshot(&self) -> u64 {
-        self.wal.borrow().bytes_after(self.snapshot.meta.index)
+        self.wal.borrow().bytes_after(self.snapshot_meta.index)
     }
 
     /// Bytes of log segments on disk.
@@ -333,6 +324,21 @@ impl WalStore {
 }
 
 const BOOTSTRAP_NAME: &str = "BOOTSTRAP";
+
+/// The meta of a snapshot opened from `dir`, and its image.
+fn opened_meta(
+    file: OpenSnapshot,
+    dir: &Path,
+) -> Result<(SnapshotMeta, SnapshotImage), StoreOpenError> {
+    let config = Configuration::decode(&file.meta)
+        .map_err(|_| StoreOpenError::SnapshotConfig(dir.to_path_buf()))?;
+    let meta = SnapshotMeta {
+        index: file.index,
+        term: file.term,
+        config,
+    };
+    Ok((meta, file.image))
+}
 
 /// Refuses a data directory that is not this node's consistent state (see
 /// [`StoreOpenError::NotOwnDirectory`] and [`StoreOpenError::HardStateBehind`]), then
@@ -344,7 +350,7 @@ const BOOTSTRAP_NAME: &str = "BOOTSTRAP";
 fn check_own_state(
     data_dir: &Path,
     wal: &Wal,
-    snapshot: Option<&SnapshotFile>,
+    snapshot: Option<&OpenSnapshot>,
     wanted: Identity,
 ) -> Result<(), StoreOpenError> {
     let saved = identity::read(data_dir)?;
@@ -441,10 +447,10 @@ fn store_error(error: storage::Error) -> StoreError {
 
 impl LogStore for WalStore {
     fn initial_state(&self) -> Result<InitialState, StoreError> {
-        let config = if self.snapshot.meta.index == 0 {
+        let config = if self.snapshot_meta.index == 0 {
             self.bootstrap.clone()
         } else {
-            self.snapshot.meta.config.clone()
+            self.snapshot_meta.config.clone()
         };
         Ok(InitialState {
             hard_state: self.hard_state,
@@ -476,8 +482,19 @@ impl LogStore for WalStore {
             .map_err(store_error)
     }
 
-    fn snapshot(&self) -> Result<Snapshot, StoreError> {
-        Ok(self.snapshot.clone())
+    fn snapshot_meta(&self) -> SnapshotMeta {
+        self.snapshot_meta.clone()
+    }
+
+    fn snapshot_bytes(&self) -> u64 {
+        self.image.as_ref().map_or(0, SnapshotImage::len)
+    }
+
+    fn snapshot_chunk(&self, offset: u64, bytes_max: u64) -> Result<Vec<u8>, StoreError> {
+        match &self.image {
+            Some(image) => image.read_at(offset, bytes_max).map_err(StoreError::failed),
+            None => Ok(Vec::new()),
+        }
     }
 }
 
@@ -495,7 +512,7 @@ impl From<StoreOpenError> for WriteFailure {
 /// replica reads no clock.
 impl ReplicaLog for WalStore {
     fn snapshot_index(&self) -> u64 {
-        self.snapshot.meta.index
+        self.snapshot_meta.index
     }
 
     fn set_hard_state(&mut self, hard_state: HardState) {
@@ -530,8 +547,8 @@ impl ReplicaLog for WalStore {
         })
     }
 
-    fn compact_saved(&mut self, snapshot: Snapshot) -> Result<(), WriteFailure> {
-        Ok(WalStore::compact_saved(self, snapshot)?)
+    fn compact_saved(&mut self, meta: SnapshotMeta) -> Result<(), WriteFailure> {
+        Ok(WalStore::compact_saved(self, meta)?)
     }
 
     fn log_bytes(&self) -> u64 {
@@ -540,9 +557,5 @@ impl ReplicaLog for WalStore {
 
     fn log_bytes_since_snapshot(&self) -> u64 {
         WalStore::log_bytes_since_snapshot(self)
-    }
-
-    fn snapshot_bytes(&self) -> u64 {
-        self.snapshot.data.len() as u64
     }
 }

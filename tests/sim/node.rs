@@ -16,6 +16,7 @@
 //! the server's snapshot file is synced before the thread reports.
 
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
 use raftkv::codec::client::Response;
 use raftkv::config::{Config, LimitsConfig, Member, SnapshotConfig};
@@ -67,7 +68,13 @@ pub struct MemLog {
     /// Batches appended since the last [`MemLog::take_appended`], with the term of the
     /// entry before each batch (`None` when compacted away), for Log Matching.
     appended: Vec<(Vec<Entry>, Option<u64>)>,
+    /// The snapshot file of this node's directory, shared with its [`StepSnapshots`].
+    saved: SavedFile,
 }
+
+/// The snapshot file a [`StepSnapshots`] job saved and [`MemLog::compact_saved`] adopts:
+/// the applied index it covers and the encoded data, as in the server's directory.
+type SavedFile = Arc<Mutex<Option<(u64, Vec<u8>)>>>;
 
 impl MemLog {
     /// A disk holding `durable`, its page cache equal to it.
@@ -81,6 +88,7 @@ impl MemLog {
             crash_per_mille,
             crashed: false,
             appended: Vec::new(),
+            saved: SavedFile::default(),
         }
     }
 
@@ -138,8 +146,14 @@ impl LogStore for MemLog {
     fn entries(&self, low: u64, high: u64, bytes_max: u64) -> Result<Vec<Entry>, StoreError> {
         self.volatile.entries(low, high, bytes_max)
     }
-    fn snapshot(&self) -> Result<Snapshot, StoreError> {
-        self.volatile.snapshot()
+    fn snapshot_meta(&self) -> SnapshotMeta {
+        self.volatile.snapshot_meta()
+    }
+    fn snapshot_bytes(&self) -> u64 {
+        self.volatile.snapshot_bytes()
+    }
+    fn snapshot_chunk(&self, offset: u64, bytes_max: u64) -> Result<Vec<u8>, StoreError> {
+        self.volatile.snapshot_chunk(offset, bytes_max)
     }
 }
 
@@ -201,7 +215,18 @@ impl ReplicaLog for MemLog {
         Ok(SyncOutcome::Flushed { micros: 0 })
     }
 
-    fn compact_saved(&mut self, snapshot: Snapshot) -> Result<(), WriteFailure> {
+    /// Takes the data from the snapshot file the executor saved ([`SavedFile`]).
+    fn compact_saved(&mut self, meta: SnapshotMeta) -> Result<(), WriteFailure> {
+        let saved = self
+            .saved
+            .lock()
+            .map_err(|_| WriteFailure::Fatal("poisoned".into()))?
+            .take();
+        let data = match saved {
+            Some((index, data)) if index == meta.index => data,
+            _ => return Err(WriteFailure::Fatal("no saved snapshot file".into())),
+        };
+        let snapshot = Snapshot { meta, data };
         self.durable.compact(snapshot.clone());
         self.volatile.compact(snapshot);
         Ok(())
@@ -219,16 +244,13 @@ impl ReplicaLog for MemLog {
             .map(|e| e.data.len() as u64)
             .sum()
     }
-
-    fn snapshot_bytes(&self) -> u64 {
-        self.volatile.stored_snapshot().data.len() as u64
-    }
 }
 
 /// Snapshot jobs that finish after a seeded number of polls.
 pub struct StepSnapshots {
     job: Option<(SnapshotView, u64)>,
     rng: Rng,
+    saved: SavedFile,
 }
 
 impl SnapshotWriter for StepSnapshots {
@@ -241,7 +263,15 @@ impl SnapshotWriter for StepSnapshots {
     fn poll(&mut self) -> SnapshotPoll {
         match self.job.take() {
             None => SnapshotPoll::Running,
-            Some((view, polls)) if polls <= 1 => SnapshotPoll::Written(view.encode()),
+            Some((view, polls)) if polls <= 1 => {
+                let data = view.encode();
+                let bytes = data.len() as u64;
+                match self.saved.lock() {
+                    Ok(mut saved) => *saved = Some((view.applied_index(), data)),
+                    Err(_) => return SnapshotPoll::Failed(WriteFailure::Fatal("poisoned".into())),
+                }
+                SnapshotPoll::Written(bytes)
+            }
             Some((view, polls)) => {
                 self.job = Some((view, polls - 1));
                 SnapshotPoll::Running
@@ -359,6 +389,7 @@ pub fn start(start: Start<'_>) -> Result<SimNode, String> {
     let snapshots = StepSnapshots {
         job: None,
         rng: Rng::new(start.rng.next_u64()),
+        saved: Arc::clone(&log.saved),
     };
     let config = node_config(start.id, start.ids_max);
     let seed = start.rng.next_u64();

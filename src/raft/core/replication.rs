@@ -325,29 +325,31 @@ impl<S: LogStore> Raft<S> {
         if self
             .outgoing_snapshot
             .as_ref()
-            .is_none_or(|s| s.meta.index != compacted)
+            .is_none_or(|(meta, _)| meta.index != compacted)
         {
-            self.outgoing_snapshot = Some(self.log.store.snapshot()?);
+            let store = &self.log.store;
+            self.outgoing_snapshot = Some((store.snapshot_meta(), store.snapshot_bytes()));
         }
-        let Some(snapshot) = &self.outgoing_snapshot else {
+        let Some((meta, len)) = &self.outgoing_snapshot else {
             return Ok(());
         };
         let Some(pr) = self.progress.get_mut(&to) else {
             return Ok(());
         };
-        if pr.state != ProgressState::Snapshot || pr.snapshot_index != snapshot.meta.index {
-            pr.become_snapshot(snapshot.meta.index);
+        if pr.state != ProgressState::Snapshot || pr.snapshot_index != meta.index {
+            pr.become_snapshot(meta.index);
         }
-        let len = snapshot.data.len() as u64;
+        let len = *len;
         let offset = pr.snapshot_offset.min(len);
         let end = offset
             .saturating_add(self.opts.snapshot_chunk_bytes_max)
             .min(len);
+        let data = self.log.store.snapshot_chunk(offset, end - offset)?;
         let chunk = SnapshotChunk {
-            meta: snapshot.meta.clone(),
+            meta: meta.clone(),
             offset,
-            data: snapshot.data[offset as usize..end as usize].to_vec(),
-            done: end == len,
+            done: offset + data.len() as u64 == len,
+            data,
         };
         self.send(to, self.term, MessageBody::InstallSnapshot(chunk));
         Ok(())
