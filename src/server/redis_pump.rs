@@ -16,7 +16,7 @@ use super::error::ProtocolError;
 use super::event_loop::EventLoop;
 use super::net::{ConnKind, FRAMES_PER_TURN_MAX, Net, REQUESTS_PER_SLICE_CHECK};
 use super::node::{ClientRef, Outbox};
-use super::redis::{Submit, Target};
+use super::redis::Target;
 
 impl EventLoop {
     /// Decodes the commands of Redis connection `key` and pumps it.
@@ -69,6 +69,7 @@ impl EventLoop {
     /// Sends what the Redis connection `key` asks for (answers the node gives at once
     /// are fed back until it asks nothing more), then queues its finished replies.
     fn pump_redis(&mut self, key: usize) {
+        let now_ms = self.now_ms();
         let Some(generation) = self.net.conns.get(key).map(|c| c.generation) else {
             return;
         };
@@ -82,37 +83,34 @@ impl EventLoop {
                 break;
             }
             for submit in submits {
-                self.submit(client, submit);
-            }
-        }
-        self.net.write_redis_replies(key);
-    }
-
-    /// Sends one request of a Redis or HTTP connection: to this node, or over the
-    /// forwarding link to the leader (back to the node when the link cannot be dialed).
-    pub(super) fn submit(&mut self, client: ClientRef, submit: Submit) {
-        let now_ms = self.now_ms();
-        match submit.target {
-            Target::Local => match self
-                .node
-                .on_client_request(client, submit.request, None, now_ms)
-            {
-                Some(response) => self.net.reply(client, response),
-                None => self.net.redis_proposed = true,
-            },
-            Target::Forward(addr) => {
-                let Some(request) = self.net.forward(client, submit.request, &addr, now_ms) else {
-                    return;
-                };
-                match self
-                    .node
-                    .on_leader_unreachable(client, request, &addr, now_ms)
-                {
-                    Some(response) => self.net.reply(client, response),
-                    None => self.net.redis_proposed = true,
+                match submit.target {
+                    Target::Local => {
+                        match self
+                            .node
+                            .on_client_request(client, submit.request, None, now_ms)
+                        {
+                            Some(response) => self.net.reply(client, response),
+                            None => self.net.redis_proposed = true,
+                        }
+                    }
+                    Target::Forward(addr) => {
+                        let now_ms = self.now_ms();
+                        let Some(request) = self.net.forward(client, submit.request, &addr, now_ms)
+                        else {
+                            continue;
+                        };
+                        match self
+                            .node
+                            .on_leader_unreachable(client, request, &addr, now_ms)
+                        {
+                            Some(response) => self.net.reply(client, response),
+                            None => self.net.redis_proposed = true,
+                        }
+                    }
                 }
             }
         }
+        self.net.write_redis_replies(key);
     }
 
     /// Gives the node the forwarded requests that were never sent on a link that
