@@ -15,7 +15,8 @@ use std::time::Instant;
 
 use super::event_loop::EventLoop;
 use super::net::{ConnKind, FRAMES_PER_TURN_MAX, Net, REQUESTS_PER_SLICE_CHECK};
-use super::node::ClientRef;
+use super::node::{ClientRef, Outbox};
+use super::redis::{Submit, Target};
 use crate::codec::http::{self, Decoded, HttpResponse};
 
 /// The longest request head (request line and headers) accepted; longer: 431.
@@ -73,6 +74,33 @@ impl EventLoop {
         self.pump_http(key);
         if frames_left && let Some(conn) = self.net.conns.get_mut(key) {
             conn.unread = true;
+        }
+    }
+
+    /// Sends one request of an HTTP or Redis connection: to this node, or over the
+    /// forwarding link to the leader (back to the node when the link cannot be dialed).
+    pub(super) fn submit(&mut self, client: ClientRef, submit: Submit) {
+        let now_ms = self.now_ms();
+        match submit.target {
+            Target::Local => match self
+                .node
+                .on_client_request(client, submit.request, None, now_ms)
+            {
+                Some(response) => self.net.reply(client, response),
+                None => self.net.redis_proposed = true,
+            },
+            Target::Forward(addr) => {
+                let Some(request) = self.net.forward(client, submit.request, &addr, now_ms) else {
+                    return;
+                };
+                match self
+                    .node
+                    .on_leader_unreachable(client, request, &addr, now_ms)
+                {
+                    Some(response) => self.net.reply(client, response),
+                    None => self.net.redis_proposed = true,
+                }
+            }
         }
     }
 

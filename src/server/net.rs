@@ -93,16 +93,12 @@ pub(super) enum ConnKind {
 }
 
 impl ConnKind {
-    /// The state of a connection accepted on `listener` of a node serving HTTP on
-    /// `http_addr`.
-    fn accepted(listener: Listener, http_addr: Option<&str>) -> ConnKind {
+    fn accepted(listener: Listener) -> ConnKind {
         match listener {
             Listener::Peer => ConnKind::PeerIn(None),
             Listener::Client => ConnKind::Client { requests_owed: 0 },
             Listener::Redis => ConnKind::Redis(Box::default()),
-            Listener::Http => {
-                ConnKind::Http(Box::new(HttpConn::new(http_addr.map(str::to_string))))
-            }
+            Listener::Http => ConnKind::Http(Box::default()),
         }
     }
 
@@ -555,8 +551,7 @@ impl Net {
             return;
         }
         let laddr = stream.local_addr().map_or(String::new(), |a| a.to_string());
-        let kind = ConnKind::accepted(listener, self.http_addr.as_deref());
-        match self.add(stream, kind, Interest::READABLE) {
+        match self.add(stream, ConnKind::accepted(listener), Interest::READABLE) {
             Err(e) => warn!("cannot register connection from {addr}: {e}"),
             Ok(key) => {
                 let conn = &mut self.conns[key];
@@ -724,7 +719,7 @@ impl Outbox for Net {
             return;
         }
         if let ConnKind::Http(http) = &mut conn.kind {
-            http.on_response(response);
+            http.on_response(response, self.http_addr.as_deref());
             self.redis_touched.push(client.key);
             return;
         }

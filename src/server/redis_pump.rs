@@ -18,7 +18,7 @@ use super::error::ProtocolError;
 use super::event_loop::EventLoop;
 use super::net::{ConnKind, FRAMES_PER_TURN_MAX, Net, REQUESTS_PER_SLICE_CHECK};
 use super::node::{ClientRef, Outbox};
-use super::redis::{LocalQuery, Submit, Target};
+use super::redis::LocalQuery;
 use crate::codec::resp::RespValue;
 
 impl EventLoop {
@@ -101,33 +101,6 @@ impl EventLoop {
             }
         }
         self.net.write_redis_replies(key);
-    }
-
-    /// Sends one request of a Redis or HTTP connection: to this node, or over the
-    /// forwarding link to the leader (back to the node when the link cannot be dialed).
-    pub(super) fn submit(&mut self, client: ClientRef, submit: Submit) {
-        let now_ms = self.now_ms();
-        match submit.target {
-            Target::Local => match self
-                .node
-                .on_client_request(client, submit.request, None, now_ms)
-            {
-                Some(response) => self.net.reply(client, response),
-                None => self.net.redis_proposed = true,
-            },
-            Target::Forward(addr) => {
-                let Some(request) = self.net.forward(client, submit.request, &addr, now_ms) else {
-                    return;
-                };
-                match self
-                    .node
-                    .on_leader_unreachable(client, request, &addr, now_ms)
-                {
-                    Some(response) => self.net.reply(client, response),
-                    None => self.net.redis_proposed = true,
-                }
-            }
-        }
     }
 
     /// Gives the node the forwarded requests that were never sent on a link that

@@ -105,8 +105,6 @@ pub struct HttpConn {
     next_request_id: u64,
     outgoing: Vec<Submit>,
     session: SessionState,
-    /// This node's HTTP address, shown in the cluster status.
-    http_addr: Option<String>,
     /// A `100 Continue` was sent for the request being received.
     continued: bool,
     /// Sum of the body sizes of the done responses not yet taken.
@@ -115,16 +113,21 @@ pub struct HttpConn {
     broken: bool,
 }
 
+impl Default for HttpConn {
+    fn default() -> HttpConn {
+        HttpConn::new()
+    }
+}
+
 impl HttpConn {
-    /// A fresh connection to the node whose HTTP address is `http_addr`.
-    pub fn new(http_addr: Option<String>) -> HttpConn {
+    /// A fresh connection.
+    pub fn new() -> HttpConn {
         HttpConn {
             slots: VecDeque::new(),
             inflight: None,
             next_request_id: 1,
             outgoing: Vec::new(),
             session: SessionState::None,
-            http_addr,
             continued: false,
             done_bytes: 0,
             broken: false,
@@ -202,8 +205,9 @@ impl HttpConn {
         self.dispatch();
     }
 
-    /// An answer to a request this connection submitted.
-    pub fn on_response(&mut self, response: Response) {
+    /// An answer to a request this connection submitted; `http_addr` is this node's
+    /// HTTP address, shown in the cluster status.
+    pub fn on_response(&mut self, response: Response, http_addr: Option<&str>) {
         let Some(inflight) = self
             .inflight
             .take_if(|i| i.request_id == response.request_id)
@@ -230,7 +234,7 @@ impl HttpConn {
         if inflight.session {
             self.on_session_reply(body);
         } else {
-            self.on_slot_reply(body);
+            self.on_slot_reply(body, http_addr);
         }
         self.dispatch();
     }
@@ -249,14 +253,13 @@ impl HttpConn {
         self.finish_running(response);
     }
 
-    fn on_slot_reply(&mut self, body: ResponseBody) {
+    fn on_slot_reply(&mut self, body: ResponseBody, http_addr: Option<&str>) {
         if let ResponseBody::Result(CommandResult::SessionExpired) = body {
             self.session = SessionState::None;
         }
         let Some(index) = self.running() else {
             return;
         };
-        let http_addr = self.http_addr.as_deref();
         let step = advance(&mut self.slots[index].job, body, http_addr);
         self.apply(index, step);
     }

@@ -92,6 +92,16 @@ impl FakeNode {
 /// Feeds `input` through the codec and the connection, answering every submit at once,
 /// until nothing is left; returns the response bytes and whether the connection closes.
 fn run(conn: &mut HttpConn, node: &mut FakeNode, input: &[u8]) -> (String, bool) {
+    run_at(conn, node, input, None)
+}
+
+/// [`run`] on a node whose HTTP address is `http_addr`.
+fn run_at(
+    conn: &mut HttpConn,
+    node: &mut FakeNode,
+    input: &[u8],
+    http_addr: Option<&str>,
+) -> (String, bool) {
     let codec = HttpCodec::new(1024, 1024);
     let mut input = input.to_vec();
     loop {
@@ -114,10 +124,11 @@ fn run(conn: &mut HttpConn, node: &mut FakeNode, input: &[u8]) -> (String, bool)
         }
         for submit in submits {
             let body = node.answer(&submit);
-            conn.on_response(Response {
+            let response = Response {
                 request_id: submit.request.request_id,
                 body,
-            });
+            };
+            conn.on_response(response, http_addr);
         }
     }
     let mut out = Vec::new();
@@ -134,7 +145,7 @@ fn statuses(text: &str) -> Vec<u16> {
 #[test]
 fn pipelined_requests_answer_in_order_and_see_earlier_writes() {
     let mut node = FakeNode::new();
-    let mut conn = HttpConn::new(None);
+    let mut conn = HttpConn::new();
     let input = b"PUT /kv/a HTTP/1.1\r\nContent-Length: 15\r\n\r\n{\"value\": \"v1\"}\
                   GET /kv/a HTTP/1.1\r\n\r\n\
                   GET /kv/missing HTTP/1.1\r\n\r\n\
@@ -170,7 +181,7 @@ fn pipelined_requests_answer_in_order_and_see_earlier_writes() {
 fn a_follower_forwards_and_a_failed_compare_is_409() {
     let mut node = FakeNode::new();
     node.follower = true;
-    let mut conn = HttpConn::new(None);
+    let mut conn = HttpConn::new();
     let txn = br#"{"compare":[{"key":"a","op":"absent"}],"success":[{"op":"put","key":"a","value":"1"}],"failure":[{"op":"get","key":"a"}]}"#;
     let request = |body: &[u8]| {
         let mut out = format!(
@@ -217,7 +228,7 @@ fn failures_map_to_status_codes() {
     for (i, (failure, want)) in cases.into_iter().enumerate() {
         let mut node = FakeNode::new();
         node.write_failure = Some(failure);
-        let mut conn = HttpConn::new(None);
+        let mut conn = HttpConn::new();
         let input = b"PUT /kv/a HTTP/1.1\r\nContent-Type: application/octet-stream\r\n\
                       Content-Length: 1\r\n\r\nx";
         let (text, _) = run(&mut conn, &mut node, input);
@@ -230,9 +241,9 @@ fn failures_map_to_status_codes() {
 #[test]
 fn status_and_health_read_the_node() {
     let mut node = FakeNode::new();
-    let mut conn = HttpConn::new(Some("127.0.0.1:80".into()));
+    let mut conn = HttpConn::new();
     let input = b"GET /cluster/status HTTP/1.1\r\n\r\nGET /health HTTP/1.1\r\n\r\n";
-    let (text, _) = run(&mut conn, &mut node, input);
+    let (text, _) = run_at(&mut conn, &mut node, input, Some("127.0.0.1:80"));
     assert_eq!(statuses(&text), vec![200, 200], "{text}");
     // The follower asked the leader ("leader:2") for its view: the leader's row is known.
     assert!(text.contains(r#""role":"leader","term":3"#), "{text}");
@@ -242,7 +253,7 @@ fn status_and_health_read_the_node() {
 #[test]
 fn a_bad_request_is_answered_after_earlier_ones_then_closes() {
     let mut node = FakeNode::new();
-    let mut conn = HttpConn::new(None);
+    let mut conn = HttpConn::new();
     let input = b"GET /version HTTP/1.1\r\n\r\n\x00garbage\r\n\r\nGET /version HTTP/1.1\r\n\r\n";
     let (text, close) = run(&mut conn, &mut node, input);
     assert!(close);
@@ -254,7 +265,7 @@ fn a_bad_request_is_answered_after_earlier_ones_then_closes() {
 #[test]
 fn connection_close_ends_after_its_response() {
     let mut node = FakeNode::new();
-    let mut conn = HttpConn::new(None);
+    let mut conn = HttpConn::new();
     let input = b"GET /version HTTP/1.1\r\nConnection: close\r\n\r\nGET /version HTTP/1.1\r\n\r\n";
     let (text, close) = run(&mut conn, &mut node, input);
     assert!(close);
