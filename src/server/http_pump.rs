@@ -14,13 +14,24 @@
 use std::time::Instant;
 
 use super::event_loop::EventLoop;
+use super::http::NodePages;
 use super::net::{ConnKind, FRAMES_PER_TURN_MAX, Net, REQUESTS_PER_SLICE_CHECK};
-use super::node::{ClientRef, Outbox};
+use super::node::{ClientRef, Node, Outbox};
 use super::redis::{Submit, Target};
 use crate::codec::http::{self, Decoded, HttpResponse};
 
 /// The longest request head (request line and headers) accepted; longer: 431.
 pub(super) const HEAD_BYTES_MAX: usize = 16 * 1024;
+
+impl NodePages for Node {
+    fn prometheus_text(&self) -> String {
+        Node::prometheus_text(self)
+    }
+
+    fn recent_events_json(&self) -> String {
+        Node::recent_events_json(self)
+    }
+}
 
 impl EventLoop {
     /// Decodes the requests of HTTP connection `key` and pumps it. Input that is not a
@@ -53,7 +64,7 @@ impl EventLoop {
             match self.net.http.decode(conn.io.input()) {
                 Ok(Decoded::Request(consumed, request)) => {
                     conn.io.consume(consumed);
-                    state.on_request(*request);
+                    state.on_request(*request, &self.node);
                 }
                 Ok(Decoded::Partial { expects_continue }) => {
                     if expects_continue

@@ -38,12 +38,24 @@ use crate::codec::client::{Request, RequestBody, Response, ResponseBody, Status}
 use crate::codec::http::{HttpRequest, HttpResponse};
 use crate::kv::{Command, CommandResult, Session};
 use crate::raft::message::NO_NODE;
+use crate::replica::exposition::PROMETHEUS_CONTENT_TYPE;
 
 /// Times a request follows a `NotLeader` answer.
 const FORWARDS_MAX: u8 = 3;
 
 /// The dashboard page (HTML, CSS and JS in one file; it polls this node's endpoints).
 const DASHBOARD_HTML: &str = include_str!("dashboard.html");
+
+/// What a connection reads from its own node without a request to the replica: the
+/// pages rendered from the node's metrics and events (`GET /metrics`, `GET /events`).
+/// They describe this node at the moment the request arrives, so they need no place in
+/// the order of the connection's writes.
+pub trait NodePages {
+    /// The node's metrics in the Prometheus text format.
+    fn prometheus_text(&self) -> String;
+    /// The node's recent events, a JSON array, newest last.
+    fn recent_events_json(&self) -> String;
+}
 
 /// What a queued request is doing.
 #[derive(Debug)]
@@ -161,8 +173,9 @@ impl HttpConn {
         self.broken
     }
 
-    /// A decoded request (ignored after an undecodable one).
-    pub fn on_request(&mut self, request: HttpRequest) {
+    /// A decoded request (ignored after an undecodable one); `pages` renders the node's
+    /// metrics and events.
+    pub fn on_request(&mut self, request: HttpRequest, pages: &dyn NodePages) {
         if self.broken {
             return;
         }
@@ -177,6 +190,16 @@ impl HttpConn {
             Route::Version => Job::Reply(HttpResponse::json(200, version_body())),
             Route::Health => Job::Health,
             Route::ClusterStatus => Job::ClusterStatus(None),
+            Route::Metrics => Job::Reply(HttpResponse {
+                status: 200,
+                content_type: PROMETHEUS_CONTENT_TYPE,
+                headers: Vec::new(),
+                body: pages.prometheus_text().into_bytes(),
+            }),
+            Route::Events => Job::Reply(HttpResponse::json(
+                200,
+                pages.recent_events_json().into_bytes(),
+            )),
             Route::Get { key, stale } => Job::Get { key, stale },
             Route::Put { key, value } => Job::Write(Write::Put { key, value }),
             Route::Delete { key } => Job::Write(Write::Delete { key }),

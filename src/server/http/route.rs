@@ -21,6 +21,10 @@ pub enum Route {
     Health,
     /// `GET /cluster/status`.
     ClusterStatus,
+    /// `GET /metrics`: this node's metrics in the Prometheus text format.
+    Metrics,
+    /// `GET /events`: this node's recent events.
+    Events,
     /// `GET /kv/{key}`; `stale`: `?stale=true`, a local read.
     Get {
         /// The key.
@@ -89,13 +93,17 @@ pub fn route(request: &HttpRequest) -> Route {
         ("/version", "GET") => Route::Version,
         ("/health", "GET") => Route::Health,
         ("/cluster/status", "GET") => Route::ClusterStatus,
+        ("/metrics", "GET") => Route::Metrics,
+        ("/events", "GET") => Route::Events,
         ("/txn", "POST") => match json::txn(&request.body) {
             Ok(spec) => Route::Txn(spec),
             Err(message) => refuse(400, &message),
         },
-        ("/" | "/index.html" | "/version" | "/health" | "/cluster/status", _) => {
-            wrong_method("GET")
-        }
+        (
+            "/" | "/index.html" | "/version" | "/health" | "/cluster/status" | "/metrics"
+            | "/events",
+            _,
+        ) => wrong_method("GET"),
         ("/txn", _) => wrong_method("POST"),
         _ => refuse(404, &format!("no such path {path:?}; see docs/HTTP.md")),
     }

@@ -19,6 +19,19 @@ struct FakeNode {
     sessions: Vec<Session>,
 }
 
+impl NodePages for FakeNode {
+    fn prometheus_text(&self) -> String {
+        format!(
+            "# TYPE raftkv_fake_applied gauge\nraftkv_fake_applied {}\n",
+            self.index
+        )
+    }
+
+    fn recent_events_json(&self) -> String {
+        r#"[{"time_ms":1,"kind":"leader_changed","term":2,"message":"fake"}]"#.into()
+    }
+}
+
 impl FakeNode {
     fn new() -> FakeNode {
         FakeNode {
@@ -83,6 +96,7 @@ impl FakeNode {
             }
             RequestBody::Status => ResponseBody::Status(self.status(if local { 1 } else { 2 })),
             RequestBody::Metrics
+            | RequestBody::Range { .. }
             | RequestBody::MemberChange(_)
             | RequestBody::TransferLeader { .. } => ResponseBody::Error("no".into()),
         }
@@ -108,7 +122,7 @@ fn run_at(
         match codec.decode(&input) {
             Ok(Decoded::Request(used, request)) => {
                 input.drain(..used);
-                conn.on_request(*request);
+                conn.on_request(*request, node);
             }
             Ok(Decoded::Partial { .. }) => break,
             Err(e) => {
@@ -271,4 +285,24 @@ fn connection_close_ends_after_its_response() {
     assert!(close);
     assert_eq!(statuses(&text), vec![200], "{text}");
     assert!(text.contains("Connection: close\r\n"), "{text}");
+}
+
+#[test]
+fn metrics_and_events_are_the_nodes_pages() {
+    let mut node = FakeNode::new();
+    let mut conn = HttpConn::new();
+    let input = b"PUT /kv/a HTTP/1.1\r\nContent-Length: 15\r\n\r\n{\"value\": \"v1\"}\
+                  GET /metrics HTTP/1.1\r\n\r\n\
+                  GET /events HTTP/1.1\r\n\r\n\
+                  POST /metrics HTTP/1.1\r\nContent-Length: 0\r\n\r\n";
+    let (text, close) = run(&mut conn, &mut node, input);
+    assert!(!close);
+    assert_eq!(statuses(&text), vec![200, 200, 200, 405], "{text}");
+    assert!(
+        text.contains("Content-Type: text/plain; version=0.0.4; charset=utf-8"),
+        "{text}"
+    );
+    // Rendered as the request arrived (all three before the PUT was answered).
+    assert!(text.contains("raftkv_fake_applied 0\n"), "{text}");
+    assert!(text.contains(r#""kind":"leader_changed""#), "{text}");
 }
