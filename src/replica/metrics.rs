@@ -48,7 +48,7 @@ pub struct Timings {
 
 impl Timings {
     /// Empty; values above `high` are clamped into the histogram's last bucket.
-    fn new(high: u64) -> Timings {
+    pub fn new(high: u64) -> Timings {
         Timings {
             histogram: histogram(high),
             sum: 0,
@@ -56,7 +56,7 @@ impl Timings {
     }
 
     /// One observation.
-    fn record(&mut self, value: u64) {
+    pub fn record(&mut self, value: u64) {
         self.histogram.saturating_record(value);
         self.sum = self.sum.saturating_add(value);
     }

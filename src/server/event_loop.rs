@@ -41,7 +41,7 @@ use super::net::{
     ConnKind, Connect, FIRST_CONNECTION_TOKEN, FRAMES_PER_TURN_MAX, Listener, Net,
     REQUESTS_PER_SLICE_CHECK,
 };
-use super::node::{ClientRef, Node, Outbox};
+use super::node::{ClientRef, Node, Outbox, Port};
 use crate::codec::client as client_codec;
 use crate::config::Config;
 use crate::raft::message::NodeId;
@@ -445,7 +445,7 @@ impl EventLoop {
             }
             if let Some(response) =
                 self.node
-                    .on_client_request(client, request, command_bytes, now_ms)
+                    .on_client_request(Port::Client, client, request, command_bytes, now_ms)
             {
                 self.net.reply(client, response);
             }

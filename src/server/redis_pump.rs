@@ -15,7 +15,7 @@ use std::time::Instant;
 use super::error::ProtocolError;
 use super::event_loop::EventLoop;
 use super::net::{ConnKind, FRAMES_PER_TURN_MAX, Net, REQUESTS_PER_SLICE_CHECK};
-use super::node::{ClientRef, Outbox};
+use super::node::{ClientRef, Outbox, Port};
 use super::redis::Target;
 
 impl EventLoop {
@@ -85,10 +85,13 @@ impl EventLoop {
             for submit in submits {
                 match submit.target {
                     Target::Local => {
-                        match self
-                            .node
-                            .on_client_request(client, submit.request, None, now_ms)
-                        {
+                        match self.node.on_client_request(
+                            Port::Redis,
+                            client,
+                            submit.request,
+                            None,
+                            now_ms,
+                        ) {
                             Some(response) => self.net.reply(client, response),
                             None => self.net.redis_proposed = true,
                         }
@@ -99,10 +102,13 @@ impl EventLoop {
                         else {
                             continue;
                         };
-                        match self
-                            .node
-                            .on_leader_unreachable(client, request, &addr, now_ms)
-                        {
+                        match self.node.on_leader_unreachable(
+                            Port::Redis,
+                            client,
+                            request,
+                            &addr,
+                            now_ms,
+                        ) {
                             Some(response) => self.net.reply(client, response),
                             None => self.net.redis_proposed = true,
                         }
@@ -135,9 +141,9 @@ impl EventLoop {
             if !open {
                 continue;
             }
-            if let Some(response) = self
-                .node
-                .on_leader_unreachable(client, request, &addr, now_ms)
+            if let Some(response) =
+                self.node
+                    .on_leader_unreachable(Port::Redis, client, request, &addr, now_ms)
             {
                 self.net.reply(client, response);
             }
