@@ -377,6 +377,9 @@ impl EventLoop {
         conn.unread = !outcome.drained && !outcome.closed;
         if outcome.bytes > 0 {
             conn.activity.on_traffic(now_ms);
+            if conn.is_client() {
+                self.net.counts.client_bytes_received += outcome.bytes as u64;
+            }
         }
         let input_before = conn.io.input().len();
         if let ConnKind::PeerIn(Some(from)) = conn.kind {
