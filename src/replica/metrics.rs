@@ -48,7 +48,7 @@ pub struct Timings {
 
 impl Timings {
     /// Empty; values above `high` are clamped into the histogram's last bucket.
-    fn new(high: u64) -> Timings {
+    pub fn new(high: u64) -> Timings {
         Timings {
             histogram: histogram(high),
             sum: 0,
@@ -56,7 +56,7 @@ impl Timings {
     }
 
     /// One observation.
-    fn record(&mut self, value: u64) {
+    pub fn record(&mut self, value: u64) {
         self.histogram.saturating_record(value);
         self.sum = self.sum.saturating_add(value);
     }
@@ -97,6 +97,12 @@ pub struct PeerMetrics {
 pub struct ConnectionMetrics {
     /// Open client connections (client and Redis ports): a gauge.
     pub client_connections: u64,
+    /// Of those, the Redis port's: a gauge.
+    pub redis_connections: u64,
+    /// Bytes read from client connections (client and Redis ports).
+    pub client_bytes_received: u64,
+    /// Bytes written to client connections.
+    pub client_bytes_sent: u64,
     /// Inbound peer connections waiting for their handshake: a gauge.
     pub peer_handshakes: u64,
     /// Connections closed at accept (a limit reached, or out of file descriptors).
@@ -582,6 +588,7 @@ mod tests {
             handshake_timeouts: 6,
             reads_paused: 7,
             output_limit_disconnects: 8,
+            ..ConnectionMetrics::default()
         });
         let r = m.render();
         let want = [

@@ -55,6 +55,7 @@ pub mod metrics;
 mod observe;
 pub mod parked;
 mod reads;
+pub mod request_metrics;
 pub mod requests;
 pub mod round_trips;
 pub mod snapshot_policy;

@@ -42,7 +42,7 @@ use super::net::{
     ConnKind, Connect, FIRST_CONNECTION_TOKEN, FRAMES_PER_TURN_MAX, Listener, Net,
     REQUESTS_PER_SLICE_CHECK,
 };
-use super::node::{ClientRef, Node, Outbox};
+use super::node::{ClientRef, Node, Outbox, Port};
 use crate::codec::client as client_codec;
 use crate::config::Config;
 use crate::raft::message::NodeId;
@@ -395,6 +395,9 @@ impl EventLoop {
         conn.unread = !outcome.drained && !outcome.closed;
         if outcome.bytes > 0 {
             conn.activity.on_traffic(now_ms);
+            if conn.is_client() {
+                self.net.counts.client_bytes_received += outcome.bytes as u64;
+            }
         }
         let input_before = conn.io.input().len();
         if let ConnKind::PeerIn(Some(from)) = conn.kind {
@@ -467,7 +470,7 @@ impl EventLoop {
             }
             if let Some(response) =
                 self.node
-                    .on_client_request(client, request, command_bytes, now_ms)
+                    .on_client_request(Port::Client, client, request, command_bytes, now_ms)
             {
                 self.net.reply(client, response);
             }

@@ -16,7 +16,7 @@ use std::time::Instant;
 use super::event_loop::EventLoop;
 use super::http::NodePages;
 use super::net::{ConnKind, FRAMES_PER_TURN_MAX, Net, REQUESTS_PER_SLICE_CHECK};
-use super::node::{ClientRef, Node, Outbox};
+use super::node::{ClientRef, Node, Outbox, Port};
 use super::redis::{Submit, Target};
 use crate::codec::http::{self, Decoded, HttpResponse};
 
@@ -90,12 +90,12 @@ impl EventLoop {
 
     /// Sends one request of an HTTP or Redis connection: to this node, or over the
     /// forwarding link to the leader (back to the node when the link cannot be dialed).
-    pub(super) fn submit(&mut self, client: ClientRef, submit: Submit) {
+    pub(super) fn submit(&mut self, port: Port, client: ClientRef, submit: Submit) {
         let now_ms = self.now_ms();
         match submit.target {
             Target::Local => match self
                 .node
-                .on_client_request(client, submit.request, None, now_ms)
+                .on_client_request(port, client, submit.request, None, now_ms)
             {
                 Some(response) => self.net.reply(client, response),
                 None => self.net.redis_proposed = true,
@@ -106,7 +106,7 @@ impl EventLoop {
                 };
                 match self
                     .node
-                    .on_leader_unreachable(client, request, &addr, now_ms)
+                    .on_leader_unreachable(port, client, request, &addr, now_ms)
                 {
                     Some(response) => self.net.reply(client, response),
                     None => self.net.redis_proposed = true,
@@ -131,7 +131,7 @@ impl EventLoop {
                 break;
             }
             for submit in submits {
-                self.submit(client, submit);
+                self.submit(Port::Http, client, submit);
             }
         }
         self.net.write_http_replies(key);

@@ -256,6 +256,8 @@ pub(super) struct Net {
     pub(super) limits: ClientLimits,
     /// Open client connections (client and Redis ports).
     pub(super) client_count: usize,
+    /// Open Redis connections (counted in `client_count` too).
+    pub(super) redis_count: usize,
     /// Inbound peer connections that have not identified themselves yet and are not
     /// closing.
     pub(super) handshake_count: usize,
@@ -328,6 +330,7 @@ impl Net {
             read_bytes_per_turn_max: config.limits.read_bytes_per_turn_max,
             limits: client_limits(config),
             client_count: 0,
+            redis_count: 0,
             handshake_count: 0,
             handshake_queue: VecDeque::new(),
             turn: 0,
@@ -448,6 +451,10 @@ impl Net {
         if let Some(conn) = self.conns.get_mut(key)
             && conn.io.pending_output_bytes() < before
         {
+            if conn.is_client() {
+                let written = before - conn.io.pending_output_bytes();
+                self.counts.client_bytes_sent += written as u64;
+            }
             conn.activity.on_traffic(self.step_now_ms);
             self.maybe_resume(key);
         }
@@ -578,6 +585,9 @@ impl Net {
                     }
                 } else {
                     self.client_count += 1;
+                    if listener == Listener::Redis {
+                        self.redis_count += 1;
+                    }
                 }
                 debug!("accepted {listener:?} connection from {addr}");
             }
@@ -656,6 +666,7 @@ impl Net {
     pub(super) fn connection_metrics(&self) -> ConnectionMetrics {
         ConnectionMetrics {
             client_connections: self.client_count as u64,
+            redis_connections: self.redis_count as u64,
             peer_handshakes: self.handshake_count as u64,
             ..self.counts
         }
@@ -669,6 +680,9 @@ impl Net {
             let _ = self.poll.registry().deregister(conn.io.stream_mut());
             if conn.is_client() {
                 self.client_count = self.client_count.saturating_sub(1);
+            }
+            if matches!(conn.kind, ConnKind::Redis(_)) {
+                self.redis_count = self.redis_count.saturating_sub(1);
             }
             match conn.kind {
                 ConnKind::Client { .. } | ConnKind::Redis(_) | ConnKind::Http(_) => {

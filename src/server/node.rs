@@ -22,6 +22,9 @@ use super::wal_store::{StoreOpenError, WalStore};
 use crate::codec::client::{Request, Response};
 use crate::config::Config;
 use crate::raft::{self, Message};
+use crate::replica::exposition::Exposition;
+pub use crate::replica::request_metrics::Port;
+use crate::replica::request_metrics::RequestMetrics;
 use crate::replica::round_trips::RoundTrips;
 use crate::replica::{self, Replica};
 use crate::storage::identity::Identity;
@@ -59,12 +62,15 @@ pub struct Node {
     failed: Option<replica::Error>,
     /// Replication messages in flight, timed with `opened`'s clock in µs.
     round_trips: RoundTrips,
+    /// Client requests waiting and answered, timed with the same clock.
+    requests: RequestMetrics,
 }
 
-/// An [`Outbox`] that times the replication messages it passes on.
+/// An [`Outbox`] that times the replication messages and the replies it passes on.
 struct TimedOutbox<'a, O: Outbox> {
     inner: &'a mut O,
     round_trips: &'a mut RoundTrips,
+    requests: &'a mut RequestMetrics,
     now_us: u64,
 }
 
@@ -75,6 +81,7 @@ impl<O: Outbox> Outbox for TimedOutbox<'_, O> {
     }
 
     fn reply(&mut self, client: ClientRef, response: Response) {
+        self.requests.on_response(client, &response, self.now_us);
         self.inner.reply(client, response);
     }
 
@@ -130,6 +137,7 @@ impl Node {
             opened_wall_ms: wall_clock_ms(),
             failed: None,
             round_trips: RoundTrips::new(),
+            requests: RequestMetrics::new(),
         })
     }
 
@@ -173,7 +181,11 @@ impl Node {
     /// Everything the node exports, in the Prometheus text format 0.0.4 (the answer to
     /// `GET /metrics`, served as [`PROMETHEUS_CONTENT_TYPE`]).
     pub fn prometheus_text(&self) -> String {
-        self.replica.prometheus_text()
+        let mut x = Exposition::new();
+        self.requests.write_prometheus(&mut x);
+        let mut text = self.replica.prometheus_text();
+        text.push_str(&x.finish());
+        text
     }
 
     /// The recent events (leader changes, elections, membership changes, snapshots,
@@ -234,31 +246,50 @@ impl Node {
 
     /// See [`Replica::on_client_closed`].
     pub fn on_client_closed(&mut self, client: ClientRef) {
+        self.requests.on_client_closed(client);
         self.replica.on_client_closed(client);
     }
 
-    /// See [`Replica::on_client_request`].
+    /// See [`Replica::on_client_request`]; `port` labels the request's metrics.
     pub fn on_client_request(
         &mut self,
+        port: Port,
         client: ClientRef,
         request: Request,
         command_bytes: Option<&[u8]>,
         now_ms: u64,
     ) -> Option<Response> {
-        self.replica
-            .on_client_request(client, request, command_bytes, now_ms)
+        self.requests
+            .on_request(port, client, &request, self.now_us());
+        let response = self
+            .replica
+            .on_client_request(client, request, command_bytes, now_ms);
+        self.measure_reply(client, response)
     }
 
-    /// See [`Replica::on_leader_unreachable`].
+    /// See [`Replica::on_leader_unreachable`]; `port` labels the request's metrics.
     pub fn on_leader_unreachable(
         &mut self,
+        port: Port,
         client: ClientRef,
         request: Request,
         leader_addr: &str,
         now_ms: u64,
     ) -> Option<Response> {
-        self.replica
-            .on_leader_unreachable(client, request, leader_addr, now_ms)
+        self.requests
+            .on_request(port, client, &request, self.now_us());
+        let response = self
+            .replica
+            .on_leader_unreachable(client, request, leader_addr, now_ms);
+        self.measure_reply(client, response)
+    }
+
+    /// Counts and times a reply given at once.
+    fn measure_reply(&mut self, client: ClientRef, response: Option<Response>) -> Option<Response> {
+        if let Some(response) = &response {
+            self.requests.on_response(client, response, self.now_us());
+        }
+        response
     }
 
     /// See [`Replica::has_apply_backlog`].
@@ -273,7 +304,13 @@ impl Node {
 
     /// See [`Replica::expire_deadlines`].
     pub fn expire_deadlines(&mut self, now_ms: u64, out: &mut impl Outbox) {
-        self.replica.expire_deadlines(now_ms, out);
+        let mut out = TimedOutbox {
+            inner: out,
+            round_trips: &mut self.round_trips,
+            requests: &mut self.requests,
+            now_us: u64::try_from(self.opened.elapsed().as_micros()).unwrap_or(u64::MAX),
+        };
+        self.replica.expire_deadlines(now_ms, &mut out);
     }
 
     /// Drains the replica's Ready once per loop turn.
@@ -289,6 +326,7 @@ impl Node {
         let mut out = TimedOutbox {
             inner: out,
             round_trips: &mut self.round_trips,
+            requests: &mut self.requests,
             now_us: u64::try_from(self.opened.elapsed().as_micros()).unwrap_or(u64::MAX),
         };
         self.replica.before_sleep(now_ms, &mut out)

@@ -112,7 +112,7 @@ fn submit(node: &mut Node, client: ClientRef, request: &Request) -> Option<Respo
     encode_request(request, &mut body);
     let (request, command_bytes) =
         decode_request_with_command_bytes(&body).expect("request decodes");
-    node.on_client_request(client, request, command_bytes, 0)
+    node.on_client_request(Port::Client, client, request, command_bytes, 0)
 }
 
 fn metric(node: &mut Node, name: &str) -> u64 {
@@ -521,6 +521,8 @@ fn a_live_nodes_metrics_pass_promtool_and_cover_the_alerts_and_dashboard() {
         samples.contains(&"raftkv_peer_round_trip_seconds_bucket"),
         "{text}"
     );
+    let registered = r#"raftkv_requests_total{port="client",op="register_session",outcome="ok"} 1"#;
+    assert!(text.lines().any(|l| l == registered), "{text}");
     let Some(metrics) = promtool(&["check", "metrics"], &text) else {
         return;
     };

@@ -17,7 +17,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use super::error::ProtocolError;
 use super::event_loop::EventLoop;
 use super::net::{ConnKind, FRAMES_PER_TURN_MAX, Net, REQUESTS_PER_SLICE_CHECK};
-use super::node::{ClientRef, Outbox};
+use super::node::{ClientRef, Outbox, Port};
 use super::redis::LocalQuery;
 use crate::codec::resp::RespValue;
 
@@ -97,7 +97,7 @@ impl EventLoop {
                 }
             }
             for submit in submits {
-                self.submit(client, submit);
+                self.submit(Port::Redis, client, submit);
             }
         }
         self.net.write_redis_replies(key);
@@ -125,9 +125,9 @@ impl EventLoop {
             if !open {
                 continue;
             }
-            if let Some(response) = self
-                .node
-                .on_leader_unreachable(client, request, &addr, now_ms)
+            if let Some(response) =
+                self.node
+                    .on_leader_unreachable(Port::Redis, client, request, &addr, now_ms)
             {
                 self.net.reply(client, response);
             }

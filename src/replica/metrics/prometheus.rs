@@ -354,18 +354,34 @@ impl Metrics {
         x.family(
             "raftkv_connections",
             Kind::Gauge,
-            "Open connections by kind: client (client and Redis ports) and inbound peer \
-             connections waiting for their handshake.",
+            "Open client connections by port.",
         );
+        let client_port = c.client_connections.saturating_sub(c.redis_connections);
+        x.sample("raftkv_connections", &[("port", "client")], client_port);
         x.sample(
             "raftkv_connections",
-            &[("kind", "client")],
-            c.client_connections,
+            &[("port", "redis")],
+            c.redis_connections,
         );
-        x.sample(
-            "raftkv_connections",
-            &[("kind", "peer_handshake")],
+        x.gauge(
+            "raftkv_peer_handshakes_pending",
+            "Inbound peer connections waiting for their handshake.",
             c.peer_handshakes,
+        );
+        x.family(
+            "raftkv_client_bytes_total",
+            Kind::Counter,
+            "Bytes read from (in) and written to (out) client connections, both ports.",
+        );
+        x.sample(
+            "raftkv_client_bytes_total",
+            &[("direction", "in")],
+            c.client_bytes_received,
+        );
+        x.sample(
+            "raftkv_client_bytes_total",
+            &[("direction", "out")],
+            c.client_bytes_sent,
         );
         x.family(
             "raftkv_connections_closed_total",
@@ -435,6 +451,8 @@ mod tests {
         m.record_peer_round_trip(2, 700);
         m.set_connections(ConnectionMetrics {
             client_connections: 5,
+            redis_connections: 2,
+            client_bytes_sent: 9,
             idle_timeouts: 2,
             ..ConnectionMetrics::default()
         });
@@ -470,7 +488,9 @@ mod tests {
                 "1",
             ),
             (r#"raftkv_peer_round_trip_seconds_sum{peer="2"}"#, "0.0007"),
-            (r#"raftkv_connections{kind="client"}"#, "5"),
+            (r#"raftkv_connections{port="client"}"#, "3"),
+            (r#"raftkv_connections{port="redis"}"#, "2"),
+            (r#"raftkv_client_bytes_total{direction="out"}"#, "9"),
             (
                 r#"raftkv_connections_closed_total{reason="idle_timeout"}"#,
                 "2",
