@@ -484,7 +484,15 @@ pub fn parse(mut args: Vec<Bytes>) -> Result<Parsed, RespValue> {
         )),
         "command" => {
             let mut words = rest.iter().map(|s| String::from_utf8_lossy(s).into_owned());
-            let sub = words.next().map(|s| s.to_lowercase());
+            let given = words.next();
+            let sub = given.as_ref().map(|s| s.to_lowercase());
+            if let (Some(given), Some(sub)) = (&given, &sub)
+                && !matches!(sub.as_str(), "count" | "list" | "info" | "docs")
+            {
+                return Err(err(format!(
+                    "ERR unknown subcommand '{given}'. Try COMMAND HELP."
+                )));
+            }
             control(Control::Command(sub, words.collect()))
         }
         "client" => parse_client(rest),
@@ -510,7 +518,8 @@ pub fn parse(mut args: Vec<Bytes>) -> Result<Parsed, RespValue> {
                     sub.to_uppercase()
                 ))),
                 _ => Err(err(format!(
-                    "ERR unknown subcommand '{sub}'. Try CONFIG HELP."
+                    "ERR unknown subcommand '{}'. Try CONFIG HELP.",
+                    String::from_utf8_lossy(&rest[0])
                 ))),
             }
         }

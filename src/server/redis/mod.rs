@@ -56,25 +56,23 @@
 //! count the started slots not yet done; `done_bytes` is the sum of
 //! `reply_bytes_hint` over the `Done` slots.
 
+mod client;
 pub mod command;
 mod cursor;
 mod glob;
 mod info;
+mod scan;
 
 use std::collections::{HashMap, VecDeque};
 
+pub use self::client::{Identity, LocalQuery};
 pub use self::command::KillFilter;
-use self::command::{
-    Bytes, Cmd, Control, Parsed, Scan, auth_refusal, command_reply, config_get, parse,
-};
-use self::cursor::Resume;
+use self::command::{Bytes, Cmd, Control, Parsed, auth_refusal, command_reply, config_get, parse};
+use self::scan::RangeJob;
 use crate::codec::client::{Request, RequestBody, Response, ResponseBody, Role, Status};
 use crate::codec::resp::{Protocol, RespValue};
 use crate::kv::SetCondition;
-use crate::kv::{
-    Command, CommandResult, Compare, CompareOp, Op, OpResult, RangeQuery, RangeResult, Session,
-    prefix_end,
-};
+use crate::kv::{Command, CommandResult, Compare, CompareOp, Op, OpResult, RangeQuery, Session};
 /// Times a request follows a `NotLeader` answer.
 const FORWARDS_MAX: u8 = 3;
 
@@ -85,34 +83,6 @@ pub enum Target {
     Local,
     /// The leader at this client address, over the forwarding link.
     Forward(String),
-}
-
-/// Who the connection is, set by the loop when it accepts it (`CLIENT ID/INFO/LIST`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Identity {
-    /// The connection's id, unique in the node's lifetime (`CLIENT ID`, `HELLO`).
-    pub id: u64,
-    /// The client's `ip:port`.
-    pub addr: String,
-    /// The server side's `ip:port`.
-    pub laddr: String,
-    /// The loop's clock (ms) when the connection was accepted.
-    pub opened_ms: u64,
-}
-
-/// A question only the loop can answer (it sees every connection and the wall clock);
-/// taken with [`RedisConn::take_local_queries`], answered with
-/// [`RedisConn::on_local_answer`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LocalQuery {
-    /// CLIENT LIST: the answer is every Redis connection's [`RedisConn::client_line`]
-    /// joined, as a bulk (verbatim in RESP3) string.
-    ClientList,
-    /// CLIENT KILL: the loop closes the matching connections (see
-    /// [`RedisConn::kill_matches`]) and answers the reply.
-    ClientKill(KillFilter),
-    /// TIME: `[unix seconds, microseconds]`.
-    Time,
 }
 
 /// A request to send on behalf of the connection.
@@ -172,126 +142,6 @@ enum Job {
     Local(LocalQuery),
     /// WAIT: how many replicas hold this connection's writes.
     Wait,
-}
-
-/// The commands built on range reads.
-#[derive(Debug)]
-enum RangeJob {
-    /// KEYS: the matching keys found so far (every page is read).
-    Keys { pattern: Bytes, found: Vec<Bytes> },
-    /// SCAN: one page.
-    Scan(Scan),
-    /// DBSIZE: a linearizable count.
-    Dbsize,
-    /// RANDOMKEY: the first key at or after a random point, else the first key.
-    Randomkey { from_start: bool },
-}
-
-/// The range of the keys `pattern` can match, from `start` on: those with its literal
-/// prefix.
-fn pattern_range(pattern: Option<&[u8]>, start: Vec<u8>) -> RangeQuery {
-    let prefix = pattern.map_or(&[][..], glob::literal_prefix);
-    RangeQuery {
-        start: start.max(prefix.to_vec()),
-        end: prefix_end(prefix),
-        keys_only: true,
-        ..RangeQuery::default()
-    }
-}
-
-impl RangeJob {
-    /// The job of a range command, with its first page.
-    fn start(self, random: u64) -> Job {
-        let query = match &self {
-            RangeJob::Keys { pattern, .. } => pattern_range(Some(pattern), Vec::new()),
-            RangeJob::Scan(scan) => {
-                let start = match &scan.resume {
-                    None => Vec::new(),
-                    Some(Resume::From(prefix)) => prefix.clone(),
-                    Some(Resume::After(key)) => [key.as_slice(), &[0]].concat(),
-                };
-                RangeQuery {
-                    limit: scan.count,
-                    ..pattern_range(scan.pattern.as_deref(), start)
-                }
-            }
-            RangeJob::Dbsize => RangeQuery {
-                count_only: true,
-                ..RangeQuery::default()
-            },
-            RangeJob::Randomkey { .. } => RangeQuery {
-                start: random.to_be_bytes().to_vec(),
-                limit: 1,
-                keys_only: true,
-                ..RangeQuery::default()
-            },
-        };
-        Job::Range { what: self, query }
-    }
-
-    /// The next step once page `result` of `query` arrived: another page or the reply.
-    fn advance(&mut self, query: &mut RangeQuery, result: RangeResult) -> Step {
-        let again = |query: &RangeQuery| {
-            Step::Send(vec![RequestBody::Range {
-                query: query.clone(),
-                stale: false,
-            }])
-        };
-        let last = result.entries.last().map(|(key, _)| key.clone());
-        match self {
-            RangeJob::Keys { pattern, found } => {
-                found.extend(
-                    result
-                        .entries
-                        .into_iter()
-                        .map(|(key, _)| key)
-                        .filter(|key| glob::matches(pattern, key)),
-                );
-                match last {
-                    Some(last) if result.more => {
-                        *query = query.after(&last);
-                        again(query)
-                    }
-                    _ => Step::Done(bulks(std::mem::take(found))),
-                }
-            }
-            RangeJob::Scan(scan) => {
-                let next = match last {
-                    Some(last) if result.more => cursor::encode(&last),
-                    _ => "0".into(),
-                };
-                let keys = result
-                    .entries
-                    .into_iter()
-                    .map(|(key, _)| key)
-                    .filter(|key| {
-                        !scan.no_type_match
-                            && scan.pattern.as_ref().is_none_or(|p| glob::matches(p, key))
-                    })
-                    .collect();
-                Step::Done(RespValue::Array(Some(vec![
-                    RespValue::bulk(next),
-                    bulks(keys),
-                ])))
-            }
-            RangeJob::Dbsize => Step::Done(RespValue::Integer(result.count as i64)),
-            RangeJob::Randomkey { from_start } => match (last, *from_start) {
-                (Some(key), _) => Step::Done(RespValue::Bulk(Some(key))),
-                (None, false) => {
-                    *from_start = true;
-                    query.start.clear();
-                    again(query)
-                }
-                (None, true) => Step::Done(RespValue::Bulk(None)),
-            },
-        }
-    }
-}
-
-fn bulks(keys: Vec<Bytes>) -> RespValue {
-    RespValue::Array(Some(
-        keys.into_iter().map(|k| RespValue::Bulk(Some(k))).collect(),
-    ))
 }
 
 enum Step {
@@ -461,44 +311,6 @@ impl RedisConn {
     /// The loop's clock now (ms), before commands or answers are fed in.
     pub fn set_now_ms(&mut self, now_ms: u64) {
         self.now_ms = self.now_ms.max(now_ms);
-    }
-
-    /// The connection's `CLIENT LIST` line (no line end), as redis-server writes it;
-    /// the figures raftkv does not track (memory, buffers) are 0.
-    pub fn client_line(&self) -> String {
-        let age_s = self.now_ms.saturating_sub(self.identity.opened_ms) / 1000;
-        let idle_s = self.now_ms.saturating_sub(self.last_command_ms) / 1000;
-        let multi = self.multi.as_ref().map_or(-1, |queued| queued.len() as i64);
-        let name = String::from_utf8_lossy(self.name.as_deref().unwrap_or_default());
-        format!(
-            "id={} addr={} laddr={} fd=-1 name={name} age={age_s} idle={idle_s} flags={} \
-             db=0 sub=0 psub=0 ssub=0 multi={multi} watch={} qbuf=0 qbuf-free=0 \
-             argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r \
-             cmd={} user=default redir=-1 resp={} lib-name={} lib-ver={}",
-            self.identity.id,
-            self.identity.addr,
-            self.identity.laddr,
-            if self.multi.is_some() { "x" } else { "N" },
-            self.shared.watched.len(),
-            self.last_command,
-            self.protocol.version(),
-            String::from_utf8_lossy(&self.lib_name),
-            String::from_utf8_lossy(&self.lib_ver),
-        )
-    }
-
-    /// Whether CLIENT KILL `filter`, sent by connection `caller`, closes this one.
-    pub fn kill_matches(&self, filter: &KillFilter, caller: u64) -> bool {
-        (!filter.skip_me || self.identity.id != caller)
-            && filter.id.is_none_or(|id| id == self.identity.id)
-            && filter
-                .addr
-                .as_ref()
-                .is_none_or(|a| *a == self.identity.addr)
-            && filter
-                .laddr
-                .as_ref()
-                .is_none_or(|a| *a == self.identity.laddr)
     }
 
     /// The questions for the loop (slot id, query).
@@ -687,34 +499,6 @@ impl RedisConn {
             Control::Select => reply(RespValue::ok()),
             Control::Quit => (Job::Reply(RespValue::ok()), true),
         }
-    }
-
-    /// A pseudo-random number for RANDOMKEY (SplitMix64 over the connection's id, the
-    /// clock and its request count: varied enough to pick a key, not for secrets).
-    fn random(&self) -> u64 {
-        let mut z = self
-            .identity
-            .id
-            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
-            .wrapping_add(self.now_ms)
-            .wrapping_add(self.next_request_id.wrapping_mul(0xBF58_476D_1CE4_E5B9));
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// HELLO's reply: the server's map (a flat array in RESP2).
-    fn hello_reply(&self) -> RespValue {
-        let field = |name: &str, value| (RespValue::bulk(name), value);
-        RespValue::Map(vec![
-            field("server", RespValue::bulk("redis")),
-            field("version", RespValue::bulk(info::REDIS_VERSION)),
-            field("proto", RespValue::Integer(self.protocol.version())),
-            field("id", RespValue::Integer(self.identity.id as i64)),
-            field("mode", RespValue::bulk("standalone")),
-            field("role", RespValue::bulk("master")),
-            field("modules", RespValue::Array(Some(Vec::new()))),
-        ])
     }
 
     /// An answer to a request this connection submitted.

@@ -1,0 +1,162 @@
+//! The Redis port against a real redis-server, byte for byte (issue 19 §4): the same
+//! raw RESP commands go to both, over RESP2 and after `HELLO 3`, and the replies must be
+//! identical, for the commands whose answer does not depend on the server (errors,
+//! keyspace commands, AUTH without a password, RESP3 nulls). Skips, saying so, when no
+//! `redis-server` is installed (`apt-get install redis-server`).
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Cluster, eventually};
+use raftkv::server::ports::lease_loopback_ports;
+
+/// redis-server on a leased loopback port, killed on drop.
+struct RedisServer(Child);
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn encode(line: &str) -> Vec<u8> {
+    let words: Vec<&str> = line.split(' ').collect();
+    let mut out = format!("*{}\r\n", words.len()).into_bytes();
+    for word in words {
+        out.extend_from_slice(format!("${}\r\n{word}\r\n", word.len()).as_bytes());
+    }
+    out
+}
+
+/// Sends every command, then reads until the replies stop coming (a short quiet time
+/// after the last byte, within a bounded total wait).
+fn exchange(addr: &str, commands: &[&str]) -> Vec<u8> {
+    let mut stream = eventually(|| TcpStream::connect(addr));
+    for line in commands {
+        stream.write_all(&encode(line)).expect("write");
+    }
+    stream
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .expect("timeout");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    while Instant::now() < deadline {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(_) if !out.is_empty() => break,
+            Err(_) => {}
+        }
+    }
+    out
+}
+
+/// Goal: for these commands raftkv's replies are redis-server's bytes. Method: one
+/// connection each, the same pipeline of commands, compare the whole reply streams.
+#[test]
+fn replies_match_redis_server_byte_for_byte() {
+    if Command::new("redis-server")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("SKIPPED replies_match_redis_server_byte_for_byte: no redis-server installed");
+        return;
+    }
+    let lease = lease_loopback_ports(1).expect("lease a port");
+    let server_addr = lease[0].addr().to_string();
+    let child = Command::new("redis-server")
+        .args([
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            &lease[0].addr().port().to_string(),
+        ])
+        .args(["--save", "", "--appendonly", "no", "--databases", "1"])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start redis-server");
+    let _server = RedisServer(child);
+    let cluster = Cluster::start(3, |_| {});
+    let leader = cluster.leader();
+    let raftkv_addr = cluster.nodes[leader].redis_addr.to_string();
+    eventually(|| {
+        let reply = exchange(&raftkv_addr, &["SET warm up"]);
+        if reply == b"+OK\r\n" {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&reply).into_owned())
+        }
+    });
+    let commands = [
+        "FLUSHALL",
+        "SET a 1",
+        "SET b 2",
+        "GET nokey",
+        "TYPE a",
+        "TYPE nokey",
+        "EXISTS a b nokey",
+        "RENAME a c",
+        "RENAME nokey d",
+        "RENAMENX c b",
+        "RENAMENX c e",
+        "COPY e f",
+        "COPY e f",
+        "COPY e f REPLACE",
+        "COPY e e",
+        "UNLINK f nokey",
+        "KEYS e",
+        "DBSIZE",
+        "SCAN notacursor",
+        "SCAN 0 COUNT 0",
+        "FLUSHDB ASYNC",
+        "FLUSHDB NOW",
+        "DBSIZE",
+        "RANDOMKEY",
+        "SCAN 0",
+        "AUTH secret",
+        "AUTH default secret",
+        "AUTH someone secret",
+        "HELLO 4",
+        "HELLO x",
+        "HELLO 3 AUTH u",
+        "HELLO 3 BOGUS",
+        "CLIENT KILL",
+        "CLIENT KILL ID 0",
+        "CLIENT KILL 1.2.3.4:5",
+        "CLIENT BOGUS",
+        "CLIENT SETNAME has space",
+        "CONFIG BOGUS",
+        "CONFIG GET maxmemory",
+        "CONFIG GET databases",
+        "WAIT 0 -1",
+        "WAIT x 0",
+        "WAIT 0 x",
+        "COMMAND BOGUS",
+        "SELECT 1",
+    ];
+    let resp3 = ["HELLO 3 SETNAME x", "GET nokey", "MGET nokey", "RANDOMKEY"];
+    let want = exchange(&server_addr, &commands);
+    let got = exchange(&raftkv_addr, &commands);
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        String::from_utf8_lossy(&want),
+        "RESP2 replies"
+    );
+    // HELLO's map names the server's version and connection id: compare what follows.
+    let tail = |reply: Vec<u8>| {
+        let text = String::from_utf8_lossy(&reply).into_owned();
+        text[text.find("modules\r\n*0\r\n").expect("HELLO map") + 13..].to_string()
+    };
+    assert_eq!(
+        tail(exchange(&raftkv_addr, &resp3)),
+        tail(exchange(&server_addr, &resp3)),
+        "RESP3 replies"
+    );
+}
