@@ -260,3 +260,102 @@ fn limits_answer_and_close() {
     drop(open);
     call_until(addr, "GET", "/version", b"", 200);
 }
+
+/// `promtool check metrics` on `text`; `None` (skipped, loudly) when promtool is not
+/// installed and RAFTKV_REQUIRE_PROMTOOL is unset.
+fn promtool_check_metrics(text: &[u8]) -> Option<std::process::Output> {
+    let child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(child) => child,
+        Err(e) if std::env::var_os("RAFTKV_REQUIRE_PROMTOOL").is_none() => {
+            eprintln!("SKIPPED promtool check: promtool does not run ({e})");
+            return None;
+        }
+        Err(e) => panic!("RAFTKV_REQUIRE_PROMTOOL is set but promtool does not run: {e}"),
+    };
+    child
+        .stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(text)
+        .expect("promtool reads stdin");
+    Some(child.wait_with_output().expect("promtool runs"))
+}
+
+/// The `raftkv_*` metric names an alert rule or dashboard file refers to.
+fn referenced_metrics(path: &str) -> Vec<String> {
+    let text = std::fs::read_to_string(path).expect("monitoring file");
+    let mut names: Vec<String> = text
+        .match_indices("raftkv_")
+        .map(|(i, _)| {
+            text[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect()
+        })
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// Goal: a running node serves `GET /metrics` in a format promtool accepts, with every
+/// metric docs/monitoring's alert rules and dashboard use (on the leader, which alone
+/// exports its followers' lag), and `GET /events` with the election that made its
+/// leader; on a follower too. Method: scrape both over the real
+/// HTTP port after a write.
+#[test]
+fn metrics_and_events_are_served_by_every_node() {
+    let cluster = Cluster::start(3, |_| {});
+    let leader = cluster.leader();
+    let follower = (leader + 1) % 3;
+    call_until(
+        http_addr(&cluster, follower),
+        "PUT",
+        "/kv/scraped",
+        br#"{"value": "yes"}"#,
+        200,
+    );
+    let mut wanted = referenced_metrics("docs/monitoring/alerts.yml");
+    wanted.extend(referenced_metrics("docs/monitoring/grafana-dashboard.json"));
+    assert!(wanted.len() >= 8, "the rules refer to metrics: {wanted:?}");
+    for node in [leader, follower] {
+        let mut conn = Conn::open(http_addr(&cluster, node));
+        let metrics = conn.call("GET", "/metrics", b"");
+        assert_eq!(metrics.status, 200);
+        assert_eq!(
+            metrics.header("content-type"),
+            Some("text/plain; version=0.0.4; charset=utf-8")
+        );
+        let text = String::from_utf8(metrics.body.clone()).expect("UTF-8 text");
+        // The leader's view of its followers (lag, activity) is the leader's alone.
+        for name in wanted.iter().filter(|_| node == leader) {
+            // A histogram is referred to by its _bucket/_sum/_count series.
+            assert!(
+                text.lines().any(|line| line.starts_with(name.as_str())),
+                "node {node}: {name} is not exported:\n{text}"
+            );
+        }
+        if let Some(output) = promtool_check_metrics(&metrics.body) {
+            assert!(
+                output.status.success(),
+                "promtool check metrics on node {node}: {}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        let events = conn.call("GET", "/events", b"").json();
+        let events = events.as_array().expect("a JSON array");
+        assert!(
+            events
+                .iter()
+                .any(|e| e["kind"] == "leader_changed" && e["time_ms"].as_u64() > Some(0)),
+            "node {node}: {events:?}"
+        );
+    }
+}

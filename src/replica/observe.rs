@@ -106,12 +106,12 @@ impl<L: ReplicaLog, W: SnapshotWriter> Replica<L, W> {
         let (kind, message) = if raised {
             (
                 EventKind::AlarmRaised,
-                "NOSPACE alarm raised: the data directory's disk is full; writes are refused",
+                "the data directory's disk is full: writes are refused (NOSPACE)",
             )
         } else {
             (
                 EventKind::AlarmCleared,
-                "NOSPACE alarm cleared: disk space is back; writes are accepted",
+                "disk space is back: writes are accepted again",
             )
         };
         self.events.record(

@@ -93,13 +93,15 @@ impl EventLoop {
     pub(super) fn submit(&mut self, port: Port, client: ClientRef, submit: Submit) {
         let now_ms = self.now_ms();
         match submit.target {
-            Target::Local => match self
-                .node
-                .on_client_request(port, client, submit.request, None, now_ms)
-            {
-                Some(response) => self.net.reply(client, response),
-                None => self.net.redis_proposed = true,
-            },
+            Target::Local => {
+                match self
+                    .node
+                    .on_client_request(port, client, submit.request, None, now_ms)
+                {
+                    Some(response) => self.net.reply(client, response),
+                    None => self.net.redis_proposed = true,
+                }
+            }
             Target::Forward(addr) => {
                 let Some(request) = self.net.forward(client, submit.request, &addr, now_ms) else {
                     return;
