@@ -1,5 +1,7 @@
 //! `raftkv-log`: read-only inspection (`stat`, `dump`, `verify`) and two explicit
-//! repairs (`truncate`, `reset-hardstate`) of a log directory.
+//! repairs (`truncate`, `reset-hardstate`) of a log directory, and `snapshot-restore`
+//! (see [`super::restore`]), which writes a new cluster node's data directory from a
+//! snapshot file.
 //!
 //! The read-only commands take no lock, so they can run beside a live node (they
 //! warn that the log may be changing); they judge files with the same scanner as
