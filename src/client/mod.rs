@@ -3,7 +3,7 @@
 //! - [`Client`]: typed calls (`get`, `get_stale`, `put`, `delete`, `cas`, `txn`,
 //!   `status`, `metrics`) with leader discovery, `NotLeader` redirects, retries with
 //!   backoff bounded by a per-request timeout, and a session so a retried write applies
-//!   once.
+//!   once; [`Client::snapshot_save`] pulls a snapshot of the state machine.
 //! - [`Pipeline`]: one connection with many requests in flight, replies matched by
 //!   request id (for the benchmark).
 //! - [`status_at`] / [`metrics_at`]: one node, one attempt (for `raftkv-cli status`).
@@ -12,11 +12,13 @@
 //! Plain `std::net::TcpStream`, no async runtime: one client per thread.
 
 mod addr;
+mod backup;
 mod cluster;
 mod error;
 mod pipeline;
 
 pub use addr::check_addr;
+pub use backup::{SaveProgress, SavedSnapshot};
 pub use cluster::{
     CasOutcome, Client, ClientOptions, ClientStats, LeaderInfo, TxnOutcome, leader_of, metrics_at,
     status_at,

@@ -13,6 +13,7 @@
 //! Invariant: decoding never panics and allocates at most the frame's length: every
 //! length and count is checked against the bytes left in the frame (`wire::Reader`).
 
+use super::backup::{self, BackupReply, BackupRequest};
 use crate::kv::command::{encode_command, encode_result, read_command, read_result};
 use crate::kv::{Command, CommandResult, RangeQuery, RangeResult};
 use crate::raft::message::NodeId;
@@ -69,6 +70,9 @@ pub enum RequestBody {
         /// The voter to lead next.
         id: NodeId,
     },
+    /// A step of a snapshot save (`raftkv-cli snapshot save`), served by the node
+    /// server; answered [`ResponseBody::Backup`].
+    Backup(BackupRequest),
 }
 
 /// A membership change asked of the leader.
@@ -129,6 +133,8 @@ pub enum ResponseBody {
     /// The answer to [`RequestBody::Metrics`]: counter names and values, in the server's
     /// order.
     Metrics(Vec<(String, u64)>),
+    /// The answer to [`RequestBody::Backup`].
+    Backup(BackupReply),
 }
 
 /// A node's Raft role as reported by [`Status`].
@@ -218,6 +224,7 @@ const REQ_MEMBER_PROMOTE: u8 = 6;
 const REQ_MEMBER_REMOVE: u8 = 7;
 const REQ_TRANSFER_LEADER: u8 = 8;
 const REQ_RANGE: u8 = 9;
+const REQ_BACKUP: u8 = 10;
 
 const RESP_RESULT: u8 = 1;
 const RESP_NOT_LEADER: u8 = 2;
@@ -226,6 +233,7 @@ const RESP_ERROR: u8 = 4;
 const RESP_STATUS: u8 = 5;
 const RESP_METRICS: u8 = 6;
 const RESP_RANGE: u8 = 7;
+const RESP_BACKUP: u8 = 10;
 
 /// Range flags: leave the values out, answer a count only, serve stale.
 const RANGE_KEYS_ONLY: u8 = 1;
@@ -245,6 +253,7 @@ pub fn encode_request(request: &Request, out: &mut Vec<u8>) {
         RequestBody::MemberChange(MemberChange::Remove { .. }) => REQ_MEMBER_REMOVE,
         RequestBody::TransferLeader { .. } => REQ_TRANSFER_LEADER,
         RequestBody::Range { .. } => REQ_RANGE,
+        RequestBody::Backup(_) => REQ_BACKUP,
     };
     out.push(kind);
     put_u64(out, request.request_id);
@@ -288,6 +297,7 @@ pub fn encode_request(request: &Request, out: &mut Vec<u8>) {
         }
         RequestBody::MemberChange(MemberChange::Promote { id } | MemberChange::Remove { id })
         | RequestBody::TransferLeader { id } => put_u64(out, *id),
+        RequestBody::Backup(request) => backup::encode_request(request, out),
     }
 }
 
@@ -365,6 +375,7 @@ pub fn decode_request_with_command_bytes(
         REQ_TRANSFER_LEADER => RequestBody::TransferLeader {
             id: input.u64("transfer target")?,
         },
+        REQ_BACKUP => RequestBody::Backup(backup::read_request(&mut input)?),
         other => return Err(DecodeError::UnknownType(other)),
     };
     input.finish()?;
@@ -382,6 +393,7 @@ pub fn encode_response(response: &Response, out: &mut Vec<u8>) {
         ResponseBody::Status(_) => RESP_STATUS,
         ResponseBody::Metrics(_) => RESP_METRICS,
         ResponseBody::Range(_) => RESP_RANGE,
+        ResponseBody::Backup(_) => RESP_BACKUP,
     };
     out.push(kind);
     put_u64(out, response.request_id);
@@ -420,6 +432,7 @@ pub fn encode_response(response: &Response, out: &mut Vec<u8>) {
                 put_u64(out, *value);
             }
         }
+        ResponseBody::Backup(reply) => backup::encode_reply(reply, out),
     }
 }
 
@@ -524,6 +537,7 @@ pub fn decode_response(body: &[u8]) -> Result<Response, DecodeError> {
             }
             ResponseBody::Metrics(counters)
         }
+        RESP_BACKUP => ResponseBody::Backup(backup::read_reply(&mut input)?),
         other => return Err(DecodeError::UnknownType(other)),
     };
     input.finish()?;
@@ -625,6 +639,33 @@ mod tests {
         ".{0,6}"
     }
 
+    fn backup_request() -> impl Strategy<Value = BackupRequest> {
+        prop_oneof![
+            Just(BackupRequest::Start),
+            any::<u64>().prop_map(|id| BackupRequest::Poll { id }),
+            any::<[u64; 3]>().prop_map(|[id, offset, bytes_max]| BackupRequest::Read {
+                id,
+                offset,
+                bytes_max
+            }),
+            any::<u64>().prop_map(|id| BackupRequest::Finish { id }),
+        ]
+    }
+
+    fn backup_reply() -> impl Strategy<Value = BackupReply> {
+        prop_oneof![
+            any::<u64>().prop_map(|id| BackupReply::Started { id }),
+            Just(BackupReply::Running),
+            any::<[u64; 3]>().prop_map(|[index, term, bytes]| BackupReply::Ready {
+                index,
+                term,
+                bytes
+            }),
+            strategy::bytes().prop_map(BackupReply::Chunk),
+            Just(BackupReply::Finished),
+        ]
+    }
+
     fn request() -> impl Strategy<Value = Request> {
         let body = prop_oneof![
             (strategy::bytes(), any::<bool>())
@@ -660,6 +701,7 @@ mod tests {
                         stale,
                     }
                 }),
+            backup_request().prop_map(RequestBody::Backup),
         ];
         (any::<u64>(), body).prop_map(|(request_id, body)| Request { request_id, body })
     }
@@ -719,6 +761,7 @@ mod tests {
             text().prop_map(ResponseBody::Error),
             status.prop_map(ResponseBody::Status),
             proptest::collection::vec((text(), any::<u64>()), 0..4).prop_map(ResponseBody::Metrics),
+            backup_reply().prop_map(ResponseBody::Backup),
         ];
         (any::<u64>(), body).prop_map(|(request_id, body)| Response { request_id, body })
     }

@@ -46,6 +46,7 @@
 //! carried in the Raft configuration).
 
 pub mod alarm;
+mod backup;
 pub mod events;
 pub mod exposition;
 pub mod log;

@@ -300,6 +300,12 @@ impl<L: ReplicaLog, W: SnapshotWriter> Replica<L, W> {
                 Err(e) => reply(self.refusal(e)),
             },
             RequestBody::Metrics => reply(ResponseBody::Metrics(self.metrics_snapshot())),
+            // A snapshot save writes files from a helper thread: the node server serves
+            // it (`server::backup`) with the view [`Replica::backup_view`] takes; a
+            // driver without one (the simulation) refuses it.
+            RequestBody::Backup(_) => reply(ResponseBody::Error(
+                "snapshot save is not served by this driver".into(),
+            )),
             RequestBody::Get { key, stale: true } => reply(ReadWhat::Key(key).answer(&self.kv)),
             RequestBody::Range { query, stale: true } => {
                 reply(ReadWhat::Range(query).answer(&self.kv))
@@ -400,7 +406,7 @@ impl<L: ReplicaLog, W: SnapshotWriter> Replica<L, W> {
         })
     }
 
-    fn not_leader(&self) -> Option<ResponseBody> {
+    pub(super) fn not_leader(&self) -> Option<ResponseBody> {
         let raft = self.raw.raft();
         if raft.role == Role::Leader {
             return None;

@@ -19,6 +19,7 @@
 //! [`http`]). [`error`] holds the server's typed errors.
 
 pub mod backoff;
+pub mod backup;
 pub mod conn_limits;
 pub mod connection;
 pub mod error;

@@ -17,8 +17,8 @@
 //! error, 6 (`status` only) a member does not answer although the cluster has a leader.
 //! `status` exits 4 when no member answers or none leads.
 
-use std::io::Write;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -29,6 +29,7 @@ use raftkv::kv::{Compare, CompareOp, Op, OpResult};
 use raftkv::raft::message::NodeId;
 
 mod member;
+mod snapshot;
 mod status;
 mod table;
 mod values;
@@ -71,13 +72,19 @@ Membership (talks to the leader; retries until --wait):
   promotes it to voter (--learner: stop after adding). Start the new node first with
   `raftkv-server --config FILE --join CLUSTER_ADDR`.
 
+Backup:
+  raftkv-cli --cluster A snapshot save FILE   # from the leader, verified
+  raftkv-log snapshot-restore FILE --data-dir DIR --node-id N --cluster-id C \\
+      --member ID=PEER,CLIENT ...             # each node of a NEW cluster
+
 Exit codes: 0 ok, 1 not found,
             2 usage error (also: a malformed --cluster address, or a Redis port given
               as a client address),
             3 cas or txn compare failed,
             4 unavailable, timeout or unreachable (membership: --wait ended first;
               status: no member answers, or none leads),
-            5 refused (an invalid membership change) or other errors,
+            5 refused (an invalid membership change) or other errors (also: writing
+              stdout or the snapshot file failed; a closed pipe is not an error),
             6 status: a member does not answer (the others have a leader).
   status names each member that does not answer, and a missing leader, on stderr.";
 
@@ -216,6 +223,23 @@ enum CliCommand {
         #[arg(long, default_value_t = 10, value_name = "SECS")]
         wait: u64,
     },
+    /// Save a consistent snapshot of the whole store from the leader.
+    Snapshot {
+        #[command(subcommand)]
+        command: SnapshotCommand,
+    },
+}
+
+/// The `snapshot` subcommands.
+#[derive(Debug, Subcommand)]
+enum SnapshotCommand {
+    /// Write the state machine as the leader has applied it now (every write it
+    /// acknowledged before) to FILE, verified; restore it into a new cluster with
+    /// `raftkv-log snapshot-restore FILE ...`.
+    Save {
+        /// Where to write it (replaced only once the new file is complete and verified).
+        file: PathBuf,
+    },
 }
 
 /// The `member` subcommands.
@@ -297,6 +321,9 @@ fn main() -> ExitCode {
                     member::run(&mut client, command, &cli.cluster.join(","))
                 }
                 CliCommand::TransferLeader { id, wait } => member::transfer(&mut client, id, wait),
+                CliCommand::Snapshot {
+                    command: SnapshotCommand::Save { file },
+                } => snapshot::save(&mut client, &file),
                 command => run(&mut client, command),
             },
             Err(error) => fail(&error),
@@ -399,7 +426,8 @@ fn run(client: &mut Client, command: CliCommand) -> u8 {
         }
         CliCommand::Status { .. }
         | CliCommand::Member { .. }
-        | CliCommand::TransferLeader { .. } => {
+        | CliCommand::TransferLeader { .. }
+        | CliCommand::Snapshot { .. } => {
             unreachable!("handled in main")
         }
     };
@@ -407,12 +435,7 @@ fn run(client: &mut Client, command: CliCommand) -> u8 {
 }
 
 fn print_line(bytes: &[u8]) -> u8 {
-    let mut stdout = std::io::stdout().lock();
-    // A closed stdout (a pipe into `head`) is not an error of the request.
-    let _ = stdout
-        .write_all(bytes)
-        .and_then(|()| stdout.write_all(b"\n"));
-    0
+    values::write_stdout(&[bytes, b"\n"])
 }
 
 fn not_found(key: &str) -> u8 {
@@ -452,7 +475,8 @@ fn exit_code(error: &Error) -> u8 {
         Error::Protocol { .. }
         | Error::Refused(_)
         | Error::SessionExpired
-        | Error::StaleSequence => EXIT_OTHER,
+        | Error::StaleSequence
+        | Error::Output(_) => EXIT_OTHER,
     }
 }
 

@@ -40,7 +40,8 @@ impl FakeNode {
             RequestBody::Status
             | RequestBody::Metrics
             | RequestBody::MemberChange(_)
-            | RequestBody::TransferLeader { .. } => ResponseBody::Error("no".into()),
+            | RequestBody::TransferLeader { .. }
+            | RequestBody::Backup(_) => ResponseBody::Error("no".into()),
         }
     }
 
