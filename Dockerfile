@@ -11,14 +11,22 @@ ARG RUNTIME_IMAGE=debian:bookworm-slim
 
 FROM ${RUST_IMAGE} AS build
 WORKDIR /src
-COPY . .
-# Crates come from the registry, or, where the build cannot reach it, from a directory
-# made on the host by `cargo vendor --locked target/docker-vendor` (tests/containers.rs
-# does so); the lock file pins the same versions either way.
-RUN if [ -d target/docker-vendor ]; then \
+# Only what cargo builds from, so a change to the docs, tests or scripts keeps the
+# compiled layer.
+COPY Cargo.toml Cargo.lock ./
+COPY src/ src/
+COPY tools/ tools/
+COPY benches/ benches/
+COPY examples/ examples/
+COPY config/ config/
+# Crates come from the registry, or, where the build cannot reach it, from
+# docker/vendor, filled on the host by `cargo vendor --locked --versioned-dirs
+# docker/vendor` (tests/containers.rs does so); the lock file pins the same versions.
+COPY docker/vendor/ docker/vendor/
+RUN if [ -n "$(ls docker/vendor)" ]; then \
         mkdir -p .cargo \
         && printf '%s\n' '[source.crates-io]' 'replace-with = "vendored"' \
-            '[source.vendored]' 'directory = "target/docker-vendor"' > .cargo/config.toml; \
+            '[source.vendored]' 'directory = "docker/vendor"' > .cargo/config.toml; \
     fi \
  && cargo build --release --locked --bin raftkv-server --bin raftkv-cli \
  && mkdir /out \

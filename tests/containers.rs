@@ -286,12 +286,7 @@ fn prepare_build() {
         .env("RUST_IMAGE", RUST_IMAGE));
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     run(Command::new(cargo)
-        .args([
-            "vendor",
-            "--locked",
-            "--versioned-dirs",
-            "target/docker-vendor",
-        ])
+        .args(["vendor", "--locked", "--versioned-dirs", "docker/vendor"])
         .current_dir(repo()));
     eprintln!(
         "base images and vendored crates ready in {:.1?}",
