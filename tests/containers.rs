@@ -128,6 +128,14 @@ impl Compose {
         run(&mut self.command(args))
     }
 
+    /// The id of node `n`'s container.
+    fn container(&self, n: usize) -> String {
+        let output = self.run(&["ps", "-q", &format!("node{n}")]);
+        let id = String::from_utf8_lossy(&output.stdout).trim().to_string();
+        assert!(!id.is_empty(), "no container for node{n}");
+        id
+    }
+
     fn http(&self, node: usize) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.ports[node - 1].2))
     }
@@ -187,6 +195,29 @@ fn wait_healthy(compose: &Compose, nodes: &[usize]) -> u64 {
             )
         );
         sleep(Duration::from_millis(200));
+    }
+}
+
+/// Docker's health status of `container` becomes `healthy` within 60 s (the image's
+/// HEALTHCHECK runs every 5 s).
+fn wait_docker_healthy(container: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let output = run(Command::new("docker").args([
+            "inspect",
+            "--format",
+            "{{.State.Health.Status}}",
+            container,
+        ]));
+        let status = String::from_utf8_lossy(&output.stdout).trim().to_string();
+        if status == "healthy" {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "container {container} is {status}"
+        );
+        sleep(Duration::from_millis(500));
     }
 }
 
@@ -362,6 +393,33 @@ fn compose_cluster_serves_survives_a_kill_and_keeps_its_data() {
         Some("b")
     );
     assert_eq!(get(&compose, others[0], "hello").as_deref(), Some("world"));
+
+    // The image's health check (GET /health through bash) calls a serving node healthy,
+    // and the server runs as the image's non-root user.
+    let survivor = others[0];
+    let container = compose.container(survivor);
+    wait_docker_healthy(&container);
+    let uid = run(Command::new("docker").args(["exec", &container, "id", "-u"]));
+    assert_eq!(String::from_utf8_lossy(&uid.stdout).trim(), "10001");
+
+    // `stop` sends the image's STOPSIGNAL (SIGTERM) to the server, PID 1: a clean stop.
+    compose.run(&["stop"]);
+    let state = run(Command::new("docker").args([
+        "inspect",
+        "--format",
+        "{{.State.ExitCode}}",
+        &container,
+    ]));
+    assert_eq!(
+        String::from_utf8_lossy(&state.stdout).trim(),
+        "0",
+        "exit code of node {survivor}"
+    );
+    let logs = run(Command::new("docker").args(["logs", &container]));
+    assert!(
+        String::from_utf8_lossy(&logs.stderr).contains("stopped cleanly"),
+        "node {survivor} did not log a clean stop"
+    );
 
     // down then up: every acknowledged write is still there, on every node.
     compose.run(&["down"]);
