@@ -70,6 +70,7 @@ pub fn op_of(body: &RequestBody) -> &'static str {
             Command::Txn { .. } => "txn",
             Command::RegisterSession => "register_session",
             Command::Rmw { .. } => "rmw",
+            Command::Publish { .. } => "publish",
         },
         RequestBody::Range { stale: false, .. } => "range",
         RequestBody::Range { stale: true, .. } => "range_stale",

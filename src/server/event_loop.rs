@@ -506,7 +506,10 @@ impl EventLoop {
     /// covers everything appended in it, whichever port it came from.
     fn before_sleep(&mut self) -> Result<(), RunError> {
         self.net.redis_proposed = false;
+        self.node.set_observe(self.net.observe());
         self.node.before_sleep(&mut self.net)?;
+        let applied = self.node.take_applied();
+        self.net.deliver_applied(&applied);
         self.pump_touched_redis();
         self.net.flush_dirty();
         self.follow_membership();

@@ -47,6 +47,7 @@ use super::forward::ForwardLink;
 use super::http::HttpConn;
 use super::node::{ClientRef, Node, Outbox};
 use super::peer_links::PeerLink;
+use super::redis::pubsub::Hub;
 use super::redis::{Identity, RedisConn};
 use crate::codec::client::{self as client_codec, Response, ResponseBody};
 use crate::codec::frame::FrameCodec;
@@ -161,6 +162,11 @@ impl Conn {
             self.kind,
             ConnKind::Client { .. } | ConnKind::Redis(_) | ConnKind::Http(_)
         )
+    }
+
+    /// Whether the connection waits for pushes (a Redis subscriber).
+    pub(super) fn is_listening(&self) -> bool {
+        matches!(&self.kind, ConnKind::Redis(redis) if redis.is_subscribed())
     }
 
     /// Requests in flight and finished reply bytes held outside the output buffer.
@@ -310,6 +316,9 @@ pub(super) struct Net {
     pub(super) redis_touched: Vec<usize>,
     /// A Redis or HTTP request went to the node after its `before_sleep`.
     pub(super) redis_proposed: bool,
+    /// The Redis connections' channel and pattern subscriptions, and the node's
+    /// `notify-keyspace-events`.
+    pub(super) hub: Hub,
 }
 
 impl Net {
@@ -358,6 +367,7 @@ impl Net {
             forward: ForwardLink::new(config.limits.request_timeout_ms),
             redis_touched: Vec::new(),
             redis_proposed: false,
+            hub: Hub::default(),
         }
     }
 
@@ -648,7 +658,8 @@ impl Net {
             .iter()
             .filter(|(_, conn)| !conn.closing)
             .filter_map(|(key, conn)| {
-                let busy = conn.owed().0 > 0;
+                // A subscriber waits for messages, as Redis exempts it from `timeout`.
+                let busy = conn.owed().0 > 0 || conn.is_listening();
                 let expiry = conn.activity.expiry(conn.watch(), busy, &timeouts, now_ms);
                 expiry.map(|expiry| (key, expiry))
             })
@@ -687,6 +698,14 @@ impl Net {
             if conn.is_client() {
                 self.client_count = self.client_count.saturating_sub(1);
             }
+            let client = ClientRef {
+                key,
+                generation: conn.generation,
+            };
+            if let ConnKind::Redis(redis) = &conn.kind {
+                let (channels, patterns) = redis.subscription_names();
+                self.hub.remove(client, &channels, &patterns);
+            }
             match conn.kind {
                 ConnKind::Redis(_) => self.redis_count = self.redis_count.saturating_sub(1),
                 ConnKind::Http(_) => self.http_count = self.http_count.saturating_sub(1),
@@ -706,10 +725,7 @@ impl Net {
                 }
             }
             if conn.is_client() {
-                node.on_client_closed(ClientRef {
-                    key,
-                    generation: conn.generation,
-                });
+                node.on_client_closed(client);
             }
         }
     }
