@@ -423,6 +423,11 @@ impl<L: ReplicaLog, W: SnapshotWriter> Replica<L, W> {
         self.observe = observe;
     }
 
+    /// The index of the last entry applied to the state machine.
+    pub fn applied_index(&self) -> u64 {
+        self.kv.applied_index()
+    }
+
     /// The changes of the entries applied since the last call, in log order.
     pub fn take_applied(&mut self) -> Vec<Applied> {
         std::mem::take(&mut self.applied)

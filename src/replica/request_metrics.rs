@@ -78,6 +78,7 @@ pub fn op_of(body: &RequestBody) -> &'static str {
         RequestBody::Metrics => "metrics",
         RequestBody::MemberChange(_) => "member_change",
         RequestBody::TransferLeader { .. } => "transfer_leader",
+        RequestBody::Watch { .. } => "watch",
     }
 }
 
@@ -91,7 +92,8 @@ pub fn outcome_of(body: &ResponseBody) -> &'static str {
         ResponseBody::Result(_)
         | ResponseBody::Range(_)
         | ResponseBody::Status(_)
-        | ResponseBody::Metrics(_) => "ok",
+        | ResponseBody::Metrics(_)
+        | ResponseBody::Watch(_) => "ok",
         ResponseBody::NotLeader { .. } => "not_leader",
         ResponseBody::Unavailable(_) => "unavailable",
         ResponseBody::Error(text) if text.starts_with("NOSPACE") => "nospace",

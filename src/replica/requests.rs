@@ -300,6 +300,10 @@ impl<L: ReplicaLog, W: SnapshotWriter> Replica<L, W> {
                 Err(e) => reply(self.refusal(e)),
             },
             RequestBody::Metrics => reply(ResponseBody::Metrics(self.metrics_snapshot())),
+            // The server's loop serves watches on client connections itself.
+            RequestBody::Watch { .. } => reply(ResponseBody::Error(
+                "a watch is served on a client-port connection of its own".into(),
+            )),
             RequestBody::Get { key, stale: true } => reply(ReadWhat::Key(key).answer(&self.kv)),
             RequestBody::Range { query, stale: true } => {
                 reply(ReadWhat::Range(query).answer(&self.kv))

@@ -43,7 +43,7 @@ use super::net::{
     REQUESTS_PER_SLICE_CHECK,
 };
 use super::node::{ClientRef, Node, Outbox, Port};
-use crate::codec::client as client_codec;
+use crate::codec::client::{self as client_codec, RequestBody};
 use crate::config::Config;
 use crate::raft::message::NodeId;
 use crate::replica::timer::TimerWheel;
@@ -467,6 +467,13 @@ impl EventLoop {
                 .map_err(ProtocolError::Request)?;
             if let ConnKind::Client { requests_owed } = &mut conn.kind {
                 *requests_owed += 1;
+            }
+            if let RequestBody::Watch { key, prefix } = request.body {
+                let applied_index = self.node.applied_index();
+                let request_id = request.request_id;
+                self.net
+                    .start_watch(client, request_id, key, prefix, applied_index);
+                continue;
             }
             if let Some(response) =
                 self.node

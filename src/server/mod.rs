@@ -16,7 +16,7 @@
 //! drives `net` (connections, limits, flushing, the node's outbox), `peer_links` (dial,
 //! handshake, backoff, liveness), `forward` (a follower's forwarding link to the leader)
 //! `redis_pump` (Redis connections), `pubsub_pump` (what the node applied, to its
-//! subscribers) and `http_pump` (HTTP connections, whose state is [`http`]). [`error`] holds the server's typed errors.
+//! Redis subscribers and the native [`watch`]es) and `http_pump` (HTTP connections, whose state is [`http`]). [`error`] holds the server's typed errors.
 
 pub mod backoff;
 pub mod conn_limits;
@@ -38,3 +38,4 @@ mod redis_pump;
 pub mod removal_marker;
 pub mod snapshot_thread;
 pub mod wal_store;
+pub mod watch;

@@ -49,6 +49,7 @@ use super::node::{ClientRef, Node, Outbox};
 use super::peer_links::PeerLink;
 use super::redis::pubsub::Hub;
 use super::redis::{Identity, RedisConn};
+use super::watch::Watches;
 use crate::codec::client::{self as client_codec, Response, ResponseBody};
 use crate::codec::frame::FrameCodec;
 use crate::codec::http::HttpCodec;
@@ -319,6 +320,8 @@ pub(super) struct Net {
     /// The Redis connections' channel and pattern subscriptions, and the node's
     /// `notify-keyspace-events`.
     pub(super) hub: Hub,
+    /// The native watches of the client-port connections.
+    pub(super) watches: Watches,
 }
 
 impl Net {
@@ -368,6 +371,7 @@ impl Net {
             redis_touched: Vec::new(),
             redis_proposed: false,
             hub: Hub::default(),
+            watches: Watches::default(),
         }
     }
 
@@ -653,13 +657,16 @@ impl Net {
     /// second, so its O(connections) cost is not paid every turn.
     pub(super) fn sweep(&mut self, now_ms: u64) {
         let timeouts = self.limits.timeouts;
+        let watches = &self.watches;
         let expired: Vec<(usize, conn_limits::Expiry)> = self
             .conns
             .iter()
             .filter(|(_, conn)| !conn.closing)
             .filter_map(|(key, conn)| {
-                // A subscriber waits for messages, as Redis exempts it from `timeout`.
-                let busy = conn.owed().0 > 0 || conn.is_listening();
+                // A subscriber or watcher waits for pushes, as Redis exempts a
+                // subscriber from `timeout`.
+                let listening = conn.is_listening() || watches.has_client(key);
+                let busy = conn.owed().0 > 0 || listening;
                 let expiry = conn.activity.expiry(conn.watch(), busy, &timeouts, now_ms);
                 expiry.map(|expiry| (key, expiry))
             })
@@ -702,9 +709,13 @@ impl Net {
                 key,
                 generation: conn.generation,
             };
-            if let ConnKind::Redis(redis) = &conn.kind {
-                let (channels, patterns) = redis.subscription_names();
-                self.hub.remove(client, &channels, &patterns);
+            match &conn.kind {
+                ConnKind::Redis(redis) => {
+                    let (channels, patterns) = redis.subscription_names();
+                    self.hub.remove(client, &channels, &patterns);
+                }
+                ConnKind::Client { .. } => self.watches.remove_client(client),
+                _ => {}
             }
             match conn.kind {
                 ConnKind::Redis(_) => self.redis_count = self.redis_count.saturating_sub(1),

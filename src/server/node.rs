@@ -298,6 +298,11 @@ impl Node {
         self.replica.set_observe(observe);
     }
 
+    /// See [`Replica::applied_index`].
+    pub fn applied_index(&self) -> u64 {
+        self.replica.applied_index()
+    }
+
     /// See [`Replica::take_applied`].
     pub fn take_applied(&mut self) -> Vec<Applied> {
         self.replica.take_applied()

@@ -98,7 +98,8 @@ impl FakeNode {
             RequestBody::Metrics
             | RequestBody::Range { .. }
             | RequestBody::MemberChange(_)
-            | RequestBody::TransferLeader { .. } => ResponseBody::Error("no".into()),
+            | RequestBody::TransferLeader { .. }
+            | RequestBody::Watch { .. } => ResponseBody::Error("no".into()),
         }
     }
 }

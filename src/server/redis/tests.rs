@@ -47,7 +47,8 @@ impl FakeNode {
             RequestBody::Status
             | RequestBody::Metrics
             | RequestBody::MemberChange(_)
-            | RequestBody::TransferLeader { .. } => ResponseBody::Error("no".into()),
+            | RequestBody::TransferLeader { .. }
+            | RequestBody::Watch { .. } => ResponseBody::Error("no".into()),
         }
     }
 
