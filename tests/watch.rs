@@ -1,7 +1,7 @@
 //! Native watches against a real 3-node cluster (issue 19 §3): `raftkv-cli watch
 //! --prefix P` and `raftkv-cli watch KEY`, connected to a follower, print the puts and
 //! deletes written through the leader, in log order with increasing revisions, and
-//! nothing of other keys.
+//! nothing of other keys; a watcher that never reads is disconnected at its output limit.
 
 mod common;
 
@@ -9,9 +9,11 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::mpsc;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{Cluster, eventually};
+use raftkv::client::{Pipeline, metrics_at, status_at};
+use raftkv::codec::client::RequestBody;
 
 const CLI: &str = env!("CARGO_BIN_EXE_raftkv-cli");
 
@@ -106,4 +108,53 @@ fn cli_watches_on_a_follower_print_puts_and_deletes_in_order() {
         revision("DELETE app/a"),
         "one revision per entry"
     );
+}
+
+/// Goal: a watcher that never reads is disconnected once its unwritten output passes
+/// `limits.output_bytes_max`, and the node keeps serving. Method: a small output limit,
+/// a raw watch request on a follower whose answers are never read, 64 KiB puts under
+/// the prefix through the leader until the follower counts an output-limit disconnect;
+/// the follower answers status requests throughout.
+#[test]
+fn a_watcher_that_never_reads_is_disconnected_and_the_node_keeps_serving() {
+    let cluster = Cluster::start(3, |config| {
+        config.limits.frame_bytes_max = 2 * 1024 * 1024;
+        config.limits.entry_bytes_max = 1024 * 1024;
+        config.limits.output_bytes_soft_max = 1024 * 1024;
+        config.limits.output_bytes_max = 2 * 1024 * 1024;
+    });
+    let leader = cluster.leader();
+    let follower = cluster.nodes[(leader + 1) % 3].client_addr.to_string();
+    let options = common::options();
+    let mut slow =
+        Pipeline::connect(&follower, Duration::from_secs(5), 2 * 1024 * 1024).expect("connect");
+    slow.submit(RequestBody::Watch {
+        key: b"big/".to_vec(),
+        prefix: true,
+    })
+    .expect("submit");
+    slow.flush().expect("send the watch");
+    let disconnects = || {
+        let metrics = metrics_at(&follower, &options).expect("the follower answers");
+        let found = metrics
+            .iter()
+            .find(|(name, _)| name.contains("output_limit_disconnects"));
+        found.map_or(0, |(_, value)| *value)
+    };
+    let mut client = cluster.client();
+    let value = vec![b'v'; 64 * 1024];
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut puts = 0;
+    while disconnects() == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "still connected after {puts} puts"
+        );
+        eventually(|| client.put(format!("big/{puts}").as_bytes(), &value));
+        puts += 1;
+    }
+    eprintln!("FIGURE slow_watcher_disconnected_after_puts={puts}");
+    assert!(puts > 16, "disconnected before its output limit: {puts}");
+    let status = status_at(&follower, &options).expect("status");
+    assert!(status.applied_index > 0);
 }
