@@ -332,10 +332,27 @@ impl RedisConn {
         self.protocol
     }
 
-    /// The channels and patterns subscribed (to remove a closed connection from the
-    /// node's index).
+    /// The channels and patterns the node's index may list for this connection (to
+    /// remove it when it closes): those subscribed, and those an (P)UNSUBSCRIBE not yet
+    /// started or taken will leave.
     pub fn subscription_names(&self) -> (Vec<Bytes>, Vec<Bytes>) {
-        self.subscriptions.names()
+        let (mut channels, mut patterns) = self.subscriptions.names();
+        let unstarted = self
+            .slots
+            .iter()
+            .skip(self.started)
+            .filter_map(|slot| match &slot.job {
+                Job::Hub { changes, .. } => Some(changes),
+                _ => None,
+            });
+        for change in unstarted.flatten().chain(&self.shared.hub_changes) {
+            match change {
+                SubscriptionChange::Unsubscribe(name) => channels.push(name.clone()),
+                SubscriptionChange::Punsubscribe(name) => patterns.push(name.clone()),
+                SubscriptionChange::Subscribe(_) | SubscriptionChange::Psubscribe(_) => {}
+            }
+        }
+        (channels, patterns)
     }
 
     /// Whether the connection listens to a channel or pattern (it is not idle then).
@@ -463,6 +480,7 @@ impl RedisConn {
                     Job::Reply(RespValue::error("ERR MULTI calls can not be nested")),
                     false,
                 ),
+                Ok(Parsed::Control(Control::Reset)) => self.job_for_control(Control::Reset),
                 Ok(Parsed::Control(Control::Watch(_))) => (
                     Job::Reply(RespValue::error("ERR WATCH inside MULTI is not allowed")),
                     false,

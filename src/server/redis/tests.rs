@@ -609,3 +609,20 @@ fn subscriptions_confirm_and_publish_counts_receivers() {
     );
     assert!(!node.hub.is_idle());
 }
+
+/// Goal: a connection closing with an UNSUBSCRIBE not yet started still names that
+/// channel for removal from the node's index, and RESET inside MULTI resets. Method: an
+/// UNSUBSCRIBE queued behind an unanswered write; then MULTI, RESET, GET.
+#[test]
+fn pending_unsubscribes_are_named_for_removal_and_reset_ends_multi() {
+    let mut conn = RedisConn::new();
+    let mut node = FakeNode::default();
+    run(&mut conn, &mut node, &["HELLO 3", "SUBSCRIBE a"]);
+    conn.on_command(args("SET k v"));
+    conn.on_command(args("UNSUBSCRIBE a"));
+    let (channels, _) = conn.subscription_names();
+    assert_eq!(channels, vec![b"a".to_vec()], "the index still lists `a`");
+    let mut conn = RedisConn::new();
+    let got = run(&mut conn, &mut node, &["MULTI", "RESET", "GET nokey"]);
+    assert_eq!(got, "+OK\r\n+RESET\r\n$-1\r\n");
+}
