@@ -42,7 +42,8 @@
 //! The parts: [`requests`] (client requests, pending writes and their deadlines),
 //! `reads` (ReadIndex batching), [`parked`] (requests waiting for a leader),
 //! [`snapshots`] (the snapshot schedule, over [`snapshot_policy`]), `membership` (validation of membership
-//! changes), `status` (status, metrics and peer links), [`log`] (the log trait);
+//! changes), `status` (status, metrics and peer links), [`log`] (the log trait),
+//! [`changes`] (what applied entries changed, for the server's subscribers and watches);
 //! and three parts the server uses too: [`timer`] (the hashed timer wheel of the
 //! deadlines), [`metrics`] (the node's counters) and [`members`] (the member addresses
 //! carried in the Raft configuration).
