@@ -161,10 +161,14 @@ fn redis_cli_subscriber_on_a_follower_gets_a_publish_on_the_leader() {
 
 /// Goal: the subscribed mode as redis-server 7 writes it: a RESP2 subscriber gets
 /// arrays and Redis's refusal of GET; a RESP3 subscriber gets `>` pushes and may run GET
-/// between messages. Method: raw RESP on a follower, PUBLISH on the leader.
+/// between messages; `redis.notify_keyspace_events` in the config file turns keyevent
+/// notifications on at start. Method: raw RESP on a follower, PUBLISH and SET on the
+/// leader.
 #[test]
 fn subscribed_mode_refuses_in_resp2_and_pushes_in_resp3() {
-    let cluster = Cluster::start(3, |_| {});
+    let cluster = Cluster::start(3, |config| {
+        config.redis.notify_keyspace_events = "E$".into();
+    });
     let leader = cluster.leader();
     let follower = (leader + 1) % 3;
     let mut resp2 = Raw::open(cluster.nodes[follower].redis_addr);
@@ -187,6 +191,11 @@ fn subscribed_mode_refuses_in_resp2_and_pushes_in_resp3() {
     resp3.read_until(">3\r\n$7\r\nmessage\r\n$1\r\nc\r\n$2\r\nm1\r\n");
     resp3.send(&["GET", "nokey"]);
     resp3.read_until("_\r\n");
+    resp3.send(&["SUBSCRIBE", "__keyevent@0__:set"]);
+    resp3.read_until(":2\r\n");
+    publisher.send(&["SET", "k", "v"]);
+    publisher.read_until("+OK\r\n");
+    resp3.read_until(">3\r\n$7\r\nmessage\r\n$18\r\n__keyevent@0__:set\r\n$1\r\nk\r\n");
     resp2.send(&["RESET"]);
     resp2.read_until("+RESET\r\n");
     resp2.send(&["GET", "nokey"]);

@@ -370,7 +370,7 @@ impl Net {
             forward: ForwardLink::new(config.limits.request_timeout_ms),
             redis_touched: Vec::new(),
             redis_proposed: false,
-            hub: Hub::default(),
+            hub: Hub::with_notify(&config.redis.notify_keyspace_events),
             watches: Watches::default(),
         }
     }

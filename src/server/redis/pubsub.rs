@@ -85,6 +85,15 @@ fn remove(map: &mut HashMap<Vec<u8>, Vec<ClientRef>>, name: &[u8], client: Clien
 }
 
 impl Hub {
+    /// An empty index with `notify-keyspace-events` set to `flags` (validated with the
+    /// configuration; anything else is off).
+    pub fn with_notify(flags: &str) -> Hub {
+        Hub {
+            notify: NotifyFlags::parse(flags.as_bytes()).unwrap_or_default(),
+            ..Hub::default()
+        }
+    }
+
     /// Applies one connection's subscription change.
     pub fn change(&mut self, client: ClientRef, change: SubscriptionChange) {
         match change {
