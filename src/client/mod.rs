@@ -8,6 +8,7 @@
 //!   request id (for the benchmark).
 //! - [`status_at`] / [`metrics_at`]: one node, one attempt (for `raftkv-cli status`).
 //! - [`check_addr`]: the `HOST:PORT` syntax, checked before any connection.
+//! - [`watch`]: a stream of the changes one node applies to a key or prefix.
 //!
 //! Plain `std::net::TcpStream`, no async runtime: one client per thread.
 
@@ -16,6 +17,7 @@ mod backup;
 mod cluster;
 mod error;
 mod pipeline;
+mod watch;
 
 pub use addr::check_addr;
 pub use backup::{SaveProgress, SavedSnapshot};
@@ -25,6 +27,7 @@ pub use cluster::{
 };
 pub use error::Error;
 pub use pipeline::{FIRST_REQUEST_ID, Pipeline};
+pub use watch::watch;
 
 #[cfg(test)]
 pub(crate) mod tests;

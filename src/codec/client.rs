@@ -73,6 +73,42 @@ pub enum RequestBody {
     /// A step of a snapshot save (`raftkv-cli snapshot save`), served by the node
     /// server; answered [`ResponseBody::Backup`].
     Backup(BackupRequest),
+    /// Streams the changes this node applies to `key` (or, with `prefix`, to every key
+    /// starting with it) from the next one on: first [`ResponseBody::Watch`] with a
+    /// [`WatchKind::Started`] event, then one per change, all with this request's id,
+    /// until the connection closes. Served by any node (client port only).
+    Watch {
+        /// The key, or the prefix.
+        key: Vec<u8>,
+        /// `key` is a prefix.
+        prefix: bool,
+    },
+}
+
+/// What a [`WatchEvent`] reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[repr(u8)]
+pub enum WatchKind {
+    /// The watch is in place; events follow from the entry after `revision`.
+    Started = 1,
+    /// The key was written; `value` is its value after the entry.
+    Put = 2,
+    /// The key was deleted.
+    Delete = 3,
+}
+
+/// One event of a watch stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchEvent {
+    /// The log index of the entry that made the change (for `Started`: the node's
+    /// applied index when the watch started).
+    pub revision: u64,
+    /// What happened.
+    pub kind: WatchKind,
+    /// The key (empty for `Started`).
+    pub key: Vec<u8>,
+    /// The value after a `Put` (empty otherwise).
+    pub value: Vec<u8>,
 }
 
 /// A membership change asked of the leader.
@@ -135,6 +171,8 @@ pub enum ResponseBody {
     Metrics(Vec<(String, u64)>),
     /// The answer to [`RequestBody::Backup`].
     Backup(BackupReply),
+    /// One event of the stream a [`RequestBody::Watch`] asked for.
+    Watch(WatchEvent),
 }
 
 /// A node's Raft role as reported by [`Status`].
@@ -225,6 +263,7 @@ const REQ_MEMBER_REMOVE: u8 = 7;
 const REQ_TRANSFER_LEADER: u8 = 8;
 const REQ_RANGE: u8 = 9;
 const REQ_BACKUP: u8 = 10;
+const REQ_WATCH: u8 = 16;
 
 const RESP_RESULT: u8 = 1;
 const RESP_NOT_LEADER: u8 = 2;
@@ -234,6 +273,7 @@ const RESP_STATUS: u8 = 5;
 const RESP_METRICS: u8 = 6;
 const RESP_RANGE: u8 = 7;
 const RESP_BACKUP: u8 = 10;
+const RESP_WATCH: u8 = 16;
 
 /// Range flags: leave the values out, answer a count only, serve stale.
 const RANGE_KEYS_ONLY: u8 = 1;
@@ -254,6 +294,7 @@ pub fn encode_request(request: &Request, out: &mut Vec<u8>) {
         RequestBody::TransferLeader { .. } => REQ_TRANSFER_LEADER,
         RequestBody::Range { .. } => REQ_RANGE,
         RequestBody::Backup(_) => REQ_BACKUP,
+        RequestBody::Watch { .. } => REQ_WATCH,
     };
     out.push(kind);
     put_u64(out, request.request_id);
@@ -284,6 +325,10 @@ pub fn encode_request(request: &Request, out: &mut Vec<u8>) {
                 }
             }
             out.push(flags);
+        }
+        RequestBody::Watch { key, prefix } => {
+            put_bytes(out, key);
+            out.push(u8::from(*prefix));
         }
         RequestBody::Status | RequestBody::Metrics => {}
         RequestBody::MemberChange(MemberChange::AddLearner {
@@ -376,6 +421,10 @@ pub fn decode_request_with_command_bytes(
             id: input.u64("transfer target")?,
         },
         REQ_BACKUP => RequestBody::Backup(backup::read_request(&mut input)?),
+        REQ_WATCH => RequestBody::Watch {
+            key: input.bytes("watch key")?,
+            prefix: input.bool("watch prefix flag")?,
+        },
         other => return Err(DecodeError::UnknownType(other)),
     };
     input.finish()?;
@@ -394,6 +443,7 @@ pub fn encode_response(response: &Response, out: &mut Vec<u8>) {
         ResponseBody::Metrics(_) => RESP_METRICS,
         ResponseBody::Range(_) => RESP_RANGE,
         ResponseBody::Backup(_) => RESP_BACKUP,
+        ResponseBody::Watch(_) => RESP_WATCH,
     };
     out.push(kind);
     put_u64(out, response.request_id);
@@ -433,6 +483,12 @@ pub fn encode_response(response: &Response, out: &mut Vec<u8>) {
             }
         }
         ResponseBody::Backup(reply) => backup::encode_reply(reply, out),
+        ResponseBody::Watch(event) => {
+            put_u64(out, event.revision);
+            out.push(event.kind as u8);
+            put_bytes(out, &event.key);
+            put_bytes(out, &event.value);
+        }
     }
 }
 
@@ -538,6 +594,17 @@ pub fn decode_response(body: &[u8]) -> Result<Response, DecodeError> {
             ResponseBody::Metrics(counters)
         }
         RESP_BACKUP => ResponseBody::Backup(backup::read_reply(&mut input)?),
+        RESP_WATCH => ResponseBody::Watch(WatchEvent {
+            revision: input.u64("watch revision")?,
+            kind: match input.u8("watch kind")? {
+                1 => WatchKind::Started,
+                2 => WatchKind::Put,
+                3 => WatchKind::Delete,
+                _ => return Err(DecodeError::Malformed("watch kind")),
+            },
+            key: input.bytes("watch key")?,
+            value: input.bytes("watch value")?,
+        }),
         other => return Err(DecodeError::UnknownType(other)),
     };
     input.finish()?;
@@ -702,6 +769,8 @@ mod tests {
                     }
                 }),
             backup_request().prop_map(RequestBody::Backup),
+            (strategy::bytes(), any::<bool>())
+                .prop_map(|(key, prefix)| RequestBody::Watch { key, prefix }),
         ];
         (any::<u64>(), body).prop_map(|(request_id, body)| Request { request_id, body })
     }
@@ -762,6 +831,20 @@ mod tests {
             status.prop_map(ResponseBody::Status),
             proptest::collection::vec((text(), any::<u64>()), 0..4).prop_map(ResponseBody::Metrics),
             backup_reply().prop_map(ResponseBody::Backup),
+            (
+                any::<u64>(),
+                0usize..3,
+                strategy::bytes(),
+                strategy::bytes()
+            )
+                .prop_map(|(revision, kind, key, value)| ResponseBody::Watch(
+                    WatchEvent {
+                        revision,
+                        kind: [WatchKind::Started, WatchKind::Put, WatchKind::Delete][kind],
+                        key,
+                        value,
+                    }
+                )),
         ];
         (any::<u64>(), body).prop_map(|(request_id, body)| Response { request_id, body })
     }

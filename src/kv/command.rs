@@ -22,6 +22,7 @@
 //!                  | 5 GetDel key | 6 SetIfAllAbsent list(key value)
 //!                  | 7 DeleteMany list(key)
 //!              condition = 1 Always | 2 Absent | 3 Present
+//!  15 Publish  session channel message
 //! result: 1 | type | fields
 //!   1 Ok | 2 Value option | 3 NotFound | 4 CasFailed option
 //!   5 Txn succeeded:u8 list(op result) | 6 Registered client_id:u64
@@ -378,6 +379,17 @@ pub enum Command {
         /// The operation.
         op: RmwOp,
     },
+    /// Publishes `message` on the Redis pub/sub `channel`: no state change (result `Ok`);
+    /// every node delivers it to its own subscribers when it applies the entry, so a
+    /// message reaches every node, in log order.
+    Publish {
+        /// The publisher's session (a retried PUBLISH is applied once).
+        session: Session,
+        /// The channel.
+        channel: Vec<u8>,
+        /// The payload.
+        message: Vec<u8>,
+    },
 }
 
 impl Command {
@@ -388,7 +400,8 @@ impl Command {
             | Command::Delete { session, .. }
             | Command::Cas { session, .. }
             | Command::Txn { session, .. }
-            | Command::Rmw { session, .. } => Some(*session),
+            | Command::Rmw { session, .. }
+            | Command::Publish { session, .. } => Some(*session),
             Command::Get { .. } | Command::RegisterSession => None,
         }
     }
@@ -701,6 +714,7 @@ const CMD_CAS: u8 = 4;
 const CMD_TXN: u8 = 5;
 const CMD_REGISTER: u8 = 6;
 const CMD_RMW: u8 = 7;
+const CMD_PUBLISH: u8 = 15;
 
 /// Appends the encoding of `command` (version byte first) to `out`.
 pub fn encode_command(command: &Command, out: &mut Vec<u8>) {
@@ -760,6 +774,16 @@ pub fn encode_command(command: &Command, out: &mut Vec<u8>) {
             encode_session(*session, out);
             encode_rmw(op, out);
         }
+        Command::Publish {
+            session,
+            channel,
+            message,
+        } => {
+            out.push(CMD_PUBLISH);
+            encode_session(*session, out);
+            put_bytes(out, channel);
+            put_bytes(out, message);
+        }
     }
 }
 
@@ -803,6 +827,9 @@ pub fn encoded_len(command: &Command) -> usize {
             }
             Command::RegisterSession => 0,
             Command::Rmw { op, .. } => SESSION + rmw_encoded_len(op),
+            Command::Publish {
+                channel, message, ..
+            } => SESSION + bytes(channel) + bytes(message),
         }
 }
 
@@ -927,6 +954,11 @@ pub(crate) fn read_command(input: &mut Reader<'_>) -> Result<Command, DecodeErro
         CMD_RMW => Command::Rmw {
             session: decode_session(input)?,
             op: decode_rmw(input)?,
+        },
+        CMD_PUBLISH => Command::Publish {
+            session: decode_session(input)?,
+            channel: input.bytes("publish channel")?,
+            message: input.bytes("publish message")?,
         },
         other => return Err(DecodeError::UnknownType(other)),
     };

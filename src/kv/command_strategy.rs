@@ -104,6 +104,13 @@ pub(crate) fn command() -> impl Strategy<Value = Command> {
             }),
         Just(Command::RegisterSession),
         (session(), rmw()).prop_map(|(session, op)| Command::Rmw { session, op }),
+        (session(), bytes(), bytes()).prop_map(|(session, channel, message)| {
+            Command::Publish {
+                session,
+                channel,
+                message,
+            }
+        }),
     ]
 }
 

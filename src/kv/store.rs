@@ -234,6 +234,8 @@ impl KvStore {
                 CommandResult::Txn { succeeded, results }
             }
             Command::Rmw { op, .. } => self.apply_rmw(op).into(),
+            // Delivered by each node as it applies the entry; the state is unchanged.
+            Command::Publish { .. } => CommandResult::Ok,
             Command::Get { .. } | Command::RegisterSession => {
                 CommandResult::Error("not a write".to_owned())
             }
@@ -662,7 +664,7 @@ mod tests {
                 }
             }
             Command::Rmw { op, .. } => crate::kv::rmw::tests::apply_model(model, op),
-            Command::Get { .. } | Command::RegisterSession => {}
+            Command::Get { .. } | Command::RegisterSession | Command::Publish { .. } => {}
         }
     }
 }

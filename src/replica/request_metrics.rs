@@ -70,6 +70,7 @@ pub fn op_of(body: &RequestBody) -> &'static str {
             Command::Txn { .. } => "txn",
             Command::RegisterSession => "register_session",
             Command::Rmw { .. } => "rmw",
+            Command::Publish { .. } => "publish",
         },
         RequestBody::Range { stale: false, .. } => "range",
         RequestBody::Range { stale: true, .. } => "range_stale",
@@ -78,6 +79,7 @@ pub fn op_of(body: &RequestBody) -> &'static str {
         RequestBody::MemberChange(_) => "member_change",
         RequestBody::TransferLeader { .. } => "transfer_leader",
         RequestBody::Backup(_) => "snapshot_save",
+        RequestBody::Watch { .. } => "watch",
     }
 }
 
@@ -92,7 +94,8 @@ pub fn outcome_of(body: &ResponseBody) -> &'static str {
         | ResponseBody::Range(_)
         | ResponseBody::Status(_)
         | ResponseBody::Metrics(_)
-        | ResponseBody::Backup(_) => "ok",
+        | ResponseBody::Backup(_)
+        | ResponseBody::Watch(_) => "ok",
         ResponseBody::NotLeader { .. } => "not_leader",
         ResponseBody::Unavailable(_) => "unavailable",
         ResponseBody::Error(text) if text.starts_with("NOSPACE") => "nospace",

@@ -306,6 +306,10 @@ impl<L: ReplicaLog, W: SnapshotWriter> Replica<L, W> {
             RequestBody::Backup(_) => reply(ResponseBody::Error(
                 "snapshot save is not served by this driver".into(),
             )),
+            // The server's loop serves watches on client connections itself.
+            RequestBody::Watch { .. } => reply(ResponseBody::Error(
+                "a watch is served on a client-port connection of its own".into(),
+            )),
             RequestBody::Get { key, stale: true } => reply(ReadWhat::Key(key).answer(&self.kv)),
             RequestBody::Range { query, stale: true } => {
                 reply(ReadWhat::Range(query).answer(&self.kv))

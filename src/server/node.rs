@@ -24,6 +24,7 @@ use crate::codec::backup::BackupRequest;
 use crate::codec::client::{Request, RequestBody, Response, ResponseBody};
 use crate::config::Config;
 use crate::raft::{self, Message};
+use crate::replica::changes::{Applied, Observe};
 use crate::replica::exposition::Exposition;
 pub use crate::replica::request_metrics::Port;
 use crate::replica::request_metrics::RequestMetrics;
@@ -338,6 +339,21 @@ impl Node {
             self.requests.on_response(client, response, self.now_us());
         }
         response
+    }
+
+    /// See [`Replica::set_observe`].
+    pub fn set_observe(&mut self, observe: Observe) {
+        self.replica.set_observe(observe);
+    }
+
+    /// See [`Replica::applied_index`].
+    pub fn applied_index(&self) -> u64 {
+        self.replica.applied_index()
+    }
+
+    /// See [`Replica::take_applied`].
+    pub fn take_applied(&mut self) -> Vec<Applied> {
+        self.replica.take_applied()
     }
 
     /// See [`Replica::has_apply_backlog`].

@@ -239,6 +239,11 @@ fn command_preview(command: &KvCommand) -> String {
         ),
         KvCommand::RegisterSession => "register-session".to_string(),
         KvCommand::Rmw { session: s, op } => format!("rmw {}{}", op.name(), session(s)),
+        KvCommand::Publish {
+            session: s,
+            channel,
+            message,
+        } => format!("publish {} {}{}", text(channel), text(message), session(s)),
     }
 }
 

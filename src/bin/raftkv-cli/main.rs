@@ -33,6 +33,7 @@ mod snapshot;
 mod status;
 mod table;
 mod values;
+mod watch;
 
 use values::Output;
 
@@ -61,6 +62,7 @@ Binary-safe values and ranges:
   raftkv-cli --cluster A get KEY --raw > file           # the bytes, no newline
   raftkv-cli --cluster A put KEY 00ff --hex ; get KEY --hex
   raftkv-cli --cluster A range START END --limit N | --prefix P [--keys-only | --count]
+  raftkv-cli --cluster A watch KEY | --prefix P     # changes, until interrupted
 
 Membership (talks to the leader; retries until --wait):
   raftkv-cli --cluster A member list [--json]
@@ -209,6 +211,19 @@ enum CliCommand {
         #[arg(long)]
         verbose: bool,
     },
+    /// Print the changes a member applies to KEY (or to the keys starting with P), one
+    /// line each (`REVISION PUT KEY VALUE` or `REVISION DELETE KEY`), until interrupted.
+    Watch {
+        /// The key.
+        #[arg(required_unless_present = "prefix", conflicts_with = "prefix")]
+        key: Option<String>,
+        /// Watch every key starting with P.
+        #[arg(long, value_name = "P")]
+        prefix: Option<String>,
+        /// Print keys and values in hexadecimal.
+        #[arg(long)]
+        hex: bool,
+    },
     /// List, add, promote or remove members.
     Member {
         #[command(subcommand)]
@@ -314,6 +329,14 @@ fn main() -> ExitCode {
     let code = match cli.command {
         CliCommand::Status { json, verbose } => {
             status::status(&cli.cluster, &options, json, verbose)
+        }
+        CliCommand::Watch { key, prefix, hex } => {
+            let is_prefix = prefix.is_some();
+            let key = key.or(prefix).unwrap_or_default();
+            match watch::run(&cli.cluster, &options, key.as_bytes(), is_prefix, hex) {
+                Ok(()) => 0,
+                Err(error) => fail(&error),
+            }
         }
         command => match Client::connect(&cli.cluster, options) {
             Ok(mut client) => match command {
@@ -425,6 +448,7 @@ fn run(client: &mut Client, command: CliCommand) -> u8 {
                 .map(|outcome| print_txn(&outcome))
         }
         CliCommand::Status { .. }
+        | CliCommand::Watch { .. }
         | CliCommand::Member { .. }
         | CliCommand::TransferLeader { .. }
         | CliCommand::Snapshot { .. } => {

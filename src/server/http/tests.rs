@@ -99,7 +99,8 @@ impl FakeNode {
             | RequestBody::Range { .. }
             | RequestBody::MemberChange(_)
             | RequestBody::TransferLeader { .. }
-            | RequestBody::Backup(_) => ResponseBody::Error("no".into()),
+            | RequestBody::Backup(_)
+            | RequestBody::Watch { .. } => ResponseBody::Error("no".into()),
         }
     }
 }

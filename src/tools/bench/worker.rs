@@ -378,7 +378,8 @@ impl Worker<'_> {
             ResponseBody::Status(_)
             | ResponseBody::Metrics(_)
             | ResponseBody::Range(_)
-            | ResponseBody::Backup(_) => self.count_error("protocol"),
+            | ResponseBody::Backup(_)
+            | ResponseBody::Watch(_) => self.count_error("protocol"),
         }
     }
 
