@@ -21,12 +21,13 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, TryRecvError};
 use std::thread;
 
+use super::snapshot_thread::encode_into;
 use crate::codec::backup::{BackupReply, BackupRequest};
 use crate::codec::client::ResponseBody;
 use crate::kv::SnapshotView;
 use crate::raft::message::SnapshotMeta;
 use crate::replica::ClientRef;
-use crate::storage::snapshot::{self as snapshot_file, OpenSnapshot, SnapshotError};
+use crate::storage::snapshot::{OpenSnapshot, SnapshotError};
 
 /// Jobs encoding at the same time (each holds a view of the state machine).
 pub const RUNNING_JOBS_MAX: usize = 2;
@@ -147,12 +148,7 @@ impl Backups {
         thread::Builder::new()
             .name("raftkv-backup".into())
             .spawn(move || {
-                let config = meta.config.encode();
-                let saved =
-                    snapshot_file::save_with(&job_dir, meta.index, meta.term, &config, |out| {
-                        view.write_throttled(out, cpu_percent).map(drop)
-                    });
-                drop(view);
+                let saved = encode_into(&job_dir, &meta, view, cpu_percent);
                 if done_tx.send(saved).is_err() {
                     let _ = fs::remove_dir_all(&job_dir);
                 }
@@ -370,7 +366,7 @@ mod tests {
         );
         let copy = data.path().join("copy.snap");
         std::fs::write(&copy, &file).unwrap();
-        let opened = snapshot_file::open(copy).expect("the pulled file verifies");
+        let opened = crate::storage::snapshot::open(copy).expect("the pulled file verifies");
         assert_eq!((opened.index, opened.term), (index, term));
         let mut restored = Vec::new();
         std::io::Read::read_to_end(&mut opened.image.reader(), &mut restored).unwrap();
