@@ -6,7 +6,7 @@
 //! bounded chunk per request.
 //!
 //! Invariants:
-//! - at most [`RUNNING_JOBS_MAX`] jobs encode at once, and a chunk is at most
+//! - at most [`JOBS_MAX`] jobs exist at once (encoding or written), and a chunk is at most
 //!   [`CHUNK_BYTES_MAX`] bytes, so a client cannot make the node buffer a file;
 //! - a job belongs to the connection that started it: only it may poll, read or finish
 //!   it, and the job (its file and directory) is removed when that connection closes,
@@ -29,8 +29,9 @@ use crate::raft::message::SnapshotMeta;
 use crate::replica::ClientRef;
 use crate::storage::snapshot::{OpenSnapshot, SnapshotError};
 
-/// Jobs encoding at the same time (each holds a view of the state machine).
-pub const RUNNING_JOBS_MAX: usize = 2;
+/// Jobs at the same time, encoding or written (each holds a view of the state machine
+/// or a file of its size).
+pub const JOBS_MAX: usize = 2;
 /// The largest chunk one read answers.
 pub const CHUNK_BYTES_MAX: u64 = 1 << 20;
 
@@ -129,12 +130,12 @@ impl Backups {
         meta: SnapshotMeta,
         view: SnapshotView,
     ) -> Result<BackupReply, ResponseBody> {
-        let running = (self.jobs.values())
-            .filter(|job| matches!(job.state, JobState::Running(_)))
-            .count();
-        if running >= RUNNING_JOBS_MAX {
+        // A written job keeps its file on disk until it is finished, so every job
+        // counts: one client cannot fill the disk with saves it never reads.
+        if self.jobs.len() >= JOBS_MAX {
             return Err(ResponseBody::Unavailable(format!(
-                "{running} snapshot saves are being written on this node; retry later"
+                "{} snapshot saves are in progress on this node; retry later",
+                self.jobs.len()
             )));
         }
         let id = self.next_id;
@@ -407,7 +408,7 @@ mod tests {
     }
 
     #[test]
-    fn at_most_two_jobs_encode_at_once_and_a_refusal_takes_no_slot() {
+    fn at_most_two_jobs_exist_at_once_and_a_refusal_takes_no_slot() {
         let data = tempfile::tempdir().unwrap();
         let mut backups = Backups::new(data.path(), 100).unwrap();
         let kv = store_with(10);
@@ -419,6 +420,15 @@ mod tests {
             ResponseBody::Unavailable(_)
         ));
         wait_ready(&mut backups, second);
+        assert!(
+            matches!(
+                start(&mut backups, &kv, OWNER),
+                ResponseBody::Unavailable(_)
+            ),
+            "a written job unread still counts"
+        );
+        let finish = BackupRequest::Finish { id: second };
+        backups.serve(OWNER, finish, || unreachable!("a finish takes no view"));
         started(start(&mut backups, &kv, OWNER));
         let refusal = ResponseBody::NotLeader {
             leader_id: 2,
