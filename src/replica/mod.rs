@@ -235,9 +235,22 @@ impl<L: ReplicaLog, W: SnapshotWriter> Replica<L, W> {
             KvStore::new(kv_config)
         } else {
             // Streamed from the log's snapshot (a file, for the server): no whole copy.
-            let input = SnapshotReader::new(&log);
-            KvStore::restore_from(kv_config, input, log.snapshot_bytes())
-                .map_err(|source| Error::SnapshotRestore { index, source })?
+            let mut input = SnapshotReader::new(&log);
+            KvStore::restore_from(kv_config, &mut input, log.snapshot_bytes()).map_err(
+                |source| {
+                    // The log may check its file's own crc as this read reaches the end
+                    // (`WalStore`): after a decoding error, read on, so that a damaged
+                    // file is named as such.
+                    let source = match source {
+                        crate::kv::Error::Read(_) => source,
+                        decoding => match std::io::copy(&mut input, &mut std::io::sink()) {
+                            Err(e) => crate::kv::Error::Read(e.to_string()),
+                            Ok(_) => decoding,
+                        },
+                    };
+                    Error::SnapshotRestore { index, source }
+                },
+            )?
         };
         raft_config.applied = kv.applied_index();
         let raw = RawNode::new(raft_config, log, seed)?;
