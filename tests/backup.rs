@@ -68,6 +68,7 @@ fn a_million_keys_round_trip_through_snapshot_save_and_restore_into_a_new_cluste
     eventually(|| client.put(b"warm", b"up"));
     let plan = PreloadPlan {
         leader_addr: source.addr(leader),
+        member_addrs: source.addrs(),
         keys,
         value: vec![b'p'; 16],
         connections: 8,

@@ -7,7 +7,9 @@
 //! chromedriver over raw WebDriver JSON (std `TcpStream`, tests/common/http.rs; no
 //! WebDriver crate). The page's state is read from the DOM: rows `tr[data-id]`, the
 //! leader's row has class `leader`, the form is `#kv-key`, `#kv-value`, `#kv-put`,
-//! `#kv-get`, `#kv-result`. A screenshot is saved to docs/dashboard.png.
+//! `#kv-get`, `#kv-result`. A screenshot is taken (it must be a PNG); it replaces
+//! docs/dashboard.png only when `RAFTKV_UPDATE_SCREENSHOT=1` is set, so a test run leaves
+//! the working tree as it was.
 //!
 //! Skips, loudly, only when chromium or chromedriver is missing and
 //! `RAFTKV_REQUIRE_BROWSER` is unset (CI sets it, so there a missing browser fails).
@@ -271,6 +273,8 @@ fn dashboard_follows_a_failover_and_its_form_writes() {
         .decode(png.as_str().expect("base64 screenshot"))
         .expect("valid base64");
     assert!(png.starts_with(b"\x89PNG"), "not a PNG");
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/dashboard.png");
-    std::fs::write(&path, png).expect("write docs/dashboard.png");
+    if std::env::var_os("RAFTKV_UPDATE_SCREENSHOT").is_some_and(|v| v == "1") {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/dashboard.png");
+        std::fs::write(&path, png).expect("write docs/dashboard.png");
+    }
 }

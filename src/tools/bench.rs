@@ -307,6 +307,7 @@ pub fn run(args: &BenchArgs, interrupted: &AtomicBool) -> Result<Report, BenchEr
     if args.preload {
         let plan = preload::PreloadPlan {
             leader_addr: leader_start.client_addr.clone(),
+            member_addrs: member_addrs.clone(),
             keys: args.keys,
             value: vec![b'p'; args.value_bytes],
             connections: args.connections,

@@ -4,10 +4,20 @@
 //!
 //! `--connections` threads each write every `connections`-th index through one session
 //! and one connection to the leader, `--pipeline` puts in flight. Progress (keys written,
-//! rate) goes to stderr every few seconds. Any answer but `Ok` fails the preload: it
-//! runs against a cluster that is not being disturbed, and a half-filled store would
-//! make the figures after it meaningless.
+//! rate) goes to stderr every few seconds.
+//!
+//! A leader change does not stop it: a `NotLeader` answer, a lost connection or a
+//! timeout puts every unacknowledged index back in the queue, and the thread finds the
+//! leader again among `member_addrs` and resends them (with new sequence numbers: a put
+//! of the same value twice is harmless, and a fresh number cannot be refused as a stale
+//! retry). It gives up when no leader takes its puts for [`RECOVERY_WINDOW`]. Any other
+//! answer (a refused value, an expired session) fails the preload: a half-filled store
+//! would make the figures after it meaningless.
+//!
+//! Invariant: every index below `keys` is acknowledged `Ok` at least once before
+//! `preload` returns `Ok`.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -22,11 +32,19 @@ use super::keys::key_bytes;
 /// How often progress is printed.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
+/// How long a thread goes on looking for a leader that takes its puts before it fails.
+pub const RECOVERY_WINDOW: Duration = Duration::from_secs(30);
+
+/// Pause between attempts to reach a leader.
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
+
 /// What to fill and how.
 #[derive(Debug, Clone)]
 pub struct PreloadPlan {
     /// The leader's client address.
     pub leader_addr: String,
+    /// Every member's client address, where a new leader is looked for.
+    pub member_addrs: Vec<String>,
     /// Keys `0..keys` are written.
     pub keys: u64,
     /// The value written to each.
@@ -42,8 +60,8 @@ pub struct PreloadPlan {
 /// Fills the store; returns how long it took.
 ///
 /// # Errors
-/// [`BenchError::Preload`] naming the first failure (a refused put, a lost connection,
-/// a timeout), or when `interrupted` is set.
+/// [`BenchError::Preload`] naming the first failure (a refused put, no leader for
+/// [`RECOVERY_WINDOW`]), or when `interrupted` is set.
 pub fn preload(plan: &PreloadPlan, interrupted: &AtomicBool) -> Result<Duration, BenchError> {
     let started = Instant::now();
     let written = AtomicU64::new(0);
@@ -103,51 +121,155 @@ pub fn preload(plan: &PreloadPlan, interrupted: &AtomicBool) -> Result<Duration,
     Ok(elapsed)
 }
 
-/// Writes indexes `first, first + connections, ...` below `plan.keys`.
+/// Writes indexes `first, first + connections, ...` below `plan.keys`, finding the
+/// leader again whenever the one it writes to stops taking puts.
 fn fill_every_nth(
     plan: &PreloadPlan,
     first: u64,
     written: &AtomicU64,
     stop: &AtomicBool,
 ) -> Result<(), String> {
-    let addrs = [plan.leader_addr.clone()];
-    let mut client = Client::connect(&addrs, plan.options.clone()).map_err(|e| e.to_string())?;
-    let client_id = client.session_id().map_err(|e| e.to_string())?;
-    let mut pipeline = Pipeline::connect(
-        &plan.leader_addr,
-        plan.options.connect_timeout,
-        plan.options.frame_bytes_max,
-    )
-    .map_err(|e| e.to_string())?;
+    let mut writer = Writer::connect(plan, &plan.leader_addr)?;
     let stride = plan.connections as u64;
     let mut next = first;
-    let mut seq = 0;
+    // Indexes to send again after a leader change, and those in flight by request id.
+    let mut resend: Vec<u64> = Vec::new();
+    let mut in_flight: HashMap<u64, u64> = HashMap::new();
     let mut key = Vec::new();
-    while next < plan.keys || pipeline.in_flight() > 0 {
-        while next < plan.keys && pipeline.in_flight() < plan.pipeline {
+    let mut failing_since: Option<Instant> = None;
+    while next < plan.keys || !resend.is_empty() || !in_flight.is_empty() {
+        if stop.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let sent = writer.fill(
+            plan,
+            &mut next,
+            stride,
+            &mut resend,
+            &mut in_flight,
+            &mut key,
+        );
+        let answer = sent.and_then(|()| {
+            let deadline = Instant::now() + plan.options.request_timeout;
+            writer
+                .pipeline
+                .recv(deadline)
+                .map_err(|e| Retry(e.to_string()))
+        });
+        let reason = match answer {
+            Ok(response) => match response.body {
+                ResponseBody::Result(CommandResult::Ok) => {
+                    if in_flight.remove(&response.request_id).is_some() {
+                        written.fetch_add(1, Ordering::Relaxed);
+                    }
+                    failing_since = None;
+                    continue;
+                }
+                ResponseBody::NotLeader { .. } => "the node is no longer the leader".to_string(),
+                other => return Err(format!("a put was answered {other:?}")),
+            },
+            Err(Retry(reason)) => reason,
+        };
+        // Every unacknowledged put is sent again to whichever node leads now.
+        resend.extend(in_flight.drain().map(|(_, index)| index));
+        let since = *failing_since.get_or_insert_with(Instant::now);
+        writer = loop {
             if stop.load(Ordering::Relaxed) {
                 return Ok(());
             }
-            key_bytes(next, &mut key);
-            seq += 1;
+            if since.elapsed() >= RECOVERY_WINDOW {
+                return Err(format!(
+                    "no leader took puts for {} s (last: {reason})",
+                    RECOVERY_WINDOW.as_secs()
+                ));
+            }
+            thread::sleep(RETRY_PAUSE);
+            match Writer::find_leader(plan) {
+                Ok(writer) => break writer,
+                Err(_) => continue,
+            }
+        };
+    }
+    Ok(())
+}
+
+/// A failure after which the thread looks for the leader again.
+struct Retry(String);
+
+/// One session and one pipelined connection to the node believed to lead.
+struct Writer {
+    client_id: u64,
+    seq: u64,
+    pipeline: Pipeline,
+}
+
+impl Writer {
+    /// Registers a session through `addr` and opens a pipeline to it.
+    fn connect(plan: &PreloadPlan, addr: &str) -> Result<Writer, String> {
+        let addrs = [addr.to_string()];
+        let mut client =
+            Client::connect(&addrs, plan.options.clone()).map_err(|e| e.to_string())?;
+        let client_id = client.session_id().map_err(|e| e.to_string())?;
+        let pipeline = Pipeline::connect(
+            addr,
+            plan.options.connect_timeout,
+            plan.options.frame_bytes_max,
+        )
+        .map_err(|e| e.to_string())?;
+        Ok(Writer {
+            client_id,
+            seq: 0,
+            pipeline,
+        })
+    }
+
+    /// Asks the members who leads now and connects to it.
+    fn find_leader(plan: &PreloadPlan) -> Result<Writer, String> {
+        let mut client =
+            Client::connect(&plan.member_addrs, plan.options.clone()).map_err(|e| e.to_string())?;
+        let leader = client.find_leader().map_err(|e| e.to_string())?;
+        Writer::connect(plan, &leader.client_addr)
+    }
+
+    /// Submits puts until `plan.pipeline` are in flight: indexes to resend first, then
+    /// new ones from `next` on.
+    fn fill(
+        &mut self,
+        plan: &PreloadPlan,
+        next: &mut u64,
+        stride: u64,
+        resend: &mut Vec<u64>,
+        in_flight: &mut HashMap<u64, u64>,
+        key: &mut Vec<u8>,
+    ) -> Result<(), Retry> {
+        while in_flight.len() < plan.pipeline {
+            let index = match resend.pop() {
+                Some(index) => index,
+                None if *next < plan.keys => {
+                    *next += stride;
+                    *next - stride
+                }
+                None => break,
+            };
+            key_bytes(index, key);
+            self.seq += 1;
             let put = Command::Put {
-                session: Session { client_id, seq },
+                session: Session {
+                    client_id: self.client_id,
+                    seq: self.seq,
+                },
                 key: key.clone(),
                 value: plan.value.clone(),
             };
-            pipeline
-                .submit(RequestBody::Command(put))
-                .map_err(|e| e.to_string())?;
-            next += stride;
+            let request_id = match self.pipeline.submit(RequestBody::Command(put)) {
+                Ok(id) => id,
+                Err(error) => {
+                    resend.push(index);
+                    return Err(Retry(error.to_string()));
+                }
+            };
+            in_flight.insert(request_id, index);
         }
-        let deadline = Instant::now() + plan.options.request_timeout;
-        let response = pipeline.recv(deadline).map_err(|e| e.to_string())?;
-        match response.body {
-            ResponseBody::Result(CommandResult::Ok) => {
-                written.fetch_add(1, Ordering::Relaxed);
-            }
-            other => return Err(format!("a put was answered {other:?}")),
-        }
+        Ok(())
     }
-    Ok(())
 }
