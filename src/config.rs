@@ -69,6 +69,9 @@ pub struct Config {
     /// Redis port settings.
     #[serde(default)]
     pub redis: RedisConfig,
+    /// TLS on the listeners and links (docs/SECURITY.md).
+    #[serde(default)]
+    pub tls: TlsConfig,
 }
 
 /// One member of the cluster as seen by every other member.
@@ -281,6 +284,53 @@ pub struct RedisConfig {
     pub notify_keyspace_events: String,
 }
 
+/// A listener that can speak TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsPort {
+    /// The client (binary protocol) port; the forwarding link to the leader then
+    /// speaks TLS too.
+    Client,
+    /// The Redis port.
+    Redis,
+    /// The HTTP port.
+    Http,
+    /// The peer port and the peer links (mutual TLS: both sides present a certificate
+    /// from the cluster CA that names the member, `node-N`).
+    Peer,
+}
+
+/// TLS settings. The file keys are paths (relative ones are resolved against the
+/// config file's directory), read when the node starts and again on SIGHUP.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// The listeners that speak TLS (empty: none, every port is plaintext).
+    pub ports: Vec<TlsPort>,
+    /// This node's certificate chain (PEM, leaf first): presented on every TLS port,
+    /// and as the client certificate of its own TLS links.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cert_file: Option<PathBuf>,
+    /// The private key of `cert_file` (PEM).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<PathBuf>,
+    /// The cluster's CA (PEM): the other members' certificates must chain to it (peer
+    /// links, the forwarding link).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// When set, clients of the TLS client, Redis and HTTP ports must present a
+    /// certificate that chains to this CA (PEM).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_ca_file: Option<PathBuf>,
+}
+
+impl TlsConfig {
+    /// Whether `port` speaks TLS.
+    pub fn on(&self, port: TlsPort) -> bool {
+        self.ports.contains(&port)
+    }
+}
+
 /// A config file that cannot be used. The `Display` form is the message to print.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -355,6 +405,22 @@ impl Config {
         {
             config.data_dir = parent.join(&config.data_dir);
         }
+        if let Some(parent) = path.parent() {
+            let tls = &mut config.tls;
+            for file in [
+                &mut tls.cert_file,
+                &mut tls.key_file,
+                &mut tls.ca_file,
+                &mut tls.client_ca_file,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                if file.is_relative() && !file.as_os_str().is_empty() {
+                    *file = parent.join(&*file);
+                }
+            }
+        }
         config.validate(path)?;
         Ok(config)
     }
@@ -423,7 +489,62 @@ impl Config {
                 "must differ from listen_peer, listen_client and listen_redis",
             );
         }
+        self.validate_tls(path)?;
         self.validate_tunables(path)
+    }
+
+    fn validate_tls(&self, path: &Path) -> Result<(), ConfigError> {
+        let fail = |key: &str, message: &str| {
+            Err(ConfigError::Key {
+                path: path.to_path_buf(),
+                key: key.to_string(),
+                message: message.to_string(),
+            })
+        };
+        let tls = &self.tls;
+        let mut seen = HashSet::new();
+        for port in &tls.ports {
+            if !seen.insert(port) {
+                return fail(
+                    "tls.ports",
+                    &format!("{port:?} listed twice").to_lowercase(),
+                );
+            }
+        }
+        if tls.on(TlsPort::Redis) && self.listen_redis.is_none() {
+            return fail("tls.ports", "lists \"redis\" but listen_redis is not set");
+        }
+        if tls.on(TlsPort::Http) && self.listen_http.is_none() {
+            return fail("tls.ports", "lists \"http\" but listen_http is not set");
+        }
+        let files = [
+            ("tls.cert_file", &tls.cert_file),
+            ("tls.key_file", &tls.key_file),
+            ("tls.ca_file", &tls.ca_file),
+            ("tls.client_ca_file", &tls.client_ca_file),
+        ];
+        for (key, file) in files {
+            if file.as_ref().is_some_and(|f| f.as_os_str().is_empty()) {
+                return fail(key, "must not be empty");
+            }
+        }
+        if tls.ports.is_empty() {
+            return Ok(());
+        }
+        if tls.cert_file.is_none() {
+            return fail("tls.cert_file", "required when tls.ports is not empty");
+        }
+        if tls.key_file.is_none() {
+            return fail("tls.key_file", "required when tls.ports is not empty");
+        }
+        let links = tls.on(TlsPort::Peer) || tls.on(TlsPort::Client);
+        if links && tls.ca_file.is_none() {
+            return fail(
+                "tls.ca_file",
+                "required when tls.ports lists \"peer\" or \"client\" (it verifies the other members)",
+            );
+        }
+        Ok(())
     }
 
     fn validate_tunables(&self, path: &Path) -> Result<(), ConfigError> {

@@ -101,7 +101,7 @@ fn every_key_is_in_the_embedded_default_and_documented() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 35);
+    assert_eq!(checked, 36);
 }
 
 #[test]

@@ -42,7 +42,8 @@
 //! - bottom: [`wire`] (byte primitives, [`wire::DecodeError`]) and [`check`]
 //!   (history checkers), which import nothing from the crate.
 //!
-//! [`config`] reads the TOML file into the settings of each layer.
+//! [`config`] reads the TOML file into the settings of each layer; [`tls`] turns its
+//! certificate files into the rustls configurations that `server` and `client` use.
 //! The design is written down in `docs/` and in each module's documentation.
 #![deny(missing_docs)]
 
@@ -55,5 +56,6 @@ pub mod raft;
 pub mod replica;
 pub mod server;
 pub mod storage;
+pub mod tls;
 pub mod tools;
 pub mod wire;

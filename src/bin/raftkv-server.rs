@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 use raftkv::client::{self, ClientOptions};
-use raftkv::config::Config;
+use raftkv::config::{Config, TlsPort};
 use raftkv::raft::MemberState;
 use raftkv::server::error::RunError;
 use raftkv::server::event_loop::EventLoop;
@@ -27,6 +27,8 @@ use raftkv::server::fd_limit;
 use raftkv::server::local::{self, LocalOptions};
 use raftkv::server::node::{Node, OpenError};
 use raftkv::server::removal_marker;
+use raftkv::server::tls_ports::TlsPorts;
+use raftkv::tls::{ClientTls, TlsError};
 
 /// A Raft-replicated key-value store node.
 #[derive(Parser)]
@@ -61,13 +63,17 @@ enum Command {
         /// before resumes it: same ids, cluster id, ports and data.
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
+        /// TLS on every port and link, with development certificates written to
+        /// DIR/certs (`raftkv-cli certs init`); the printed commands use them.
+        #[arg(long)]
+        tls: bool,
     },
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
     match (args.command, args.config) {
-        (Some(Command::Local { nodes, dir }), _) => run_local(nodes, dir),
+        (Some(Command::Local { nodes, dir, tls }), _) => run_local(nodes, dir, tls),
         (None, Some(path)) => run_node(&path, args.join.as_deref()),
         (None, None) => {
             eprintln!("raftkv-server: give --config FILE to run a node, or `local` for a cluster");
@@ -77,11 +83,12 @@ fn main() -> ExitCode {
     }
 }
 
-fn run_local(nodes: Option<usize>, dir: Option<PathBuf>) -> ExitCode {
+fn run_local(nodes: Option<usize>, dir: Option<PathBuf>, tls: bool) -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let options = LocalOptions {
         nodes,
         dir,
+        tls,
         ..LocalOptions::default()
     };
     match local::run_local(options) {
@@ -131,6 +138,9 @@ enum ServeError {
     /// `listen_client`: cannot bind 127.0.0.1:7001: Address already in use".
     #[error("cannot listen: config {}: {source}", path.display())]
     Listen { path: PathBuf, source: io::Error },
+    /// A TLS file of the config cannot be used (exit code 2).
+    #[error("config {}: tls: {source}", path.display())]
+    Tls { path: PathBuf, source: TlsError },
     /// The event loop stopped on a poll or storage failure.
     #[error("{0}; stopping")]
     Run(#[from] RunError),
@@ -140,7 +150,7 @@ impl ServeError {
     /// The process exit code (see the crate docs above).
     fn exit_code(&self) -> u8 {
         match self {
-            ServeError::Refused(_) => 2,
+            ServeError::Refused(_) | ServeError::Tls { .. } => 2,
             _ => 1,
         }
     }
@@ -153,6 +163,8 @@ enum JoinError {
     Unreachable { source: client::Error },
     #[error("this node is not in its own members list")]
     NotAMember,
+    #[error("tls: {0}")]
+    Tls(TlsError),
 }
 
 fn run_node(path: &Path, join: Option<&str>) -> ExitCode {
@@ -191,6 +203,11 @@ fn serve(config: &Config, path: &Path, join: Option<&str>) -> Result<(), ServeEr
         config.listen_client,
         config.data_dir.display()
     );
+    // Certificates first: a file that cannot be used stops the node before it opens.
+    let tls = TlsPorts::load(&config.tls).map_err(|source| ServeError::Tls {
+        path: path.to_path_buf(),
+        source,
+    })?;
     // Every client connection is a file descriptor: take all the kernel allows.
     match fd_limit::raise_open_files_limit() {
         Ok(limit) if limit.after > limit.before => log::info!(
@@ -222,10 +239,11 @@ fn serve(config: &Config, path: &Path, join: Option<&str>) -> Result<(), ServeEr
             source,
         })?;
     }
-    let mut event_loop = EventLoop::new(config, node).map_err(|source| ServeError::Listen {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let mut event_loop =
+        EventLoop::new(config, node, tls).map_err(|source| ServeError::Listen {
+            path: path.to_path_buf(),
+            source,
+        })?;
     event_loop.run()?;
     Ok(())
 }
@@ -235,7 +253,22 @@ const JOIN_CONTACT_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Checks that the cluster at `addr` answers, and logs how to add this node.
 fn greet_cluster(config: &Config, addr: &str) -> Result<(), JoinError> {
-    let options = ClientOptions::default();
+    // With TLS on the client port, the cluster's client ports speak TLS: trust its CA
+    // and present this node's certificate.
+    let tls = match (
+        &config.tls.ca_file,
+        &config.tls.cert_file,
+        &config.tls.key_file,
+    ) {
+        (Some(ca), Some(cert), Some(key)) if config.tls.on(TlsPort::Client) => {
+            Some(ClientTls::load(ca, Some((cert, key))).map_err(JoinError::Tls)?)
+        }
+        _ => None,
+    };
+    let options = ClientOptions {
+        tls,
+        ..ClientOptions::default()
+    };
     let started = Instant::now();
     let status = loop {
         match client::status_at(addr, &options) {

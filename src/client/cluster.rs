@@ -28,6 +28,7 @@ use crate::server::backoff::Backoff;
 use super::addr::check_addr;
 use super::error::Error;
 use super::pipeline::Pipeline;
+use crate::tls::ClientTls;
 
 /// Settings of a [`Client`].
 #[derive(Debug, Clone)]
@@ -42,6 +43,20 @@ pub struct ClientOptions {
     pub backoff_max_ms: u64,
     /// Largest frame sent or accepted, in bytes.
     pub frame_bytes_max: u32,
+    /// Speak TLS to every node (their certificates must chain to this CA); `None`:
+    /// plain TCP.
+    pub tls: Option<ClientTls>,
+}
+
+impl ClientOptions {
+    /// A pipelined connection to `addr` with these options (TLS and frame limit),
+    /// connecting for at most `timeout`.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if `addr` cannot be reached.
+    pub fn pipeline(&self, addr: &str, timeout: Duration) -> Result<Pipeline, Error> {
+        Pipeline::connect_tls(addr, timeout, self.frame_bytes_max, self.tls.as_ref())
+    }
 }
 
 impl Default for ClientOptions {
@@ -52,6 +67,7 @@ impl Default for ClientOptions {
             backoff_min_ms: 10,
             backoff_max_ms: 100,
             frame_bytes_max: 16 * 1024 * 1024,
+            tls: None,
         }
     }
 }
@@ -638,7 +654,7 @@ impl Client {
         };
         let remaining = deadline.saturating_duration_since(Instant::now());
         let timeout = self.options.connect_timeout.min(remaining);
-        let connection = Pipeline::connect(&addr, timeout, self.options.frame_bytes_max)?;
+        let connection = self.options.pipeline(&addr, timeout)?;
         self.leader_hint = Some(addr);
         Ok(connection)
     }
@@ -731,7 +747,7 @@ fn call_once(
     options: &ClientOptions,
 ) -> Result<ResponseBody, Error> {
     let deadline = Instant::now() + options.request_timeout;
-    let mut pipeline = Pipeline::connect(addr, options.connect_timeout, options.frame_bytes_max)?;
+    let mut pipeline = options.pipeline(addr, options.connect_timeout)?;
     pipeline.submit(body)?;
     let response = pipeline.recv(deadline)?;
     match response.body {

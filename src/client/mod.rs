@@ -17,6 +17,7 @@ mod backup;
 mod cluster;
 mod error;
 mod pipeline;
+mod stream;
 mod watch;
 
 pub use addr::check_addr;

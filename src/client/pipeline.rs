@@ -24,8 +24,10 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
 use crate::codec::client::{ClientCodec, Request, RequestBody, Response};
+use crate::tls::ClientTls;
 
 use super::error::Error;
+use super::stream::ClientStream;
 
 /// Bytes read from the socket per `read` call.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
@@ -40,7 +42,7 @@ pub const FIRST_REQUEST_ID: u64 = 0x0A0D;
 #[derive(Debug)]
 pub struct Pipeline {
     addr: String,
-    stream: TcpStream,
+    stream: ClientStream,
     codec: ClientCodec,
     /// Received bytes; the undecoded part starts at `input_start`.
     input: Vec<u8>,
@@ -64,6 +66,21 @@ impl Pipeline {
     /// # Errors
     /// [`Error::Io`] if no resolved address accepts the connection.
     pub fn connect(addr: &str, timeout: Duration, frame_bytes_max: u32) -> Result<Pipeline, Error> {
+        Pipeline::connect_tls(addr, timeout, frame_bytes_max, None)
+    }
+
+    /// Like [`Pipeline::connect`], speaking TLS when `tls` is given (the node's
+    /// certificate must chain to its CA and name the host or IP address of `addr`).
+    ///
+    /// # Errors
+    /// [`Error::Io`] if no resolved address accepts the connection or `addr` is not a
+    /// name a certificate can carry; a refused certificate shows at the first exchange.
+    pub fn connect_tls(
+        addr: &str,
+        timeout: Duration,
+        frame_bytes_max: u32,
+        tls: Option<&ClientTls>,
+    ) -> Result<Pipeline, Error> {
         let io_error = |source| Error::Io {
             addr: addr.to_string(),
             source,
@@ -74,6 +91,7 @@ impl Pipeline {
                 Ok(stream) => {
                     // Requests are small and latency-bound: never wait for Nagle.
                     stream.set_nodelay(true).map_err(io_error)?;
+                    let stream = ClientStream::new(stream, addr, tls).map_err(io_error)?;
                     return Ok(Pipeline {
                         addr: addr.to_string(),
                         stream,
@@ -127,7 +145,10 @@ impl Pipeline {
         if self.output.is_empty() {
             return Ok(());
         }
-        let result = self.stream.write_all(&self.output);
+        let result = self
+            .stream
+            .write_all(&self.output)
+            .and_then(|()| self.stream.flush());
         self.output.clear();
         result.map_err(|source| self.io_error(source))
     }
@@ -189,7 +210,7 @@ impl Pipeline {
             let remaining = remaining.max(Duration::from_millis(1));
             if self.write_timeout.is_none_or(|set| set > remaining) {
                 let timeout = shortened(remaining);
-                if let Err(error) = self.stream.set_write_timeout(Some(timeout)) {
+                if let Err(error) = self.stream.tcp().set_write_timeout(Some(timeout)) {
                     break Err(error);
                 }
                 self.write_timeout = Some(timeout);
@@ -206,7 +227,30 @@ impl Pipeline {
             }
         };
         self.output.clear();
+        let result = result.and_then(|()| self.flush_stream_by(deadline));
         result.map_err(|source| self.io_error(source))
+    }
+
+    /// Writes the TLS records a TLS stream still holds (nothing to do on plain TCP),
+    /// retrying a full socket until `deadline`.
+    fn flush_stream_by(&mut self, deadline: Instant) -> io::Result<()> {
+        loop {
+            match self.stream.flush() {
+                Ok(()) => return Ok(()),
+                Err(error)
+                    if matches!(
+                        error.kind(),
+                        ErrorKind::Interrupted | ErrorKind::WouldBlock | ErrorKind::TimedOut
+                    ) =>
+                {
+                    if Instant::now() >= deadline {
+                        let message = "the node did not take the request before the deadline";
+                        return Err(io::Error::new(ErrorKind::TimedOut, message));
+                    }
+                }
+                Err(error) => return Err(error),
+            }
+        }
     }
 
     /// Reads at least one byte, or fails at the deadline or on end of stream.
@@ -253,7 +297,7 @@ impl Pipeline {
             return Ok(());
         }
         let timeout = shortened(remaining);
-        self.stream.set_read_timeout(Some(timeout))?;
+        self.stream.tcp().set_read_timeout(Some(timeout))?;
         self.read_timeout = Some(timeout);
         Ok(())
     }

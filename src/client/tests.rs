@@ -142,6 +142,7 @@ fn options(timeout_ms: u64) -> ClientOptions {
         backoff_min_ms: 1,
         backoff_max_ms: 5,
         frame_bytes_max: FRAME_BYTES_MAX,
+        tls: None,
     }
 }
 

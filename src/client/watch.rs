@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use super::cluster::ClientOptions;
 use super::error::Error;
-use super::pipeline::Pipeline;
 use crate::codec::client::{RequestBody, ResponseBody, WatchEvent};
 
 /// How long one wait for the next event lasts before waiting again (a quiet key is not
@@ -32,14 +31,13 @@ pub fn watch(
 ) -> Result<(), Error> {
     let mut last_error = Error::Unavailable("no member address given".into());
     for addr in addrs {
-        let mut pipeline =
-            match Pipeline::connect(addr, options.connect_timeout, options.frame_bytes_max) {
-                Ok(pipeline) => pipeline,
-                Err(error) => {
-                    last_error = error;
-                    continue;
-                }
-            };
+        let mut pipeline = match options.pipeline(addr, options.connect_timeout) {
+            Ok(pipeline) => pipeline,
+            Err(error) => {
+                last_error = error;
+                continue;
+            }
+        };
         pipeline.submit(RequestBody::Watch {
             key: key.to_vec(),
             prefix,

@@ -119,6 +119,9 @@ pub struct ConnectionMetrics {
     pub reads_paused: u64,
     /// Client connections closed at the hard output limit.
     pub output_limit_disconnects: u64,
+    /// Connections closed for a TLS failure (a failed handshake, a refused
+    /// certificate, plaintext on a TLS port, a bad record).
+    pub tls_failures: u64,
 }
 
 /// Everything the node counts about itself.
@@ -422,6 +425,7 @@ impl Metrics {
             ("net.handshake_timeouts", c.handshake_timeouts),
             ("net.reads_paused", c.reads_paused),
             ("net.output_limit_disconnects", c.output_limit_disconnects),
+            ("net.tls_failures", c.tls_failures),
         ];
         for (name, value) in connections {
             out.push((name.to_string(), value));
@@ -590,6 +594,7 @@ mod tests {
             handshake_timeouts: 6,
             reads_paused: 7,
             output_limit_disconnects: 8,
+            tls_failures: 9,
             ..ConnectionMetrics::default()
         });
         let r = m.render();
@@ -602,6 +607,7 @@ mod tests {
             "net.handshake_timeouts",
             "net.reads_paused",
             "net.output_limit_disconnects",
+            "net.tls_failures",
         ];
         for (i, name) in want.iter().enumerate() {
             assert_eq!(value(&r, name), i as u64 + 1, "#{i}: {name}");

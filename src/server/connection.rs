@@ -1,7 +1,7 @@
 //! The buffers of one socket: bytes in, frames out; frames in, bytes out.
 //!
 //! Generic over `Read + Write` so tests drive it with mock streams and the event loop with
-//! `mio::net::TcpStream`. Reads drain until `WouldBlock` (edge-triggered readiness) but at
+//! a [`super::transport::Transport`] (a TCP socket, with or without TLS). Reads drain until `WouldBlock` (edge-triggered readiness) but at
 //! most a caller-given number of bytes per call, so one busy socket cannot starve the loop;
 //! `Interrupted` is retried. Decoded frames are consumed by advancing a read cursor; the
 //! consumed prefix is dropped only when it is at least half of the buffer, so consuming is
@@ -252,7 +252,8 @@ impl<S: Read + Write> Connection<S> {
         self.output.len() - self.write_pos
     }
 
-    /// Writes queued output until done or the socket would block.
+    /// Writes queued output until done or the socket would block, then flushes the
+    /// stream (a TLS transport writes the records it still holds).
     ///
     /// # Errors
     /// Any IO error other than `WouldBlock` and `Interrupted`, and `WriteZero` when the
@@ -280,7 +281,14 @@ impl<S: Read + Write> Connection<S> {
         self.output.clear();
         self.output.shrink_to(IDLE_CAPACITY_MAX);
         self.write_pos = 0;
-        Ok(FlushOutcome::Done)
+        // A TLS transport may still hold records of what it took.
+        match self.stream.flush() {
+            Ok(()) => Ok(FlushOutcome::Done),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => {
+                Ok(FlushOutcome::Partial)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     fn check_room(&self, adding: usize) -> Result<(), OutputLimitExceeded> {

@@ -40,6 +40,10 @@ pub enum ProtocolError {
         /// This node's cluster id.
         ours: u64,
     },
+    /// A peer on the TLS peer port whose certificate does not name the member its
+    /// handshake claims.
+    #[error("handshake as node {0}, but its certificate does not name node-{0}")]
+    CertificateNotForMember(NodeId),
     /// A handshake with no node id, or with this node's own.
     #[error("handshake with node id {0}")]
     BadNodeId(NodeId),

@@ -43,8 +43,9 @@ use super::net::{
     REQUESTS_PER_SLICE_CHECK,
 };
 use super::node::{ClientRef, Node, Outbox, Port};
+use super::tls_ports::TlsPorts;
 use crate::codec::client::{self as client_codec, RequestBody};
-use crate::config::Config;
+use crate::config::{Config, TlsConfig};
 use crate::raft::message::NodeId;
 use crate::replica::timer::TimerWheel;
 
@@ -73,6 +74,8 @@ pub struct EventLoop {
     redis_listener: Option<TcpListener>,
     http_listener: Option<TcpListener>,
     signals: Signals,
+    /// `[tls]`, read again on SIGHUP.
+    tls_config: TlsConfig,
     tick_ms: u64,
     slow_turn_ms: u64,
     stopping: bool,
@@ -101,7 +104,7 @@ impl EventLoop {
     ///
     /// # Errors
     /// Binding a listen address or registering with the poller failed.
-    pub fn new(config: &Config, node: Node) -> io::Result<EventLoop> {
+    pub fn new(config: &Config, node: Node, tls: TlsPorts) -> io::Result<EventLoop> {
         let poll = Poll::new()?;
         let mut peer_listener = bind(config.listen_peer, "listen_peer")?;
         let mut client_listener = bind(config.listen_client, "listen_client")?;
@@ -127,11 +130,14 @@ impl EventLoop {
             }
             None => None,
         };
-        let mut signals =
-            Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])?;
+        let mut signals = Signals::new([
+            signal_hook::consts::SIGINT,
+            signal_hook::consts::SIGTERM,
+            signal_hook::consts::SIGHUP,
+        ])?;
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)?;
-        let net = Net::new(config, poll);
+        let net = Net::new(config, poll, tls);
         Ok(EventLoop {
             net,
             node,
@@ -141,6 +147,7 @@ impl EventLoop {
             redis_listener,
             http_listener,
             signals,
+            tls_config: config.tls.clone(),
             tick_ms: config.raft.tick_ms,
             slow_turn_ms: (config.raft.tick_ms * u64::from(config.raft.heartbeat_ticks) / 2).max(1),
             stopping: false,
@@ -269,9 +276,14 @@ impl EventLoop {
             REDIS_LISTENER => self.accept(Listener::Redis),
             HTTP_LISTENER => self.accept(Listener::Http),
             SIGNALS => {
-                for signal in self.signals.pending() {
-                    info!("received signal {signal}: stopping");
-                    self.stopping = true;
+                let signals: Vec<i32> = self.signals.pending().collect();
+                for signal in signals {
+                    if signal == signal_hook::consts::SIGHUP {
+                        self.reload_tls();
+                    } else {
+                        info!("received signal {signal}: stopping");
+                        self.stopping = true;
+                    }
                 }
             }
             Token(t) if t >= FIRST_CONNECTION_TOKEN => {
@@ -287,6 +299,24 @@ impl EventLoop {
                 }
             }
             Token(_) => {}
+        }
+    }
+
+    /// SIGHUP: reads the TLS files again; new connections use them, open ones keep
+    /// theirs. A file that cannot be used keeps the running certificates.
+    fn reload_tls(&mut self) {
+        if self.tls_config.ports.is_empty() {
+            info!("received SIGHUP: no TLS configured, nothing to reload");
+            return;
+        }
+        match TlsPorts::load(&self.tls_config) {
+            Ok(tls) => {
+                self.net.tls = tls;
+                info!("received SIGHUP: TLS certificates reloaded; new connections use them");
+            }
+            Err(e) => {
+                warn!("received SIGHUP: TLS reload failed, keeping the running certificates: {e}")
+            }
         }
     }
 
@@ -387,12 +417,23 @@ impl EventLoop {
         }
         let outcome = match conn.io.read_available(limit) {
             Ok(outcome) => outcome,
+            Err(e)
+                if e.kind() == io::ErrorKind::InvalidData
+                    && conn.io.stream().session().is_some() =>
+            {
+                self.net.on_tls_failure(key, &e);
+                return;
+            }
             Err(e) => {
                 self.net.close_later(key, format!("read error: {e}"));
                 return;
             }
         };
         conn.unread = !outcome.drained && !outcome.closed;
+        if conn.io.stream().wants_flush() {
+            // TLS handshake records produced by the read, which the socket did not take.
+            self.net.dirty.push(key);
+        }
         if outcome.bytes > 0 {
             conn.activity.on_traffic(now_ms);
             if conn.is_client() {
@@ -421,7 +462,12 @@ impl EventLoop {
             ConnKind::Forward { .. } => self.net.decode_forward_frames(key),
         };
         if let Err(e) = result {
-            self.net.close_later(key, e.to_string());
+            if matches!(e, ProtocolError::CertificateNotForMember(_)) {
+                let error = io::Error::new(io::ErrorKind::PermissionDenied, e.to_string());
+                self.net.on_tls_failure(key, &error);
+            } else {
+                self.net.close_later(key, e.to_string());
+            }
             return;
         }
         if let Some(conn) = self.net.conns.get_mut(key)

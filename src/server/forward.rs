@@ -133,7 +133,11 @@ impl Net {
                 .parse::<SocketAddr>()
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
                 .and_then(TcpStream::connect)
-                .and_then(|stream| {
+                .and_then(|tcp| {
+                    let stream = self
+                        .tls
+                        .forward_link(addr, tcp)
+                        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
                     let kind = ConnKind::Forward { connected: false };
                     self.add(stream, kind, Interest::READABLE | Interest::WRITABLE)
                 });

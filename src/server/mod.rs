@@ -38,5 +38,7 @@ pub mod redis;
 mod redis_pump;
 pub mod removal_marker;
 pub mod snapshot_thread;
+pub mod tls_ports;
+mod transport;
 pub mod wal_store;
 pub mod watch;

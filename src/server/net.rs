@@ -49,6 +49,8 @@ use super::node::{ClientRef, Node, Outbox};
 use super::peer_links::PeerLink;
 use super::redis::pubsub::Hub;
 use super::redis::{Identity, RedisConn};
+use super::tls_ports::TlsPorts;
+use super::transport::Transport;
 use super::watch::Watches;
 use crate::codec::client::{self as client_codec, Response, ResponseBody};
 use crate::codec::frame::FrameCodec;
@@ -132,7 +134,7 @@ impl ConnKind {
 /// One connection of the slab.
 pub(super) struct Conn {
     pub(super) kind: ConnKind,
-    pub(super) io: Connection<TcpStream>,
+    pub(super) io: Connection<Transport>,
     pub(super) generation: u64,
     /// WRITABLE interest is registered (after a partial write or while connecting).
     writable: bool,
@@ -282,6 +284,8 @@ pub(super) struct Net {
     /// The `net.*` counters (the gauges are filled in by `connection_metrics`).
     pub(super) counts: ConnectionMetrics,
     pub(super) refusals: RefusalLog,
+    /// Rate limit of the TLS failure warnings.
+    pub(super) tls_failure_log: RefusalLog,
     /// Closed and reopened around an accept when the process is out of descriptors.
     pub(super) spare_fd: Option<File>,
     /// The loop's clock ([`Net::now_ms`]) as of the current step of the turn: one clock
@@ -322,11 +326,13 @@ pub(super) struct Net {
     pub(super) hub: Hub,
     /// The native watches of the client-port connections.
     pub(super) watches: Watches,
+    /// The TLS sides of the listeners and links (replaced on SIGHUP).
+    pub(super) tls: TlsPorts,
 }
 
 impl Net {
     /// The network state of a node of `config`, polling with `poll`.
-    pub(super) fn new(config: &Config, poll: Poll) -> Net {
+    pub(super) fn new(config: &Config, poll: Poll, tls: TlsPorts) -> Net {
         let peer_addr = config
             .self_member()
             .map_or(config.listen_peer, |m| m.peer_addr)
@@ -351,6 +357,7 @@ impl Net {
             turn: 0,
             counts: ConnectionMetrics::default(),
             refusals: RefusalLog::default(),
+            tls_failure_log: RefusalLog::default(),
             spare_fd: File::open("/dev/null").ok(),
             step_now_ms: 0,
             slice_end: Instant::now(),
@@ -372,16 +379,17 @@ impl Net {
             redis_proposed: false,
             hub: Hub::with_notify(&config.redis.notify_keyspace_events),
             watches: Watches::default(),
+            tls,
         }
     }
 
     pub(super) fn add(
         &mut self,
-        mut stream: TcpStream,
+        mut stream: Transport,
         kind: ConnKind,
         interest: Interest,
     ) -> io::Result<usize> {
-        stream.set_nodelay(true)?;
+        stream.tcp().set_nodelay(true)?;
         let entry = self.conns.vacant_entry();
         let key = entry.key();
         self.poll
@@ -412,10 +420,10 @@ impl Net {
     /// The connect failed; the caller closes the connection.
     pub(super) fn finish_connect(&mut self, key: usize) -> io::Result<Connect> {
         let conn = &mut self.conns[key];
-        if let Some(e) = conn.io.stream().take_error()? {
+        if let Some(e) = conn.io.stream().tcp().take_error()? {
             return Err(e);
         }
-        if conn.io.stream().peer_addr().is_err() {
+        if conn.io.stream().tcp().peer_addr().is_err() {
             return Ok(Connect::Pending);
         }
         match &mut conn.kind {
@@ -575,6 +583,13 @@ impl Net {
             return;
         }
         let laddr = stream.local_addr().map_or(String::new(), |a| a.to_string());
+        let stream = match self.tls.accepted(listener, stream) {
+            Ok(stream) => stream,
+            Err(e) => {
+                warn!("cannot start TLS for the connection from {addr}: {e}");
+                return;
+            }
+        };
         match self.add(stream, ConnKind::accepted(listener), Interest::READABLE) {
             Err(e) => warn!("cannot register connection from {addr}: {e}"),
             Ok(key) => {
@@ -639,6 +654,32 @@ impl Net {
                 false
             }
         }
+    }
+
+    /// Connection `key` failed its TLS session (`error`): counted, logged with the
+    /// remote address (at most once a second), and closed.
+    pub(super) fn on_tls_failure(&mut self, key: usize, error: &io::Error) {
+        self.counts.tls_failures += 1;
+        if let Some(conn) = self.conns.get(key)
+            && let Some(suppressed) = self.tls_failure_log.on_refusal(self.step_now_ms)
+        {
+            let from = conn
+                .io
+                .stream()
+                .tcp()
+                .peer_addr()
+                .map_or_else(|_| "an unknown address".to_string(), |a| a.to_string());
+            let more = if suppressed > 0 {
+                format!("; {suppressed} more since the last report")
+            } else {
+                String::new()
+            };
+            warn!(
+                "TLS failure on {} with {from}: {error}{more} (net.tls_failures counts them)",
+                conn.kind.name()
+            );
+        }
+        self.close_later(key, format!("TLS failure: {error}"));
     }
 
     fn on_refused(&mut self, what: &str) {

@@ -17,6 +17,7 @@
 //! leader, for a node started with `--join`) is dialed at the address it announced in
 //! its handshake.
 
+use std::io;
 use std::net::SocketAddr;
 
 use log::{debug, info, warn};
@@ -63,7 +64,11 @@ impl Net {
             return;
         }
         let addr = link.addr;
-        let result = TcpStream::connect(addr).and_then(|stream| {
+        let result = TcpStream::connect(addr).and_then(|tcp| {
+            let stream = self
+                .tls
+                .peer_link(peer, tcp)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
             self.add(
                 stream,
                 ConnKind::PeerOut {
@@ -365,6 +370,9 @@ impl Net {
                     }
                     if node_id == raft::NO_NODE || node_id == self.node_id {
                         return Err(ProtocolError::BadNodeId(node_id));
+                    }
+                    if !self.tls.names_member(conn.io.stream(), node_id) {
+                        return Err(ProtocolError::CertificateNotForMember(node_id));
                     }
                     if !conn.closing {
                         self.handshake_count = self.handshake_count.saturating_sub(1);

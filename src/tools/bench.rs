@@ -29,6 +29,7 @@ use crate::config::ConfigError;
 use crate::raft::rng::Rng;
 use crate::server::local::LocalError;
 use crate::storage::FsyncMode;
+use crate::tls::{ClientTls, TlsError};
 
 use cluster::SpawnedCluster;
 use cpu::CpuMeter;
@@ -136,6 +137,16 @@ pub struct BenchArgs {
     /// Write the full latency histogram (HdrHistogram .hgrm text, microseconds) here.
     #[arg(long, value_name = "FILE")]
     pub hdr_out: Option<PathBuf>,
+    /// Speak TLS to the --cluster nodes, whose certificates chain to this CA (PEM).
+    #[arg(long, value_name = "FILE", conflicts_with = "spawn")]
+    pub cacert: Option<PathBuf>,
+    /// The spawned cluster speaks TLS on every port and link (development
+    /// certificates in its directory, as `raftkv-server local --tls`).
+    #[arg(long, requires = "spawn")]
+    pub tls: bool,
+    /// The TLS client side loaded from --cacert (or the spawned cluster's CA).
+    #[arg(skip)]
+    pub client_tls: Option<ClientTls>,
 }
 
 /// Why a benchmark could not run.
@@ -164,6 +175,9 @@ pub enum BenchError {
     /// Filling the store before the run failed.
     #[error("preload: {0}")]
     Preload(String),
+    /// The CA file cannot be used.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     /// A spawned node died during the run.
     #[error("node {id} exited ({status}); see {}", log.display())]
     NodeExited {
@@ -257,6 +271,7 @@ impl BenchArgs {
             // Poll for a new leader at least every 100 ms, so a failover measured here is
             // the cluster's, not the backoff's.
             backoff_min_ms: 5,
+            tls: self.client_tls.clone(),
             ..ClientOptions::default()
         }
     }
@@ -279,8 +294,24 @@ pub fn run(args: &BenchArgs, interrupted: &AtomicBool) -> Result<Report, BenchEr
                 FsyncChoice::Never => FsyncMode::Never,
             },
             &server_exe()?,
+            args.tls,
         )?),
         None => None,
+    };
+    let ca = match &spawned {
+        Some(cluster) => cluster.ca_file(),
+        None => args.cacert.clone(),
+    };
+    let with_tls;
+    let args = match ca {
+        Some(ca) => {
+            with_tls = BenchArgs {
+                client_tls: Some(ClientTls::load(&ca, None)?),
+                ..args.clone()
+            };
+            &with_tls
+        }
+        None => args,
     };
     let addrs = match &spawned {
         Some(cluster) => cluster.client_addrs(),

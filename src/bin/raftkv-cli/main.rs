@@ -27,7 +27,9 @@ use clap::{CommandFactory, Parser, Subcommand};
 use raftkv::client::{CasOutcome, Client, ClientOptions, Error, TxnOutcome};
 use raftkv::kv::{Compare, CompareOp, Op, OpResult};
 use raftkv::raft::message::NodeId;
+use raftkv::tls::ClientTls;
 
+mod certs;
 mod member;
 mod snapshot;
 mod status;
@@ -74,6 +76,10 @@ Membership (talks to the leader; retries until --wait):
   promotes it to voter (--learner: stop after adding). Start the new node first with
   `raftkv-server --config FILE --join CLUSTER_ADDR`.
 
+TLS (docs/SECURITY.md):
+  raftkv-cli certs init DIR [--nodes 3] [--host NAME]...   # a development CA and certs
+  raftkv-cli --cluster A --cacert DIR/ca.pem [--cert F --key F] get KEY
+
 Backup:
   raftkv-cli --cluster A snapshot save FILE   # from the leader, verified
   raftkv-log snapshot-restore FILE --data-dir DIR --node-id N --cluster-id C \\
@@ -95,10 +101,10 @@ Exit codes: 0 ok, 1 not found,
 #[command(name = "raftkv-cli", version, after_help = AFTER_HELP)]
 struct Cli {
     /// Client addresses of cluster members (any subset), comma-separated.
+    /// Required by every command but `certs`.
     #[arg(
         long,
         value_delimiter = ',',
-        required = true,
         value_name = "ADDR[,ADDR...]",
         value_parser = parse_addr
     )]
@@ -106,6 +112,16 @@ struct Cli {
     /// Time allowed for one request, retries and redirects included, in milliseconds.
     #[arg(long, default_value_t = 5000)]
     timeout_ms: u64,
+    /// Speak TLS; the nodes' certificates must chain to this CA file (PEM) and name the
+    /// address dialed.
+    #[arg(long, value_name = "FILE")]
+    cacert: Option<PathBuf>,
+    /// A client certificate (PEM) to present, for nodes that require one (with --key).
+    #[arg(long, value_name = "FILE", requires = "key", requires = "cacert")]
+    cert: Option<PathBuf>,
+    /// The private key of --cert (PEM).
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    key: Option<PathBuf>,
     #[command(subcommand)]
     command: CliCommand,
 }
@@ -243,6 +259,29 @@ enum CliCommand {
         #[command(subcommand)]
         command: SnapshotCommand,
     },
+    /// Development TLS certificates (no --cluster needed).
+    Certs {
+        #[command(subcommand)]
+        command: CertsCommand,
+    },
+}
+
+/// The `certs` subcommands.
+#[derive(Debug, Subcommand)]
+enum CertsCommand {
+    /// Write a development CA and certificates for nodes 1..=N and one client into DIR
+    /// (an existing CA in DIR is kept and signs what is added).
+    Init {
+        /// The directory (created if needed).
+        dir: PathBuf,
+        /// Nodes 1..=N get a certificate (naming localhost, 127.0.0.1 and node-ID).
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=1000))]
+        nodes: u64,
+        /// Another name every node certificate carries (a host name or IP address the
+        /// nodes are reached at); repeatable.
+        #[arg(long = "host", value_name = "NAME")]
+        hosts: Vec<String>,
+    },
 }
 
 /// The `snapshot` subcommands.
@@ -322,8 +361,27 @@ fn node_id_parser() -> clap::builder::RangedU64ValueParser<NodeId> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let CliCommand::Certs {
+        command: CertsCommand::Init { dir, nodes, hosts },
+    } = &cli.command
+    {
+        return ExitCode::from(certs::init(dir, *nodes, hosts));
+    }
+    if cli.cluster.is_empty() {
+        Cli::command()
+            .error(
+                ErrorKind::MissingRequiredArgument,
+                "the following required arguments were not provided:\n  --cluster <ADDR[,ADDR...]>",
+            )
+            .exit();
+    }
+    let tls = cli.cacert.as_deref().map(|ca| {
+        let identity = cli.cert.as_deref().zip(cli.key.as_deref());
+        ClientTls::load(ca, identity).unwrap_or_else(|e| usage_error(&e.to_string()))
+    });
     let options = ClientOptions {
         request_timeout: Duration::from_millis(cli.timeout_ms.max(1)),
+        tls,
         ..ClientOptions::default()
     };
     let code = match cli.command {
@@ -451,7 +509,8 @@ fn run(client: &mut Client, command: CliCommand) -> u8 {
         | CliCommand::Watch { .. }
         | CliCommand::Member { .. }
         | CliCommand::TransferLeader { .. }
-        | CliCommand::Snapshot { .. } => {
+        | CliCommand::Snapshot { .. }
+        | CliCommand::Certs { .. } => {
             unreachable!("handled in main")
         }
     };

@@ -2,7 +2,8 @@
 //! for one benchmark run.
 //!
 //! The configs come from [`write_local_configs`] (leased loopback ports, the embedded
-//! default config) with the requested fsync mode patched in. The server binary is the
+//! default config) with the requested fsync mode patched in, and with `--tls` TLS on
+//! every port and link (`enable_tls`, certificates in the cluster directory). The server binary is the
 //! `raftkv-server` next to the running executable (both are built into the same
 //! `target/` directory). Dropping the [`SpawnedCluster`] stops every child (SIGTERM, then
 //! SIGKILL after a grace period) and removes the directory if the bench created it.
@@ -12,7 +13,7 @@ use std::process::Child;
 use std::time::Duration;
 
 use crate::config::Config;
-use crate::server::local::{LocalNode, spawn_node, stop_children, write_local_configs};
+use crate::server::local::{LocalNode, enable_tls, spawn_node, stop_children, write_local_configs};
 use crate::server::ports::PortLease;
 use crate::storage::FsyncMode;
 
@@ -46,6 +47,7 @@ impl SpawnedCluster {
         dir: Option<&Path>,
         fsync: FsyncMode,
         server_exe: &Path,
+        tls: bool,
     ) -> Result<SpawnedCluster, BenchError> {
         let (dir, remove_dir) = match dir {
             Some(dir) => (dir.to_path_buf(), false),
@@ -64,6 +66,9 @@ impl SpawnedCluster {
         };
         for node in &cluster.nodes {
             set_fsync(&node.config_path, fsync)?;
+        }
+        if tls {
+            enable_tls(&cluster.nodes, &cluster.dir)?;
         }
         for index in 0..cluster.nodes.len() {
             let child = spawn_node(&cluster.nodes[index], server_exe)?;
@@ -90,6 +95,17 @@ impl SpawnedCluster {
                 pid: child.id(),
             })
             .collect()
+    }
+
+    /// The CA of the cluster's certificates, when its ports speak TLS.
+    pub fn ca_file(&self) -> Option<PathBuf> {
+        let path = self.dir.join("certs").join("ca.pem");
+        let tls = self
+            .nodes
+            .first()
+            .and_then(|node| Config::load(&node.config_path).ok())
+            .is_some_and(|config| !config.tls.ports.is_empty());
+        tls.then_some(path)
     }
 
     /// The directory holding configs, data and logs.

@@ -210,12 +210,10 @@ impl Writer {
         let mut client =
             Client::connect(&addrs, plan.options.clone()).map_err(|e| e.to_string())?;
         let client_id = client.session_id().map_err(|e| e.to_string())?;
-        let pipeline = Pipeline::connect(
-            addr,
-            plan.options.connect_timeout,
-            plan.options.frame_bytes_max,
-        )
-        .map_err(|e| e.to_string())?;
+        let pipeline = plan
+            .options
+            .pipeline(addr, plan.options.connect_timeout)
+            .map_err(|e| e.to_string())?;
         Ok(Writer {
             client_id,
             seq: 0,

@@ -444,11 +444,9 @@ impl Worker<'_> {
                 (None, None) => self.client.find_leader().map(|leader| leader.client_addr),
             };
             let connected = target.and_then(|target| {
-                Pipeline::connect(
-                    &target,
-                    self.plan.options.connect_timeout,
-                    self.plan.options.frame_bytes_max,
-                )
+                self.plan
+                    .options
+                    .pipeline(&target, self.plan.options.connect_timeout)
             });
             match connected {
                 Ok(pipeline) => {
