@@ -51,7 +51,7 @@ fn configs(dir: &Path, mutual: bool) -> (ClientTls, ServerTls) {
     let identity = (dir.join("client.pem"), dir.join("client-key.pem"));
     let client = ClientTls::load(
         &ca,
-        mutual.then(|| (identity.0.as_path(), identity.1.as_path())),
+        mutual.then_some((identity.0.as_path(), identity.1.as_path())),
     )
     .expect("client config");
     let server = ServerTls::load(
