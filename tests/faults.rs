@@ -38,13 +38,18 @@ fn options(name: &str, nemesis: Vec<FaultKind>) -> RoundOptions {
         steps_max: STEPS_MAX_DEFAULT,
         keep: false,
         stale_reads: false,
+        tls: false,
     }
 }
 
 /// Runs one round and asserts it passed with real traffic and real faults.
 fn run_scenario(name: &str, nemesis: Vec<FaultKind>, seed: u64) {
-    let options = options(name, nemesis);
-    let report = run_round(&options, 0, seed).expect("round runs");
+    run_round_of(&options(name, nemesis), name, seed);
+}
+
+/// Runs the round of `options` and asserts it passed with real traffic and real faults.
+fn run_round_of(options: &RoundOptions, name: &str, seed: u64) {
+    let report = run_round(options, 0, seed).expect("round runs");
     eprintln!("{name}: {}", report.summary());
     for (at_ms, fault) in &report.faults {
         eprintln!("  {at_ms:>6} ms {fault}");
@@ -94,6 +99,23 @@ fn partitions_stay_linearizable() {
     );
 }
 
+/// Goal: TLS on every port and link changes nothing about safety or failover. Method:
+/// the same round with `tls` (mutual-TLS peer links through the proxies, TLS clients):
+/// kill -9 and restart, isolate the leader, split majority/minority.
+#[test]
+fn crashes_and_partitions_stay_linearizable_with_tls() {
+    let nemesis = vec![
+        FaultKind::Kill,
+        FaultKind::IsolateLeader,
+        FaultKind::MajorityMinority,
+    ];
+    let options = RoundOptions {
+        tls: true,
+        ..options("tls", nemesis)
+    };
+    run_round_of(&options, "tls", 0x746c_7321);
+}
+
 /// Goal: a paused node (a stalled VM, a long GC) that wakes up believing it leads does
 /// no harm, nor do slow links. Method: SIGSTOP/SIGCONT alternated with link delay.
 #[test]
@@ -138,6 +160,7 @@ fn isolating_the_leader_through_the_proxies_elects_another() {
         dir: dir.clone(),
         tick_ms: 50,
         snapshot_entries: None,
+        tls: false,
     })
     .expect("cluster");
     let old = cluster

@@ -242,6 +242,7 @@ fn rejoin_after_partition(
         dir: dir.path().to_path_buf(),
         tick_ms: 50,
         snapshot_entries: None,
+        tls: false,
     })
     .expect("cluster");
     let old = cluster

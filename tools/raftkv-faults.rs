@@ -74,6 +74,10 @@ struct Args {
     /// not linearizable; under partitions a round must then FAIL.
     #[arg(long)]
     stale_reads: bool,
+    /// TLS on every port and link of the nodes (development certificates in each round's
+    /// directory); the link proxies carry the TLS bytes.
+    #[arg(long)]
+    tls: bool,
     /// Check this history file (JSON lines) instead of running.
     #[arg(long, value_name = "FILE")]
     check: Option<PathBuf>,
@@ -144,6 +148,7 @@ fn main() -> ExitCode {
         steps_max: args.steps_max,
         keep: args.keep,
         stale_reads: args.stale_reads,
+        tls: args.tls,
     };
     run(&options, args.duration, seed)
 }

@@ -22,8 +22,9 @@ use std::time::{Duration, Instant};
 use crate::client::{ClientOptions, status_at};
 use crate::codec::client::Status;
 use crate::config::{Config, SEGMENT_BYTES_MIN};
-use crate::server::local::{LocalNode, write_local_configs};
+use crate::server::local::{LocalNode, enable_tls, write_local_configs};
 use crate::server::ports::PortLease;
+use crate::tls::ClientTls;
 
 use super::proxy::{LinkMode, LinkProxy};
 
@@ -53,6 +54,9 @@ pub struct ClusterOptions {
     /// minimum so compaction really deletes log (small: snapshots and InstallSnapshot
     /// happen during the faults); `None` keeps the defaults.
     pub snapshot_entries: Option<u64>,
+    /// TLS on every port and link (`server::local::enable_tls`; peer links verify the
+    /// member name, not the proxy's address, so the proxies carry TLS unchanged).
+    pub tls: bool,
 }
 
 struct Process {
@@ -70,6 +74,8 @@ pub struct FaultCluster {
     links: Vec<Vec<Option<LinkProxy>>>,
     server_exe: PathBuf,
     dir: PathBuf,
+    /// The client side of the nodes' TLS (`None`: plaintext).
+    client_tls: Option<ClientTls>,
 }
 
 fn io_error(message: String) -> io::Error {
@@ -125,6 +131,13 @@ impl FaultCluster {
                 .map_err(|e| io_error(format!("render config: {e}")))?;
             std::fs::write(&node.config_path, text)?;
         }
+        let client_tls = if options.tls {
+            enable_tls(&nodes, &options.dir).map_err(|e| io_error(format!("enable TLS: {e}")))?;
+            let ca = options.dir.join("certs").join("ca.pem");
+            Some(ClientTls::load(&ca, None).map_err(|e| io_error(format!("load {e}")))?)
+        } else {
+            None
+        };
         let mut cluster = FaultCluster {
             processes: nodes
                 .iter()
@@ -138,11 +151,17 @@ impl FaultCluster {
             links,
             server_exe: options.server_exe.clone(),
             dir: options.dir.clone(),
+            client_tls,
         };
         for i in 0..cluster.len() {
             cluster.start_node(i)?;
         }
         Ok(cluster)
+    }
+
+    /// What clients of this cluster speak TLS with (`None`: plaintext).
+    pub fn client_tls(&self) -> Option<&ClientTls> {
+        self.client_tls.as_ref()
     }
 
     /// Number of nodes.
@@ -295,6 +314,7 @@ impl FaultCluster {
         let options = ClientOptions {
             request_timeout: timeout,
             connect_timeout: timeout,
+            tls: self.client_tls.clone(),
             ..ClientOptions::default()
         };
         status_at(&self.nodes[i].client_addr.to_string(), &options).ok()

@@ -76,6 +76,8 @@ pub struct RoundOptions {
     pub keep: bool,
     /// Stale reads in the workload (a self-test: such rounds are expected to fail).
     pub stale_reads: bool,
+    /// TLS on every port and link of the nodes (the proxies carry the TLS bytes).
+    pub tls: bool,
 }
 
 /// Operation counts of a history.
@@ -205,6 +207,7 @@ pub fn run_round(options: &RoundOptions, round: u64, seed: u64) -> io::Result<Ro
         dir: dir.clone(),
         tick_ms: options.tick_ms,
         snapshot_entries: options.snapshot_entries,
+        tls: options.tls,
     })?;
     let mut history = Vec::new();
     let mut faults = Vec::new();
@@ -262,6 +265,7 @@ fn run_workload(
         request_timeout: options.request_timeout,
         seed,
         stale_reads: options.stale_reads,
+        tls: cluster.client_tls().cloned(),
     };
     let handles = workload::spawn(&cluster.client_addrs(), &workload, &stop, clock)?;
     let mut nemesis = Nemesis::new(options.nemesis.clone(), seed.rotate_left(17));
@@ -354,8 +358,9 @@ fn final_reads(
     history: &mut Vec<Operation>,
 ) -> Result<Vec<FinalRead>, String> {
     let deadline = Instant::now() + SETTLE_TIMEOUT;
-    let mut client = Client::connect(&cluster.client_addrs(), client_options(SETTLE_TIMEOUT))
-        .map_err(|e| e.to_string())?;
+    let options = client_options(SETTLE_TIMEOUT, cluster.client_tls());
+    let mut client =
+        Client::connect(&cluster.client_addrs(), options).map_err(|e| e.to_string())?;
     let mut finals = Vec::new();
     for key in key_names(keys) {
         loop {
@@ -419,9 +424,11 @@ fn converge(cluster: &FaultCluster, finals: &[FinalRead]) -> Result<(), String> 
             let _ = write!(problems, " n{} is not up;", i + 1);
             continue;
         }
-        let mut client =
-            Client::connect(std::slice::from_ref(addr), client_options(SETTLE_TIMEOUT))
-                .map_err(|e| e.to_string())?;
+        let mut client = Client::connect(
+            std::slice::from_ref(addr),
+            client_options(SETTLE_TIMEOUT, cluster.client_tls()),
+        )
+        .map_err(|e| e.to_string())?;
         for (key, value) in finals {
             match client.get_stale(key) {
                 Ok(local) if local == *value => {}

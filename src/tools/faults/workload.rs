@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use crate::check::{KvCall, Operation, Outcome};
 use crate::client::{CasOutcome, Client, ClientOptions};
 use crate::raft::rng::Rng;
+use crate::tls::ClientTls;
 
 /// Settings of the workload.
 #[derive(Debug, Clone)]
@@ -36,6 +37,8 @@ pub struct WorkloadOptions {
     /// Not linearizable by design: a self-test showing that the suite catches stale reads
     /// of a real cluster under partitions.
     pub stale_reads: bool,
+    /// Speak TLS to the nodes (a cluster started with `tls`).
+    pub tls: Option<ClientTls>,
 }
 
 /// The key names of a key set of `count` keys.
@@ -48,10 +51,12 @@ pub fn micros_since(clock: Instant) -> u64 {
     clock.elapsed().as_micros() as u64
 }
 
-/// The client options of the suite: short timeouts so operations never hang.
-pub fn client_options(request_timeout: Duration) -> ClientOptions {
+/// The client options of the suite: short timeouts so operations never hang; TLS when
+/// the cluster speaks it.
+pub fn client_options(request_timeout: Duration, tls: Option<&ClientTls>) -> ClientOptions {
     ClientOptions {
         request_timeout,
+        tls: tls.cloned(),
         connect_timeout: request_timeout.min(Duration::from_millis(500)),
         backoff_min_ms: 5,
         backoff_max_ms: 100,
@@ -73,14 +78,17 @@ pub fn spawn(
     let mut handles = Vec::with_capacity(options.clients);
     for c in 0..options.clients {
         let client_number = c as u64 + 1;
-        let client = Client::connect(addrs, client_options(options.request_timeout))
-            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        let client = Client::connect(
+            addrs,
+            client_options(options.request_timeout, options.tls.as_ref()),
+        )
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
         let mut stale = Vec::new();
         if options.stale_reads {
             for addr in addrs {
                 let client = Client::connect(
                     std::slice::from_ref(addr),
-                    client_options(options.request_timeout),
+                    client_options(options.request_timeout, options.tls.as_ref()),
                 )
                 .map_err(|e| std::io::Error::other(e.to_string()))?;
                 stale.push(client);
