@@ -482,7 +482,7 @@ mod tests {
         let rendered = Metrics::new(100_000).render();
         assert!(rendered.iter().all(|(_, v)| *v == 0));
         assert!(rendered.iter().all(|(n, _)| !n.starts_with("peer.")));
-        assert_eq!(rendered.len(), 38);
+        assert_eq!(rendered.len(), 39);
     }
 
     #[test]
