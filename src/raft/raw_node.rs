@@ -9,7 +9,8 @@
 //! 3. send `Ready.messages` right away (the leader's appends, heartbeats,
 //!    snapshot chunks: they acknowledge nothing of the local disk, thesis
 //!    section 10.2.1);
-//! 4. install `Ready.snapshot` into the store, append `Ready.entries` (truncating
+//! 4. write `Ready.snapshot_chunks`, install `Ready.snapshot` into the store (its
+//!    data: the chunks written), append `Ready.entries` (truncating
 //!    the stored suffix from `entries[0].index` first, see `store.rs`), write
 //!    `Ready.hard_state`, and MAKE ALL OF IT DURABLE (one sync);
 //! 5. ONLY THEN send `Ready.messages_after_sync`: vote responses, append and
@@ -35,6 +36,7 @@ use super::core::{Config, Raft, Role};
 use super::error::Error;
 use super::message::{
     ConfigChange, Configuration, Entry, EntryKind, HardState, Message, NodeId, Snapshot,
+    SnapshotChunk, SnapshotMeta,
 };
 use super::progress::ProgressState;
 use super::read_only::ReadState;
@@ -53,8 +55,15 @@ pub struct Ready {
     pub hard_state: Option<HardState>,
     /// Committed entries to apply, in order.
     pub committed_entries: Vec<Entry>,
-    /// A snapshot to install in the store and the state machine.
-    pub snapshot: Option<Snapshot>,
+    /// Chunks of a snapshot being received, in order, to write where the store
+    /// keeps the one it receives: a chunk at offset 0 starts it afresh, a chunk
+    /// already written (a retry) is skipped. Written before the sync: their
+    /// acknowledgements are among `messages_after_sync`.
+    pub snapshot_chunks: Vec<SnapshotChunk>,
+    /// The snapshot whose chunks were all received (the last one in
+    /// `snapshot_chunks` of this Ready): install it, made durable by the sync, in the
+    /// store and the state machine.
+    pub snapshot: Option<SnapshotMeta>,
     /// Confirmed linearizable reads.
     pub read_states: Vec<ReadState>,
 }
@@ -278,6 +287,7 @@ impl<S: LogStore> RawNode<S> {
             || !core.messages_after_sync.is_empty()
             || !core.read_states.is_empty()
             || !core.log.unstable_entries().is_empty()
+            || !core.snapshot_chunks.is_empty()
             || core.log.unstable_snapshot().is_some()
             || core.log.has_next_committed()
             || self.hard_state() != self.prev_hard_state
@@ -299,6 +309,7 @@ impl<S: LogStore> RawNode<S> {
             entries: core.log.unstable_entries().to_vec(),
             hard_state: changed,
             committed_entries: core.log.next_committed(core.committed_bytes_max())?,
+            snapshot_chunks: core.snapshot_chunks.clone(),
             snapshot: core.log.unstable_snapshot().cloned(),
             read_states: std::mem::take(&mut core.read_states),
         })
@@ -310,9 +321,14 @@ impl<S: LogStore> RawNode<S> {
     /// # Errors
     /// A store failure.
     pub fn advance(&mut self, ready: Ready) -> Result<(), Error> {
+        let written = ready
+            .snapshot_chunks
+            .len()
+            .min(self.core.snapshot_chunks.len());
+        self.core.snapshot_chunks.drain(..written);
         let log = &mut self.core.log;
         log.on_persisted(
-            ready.snapshot.map(|s| s.meta.index),
+            ready.snapshot.map(|meta| meta.index),
             ready.entries.last().map(|e| e.index),
         );
         if let Some(last) = ready.committed_entries.last() {

@@ -85,7 +85,7 @@ pub use self::status::WantedPeer;
 use crate::codec::client::ResponseBody;
 use crate::config::Config;
 use crate::kv::{CommandResult, KvConfig, KvStore};
-use crate::raft::message::{Entry, EntryKind, Message, NodeId, Snapshot};
+use crate::raft::message::{Entry, EntryKind, Message, NodeId, SnapshotMeta};
 use crate::raft::store::entry_bytes;
 use crate::raft::{self, RawNode, Ready, Role, StoreError};
 use crate::replica::metrics::Metrics;
@@ -209,6 +209,29 @@ pub const APPLY_BYTES_PER_TURN: u64 = 512 << 10;
 /// Committed entry bytes one `Ready` hands out at most (a quarter of a turn's).
 pub const APPLY_BYTES_PER_READY: u64 = APPLY_BYTES_PER_TURN / 4;
 
+/// The state machine restored from `log`'s snapshot, streamed from it (a file, for the
+/// server): no whole copy is held.
+///
+/// # Errors
+/// [`Error::SnapshotRestore`] when it does not decode or its data cannot be read.
+fn restore_from_log<L: ReplicaLog>(kv_config: KvConfig, log: &L) -> Result<KvStore, Error> {
+    let index = log.snapshot_meta().index;
+    let mut input = SnapshotReader::new(log);
+    KvStore::restore_from(kv_config, &mut input, log.snapshot_bytes()).map_err(|source| {
+        // The log may check its file's own crc as this read reaches the end
+        // (`WalStore`): after a decoding error, read on, so that a damaged file is
+        // named as such.
+        let source = match source {
+            crate::kv::Error::Read(_) => source,
+            decoding => match std::io::copy(&mut input, &mut std::io::sink()) {
+                Err(e) => crate::kv::Error::Read(e.to_string()),
+                Ok(_) => decoding,
+            },
+        };
+        Error::SnapshotRestore { index, source }
+    })
+}
+
 impl<L: ReplicaLog, W: SnapshotWriter> Replica<L, W> {
     /// A replica over `log`: restores the state machine from the log's snapshot and
     /// builds the core with `raft_config` (its `applied` is set here) and `seed`.
@@ -234,23 +257,7 @@ impl<L: ReplicaLog, W: SnapshotWriter> Replica<L, W> {
         let kv = if index == 0 {
             KvStore::new(kv_config)
         } else {
-            // Streamed from the log's snapshot (a file, for the server): no whole copy.
-            let mut input = SnapshotReader::new(&log);
-            KvStore::restore_from(kv_config, &mut input, log.snapshot_bytes()).map_err(
-                |source| {
-                    // The log may check its file's own crc as this read reaches the end
-                    // (`WalStore`): after a decoding error, read on, so that a damaged
-                    // file is named as such.
-                    let source = match source {
-                        crate::kv::Error::Read(_) => source,
-                        decoding => match std::io::copy(&mut input, &mut std::io::sink()) {
-                            Err(e) => crate::kv::Error::Read(e.to_string()),
-                            Ok(_) => decoding,
-                        },
-                    };
-                    Error::SnapshotRestore { index, source }
-                },
-            )?
+            restore_from_log(kv_config, &log)?
         };
         raft_config.applied = kv.applied_index();
         let raw = RawNode::new(raft_config, log, seed)?;
@@ -409,6 +416,7 @@ impl<L: ReplicaLog, W: SnapshotWriter> Replica<L, W> {
                 // unstable, to hand them out again with the next Ready.
                 ready.messages_after_sync.clear();
                 ready.entries.clear();
+                ready.snapshot_chunks.clear();
                 ready.snapshot = None;
                 self.raw.advance(ready)?;
                 break;
@@ -465,8 +473,10 @@ impl<L: ReplicaLog, W: SnapshotWriter> Replica<L, W> {
         if let Some(hard_state) = ready.hard_state {
             store.set_hard_state(hard_state);
         }
-        let needed =
-            ready.snapshot.is_some() || !ready.entries.is_empty() || store.hard_state_unsaved();
+        let needed = ready.snapshot.is_some()
+            || !ready.snapshot_chunks.is_empty()
+            || !ready.entries.is_empty()
+            || store.hard_state_unsaved();
         let alarmed = self.nospace.has(Cause::Log);
         if !needed && !alarmed {
             return Ok(true);
@@ -492,8 +502,11 @@ impl<L: ReplicaLog, W: SnapshotWriter> Replica<L, W> {
     /// before that term does (the open check of `WalStore` relies on it).
     fn write_ready(&mut self, ready: &Ready) -> Result<(), WriteFailure> {
         self.raw.store_mut().save_hard_state()?;
-        if let Some(snapshot) = &ready.snapshot {
-            self.install_snapshot(snapshot)?;
+        for chunk in &ready.snapshot_chunks {
+            self.raw.store_mut().write_snapshot_chunk(chunk)?;
+        }
+        if let Some(meta) = &ready.snapshot {
+            self.install_snapshot(meta)?;
         }
         let store = self.raw.store_mut();
         let appended = ready.entries.len() as u64;
@@ -627,16 +640,15 @@ impl<L: ReplicaLog, W: SnapshotWriter> Replica<L, W> {
         self.last_role = role;
     }
 
-    fn install_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), WriteFailure> {
-        let index = snapshot.meta.index;
-        let kv = KvStore::restore(self.kv.config(), &snapshot.data).map_err(|source| {
-            WriteFailure::Fatal(Box::new(Error::SnapshotRestore { index, source }))
-        })?;
-        self.raw.store_mut().install_snapshot(snapshot.clone())?;
+    fn install_snapshot(&mut self, meta: &SnapshotMeta) -> Result<(), WriteFailure> {
+        let index = meta.index;
+        self.raw.store_mut().install_snapshot(meta.clone())?;
+        let kv = restore_from_log(self.kv.config(), self.raw.store())
+            .map_err(|e| WriteFailure::Fatal(Box::new(e)))?;
         self.kv = kv;
-        let bytes = snapshot.data.len() as u64;
+        let bytes = self.raw.store().snapshot_bytes();
         self.metrics.on_snapshot_installed(bytes);
-        self.members_applied = snapshot.meta.config.members().collect();
+        self.members_applied = meta.config.members().collect();
         let message = format!(
             "installed snapshot at index {index} ({} keys, {bytes} bytes)",
             self.kv.len()

@@ -8,7 +8,9 @@ use std::cell::Cell;
 use super::*;
 use crate::codec::client::Response;
 use crate::kv::SnapshotView;
-use crate::raft::message::{Configuration, HardState, MessageBody, SnapshotMeta, VoteRequest};
+use crate::raft::message::{
+    Configuration, HardState, MessageBody, SnapshotChunk, SnapshotMeta, VoteRequest,
+};
 use crate::raft::{InitialState, LogStore, MemStore};
 
 /// An in-memory log whose reads fail while `failing` is set.
@@ -68,8 +70,12 @@ impl ReplicaLog for FailingLog {
     fn save_hard_state(&mut self) -> Result<(), WriteFailure> {
         Ok(())
     }
-    fn install_snapshot(&mut self, snapshot: Snapshot) -> Result<(), WriteFailure> {
-        self.store.apply_snapshot(snapshot);
+    fn write_snapshot_chunk(&mut self, chunk: &SnapshotChunk) -> Result<(), WriteFailure> {
+        self.store.write_snapshot_chunk(chunk);
+        Ok(())
+    }
+    fn install_snapshot(&mut self, meta: SnapshotMeta) -> Result<(), WriteFailure> {
+        self.store.apply_snapshot(meta);
         Ok(())
     }
     fn append(&mut self, entries: &[Entry]) -> Result<(), WriteFailure> {

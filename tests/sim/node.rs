@@ -23,8 +23,8 @@ use raftkv::config::{Config, LimitsConfig, Member, SnapshotConfig};
 use raftkv::kv::SnapshotView;
 use raftkv::raft::rng::Rng;
 use raftkv::raft::{
-    Entry, HardState, InitialState, LogStore, MemStore, Message, NodeId, Snapshot, SnapshotMeta,
-    StoreError,
+    Entry, HardState, InitialState, LogStore, MemStore, Message, NodeId, Snapshot, SnapshotChunk,
+    SnapshotMeta, StoreError,
 };
 use raftkv::replica::alarm::WriteFailure;
 use raftkv::replica::{
@@ -49,7 +49,8 @@ const SNAPSHOT_POLLS_MAX: u64 = 12;
 #[derive(Debug, Clone)]
 enum Write {
     HardState(HardState),
-    Snapshot(Snapshot),
+    SnapshotChunk(SnapshotChunk),
+    Snapshot(SnapshotMeta),
     Entries(Vec<Entry>),
 }
 
@@ -118,7 +119,8 @@ impl MemLog {
 fn replay(store: &mut MemStore, write: Write) {
     match write {
         Write::HardState(hard_state) => store.set_hard_state(hard_state),
-        Write::Snapshot(snapshot) => store.apply_snapshot(snapshot),
+        Write::SnapshotChunk(chunk) => store.write_snapshot_chunk(&chunk),
+        Write::Snapshot(meta) => store.apply_snapshot(meta),
         Write::Entries(entries) => {
             let compacted = store.compacted().0;
             let kept: Vec<Entry> = entries
@@ -182,9 +184,15 @@ impl ReplicaLog for MemLog {
         Ok(())
     }
 
-    fn install_snapshot(&mut self, snapshot: Snapshot) -> Result<(), WriteFailure> {
-        self.volatile.apply_snapshot(snapshot.clone());
-        self.unsynced.push(Write::Snapshot(snapshot));
+    fn write_snapshot_chunk(&mut self, chunk: &SnapshotChunk) -> Result<(), WriteFailure> {
+        self.volatile.write_snapshot_chunk(chunk);
+        self.unsynced.push(Write::SnapshotChunk(chunk.clone()));
+        Ok(())
+    }
+
+    fn install_snapshot(&mut self, meta: SnapshotMeta) -> Result<(), WriteFailure> {
+        self.volatile.apply_snapshot(meta.clone());
+        self.unsynced.push(Write::Snapshot(meta));
         Ok(())
     }
 
