@@ -25,7 +25,7 @@ use super::message::{
     Configuration, Entry, EntryKind, HeartbeatResponse, Message, MessageBody, NO_NODE, NodeId,
     Snapshot, SnapshotChunk, SnapshotMeta, VoteResponse,
 };
-use super::progress::Progress;
+use super::progress::{LostLog, Progress};
 use super::read_only::{ReadOnly, ReadRequest, ReadState};
 use super::rng::Rng;
 use super::store::LogStore;
@@ -197,6 +197,8 @@ pub struct Raft<S> {
     /// Received chunks for the driver to write, in order, until it confirms them
     /// written (`advance`); acknowledged only after that (`messages_after_sync`).
     pub(crate) snapshot_chunks: Vec<SnapshotChunk>,
+    /// Followers found to have lost their log, not yet taken by the driver.
+    pub(crate) lost_logs: Vec<LostLog>,
     /// The latest snapshot's meta and length while sending it; its data is read from
     /// the store chunk by chunk, never copied whole.
     outgoing_snapshot: Option<(SnapshotMeta, u64)>,
@@ -239,6 +241,7 @@ impl<S: LogStore> Raft<S> {
             needs_flush: false,
             incoming_snapshot: None,
             snapshot_chunks: Vec::new(),
+            lost_logs: Vec::new(),
             outgoing_snapshot: None,
             been_member: false,
             rng: Rng::new(seed),

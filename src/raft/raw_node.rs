@@ -38,7 +38,7 @@ use super::message::{
     ConfigChange, Configuration, Entry, EntryKind, HardState, Message, NodeId, Snapshot,
     SnapshotChunk, SnapshotMeta,
 };
-use super::progress::ProgressState;
+use super::progress::{LostLog, ProgressState};
 use super::read_only::ReadState;
 use super::store::LogStore;
 
@@ -81,6 +81,8 @@ pub struct PeerStatus {
     pub state: ProgressState,
     /// Heard from since the last check-quorum round.
     pub recent_active: bool,
+    /// It lost entries it had acknowledged ([`LostLog`]).
+    pub lost_log: bool,
 }
 
 /// A snapshot of the node's state for the CLI and the simulation's checker.
@@ -353,6 +355,12 @@ impl<S: LogStore> RawNode<S> {
         self.core.build_snapshot(index, data)
     }
 
+    /// The followers this leader found to have lost their log since the last call
+    /// (each once per leadership), for the driver to report.
+    pub fn take_lost_logs(&mut self) -> Vec<LostLog> {
+        std::mem::take(&mut self.core.lost_logs)
+    }
+
     /// The node's state.
     pub fn status(&self) -> Status {
         let core = &self.core;
@@ -365,6 +373,7 @@ impl<S: LogStore> RawNode<S> {
                     next_index: pr.next_index,
                     state: pr.state,
                     recent_active: pr.recent_active,
+                    lost_log: pr.lost_log,
                 })
                 .collect()
         } else {

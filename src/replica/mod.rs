@@ -434,6 +434,7 @@ impl<L: ReplicaLog, W: SnapshotWriter> Replica<L, W> {
         }
         self.answer_reads(out);
         self.observe_role_change(out);
+        self.report_lost_logs();
         self.maybe_snapshot(now_ms)?;
         self.observe_alarm();
         self.last_synced_entries = synced_entries;
@@ -638,6 +639,33 @@ impl<L: ReplicaLog, W: SnapshotWriter> Replica<L, W> {
             }
         }
         self.last_role = role;
+    }
+
+    /// Reports each member this leader found to have lost its log (see
+    /// [`raft::progress::LostLog`]): an error line naming it and the repair, and a
+    /// `member_lost_log` event.
+    fn report_lost_logs(&mut self) {
+        for lost in self.raw.take_lost_logs() {
+            let id = lost.id;
+            let message = format!(
+                "member {id} lost its log: it had acknowledged index {} and now holds at most \
+                 index {}, so its data directory was wiped or replaced; it also forgot its vote, \
+                 so it is not repaired (no snapshot is sent to it). Repair: `raftkv-cli member \
+                 remove {id}`, stop it, empty its data directory, start it with `--join` and \
+                 add it again (`raftkv-cli member add {id} PEER_ADDR CLIENT_ADDR`); see \
+                 docs/OPERATIONS.md, \"A member that lost its data\"",
+                lost.acknowledged, lost.holds
+            );
+            ::log::error!("{message}");
+            let term = self.raw.raft().term;
+            let fields = [
+                ("member", id),
+                ("acknowledged", lost.acknowledged),
+                ("holds", lost.holds),
+            ];
+            self.events
+                .record(EventKind::MemberLostLog, term, &fields, message);
+        }
     }
 
     fn install_snapshot(&mut self, meta: &SnapshotMeta) -> Result<(), WriteFailure> {

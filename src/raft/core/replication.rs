@@ -12,7 +12,7 @@ use crate::raft::message::{
     AppendRequest, AppendResponse, Heartbeat, MessageBody, NodeId, SnapshotChunk, SnapshotMeta,
     SnapshotResponse,
 };
-use crate::raft::progress::ProgressState;
+use crate::raft::progress::{LostLog, ProgressState};
 use crate::raft::quorum;
 use crate::raft::store::LogStore;
 
@@ -143,6 +143,14 @@ impl<S: LogStore> Raft<S> {
             let Some(pr) = self.progress.get_mut(&from) else {
                 return Ok(());
             };
+            if pr.note_lost_log(r.index, r.conflict_index) {
+                let lost = LostLog {
+                    id: from,
+                    acknowledged: pr.match_index,
+                    holds: r.conflict_index,
+                };
+                self.lost_logs.push(lost);
+            }
             if pr.maybe_decrease_to(r.index, hint) {
                 if pr.state == ProgressState::Replicate {
                     pr.become_probe();
