@@ -13,8 +13,8 @@
 use std::io::{self, Read};
 
 use super::alarm::WriteFailure;
-use crate::raft::LogStore;
 use crate::raft::message::{Entry, HardState, SnapshotChunk, SnapshotMeta};
+use crate::raft::{LogStore, StoreError};
 
 /// Reads the latest snapshot's data of a log from its first byte to its last.
 pub struct SnapshotReader<'a, L: LogStore> {
@@ -113,6 +113,13 @@ pub trait ReplicaLog: LogStore {
     /// [`WriteFailure::NoSpace`]: the entries stay until the next snapshot; otherwise
     /// fatal (the saved data missing included).
     fn compact_saved(&mut self, meta: SnapshotMeta) -> Result<(), WriteFailure>;
+
+    /// A reader of the latest snapshot's data from its first byte, that another thread
+    /// may own (the restore of a received snapshot runs off the replica's turn).
+    ///
+    /// # Errors
+    /// [`StoreError::Failed`] when it cannot be opened.
+    fn snapshot_source(&self) -> Result<Box<dyn Read + Send>, StoreError>;
 
     /// Bytes the log takes on its medium (a metric).
     fn log_bytes(&self) -> u64;

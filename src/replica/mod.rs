@@ -62,6 +62,7 @@ pub mod parked;
 mod reads;
 pub mod request_metrics;
 pub mod requests;
+mod restore;
 pub mod round_trips;
 pub mod snapshot_policy;
 pub mod snapshots;
@@ -79,6 +80,7 @@ pub use self::log::{ReplicaLog, SnapshotReader, SyncOutcome};
 use self::reads::Reads;
 pub use self::requests::{ClientRef, Outbox};
 use self::requests::{Deadline, PendingWrite, finish};
+use self::restore::Restore;
 use self::snapshots::SnapshotJob;
 pub use self::snapshots::{SnapshotPoll, SnapshotWriter};
 pub use self::status::WantedPeer;
@@ -165,6 +167,8 @@ pub struct Replica<L: ReplicaLog, W: SnapshotWriter> {
     events: Events,
     snapshots: W,
     snapshot_job: Option<SnapshotJob>,
+    /// A received snapshot's state machine being restored off the turn.
+    restore: Restore,
     /// See [`Replica::has_apply_backlog`].
     apply_backlog: bool,
     /// The NOSPACE alarm: up while a write failed for lack of disk space.
@@ -276,6 +280,7 @@ impl<L: ReplicaLog, W: SnapshotWriter> Replica<L, W> {
             events: Events::new(EVENTS_MAX),
             snapshots,
             snapshot_job: None,
+            restore: Restore::default(),
             apply_backlog: false,
             nospace: NoSpaceAlarm::default(),
             deadlines: TimerWheel::new(256, 4, 0),
@@ -373,6 +378,7 @@ impl<L: ReplicaLog, W: SnapshotWriter> Replica<L, W> {
     /// acknowledged.
     pub fn before_sleep(&mut self, now_ms: u64, out: &mut impl Outbox) -> Result<(), Error> {
         self.events.set_now(now_ms);
+        self.poll_restore(out)?;
         self.release_parked(out);
         self.start_read_round(out);
         let mut synced_entries = 0u64;
@@ -438,7 +444,8 @@ impl<L: ReplicaLog, W: SnapshotWriter> Replica<L, W> {
         self.maybe_snapshot(now_ms)?;
         self.observe_alarm();
         self.last_synced_entries = synced_entries;
-        self.apply_backlog = applied_bytes >= APPLY_BYTES_PER_TURN && self.raw.has_ready();
+        self.apply_backlog = (applied_bytes >= APPLY_BYTES_PER_TURN && self.raw.has_ready())
+            || self.restore.has_backlog();
         Ok(())
     }
 
@@ -561,7 +568,11 @@ impl<L: ReplicaLog, W: SnapshotWriter> Replica<L, W> {
     /// index and answers every read the state machine has caught up with.
     fn apply_ready(&mut self, ready: &mut Ready, out: &mut impl Outbox) {
         for entry in &ready.committed_entries {
-            self.apply(entry, out);
+            if self.restore.holds() {
+                self.restore.hold(entry);
+            } else {
+                self.apply(entry, out);
+            }
         }
         self.reads.on_read_states(ready.read_states.drain(..));
         self.answer_reads(out);
@@ -668,24 +679,12 @@ impl<L: ReplicaLog, W: SnapshotWriter> Replica<L, W> {
         }
     }
 
+    /// Installs the received snapshot `meta` in the log and starts restoring its state
+    /// machine off the turn (see [`restore`]).
     fn install_snapshot(&mut self, meta: &SnapshotMeta) -> Result<(), WriteFailure> {
-        let index = meta.index;
         self.raw.store_mut().install_snapshot(meta.clone())?;
-        let kv = restore_from_log(self.kv.config(), self.raw.store())
-            .map_err(|e| WriteFailure::Fatal(Box::new(e)))?;
-        self.kv = kv;
-        let bytes = self.raw.store().snapshot_bytes();
-        self.metrics.on_snapshot_installed(bytes);
-        self.members_applied = meta.config.members().collect();
-        let message = format!(
-            "installed snapshot at index {index} ({} keys, {bytes} bytes)",
-            self.kv.len()
-        );
-        let term = self.raw.raft().term;
-        let fields = [("index", index), ("bytes", bytes)];
-        self.events
-            .record(EventKind::SnapshotInstalled, term, &fields, message);
-        Ok(())
+        self.start_restore(meta)
+            .map_err(|e| WriteFailure::Fatal(Box::new(e)))
     }
 }
 

@@ -88,6 +88,10 @@ impl ReplicaLog for FailingLog {
     fn compact_saved(&mut self, _meta: SnapshotMeta) -> Result<(), WriteFailure> {
         Err(WriteFailure::Fatal("these tests save no snapshot".into()))
     }
+    fn snapshot_source(&self) -> Result<Box<dyn std::io::Read + Send>, StoreError> {
+        let data = self.store.stored_snapshot().data.clone();
+        Ok(Box::new(std::io::Cursor::new(data)))
+    }
     fn log_bytes(&self) -> u64 {
         0
     }
@@ -105,6 +109,19 @@ impl SnapshotWriter for NoSnapshots {
     }
     fn poll(&mut self) -> SnapshotPoll {
         SnapshotPoll::Running
+    }
+    fn start_restore(
+        &mut self,
+        _input: Box<dyn std::io::Read + Send>,
+        _len: u64,
+        _config: KvConfig,
+    ) -> Result<(), Error> {
+        Err(Error::SnapshotWrite(
+            "these tests receive no snapshot".into(),
+        ))
+    }
+    fn poll_restore(&mut self) -> Option<Result<KvStore, crate::kv::Error>> {
+        None
     }
 }
 

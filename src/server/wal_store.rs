@@ -648,6 +648,15 @@ impl ReplicaLog for WalStore {
         Ok(WalStore::compact_saved(self, meta)?)
     }
 
+    fn snapshot_source(&self) -> Result<Box<dyn std::io::Read + Send>, StoreError> {
+        let image = self.image.as_ref().ok_or_else(|| {
+            StoreError::failed(StoreOpenError::SnapshotChunk(
+                "a restore was asked for but the log holds no snapshot".into(),
+            ))
+        })?;
+        Ok(Box::new(image.source().map_err(StoreError::failed)?))
+    }
+
     fn log_bytes(&self) -> u64 {
         WalStore::log_bytes(self)
     }

@@ -243,6 +243,27 @@ impl SnapshotImage {
         }
     }
 
+    /// An owned reader of the data from its first byte, which another thread may take
+    /// (preads of its own descriptor: the file may be replaced and unlinked meanwhile).
+    ///
+    /// # Errors
+    /// [`Damage::Unverified`] while the crc check is deferred; IO errors.
+    pub fn source(&self) -> Result<DataSource, SnapshotError> {
+        if !self.is_verified() {
+            return Err(SnapshotError::Corrupt {
+                path: self.path.clone(),
+                offset: self.data_offset,
+                damage: Damage::Unverified,
+            });
+        }
+        let file = self.file.try_clone().map_err(io_err(&self.path))?;
+        Ok(DataSource {
+            file,
+            at: self.data_offset,
+            end: self.data_offset + self.data_len,
+        })
+    }
+
     /// The data from its first byte to its last, read sequentially (preads from its own
     /// position, so other readers of the file are unaffected).
     pub fn reader(&self) -> ImageReader<'_> {
@@ -298,6 +319,29 @@ impl<W: Write> Write for Hashing<W> {
 
     fn flush(&mut self) -> io::Result<()> {
         self.inner.flush()
+    }
+}
+
+/// See [`SnapshotImage::source`].
+#[derive(Debug)]
+pub struct DataSource {
+    file: File,
+    /// The next byte to read, in the file.
+    at: u64,
+    /// Where the data ends, in the file.
+    end: u64,
+}
+
+impl Read for DataSource {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = usize::try_from(self.end - self.at).unwrap_or(usize::MAX);
+        let want = buf.len().min(left);
+        if want == 0 {
+            return Ok(0);
+        }
+        let read = self.file.read_at(&mut buf[..want], self.at)?;
+        self.at += read as u64;
+        Ok(read)
     }
 }
 
