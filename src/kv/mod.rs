@@ -30,5 +30,5 @@ pub use command::{
 };
 pub use range::{RANGE_REPLY_BYTES_MAX, RangeQuery, RangeResult, prefix_end};
 pub use rmw::RMW_VALUE_BYTES_MAX;
-pub use snapshot::{Error, SNAPSHOT_MAGIC, SNAPSHOT_VERSION, SnapshotView};
+pub use snapshot::{Error, ImageCheck, SNAPSHOT_MAGIC, SNAPSHOT_VERSION, SnapshotView};
 pub use store::{KvConfig, KvStore};

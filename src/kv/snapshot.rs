@@ -78,6 +78,68 @@ pub enum Error {
     Read(String),
 }
 
+/// Checks an image's trailing crc as its bytes stream by, without decoding or holding
+/// it: a follower receiving a snapshot chunk by chunk verifies the whole image this way
+/// before it installs it. The last [`CRC_BYTES`] bytes seen are held back from the hash,
+/// since they may be the stored crc.
+#[derive(Debug, Clone, Default)]
+pub struct ImageCheck {
+    hasher: crc32fast::Hasher,
+    tail: Vec<u8>,
+    len: u64,
+}
+
+impl ImageCheck {
+    /// A check of an image of which nothing was seen yet.
+    pub fn new() -> ImageCheck {
+        ImageCheck::default()
+    }
+
+    /// Feeds the next bytes of the image.
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.len += bytes.len() as u64;
+        if bytes.len() >= CRC_BYTES {
+            self.hasher.update(&self.tail);
+            let (body, tail) = bytes.split_at(bytes.len() - CRC_BYTES);
+            self.hasher.update(body);
+            self.tail.clear();
+            self.tail.extend_from_slice(tail);
+        } else {
+            self.tail.extend_from_slice(bytes);
+            let over = self.tail.len().saturating_sub(CRC_BYTES);
+            self.hasher.update(&self.tail[..over]);
+            self.tail.drain(..over);
+        }
+    }
+
+    /// Bytes seen.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether no byte was seen.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Whether the bytes seen are a whole image: at least a header and a crc, and the
+    /// last four bytes the crc32 of all the bytes before them.
+    ///
+    /// # Errors
+    /// [`Error::NotASnapshot`] when too short, [`Error::ChecksumMismatch`].
+    pub fn verify(&self) -> Result<(), Error> {
+        if self.len < (HEADER_BYTES + CRC_BYTES) as u64 {
+            return Err(Error::NotASnapshot);
+        }
+        let stored = u32::from_le_bytes(self.tail[..].try_into().unwrap_or([0; 4]));
+        let computed = self.hasher.clone().finalize();
+        if stored != computed {
+            return Err(Error::ChecksumMismatch { stored, computed });
+        }
+        Ok(())
+    }
+}
+
 /// A point-in-time copy of a store, cheap to take, encodable from another thread.
 #[derive(Debug, Clone)]
 pub struct SnapshotView {
@@ -474,6 +536,34 @@ mod tests {
     /// What an empty store allocates (nothing but its struct), whatever the input.
     fn empty_store_bytes() -> usize {
         peak_bytes(|| KvStore::new(KvConfig::default())).1
+    }
+
+    /// Goal: the streaming check accepts an image fed in pieces of any size (even
+    /// pieces shorter than the crc) and refuses it with any byte flipped or cut short.
+    #[test]
+    fn image_check_streams() {
+        let bytes = busy_store().snapshot();
+        for piece in [1, 3, 4, 5, 17, bytes.len()] {
+            let mut check = ImageCheck::new();
+            for part in bytes.chunks(piece) {
+                check.update(part);
+            }
+            assert_eq!(check.len(), bytes.len() as u64);
+            assert_eq!(check.verify(), Ok(()), "pieces of {piece}");
+        }
+        for at in [0, 9, bytes.len() / 2, bytes.len() - 1] {
+            let mut damaged = bytes.clone();
+            damaged[at] ^= 1;
+            let mut check = ImageCheck::new();
+            check.update(&damaged);
+            assert!(
+                matches!(check.verify(), Err(Error::ChecksumMismatch { .. })),
+                "flip at {at}"
+            );
+        }
+        let mut short = ImageCheck::new();
+        short.update(&bytes[..bytes.len() - 1]);
+        assert!(short.verify().is_err());
     }
 
     fn busy_store() -> KvStore {

@@ -23,9 +23,9 @@ use super::error::Error;
 use super::log::RaftLog;
 use super::message::{
     Configuration, Entry, EntryKind, HeartbeatResponse, Message, MessageBody, NO_NODE, NodeId,
-    Snapshot, SnapshotMeta, VoteResponse,
+    Snapshot, SnapshotChunk, SnapshotMeta, VoteResponse,
 };
-use super::progress::Progress;
+use super::progress::{LostLog, Progress};
 use super::read_only::{ReadOnly, ReadRequest, ReadState};
 use super::rng::Rng;
 use super::store::LogStore;
@@ -191,7 +191,14 @@ pub struct Raft<S> {
     reads_before_noop: Vec<ReadRequest>,
     /// Appends to send at the next flush (new entries or a new commit index).
     needs_flush: bool,
-    incoming_snapshot: Option<(SnapshotMeta, Vec<u8>)>,
+    /// The snapshot being received and the data bytes received of it (handed to the
+    /// driver or waiting in `snapshot_chunks`); the core never holds its data.
+    incoming_snapshot: Option<(SnapshotMeta, u64)>,
+    /// Received chunks for the driver to write, in order, until it confirms them
+    /// written (`advance`); acknowledged only after that (`messages_after_sync`).
+    pub(crate) snapshot_chunks: Vec<SnapshotChunk>,
+    /// Followers found to have lost their log, not yet taken by the driver.
+    pub(crate) lost_logs: Vec<LostLog>,
     /// The latest snapshot's meta and length while sending it; its data is read from
     /// the store chunk by chunk, never copied whole.
     outgoing_snapshot: Option<(SnapshotMeta, u64)>,
@@ -233,6 +240,8 @@ impl<S: LogStore> Raft<S> {
             reads_before_noop: Vec::new(),
             needs_flush: false,
             incoming_snapshot: None,
+            snapshot_chunks: Vec::new(),
+            lost_logs: Vec::new(),
             outgoing_snapshot: None,
             been_member: false,
             rng: Rng::new(seed),

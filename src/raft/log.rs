@@ -12,7 +12,7 @@
 //!   unstable entries then start right after it.
 
 use super::error::StoreError;
-use super::message::{Entry, Snapshot};
+use super::message::{Entry, SnapshotMeta};
 use super::store::{LogStore, limit_bytes};
 
 /// The stable log plus the unstable tail.
@@ -20,7 +20,7 @@ use super::store::{LogStore, limit_bytes};
 pub struct RaftLog<S> {
     /// The durable log (the driver writes it, the core reads it).
     pub store: S,
-    unstable_snapshot: Option<Snapshot>,
+    unstable_snapshot: Option<SnapshotMeta>,
     unstable: Vec<Entry>,
     /// Highest index known committed. Invariant: `committed <= last_index()`.
     pub committed: u64,
@@ -48,7 +48,7 @@ impl<S: LogStore> RaftLog<S> {
 
     fn stable_last(&self) -> u64 {
         match &self.unstable_snapshot {
-            Some(snapshot) => snapshot.meta.index,
+            Some(meta) => meta.index,
             None => self.store.last_index(),
         }
     }
@@ -56,7 +56,7 @@ impl<S: LogStore> RaftLog<S> {
     /// (index, term) of the compaction point (a pending snapshot's, if any).
     pub fn compacted(&self) -> (u64, u64) {
         match &self.unstable_snapshot {
-            Some(snapshot) => (snapshot.meta.index, snapshot.meta.term),
+            Some(meta) => (meta.index, meta.term),
             None => self.store.compacted(),
         }
     }
@@ -90,7 +90,7 @@ impl<S: LogStore> RaftLog<S> {
             return Err(StoreError::Unavailable(index));
         }
         match &self.unstable_snapshot {
-            Some(snapshot) if index == snapshot.meta.index => Ok(snapshot.meta.term),
+            Some(meta) if index == meta.index => Ok(meta.term),
             Some(_) => Err(StoreError::Compacted(index)),
             None => self.store.term(index),
         }
@@ -262,16 +262,18 @@ impl<S: LogStore> RaftLog<S> {
         &self.unstable
     }
 
-    /// The snapshot not yet handed to the driver.
-    pub fn unstable_snapshot(&self) -> Option<&Snapshot> {
+    /// The received snapshot not yet installed by the driver (its data is in the
+    /// chunks handed out before it).
+    pub fn unstable_snapshot(&self) -> Option<&SnapshotMeta> {
         self.unstable_snapshot.as_ref()
     }
 
-    /// Replaces the whole log by `snapshot` (a follower installing the leader's).
-    pub fn restore(&mut self, snapshot: Snapshot) {
+    /// Replaces the whole log by the snapshot `meta` (a follower installing the
+    /// leader's, whose data the driver received chunk by chunk).
+    pub fn restore(&mut self, meta: SnapshotMeta) {
         self.unstable.clear();
-        self.committed = snapshot.meta.index;
-        self.unstable_snapshot = Some(snapshot);
+        self.committed = meta.index;
+        self.unstable_snapshot = Some(meta);
     }
 
     /// The driver made the handed-out snapshot and entries durable.

@@ -17,7 +17,7 @@ pub use self::core::{Config, Role};
 pub use error::{Error, StoreError};
 pub use message::{
     ConfigChange, Configuration, Entry, EntryKind, HardState, Message, MessageBody, NO_NODE,
-    NodeId, Snapshot, SnapshotMeta,
+    NodeId, Snapshot, SnapshotChunk, SnapshotMeta,
 };
 pub use raw_node::{MemberState, PeerStatus, RawNode, Ready, Status};
 pub use read_only::ReadState;

@@ -88,6 +88,9 @@ impl Network {
                 let ready = node.ready().expect("ready");
                 self.queue.extend(ready.messages.iter().cloned());
                 let store = node.store_mut();
+                for chunk in &ready.snapshot_chunks {
+                    store.write_snapshot_chunk(chunk);
+                }
                 if let Some(snapshot) = &ready.snapshot {
                     store.apply_snapshot(snapshot.clone());
                 }

@@ -71,6 +71,22 @@ impl Inflights {
     }
 }
 
+/// A follower found to have lost entries it had acknowledged ([`Progress::lost_log`]).
+///
+/// Such a member also forgot its vote, so it could vote twice in a term, and the
+/// entries it lost may have counted for a commit: raftkv does not repair it (no
+/// snapshot is sent: the leader's match point for it never goes back); the leader
+/// reports it and an operator removes it and adds it again with an empty directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LostLog {
+    /// The member.
+    pub id: u64,
+    /// The match index the leader holds for it.
+    pub acknowledged: u64,
+    /// The most its log holds now (its rejection's hint).
+    pub holds: u64,
+}
+
 /// The leader's view of one follower.
 ///
 /// Invariant: `match_index < next_index`.
@@ -92,6 +108,9 @@ pub struct Progress {
     pub snapshot_index: u64,
     /// In `Snapshot`: bytes the follower acknowledged holding (the next chunk's offset).
     pub snapshot_offset: u64,
+    /// The follower rejected an append with a log that ends below `match_index`: it
+    /// lost entries it had acknowledged (its data directory was wiped or replaced).
+    pub lost_log: bool,
 }
 
 impl Progress {
@@ -106,6 +125,7 @@ impl Progress {
             recent_active: false,
             snapshot_index: 0,
             snapshot_offset: 0,
+            lost_log: false,
         }
     }
 
@@ -169,6 +189,18 @@ impl Progress {
         self.next_index = rejected.min(match_hint + 1).max(self.match_index + 1);
         self.probe_sent = false;
         true
+    }
+
+    /// Whether a rejection of the append after `rejected`, whose follower's log ends at
+    /// `follower_last` at most (its conflict hint), shows the follower lost entries it
+    /// acknowledged: it holds less than `match_index` although the append came after
+    /// that match point (so the rejection is not a stale answer to an older append).
+    /// Records it; true only the first time.
+    pub fn note_lost_log(&mut self, rejected: u64, follower_last: u64) -> bool {
+        let lost =
+            !self.lost_log && rejected >= self.match_index && follower_last < self.match_index;
+        self.lost_log |= lost;
+        lost
     }
 
     /// Whether the leader must hold appends back for now.
@@ -236,6 +268,24 @@ mod tests {
             assert_eq!(pr.maybe_decrease_to(rejected, hint), ok, "#{i}");
             assert_eq!(pr.next_index, want, "#{i}");
         }
+    }
+
+    /// Goal: a follower whose log ends below its acknowledged match point is noted as
+    /// having lost its log once; a stale rejection (of an append before the match
+    /// point) or a hint at or above the match point is not such a loss.
+    #[test]
+    fn lost_log_noted_once() {
+        let mut pr = Progress::new(11, 4);
+        pr.match_index = 10;
+        pr.become_replicate();
+        assert!(
+            !pr.note_lost_log(8, 0),
+            "answers an append before the match point"
+        );
+        assert!(!pr.note_lost_log(12, 10), "holds the match point");
+        assert!(pr.note_lost_log(10, 0), "empty log after acknowledging 10");
+        assert!(pr.lost_log);
+        assert!(!pr.note_lost_log(10, 0), "noted once");
     }
 
     /// Goal: after a snapshot, probing resumes after the snapshot index.

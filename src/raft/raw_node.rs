@@ -9,7 +9,8 @@
 //! 3. send `Ready.messages` right away (the leader's appends, heartbeats,
 //!    snapshot chunks: they acknowledge nothing of the local disk, thesis
 //!    section 10.2.1);
-//! 4. install `Ready.snapshot` into the store, append `Ready.entries` (truncating
+//! 4. write `Ready.snapshot_chunks`, install `Ready.snapshot` into the store (its
+//!    data: the chunks written), append `Ready.entries` (truncating
 //!    the stored suffix from `entries[0].index` first, see `store.rs`), write
 //!    `Ready.hard_state`, and MAKE ALL OF IT DURABLE (one sync);
 //! 5. ONLY THEN send `Ready.messages_after_sync`: vote responses, append and
@@ -35,8 +36,9 @@ use super::core::{Config, Raft, Role};
 use super::error::Error;
 use super::message::{
     ConfigChange, Configuration, Entry, EntryKind, HardState, Message, NodeId, Snapshot,
+    SnapshotChunk, SnapshotMeta,
 };
-use super::progress::ProgressState;
+use super::progress::{LostLog, ProgressState};
 use super::read_only::ReadState;
 use super::store::LogStore;
 
@@ -53,8 +55,15 @@ pub struct Ready {
     pub hard_state: Option<HardState>,
     /// Committed entries to apply, in order.
     pub committed_entries: Vec<Entry>,
-    /// A snapshot to install in the store and the state machine.
-    pub snapshot: Option<Snapshot>,
+    /// Chunks of a snapshot being received, in order, to write where the store
+    /// keeps the one it receives: a chunk at offset 0 starts it afresh, a chunk
+    /// already written (a retry) is skipped. Written before the sync: their
+    /// acknowledgements are among `messages_after_sync`.
+    pub snapshot_chunks: Vec<SnapshotChunk>,
+    /// The snapshot whose chunks were all received (the last one in
+    /// `snapshot_chunks` of this Ready): install it, made durable by the sync, in the
+    /// store and the state machine.
+    pub snapshot: Option<SnapshotMeta>,
     /// Confirmed linearizable reads.
     pub read_states: Vec<ReadState>,
 }
@@ -72,6 +81,8 @@ pub struct PeerStatus {
     pub state: ProgressState,
     /// Heard from since the last check-quorum round.
     pub recent_active: bool,
+    /// It lost entries it had acknowledged ([`LostLog`]).
+    pub lost_log: bool,
 }
 
 /// A snapshot of the node's state for the CLI and the simulation's checker.
@@ -278,6 +289,7 @@ impl<S: LogStore> RawNode<S> {
             || !core.messages_after_sync.is_empty()
             || !core.read_states.is_empty()
             || !core.log.unstable_entries().is_empty()
+            || !core.snapshot_chunks.is_empty()
             || core.log.unstable_snapshot().is_some()
             || core.log.has_next_committed()
             || self.hard_state() != self.prev_hard_state
@@ -299,6 +311,7 @@ impl<S: LogStore> RawNode<S> {
             entries: core.log.unstable_entries().to_vec(),
             hard_state: changed,
             committed_entries: core.log.next_committed(core.committed_bytes_max())?,
+            snapshot_chunks: core.snapshot_chunks.clone(),
             snapshot: core.log.unstable_snapshot().cloned(),
             read_states: std::mem::take(&mut core.read_states),
         })
@@ -310,9 +323,14 @@ impl<S: LogStore> RawNode<S> {
     /// # Errors
     /// A store failure.
     pub fn advance(&mut self, ready: Ready) -> Result<(), Error> {
+        let written = ready
+            .snapshot_chunks
+            .len()
+            .min(self.core.snapshot_chunks.len());
+        self.core.snapshot_chunks.drain(..written);
         let log = &mut self.core.log;
         log.on_persisted(
-            ready.snapshot.map(|s| s.meta.index),
+            ready.snapshot.map(|meta| meta.index),
             ready.entries.last().map(|e| e.index),
         );
         if let Some(last) = ready.committed_entries.last() {
@@ -337,6 +355,12 @@ impl<S: LogStore> RawNode<S> {
         self.core.build_snapshot(index, data)
     }
 
+    /// The followers this leader found to have lost their log since the last call
+    /// (each once per leadership), for the driver to report.
+    pub fn take_lost_logs(&mut self) -> Vec<LostLog> {
+        std::mem::take(&mut self.core.lost_logs)
+    }
+
     /// The node's state.
     pub fn status(&self) -> Status {
         let core = &self.core;
@@ -349,6 +373,7 @@ impl<S: LogStore> RawNode<S> {
                     next_index: pr.next_index,
                     state: pr.state,
                     recent_active: pr.recent_active,
+                    lost_log: pr.lost_log,
                 })
                 .collect()
         } else {

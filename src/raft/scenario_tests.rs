@@ -6,8 +6,12 @@ use std::sync::Arc;
 
 use super::core::Role;
 use super::error::Error;
-use super::message::{ConfigChange, Configuration, Entry, EntryKind, HardState, MessageBody};
+use super::message::{
+    ConfigChange, Configuration, Entry, EntryKind, HardState, Message, MessageBody, SnapshotChunk,
+    SnapshotMeta, SnapshotResponse,
+};
 use super::network::{Network, test_config};
+use super::raw_node::RawNode;
 use super::store::{LogStore, MemStore};
 
 fn propose(net: &mut Network, id: u64, count: usize) {
@@ -337,6 +341,102 @@ fn snapshot_to_lagging_follower_with_lost_chunk() {
     assert_eq!(store.stored_snapshot().data, data);
     assert_eq!(net.log_of(3), net.log_of(1));
     assert_eq!(net.node(3).status().commit, 23);
+}
+
+/// What one Ready of a follower receiving a snapshot carried: its chunks, the
+/// snapshot to install, and the chunk acknowledgements (sent after the sync). The
+/// Ready is handled as a driver does (chunks written, the snapshot installed).
+type ChunkTurn = (
+    Vec<SnapshotChunk>,
+    Option<SnapshotMeta>,
+    Vec<SnapshotResponse>,
+);
+
+fn chunk_turn(node: &mut RawNode<MemStore>) -> ChunkTurn {
+    let ready = node.ready().expect("ready");
+    assert!(
+        !ready
+            .messages
+            .iter()
+            .any(|m| matches!(m.body, MessageBody::InstallSnapshotResponse(_))),
+        "a chunk is acknowledged only after the sync"
+    );
+    let acks = ready
+        .messages_after_sync
+        .iter()
+        .filter_map(|m| match m.body {
+            MessageBody::InstallSnapshotResponse(r) => Some(r),
+            _ => None,
+        })
+        .collect();
+    for chunk in &ready.snapshot_chunks {
+        node.store_mut().write_snapshot_chunk(chunk);
+    }
+    if let Some(meta) = &ready.snapshot {
+        node.store_mut().apply_snapshot(meta.clone());
+    }
+    let turn = (ready.snapshot_chunks.clone(), ready.snapshot.clone(), acks);
+    node.advance(ready).expect("advance");
+    turn
+}
+
+/// Goal: a follower holds no snapshot data itself: it hands each chunk that continues
+/// the transfer to the driver and acknowledges it after the sync; a chunk at another
+/// offset is answered with the bytes held and handed out nowhere; the first chunk of a
+/// newer snapshot restarts the transfer; the last chunk completes the install.
+/// Reference: Figure 13, with the driver writing the chunks (raw_node contract step 4).
+#[test]
+fn follower_hands_snapshot_chunks_to_the_driver() {
+    let config = Configuration::new([1, 2], []);
+    let mut node = RawNode::new(test_config(2), MemStore::new(config.clone()), 7).expect("node");
+    let meta = |index| SnapshotMeta {
+        index,
+        term: 1,
+        config: config.clone(),
+    };
+    let chunk = |index, offset, data: &[u8], done| Message {
+        from: 1,
+        to: 2,
+        term: 1,
+        body: MessageBody::InstallSnapshot(SnapshotChunk {
+            meta: meta(index),
+            offset,
+            data: data.to_vec(),
+            done,
+        }),
+    };
+    let ack = |index, offset, done| SnapshotResponse {
+        index,
+        offset,
+        done,
+    };
+    node.step(chunk(10, 0, b"abc", false)).expect("step");
+    let (chunks, snapshot, acks) = chunk_turn(&mut node);
+    assert_eq!((chunks.len(), snapshot), (1, None));
+    assert_eq!(acks, [ack(10, 3, false)]);
+    node.step(chunk(10, 5, b"zz", false)).expect("step");
+    let (chunks, _, acks) = chunk_turn(&mut node);
+    assert!(
+        chunks.is_empty(),
+        "a chunk at the wrong offset is not written"
+    );
+    assert_eq!(acks, [ack(10, 3, false)]);
+    node.step(chunk(12, 0, b"xy", false)).expect("step");
+    assert_eq!(chunk_turn(&mut node).2, [ack(12, 2, false)]);
+    node.step(chunk(12, 2, b"z", true)).expect("step");
+    let (chunks, snapshot, acks) = chunk_turn(&mut node);
+    assert_eq!((chunks.len(), snapshot), (1, Some(meta(12))));
+    assert_eq!(acks, [ack(12, 3, true)]);
+    assert_eq!(node.store().stored_snapshot().data, b"xyz");
+    assert_eq!(node.store().compacted(), (12, 1));
+    assert_eq!(node.status().commit, 12);
+    node.step(chunk(12, 0, b"xy", false)).expect("step");
+    let (chunks, _, acks) = chunk_turn(&mut node);
+    assert!(
+        chunks.is_empty(),
+        "an installed snapshot is not received again"
+    );
+    assert_eq!(acks, [ack(12, 0, true)]);
 }
 
 /// Goal: single-server changes are stored in the log and used for quorums

@@ -2,8 +2,10 @@
 //! an in-memory implementation used by tests, the simulation and benches.
 //!
 //! THE DRIVER WRITES, THE CORE ONLY READS. After taking a `Ready`, the driver:
-//! 1. if `Ready.snapshot` is set, installs it: the store drops every entry and
-//!    becomes compacted at the snapshot's (index, term) (`MemStore::apply_snapshot`);
+//! 1. writes `Ready.snapshot_chunks` where it keeps the snapshot being received
+//!    (`MemStore::write_snapshot_chunk`); if `Ready.snapshot` is set, installs it,
+//!    its data those chunks: the store drops every entry and becomes compacted at the
+//!    snapshot's (index, term) (`MemStore::apply_snapshot`);
 //! 2. appends `Ready.entries`; IF `entries[0].index <= last_index()`, IT FIRST
 //!    TRUNCATES THE STORED SUFFIX FROM `entries[0].index` (a conflicting tail
 //!    replaced by the leader's entries), as `MemStore::append` does;
@@ -15,7 +17,7 @@
 //! it covers (`MemStore::compact`).
 
 use super::error::StoreError;
-use super::message::{Configuration, Entry, HardState, Snapshot, SnapshotMeta};
+use super::message::{Configuration, Entry, HardState, Snapshot, SnapshotChunk, SnapshotMeta};
 
 /// What a restarting node reads from its store.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -104,6 +106,8 @@ pub struct MemStore {
     snapshot: Snapshot,
     /// Invariant: consecutive, starting at `snapshot.meta.index + 1`.
     entries: Vec<Entry>,
+    /// The data of the snapshot being received, as far as its chunks were written.
+    incoming: Vec<u8>,
 }
 
 impl MemStore {
@@ -147,11 +151,34 @@ impl MemStore {
         self.hard_state = hard_state;
     }
 
-    /// Installs a snapshot received from the leader: drops the whole log.
-    pub fn apply_snapshot(&mut self, snapshot: Snapshot) {
+    /// Writes a chunk of the snapshot being received (`Ready::snapshot_chunks`): one at
+    /// offset 0 starts it afresh, one already held is skipped.
+    ///
+    /// # Panics
+    /// When the chunk neither starts nor continues the data held: the core hands
+    /// chunks out in order.
+    pub fn write_snapshot_chunk(&mut self, chunk: &SnapshotChunk) {
+        let end = chunk.offset + chunk.data.len() as u64;
+        if chunk.offset == 0 {
+            self.incoming.clear();
+        } else if end <= self.incoming.len() as u64 {
+            return;
+        }
+        assert_eq!(
+            chunk.offset,
+            self.incoming.len() as u64,
+            "chunk out of order"
+        );
+        self.incoming.extend_from_slice(&chunk.data);
+    }
+
+    /// Installs the snapshot `meta` received from the leader, its data the chunks
+    /// written: drops the whole log.
+    pub fn apply_snapshot(&mut self, meta: SnapshotMeta) {
         self.entries.clear();
-        self.hard_state.commit = self.hard_state.commit.max(snapshot.meta.index);
-        self.snapshot = snapshot;
+        self.hard_state.commit = self.hard_state.commit.max(meta.index);
+        let data = std::mem::take(&mut self.incoming);
+        self.snapshot = Snapshot { meta, data };
     }
 
     /// Keeps `snapshot` (built by `RawNode::build_snapshot`) and drops the entries

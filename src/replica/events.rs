@@ -39,6 +39,9 @@ pub enum EventKind {
     SnapshotTaken,
     /// A snapshot received from the leader was installed.
     SnapshotInstalled,
+    /// This leader found a member that lost the log it had acknowledged (a wiped data
+    /// directory): it is not repaired; an operator removes it and adds it again.
+    MemberLostLog,
     /// An alarm (NOSPACE) went up.
     AlarmRaised,
     /// An alarm went down.
@@ -57,6 +60,7 @@ impl EventKind {
             EventKind::MemberRemoved => "member_removed",
             EventKind::SnapshotTaken => "snapshot_taken",
             EventKind::SnapshotInstalled => "snapshot_installed",
+            EventKind::MemberLostLog => "member_lost_log",
             EventKind::AlarmRaised => "alarm_raised",
             EventKind::AlarmCleared => "alarm_cleared",
         }

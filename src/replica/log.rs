@@ -13,8 +13,8 @@
 use std::io::{self, Read};
 
 use super::alarm::WriteFailure;
-use crate::raft::LogStore;
-use crate::raft::message::{Entry, HardState, Snapshot, SnapshotMeta};
+use crate::raft::message::{Entry, HardState, SnapshotChunk, SnapshotMeta};
+use crate::raft::{LogStore, StoreError};
 
 /// Reads the latest snapshot's data of a log from its first byte to its last.
 pub struct SnapshotReader<'a, L: LogStore> {
@@ -72,11 +72,23 @@ pub trait ReplicaLog: LogStore {
     /// [`WriteFailure::NoSpace`]: nothing changed, retry; otherwise fatal.
     fn save_hard_state(&mut self) -> Result<(), WriteFailure>;
 
-    /// Installs a snapshot received from the leader: stores it, then drops the log.
+    /// Writes a chunk of a snapshot received from the leader where the log keeps the
+    /// one being received (never in memory whole, on disk): a chunk at offset 0 starts
+    /// it afresh, one already written is skipped (a retry after a full disk), any other
+    /// must continue the data written.
     ///
     /// # Errors
-    /// [`WriteFailure::NoSpace`]: the log is unchanged, retry; otherwise fatal.
-    fn install_snapshot(&mut self, snapshot: Snapshot) -> Result<(), WriteFailure>;
+    /// [`WriteFailure::NoSpace`]: nothing counts as written, retry; otherwise fatal (a
+    /// chunk that does not continue the data included).
+    fn write_snapshot_chunk(&mut self, chunk: &SnapshotChunk) -> Result<(), WriteFailure>;
+
+    /// Installs the snapshot `meta` whose chunks were all written: checks the data
+    /// whole, makes it the log's durable snapshot, then drops the log.
+    ///
+    /// # Errors
+    /// [`WriteFailure::NoSpace`]: the log is unchanged, retry; otherwise fatal (data
+    /// that does not verify included).
+    fn install_snapshot(&mut self, meta: SnapshotMeta) -> Result<(), WriteFailure>;
 
     /// Appends entries, first truncating a conflicting stored suffix; entries already
     /// held with the same term are skipped (a retry after a full disk).
@@ -101,6 +113,13 @@ pub trait ReplicaLog: LogStore {
     /// [`WriteFailure::NoSpace`]: the entries stay until the next snapshot; otherwise
     /// fatal (the saved data missing included).
     fn compact_saved(&mut self, meta: SnapshotMeta) -> Result<(), WriteFailure>;
+
+    /// A reader of the latest snapshot's data from its first byte, that another thread
+    /// may own (the restore of a received snapshot runs off the replica's turn).
+    ///
+    /// # Errors
+    /// [`StoreError::Failed`] when it cannot be opened.
+    fn snapshot_source(&self) -> Result<Box<dyn Read + Send>, StoreError>;
 
     /// Bytes the log takes on its medium (a metric).
     fn log_bytes(&self) -> u64;

@@ -62,6 +62,7 @@ pub mod parked;
 mod reads;
 pub mod request_metrics;
 pub mod requests;
+mod restore;
 pub mod round_trips;
 pub mod snapshot_policy;
 pub mod snapshots;
@@ -79,13 +80,14 @@ pub use self::log::{ReplicaLog, SnapshotReader, SyncOutcome};
 use self::reads::Reads;
 pub use self::requests::{ClientRef, Outbox};
 use self::requests::{Deadline, PendingWrite, finish};
+use self::restore::Restore;
 use self::snapshots::SnapshotJob;
 pub use self::snapshots::{SnapshotPoll, SnapshotWriter};
 pub use self::status::WantedPeer;
 use crate::codec::client::ResponseBody;
 use crate::config::Config;
 use crate::kv::{CommandResult, KvConfig, KvStore};
-use crate::raft::message::{Entry, EntryKind, Message, NodeId, Snapshot};
+use crate::raft::message::{Entry, EntryKind, Message, NodeId, SnapshotMeta};
 use crate::raft::store::entry_bytes;
 use crate::raft::{self, RawNode, Ready, Role, StoreError};
 use crate::replica::metrics::Metrics;
@@ -165,6 +167,8 @@ pub struct Replica<L: ReplicaLog, W: SnapshotWriter> {
     events: Events,
     snapshots: W,
     snapshot_job: Option<SnapshotJob>,
+    /// A received snapshot's state machine being restored off the turn.
+    restore: Restore,
     /// See [`Replica::has_apply_backlog`].
     apply_backlog: bool,
     /// The NOSPACE alarm: up while a write failed for lack of disk space.
@@ -209,6 +213,29 @@ pub const APPLY_BYTES_PER_TURN: u64 = 512 << 10;
 /// Committed entry bytes one `Ready` hands out at most (a quarter of a turn's).
 pub const APPLY_BYTES_PER_READY: u64 = APPLY_BYTES_PER_TURN / 4;
 
+/// The state machine restored from `log`'s snapshot, streamed from it (a file, for the
+/// server): no whole copy is held.
+///
+/// # Errors
+/// [`Error::SnapshotRestore`] when it does not decode or its data cannot be read.
+fn restore_from_log<L: ReplicaLog>(kv_config: KvConfig, log: &L) -> Result<KvStore, Error> {
+    let index = log.snapshot_meta().index;
+    let mut input = SnapshotReader::new(log);
+    KvStore::restore_from(kv_config, &mut input, log.snapshot_bytes()).map_err(|source| {
+        // The log may check its file's own crc as this read reaches the end
+        // (`WalStore`): after a decoding error, read on, so that a damaged file is
+        // named as such.
+        let source = match source {
+            crate::kv::Error::Read(_) => source,
+            decoding => match std::io::copy(&mut input, &mut std::io::sink()) {
+                Err(e) => crate::kv::Error::Read(e.to_string()),
+                Ok(_) => decoding,
+            },
+        };
+        Error::SnapshotRestore { index, source }
+    })
+}
+
 impl<L: ReplicaLog, W: SnapshotWriter> Replica<L, W> {
     /// A replica over `log`: restores the state machine from the log's snapshot and
     /// builds the core with `raft_config` (its `applied` is set here) and `seed`.
@@ -234,23 +261,7 @@ impl<L: ReplicaLog, W: SnapshotWriter> Replica<L, W> {
         let kv = if index == 0 {
             KvStore::new(kv_config)
         } else {
-            // Streamed from the log's snapshot (a file, for the server): no whole copy.
-            let mut input = SnapshotReader::new(&log);
-            KvStore::restore_from(kv_config, &mut input, log.snapshot_bytes()).map_err(
-                |source| {
-                    // The log may check its file's own crc as this read reaches the end
-                    // (`WalStore`): after a decoding error, read on, so that a damaged
-                    // file is named as such.
-                    let source = match source {
-                        crate::kv::Error::Read(_) => source,
-                        decoding => match std::io::copy(&mut input, &mut std::io::sink()) {
-                            Err(e) => crate::kv::Error::Read(e.to_string()),
-                            Ok(_) => decoding,
-                        },
-                    };
-                    Error::SnapshotRestore { index, source }
-                },
-            )?
+            restore_from_log(kv_config, &log)?
         };
         raft_config.applied = kv.applied_index();
         let raw = RawNode::new(raft_config, log, seed)?;
@@ -269,6 +280,7 @@ impl<L: ReplicaLog, W: SnapshotWriter> Replica<L, W> {
             events: Events::new(EVENTS_MAX),
             snapshots,
             snapshot_job: None,
+            restore: Restore::default(),
             apply_backlog: false,
             nospace: NoSpaceAlarm::default(),
             deadlines: TimerWheel::new(256, 4, 0),
@@ -366,6 +378,7 @@ impl<L: ReplicaLog, W: SnapshotWriter> Replica<L, W> {
     /// acknowledged.
     pub fn before_sleep(&mut self, now_ms: u64, out: &mut impl Outbox) -> Result<(), Error> {
         self.events.set_now(now_ms);
+        self.poll_restore(out)?;
         self.release_parked(out);
         self.start_read_round(out);
         let mut synced_entries = 0u64;
@@ -409,6 +422,7 @@ impl<L: ReplicaLog, W: SnapshotWriter> Replica<L, W> {
                 // unstable, to hand them out again with the next Ready.
                 ready.messages_after_sync.clear();
                 ready.entries.clear();
+                ready.snapshot_chunks.clear();
                 ready.snapshot = None;
                 self.raw.advance(ready)?;
                 break;
@@ -426,10 +440,12 @@ impl<L: ReplicaLog, W: SnapshotWriter> Replica<L, W> {
         }
         self.answer_reads(out);
         self.observe_role_change(out);
+        self.report_lost_logs();
         self.maybe_snapshot(now_ms)?;
         self.observe_alarm();
         self.last_synced_entries = synced_entries;
-        self.apply_backlog = applied_bytes >= APPLY_BYTES_PER_TURN && self.raw.has_ready();
+        self.apply_backlog = (applied_bytes >= APPLY_BYTES_PER_TURN && self.raw.has_ready())
+            || self.restore.has_backlog();
         Ok(())
     }
 
@@ -465,8 +481,10 @@ impl<L: ReplicaLog, W: SnapshotWriter> Replica<L, W> {
         if let Some(hard_state) = ready.hard_state {
             store.set_hard_state(hard_state);
         }
-        let needed =
-            ready.snapshot.is_some() || !ready.entries.is_empty() || store.hard_state_unsaved();
+        let needed = ready.snapshot.is_some()
+            || !ready.snapshot_chunks.is_empty()
+            || !ready.entries.is_empty()
+            || store.hard_state_unsaved();
         let alarmed = self.nospace.has(Cause::Log);
         if !needed && !alarmed {
             return Ok(true);
@@ -492,8 +510,11 @@ impl<L: ReplicaLog, W: SnapshotWriter> Replica<L, W> {
     /// before that term does (the open check of `WalStore` relies on it).
     fn write_ready(&mut self, ready: &Ready) -> Result<(), WriteFailure> {
         self.raw.store_mut().save_hard_state()?;
-        if let Some(snapshot) = &ready.snapshot {
-            self.install_snapshot(snapshot)?;
+        for chunk in &ready.snapshot_chunks {
+            self.raw.store_mut().write_snapshot_chunk(chunk)?;
+        }
+        if let Some(meta) = &ready.snapshot {
+            self.install_snapshot(meta)?;
         }
         let store = self.raw.store_mut();
         let appended = ready.entries.len() as u64;
@@ -547,7 +568,11 @@ impl<L: ReplicaLog, W: SnapshotWriter> Replica<L, W> {
     /// index and answers every read the state machine has caught up with.
     fn apply_ready(&mut self, ready: &mut Ready, out: &mut impl Outbox) {
         for entry in &ready.committed_entries {
-            self.apply(entry, out);
+            if self.restore.holds() {
+                self.restore.hold(entry);
+            } else {
+                self.apply(entry, out);
+            }
         }
         self.reads.on_read_states(ready.read_states.drain(..));
         self.answer_reads(out);
@@ -627,25 +652,39 @@ impl<L: ReplicaLog, W: SnapshotWriter> Replica<L, W> {
         self.last_role = role;
     }
 
-    fn install_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), WriteFailure> {
-        let index = snapshot.meta.index;
-        let kv = KvStore::restore(self.kv.config(), &snapshot.data).map_err(|source| {
-            WriteFailure::Fatal(Box::new(Error::SnapshotRestore { index, source }))
-        })?;
-        self.raw.store_mut().install_snapshot(snapshot.clone())?;
-        self.kv = kv;
-        let bytes = snapshot.data.len() as u64;
-        self.metrics.on_snapshot_installed(bytes);
-        self.members_applied = snapshot.meta.config.members().collect();
-        let message = format!(
-            "installed snapshot at index {index} ({} keys, {bytes} bytes)",
-            self.kv.len()
-        );
-        let term = self.raw.raft().term;
-        let fields = [("index", index), ("bytes", bytes)];
-        self.events
-            .record(EventKind::SnapshotInstalled, term, &fields, message);
-        Ok(())
+    /// Reports each member this leader found to have lost its log (see
+    /// [`raft::progress::LostLog`]): an error line naming it and the repair, and a
+    /// `member_lost_log` event.
+    fn report_lost_logs(&mut self) {
+        for lost in self.raw.take_lost_logs() {
+            let id = lost.id;
+            let message = format!(
+                "member {id} lost its log: it had acknowledged index {} and now holds at most \
+                 index {}, so its data directory was wiped or replaced; it also forgot its vote, \
+                 so it is not repaired (no snapshot is sent to it). Repair: `raftkv-cli member \
+                 remove {id}`, stop it, empty its data directory, start it with `--join` and \
+                 add it again (`raftkv-cli member add {id} PEER_ADDR CLIENT_ADDR`); see \
+                 docs/OPERATIONS.md, \"A member that lost its data\"",
+                lost.acknowledged, lost.holds
+            );
+            ::log::error!("{message}");
+            let term = self.raw.raft().term;
+            let fields = [
+                ("member", id),
+                ("acknowledged", lost.acknowledged),
+                ("holds", lost.holds),
+            ];
+            self.events
+                .record(EventKind::MemberLostLog, term, &fields, message);
+        }
+    }
+
+    /// Installs the received snapshot `meta` in the log and starts restoring its state
+    /// machine off the turn (see [`restore`]).
+    fn install_snapshot(&mut self, meta: &SnapshotMeta) -> Result<(), WriteFailure> {
+        self.raw.store_mut().install_snapshot(meta.clone())?;
+        self.start_restore(meta)
+            .map_err(|e| WriteFailure::Fatal(Box::new(e)))
     }
 }
 

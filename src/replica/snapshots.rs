@@ -15,7 +15,9 @@ use super::alarm::{Cause, WriteFailure};
 use super::events::EventKind;
 use super::snapshot_policy::{LogSinceSnapshot, snapshot_due};
 use super::{Error, Replica, ReplicaLog};
-use crate::kv::SnapshotView;
+use std::io::Read;
+
+use crate::kv::{KvConfig, KvStore, SnapshotView};
 use crate::raft::message::SnapshotMeta;
 
 /// What a [`SnapshotWriter`] says of its job.
@@ -41,6 +43,23 @@ pub trait SnapshotWriter {
 
     /// How the job started last is doing (polled once per turn while it runs).
     fn poll(&mut self) -> SnapshotPoll;
+
+    /// Starts decoding a state machine with `config` from `input`, the `len` bytes of
+    /// the snapshot the log installed from the leader, off the replica's turn (see
+    /// `restore`); replaces a restore whose result was not taken.
+    ///
+    /// # Errors
+    /// The job could not be started (fatal).
+    fn start_restore(
+        &mut self,
+        input: Box<dyn Read + Send>,
+        len: u64,
+        config: KvConfig,
+    ) -> Result<(), Error>;
+
+    /// The restored state machine once decoded, or why it does not decode (polled once
+    /// per turn while a restore runs); `None` while it runs.
+    fn poll_restore(&mut self) -> Option<Result<KvStore, crate::kv::Error>>;
 }
 
 /// The job in progress.
@@ -97,6 +116,10 @@ impl<L: ReplicaLog, W: SnapshotWriter> Replica<L, W> {
             return Ok(());
         }
         if self.nospace.has(Cause::Snapshot) && !self.nospace.may_write(now_ms) {
+            return Ok(());
+        }
+        if self.restore.is_running() {
+            // The state machine is older than the log's snapshot until it is adopted.
             return Ok(());
         }
         let applied = self.kv.applied_index();

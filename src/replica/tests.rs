@@ -8,7 +8,9 @@ use std::cell::Cell;
 use super::*;
 use crate::codec::client::Response;
 use crate::kv::SnapshotView;
-use crate::raft::message::{Configuration, HardState, MessageBody, SnapshotMeta, VoteRequest};
+use crate::raft::message::{
+    Configuration, HardState, MessageBody, SnapshotChunk, SnapshotMeta, VoteRequest,
+};
 use crate::raft::{InitialState, LogStore, MemStore};
 
 /// An in-memory log whose reads fail while `failing` is set.
@@ -68,8 +70,12 @@ impl ReplicaLog for FailingLog {
     fn save_hard_state(&mut self) -> Result<(), WriteFailure> {
         Ok(())
     }
-    fn install_snapshot(&mut self, snapshot: Snapshot) -> Result<(), WriteFailure> {
-        self.store.apply_snapshot(snapshot);
+    fn write_snapshot_chunk(&mut self, chunk: &SnapshotChunk) -> Result<(), WriteFailure> {
+        self.store.write_snapshot_chunk(chunk);
+        Ok(())
+    }
+    fn install_snapshot(&mut self, meta: SnapshotMeta) -> Result<(), WriteFailure> {
+        self.store.apply_snapshot(meta);
         Ok(())
     }
     fn append(&mut self, entries: &[Entry]) -> Result<(), WriteFailure> {
@@ -81,6 +87,10 @@ impl ReplicaLog for FailingLog {
     }
     fn compact_saved(&mut self, _meta: SnapshotMeta) -> Result<(), WriteFailure> {
         Err(WriteFailure::Fatal("these tests save no snapshot".into()))
+    }
+    fn snapshot_source(&self) -> Result<Box<dyn std::io::Read + Send>, StoreError> {
+        let data = self.store.stored_snapshot().data.clone();
+        Ok(Box::new(std::io::Cursor::new(data)))
     }
     fn log_bytes(&self) -> u64 {
         0
@@ -99,6 +109,19 @@ impl SnapshotWriter for NoSnapshots {
     }
     fn poll(&mut self) -> SnapshotPoll {
         SnapshotPoll::Running
+    }
+    fn start_restore(
+        &mut self,
+        _input: Box<dyn std::io::Read + Send>,
+        _len: u64,
+        _config: KvConfig,
+    ) -> Result<(), Error> {
+        Err(Error::SnapshotWrite(
+            "these tests receive no snapshot".into(),
+        ))
+    }
+    fn poll_restore(&mut self) -> Option<Result<KvStore, crate::kv::Error>> {
+        None
     }
 }
 

@@ -4,13 +4,19 @@
 //! The encoding streams straight into the snapshot file (`storage::snapshot::save_with`):
 //! no image of the state machine is built in memory, here or in the log.
 //!
-//! Invariant: `done` is `Some` exactly while a job started and has not been reported.
+//! It also restores the state machine of a snapshot received from the leader on a
+//! thread of its own (`replica::restore`), handing the finished map back through a
+//! channel that the loop polls once per turn.
+//!
+//! Invariant: `done` is `Some` exactly while a job started and has not been reported;
+//! `restored` likewise for a restore.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, TryRecvError};
 use std::thread;
 
-use crate::kv::SnapshotView;
+use crate::kv::{self, KvConfig, KvStore, SnapshotView};
 use crate::raft::message::SnapshotMeta;
 use crate::replica::alarm::WriteFailure;
 use crate::replica::{Error, SnapshotPoll, SnapshotWriter};
@@ -24,6 +30,8 @@ pub struct SnapshotThread {
     /// The encoded state machine's length once its file is durable, or why writing
     /// failed.
     done: Option<Receiver<Result<u64, SnapshotError>>>,
+    /// The state machine a restore thread decoded, or why it does not decode.
+    restored: Option<Receiver<Result<KvStore, kv::Error>>>,
 }
 
 impl SnapshotThread {
@@ -34,6 +42,7 @@ impl SnapshotThread {
             dir,
             cpu_percent,
             done: None,
+            restored: None,
         }
     }
 }
@@ -89,5 +98,42 @@ impl SnapshotWriter for SnapshotThread {
         };
         self.done = None;
         poll
+    }
+
+    /// Decodes on a thread of its own (at full speed: the follower's state machine is
+    /// stale until it is done, and its loop keeps serving meanwhile).
+    fn start_restore(
+        &mut self,
+        input: Box<dyn Read + Send>,
+        len: u64,
+        config: KvConfig,
+    ) -> Result<(), Error> {
+        let (done_tx, done) = mpsc::channel();
+        thread::Builder::new()
+            .name("raftkv-restore".into())
+            .spawn(move || {
+                let started = std::time::Instant::now();
+                let result = KvStore::restore_from(config, input, len);
+                log::info!(
+                    "restore of a received snapshot ({len} bytes) decoded in {} ms",
+                    started.elapsed().as_millis()
+                );
+                let _ = done_tx.send(result);
+            })
+            .map_err(|e| Error::SnapshotWrite(Box::new(e)))?;
+        self.restored = Some(done);
+        Ok(())
+    }
+
+    fn poll_restore(&mut self) -> Option<Result<KvStore, kv::Error>> {
+        let result = match self.restored.as_ref()?.try_recv() {
+            Err(TryRecvError::Empty) => return None,
+            Ok(result) => result,
+            Err(TryRecvError::Disconnected) => {
+                Err(kv::Error::Read("the restore thread died".into()))
+            }
+        };
+        self.restored = None;
+        Some(result)
     }
 }

@@ -33,30 +33,17 @@ use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use crate::kv::ImageCheck;
 use crate::raft::error::StoreError;
-use crate::raft::message::{Configuration, Entry, HardState, Snapshot, SnapshotMeta};
+use crate::raft::message::{Configuration, Entry, HardState, SnapshotChunk, SnapshotMeta};
 use crate::raft::store::{InitialState, LogStore};
 use crate::replica::alarm::WriteFailure;
 use crate::replica::{ReplicaLog, SyncOutcome};
 use crate::storage::hard_state::HARD_STATE_NAME;
 use crate::storage::identity::{self, Identity};
+use crate::storage::incoming::{self, IncomingSnapshot};
 use crate::storage::snapshot::{self, OpenSnapshot, SnapshotImage};
 use crate::storage::{self, Wal, WalOptions};
-
-/// Images at least this large are freed on a short-lived thread, not on the loop.
-const FREE_OFF_LOOP_BYTES: usize = 1 << 20;
-
-/// Frees a replaced snapshot image; a large one on a short-lived thread, so the loop
-/// does not pay for unmapping it (inline when no thread can be started).
-fn free_off_loop(image: Vec<u8>) {
-    if image.len() < FREE_OFF_LOOP_BYTES {
-        return;
-    }
-    // A failed spawn drops the closure, and the image with it, here.
-    let _ = std::thread::Builder::new()
-        .name("raftkv-free".into())
-        .spawn(move || drop(image));
-}
 
 /// Closes a replaced snapshot's file on a short-lived thread: the file was unlinked when
 /// its successor was saved, so closing its last descriptor frees its blocks, which takes
@@ -80,6 +67,21 @@ pub enum StoreOpenError {
     /// The snapshot file failed.
     #[error(transparent)]
     Snapshot(#[from] snapshot::SnapshotError),
+    /// A snapshot chunk or install that does not fit the transfer under way (the
+    /// core hands them out in order: a bug).
+    #[error("receiving a snapshot: {0}")]
+    SnapshotChunk(String),
+    /// A received snapshot whose image does not verify as a whole.
+    #[error("the snapshot received at index {index} ({bytes} bytes) does not verify: {source}")]
+    SnapshotImage {
+        /// The snapshot's index.
+        index: u64,
+        /// Bytes received.
+        bytes: u64,
+        /// What is wrong.
+        #[source]
+        source: crate::kv::Error,
+    },
     /// The snapshot's stored configuration does not decode.
     #[error("snapshot {0}: bad configuration")]
     SnapshotConfig(PathBuf),
@@ -164,6 +166,8 @@ pub struct WalStore {
     saved_hard_state: HardState,
     /// The latest hard state handed to us (commit included).
     hard_state: HardState,
+    /// The snapshot being received from the leader, and the check of its image.
+    receiving: Option<(IncomingSnapshot, ImageCheck)>,
 }
 
 impl WalStore {
@@ -188,6 +192,7 @@ impl WalStore {
         let snapshot_dir = data_dir.join("snapshots");
         std::fs::create_dir_all(&snapshot_dir).map_err(storage::io_error(&snapshot_dir))?;
         let wal = Wal::open(&wal_dir, options)?;
+        incoming::remove_stale(&snapshot_dir)?;
         // The crc is checked by the restore's read of the file (one pass, not two).
         let latest = snapshot::open_latest_deferred(&snapshot_dir)?;
         let fresh = latest.is_none() && wal.last_index() == 0 && wal.hard_state().term == 0;
@@ -219,6 +224,7 @@ impl WalStore {
             bootstrap,
             saved_hard_state: hard_state,
             hard_state,
+            receiving: None,
         })
     }
 
@@ -282,20 +288,71 @@ impl WalStore {
         self.wal.get_mut().sync()
     }
 
-    /// Installs a snapshot received from the leader: stores it, then drops the log.
+    /// Writes a chunk of the snapshot being received to its temp file
+    /// ([`IncomingSnapshot`]): a chunk at offset 0 starts the transfer afresh, a chunk
+    /// already written is skipped (a retry after a full disk), any other must continue
+    /// the data written. The image's own crc is computed on the way
+    /// ([`ImageCheck`]).
     ///
     /// # Errors
-    /// [`StoreOpenError::is_no_space`]: the log is unchanged, retry; others: fatal.
-    pub fn install_snapshot(&mut self, snapshot: Snapshot) -> Result<(), StoreOpenError> {
-        let Snapshot { meta, data } = snapshot;
-        let saved = snapshot::save(
-            &self.snapshot_dir,
-            meta.index,
-            meta.term,
-            &meta.config.encode(),
-            &data,
-        )?;
-        free_off_loop(data);
+    /// [`StoreOpenError::is_no_space`]: nothing counts as written, retry; others
+    /// (a chunk that does not continue the data) fatal.
+    pub fn write_snapshot_chunk(&mut self, chunk: &SnapshotChunk) -> Result<(), StoreOpenError> {
+        let meta = &chunk.meta;
+        let end = chunk.offset + chunk.data.len() as u64;
+        if chunk.offset == 0 {
+            self.receiving = None;
+            let config = meta.config.encode();
+            let file =
+                IncomingSnapshot::create(&self.snapshot_dir, meta.index, meta.term, &config)?;
+            self.receiving = Some((file, ImageCheck::new()));
+        }
+        let Some((file, check)) = self
+            .receiving
+            .as_mut()
+            .filter(|(file, _)| file.is_of(meta.index, meta.term))
+        else {
+            return Err(StoreOpenError::SnapshotChunk(format!(
+                "a chunk at offset {} of the snapshot at index {} came with no transfer of \
+                 it under way",
+                chunk.offset, meta.index
+            )));
+        };
+        if chunk.offset > 0 && end <= file.written() {
+            return Ok(());
+        }
+        file.write_at(chunk.offset, &chunk.data)?;
+        check.update(&chunk.data);
+        Ok(())
+    }
+
+    /// Installs the received snapshot `meta` whose chunks were all written: checks the
+    /// image's crc, makes the temp file the latest snapshot (fsynced, renamed into
+    /// place), then drops the log.
+    ///
+    /// # Errors
+    /// [`StoreOpenError::is_no_space`]: the log is unchanged, retry; others (no such
+    /// transfer, an image that does not verify) fatal.
+    pub fn install_snapshot(&mut self, meta: SnapshotMeta) -> Result<(), StoreOpenError> {
+        let Some((file, check)) = self
+            .receiving
+            .as_ref()
+            .filter(|(file, _)| file.is_of(meta.index, meta.term))
+        else {
+            return Err(StoreOpenError::SnapshotChunk(format!(
+                "the snapshot at index {} was to be installed but none of its chunks is held",
+                meta.index
+            )));
+        };
+        check
+            .verify()
+            .map_err(|source| StoreOpenError::SnapshotImage {
+                index: meta.index,
+                bytes: check.len(),
+                source,
+            })?;
+        let saved = file.finish()?;
+        self.receiving = None;
         self.wal
             .get_mut()
             .reset_to_snapshot(meta.index, meta.term)?;
@@ -563,8 +620,12 @@ impl ReplicaLog for WalStore {
         Ok(WalStore::save_hard_state(self)?)
     }
 
-    fn install_snapshot(&mut self, snapshot: Snapshot) -> Result<(), WriteFailure> {
-        Ok(WalStore::install_snapshot(self, snapshot)?)
+    fn write_snapshot_chunk(&mut self, chunk: &SnapshotChunk) -> Result<(), WriteFailure> {
+        Ok(WalStore::write_snapshot_chunk(self, chunk)?)
+    }
+
+    fn install_snapshot(&mut self, meta: SnapshotMeta) -> Result<(), WriteFailure> {
+        Ok(WalStore::install_snapshot(self, meta)?)
     }
 
     fn append(&mut self, entries: &[Entry]) -> Result<(), WriteFailure> {
@@ -585,6 +646,15 @@ impl ReplicaLog for WalStore {
 
     fn compact_saved(&mut self, meta: SnapshotMeta) -> Result<(), WriteFailure> {
         Ok(WalStore::compact_saved(self, meta)?)
+    }
+
+    fn snapshot_source(&self) -> Result<Box<dyn std::io::Read + Send>, StoreError> {
+        let image = self.image.as_ref().ok_or_else(|| {
+            StoreError::failed(StoreOpenError::SnapshotChunk(
+                "a restore was asked for but the log holds no snapshot".into(),
+            ))
+        })?;
+        Ok(Box::new(image.source().map_err(StoreError::failed)?))
     }
 
     fn log_bytes(&self) -> u64 {

@@ -1,5 +1,6 @@
 //! Everything durable: the segmented write-ahead log, the hard state, the
-//! directory lock and the snapshot files.
+//! directory lock and the snapshot files (those received from the leader written
+//! chunk by chunk, [`incoming`]).
 //!
 //! [`Wal`] is the one entry point of the node: [`Wal::open`] takes the lock and
 //! recovers, `append` buffers, `sync` makes everything appended durable with one
@@ -16,6 +17,7 @@ mod fault;
 pub mod format;
 pub mod hard_state;
 pub mod identity;
+pub mod incoming;
 pub mod lock;
 pub mod recovery;
 mod segment;

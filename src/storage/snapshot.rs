@@ -39,9 +39,9 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 const MAGIC: &[u8; 8] = b"RKVSNAP1";
-const HEADER_BYTES: usize = 8 + 8 + 8 + 4 + 8;
+pub(super) const HEADER_BYTES: usize = 8 + 8 + 8 + 4 + 8;
 /// Offset of `data_len` in the header.
-const DATA_LEN_AT: u64 = 28;
+pub(super) const DATA_LEN_AT: u64 = 28;
 const CRC_BYTES: u64 = 4;
 const SUFFIX: &str = ".snap";
 /// Buffer of the streamed writes and of the crc check's reads.
@@ -97,6 +97,14 @@ pub enum SnapshotError {
         /// The underlying error.
         source: io::Error,
     },
+    /// A received chunk that does not continue the data written so far.
+    #[error("snapshot {path}: {source}")]
+    OutOfOrder {
+        /// The file being received.
+        path: PathBuf,
+        /// The offsets.
+        source: OutOfOrder,
+    },
     /// A snapshot file that does not verify.
     #[error("snapshot {path}: corrupt at byte offset {offset}: {damage}")]
     Corrupt {
@@ -107,6 +115,17 @@ pub enum SnapshotError {
         /// What is wrong with it.
         damage: Damage,
     },
+}
+
+/// Why a received chunk was not written: it does not continue the data held (see
+/// [`super::incoming`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("a chunk at data offset {got} does not continue the {held} bytes held")]
+pub struct OutOfOrder {
+    /// The chunk's offset.
+    pub got: u64,
+    /// Data bytes held.
+    pub held: u64,
 }
 
 /// What is wrong with a snapshot file that does not verify.
@@ -139,7 +158,7 @@ impl SnapshotError {
     }
 }
 
-fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SnapshotError + '_ {
+pub(super) fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SnapshotError + '_ {
     move |source| SnapshotError::Io {
         path: path.to_path_buf(),
         source,
@@ -224,6 +243,27 @@ impl SnapshotImage {
         }
     }
 
+    /// An owned reader of the data from its first byte, which another thread may take
+    /// (preads of its own descriptor: the file may be replaced and unlinked meanwhile).
+    ///
+    /// # Errors
+    /// [`Damage::Unverified`] while the crc check is deferred; IO errors.
+    pub fn source(&self) -> Result<DataSource, SnapshotError> {
+        if !self.is_verified() {
+            return Err(SnapshotError::Corrupt {
+                path: self.path.clone(),
+                offset: self.data_offset,
+                damage: Damage::Unverified,
+            });
+        }
+        let file = self.file.try_clone().map_err(io_err(&self.path))?;
+        Ok(DataSource {
+            file,
+            at: self.data_offset,
+            end: self.data_offset + self.data_len,
+        })
+    }
+
     /// The data from its first byte to its last, read sequentially (preads from its own
     /// position, so other readers of the file are unaffected).
     pub fn reader(&self) -> ImageReader<'_> {
@@ -282,7 +322,30 @@ impl<W: Write> Write for Hashing<W> {
     }
 }
 
-fn header(index: u64, term: u64, meta: &[u8], data_len: u64) -> Vec<u8> {
+/// See [`SnapshotImage::source`].
+#[derive(Debug)]
+pub struct DataSource {
+    file: File,
+    /// The next byte to read, in the file.
+    at: u64,
+    /// Where the data ends, in the file.
+    end: u64,
+}
+
+impl Read for DataSource {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = usize::try_from(self.end - self.at).unwrap_or(usize::MAX);
+        let want = buf.len().min(left);
+        if want == 0 {
+            return Ok(0);
+        }
+        let read = self.file.read_at(&mut buf[..want], self.at)?;
+        self.at += read as u64;
+        Ok(read)
+    }
+}
+
+pub(super) fn header(index: u64, term: u64, meta: &[u8], data_len: u64) -> Vec<u8> {
     let mut bytes = Vec::with_capacity(HEADER_BYTES + meta.len());
     bytes.extend_from_slice(MAGIC);
     bytes.extend_from_slice(&index.to_le_bytes());
@@ -322,7 +385,6 @@ pub fn save_with(
     meta: &[u8],
     write_data: impl FnOnce(&mut dyn Write) -> io::Result<()>,
 ) -> Result<OpenSnapshot, SnapshotError> {
-    let final_path = dir.join(file_name(index, term));
     let temp_path = dir.join(format!("{}.tmp", file_name(index, term)));
     let written = OpenOptions::new()
         .read(true)
@@ -342,7 +404,26 @@ pub fn save_with(
             return Err(io_err(&temp_path)(source));
         }
     };
-    fs::rename(&temp_path, &final_path).map_err(io_err(&final_path))?;
+    put_in_place(dir, &temp_path, file, (index, term), meta, data_len)
+}
+
+/// Renames the durable temp file `temp_path` (the snapshot at `position`, holding
+/// `meta` and `data_len` data bytes) into place in `dir`, fsyncs the directory and
+/// removes the snapshot files older than it.
+///
+/// # Errors
+/// IO errors.
+pub(super) fn put_in_place(
+    dir: &Path,
+    temp_path: &Path,
+    file: File,
+    position: (u64, u64),
+    meta: &[u8],
+    data_len: u64,
+) -> Result<OpenSnapshot, SnapshotError> {
+    let (index, term) = position;
+    let final_path = dir.join(file_name(index, term));
+    fs::rename(temp_path, &final_path).map_err(io_err(&final_path))?;
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(io_err(dir))?;

@@ -20,11 +20,11 @@ use std::sync::{Arc, Mutex};
 
 use raftkv::codec::client::Response;
 use raftkv::config::{Config, LimitsConfig, Member, SnapshotConfig};
-use raftkv::kv::SnapshotView;
+use raftkv::kv::{KvConfig, KvStore, SnapshotView};
 use raftkv::raft::rng::Rng;
 use raftkv::raft::{
-    Entry, HardState, InitialState, LogStore, MemStore, Message, NodeId, Snapshot, SnapshotMeta,
-    StoreError,
+    Entry, HardState, InitialState, LogStore, MemStore, Message, NodeId, Snapshot, SnapshotChunk,
+    SnapshotMeta, StoreError,
 };
 use raftkv::replica::alarm::WriteFailure;
 use raftkv::replica::{
@@ -49,7 +49,8 @@ const SNAPSHOT_POLLS_MAX: u64 = 12;
 #[derive(Debug, Clone)]
 enum Write {
     HardState(HardState),
-    Snapshot(Snapshot),
+    SnapshotChunk(SnapshotChunk),
+    Snapshot(SnapshotMeta),
     Entries(Vec<Entry>),
 }
 
@@ -118,7 +119,8 @@ impl MemLog {
 fn replay(store: &mut MemStore, write: Write) {
     match write {
         Write::HardState(hard_state) => store.set_hard_state(hard_state),
-        Write::Snapshot(snapshot) => store.apply_snapshot(snapshot),
+        Write::SnapshotChunk(chunk) => store.write_snapshot_chunk(&chunk),
+        Write::Snapshot(meta) => store.apply_snapshot(meta),
         Write::Entries(entries) => {
             let compacted = store.compacted().0;
             let kept: Vec<Entry> = entries
@@ -182,9 +184,15 @@ impl ReplicaLog for MemLog {
         Ok(())
     }
 
-    fn install_snapshot(&mut self, snapshot: Snapshot) -> Result<(), WriteFailure> {
-        self.volatile.apply_snapshot(snapshot.clone());
-        self.unsynced.push(Write::Snapshot(snapshot));
+    fn write_snapshot_chunk(&mut self, chunk: &SnapshotChunk) -> Result<(), WriteFailure> {
+        self.volatile.write_snapshot_chunk(chunk);
+        self.unsynced.push(Write::SnapshotChunk(chunk.clone()));
+        Ok(())
+    }
+
+    fn install_snapshot(&mut self, meta: SnapshotMeta) -> Result<(), WriteFailure> {
+        self.volatile.apply_snapshot(meta.clone());
+        self.unsynced.push(Write::Snapshot(meta));
         Ok(())
     }
 
@@ -232,6 +240,11 @@ impl ReplicaLog for MemLog {
         Ok(())
     }
 
+    fn snapshot_source(&self) -> Result<Box<dyn std::io::Read + Send>, StoreError> {
+        let data = self.volatile.stored_snapshot().data.clone();
+        Ok(Box::new(std::io::Cursor::new(data)))
+    }
+
     fn log_bytes(&self) -> u64 {
         0
     }
@@ -249,6 +262,8 @@ impl ReplicaLog for MemLog {
 /// Snapshot jobs that finish after a seeded number of polls.
 pub struct StepSnapshots {
     job: Option<(SnapshotView, u64)>,
+    /// A restore's result and the polls left before it is handed out.
+    restore: Option<(Result<KvStore, raftkv::kv::Error>, u64)>,
     rng: Rng,
     saved: SavedFile,
 }
@@ -258,6 +273,35 @@ impl SnapshotWriter for StepSnapshots {
         let polls = self.rng.range(1, SNAPSHOT_POLLS_MAX + 1);
         self.job = Some((view, polls));
         Ok(())
+    }
+
+    /// Decodes at once; the result is handed out after a seeded number of polls, so
+    /// committed entries are held meanwhile and heartbeats answered.
+    fn start_restore(
+        &mut self,
+        mut input: Box<dyn std::io::Read + Send>,
+        len: u64,
+        config: KvConfig,
+    ) -> Result<(), replica::Error> {
+        let polls = self.rng.range(1, SNAPSHOT_POLLS_MAX + 1);
+        let mut data = Vec::new();
+        let result = match input.read_to_end(&mut data) {
+            Ok(_) => KvStore::restore_from(config, &data[..], len),
+            Err(e) => Err(raftkv::kv::Error::Read(e.to_string())),
+        };
+        self.restore = Some((result, polls));
+        Ok(())
+    }
+
+    fn poll_restore(&mut self) -> Option<Result<KvStore, raftkv::kv::Error>> {
+        match self.restore.take() {
+            Some((result, polls)) if polls <= 1 => Some(result),
+            Some((result, polls)) => {
+                self.restore = Some((result, polls - 1));
+                None
+            }
+            None => None,
+        }
     }
 
     fn poll(&mut self) -> SnapshotPoll {
@@ -389,6 +433,7 @@ pub fn start(start: Start<'_>) -> Result<SimNode, String> {
         start.crash_per_mille,
     );
     let snapshots = StepSnapshots {
+        restore: None,
         job: None,
         rng: Rng::new(start.rng.next_u64()),
         saved: Arc::clone(&log.saved),

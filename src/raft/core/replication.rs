@@ -9,10 +9,10 @@
 use super::{Raft, Role};
 use crate::raft::error::{Error, StoreError};
 use crate::raft::message::{
-    AppendRequest, AppendResponse, Heartbeat, MessageBody, NodeId, Snapshot, SnapshotChunk,
+    AppendRequest, AppendResponse, Heartbeat, MessageBody, NodeId, SnapshotChunk, SnapshotMeta,
     SnapshotResponse,
 };
-use crate::raft::progress::ProgressState;
+use crate::raft::progress::{LostLog, ProgressState};
 use crate::raft::quorum;
 use crate::raft::store::LogStore;
 
@@ -66,73 +66,65 @@ impl<S: LogStore> Raft<S> {
     }
 
     /// Figure 13 receiver, with offset-based resumption: the answer always says
-    /// how many bytes of this snapshot are held, so a lost chunk is resent.
+    /// how many bytes of this snapshot are held, so a lost chunk is resent. The core
+    /// holds no data: each chunk that continues the transfer goes to the driver
+    /// (`Ready::snapshot_chunks`), which writes it to disk, and the answer goes out
+    /// after the driver's sync (`messages_after_sync`), so it acknowledges only written
+    /// bytes; the last chunk completes the install (`Ready::snapshot`). A chunk of
+    /// another snapshot at offset 0 starts a new transfer (the unwritten chunks of the
+    /// old one are dropped); at any other offset it is answered with offset 0.
     pub(super) fn handle_snapshot_chunk(&mut self, from: NodeId, chunk: SnapshotChunk) {
-        let index = chunk.meta.index;
-        if index <= self.log.committed {
-            let response = SnapshotResponse {
-                index,
-                offset: chunk.offset,
-                done: true,
-            };
-            self.send(
-                from,
-                self.term,
-                MessageBody::InstallSnapshotResponse(response),
-            );
+        let (index, term) = (chunk.meta.index, chunk.meta.term);
+        if index <= self.log.committed || self.log.match_term(index, term) {
+            // The log already holds the snapshot's last entry (Figure 13 step 6): it is
+            // committed, and the entries after it stay.
+            self.log.commit_to(index);
+            self.respond_snapshot(from, index, chunk.offset, true);
             return;
         }
         let held = match &self.incoming_snapshot {
-            Some((meta, data)) if *meta == chunk.meta => data.len() as u64,
+            Some((meta, held)) if *meta == chunk.meta => *held,
             _ => 0,
         };
         if chunk.offset != held {
-            let response = SnapshotResponse {
-                index,
-                offset: held,
-                done: false,
-            };
-            self.send(
-                from,
-                self.term,
-                MessageBody::InstallSnapshotResponse(response),
-            );
+            self.respond_snapshot(from, index, held, false);
             return;
         }
-        let (meta, mut data) = match self.incoming_snapshot.take() {
-            Some((meta, data)) if held > 0 => (meta, data),
-            _ => (chunk.meta, Vec::new()),
-        };
-        data.extend_from_slice(&chunk.data);
-        let offset = data.len() as u64;
-        if chunk.done {
-            self.restore(Snapshot { meta, data });
-        } else {
-            self.incoming_snapshot = Some((meta, data));
+        if held == 0 {
+            self.snapshot_chunks.clear();
         }
+        let offset = held + chunk.data.len() as u64;
+        let done = chunk.done;
+        let meta = chunk.meta.clone();
+        self.snapshot_chunks.push(chunk);
+        if done {
+            self.incoming_snapshot = None;
+            self.restore(meta);
+        } else {
+            self.incoming_snapshot = Some((meta, offset));
+        }
+        self.respond_snapshot(from, index, offset, done);
+    }
+
+    fn respond_snapshot(&mut self, to: NodeId, index: u64, offset: u64, done: bool) {
         let response = SnapshotResponse {
             index,
             offset,
-            done: chunk.done,
+            done,
         };
         self.send(
-            from,
+            to,
             self.term,
             MessageBody::InstallSnapshotResponse(response),
         );
     }
 
-    /// Installs a complete snapshot, dropping the conflicting log (Figure 13
-    /// steps 6-8), unless the log already holds its last entry.
-    fn restore(&mut self, snapshot: Snapshot) {
-        let meta = &snapshot.meta;
-        if self.log.match_term(meta.index, meta.term) {
-            self.log.commit_to(meta.index);
-            return;
-        }
+    /// Installs a completely received snapshot, dropping the log (Figure 13 steps
+    /// 7-8; step 6, a log that holds its last entry, is checked on each chunk).
+    fn restore(&mut self, meta: SnapshotMeta) {
         self.config_history = vec![(meta.index, meta.config.clone())];
         self.set_membership(meta.config.clone());
-        self.log.restore(snapshot);
+        self.log.restore(meta);
     }
 
     pub(super) fn handle_append_response(
@@ -151,6 +143,14 @@ impl<S: LogStore> Raft<S> {
             let Some(pr) = self.progress.get_mut(&from) else {
                 return Ok(());
             };
+            if pr.note_lost_log(r.index, r.conflict_index) {
+                let lost = LostLog {
+                    id: from,
+                    acknowledged: pr.match_index,
+                    holds: r.conflict_index,
+                };
+                self.lost_logs.push(lost);
+            }
             if pr.maybe_decrease_to(r.index, hint) {
                 if pr.state == ProgressState::Replicate {
                     pr.become_probe();
