@@ -20,8 +20,17 @@
 //!              rmw = 1 IncrBy key delta:i64 | 2 IncrByFloat key increment
 //!                  | 3 Append key value | 4 Set key value condition:u8 get:u8
 //!                  | 5 GetDel key | 6 SetIfAllAbsent list(key value)
-//!                  | 7 DeleteMany list(key)
+//!                  | 7 DeleteMany list(key) | 8 Rename from to nx:u8
+//!                  | 9 Copy from to replace:u8 | 10 FlushAll
+//!                  | 11 Expire key at_ms:u64 now_ms:u64 expire_condition:u8
+//!                  | 12 Persist key now_ms:u64 | 13 DeleteExpired now_ms:u64 list(key)
+//!                  | 14 SetExpiring key value condition:u8 get:u8 set_expiry
 //!              condition = 1 Always | 2 Absent | 3 Present
+//!              expire_condition = 1 Always | 2 NoExpiry | 3 HasExpiry | 4 Later
+//!                  | 5 Earlier
+//!              set_expiry = 1 Keep | 2 At at_ms:u64
+//!              (a Set whose expiry is Clear is written as tag 4; times are absolute
+//!              unix milliseconds chosen by the leader, never read from a clock at apply)
 //! result: 1 | type | fields
 //!   1 Ok | 2 Value option | 3 NotFound | 4 CasFailed option
 //!   5 Txn succeeded:u8 list(op result) | 6 Registered client_id:u64
@@ -114,6 +123,59 @@ impl SetCondition {
     }
 }
 
+/// What a [`RmwOp::Set`] does to the key's expiry time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SetExpiry {
+    /// Removes it (a plain Redis SET).
+    Clear,
+    /// Keeps the one the key has (Redis KEEPTTL).
+    Keep,
+    /// Sets it to this absolute unix time in milliseconds (Redis EX/PX/EXAT/PXAT, the
+    /// relative ones converted by the leader when it accepted the command).
+    At(u64),
+}
+
+/// When a [`RmwOp::Expire`] changes a key's expiry time (Redis's NX/XX/GT/LT; a key
+/// without one counts as expiring at infinity for `Later` and `Earlier`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum ExpireCondition {
+    /// Always.
+    Always = 1,
+    /// Only if the key has no expiry time (NX).
+    NoExpiry = 2,
+    /// Only if the key has one (XX).
+    HasExpiry = 3,
+    /// Only if the new time is later than the current one (GT).
+    Later = 4,
+    /// Only if the new time is earlier than the current one (LT).
+    Earlier = 5,
+}
+
+impl ExpireCondition {
+    fn from_u8(byte: u8) -> Option<ExpireCondition> {
+        Some(match byte {
+            1 => ExpireCondition::Always,
+            2 => ExpireCondition::NoExpiry,
+            3 => ExpireCondition::HasExpiry,
+            4 => ExpireCondition::Later,
+            5 => ExpireCondition::Earlier,
+            _ => return None,
+        })
+    }
+
+    /// Whether a key whose expiry time is `current` (`None`: none) gets `new`.
+    pub fn holds(self, current: Option<u64>, new: u64) -> bool {
+        match self {
+            ExpireCondition::Always => true,
+            ExpireCondition::NoExpiry => current.is_none(),
+            ExpireCondition::HasExpiry => current.is_some(),
+            ExpireCondition::Later => current.is_some_and(|current| new > current),
+            ExpireCondition::Earlier => current.is_none_or(|current| new < current),
+        }
+    }
+}
+
 /// A read-modify-write of string values, decided when the entry is applied from the values
 /// it finds there: one log entry and one round trip, never a client-side retry, and the
 /// same outcome on every replica. The results are [`OpResult`]s (inside a transaction)
@@ -145,8 +207,9 @@ pub enum RmwOp {
         /// The suffix.
         value: Vec<u8>,
     },
-    /// Sets `key` to `value` if `condition` holds. Result: with `get`, `Value(old)`
-    /// whether or not it wrote; without, `Done`/`Ok` or `Unchanged`.
+    /// Sets `key` to `value` if `condition` holds, and its expiry time as `expiry`
+    /// says. Result: with `get`, `Value(old)` whether or not it wrote; without,
+    /// `Done`/`Ok` or `Unchanged`.
     Set {
         /// The key.
         key: Vec<u8>,
@@ -156,6 +219,8 @@ pub enum RmwOp {
         condition: SetCondition,
         /// Answer with the old value.
         get: bool,
+        /// The key's expiry time after a write.
+        expiry: SetExpiry,
     },
     /// Removes `key`. Result: `Value(old)`.
     GetDel {
@@ -196,6 +261,38 @@ pub enum RmwOp {
     },
     /// Removes every key (FLUSHDB / FLUSHALL). Result: `Done`.
     FlushAll,
+    /// Gives `key` the expiry time `at_ms` if it exists and `condition` holds
+    /// (EXPIRE, PEXPIRE, EXPIREAT, PEXPIREAT); a time not after `now_ms` (the leader's
+    /// clock when it accepted the command) deletes the key instead, and a key whose
+    /// expiry time is not after `now_ms` counts as absent. Result: `Integer(1)` if it
+    /// set or deleted, `Integer(0)` if not.
+    Expire {
+        /// The key.
+        key: Vec<u8>,
+        /// The new expiry time, absolute unix milliseconds.
+        at_ms: u64,
+        /// The time the leader judged by, absolute unix milliseconds.
+        now_ms: u64,
+        /// When to change it.
+        condition: ExpireCondition,
+    },
+    /// Removes the expiry time of `key` (PERSIST). Result: `Integer(1)` if it had one
+    /// after `now_ms`, `Integer(0)` if not (none, absent, or already expired by then).
+    Persist {
+        /// The key.
+        key: Vec<u8>,
+        /// The time the leader judged by, absolute unix milliseconds.
+        now_ms: u64,
+    },
+    /// Deletes each of `keys` whose expiry time is not after `now_ms` (proposed by the
+    /// leader's expiry cycle; a key set again meanwhile, without an expiry time or with
+    /// a later one, stays). Result: `Integer(number deleted)`.
+    DeleteExpired {
+        /// The time the leader judged by, absolute unix milliseconds.
+        now_ms: u64,
+        /// The keys it found expired.
+        keys: Vec<Vec<u8>>,
+    },
 }
 
 impl RmwOp {
@@ -216,6 +313,9 @@ impl RmwOp {
             RmwOp::Rename { .. } => "renamenx",
             RmwOp::Copy { .. } => "copy",
             RmwOp::FlushAll => "flushall",
+            RmwOp::Expire { .. } => "pexpireat",
+            RmwOp::Persist { .. } => "persist",
+            RmwOp::DeleteExpired { .. } => "expired",
         }
     }
 }
@@ -494,6 +594,12 @@ const RMW_DELETE_MANY: u8 = 7;
 const RMW_RENAME: u8 = 8;
 const RMW_COPY: u8 = 9;
 const RMW_FLUSH_ALL: u8 = 10;
+const RMW_EXPIRE: u8 = 11;
+const RMW_PERSIST: u8 = 12;
+const RMW_DELETE_EXPIRED: u8 = 13;
+const RMW_SET_EXPIRING: u8 = 14;
+const SET_EXPIRY_KEEP: u8 = 1;
+const SET_EXPIRY_AT: u8 = 2;
 
 fn encode_rmw(op: &RmwOp, out: &mut Vec<u8>) {
     match op {
@@ -517,12 +623,25 @@ fn encode_rmw(op: &RmwOp, out: &mut Vec<u8>) {
             value,
             condition,
             get,
+            expiry,
         } => {
-            out.push(RMW_SET);
+            out.push(if *expiry == SetExpiry::Clear {
+                RMW_SET
+            } else {
+                RMW_SET_EXPIRING
+            });
             put_bytes(out, key);
             put_bytes(out, value);
             out.push(*condition as u8);
             out.push(u8::from(*get));
+            match expiry {
+                SetExpiry::Clear => {}
+                SetExpiry::Keep => out.push(SET_EXPIRY_KEEP),
+                SetExpiry::At(at_ms) => {
+                    out.push(SET_EXPIRY_AT);
+                    put_u64(out, *at_ms);
+                }
+            }
         }
         RmwOp::GetDel { key } => {
             out.push(RMW_GET_DEL);
@@ -563,7 +682,57 @@ fn encode_rmw(op: &RmwOp, out: &mut Vec<u8>) {
             out.push(u8::from(*flag));
         }
         RmwOp::FlushAll => out.push(RMW_FLUSH_ALL),
+        RmwOp::Expire {
+            key,
+            at_ms,
+            now_ms,
+            condition,
+        } => {
+            out.push(RMW_EXPIRE);
+            put_bytes(out, key);
+            put_u64(out, *at_ms);
+            put_u64(out, *now_ms);
+            out.push(*condition as u8);
+        }
+        RmwOp::Persist { key, now_ms } => {
+            out.push(RMW_PERSIST);
+            put_bytes(out, key);
+            put_u64(out, *now_ms);
+        }
+        RmwOp::DeleteExpired { now_ms, keys } => {
+            out.push(RMW_DELETE_EXPIRED);
+            put_u64(out, *now_ms);
+            put_u32(out, crate::wire::len_u32(keys.len()));
+            for key in keys {
+                put_bytes(out, key);
+            }
+        }
     }
+}
+
+/// The fields of a Set after its tag; `expiring`: tag 14, with a `set_expiry`.
+fn decode_set(input: &mut Reader<'_>, expiring: bool) -> Result<RmwOp, DecodeError> {
+    let key = input.bytes("set key")?;
+    let value = input.bytes("set value")?;
+    let condition = SetCondition::from_u8(input.u8("set condition")?)
+        .ok_or(DecodeError::Malformed("set condition"))?;
+    let get = input.bool("set get")?;
+    let expiry = if !expiring {
+        SetExpiry::Clear
+    } else {
+        match input.u8("set expiry")? {
+            SET_EXPIRY_KEEP => SetExpiry::Keep,
+            SET_EXPIRY_AT => SetExpiry::At(input.u64("set expiry time")?),
+            _ => return Err(DecodeError::Malformed("set expiry")),
+        }
+    };
+    Ok(RmwOp::Set {
+        key,
+        value,
+        condition,
+        get,
+        expiry,
+    })
 }
 
 fn decode_rmw(input: &mut Reader<'_>) -> Result<RmwOp, DecodeError> {
@@ -580,13 +749,8 @@ fn decode_rmw(input: &mut Reader<'_>) -> Result<RmwOp, DecodeError> {
             key: input.bytes("append key")?,
             value: input.bytes("append value")?,
         },
-        RMW_SET => RmwOp::Set {
-            key: input.bytes("set key")?,
-            value: input.bytes("set value")?,
-            condition: SetCondition::from_u8(input.u8("set condition")?)
-                .ok_or(DecodeError::Malformed("set condition"))?,
-            get: input.bool("set get")?,
-        },
+        RMW_SET => decode_set(input, false)?,
+        RMW_SET_EXPIRING => decode_set(input, true)?,
         RMW_GET_DEL => RmwOp::GetDel {
             key: input.bytes("getdel key")?,
         },
@@ -618,6 +782,26 @@ fn decode_rmw(input: &mut Reader<'_>) -> Result<RmwOp, DecodeError> {
             replace: input.bool("copy replace")?,
         },
         RMW_FLUSH_ALL => RmwOp::FlushAll,
+        RMW_EXPIRE => RmwOp::Expire {
+            key: input.bytes("expire key")?,
+            at_ms: input.u64("expire time")?,
+            now_ms: input.u64("expire now")?,
+            condition: ExpireCondition::from_u8(input.u8("expire condition")?)
+                .ok_or(DecodeError::Malformed("expire condition"))?,
+        },
+        RMW_PERSIST => RmwOp::Persist {
+            key: input.bytes("persist key")?,
+            now_ms: input.u64("persist now")?,
+        },
+        RMW_DELETE_EXPIRED => {
+            let now_ms = input.u64("expired now")?;
+            let count = input.count(4, "expired key count")?;
+            let mut keys = Vec::with_capacity(count);
+            for _ in 0..count {
+                keys.push(input.bytes("expired key")?);
+            }
+            RmwOp::DeleteExpired { now_ms, keys }
+        }
         other => return Err(DecodeError::UnknownType(other)),
     })
 }
@@ -630,7 +814,18 @@ fn rmw_encoded_len(op: &RmwOp) -> usize {
         RmwOp::IncrBy { key, .. } => bytes(key) + 8,
         RmwOp::IncrByFloat { key, increment } => bytes(key) + bytes(increment),
         RmwOp::Append { key, value } => bytes(key) + bytes(value),
-        RmwOp::Set { key, value, .. } => bytes(key) + bytes(value) + 2,
+        RmwOp::Set {
+            key, value, expiry, ..
+        } => {
+            bytes(key)
+                + bytes(value)
+                + 2
+                + match expiry {
+                    SetExpiry::Clear => 0,
+                    SetExpiry::Keep => 1,
+                    SetExpiry::At(_) => 9,
+                }
+        }
         RmwOp::GetDel { key } => bytes(key),
         RmwOp::SetIfAllAbsent { pairs } => {
             LEN + pairs
@@ -643,6 +838,9 @@ fn rmw_encoded_len(op: &RmwOp) -> usize {
             bytes(from) + bytes(to) + 1
         }
         RmwOp::FlushAll => 0,
+        RmwOp::Expire { key, .. } => bytes(key) + 17,
+        RmwOp::Persist { key, .. } => bytes(key) + 8,
+        RmwOp::DeleteExpired { keys, .. } => 8 + LEN + keys.iter().map(|k| bytes(k)).sum::<usize>(),
     }
 }
 

@@ -7,7 +7,7 @@
 //! finds ([`OpResult::Rejected`]) writes nothing.
 
 use super::bytes::{Key, Value};
-use super::command::{OpResult, RmwOp, ValueError};
+use super::command::{OpResult, RmwOp, SetExpiry, ValueError};
 use super::number::{Decimal, FloatError, parse_integer};
 use super::store::KvStore;
 
@@ -40,11 +40,19 @@ impl KvStore {
                 value,
                 condition,
                 get,
+                expiry,
             } => {
                 let old = self.get(&key).map(<[u8]>::to_vec);
                 let holds = condition.holds(old.as_deref());
                 if holds {
-                    self.put(&key, &value);
+                    match expiry {
+                        SetExpiry::Clear => self.set_value(&key, &value),
+                        SetExpiry::Keep => self.put(&key, &value),
+                        SetExpiry::At(at_ms) => {
+                            self.put(&key, &value);
+                            self.expiries.set(&key, at_ms);
+                        }
+                    }
                 }
                 match (get, holds) {
                     (true, _) => OpResult::Value(old),
@@ -52,22 +60,20 @@ impl KvStore {
                     (false, false) => OpResult::Unchanged,
                 }
             }
-            RmwOp::GetDel { key } => {
-                OpResult::Value(self.data.remove(&key[..]).map(|old| old.to_vec()))
-            }
+            RmwOp::GetDel { key } => OpResult::Value(self.remove_key(&key).map(|old| old.to_vec())),
             RmwOp::SetIfAllAbsent { pairs } => {
                 if pairs.iter().any(|(key, _)| self.get(key).is_some()) {
                     return OpResult::Integer(0);
                 }
                 for (key, value) in &pairs {
-                    self.put(key, value);
+                    self.set_value(key, value);
                 }
                 OpResult::Integer(1)
             }
             RmwOp::DeleteMany { keys } => {
                 let removed = keys
                     .iter()
-                    .filter(|key| self.data.remove(&key[..]).is_some())
+                    .filter(|key| self.remove_key(key).is_some())
                     .count();
                 OpResult::Integer(removed as i64)
             }
@@ -82,10 +88,11 @@ impl KvStore {
                 if only_if_absent && self.get(&to).is_some() {
                     return OpResult::Integer(0);
                 }
-                if from != to
-                    && let Some(value) = self.data.remove(&from[..])
-                {
-                    self.data.insert(Key::from(&to[..]), value);
+                if from != to {
+                    let expiry = self.expiries.get(&from);
+                    if let Some(value) = self.remove_key(&from) {
+                        self.insert_with_expiry(&to, value, expiry);
+                    }
                 }
                 if only_if_absent {
                     OpResult::Integer(1)
@@ -100,18 +107,67 @@ impl KvStore {
                 if from == to || (!replace && self.get(&to).is_some()) {
                     return OpResult::Integer(0);
                 }
-                self.data.insert(Key::from(&to[..]), value);
+                let expiry = self.expiries.get(&from);
+                self.insert_with_expiry(&to, value, expiry);
                 OpResult::Integer(1)
             }
             RmwOp::FlushAll => {
                 self.data.clear();
+                self.expiries.clear();
                 OpResult::Done
+            }
+            RmwOp::Expire {
+                key,
+                at_ms,
+                now_ms,
+                condition,
+            } => {
+                let current = self.expiries.get(&key);
+                let live = self.get(&key).is_some() && current.is_none_or(|at| at > now_ms);
+                if !live || !condition.holds(current, at_ms) {
+                    return OpResult::Integer(0);
+                }
+                if at_ms <= now_ms {
+                    self.remove_key(&key);
+                } else {
+                    self.expiries.set(&key, at_ms);
+                }
+                OpResult::Integer(1)
+            }
+            RmwOp::Persist { key, now_ms } => match self.expiries.get(&key) {
+                Some(at) if at > now_ms => {
+                    self.expiries.remove(&key);
+                    OpResult::Integer(1)
+                }
+                _ => OpResult::Integer(0),
+            },
+            RmwOp::DeleteExpired { now_ms, keys } => {
+                let deleted = keys
+                    .iter()
+                    .filter(|key| {
+                        self.expiries.get(key).is_some_and(|at| at <= now_ms)
+                            && self.remove_key(key).is_some()
+                    })
+                    .count();
+                OpResult::Integer(deleted as i64)
             }
         }
     }
 
+    /// Writes `value` keeping the key's expiry time (APPEND, INCR, SET KEEPTTL).
     fn put(&mut self, key: &[u8], value: &[u8]) {
         self.data.insert(Key::from(key), Value::from(value));
+    }
+
+    /// Writes `value` under `key` with expiry time `expiry` (RENAME, COPY carry it).
+    fn insert_with_expiry(&mut self, key: &[u8], value: Value, expiry: Option<u64>) {
+        self.data.insert(Key::from(key), value);
+        match expiry {
+            Some(at) => self.expiries.set(key, at),
+            None => {
+                self.expiries.remove(key);
+            }
+        }
     }
 
     fn incr_by(&mut self, key: &[u8], delta: i64) -> OpResult {
@@ -234,6 +290,9 @@ pub(crate) mod tests {
                 }
             }
             RmwOp::FlushAll => model.clear(),
+            RmwOp::Expire { .. } | RmwOp::Persist { .. } | RmwOp::DeleteExpired { .. } => {
+                panic!("the value model holds no expiry times: `strategy::rmw` omits {op:?}")
+            }
         }
     }
 
@@ -296,6 +355,7 @@ pub(crate) mod tests {
             value: key(value),
             condition,
             get,
+            expiry: SetExpiry::Clear,
         }
     }
 

@@ -11,6 +11,7 @@ use super::bytes::{Key, Value};
 use super::command::{
     Command, CommandRef, CommandResult, Op, OpResult, RmwOp, Session, decode_command_ref,
 };
+use super::expiry::Expiries;
 use super::ordmap::OrdMap;
 use super::rmw::{NUMBER_TEXT_BYTES_MAX, RMW_VALUE_BYTES_MAX};
 use super::session::{Admission, SessionTable};
@@ -56,6 +57,8 @@ pub struct KvStore {
     pub(crate) config: KvConfig,
     pub(crate) data: OrdMap<Key, Value>,
     pub(crate) sessions: SessionTable,
+    /// Expiry times of keys in `data` (only of keys in `data`).
+    pub(crate) expiries: Expiries,
     /// Invariant: the highest index given to `apply` or `advance_applied`.
     pub(crate) applied_index: u64,
 }
@@ -67,6 +70,7 @@ impl KvStore {
             config,
             data: OrdMap::new(),
             sessions: SessionTable::new(),
+            expiries: Expiries::default(),
             applied_index: 0,
         }
     }
@@ -80,6 +84,46 @@ impl KvStore {
     /// ReadIndex round has confirmed the applied index, stale otherwise).
     pub fn get(&self, key: &[u8]) -> Option<&[u8]> {
         self.data.get(key).map(|value| &value[..])
+    }
+
+    /// The value of `key` as a read at time `now_ms` (absolute unix milliseconds, the
+    /// reader's clock) sees it: absent when its expiry time is not after `now_ms`, even
+    /// though the entry deleting it is not applied yet.
+    pub fn get_at(&self, key: &[u8], now_ms: u64) -> Option<&[u8]> {
+        match self.expiries.get(key) {
+            Some(at) if at <= now_ms => None,
+            _ => self.get(key),
+        }
+    }
+
+    /// The expiry time of `key` (absolute unix milliseconds), `None` if it has none or
+    /// is absent.
+    pub fn expire_at(&self, key: &[u8]) -> Option<u64> {
+        self.expiries.get(key)
+    }
+
+    /// The number of keys with an expiry time.
+    pub fn expiring_len(&self) -> usize {
+        self.expiries.len()
+    }
+
+    /// Up to `max` keys whose expiry time is not after `now_ms`, earliest first: what the
+    /// leader's expiry cycle proposes to delete (`RmwOp::DeleteExpired`). O(log n + max).
+    pub fn expired_keys(&self, now_ms: u64, max: usize) -> Vec<Vec<u8>> {
+        self.expiries.due(now_ms, max)
+    }
+
+    /// Sets `key` to `value` and removes its expiry time (a plain write).
+    pub(crate) fn set_value(&mut self, key: &[u8], value: &[u8]) {
+        self.data.insert(Key::from(key), Value::from(value));
+        self.expiries.remove(key);
+    }
+
+    /// Removes `key` and its expiry time, returning its value.
+    pub(crate) fn remove_key(&mut self, key: &[u8]) -> Option<Value> {
+        let old = self.data.remove(key)?;
+        self.expiries.remove(key);
+        Some(old)
     }
 
     /// The number of keys.
@@ -124,11 +168,11 @@ impl KvStore {
                 key,
                 value,
             }) => self.write(index, session, |store| {
-                store.data.insert(Key::from(key), Value::from(value));
+                store.set_value(key, value);
                 CommandResult::Ok
             }),
             Ok(CommandRef::Delete { session, key }) => {
-                self.write(index, session, |store| match store.data.remove(key) {
+                self.write(index, session, |store| match store.remove_key(key) {
                     Some(_) => CommandResult::Ok,
                     None => CommandResult::NotFound,
                 })
@@ -190,11 +234,10 @@ impl KvStore {
     fn execute_write(&mut self, write: Command) -> CommandResult {
         match write {
             Command::Put { key, value, .. } => {
-                self.data
-                    .insert(Key::from(&key[..]), Value::from(&value[..]));
+                self.set_value(&key, &value);
                 CommandResult::Ok
             }
-            Command::Delete { key, .. } => match self.data.remove(&key[..]) {
+            Command::Delete { key, .. } => match self.remove_key(&key) {
                 Some(_) => CommandResult::Ok,
                 None => CommandResult::NotFound,
             },
@@ -203,7 +246,7 @@ impl KvStore {
             } => {
                 let current = self.get(&key);
                 if current == expected.as_deref() {
-                    self.data.insert(Key::from(&key[..]), Value::from(&new[..]));
+                    self.set_value(&key, &new);
                     CommandResult::Ok
                 } else {
                     CommandResult::CasFailed {
@@ -298,8 +341,13 @@ impl KvStore {
                         let old = len(&written, to);
                         written.insert(to, old.max(moved));
                     }
+                    RmwOp::DeleteExpired { keys, .. } => {
+                        for key in keys {
+                            written.insert(key, 0);
+                        }
+                    }
                     // Later reads are counted at the values held now: an upper bound.
-                    RmwOp::FlushAll => {}
+                    RmwOp::FlushAll | RmwOp::Expire { .. } | RmwOp::Persist { .. } => {}
                 },
             }
         }
@@ -309,12 +357,11 @@ impl KvStore {
     fn execute_op(&mut self, op: Op) -> OpResult {
         match op {
             Op::Put { key, value } => {
-                self.data
-                    .insert(Key::from(&key[..]), Value::from(&value[..]));
+                self.set_value(&key, &value);
                 OpResult::Done
             }
             Op::Delete { key } => {
-                self.data.remove(&key[..]);
+                self.remove_key(&key);
                 OpResult::Done
             }
             Op::Get { key } => OpResult::Value(self.get(&key).map(<[u8]>::to_vec)),

@@ -8,7 +8,7 @@
 
 use super::{cursor, glob};
 use crate::codec::resp::{Protocol, RespValue};
-use crate::kv::{Op, OpResult, RmwOp, SetCondition};
+use crate::kv::{Op, OpResult, RmwOp, SetCondition, SetExpiry};
 
 /// A key or value: raw bytes.
 pub type Bytes = Vec<u8>;
@@ -811,12 +811,14 @@ impl Cmd {
                 value: value.clone(),
                 condition: *cond,
                 get: *get,
+                expiry: SetExpiry::Clear,
             },
             Cmd::Setnx { key, value } => RmwOp::Set {
                 key: key.clone(),
                 value: value.clone(),
                 condition: SetCondition::Absent,
                 get: false,
+                expiry: SetExpiry::Clear,
             },
             Cmd::Msetnx(pairs) => RmwOp::SetIfAllAbsent {
                 pairs: pairs.clone(),
@@ -871,6 +873,7 @@ impl Cmd {
                     value,
                     condition: SetCondition::Always,
                     get: false,
+                    expiry: SetExpiry::Clear,
                 } => vec![Op::Put { key, value }],
                 op => vec![Op::Rmw(op)],
             };
