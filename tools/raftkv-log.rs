@@ -1,5 +1,6 @@
 //! `raftkv-log`: inspect and repair a raftkv log directory (stat, dump, verify,
-//! truncate, reset-hardstate). All logic lives in `raftkv::tools::log_inspect`.
+//! truncate, reset-hardstate), and seed a new cluster's node from a snapshot file
+//! (snapshot-restore). All logic lives in `raftkv::tools::log_inspect`.
 
 use clap::Parser;
 

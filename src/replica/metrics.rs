@@ -95,10 +95,12 @@ pub struct PeerMetrics {
 /// metrics); the loop owns the counts and copies them here once per turn.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ConnectionMetrics {
-    /// Open client connections (client and Redis ports): a gauge.
+    /// Open client connections (client, Redis and HTTP ports): a gauge.
     pub client_connections: u64,
     /// Of those, the Redis port's: a gauge.
     pub redis_connections: u64,
+    /// Of those, the HTTP port's: a gauge.
+    pub http_connections: u64,
     /// Bytes read from client connections (client and Redis ports).
     pub client_bytes_received: u64,
     /// Bytes written to client connections.

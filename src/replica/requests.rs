@@ -311,15 +311,7 @@ impl<L: ReplicaLog, W: SnapshotWriter> Replica<L, W> {
                 if let Some(body) = self.not_leader() {
                     return reply(body);
                 }
-                let deadline = self
-                    .deadlines
-                    .schedule(deadline_ms, Deadline::Read(client, request_id));
-                self.reads.add(PendingRead {
-                    client,
-                    request_id,
-                    what: ReadWhat::Range(query),
-                    deadline,
-                });
+                self.add_read(client, request_id, ReadWhat::Range(query), deadline_ms);
                 None
             }
             RequestBody::Get { key, stale: false } => {
@@ -328,15 +320,7 @@ impl<L: ReplicaLog, W: SnapshotWriter> Replica<L, W> {
                 if let Some(body) = self.oversized(entry_bytes).or_else(|| self.not_leader()) {
                     return reply(body);
                 }
-                let deadline = self
-                    .deadlines
-                    .schedule(deadline_ms, Deadline::Read(client, request_id));
-                self.reads.add(PendingRead {
-                    client,
-                    request_id,
-                    what: ReadWhat::Key(key),
-                    deadline,
-                });
+                self.add_read(client, request_id, ReadWhat::Key(key), deadline_ms);
                 None
             }
             RequestBody::Command(command) => {
@@ -365,6 +349,20 @@ impl<L: ReplicaLog, W: SnapshotWriter> Replica<L, W> {
                 }
             }
         }
+    }
+
+    /// Files a linearizable read of `what` until a ReadIndex round confirms it, answered
+    /// with an error at `deadline_ms` if it is still waiting.
+    fn add_read(&mut self, client: ClientRef, request_id: u64, what: ReadWhat, deadline_ms: u64) {
+        let deadline = self
+            .deadlines
+            .schedule(deadline_ms, Deadline::Read(client, request_id));
+        self.reads.add(PendingRead {
+            client,
+            request_id,
+            what,
+            deadline,
+        });
     }
 
     /// Files the client's wait for the entry proposed at `index` in this term.

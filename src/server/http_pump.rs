@@ -144,29 +144,13 @@ impl Net {
     /// Queues the finished in-order responses of HTTP connection `key`; closes it once
     /// a response that ends the connection is written.
     pub(super) fn write_http_replies(&mut self, key: usize) {
-        let Some(conn) = self.conns.get_mut(key) else {
-            return;
-        };
-        let ConnKind::Http(state) = &mut conn.kind else {
-            return;
-        };
-        let mut close = false;
-        let before = conn.io.pending_output_bytes();
-        // Encoded straight into the output buffer: the hard limit sees the bytes as
-        // they are produced, and there is no second copy.
-        let queued = conn.io.queue_with(|out| close = state.take_replies(out));
-        if let Err(e) = queued {
-            self.close_over_limit(key, format!("client is not reading: {e}"));
-            return;
-        }
-        if conn.io.pending_output_bytes() > before {
-            self.dirty.push(key);
-        }
-        if close {
-            self.flush(key);
-            self.close_later(key, "HTTP response ends the connection".into());
-            return;
-        }
-        self.maybe_resume(key);
+        self.write_ordered_replies(
+            key,
+            "HTTP response ends the connection",
+            |kind, out| match kind {
+                ConnKind::Http(state) => Some(state.take_replies(out)),
+                _ => None,
+            },
+        );
     }
 }

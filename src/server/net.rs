@@ -258,6 +258,8 @@ pub(super) struct Net {
     pub(super) client_count: usize,
     /// Open Redis connections (counted in `client_count` too).
     pub(super) redis_count: usize,
+    /// Open HTTP-port connections (counted in `client_count` too).
+    pub(super) http_count: usize,
     /// Inbound peer connections that have not identified themselves yet and are not
     /// closing.
     pub(super) handshake_count: usize,
@@ -331,6 +333,7 @@ impl Net {
             limits: client_limits(config),
             client_count: 0,
             redis_count: 0,
+            http_count: 0,
             handshake_count: 0,
             handshake_queue: VecDeque::new(),
             turn: 0,
@@ -585,8 +588,10 @@ impl Net {
                     }
                 } else {
                     self.client_count += 1;
-                    if listener == Listener::Redis {
-                        self.redis_count += 1;
+                    match listener {
+                        Listener::Redis => self.redis_count += 1,
+                        Listener::Http => self.http_count += 1,
+                        Listener::Client | Listener::Peer => {}
                     }
                 }
                 debug!("accepted {listener:?} connection from {addr}");
@@ -667,6 +672,7 @@ impl Net {
         ConnectionMetrics {
             client_connections: self.client_count as u64,
             redis_connections: self.redis_count as u64,
+            http_connections: self.http_count as u64,
             peer_handshakes: self.handshake_count as u64,
             ..self.counts
         }
@@ -681,8 +687,10 @@ impl Net {
             if conn.is_client() {
                 self.client_count = self.client_count.saturating_sub(1);
             }
-            if matches!(conn.kind, ConnKind::Redis(_)) {
-                self.redis_count = self.redis_count.saturating_sub(1);
+            match conn.kind {
+                ConnKind::Redis(_) => self.redis_count = self.redis_count.saturating_sub(1),
+                ConnKind::Http(_) => self.http_count = self.http_count.saturating_sub(1),
+                _ => {}
             }
             match conn.kind {
                 ConnKind::Client { .. } | ConnKind::Redis(_) | ConnKind::Http(_) => {

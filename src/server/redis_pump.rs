@@ -203,19 +203,40 @@ impl Net {
         }
     }
 
-    /// Queues the finished in-order replies of Redis connection `key`.
+    /// Queues the finished in-order replies of Redis connection `key`; closes it after
+    /// QUIT's reply.
     pub(super) fn write_redis_replies(&mut self, key: usize) {
+        self.write_ordered_replies(key, "QUIT", |kind, out| match kind {
+            ConnKind::Redis(redis) => Some(redis.take_replies(out)),
+            _ => None,
+        });
+    }
+
+    /// Encodes what `take` yields of connection `key`'s finished replies straight into
+    /// its output buffer (the hard limit sees the bytes as they are produced, and there
+    /// is no second copy). `take` answers `None` for a connection of another kind, and
+    /// `Some(true)` when the last reply ends the connection: it is flushed and closed
+    /// with `end_reason`.
+    pub(super) fn write_ordered_replies(
+        &mut self,
+        key: usize,
+        end_reason: &str,
+        take: impl FnOnce(&mut ConnKind, &mut Vec<u8>) -> Option<bool>,
+    ) {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        let ConnKind::Redis(redis) = &mut conn.kind else {
-            return;
-        };
-        let mut quit = false;
+        let mut kind_matched = true;
+        let mut end = false;
         let before = conn.io.pending_output_bytes();
-        // Encoded straight into the output buffer: the hard limit sees the bytes as
-        // they are produced, and there is no second copy.
-        let queued = conn.io.queue_with(|out| quit = redis.take_replies(out));
+        let kind = &mut conn.kind;
+        let queued = conn.io.queue_with(|out| match take(kind, out) {
+            Some(ends) => end = ends,
+            None => kind_matched = false,
+        });
+        if !kind_matched {
+            return;
+        }
         if let Err(e) = queued {
             self.close_over_limit(key, format!("client is not reading: {e}"));
             return;
@@ -223,9 +244,9 @@ impl Net {
         if conn.io.pending_output_bytes() > before {
             self.dirty.push(key);
         }
-        if quit {
+        if end {
             self.flush(key);
-            self.close_later(key, "QUIT".into());
+            self.close_later(key, end_reason.into());
             return;
         }
         self.maybe_resume(key);

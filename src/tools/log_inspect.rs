@@ -1,5 +1,7 @@
 //! `raftkv-log`: read-only inspection (`stat`, `dump`, `verify`) and two explicit
-//! repairs (`truncate`, `reset-hardstate`) of a log directory.
+//! repairs (`truncate`, `reset-hardstate`) of a log directory, and `snapshot-restore`
+//! (see [`super::restore`]), which writes a new cluster node's data directory from a
+//! snapshot file.
 //!
 //! The read-only commands take no lock, so they can run beside a live node (they
 //! warn that the log may be changing); they judge files with the same scanner as
@@ -88,6 +90,25 @@ pub enum Command {
         #[arg(long)]
         yes: bool,
     },
+    /// Write the data directory of one node of a NEW cluster whose state machine
+    /// starts from a snapshot FILE (run once per node, same file, cluster id and
+    /// members, own node id); refuses a corrupt file and a non-empty directory.
+    SnapshotRestore {
+        /// The snapshot file (a `.snap` file from a node's `data_dir/snapshots`).
+        file: PathBuf,
+        /// The new node's data directory (absent or empty).
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// The new node's id.
+        #[arg(long)]
+        node_id: u64,
+        /// The new cluster's id.
+        #[arg(long)]
+        cluster_id: u64,
+        /// Every member of the new cluster: ID=PEER_ADDR,CLIENT_ADDR (repeat).
+        #[arg(long = "member", required = true)]
+        members: Vec<crate::tools::restore::RestoreMember>,
+    },
 }
 
 /// Runs one command; returns the process exit code.
@@ -116,6 +137,29 @@ pub fn run(cli: &Cli) -> i32 {
             }
             reset_hard_state(dir, *term)
         }
+        Command::SnapshotRestore {
+            file,
+            data_dir,
+            node_id,
+            cluster_id,
+            members,
+        } => match crate::tools::restore::restore(file, data_dir, *node_id, *cluster_id, members) {
+            Ok(done) => {
+                println!(
+                    "restored {} into {}: index {} term {} data bytes {}",
+                    file.display(),
+                    data_dir.display(),
+                    done.index,
+                    done.term,
+                    done.data_bytes
+                );
+                return 0;
+            }
+            Err(e) => {
+                eprintln!("raftkv-log: {e}");
+                return 1;
+            }
+        },
     };
     match result {
         Ok(code) => code,

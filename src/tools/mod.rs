@@ -4,3 +4,4 @@
 pub mod bench;
 pub mod faults;
 pub mod log_inspect;
+pub mod restore;

@@ -356,12 +356,19 @@ impl Metrics {
             Kind::Gauge,
             "Open client connections by port.",
         );
-        let client_port = c.client_connections.saturating_sub(c.redis_connections);
+        let client_port = c
+            .client_connections
+            .saturating_sub(c.redis_connections + c.http_connections);
         x.sample("raftkv_connections", &[("port", "client")], client_port);
         x.sample(
             "raftkv_connections",
             &[("port", "redis")],
             c.redis_connections,
+        );
+        x.sample(
+            "raftkv_connections",
+            &[("port", "http")],
+            c.http_connections,
         );
         x.gauge(
             "raftkv_peer_handshakes_pending",
@@ -450,8 +457,9 @@ mod tests {
         m.on_message_sent(2, 40);
         m.record_peer_round_trip(2, 700);
         m.set_connections(ConnectionMetrics {
-            client_connections: 5,
+            client_connections: 6,
             redis_connections: 2,
+            http_connections: 1,
             client_bytes_sent: 9,
             idle_timeouts: 2,
             ..ConnectionMetrics::default()
@@ -490,6 +498,7 @@ mod tests {
             (r#"raftkv_peer_round_trip_seconds_sum{peer="2"}"#, "0.0007"),
             (r#"raftkv_connections{port="client"}"#, "3"),
             (r#"raftkv_connections{port="redis"}"#, "2"),
+            (r#"raftkv_connections{port="http"}"#, "1"),
             (r#"raftkv_client_bytes_total{direction="out"}"#, "9"),
             (
                 r#"raftkv_connections_closed_total{reason="idle_timeout"}"#,
