@@ -22,15 +22,20 @@
 //!                  | 5 GetDel key | 6 SetIfAllAbsent list(key value)
 //!                  | 7 DeleteMany list(key) | 8 Rename from to nx:u8
 //!                  | 9 Copy from to replace:u8 | 10 FlushAll
-//!                  | 11 Expire key at_ms:u64 now_ms:u64 expire_condition:u8
-//!                  | 12 Persist key now_ms:u64 | 13 DeleteExpired now_ms:u64 list(key)
+//!                  | 11 Expire key deadline expire_condition:u8
+//!                  | 12 Persist key | 13 GetEx key set_expiry
 //!                  | 14 SetExpiring key value condition:u8 get:u8 set_expiry
 //!              condition = 1 Always | 2 Absent | 3 Present
 //!              expire_condition = 1 Always | 2 NoExpiry | 3 HasExpiry | 4 Later
 //!                  | 5 Earlier
-//!              set_expiry = 1 Keep | 2 At at_ms:u64
-//!              (a Set whose expiry is Clear is written as tag 4; times are absolute
-//!              unix milliseconds chosen by the leader, never read from a clock at apply)
+//!              deadline = 1 At at_ms:u64 | 2 After ms:u64
+//!              set_expiry = 0 Clear | 1 Keep | 2 deadline
+//!              (a Set whose expiry is Clear is written as tag 4; times are unix
+//!              milliseconds, an After counted from the entry's time, see 8 At)
+//!   8 At       now_ms:u64 command   (the leader's clock when it accepted `command`,
+//!              any type but 8 and 9: keys it names that expired by then are deleted
+//!              first, and it runs judged at that time)
+//!   9 DeleteExpired now_ms:u64 list(key)   (sessionless: the leader's expiry cycle)
 //! result: 1 | type | fields
 //!   1 Ok | 2 Value option | 3 NotFound | 4 CasFailed option
 //!   5 Txn succeeded:u8 list(op result) | 6 Registered client_id:u64
@@ -123,16 +128,46 @@ impl SetCondition {
     }
 }
 
-/// What a [`RmwOp::Set`] does to the key's expiry time.
+/// An expiry time as a command states it (unix milliseconds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Deadline {
+    /// This absolute time (Redis EXAT/PXAT, EXPIREAT/PEXPIREAT).
+    At(u64),
+    /// This many milliseconds after the time the entry is judged at (Redis EX/PX,
+    /// EXPIRE/PEXPIRE): the leader resolves it to an `At` when it stamps the command
+    /// ([`Command::stamped`]); one left unresolved counts from the entry's time (0 for
+    /// an entry without [`Command::At`]).
+    After(u64),
+}
+
+impl Deadline {
+    /// The absolute time, a relative one counted from `now_ms`.
+    pub fn resolve(self, now_ms: u64) -> u64 {
+        match self {
+            Deadline::At(at_ms) => at_ms,
+            Deadline::After(ms) => now_ms.saturating_add(ms),
+        }
+    }
+}
+
+/// What a [`RmwOp::Set`] or [`RmwOp::GetEx`] does to the key's expiry time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SetExpiry {
-    /// Removes it (a plain Redis SET).
+    /// Removes it (a plain Redis SET, GETEX PERSIST).
     Clear,
-    /// Keeps the one the key has (Redis KEEPTTL).
+    /// Keeps the one the key has (Redis KEEPTTL, GETEX without options).
     Keep,
-    /// Sets it to this absolute unix time in milliseconds (Redis EX/PX/EXAT/PXAT, the
-    /// relative ones converted by the leader when it accepted the command).
-    At(u64),
+    /// Sets it (Redis EX/PX/EXAT/PXAT).
+    At(Deadline),
+}
+
+impl SetExpiry {
+    fn resolved(self, now_ms: u64) -> SetExpiry {
+        match self {
+            SetExpiry::At(deadline) => SetExpiry::At(Deadline::At(deadline.resolve(now_ms))),
+            other => other,
+        }
+    }
 }
 
 /// When a [`RmwOp::Expire`] changes a key's expiry time (Redis's NX/XX/GT/LT; a key
@@ -261,41 +296,55 @@ pub enum RmwOp {
     },
     /// Removes every key (FLUSHDB / FLUSHALL). Result: `Done`.
     FlushAll,
-    /// Gives `key` the expiry time `at_ms` if it exists and `condition` holds
-    /// (EXPIRE, PEXPIRE, EXPIREAT, PEXPIREAT); a time not after `now_ms` (the leader's
-    /// clock when it accepted the command) deletes the key instead, and a key whose
-    /// expiry time is not after `now_ms` counts as absent. Result: `Integer(1)` if it
-    /// set or deleted, `Integer(0)` if not.
+    /// Gives `key` the expiry time `at` if it exists and `condition` holds (EXPIRE,
+    /// PEXPIRE, EXPIREAT, PEXPIREAT); a time not after the entry's time deletes the key
+    /// instead. Result: `Integer(1)` if it set or deleted, `Integer(0)` if not.
     Expire {
         /// The key.
         key: Vec<u8>,
-        /// The new expiry time, absolute unix milliseconds.
-        at_ms: u64,
-        /// The time the leader judged by, absolute unix milliseconds.
-        now_ms: u64,
+        /// The new expiry time.
+        at: Deadline,
         /// When to change it.
         condition: ExpireCondition,
     },
-    /// Removes the expiry time of `key` (PERSIST). Result: `Integer(1)` if it had one
-    /// after `now_ms`, `Integer(0)` if not (none, absent, or already expired by then).
+    /// Removes the expiry time of `key` (PERSIST). Result: `Integer(1)` if it had one,
+    /// `Integer(0)` if not (none, or absent).
     Persist {
         /// The key.
         key: Vec<u8>,
-        /// The time the leader judged by, absolute unix milliseconds.
-        now_ms: u64,
     },
-    /// Deletes each of `keys` whose expiry time is not after `now_ms` (proposed by the
-    /// leader's expiry cycle; a key set again meanwhile, without an expiry time or with
-    /// a later one, stays). Result: `Integer(number deleted)`.
-    DeleteExpired {
-        /// The time the leader judged by, absolute unix milliseconds.
-        now_ms: u64,
-        /// The keys it found expired.
-        keys: Vec<Vec<u8>>,
+    /// Reads `key` and changes its expiry time as `expiry` says if it exists (GETEX);
+    /// a time not after the entry's time deletes it. Result: `Value(value)`.
+    GetEx {
+        /// The key.
+        key: Vec<u8>,
+        /// Its expiry time after the read.
+        expiry: SetExpiry,
     },
 }
 
 impl RmwOp {
+    /// Appends the keys the op names to `keys`.
+    fn keys<'a>(&'a self, keys: &mut Vec<&'a [u8]>) {
+        match self {
+            RmwOp::IncrBy { key, .. }
+            | RmwOp::IncrByFloat { key, .. }
+            | RmwOp::Append { key, .. }
+            | RmwOp::Set { key, .. }
+            | RmwOp::GetDel { key }
+            | RmwOp::Expire { key, .. }
+            | RmwOp::Persist { key }
+            | RmwOp::GetEx { key, .. } => keys.push(key),
+            RmwOp::SetIfAllAbsent { pairs } => keys.extend(pairs.iter().map(|(k, _)| &k[..])),
+            RmwOp::DeleteMany { keys: named } => keys.extend(named.iter().map(|k| &k[..])),
+            RmwOp::Rename { from, to, .. } | RmwOp::Copy { from, to, .. } => {
+                keys.push(from);
+                keys.push(to);
+            }
+            RmwOp::FlushAll => {}
+        }
+    }
+
     /// The Redis command it implements, in lower case (for logs and dumps).
     pub fn name(&self) -> &'static str {
         match self {
@@ -315,7 +364,7 @@ impl RmwOp {
             RmwOp::FlushAll => "flushall",
             RmwOp::Expire { .. } => "pexpireat",
             RmwOp::Persist { .. } => "persist",
-            RmwOp::DeleteExpired { .. } => "expired",
+            RmwOp::GetEx { .. } => "getex",
         }
     }
 }
@@ -478,6 +527,26 @@ pub enum Command {
         /// The operation.
         op: RmwOp,
     },
+    /// `command` judged at `now_ms`, the leader's clock (unix milliseconds) when it
+    /// accepted it ([`Command::stamped`]): the keys it names whose expiry time is not
+    /// after `now_ms` are deleted first, then it runs as it would alone. Never nested,
+    /// never around a `DeleteExpired`. Result: `command`'s.
+    At {
+        /// The time it is judged at.
+        now_ms: u64,
+        /// The command.
+        command: Box<Command>,
+    },
+    /// Deletes each of `keys` whose expiry time is not after `now_ms`, proposed by the
+    /// leader's expiry cycle without a session (nobody waits for it); a key set again
+    /// meanwhile, without an expiry time or with a later one, stays. Result:
+    /// `Integer(number deleted)`.
+    DeleteExpired {
+        /// The time the leader judged by, unix milliseconds.
+        now_ms: u64,
+        /// The keys it found expired.
+        keys: Vec<Vec<u8>>,
+    },
 }
 
 impl Command {
@@ -489,8 +558,84 @@ impl Command {
             | Command::Cas { session, .. }
             | Command::Txn { session, .. }
             | Command::Rmw { session, .. } => Some(*session),
-            Command::Get { .. } | Command::RegisterSession => None,
+            Command::At { command, .. } => command.session(),
+            Command::Get { .. } | Command::RegisterSession | Command::DeleteExpired { .. } => {
+                None
+            }
         }
+    }
+
+    /// The command as the leader proposes it at `now_ms` (its clock, unix
+    /// milliseconds): wrapped in [`Command::At`] with every relative expiry time made
+    /// absolute, unless its outcome cannot depend on time (a Put, a `RegisterSession`,
+    /// one already stamped or a `DeleteExpired`), which is returned as it is.
+    pub fn stamped(self, now_ms: u64) -> Command {
+        let resolve = |op: &mut RmwOp| match op {
+            RmwOp::Set { expiry, .. } | RmwOp::GetEx { expiry, .. } => {
+                *expiry = expiry.resolved(now_ms);
+            }
+            RmwOp::Expire { at, .. } => *at = Deadline::At(at.resolve(now_ms)),
+            _ => {}
+        };
+        let mut command = match self {
+            Command::Put { .. }
+            | Command::RegisterSession
+            | Command::At { .. }
+            | Command::DeleteExpired { .. } => return self,
+            command => command,
+        };
+        match &mut command {
+            Command::Rmw { op, .. } => resolve(op),
+            Command::Txn {
+                success, failure, ..
+            } => {
+                for op in success.iter_mut().chain(failure.iter_mut()) {
+                    if let Op::Rmw(op) = op {
+                        resolve(op);
+                    }
+                }
+            }
+            _ => {}
+        }
+        Command::At {
+            now_ms,
+            command: Box::new(command),
+        }
+    }
+
+    /// Every key the command names (reads and writes), in no particular order; a key
+    /// may repeat. FLUSHALL names none.
+    pub fn keys(&self) -> Vec<&[u8]> {
+        let mut keys: Vec<&[u8]> = Vec::new();
+        match self {
+            Command::Get { key }
+            | Command::Put { key, .. }
+            | Command::Delete { key, .. }
+            | Command::Cas { key, .. } => keys.push(key),
+            Command::Txn {
+                compare,
+                success,
+                failure,
+                ..
+            } => {
+                keys.extend(compare.iter().map(|c| &c.key[..]));
+                for op in success.iter().chain(failure) {
+                    match op {
+                        Op::Put { key, .. } | Op::Delete { key } | Op::Get { key } => {
+                            keys.push(key);
+                        }
+                        Op::Rmw(op) => op.keys(&mut keys),
+                    }
+                }
+            }
+            Command::Rmw { op, .. } => op.keys(&mut keys),
+            Command::At { command, .. } => return command.keys(),
+            Command::DeleteExpired { keys: named, .. } => {
+                keys.extend(named.iter().map(|k| &k[..]));
+            }
+            Command::RegisterSession => {}
+        }
+        keys
     }
 }
 
@@ -596,10 +741,50 @@ const RMW_COPY: u8 = 9;
 const RMW_FLUSH_ALL: u8 = 10;
 const RMW_EXPIRE: u8 = 11;
 const RMW_PERSIST: u8 = 12;
-const RMW_DELETE_EXPIRED: u8 = 13;
+const RMW_GET_EX: u8 = 13;
 const RMW_SET_EXPIRING: u8 = 14;
+const SET_EXPIRY_CLEAR: u8 = 0;
 const SET_EXPIRY_KEEP: u8 = 1;
-const SET_EXPIRY_AT: u8 = 2;
+const DEADLINE_AT: u8 = 1;
+const DEADLINE_AFTER: u8 = 2;
+
+fn encode_deadline(deadline: Deadline, out: &mut Vec<u8>) {
+    let (tag, ms) = match deadline {
+        Deadline::At(at_ms) => (DEADLINE_AT, at_ms),
+        Deadline::After(ms) => (DEADLINE_AFTER, ms),
+    };
+    out.push(tag);
+    put_u64(out, ms);
+}
+
+fn decode_deadline(tag: u8, input: &mut Reader<'_>) -> Result<Deadline, DecodeError> {
+    Ok(match tag {
+        DEADLINE_AT => Deadline::At(input.u64("expiry time")?),
+        DEADLINE_AFTER => Deadline::After(input.u64("expiry duration")?),
+        _ => return Err(DecodeError::Malformed("expiry deadline")),
+    })
+}
+
+/// `set_expiry`: 0 Clear, 1 Keep, or a deadline (whose tags are 1 and 2, shifted by 1).
+fn encode_set_expiry(expiry: SetExpiry, out: &mut Vec<u8>) {
+    match expiry {
+        SetExpiry::Clear => out.push(SET_EXPIRY_CLEAR),
+        SetExpiry::Keep => out.push(SET_EXPIRY_KEEP),
+        SetExpiry::At(deadline) => {
+            let start = out.len();
+            encode_deadline(deadline, out);
+            out[start] += 1;
+        }
+    }
+}
+
+fn decode_set_expiry(input: &mut Reader<'_>) -> Result<SetExpiry, DecodeError> {
+    Ok(match input.u8("set expiry")? {
+        SET_EXPIRY_CLEAR => SetExpiry::Clear,
+        SET_EXPIRY_KEEP => SetExpiry::Keep,
+        tag => SetExpiry::At(decode_deadline(tag - 1, input)?),
+    })
+}
 
 fn encode_rmw(op: &RmwOp, out: &mut Vec<u8>) {
     match op {
@@ -634,13 +819,8 @@ fn encode_rmw(op: &RmwOp, out: &mut Vec<u8>) {
             put_bytes(out, value);
             out.push(*condition as u8);
             out.push(u8::from(*get));
-            match expiry {
-                SetExpiry::Clear => {}
-                SetExpiry::Keep => out.push(SET_EXPIRY_KEEP),
-                SetExpiry::At(at_ms) => {
-                    out.push(SET_EXPIRY_AT);
-                    put_u64(out, *at_ms);
-                }
+            if *expiry != SetExpiry::Clear {
+                encode_set_expiry(*expiry, out);
             }
         }
         RmwOp::GetDel { key } => {
@@ -682,30 +862,20 @@ fn encode_rmw(op: &RmwOp, out: &mut Vec<u8>) {
             out.push(u8::from(*flag));
         }
         RmwOp::FlushAll => out.push(RMW_FLUSH_ALL),
-        RmwOp::Expire {
-            key,
-            at_ms,
-            now_ms,
-            condition,
-        } => {
+        RmwOp::Expire { key, at, condition } => {
             out.push(RMW_EXPIRE);
             put_bytes(out, key);
-            put_u64(out, *at_ms);
-            put_u64(out, *now_ms);
+            encode_deadline(*at, out);
             out.push(*condition as u8);
         }
-        RmwOp::Persist { key, now_ms } => {
+        RmwOp::Persist { key } => {
             out.push(RMW_PERSIST);
             put_bytes(out, key);
-            put_u64(out, *now_ms);
         }
-        RmwOp::DeleteExpired { now_ms, keys } => {
-            out.push(RMW_DELETE_EXPIRED);
-            put_u64(out, *now_ms);
-            put_u32(out, crate::wire::len_u32(keys.len()));
-            for key in keys {
-                put_bytes(out, key);
-            }
+        RmwOp::GetEx { key, expiry } => {
+            out.push(RMW_GET_EX);
+            put_bytes(out, key);
+            encode_set_expiry(*expiry, out);
         }
     }
 }
@@ -717,14 +887,10 @@ fn decode_set(input: &mut Reader<'_>, expiring: bool) -> Result<RmwOp, DecodeErr
     let condition = SetCondition::from_u8(input.u8("set condition")?)
         .ok_or(DecodeError::Malformed("set condition"))?;
     let get = input.bool("set get")?;
-    let expiry = if !expiring {
-        SetExpiry::Clear
+    let expiry = if expiring {
+        decode_set_expiry(input)?
     } else {
-        match input.u8("set expiry")? {
-            SET_EXPIRY_KEEP => SetExpiry::Keep,
-            SET_EXPIRY_AT => SetExpiry::At(input.u64("set expiry time")?),
-            _ => return Err(DecodeError::Malformed("set expiry")),
-        }
+        SetExpiry::Clear
     };
     Ok(RmwOp::Set {
         key,
@@ -782,26 +948,23 @@ fn decode_rmw(input: &mut Reader<'_>) -> Result<RmwOp, DecodeError> {
             replace: input.bool("copy replace")?,
         },
         RMW_FLUSH_ALL => RmwOp::FlushAll,
-        RMW_EXPIRE => RmwOp::Expire {
-            key: input.bytes("expire key")?,
-            at_ms: input.u64("expire time")?,
-            now_ms: input.u64("expire now")?,
-            condition: ExpireCondition::from_u8(input.u8("expire condition")?)
-                .ok_or(DecodeError::Malformed("expire condition"))?,
-        },
+        RMW_EXPIRE => {
+            let key = input.bytes("expire key")?;
+            let tag = input.u8("expire deadline")?;
+            RmwOp::Expire {
+                key,
+                at: decode_deadline(tag, input)?,
+                condition: ExpireCondition::from_u8(input.u8("expire condition")?)
+                    .ok_or(DecodeError::Malformed("expire condition"))?,
+            }
+        }
         RMW_PERSIST => RmwOp::Persist {
             key: input.bytes("persist key")?,
-            now_ms: input.u64("persist now")?,
         },
-        RMW_DELETE_EXPIRED => {
-            let now_ms = input.u64("expired now")?;
-            let count = input.count(4, "expired key count")?;
-            let mut keys = Vec::with_capacity(count);
-            for _ in 0..count {
-                keys.push(input.bytes("expired key")?);
-            }
-            RmwOp::DeleteExpired { now_ms, keys }
-        }
+        RMW_GET_EX => RmwOp::GetEx {
+            key: input.bytes("getex key")?,
+            expiry: decode_set_expiry(input)?,
+        },
         other => return Err(DecodeError::UnknownType(other)),
     })
 }
@@ -826,6 +989,13 @@ fn rmw_encoded_len(op: &RmwOp) -> usize {
                     SetExpiry::At(_) => 9,
                 }
         }
+        RmwOp::GetEx { key, expiry } => {
+            bytes(key)
+                + match expiry {
+                    SetExpiry::Clear | SetExpiry::Keep => 1,
+                    SetExpiry::At(_) => 9,
+                }
+        }
         RmwOp::GetDel { key } => bytes(key),
         RmwOp::SetIfAllAbsent { pairs } => {
             LEN + pairs
@@ -838,9 +1008,8 @@ fn rmw_encoded_len(op: &RmwOp) -> usize {
             bytes(from) + bytes(to) + 1
         }
         RmwOp::FlushAll => 0,
-        RmwOp::Expire { key, .. } => bytes(key) + 17,
-        RmwOp::Persist { key, .. } => bytes(key) + 8,
-        RmwOp::DeleteExpired { keys, .. } => 8 + LEN + keys.iter().map(|k| bytes(k)).sum::<usize>(),
+        RmwOp::Expire { key, .. } => bytes(key) + 10,
+        RmwOp::Persist { key } => bytes(key),
     }
 }
 
@@ -899,6 +1068,8 @@ const CMD_CAS: u8 = 4;
 const CMD_TXN: u8 = 5;
 const CMD_REGISTER: u8 = 6;
 const CMD_RMW: u8 = 7;
+const CMD_AT: u8 = 8;
+const CMD_DELETE_EXPIRED: u8 = 9;
 
 /// Appends the encoding of `command` (version byte first) to `out`.
 pub fn encode_command(command: &Command, out: &mut Vec<u8>) {
@@ -958,6 +1129,19 @@ pub fn encode_command(command: &Command, out: &mut Vec<u8>) {
             encode_session(*session, out);
             encode_rmw(op, out);
         }
+        Command::At { now_ms, command } => {
+            out.push(CMD_AT);
+            put_u64(out, *now_ms);
+            encode_command(command, out);
+        }
+        Command::DeleteExpired { now_ms, keys } => {
+            out.push(CMD_DELETE_EXPIRED);
+            put_u64(out, *now_ms);
+            put_u32(out, crate::wire::len_u32(keys.len()));
+            for key in keys {
+                put_bytes(out, key);
+            }
+        }
     }
 }
 
@@ -1001,6 +1185,10 @@ pub fn encoded_len(command: &Command) -> usize {
             }
             Command::RegisterSession => 0,
             Command::Rmw { op, .. } => SESSION + rmw_encoded_len(op),
+            Command::At { command, .. } => 8 + encoded_len(command),
+            Command::DeleteExpired { keys, .. } => {
+                8 + LEN + keys.iter().map(|k| bytes(k)).sum::<usize>()
+            }
         }
 }
 
@@ -1126,6 +1314,29 @@ pub(crate) fn read_command(input: &mut Reader<'_>) -> Result<Command, DecodeErro
             session: decode_session(input)?,
             op: decode_rmw(input)?,
         },
+        CMD_AT => {
+            let now_ms = input.u64("at time")?;
+            let command = read_command(input)?;
+            if matches!(
+                command,
+                Command::At { .. } | Command::DeleteExpired { .. }
+            ) {
+                return Err(DecodeError::Malformed("at around at or delete-expired"));
+            }
+            Command::At {
+                now_ms,
+                command: Box::new(command),
+            }
+        }
+        CMD_DELETE_EXPIRED => {
+            let now_ms = input.u64("expired now")?;
+            let count = input.count(4, "expired key count")?;
+            let mut keys = Vec::with_capacity(count);
+            for _ in 0..count {
+                keys.push(input.bytes("expired key")?);
+            }
+            Command::DeleteExpired { now_ms, keys }
+        }
         other => return Err(DecodeError::UnknownType(other)),
     };
     Ok(command)

@@ -63,11 +63,18 @@ pub(crate) fn rmw() -> impl Strategy<Value = RmwOp> {
     ]
 }
 
+fn deadline() -> impl Strategy<Value = Deadline> {
+    prop_oneof![
+        any::<u64>().prop_map(Deadline::At),
+        any::<u64>().prop_map(Deadline::After),
+    ]
+}
+
 fn set_expiry() -> impl Strategy<Value = SetExpiry> {
     prop_oneof![
         Just(SetExpiry::Clear),
         Just(SetExpiry::Keep),
-        any::<u64>().prop_map(SetExpiry::At),
+        deadline().prop_map(SetExpiry::At),
     ]
 }
 
@@ -76,17 +83,10 @@ fn set_expiry() -> impl Strategy<Value = SetExpiry> {
 pub(crate) fn expiry_rmw() -> impl Strategy<Value = RmwOp> {
     let condition = (1u8..=5).prop_map(|b| ExpireCondition::from_u8(b).expect("valid byte"));
     prop_oneof![
-        (bytes(), any::<u64>(), any::<u64>(), condition).prop_map(
-            |(key, at_ms, now_ms, condition)| RmwOp::Expire {
-                key,
-                at_ms,
-                now_ms,
-                condition
-            }
-        ),
-        (bytes(), any::<u64>()).prop_map(|(key, now_ms)| RmwOp::Persist { key, now_ms }),
-        (any::<u64>(), proptest::collection::vec(bytes(), 0..3))
-            .prop_map(|(now_ms, keys)| RmwOp::DeleteExpired { now_ms, keys }),
+        (bytes(), deadline(), condition)
+            .prop_map(|(key, at, condition)| RmwOp::Expire { key, at, condition }),
+        bytes().prop_map(|key| RmwOp::Persist { key }),
+        (bytes(), set_expiry()).prop_map(|(key, expiry)| RmwOp::GetEx { key, expiry }),
     ]
 }
 
@@ -132,6 +132,24 @@ pub(crate) fn command() -> impl Strategy<Value = Command> {
             }),
         Just(Command::RegisterSession),
         (session(), rmw()).prop_map(|(session, op)| Command::Rmw { session, op }),
+    ]
+}
+
+/// A command with a time: a stamped one (`At`) or the leader's `DeleteExpired`.
+pub(crate) fn timed_command() -> impl Strategy<Value = Command> {
+    prop_oneof![
+        (any::<u64>(), command(), session(), expiry_rmw()).prop_map(
+            |(now_ms, command, session, op)| {
+                let command = if now_ms % 2 == 0 {
+                    command
+                } else {
+                    Command::Rmw { session, op }
+                };
+                command.stamped(now_ms)
+            }
+        ),
+        (any::<u64>(), proptest::collection::vec(bytes(), 0..3))
+            .prop_map(|(now_ms, keys)| Command::DeleteExpired { now_ms, keys }),
     ]
 }
 

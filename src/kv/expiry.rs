@@ -5,8 +5,8 @@
 //! every key in them is in the store's map (the store removes a key's expiry time with
 //! the key). Nothing here reads a clock: every time comes from a log entry, so replicas
 //! that apply the same log hold the same expiry times, and a key whose time has passed
-//! stays in the map until an entry deletes it (`RmwOp::DeleteExpired`, proposed by the
-//! leader, or an `RmwOp::Expire` judged by the leader's `now_ms`).
+//! stays in the map until an entry deletes it: the leader's `Command::DeleteExpired`, or
+//! any `Command::At` that names it, judged at the leader's clock.
 
 use super::bytes::Key;
 use super::ordmap::{OrdMap, OrdMapView};
@@ -89,10 +89,11 @@ impl Expiries {
 mod tests {
     //! Goal: expiry times follow Redis through committed entries, judged only by times
     //! the entries carry: set, kept, cleared, moved, conditioned, and deleted by the
-    //! leader's `DeleteExpired` only while still due; snapshots keep them.
+    //! leader's `DeleteExpired` or a stamped command only while still due; snapshots
+    //! keep them.
     use crate::kv::command::{
-        Command, CommandResult, ExpireCondition, RmwOp, Session, SetCondition, SetExpiry,
-        command_to_vec,
+        Command, CommandResult, Deadline, ExpireCondition, RmwOp, Session, SetCondition,
+        SetExpiry, command_to_vec,
     };
     use crate::kv::{KvConfig, KvStore};
 
@@ -108,14 +109,22 @@ mod tests {
             Applier { store, index: 1 }
         }
 
-        fn run(&mut self, op: RmwOp) -> CommandResult {
+        fn apply(&mut self, command: &Command) -> CommandResult {
             self.index += 1;
+            self.store.apply(self.index, &command_to_vec(command))
+        }
+
+        /// Runs `op` as the leader stamps it at `now_ms`.
+        fn run_at(&mut self, op: RmwOp, now_ms: u64) -> CommandResult {
             let session = Session {
                 client_id: 1,
-                seq: self.index,
+                seq: self.index + 1,
             };
-            let command = Command::Rmw { session, op };
-            self.store.apply(self.index, &command_to_vec(&command))
+            self.apply(&Command::Rmw { session, op }.stamped(now_ms))
+        }
+
+        fn run(&mut self, op: RmwOp) -> CommandResult {
+            self.run_at(op, 100)
         }
 
         fn set(&mut self, key: &str, value: &str, expiry: SetExpiry) -> CommandResult {
@@ -131,11 +140,10 @@ mod tests {
         fn expire(&mut self, key: &str, at_ms: u64, now_ms: u64, c: ExpireCondition) -> i64 {
             let op = RmwOp::Expire {
                 key: key.as_bytes().to_vec(),
-                at_ms,
-                now_ms,
+                at: Deadline::At(at_ms),
                 condition: c,
             };
-            match self.run(op) {
+            match self.run_at(op, now_ms) {
                 CommandResult::Integer(n) => n,
                 other => panic!("expire gave {other:?}"),
             }
@@ -143,7 +151,7 @@ mod tests {
 
         fn delete_expired(&mut self, now_ms: u64) -> CommandResult {
             let keys = self.store.expired_keys(now_ms, 100);
-            self.run(RmwOp::DeleteExpired { now_ms, keys })
+            self.apply(&Command::DeleteExpired { now_ms, keys })
         }
 
         fn at(&self, key: &str) -> Option<u64> {
@@ -151,10 +159,14 @@ mod tests {
         }
     }
 
+    fn at(ms: u64) -> SetExpiry {
+        SetExpiry::At(Deadline::At(ms))
+    }
+
     #[test]
     fn set_keeps_clears_and_sets_expiry_times() {
         let mut kv = Applier::new();
-        kv.set("k", "1", SetExpiry::At(1_000));
+        kv.set("k", "1", at(1_000));
         assert_eq!(kv.at("k"), Some(1_000));
         kv.set("k", "2", SetExpiry::Keep);
         assert_eq!(kv.at("k"), Some(1_000), "KEEPTTL keeps it");
@@ -165,7 +177,7 @@ mod tests {
         assert_eq!(kv.at("k"), Some(1_000), "APPEND keeps it (as Redis)");
         kv.set("k", "4", SetExpiry::Clear);
         assert_eq!(kv.at("k"), None, "a plain SET clears it");
-        kv.set("k", "5", SetExpiry::At(2_000));
+        kv.set("k", "5", at(2_000));
         let put = Command::Put {
             session: Session {
                 client_id: 1,
@@ -174,16 +186,54 @@ mod tests {
             key: b"k".to_vec(),
             value: b"6".to_vec(),
         };
-        kv.index += 1;
-        kv.store.apply(kv.index, &command_to_vec(&put));
+        kv.apply(&put);
         assert_eq!(kv.at("k"), None, "a native put clears it");
         assert_eq!(kv.store.expiring_len(), 0);
     }
 
     #[test]
+    fn relative_times_count_from_the_leaders_stamp() {
+        let mut kv = Applier::new();
+        let set = RmwOp::Set {
+            key: b"k".to_vec(),
+            value: b"v".to_vec(),
+            condition: SetCondition::Always,
+            get: false,
+            expiry: SetExpiry::At(Deadline::After(1_500)),
+        };
+        let stamped = Command::Rmw {
+            session: Session {
+                client_id: 1,
+                seq: 1,
+            },
+            op: set,
+        }
+        .stamped(10_000);
+        let Command::At { now_ms, command } = &stamped else {
+            panic!("not stamped: {stamped:?}");
+        };
+        assert_eq!(*now_ms, 10_000);
+        assert!(
+            matches!(&**command, Command::Rmw { op: RmwOp::Set { expiry, .. }, .. }
+                if *expiry == at(11_500)),
+            "made absolute before it is proposed: {command:?}"
+        );
+        kv.apply(&stamped);
+        assert_eq!(kv.at("k"), Some(11_500));
+        let expire = RmwOp::Expire {
+            key: b"k".to_vec(),
+            at: Deadline::After(500),
+            condition: ExpireCondition::Always,
+        };
+        assert_eq!(kv.run_at(expire, 20_000), CommandResult::Integer(0));
+        assert_eq!(kv.store.get(b"k"), None, "expired by 20000: deleted first");
+        assert_eq!(kv.store.expired_by_last_apply(), &[b"k".to_vec()][..]);
+    }
+
+    #[test]
     fn reads_at_a_time_see_expired_keys_as_absent() {
         let mut kv = Applier::new();
-        kv.set("k", "v", SetExpiry::At(1_000));
+        kv.set("k", "v", at(1_000));
         assert_eq!(kv.store.get_at(b"k", 999), Some(&b"v"[..]));
         assert_eq!(kv.store.get_at(b"k", 1_000), None);
         assert_eq!(
@@ -191,6 +241,32 @@ mod tests {
             Some(&b"v"[..]),
             "not deleted by reading"
         );
+    }
+
+    /// Goal: a stamped command sees a key expired by its time as absent (SET NX takes
+    /// an expired lock, INCR starts from 0 without the old expiry time).
+    #[test]
+    fn stamped_commands_see_expired_keys_as_absent() {
+        let mut kv = Applier::new();
+        kv.set("lock", "a", at(1_000));
+        let take = |token: &str| RmwOp::Set {
+            key: b"lock".to_vec(),
+            value: token.as_bytes().to_vec(),
+            condition: SetCondition::Absent,
+            get: false,
+            expiry: SetExpiry::At(Deadline::After(30_000)),
+        };
+        assert_eq!(kv.run_at(take("b"), 999), CommandResult::Unchanged);
+        assert_eq!(kv.run_at(take("b"), 1_000), CommandResult::Ok);
+        assert_eq!(kv.store.get(b"lock"), Some(&b"b"[..]));
+        assert_eq!(kv.at("lock"), Some(31_000));
+        kv.set("n", "41", at(2_000));
+        let incr = RmwOp::IncrBy {
+            key: b"n".to_vec(),
+            delta: 1,
+        };
+        assert_eq!(kv.run_at(incr, 2_000), CommandResult::Integer(1));
+        assert_eq!(kv.at("n"), None);
     }
 
     #[test]
@@ -221,25 +297,35 @@ mod tests {
     }
 
     #[test]
-    fn persist_removes_a_live_expiry_time_only() {
+    fn persist_and_getex_change_a_live_expiry_time_only() {
         let mut kv = Applier::new();
-        kv.set("k", "v", SetExpiry::At(1_000));
-        let persist = |now_ms| RmwOp::Persist {
-            key: b"k".to_vec(),
-            now_ms,
-        };
-        assert_eq!(kv.run(persist(1_000)), CommandResult::Integer(0));
-        assert_eq!(kv.run(persist(999)), CommandResult::Integer(1));
+        kv.set("k", "v", at(1_000));
+        let persist = || RmwOp::Persist { key: b"k".to_vec() };
+        assert_eq!(kv.run_at(persist(), 999), CommandResult::Integer(1));
         assert_eq!(kv.at("k"), None);
-        assert_eq!(kv.run(persist(999)), CommandResult::Integer(0));
+        assert_eq!(kv.run_at(persist(), 999), CommandResult::Integer(0));
+        let getex = |expiry| RmwOp::GetEx {
+            key: b"k".to_vec(),
+            expiry,
+        };
+        let value = CommandResult::Value(Some(b"v".to_vec()));
+        assert_eq!(kv.run(getex(at(5_000))), value);
+        assert_eq!(kv.at("k"), Some(5_000));
+        assert_eq!(kv.run(getex(SetExpiry::Keep)), value);
+        assert_eq!(kv.at("k"), Some(5_000));
+        assert_eq!(kv.run(getex(SetExpiry::Clear)), value);
+        assert_eq!(kv.at("k"), None);
+        assert_eq!(kv.run(getex(at(50))), value, "a past time: read, then deleted");
+        assert_eq!(kv.store.get(b"k"), None);
+        assert_eq!(kv.run(getex(at(5_000))), CommandResult::Value(None));
     }
 
     #[test]
     fn delete_expired_spares_keys_set_again() {
         let mut kv = Applier::new();
-        kv.set("a", "1", SetExpiry::At(1_000));
-        kv.set("b", "1", SetExpiry::At(1_500));
-        kv.set("c", "1", SetExpiry::At(3_000));
+        kv.set("a", "1", at(1_000));
+        kv.set("b", "1", at(1_500));
+        kv.set("c", "1", at(3_000));
         assert_eq!(
             kv.store.expired_keys(2_000, 100),
             vec![b"a".to_vec(), b"b".to_vec()]
@@ -248,12 +334,13 @@ mod tests {
         // The leader judged at 2000 and proposed a and b; b is set again before the
         // delete is applied.
         let due = kv.store.expired_keys(2_000, 100);
-        kv.set("b", "2", SetExpiry::At(5_000));
-        let deleted = kv.run(RmwOp::DeleteExpired {
+        kv.set("b", "2", at(5_000));
+        let deleted = kv.apply(&Command::DeleteExpired {
             now_ms: 2_000,
             keys: due,
         });
         assert_eq!(deleted, CommandResult::Integer(1));
+        assert_eq!(kv.store.expired_by_last_apply(), &[b"a".to_vec()][..]);
         assert_eq!(kv.store.get(b"a"), None);
         assert_eq!(kv.store.get(b"b"), Some(&b"2"[..]));
         assert_eq!(kv.delete_expired(2_999), CommandResult::Integer(0));
@@ -265,8 +352,8 @@ mod tests {
     #[test]
     fn rename_moves_copy_copies_and_flush_clears_expiry_times() {
         let mut kv = Applier::new();
-        kv.set("a", "1", SetExpiry::At(1_000));
-        kv.set("b", "2", SetExpiry::At(2_000));
+        kv.set("a", "1", at(1_000));
+        kv.set("b", "2", at(2_000));
         kv.run(RmwOp::Rename {
             from: b"a".to_vec(),
             to: b"b".to_vec(),
@@ -290,9 +377,9 @@ mod tests {
     #[test]
     fn snapshots_keep_expiry_times() {
         let mut kv = Applier::new();
-        kv.set("a", "1", SetExpiry::At(1_000));
+        kv.set("a", "1", at(1_000));
         kv.set("b", "2", SetExpiry::Clear);
-        kv.set("c", "3", SetExpiry::At(500));
+        kv.set("c", "3", at(500));
         let image = kv.store.snapshot();
         let restored = KvStore::restore(KvConfig::default(), &image).expect("restores");
         assert_eq!(restored.expire_at(b"a"), Some(1_000));

@@ -48,9 +48,9 @@ impl KvStore {
                     match expiry {
                         SetExpiry::Clear => self.set_value(&key, &value),
                         SetExpiry::Keep => self.put(&key, &value),
-                        SetExpiry::At(at_ms) => {
+                        SetExpiry::At(at) => {
                             self.put(&key, &value);
-                            self.expiries.set(&key, at_ms);
+                            self.expiries.set(&key, at.resolve(self.entry_now_ms));
                         }
                     }
                 }
@@ -116,41 +116,40 @@ impl KvStore {
                 self.expiries.clear();
                 OpResult::Done
             }
-            RmwOp::Expire {
-                key,
-                at_ms,
-                now_ms,
-                condition,
-            } => {
-                let current = self.expiries.get(&key);
-                let live = self.get(&key).is_some() && current.is_none_or(|at| at > now_ms);
-                if !live || !condition.holds(current, at_ms) {
+            RmwOp::Expire { key, at, condition } => {
+                let at_ms = at.resolve(self.entry_now_ms);
+                if self.get(&key).is_none() || !condition.holds(self.expiries.get(&key), at_ms) {
                     return OpResult::Integer(0);
                 }
-                if at_ms <= now_ms {
-                    self.remove_key(&key);
-                } else {
-                    self.expiries.set(&key, at_ms);
-                }
+                self.set_expiry(&key, at_ms);
                 OpResult::Integer(1)
             }
-            RmwOp::Persist { key, now_ms } => match self.expiries.get(&key) {
-                Some(at) if at > now_ms => {
-                    self.expiries.remove(&key);
-                    OpResult::Integer(1)
-                }
-                _ => OpResult::Integer(0),
-            },
-            RmwOp::DeleteExpired { now_ms, keys } => {
-                let deleted = keys
-                    .iter()
-                    .filter(|key| {
-                        self.expiries.get(key).is_some_and(|at| at <= now_ms)
-                            && self.remove_key(key).is_some()
-                    })
-                    .count();
-                OpResult::Integer(deleted as i64)
+            RmwOp::Persist { key } => {
+                OpResult::Integer(i64::from(self.expiries.remove(&key).is_some()))
             }
+            RmwOp::GetEx { key, expiry } => {
+                let value = self.get(&key).map(<[u8]>::to_vec);
+                if value.is_some() {
+                    match expiry {
+                        SetExpiry::Keep => {}
+                        SetExpiry::Clear => {
+                            self.expiries.remove(&key);
+                        }
+                        SetExpiry::At(at) => self.set_expiry(&key, at.resolve(self.entry_now_ms)),
+                    }
+                }
+                OpResult::Value(value)
+            }
+        }
+    }
+
+    /// Gives the present `key` the expiry time `at_ms`, or deletes it if that is not
+    /// after the entry's time (as Redis does with a time in the past).
+    fn set_expiry(&mut self, key: &[u8], at_ms: u64) {
+        if at_ms <= self.entry_now_ms {
+            self.remove_key(key);
+        } else {
+            self.expiries.set(key, at_ms);
         }
     }
 
@@ -290,7 +289,7 @@ pub(crate) mod tests {
                 }
             }
             RmwOp::FlushAll => model.clear(),
-            RmwOp::Expire { .. } | RmwOp::Persist { .. } | RmwOp::DeleteExpired { .. } => {
+            RmwOp::Expire { .. } | RmwOp::Persist { .. } | RmwOp::GetEx { .. } => {
                 panic!("the value model holds no expiry times: `strategy::rmw` omits {op:?}")
             }
         }

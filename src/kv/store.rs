@@ -59,6 +59,12 @@ pub struct KvStore {
     pub(crate) sessions: SessionTable,
     /// Expiry times of keys in `data` (only of keys in `data`).
     pub(crate) expiries: Expiries,
+    /// The time the entry being applied is judged at (its [`Command::At`], 0 without
+    /// one): what a relative expiry time left unresolved counts from. Not state: set
+    /// for each entry from the entry.
+    pub(crate) entry_now_ms: u64,
+    /// The keys the last applied entry deleted because their expiry time had passed.
+    expired: Vec<Vec<u8>>,
     /// Invariant: the highest index given to `apply` or `advance_applied`.
     pub(crate) applied_index: u64,
 }
@@ -71,6 +77,8 @@ impl KvStore {
             data: OrdMap::new(),
             sessions: SessionTable::new(),
             expiries: Expiries::default(),
+            entry_now_ms: 0,
+            expired: Vec::new(),
             applied_index: 0,
         }
     }
@@ -111,6 +119,23 @@ impl KvStore {
     /// leader's expiry cycle proposes to delete (`RmwOp::DeleteExpired`). O(log n + max).
     pub fn expired_keys(&self, now_ms: u64, max: usize) -> Vec<Vec<u8>> {
         self.expiries.due(now_ms, max)
+    }
+
+    /// The keys the last [`KvStore::apply`] deleted because their expiry time had
+    /// passed by the entry's time (a `DeleteExpired`, or the keys an `At` command named),
+    /// in the order deleted: what the `expired` keyspace events report.
+    pub fn expired_by_last_apply(&self) -> &[Vec<u8>] {
+        &self.expired
+    }
+
+    /// Deletes `key` if its expiry time is not after `now_ms`; returns whether it did.
+    fn delete_if_expired(&mut self, key: &[u8], now_ms: u64) -> bool {
+        if self.expiries.get(key).is_some_and(|at| at <= now_ms) && self.remove_key(key).is_some()
+        {
+            self.expired.push(key.to_vec());
+            return true;
+        }
+        false
     }
 
     /// Sets `key` to `value` and removes its expiry time (a plain write).
@@ -160,6 +185,8 @@ impl KvStore {
             ));
         }
         self.advance_applied(index);
+        self.expired.clear();
+        self.entry_now_ms = 0;
         // Puts and deletes borrow their bytes from the entry: a put copies its key and
         // value once, into the map, instead of into owned vectors first.
         match decode_command_ref(data) {
@@ -195,6 +222,20 @@ impl KvStore {
 
     fn execute(&mut self, index: u64, command: Command) -> CommandResult {
         match command {
+            Command::At { now_ms, command } => {
+                for key in command.keys() {
+                    self.delete_if_expired(key, now_ms);
+                }
+                self.entry_now_ms = now_ms;
+                self.execute(index, *command)
+            }
+            Command::DeleteExpired { now_ms, keys } => {
+                let deleted = keys
+                    .iter()
+                    .filter(|key| self.delete_if_expired(key, now_ms))
+                    .count();
+                CommandResult::Integer(deleted as i64)
+            }
             Command::Get { key } => CommandResult::Value(self.get(&key).map(<[u8]>::to_vec)),
             Command::RegisterSession => {
                 self.sessions
@@ -277,9 +318,10 @@ impl KvStore {
                 CommandResult::Txn { succeeded, results }
             }
             Command::Rmw { op, .. } => self.apply_rmw(op).into(),
-            Command::Get { .. } | Command::RegisterSession => {
-                CommandResult::Error("not a write".to_owned())
-            }
+            Command::Get { .. }
+            | Command::RegisterSession
+            | Command::At { .. }
+            | Command::DeleteExpired { .. } => CommandResult::Error("not a write".to_owned()),
         }
     }
 
@@ -341,10 +383,8 @@ impl KvStore {
                         let old = len(&written, to);
                         written.insert(to, old.max(moved));
                     }
-                    RmwOp::DeleteExpired { keys, .. } => {
-                        for key in keys {
-                            written.insert(key, 0);
-                        }
+                    RmwOp::GetEx { key, .. } => {
+                        total = total.saturating_add(len(&written, key) as u64);
                     }
                     // Later reads are counted at the values held now: an upper bound.
                     RmwOp::FlushAll | RmwOp::Expire { .. } | RmwOp::Persist { .. } => {}

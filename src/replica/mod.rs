@@ -47,6 +47,7 @@
 
 pub mod alarm;
 pub mod events;
+pub mod expiry_cycle;
 pub mod exposition;
 pub mod log;
 pub mod members;
@@ -69,6 +70,7 @@ use ::log::{info, warn};
 
 use self::alarm::{Cause, NoSpaceAlarm, WriteFailure};
 use self::events::{EVENTS_MAX, EventKind, Events};
+use self::expiry_cycle::ExpiryClock;
 pub use self::log::{ReplicaLog, SnapshotReader, SyncOutcome};
 use self::reads::Reads;
 pub use self::requests::{ClientRef, Outbox};
@@ -172,6 +174,8 @@ pub struct Replica<L: ReplicaLog, W: SnapshotWriter> {
     /// What the peer links were last computed from: (index of the configuration
     /// in force, leader, peers the core tracks).
     peers_fingerprint: (u64, NodeId, usize),
+    /// The expiry clock and the expiry cycle's entry in flight (`expiry_cycle`).
+    expiry: ExpiryClock,
     #[cfg(feature = "sim-faults")]
     faults: Faults,
 }
@@ -252,6 +256,7 @@ impl<L: ReplicaLog, W: SnapshotWriter> Replica<L, W> {
             parked: ParkedRequests::default(),
             last_synced_entries: 0,
             peers_fingerprint: (u64::MAX, raft::NO_NODE, 0),
+            expiry: ExpiryClock::default(),
             config,
             #[cfg(feature = "sim-faults")]
             faults: Faults::default(),
@@ -342,6 +347,7 @@ impl<L: ReplicaLog, W: SnapshotWriter> Replica<L, W> {
     pub fn before_sleep(&mut self, now_ms: u64, out: &mut impl Outbox) -> Result<(), Error> {
         self.events.set_now(now_ms);
         self.release_parked(out);
+        self.run_expiry_cycle();
         self.start_read_round(out);
         let mut synced_entries = 0u64;
         let mut applied_bytes = 0u64;
@@ -518,7 +524,11 @@ impl<L: ReplicaLog, W: SnapshotWriter> Replica<L, W> {
             return;
         }
         let result = match entry.kind {
-            EntryKind::Normal => Some(self.kv.apply(entry.index, &entry.data)),
+            EntryKind::Normal => {
+                let result = self.kv.apply(entry.index, &entry.data);
+                self.expiry.expired_keys += self.kv.expired_by_last_apply().len() as u64;
+                Some(result)
+            }
             EntryKind::Noop => {
                 self.kv.advance_applied(entry.index);
                 None

@@ -70,9 +70,13 @@ pub fn op_of(body: &RequestBody) -> &'static str {
             Command::Txn { .. } => "txn",
             Command::RegisterSession => "register_session",
             Command::Rmw { .. } => "rmw",
+            // Refused from clients: only the leader writes them.
+            Command::At { .. } | Command::DeleteExpired { .. } => "timed",
         },
         RequestBody::Range { stale: false, .. } => "range",
         RequestBody::Range { stale: true, .. } => "range_stale",
+        RequestBody::Ttl { stale: false, .. } => "ttl",
+        RequestBody::Ttl { stale: true, .. } => "ttl_stale",
         RequestBody::Status => "status",
         RequestBody::Metrics => "metrics",
         RequestBody::MemberChange(_) => "member_change",
