@@ -66,6 +66,9 @@ pub struct Config {
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
+    /// Redis port settings.
+    #[serde(default)]
+    pub redis: RedisConfig,
 }
 
 /// One member of the cluster as seen by every other member.
@@ -267,6 +270,15 @@ impl Default for LogConfig {
             level: LogLevel::Info,
         }
     }
+}
+
+/// Redis port settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisConfig {
+    /// `notify-keyspace-events` at start, in Redis's flag letters (empty: off);
+    /// `CONFIG SET` changes it on the running node.
+    pub notify_keyspace_events: String,
 }
 
 /// A config file that cannot be used. The `Display` form is the message to print.
@@ -543,6 +555,13 @@ impl Config {
             return fail(
                 "storage.segment_bytes",
                 format!("must be at least {SEGMENT_BYTES_MIN}"),
+            );
+        }
+        let flags = self.redis.notify_keyspace_events.as_bytes();
+        if crate::server::redis::notify::NotifyFlags::parse(flags).is_none() {
+            return fail(
+                "redis.notify_keyspace_events",
+                "has a character that is not a Redis event class (use Ag$lshzxeKEtmdn)".into(),
             );
         }
         Ok(())

@@ -101,7 +101,7 @@ fn every_key_is_in_the_embedded_default_and_documented() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 34);
+    assert_eq!(checked, 35);
 }
 
 #[test]
@@ -221,6 +221,11 @@ fn each_tunable_validation_error_names_its_key() {
             "[limits]\nrequest_timeout_ms = 0",
             "limits.request_timeout_ms",
             "greater",
+        ),
+        (
+            "[redis]\nnotify_keyspace_events = \"KEQ\"",
+            "redis.notify_keyspace_events",
+            "not a Redis event class",
         ),
         (
             "[limits]\nrequest_timeout_ms = 500\nleader_wait_ms = 501",

@@ -142,3 +142,44 @@ fn range_reads_prefixes_limits_and_counts() {
     let got: Vec<String> = big_keys.iter().step_by(2).cloned().collect();
     assert_eq!(got, want);
 }
+
+/// Goal: `get --raw` into a full disk (`/dev/full`) fails with a message on stderr and
+/// exit 5 instead of exiting 0 with the value lost; into a pipe whose reader has gone
+/// (`| head -c0`) it is not an error (exit 0).
+#[test]
+fn a_failed_stdout_is_an_error_and_a_closed_pipe_is_not() {
+    let cluster = Cluster::start(3, |_| {});
+    let addrs = cluster.addrs().join(",");
+    let mut client = cluster.client();
+    let value = vec![b'x'; 1 << 20];
+    eventually(|| client.put(b"big", &value));
+
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .expect("open /dev/full");
+    let out = Command::new(CLI)
+        .args(["--cluster", &addrs, "get", "big", "--raw"])
+        .stdout(full)
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run raftkv-cli");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{stderr}");
+    assert!(stderr.contains("writing to stdout"), "{stderr}");
+
+    let mut child = Command::new(CLI)
+        .args(["--cluster", &addrs, "get", "big", "--raw"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run raftkv-cli");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("raftkv-cli output");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

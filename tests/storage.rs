@@ -415,3 +415,40 @@ fn bytes_after_counts_the_log_above_an_index() {
     );
     assert!(wal.bytes_after(100) > half && half > wal.bytes_after(300));
 }
+
+/// Goal: a read of a long range with a small byte budget returns exactly the longest
+/// prefix whose entries (payload plus the fixed record part) fit the budget, at least one
+/// entry, from sealed segments and from the open one (written and pending bytes), so
+/// reading only the bytes the budget can reach changes nothing. Method: entries of
+/// 0..300 bytes over many small segments, the newest still pending; every start index
+/// against budgets from 0 to a few records' worth, each compared with the model.
+#[test]
+fn a_budgeted_read_of_a_long_range_returns_the_prefix_that_fits() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut wal = Wal::open(dir.path(), options(4096)).unwrap();
+    let entries: Vec<Entry> = (1..=400u64)
+        .map(|i| entry(i, 1, (i as usize * 37) % 300))
+        .collect();
+    wal.append(&entries[..350]).unwrap();
+    wal.sync().unwrap();
+    wal.append(&entries[350..]).unwrap();
+    let cost = |e: &Entry| e.data.len() as u64 + 25;
+    for lo in (1..=400u64).step_by(7) {
+        for budget in [0, 1, 24, 25, 100, 333, 1000, 2500, 7777] {
+            let got = wal.entries(lo, 401, budget).unwrap();
+            let mut left = budget;
+            let want: Vec<&Entry> = entries[(lo - 1) as usize..]
+                .iter()
+                .enumerate()
+                .take_while(|(k, e)| {
+                    let fits = *k == 0 || cost(e) <= left;
+                    left = left.saturating_sub(cost(e));
+                    fits
+                })
+                .map(|(_, e)| e)
+                .collect();
+            let got: Vec<&Entry> = got.iter().collect();
+            assert_eq!(got, want, "lo {lo} budget {budget}");
+        }
+    }
+}

@@ -204,7 +204,9 @@ fn serve(config: &Config, path: &Path, join: Option<&str>) -> Result<(), ServeEr
     }
     let node = Node::open(config.clone(), join.is_some()).map_err(|e| match e {
         OpenError::Refused(_) => ServeError::Refused(e),
-        OpenError::Failed(_) | OpenError::Replica(_) => ServeError::Storage(e),
+        OpenError::Failed(_) | OpenError::Replica(_) | OpenError::Backups { .. } => {
+            ServeError::Storage(e)
+        }
     })?;
     if let Some(index) = node.recorded_removal().map_err(ServeError::RemovalMarker)? {
         return Err(ServeError::Removed {

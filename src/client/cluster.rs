@@ -534,7 +534,7 @@ impl Client {
 
     /// Sends `body` until a node answers it, following redirects and retrying failures
     /// until the request timeout.
-    fn call(&mut self, body: &RequestBody) -> Result<ResponseBody, Error> {
+    pub(super) fn call(&mut self, body: &RequestBody) -> Result<ResponseBody, Error> {
         let deadline = Instant::now() + self.options.request_timeout;
         let mut backoff = self.backoff();
         let mut redirects_in_a_row = 0;
@@ -671,7 +671,7 @@ impl Client {
         self.unexpected_body(&ResponseBody::Result(result.clone()))
     }
 
-    fn unexpected_body(&self, body: &ResponseBody) -> Error {
+    pub(super) fn unexpected_body(&self, body: &ResponseBody) -> Error {
         let addr = self
             .connection
             .as_ref()

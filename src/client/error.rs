@@ -58,6 +58,9 @@ pub enum Error {
     /// number is older than the results kept for the session).
     #[error("stale sequence number; the outcome of the last write is unknown")]
     StaleSequence,
+    /// Writing what a call received to the caller's output failed (a snapshot save).
+    #[error("writing the output failed: {0}")]
+    Output(#[source] io::Error),
 }
 
 impl Error {
@@ -73,6 +76,7 @@ impl Error {
             Error::Invalid(_) => "invalid",
             Error::SessionExpired => "session_expired",
             Error::StaleSequence => "stale_sequence",
+            Error::Output(_) => "output",
         }
     }
 }

@@ -13,6 +13,7 @@
 //! Invariant: decoding never panics and allocates at most the frame's length: every
 //! length and count is checked against the bytes left in the frame (`wire::Reader`).
 
+use super::backup::{self, BackupReply, BackupRequest};
 use crate::kv::command::{encode_command, encode_result, read_command, read_result};
 use crate::kv::{Command, CommandResult, RangeQuery, RangeResult};
 use crate::raft::message::NodeId;
@@ -82,6 +83,45 @@ pub enum RequestBody {
         /// The voter to lead next.
         id: NodeId,
     },
+    /// A step of a snapshot save (`raftkv-cli snapshot save`), served by the node
+    /// server; answered [`ResponseBody::Backup`].
+    Backup(BackupRequest),
+    /// Streams the changes this node applies to `key` (or, with `prefix`, to every key
+    /// starting with it) from the next one on: first [`ResponseBody::Watch`] with a
+    /// [`WatchKind::Started`] event, then one per change, all with this request's id,
+    /// until the connection closes. Served by any node (client port only).
+    Watch {
+        /// The key, or the prefix.
+        key: Vec<u8>,
+        /// `key` is a prefix.
+        prefix: bool,
+    },
+}
+
+/// What a [`WatchEvent`] reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[repr(u8)]
+pub enum WatchKind {
+    /// The watch is in place; events follow from the entry after `revision`.
+    Started = 1,
+    /// The key was written; `value` is its value after the entry.
+    Put = 2,
+    /// The key was deleted.
+    Delete = 3,
+}
+
+/// One event of a watch stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchEvent {
+    /// The log index of the entry that made the change (for `Started`: the node's
+    /// applied index when the watch started).
+    pub revision: u64,
+    /// What happened.
+    pub kind: WatchKind,
+    /// The key (empty for `Started`).
+    pub key: Vec<u8>,
+    /// The value after a `Put` (empty otherwise).
+    pub value: Vec<u8>,
 }
 
 /// A membership change asked of the leader.
@@ -142,6 +182,10 @@ pub enum ResponseBody {
     /// The answer to [`RequestBody::Metrics`]: counter names and values, in the server's
     /// order.
     Metrics(Vec<(String, u64)>),
+    /// The answer to [`RequestBody::Backup`].
+    Backup(BackupReply),
+    /// One event of the stream a [`RequestBody::Watch`] asked for.
+    Watch(WatchEvent),
 }
 
 /// A node's Raft role as reported by [`Status`].
@@ -232,6 +276,8 @@ const REQ_MEMBER_REMOVE: u8 = 7;
 const REQ_TRANSFER_LEADER: u8 = 8;
 const REQ_RANGE: u8 = 9;
 const REQ_TTL: u8 = 11;
+const REQ_BACKUP: u8 = 10;
+const REQ_WATCH: u8 = 16;
 
 const RESP_RESULT: u8 = 1;
 const RESP_NOT_LEADER: u8 = 2;
@@ -240,6 +286,8 @@ const RESP_ERROR: u8 = 4;
 const RESP_STATUS: u8 = 5;
 const RESP_METRICS: u8 = 6;
 const RESP_RANGE: u8 = 7;
+const RESP_BACKUP: u8 = 10;
+const RESP_WATCH: u8 = 16;
 
 /// Range flags: leave the values out, answer a count only, serve stale.
 const RANGE_KEYS_ONLY: u8 = 1;
@@ -262,6 +310,8 @@ pub fn encode_request(request: &Request, out: &mut Vec<u8>) {
         RequestBody::TransferLeader { .. } => REQ_TRANSFER_LEADER,
         RequestBody::Range { .. } => REQ_RANGE,
         RequestBody::Ttl { .. } => REQ_TTL,
+        RequestBody::Backup(_) => REQ_BACKUP,
+        RequestBody::Watch { .. } => REQ_WATCH,
     };
     out.push(kind);
     put_u64(out, request.request_id);
@@ -302,6 +352,10 @@ pub fn encode_request(request: &Request, out: &mut Vec<u8>) {
             let absolute = if *absolute { TTL_ABSOLUTE } else { 0 };
             out.push(absolute | if *stale { TTL_STALE } else { 0 });
         }
+        RequestBody::Watch { key, prefix } => {
+            put_bytes(out, key);
+            out.push(u8::from(*prefix));
+        }
         RequestBody::Status | RequestBody::Metrics => {}
         RequestBody::MemberChange(MemberChange::AddLearner {
             id,
@@ -314,6 +368,7 @@ pub fn encode_request(request: &Request, out: &mut Vec<u8>) {
         }
         RequestBody::MemberChange(MemberChange::Promote { id } | MemberChange::Remove { id })
         | RequestBody::TransferLeader { id } => put_u64(out, *id),
+        RequestBody::Backup(request) => backup::encode_request(request, out),
     }
 }
 
@@ -403,6 +458,11 @@ pub fn decode_request_with_command_bytes(
         REQ_TRANSFER_LEADER => RequestBody::TransferLeader {
             id: input.u64("transfer target")?,
         },
+        REQ_BACKUP => RequestBody::Backup(backup::read_request(&mut input)?),
+        REQ_WATCH => RequestBody::Watch {
+            key: input.bytes("watch key")?,
+            prefix: input.bool("watch prefix flag")?,
+        },
         other => return Err(DecodeError::UnknownType(other)),
     };
     input.finish()?;
@@ -420,6 +480,8 @@ pub fn encode_response(response: &Response, out: &mut Vec<u8>) {
         ResponseBody::Status(_) => RESP_STATUS,
         ResponseBody::Metrics(_) => RESP_METRICS,
         ResponseBody::Range(_) => RESP_RANGE,
+        ResponseBody::Backup(_) => RESP_BACKUP,
+        ResponseBody::Watch(_) => RESP_WATCH,
     };
     out.push(kind);
     put_u64(out, response.request_id);
@@ -457,6 +519,13 @@ pub fn encode_response(response: &Response, out: &mut Vec<u8>) {
                 put_bytes(out, name.as_bytes());
                 put_u64(out, *value);
             }
+        }
+        ResponseBody::Backup(reply) => backup::encode_reply(reply, out),
+        ResponseBody::Watch(event) => {
+            put_u64(out, event.revision);
+            out.push(event.kind as u8);
+            put_bytes(out, &event.key);
+            put_bytes(out, &event.value);
         }
     }
 }
@@ -562,6 +631,18 @@ pub fn decode_response(body: &[u8]) -> Result<Response, DecodeError> {
             }
             ResponseBody::Metrics(counters)
         }
+        RESP_BACKUP => ResponseBody::Backup(backup::read_reply(&mut input)?),
+        RESP_WATCH => ResponseBody::Watch(WatchEvent {
+            revision: input.u64("watch revision")?,
+            kind: match input.u8("watch kind")? {
+                1 => WatchKind::Started,
+                2 => WatchKind::Put,
+                3 => WatchKind::Delete,
+                _ => return Err(DecodeError::Malformed("watch kind")),
+            },
+            key: input.bytes("watch key")?,
+            value: input.bytes("watch value")?,
+        }),
         other => return Err(DecodeError::UnknownType(other)),
     };
     input.finish()?;
@@ -663,6 +744,33 @@ mod tests {
         ".{0,6}"
     }
 
+    fn backup_request() -> impl Strategy<Value = BackupRequest> {
+        prop_oneof![
+            Just(BackupRequest::Start),
+            any::<u64>().prop_map(|id| BackupRequest::Poll { id }),
+            any::<[u64; 3]>().prop_map(|[id, offset, bytes_max]| BackupRequest::Read {
+                id,
+                offset,
+                bytes_max
+            }),
+            any::<u64>().prop_map(|id| BackupRequest::Finish { id }),
+        ]
+    }
+
+    fn backup_reply() -> impl Strategy<Value = BackupReply> {
+        prop_oneof![
+            any::<u64>().prop_map(|id| BackupReply::Started { id }),
+            Just(BackupReply::Running),
+            any::<[u64; 3]>().prop_map(|[index, term, bytes]| BackupReply::Ready {
+                index,
+                term,
+                bytes
+            }),
+            strategy::bytes().prop_map(BackupReply::Chunk),
+            Just(BackupReply::Finished),
+        ]
+    }
+
     fn request() -> impl Strategy<Value = Request> {
         let body = prop_oneof![
             (strategy::bytes(), any::<bool>())
@@ -698,6 +806,9 @@ mod tests {
                         stale,
                     }
                 }),
+            backup_request().prop_map(RequestBody::Backup),
+            (strategy::bytes(), any::<bool>())
+                .prop_map(|(key, prefix)| RequestBody::Watch { key, prefix }),
         ];
         (any::<u64>(), body).prop_map(|(request_id, body)| Request { request_id, body })
     }
@@ -757,6 +868,21 @@ mod tests {
             text().prop_map(ResponseBody::Error),
             status.prop_map(ResponseBody::Status),
             proptest::collection::vec((text(), any::<u64>()), 0..4).prop_map(ResponseBody::Metrics),
+            backup_reply().prop_map(ResponseBody::Backup),
+            (
+                any::<u64>(),
+                0usize..3,
+                strategy::bytes(),
+                strategy::bytes()
+            )
+                .prop_map(|(revision, kind, key, value)| ResponseBody::Watch(
+                    WatchEvent {
+                        revision,
+                        kind: [WatchKind::Started, WatchKind::Put, WatchKind::Delete][kind],
+                        key,
+                        value,
+                    }
+                )),
         ];
         (any::<u64>(), body).prop_map(|(request_id, body)| Response { request_id, body })
     }

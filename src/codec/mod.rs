@@ -13,6 +13,7 @@
 //!
 //! [`DecodeError`]: crate::wire::DecodeError
 
+pub mod backup;
 pub mod client;
 pub mod frame;
 pub mod http;

@@ -61,6 +61,12 @@ pub enum RespValue {
     Set(Vec<RespValue>),
     /// RESP3 `=len txt:text` (INFO, CLIENT LIST); RESP2: a bulk string.
     Verbatim(String),
+    /// RESP3 `>count values`, an out-of-band push (pub/sub messages and subscription
+    /// confirmations); RESP2: an array.
+    Push(Vec<RespValue>),
+    /// Several replies to one command, written one after the other (SUBSCRIBE of many
+    /// channels confirms each one); empty: nothing is written.
+    Replies(Vec<RespValue>),
 }
 
 impl RespValue {
@@ -104,8 +110,18 @@ impl RespValue {
                     value.encode_as(protocol, out);
                 }
             }
-            RespValue::Set(values) => {
-                put_header(out, if resp3 { b'~' } else { b'*' }, values.len());
+            RespValue::Set(values) | RespValue::Push(values) => {
+                let kind = match self {
+                    RespValue::Set(_) if resp3 => b'~',
+                    RespValue::Push(_) if resp3 => b'>',
+                    _ => b'*',
+                };
+                put_header(out, kind, values.len());
+                for value in values {
+                    value.encode_as(protocol, out);
+                }
+            }
+            RespValue::Replies(values) => {
                 for value in values {
                     value.encode_as(protocol, out);
                 }
@@ -409,6 +425,29 @@ mod tests {
             (
                 Protocol::Resp3,
                 b"*5\r\n%1\r\n$1\r\na\r\n:1\r\n~1\r\n$1\r\ns\r\n=7\r\ntxt:x:1\r\n_\r\n_\r\n",
+            ),
+        ];
+        for (i, (protocol, want)) in cases.into_iter().enumerate() {
+            let mut out = Vec::new();
+            value.encode_as(protocol, &mut out);
+            assert_eq!(out, want.to_vec(), "#{i}: {protocol:?}");
+        }
+    }
+
+    /// Goal: pushes are `>` in RESP3 and arrays in RESP2, and several replies are
+    /// written back to back. Method: encode one of each in both protocols.
+    #[test]
+    fn pushes_and_reply_sequences_encode_per_protocol() {
+        let push = |name: &str| RespValue::Push(vec![RespValue::bulk(name), RespValue::Integer(1)]);
+        let value = RespValue::Replies(vec![push("a"), push("b")]);
+        let cases: [(Protocol, &[u8]); 2] = [
+            (
+                Protocol::Resp2,
+                b"*2\r\n$1\r\na\r\n:1\r\n*2\r\n$1\r\nb\r\n:1\r\n",
+            ),
+            (
+                Protocol::Resp3,
+                b">2\r\n$1\r\na\r\n:1\r\n>2\r\n$1\r\nb\r\n:1\r\n",
             ),
         ];
         for (i, (protocol, want)) in cases.into_iter().enumerate() {

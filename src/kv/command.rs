@@ -36,6 +36,7 @@
 //!              any type but 8 and 9: keys it names that expired by then are deleted
 //!              first, and it runs judged at that time)
 //!   9 DeleteExpired now_ms:u64 list(key)   (sessionless: the leader's expiry cycle)
+//!  15 Publish  session channel message
 //! result: 1 | type | fields
 //!   1 Ok | 2 Value option | 3 NotFound | 4 CasFailed option
 //!   5 Txn succeeded:u8 list(op result) | 6 Registered client_id:u64
@@ -547,6 +548,17 @@ pub enum Command {
         /// The keys it found expired.
         keys: Vec<Vec<u8>>,
     },
+    /// Publishes `message` on the Redis pub/sub `channel`: no state change (result `Ok`);
+    /// every node delivers it to its own subscribers when it applies the entry, so a
+    /// message reaches every node, in log order.
+    Publish {
+        /// The publisher's session (a retried PUBLISH is applied once).
+        session: Session,
+        /// The channel.
+        channel: Vec<u8>,
+        /// The payload.
+        message: Vec<u8>,
+    },
 }
 
 impl Command {
@@ -557,18 +569,17 @@ impl Command {
             | Command::Delete { session, .. }
             | Command::Cas { session, .. }
             | Command::Txn { session, .. }
-            | Command::Rmw { session, .. } => Some(*session),
+            | Command::Rmw { session, .. }
+            | Command::Publish { session, .. } => Some(*session),
             Command::At { command, .. } => command.session(),
-            Command::Get { .. } | Command::RegisterSession | Command::DeleteExpired { .. } => {
-                None
-            }
+            Command::Get { .. } | Command::RegisterSession | Command::DeleteExpired { .. } => None,
         }
     }
 
     /// The command as the leader proposes it at `now_ms` (its clock, unix
     /// milliseconds): wrapped in [`Command::At`] with every relative expiry time made
-    /// absolute, unless its outcome cannot depend on time (a Put, a `RegisterSession`,
-    /// one already stamped or a `DeleteExpired`), which is returned as it is.
+    /// absolute, unless its outcome cannot depend on time (a Put, a `RegisterSession`, a
+    /// `Publish`, one already stamped or a `DeleteExpired`), which is returned as it is.
     pub fn stamped(self, now_ms: u64) -> Command {
         let resolve = |op: &mut RmwOp| match op {
             RmwOp::Set { expiry, .. } | RmwOp::GetEx { expiry, .. } => {
@@ -580,6 +591,7 @@ impl Command {
         let mut command = match self {
             Command::Put { .. }
             | Command::RegisterSession
+            | Command::Publish { .. }
             | Command::At { .. }
             | Command::DeleteExpired { .. } => return self,
             command => command,
@@ -633,7 +645,7 @@ impl Command {
             Command::DeleteExpired { keys: named, .. } => {
                 keys.extend(named.iter().map(|k| &k[..]));
             }
-            Command::RegisterSession => {}
+            Command::RegisterSession | Command::Publish { .. } => {}
         }
         keys
     }
@@ -1070,6 +1082,7 @@ const CMD_REGISTER: u8 = 6;
 const CMD_RMW: u8 = 7;
 const CMD_AT: u8 = 8;
 const CMD_DELETE_EXPIRED: u8 = 9;
+const CMD_PUBLISH: u8 = 15;
 
 /// Appends the encoding of `command` (version byte first) to `out`.
 pub fn encode_command(command: &Command, out: &mut Vec<u8>) {
@@ -1142,6 +1155,16 @@ pub fn encode_command(command: &Command, out: &mut Vec<u8>) {
                 put_bytes(out, key);
             }
         }
+        Command::Publish {
+            session,
+            channel,
+            message,
+        } => {
+            out.push(CMD_PUBLISH);
+            encode_session(*session, out);
+            put_bytes(out, channel);
+            put_bytes(out, message);
+        }
     }
 }
 
@@ -1189,6 +1212,9 @@ pub fn encoded_len(command: &Command) -> usize {
             Command::DeleteExpired { keys, .. } => {
                 8 + LEN + keys.iter().map(|k| bytes(k)).sum::<usize>()
             }
+            Command::Publish {
+                channel, message, ..
+            } => SESSION + bytes(channel) + bytes(message),
         }
 }
 
@@ -1317,10 +1343,7 @@ pub(crate) fn read_command(input: &mut Reader<'_>) -> Result<Command, DecodeErro
         CMD_AT => {
             let now_ms = input.u64("at time")?;
             let command = read_command(input)?;
-            if matches!(
-                command,
-                Command::At { .. } | Command::DeleteExpired { .. }
-            ) {
+            if matches!(command, Command::At { .. } | Command::DeleteExpired { .. }) {
                 return Err(DecodeError::Malformed("at around at or delete-expired"));
             }
             Command::At {
@@ -1337,6 +1360,11 @@ pub(crate) fn read_command(input: &mut Reader<'_>) -> Result<Command, DecodeErro
             }
             Command::DeleteExpired { now_ms, keys }
         }
+        CMD_PUBLISH => Command::Publish {
+            session: decode_session(input)?,
+            channel: input.bytes("publish channel")?,
+            message: input.bytes("publish message")?,
+        },
         other => return Err(DecodeError::UnknownType(other)),
     };
     Ok(command)

@@ -83,8 +83,11 @@ fn set_expiry() -> impl Strategy<Value = SetExpiry> {
 pub(crate) fn expiry_rmw() -> impl Strategy<Value = RmwOp> {
     let condition = (1u8..=5).prop_map(|b| ExpireCondition::from_u8(b).expect("valid byte"));
     prop_oneof![
-        (bytes(), deadline(), condition)
-            .prop_map(|(key, at, condition)| RmwOp::Expire { key, at, condition }),
+        (bytes(), deadline(), condition).prop_map(|(key, at, condition)| RmwOp::Expire {
+            key,
+            at,
+            condition
+        }),
         bytes().prop_map(|key| RmwOp::Persist { key }),
         (bytes(), set_expiry()).prop_map(|(key, expiry)| RmwOp::GetEx { key, expiry }),
     ]
@@ -132,6 +135,13 @@ pub(crate) fn command() -> impl Strategy<Value = Command> {
             }),
         Just(Command::RegisterSession),
         (session(), rmw()).prop_map(|(session, op)| Command::Rmw { session, op }),
+        (session(), bytes(), bytes()).prop_map(|(session, channel, message)| {
+            Command::Publish {
+                session,
+                channel,
+                message,
+            }
+        }),
     ]
 }
 

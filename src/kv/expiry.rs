@@ -92,8 +92,8 @@ mod tests {
     //! leader's `DeleteExpired` or a stamped command only while still due; snapshots
     //! keep them.
     use crate::kv::command::{
-        Command, CommandResult, Deadline, ExpireCondition, RmwOp, Session, SetCondition,
-        SetExpiry, command_to_vec,
+        Command, CommandResult, Deadline, ExpireCondition, RmwOp, Session, SetCondition, SetExpiry,
+        command_to_vec,
     };
     use crate::kv::{KvConfig, KvStore};
 
@@ -315,7 +315,11 @@ mod tests {
         assert_eq!(kv.at("k"), Some(5_000));
         assert_eq!(kv.run(getex(SetExpiry::Clear)), value);
         assert_eq!(kv.at("k"), None);
-        assert_eq!(kv.run(getex(at(50))), value, "a past time: read, then deleted");
+        assert_eq!(
+            kv.run(getex(at(50))),
+            value,
+            "a past time: read, then deleted"
+        );
         assert_eq!(kv.store.get(b"k"), None);
         assert_eq!(kv.run(getex(at(5_000))), CommandResult::Value(None));
     }

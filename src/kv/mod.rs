@@ -30,8 +30,8 @@ mod snapshot;
 mod store;
 
 pub use command::{
-    Command, CommandResult, Compare, CompareOp, ExpireCondition, Op, OpResult, RmwOp, Session,
-    SetCondition, SetExpiry, ValueError, command_to_vec, decode_command, decode_result,
+    Command, CommandResult, Compare, CompareOp, Deadline, ExpireCondition, Op, OpResult, RmwOp,
+    Session, SetCondition, SetExpiry, ValueError, command_to_vec, decode_command, decode_result,
     encode_command, encode_result,
 };
 pub use range::{RANGE_REPLY_BYTES_MAX, RangeQuery, RangeResult, prefix_end};

@@ -130,8 +130,7 @@ impl KvStore {
 
     /// Deletes `key` if its expiry time is not after `now_ms`; returns whether it did.
     fn delete_if_expired(&mut self, key: &[u8], now_ms: u64) -> bool {
-        if self.expiries.get(key).is_some_and(|at| at <= now_ms) && self.remove_key(key).is_some()
-        {
+        if self.expiries.get(key).is_some_and(|at| at <= now_ms) && self.remove_key(key).is_some() {
             self.expired.push(key.to_vec());
             return true;
         }
@@ -322,6 +321,8 @@ impl KvStore {
             | Command::RegisterSession
             | Command::At { .. }
             | Command::DeleteExpired { .. } => CommandResult::Error("not a write".to_owned()),
+            // Delivered by each node as it applies the entry; the state is unchanged.
+            Command::Publish { .. } => CommandResult::Ok,
         }
     }
 
@@ -749,7 +750,12 @@ mod tests {
                 }
             }
             Command::Rmw { op, .. } => crate::kv::rmw::tests::apply_model(model, op),
-            Command::Get { .. } | Command::RegisterSession => {}
+            Command::At { command, .. } => apply_model(model, command),
+            // The model holds no expiry times: the model tests propose no timed deletes.
+            Command::Get { .. }
+            | Command::RegisterSession
+            | Command::Publish { .. }
+            | Command::DeleteExpired { .. } => {}
         }
     }
 }

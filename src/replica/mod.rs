@@ -28,7 +28,9 @@
 //!    It stops once the Readies of the turn carried [`APPLY_BYTES_PER_TURN`] of committed
 //!    entries; [`Replica::has_apply_backlog`] then tells the driver to run the next turn
 //!    without sleeping, so a long backlog is applied in short turns.
-//! 3. ANY `Err` FROM `tick`, `step` OR `before_sleep` IS FATAL: the driver must stop
+//! 3. While [`Replica::set_observe`] asks for changes, take [`Replica::take_applied`]
+//!    after each `before_sleep`: they accumulate until taken.
+//! 4. ANY `Err` FROM `tick`, `step` OR `before_sleep` IS FATAL: the driver must stop
 //!    the replica and acknowledge nothing more; the log may hold writes the core does
 //!    not know about. Refused inputs (a stale or dropped message, a refused proposal)
 //!    are not errors.
@@ -40,12 +42,15 @@
 //! The parts: [`requests`] (client requests, pending writes and their deadlines),
 //! `reads` (ReadIndex batching), [`parked`] (requests waiting for a leader),
 //! [`snapshots`] (the snapshot schedule, over [`snapshot_policy`]), `membership` (validation of membership
-//! changes), `status` (status, metrics and peer links), [`log`] (the log trait);
+//! changes), `status` (status, metrics and peer links), [`log`] (the log trait),
+//! [`changes`] (what applied entries changed, for the server's subscribers and watches);
 //! and three parts the server uses too: [`timer`] (the hashed timer wheel of the
 //! deadlines), [`metrics`] (the node's counters) and [`members`] (the member addresses
 //! carried in the Raft configuration).
 
 pub mod alarm;
+mod backup;
+pub mod changes;
 pub mod events;
 pub mod expiry_cycle;
 pub mod exposition;
@@ -69,6 +74,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use ::log::{info, warn};
 
 use self::alarm::{Cause, NoSpaceAlarm, WriteFailure};
+use self::changes::{Applied, Observe};
 use self::events::{EVENTS_MAX, EventKind, Events};
 use self::expiry_cycle::ExpiryClock;
 pub use self::log::{ReplicaLog, SnapshotReader, SyncOutcome};
@@ -176,6 +182,10 @@ pub struct Replica<L: ReplicaLog, W: SnapshotWriter> {
     peers_fingerprint: (u64, NodeId, usize),
     /// The expiry clock and the expiry cycle's entry in flight (`expiry_cycle`).
     expiry: ExpiryClock,
+    /// What to report about applied entries (see [`changes`]).
+    observe: Observe,
+    /// The changes of the entries applied since the last [`Replica::take_applied`].
+    applied: Vec<Applied>,
     #[cfg(feature = "sim-faults")]
     faults: Faults,
 }
@@ -229,9 +239,22 @@ impl<L: ReplicaLog, W: SnapshotWriter> Replica<L, W> {
             KvStore::new(kv_config)
         } else {
             // Streamed from the log's snapshot (a file, for the server): no whole copy.
-            let input = SnapshotReader::new(&log);
-            KvStore::restore_from(kv_config, input, log.snapshot_bytes())
-                .map_err(|source| Error::SnapshotRestore { index, source })?
+            let mut input = SnapshotReader::new(&log);
+            KvStore::restore_from(kv_config, &mut input, log.snapshot_bytes()).map_err(
+                |source| {
+                    // The log may check its file's own crc as this read reaches the end
+                    // (`WalStore`): after a decoding error, read on, so that a damaged
+                    // file is named as such.
+                    let source = match source {
+                        crate::kv::Error::Read(_) => source,
+                        decoding => match std::io::copy(&mut input, &mut std::io::sink()) {
+                            Err(e) => crate::kv::Error::Read(e.to_string()),
+                            Ok(_) => decoding,
+                        },
+                    };
+                    Error::SnapshotRestore { index, source }
+                },
+            )?
         };
         raft_config.applied = kv.applied_index();
         let raw = RawNode::new(raft_config, log, seed)?;
@@ -257,6 +280,8 @@ impl<L: ReplicaLog, W: SnapshotWriter> Replica<L, W> {
             last_synced_entries: 0,
             peers_fingerprint: (u64::MAX, raft::NO_NODE, 0),
             expiry: ExpiryClock::default(),
+            observe: Observe::Off,
+            applied: Vec::new(),
             config,
             #[cfg(feature = "sim-faults")]
             faults: Faults::default(),
@@ -414,6 +439,21 @@ impl<L: ReplicaLog, W: SnapshotWriter> Replica<L, W> {
         Ok(())
     }
 
+    /// What to report about the entries applied from now on (the node's listeners).
+    pub fn set_observe(&mut self, observe: Observe) {
+        self.observe = observe;
+    }
+
+    /// The index of the last entry applied to the state machine.
+    pub fn applied_index(&self) -> u64 {
+        self.kv.applied_index()
+    }
+
+    /// The changes of the entries applied since the last call, in log order.
+    pub fn take_applied(&mut self) -> Vec<Applied> {
+        std::mem::take(&mut self.applied)
+    }
+
     /// Whether the last [`Replica::before_sleep`] stopped at [`APPLY_BYTES_PER_TURN`]
     /// with more committed entries to apply: the driver's next poll must not sleep.
     pub fn has_apply_backlog(&self) -> bool {
@@ -525,8 +565,10 @@ impl<L: ReplicaLog, W: SnapshotWriter> Replica<L, W> {
         }
         let result = match entry.kind {
             EntryKind::Normal => {
-                let result = self.kv.apply(entry.index, &entry.data);
+                let (result, applied) =
+                    changes::apply_observed(&mut self.kv, entry.index, &entry.data, self.observe);
                 self.expiry.expired_keys += self.kv.expired_by_last_apply().len() as u64;
+                self.applied.extend(applied.filter(|a| !a.is_empty()));
                 Some(result)
             }
             EntryKind::Noop => {

@@ -72,6 +72,7 @@ pub fn op_of(body: &RequestBody) -> &'static str {
             Command::Rmw { .. } => "rmw",
             // Refused from clients: only the leader writes them.
             Command::At { .. } | Command::DeleteExpired { .. } => "timed",
+            Command::Publish { .. } => "publish",
         },
         RequestBody::Range { stale: false, .. } => "range",
         RequestBody::Range { stale: true, .. } => "range_stale",
@@ -81,6 +82,8 @@ pub fn op_of(body: &RequestBody) -> &'static str {
         RequestBody::Metrics => "metrics",
         RequestBody::MemberChange(_) => "member_change",
         RequestBody::TransferLeader { .. } => "transfer_leader",
+        RequestBody::Backup(_) => "snapshot_save",
+        RequestBody::Watch { .. } => "watch",
     }
 }
 
@@ -94,7 +97,9 @@ pub fn outcome_of(body: &ResponseBody) -> &'static str {
         ResponseBody::Result(_)
         | ResponseBody::Range(_)
         | ResponseBody::Status(_)
-        | ResponseBody::Metrics(_) => "ok",
+        | ResponseBody::Metrics(_)
+        | ResponseBody::Backup(_)
+        | ResponseBody::Watch(_) => "ok",
         ResponseBody::NotLeader { .. } => "not_leader",
         ResponseBody::Unavailable(_) => "unavailable",
         ResponseBody::Error(text) if text.starts_with("NOSPACE") => "nospace",

@@ -301,6 +301,16 @@ impl<L: ReplicaLog, W: SnapshotWriter> Replica<L, W> {
                 Err(e) => reply(self.refusal(e)),
             },
             RequestBody::Metrics => reply(ResponseBody::Metrics(self.metrics_snapshot())),
+            // A snapshot save writes files from a helper thread: the node server serves
+            // it (`server::backup`) with the view [`Replica::backup_view`] takes; a
+            // driver without one (the simulation) refuses it.
+            RequestBody::Backup(_) => reply(ResponseBody::Error(
+                "snapshot save is not served by this driver".into(),
+            )),
+            // The server's loop serves watches on client connections itself.
+            RequestBody::Watch { .. } => reply(ResponseBody::Error(
+                "a watch is served on a client-port connection of its own".into(),
+            )),
             // Stale reads are not judged by a clock: an expired key shows until the
             // leader's delete of it is applied here.
             RequestBody::Get { key, stale: true } => reply(ReadWhat::Key(key).answer(&self.kv, 0)),
@@ -323,7 +333,12 @@ impl<L: ReplicaLog, W: SnapshotWriter> Replica<L, W> {
                 if let Some(body) = self.not_leader() {
                     return reply(body);
                 }
-                self.add_read(client, request_id, ReadWhat::Ttl { key, absolute }, deadline_ms);
+                self.add_read(
+                    client,
+                    request_id,
+                    ReadWhat::Ttl { key, absolute },
+                    deadline_ms,
+                );
                 None
             }
             RequestBody::Range {
@@ -437,7 +452,7 @@ impl<L: ReplicaLog, W: SnapshotWriter> Replica<L, W> {
         })
     }
 
-    fn not_leader(&self) -> Option<ResponseBody> {
+    pub(super) fn not_leader(&self) -> Option<ResponseBody> {
         let raft = self.raw.raft();
         if raft.role == Role::Leader {
             return None;

@@ -105,6 +105,8 @@ impl<L: ReplicaLog, W: SnapshotWriter> Replica<L, W> {
             entries: applied.saturating_sub(store.snapshot_index()),
             log_bytes: store.log_bytes_since_snapshot(),
             snapshot_bytes: store.snapshot_bytes(),
+            // Set by the previous turn: its committed entries were not all applied.
+            replaying: self.apply_backlog,
         };
         if !snapshot_due(&self.config.snapshot, log) {
             return Ok(());

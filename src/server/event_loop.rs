@@ -43,7 +43,7 @@ use super::net::{
     REQUESTS_PER_SLICE_CHECK,
 };
 use super::node::{ClientRef, Node, Outbox, Port};
-use crate::codec::client as client_codec;
+use crate::codec::client::{self as client_codec, RequestBody};
 use crate::config::Config;
 use crate::raft::message::NodeId;
 use crate::replica::timer::TimerWheel;
@@ -468,6 +468,13 @@ impl EventLoop {
             if let ConnKind::Client { requests_owed } = &mut conn.kind {
                 *requests_owed += 1;
             }
+            if let RequestBody::Watch { key, prefix } = request.body {
+                let applied_index = self.node.applied_index();
+                let request_id = request.request_id;
+                self.net
+                    .start_watch(client, request_id, key, prefix, applied_index);
+                continue;
+            }
             if let Some(response) =
                 self.node
                     .on_client_request(Port::Client, client, request, command_bytes, now_ms)
@@ -506,7 +513,10 @@ impl EventLoop {
     /// covers everything appended in it, whichever port it came from.
     fn before_sleep(&mut self) -> Result<(), RunError> {
         self.net.redis_proposed = false;
+        self.node.set_observe(self.net.observe());
         self.node.before_sleep(&mut self.net)?;
+        let applied = self.node.take_applied();
+        self.net.deliver_applied(&applied);
         self.pump_touched_redis();
         self.net.flush_dirty();
         self.follow_membership();

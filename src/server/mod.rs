@@ -15,10 +15,11 @@
 //! [`event_loop`] is the loop itself (poll, accept, read, one `before_sleep`, write); it
 //! drives `net` (connections, limits, flushing, the node's outbox), `peer_links` (dial,
 //! handshake, backoff, liveness), `forward` (a follower's forwarding link to the leader)
-//! `redis_pump` (Redis connections) and `http_pump` (HTTP connections, whose state is
-//! [`http`]). [`error`] holds the server's typed errors.
+//! `redis_pump` (Redis connections), `pubsub_pump` (what the node applied, to its
+//! Redis subscribers and the native [`watch`]es) and `http_pump` (HTTP connections, whose state is [`http`]). [`error`] holds the server's typed errors.
 
 pub mod backoff;
+pub mod backup;
 pub mod conn_limits;
 pub mod connection;
 pub mod error;
@@ -32,8 +33,10 @@ mod net;
 pub mod node;
 mod peer_links;
 pub mod ports;
+mod pubsub_pump;
 pub mod redis;
 mod redis_pump;
 pub mod removal_marker;
 pub mod snapshot_thread;
 pub mod wal_store;
+pub mod watch;

@@ -47,7 +47,9 @@ use super::forward::ForwardLink;
 use super::http::HttpConn;
 use super::node::{ClientRef, Node, Outbox};
 use super::peer_links::PeerLink;
+use super::redis::pubsub::Hub;
 use super::redis::{Identity, RedisConn};
+use super::watch::Watches;
 use crate::codec::client::{self as client_codec, Response, ResponseBody};
 use crate::codec::frame::FrameCodec;
 use crate::codec::http::HttpCodec;
@@ -161,6 +163,11 @@ impl Conn {
             self.kind,
             ConnKind::Client { .. } | ConnKind::Redis(_) | ConnKind::Http(_)
         )
+    }
+
+    /// Whether the connection waits for pushes (a Redis subscriber).
+    pub(super) fn is_listening(&self) -> bool {
+        matches!(&self.kind, ConnKind::Redis(redis) if redis.is_subscribed())
     }
 
     /// Requests in flight and finished reply bytes held outside the output buffer.
@@ -310,6 +317,11 @@ pub(super) struct Net {
     pub(super) redis_touched: Vec<usize>,
     /// A Redis or HTTP request went to the node after its `before_sleep`.
     pub(super) redis_proposed: bool,
+    /// The Redis connections' channel and pattern subscriptions, and the node's
+    /// `notify-keyspace-events`.
+    pub(super) hub: Hub,
+    /// The native watches of the client-port connections.
+    pub(super) watches: Watches,
 }
 
 impl Net {
@@ -358,6 +370,8 @@ impl Net {
             forward: ForwardLink::new(config.limits.request_timeout_ms),
             redis_touched: Vec::new(),
             redis_proposed: false,
+            hub: Hub::with_notify(&config.redis.notify_keyspace_events),
+            watches: Watches::default(),
         }
     }
 
@@ -643,12 +657,16 @@ impl Net {
     /// second, so its O(connections) cost is not paid every turn.
     pub(super) fn sweep(&mut self, now_ms: u64) {
         let timeouts = self.limits.timeouts;
+        let watches = &self.watches;
         let expired: Vec<(usize, conn_limits::Expiry)> = self
             .conns
             .iter()
             .filter(|(_, conn)| !conn.closing)
             .filter_map(|(key, conn)| {
-                let busy = conn.owed().0 > 0;
+                // A subscriber or watcher waits for pushes, as Redis exempts a
+                // subscriber from `timeout`.
+                let listening = conn.is_listening() || watches.has_client(key);
+                let busy = conn.owed().0 > 0 || listening;
                 let expiry = conn.activity.expiry(conn.watch(), busy, &timeouts, now_ms);
                 expiry.map(|expiry| (key, expiry))
             })
@@ -687,6 +705,18 @@ impl Net {
             if conn.is_client() {
                 self.client_count = self.client_count.saturating_sub(1);
             }
+            let client = ClientRef {
+                key,
+                generation: conn.generation,
+            };
+            match &conn.kind {
+                ConnKind::Redis(redis) => {
+                    let (channels, patterns) = redis.subscription_names();
+                    self.hub.remove(client, &channels, &patterns);
+                }
+                ConnKind::Client { .. } => self.watches.remove_client(client),
+                _ => {}
+            }
             match conn.kind {
                 ConnKind::Redis(_) => self.redis_count = self.redis_count.saturating_sub(1),
                 ConnKind::Http(_) => self.http_count = self.http_count.saturating_sub(1),
@@ -706,10 +736,7 @@ impl Net {
                 }
             }
             if conn.is_client() {
-                node.on_client_closed(ClientRef {
-                    key,
-                    generation: conn.generation,
-                });
+                node.on_client_closed(client);
             }
         }
     }

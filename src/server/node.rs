@@ -16,12 +16,15 @@
 use std::path::PathBuf;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use super::backup::Backups;
 use super::removal_marker;
 use super::snapshot_thread::SnapshotThread;
 use super::wal_store::{StoreOpenError, WalStore};
-use crate::codec::client::{Request, Response};
+use crate::codec::backup::BackupRequest;
+use crate::codec::client::{Request, RequestBody, Response, ResponseBody};
 use crate::config::Config;
 use crate::raft::{self, Message};
+use crate::replica::changes::{Applied, Observe};
 use crate::replica::exposition::Exposition;
 pub use crate::replica::request_metrics::Port;
 use crate::replica::request_metrics::RequestMetrics;
@@ -46,6 +49,15 @@ pub enum OpenError {
     /// The replica could not be built on the opened storage (a corrupt snapshot).
     #[error("{0}")]
     Replica(#[source] replica::Error),
+    /// The snapshot saves a previous run left in the data directory could not be
+    /// removed.
+    #[error("removing the snapshot saves left in {}/backups: {source}", dir.display())]
+    Backups {
+        /// The data directory.
+        dir: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
 }
 
 /// One node: its replica over the WAL and the snapshot thread.
@@ -64,6 +76,8 @@ pub struct Node {
     round_trips: RoundTrips,
     /// Client requests waiting and answered, timed with the same clock.
     requests: RequestMetrics,
+    /// The snapshot saves clients asked for (`raftkv-cli snapshot save`).
+    backups: Backups,
 }
 
 /// An [`Outbox`] that times the replication messages and the replies it passes on.
@@ -128,6 +142,13 @@ impl Node {
         let raft_config = replica::raft_config(&config);
         let seed = config.node_id ^ (std::process::id() as u64) << 32;
         let data_dir = config.data_dir.clone();
+        let backups =
+            Backups::new(&data_dir, config.snapshot.encode_cpu_percent).map_err(|source| {
+                OpenError::Backups {
+                    dir: data_dir.clone(),
+                    source,
+                }
+            })?;
         let replica = Replica::new(config, raft_config, store, snapshots, seed)
             .map_err(OpenError::Replica)?;
         Ok(Node {
@@ -138,6 +159,7 @@ impl Node {
             failed: None,
             round_trips: RoundTrips::new(),
             requests: RequestMetrics::new(),
+            backups,
         })
     }
 
@@ -247,6 +269,7 @@ impl Node {
     /// See [`Replica::on_client_closed`].
     pub fn on_client_closed(&mut self, client: ClientRef) {
         self.requests.on_client_closed(client);
+        self.backups.on_client_closed(client);
         self.replica.on_client_closed(client);
     }
 
@@ -261,10 +284,36 @@ impl Node {
     ) -> Option<Response> {
         self.requests
             .on_request(port, client, &request, self.now_us());
-        let response = self
-            .replica
-            .on_client_request(client, request, command_bytes, now_ms);
+        let response = match request.body {
+            RequestBody::Backup(step) => Some(self.serve_backup(client, request.request_id, step)),
+            _ => self
+                .replica
+                .on_client_request(client, request, command_bytes, now_ms),
+        };
         self.measure_reply(client, response)
+    }
+
+    /// Serves a step of a snapshot save ([`Backups`]); a store failure taking the view
+    /// stops the node at the next `before_sleep`.
+    fn serve_backup(
+        &mut self,
+        client: ClientRef,
+        request_id: u64,
+        step: BackupRequest,
+    ) -> Response {
+        let replica = &mut self.replica;
+        let failed = &mut self.failed;
+        let body = self
+            .backups
+            .serve(client, step, || match replica.backup_view() {
+                Ok(view) => view,
+                Err(e) => {
+                    log::error!("{e}: the node stops");
+                    failed.get_or_insert(e);
+                    Err(ResponseBody::Unavailable("the node is stopping".into()))
+                }
+            });
+        Response { request_id, body }
     }
 
     /// See [`Replica::on_leader_unreachable`]; `port` labels the request's metrics.
@@ -290,6 +339,21 @@ impl Node {
             self.requests.on_response(client, response, self.now_us());
         }
         response
+    }
+
+    /// See [`Replica::set_observe`].
+    pub fn set_observe(&mut self, observe: Observe) {
+        self.replica.set_observe(observe);
+    }
+
+    /// See [`Replica::applied_index`].
+    pub fn applied_index(&self) -> u64 {
+        self.replica.applied_index()
+    }
+
+    /// See [`Replica::take_applied`].
+    pub fn take_applied(&mut self) -> Vec<Applied> {
+        self.replica.take_applied()
     }
 
     /// See [`Replica::has_apply_backlog`].

@@ -19,6 +19,7 @@ use super::event_loop::EventLoop;
 use super::net::{ConnKind, FRAMES_PER_TURN_MAX, Net, REQUESTS_PER_SLICE_CHECK};
 use super::node::{ClientRef, Outbox, Port};
 use super::redis::LocalQuery;
+use super::redis::command::config_get;
 use crate::codec::resp::RespValue;
 
 impl EventLoop {
@@ -81,6 +82,9 @@ impl EventLoop {
             let (submits, queries) = match self.net.conns.get_mut(key).map(|c| &mut c.kind) {
                 Some(ConnKind::Redis(redis)) => {
                     redis.set_now_ms(now_ms);
+                    for change in redis.take_subscription_changes() {
+                        self.net.hub.change(client, change);
+                    }
                     (redis.take_submits(), redis.take_local_queries())
                 }
                 _ => return,
@@ -180,6 +184,12 @@ impl Net {
                     RespValue::bulk(now.as_secs().to_string()),
                     RespValue::bulk(now.subsec_micros().to_string()),
                 ]))
+            }
+            LocalQuery::Pubsub(query) => self.hub.answer(query),
+            LocalQuery::ConfigGet(patterns) => config_get(patterns, self.hub.notify),
+            LocalQuery::ConfigSet(flags) => {
+                self.hub.notify = *flags;
+                RespValue::ok()
             }
             LocalQuery::ClientKill(filter) => {
                 let caller = match self.conns.get(key).map(|c| &c.kind) {

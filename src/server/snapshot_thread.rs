@@ -6,7 +6,7 @@
 //!
 //! Invariant: `done` is `Some` exactly while a job started and has not been reported.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, TryRecvError};
 use std::thread;
 
@@ -14,7 +14,7 @@ use crate::kv::SnapshotView;
 use crate::raft::message::SnapshotMeta;
 use crate::replica::alarm::WriteFailure;
 use crate::replica::{Error, SnapshotPoll, SnapshotWriter};
-use crate::storage::snapshot::{self as snapshot_file, SnapshotError};
+use crate::storage::snapshot::{self as snapshot_file, OpenSnapshot, SnapshotError};
 
 /// Writes snapshot files into one directory, one helper thread per snapshot.
 pub struct SnapshotThread {
@@ -38,6 +38,24 @@ impl SnapshotThread {
     }
 }
 
+/// Encodes `view` as the snapshot `meta` into a durable file in `dir`, at most at
+/// `cpu_percent` of a core, and releases the view (run on a helper thread: this is the
+/// whole cost of a snapshot).
+///
+/// # Errors
+/// As [`snapshot_file::save_with`].
+pub fn encode_into(
+    dir: &Path,
+    meta: &SnapshotMeta,
+    view: SnapshotView,
+    cpu_percent: u32,
+) -> Result<OpenSnapshot, SnapshotError> {
+    let config = meta.config.encode();
+    snapshot_file::save_with(dir, meta.index, meta.term, &config, |out| {
+        view.write_throttled(out, cpu_percent).map(drop)
+    })
+}
+
 impl SnapshotWriter for SnapshotThread {
     fn start(&mut self, meta: SnapshotMeta, view: SnapshotView) -> Result<(), Error> {
         let dir = self.dir.clone();
@@ -46,12 +64,7 @@ impl SnapshotWriter for SnapshotThread {
         thread::Builder::new()
             .name("raftkv-snapshot".into())
             .spawn(move || {
-                let config = meta.config.encode();
-                let result =
-                    snapshot_file::save_with(&dir, meta.index, meta.term, &config, |out| {
-                        view.write_throttled(out, cpu_percent).map(drop)
-                    });
-                drop(view);
+                let result = encode_into(&dir, &meta, view, cpu_percent);
                 let _ = done_tx.send(result.map(|saved| saved.image.len()));
             })
             .map_err(|e| Error::SnapshotWrite(Box::new(e)))?;

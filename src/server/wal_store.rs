@@ -21,6 +21,10 @@
 //! The latest snapshot stays on disk: the store holds its meta and an open
 //! [`SnapshotImage`], whose ranges are read (pread) when a follower needs chunks and
 //! which the replica restores from sequentially; no image of it is kept in memory.
+//! Opening does not read the file through: the replica's restore (its first read, in
+//! order) checks the crc as it goes and fails on a mismatch, so a restart reads the
+//! file once. A refusal or bad meta found before that check is reported as the file's
+//! damage when the file does not verify.
 //!
 //! Invariant: `snapshot_meta.index >= wal.compacted().0`, so every compacted entry is
 //! covered by the snapshot; `image` is `Some` exactly when `snapshot_meta.index > 0`.
@@ -52,6 +56,19 @@ fn free_off_loop(image: Vec<u8>) {
     let _ = std::thread::Builder::new()
         .name("raftkv-free".into())
         .spawn(move || drop(image));
+}
+
+/// Closes a replaced snapshot's file on a short-lived thread: the file was unlinked when
+/// its successor was saved, so closing its last descriptor frees its blocks, which takes
+/// hundreds of milliseconds for a file of hundreds of megabytes (inline when no thread
+/// can be started).
+fn close_off_loop(image: Option<SnapshotImage>) {
+    if let Some(image) = image {
+        // A failed spawn drops the closure, and the image with it, here.
+        let _ = std::thread::Builder::new()
+            .name("raftkv-close".into())
+            .spawn(move || drop(image));
+    }
 }
 
 /// Errors opening or writing the node's storage. All are fatal for the node.
@@ -171,13 +188,17 @@ impl WalStore {
         let snapshot_dir = data_dir.join("snapshots");
         std::fs::create_dir_all(&snapshot_dir).map_err(storage::io_error(&snapshot_dir))?;
         let wal = Wal::open(&wal_dir, options)?;
-        let latest = snapshot::open_latest(&snapshot_dir)?;
+        // The crc is checked by the restore's read of the file (one pass, not two).
+        let latest = snapshot::open_latest_deferred(&snapshot_dir)?;
         let fresh = latest.is_none() && wal.last_index() == 0 && wal.hard_state().term == 0;
-        check_own_state(data_dir, &wal, latest.as_ref(), identity)?;
+        check_own_state(data_dir, &wal, latest.as_ref(), identity)
+            .map_err(|e| damage_first(latest.as_ref(), e))?;
         let bootstrap = bootstrap_config(data_dir, bootstrap, fresh)?;
         let (snapshot_meta, image) = match latest {
             Some(file) => {
-                let (meta, image) = opened_meta(file, &snapshot_dir)?;
+                let path = file.image.path().to_path_buf();
+                let (meta, image) = opened_meta(file, &snapshot_dir)
+                    .map_err(|e| snapshot::open(path).map_or_else(StoreOpenError::from, |_| e))?;
                 (meta, Some(image))
             }
             None => {
@@ -279,7 +300,7 @@ impl WalStore {
             .get_mut()
             .reset_to_snapshot(meta.index, meta.term)?;
         self.snapshot_meta = meta;
-        self.image = Some(saved.image);
+        close_off_loop(self.image.replace(saved.image));
         Ok(())
     }
 
@@ -297,7 +318,7 @@ impl WalStore {
         let upto = meta.index;
         let saved = snapshot::open_saved(&self.snapshot_dir, meta.index, meta.term)?;
         self.snapshot_meta = meta;
-        self.image = Some(saved.image);
+        close_off_loop(self.image.replace(saved.image));
         self.wal.get_mut().compact_prefix(upto)?;
         log::info!(
             "snapshot at index {upto} adopted in {} us on the loop",
@@ -338,6 +359,21 @@ fn opened_meta(
         config,
     };
     Ok((meta, file.image))
+}
+
+/// `error`, found before the crc of the `latest` snapshot was checked, unless that
+/// snapshot's file does not verify: then the damage (file and offset) is the error, since
+/// the header and meta that led to `error` cannot be trusted.
+fn damage_first(latest: Option<&OpenSnapshot>, error: StoreOpenError) -> StoreOpenError {
+    match latest {
+        Some(file) if !file.image.is_verified() => {
+            match snapshot::open(file.image.path().to_path_buf()) {
+                Err(damage) => damage.into(),
+                Ok(_) => error,
+            }
+        }
+        _ => error,
+    }
 }
 
 /// Refuses a data directory that is not this node's consistent state (see

@@ -16,6 +16,10 @@ use super::format::{TermRun, decode_record};
 use super::{Error, Result, io_error};
 use crate::raft::message::Entry;
 
+/// Bytes a record takes on disk beyond what a [`Budget`] counts for it (records are
+/// padded to a multiple of 8, `format::align8`).
+const RECORD_PADDING_MAX: u64 = 7;
+
 /// The in-memory index of one segment file.
 #[derive(Debug)]
 pub(crate) struct Segment {
@@ -109,9 +113,37 @@ impl Segment {
         (start, end)
     }
 
+    /// The end of the part of `[lo, hi)` a read with `budget_left` to spend can take:
+    /// just past the first record the budget cannot reach (or `hi`). A record is at
+    /// most [`RECORD_PADDING_MAX`] bytes longer on disk than what the budget counts for
+    /// it, so a record whose end lies past `budget_left` plus that padding for every
+    /// record up to it cannot be taken.
+    fn budget_end(&self, lo: u64, hi: u64, budget_left: u64) -> u64 {
+        if hi <= lo + 1 {
+            return hi;
+        }
+        let first = self.first_index;
+        let start = u64::from(self.offsets[(lo - first) as usize]);
+        // Binary search for the first `j` in `(lo, hi)` where the records `[lo, j)`
+        // (which end at entry `j`'s offset) are past the reach; `hi` when there is none.
+        let (mut low, mut high) = (lo + 1, hi);
+        while low < high {
+            let j = low + (high - low) / 2;
+            let end = u64::from(self.offsets[(j - first) as usize]) - start;
+            if end.saturating_sub(RECORD_PADDING_MAX * (j - lo)) <= budget_left {
+                low = j + 1;
+            } else {
+                high = j;
+            }
+        }
+        low
+    }
+
     /// Appends entries `[lo, hi)` of this segment to `out`, stopping before `bytes_max`
     /// would be exceeded (`entry_bytes` counts what is already in `out`) but always
-    /// taking one entry when `out` is empty. Returns whether it stopped early.
+    /// taking one entry when `out` is empty. Returns whether it stopped early. Only the
+    /// bytes of the records the budget can reach are mapped or read (a long range asked
+    /// for a small budget, as a replay of the log asks, costs what it returns).
     pub fn read_into(
         &self,
         lo: u64,
@@ -121,6 +153,8 @@ impl Segment {
         budget: &mut Budget,
         out: &mut Vec<Entry>,
     ) -> Result<bool> {
+        let wanted = hi;
+        let hi = self.budget_end(lo, hi, budget.left);
         let (start, end) = self.byte_range(lo, hi);
         let bytes: &[u8] = match (&self.map, tail) {
             (Some(map), _) => &map[start as usize..end as usize],
@@ -143,7 +177,7 @@ impl Segment {
             }
             out.push(record.to_entry());
         }
-        Ok(false)
+        Ok(hi < wanted)
     }
 
     fn corrupt(&self, index: u64, reason: &str) -> Error {

@@ -21,9 +21,18 @@
 //! ([`SnapshotImage::read_at`], a pread) or sequentially ([`SnapshotImage::reader`]),
 //! never held whole in memory.
 //!
+//! Opening for a restore reads the file once: [`open_latest_deferred`] checks the header
+//! against the file's length and leaves the crc to the first sequential read of the
+//! data (the restore), which hashes what it reads and fails the read that reaches the
+//! end when the crc does not match, naming the file and offset as [`open_latest`] does.
+//! Until then the image serves only that sequential read: a read elsewhere is refused
+//! ([`Damage::Unverified`]), so nothing unverified leaves the file.
+//!
 //! Invariant: [`open_latest`] returns only a snapshot whose crc verified, and a
-//! [`SnapshotImage`] only ever refers to a durable, verified (or just written) file.
+//! [`SnapshotImage`] hands out only bytes of a durable file that verified (or was just
+//! written), or, while its check is deferred, the bytes its one sequential check reads.
 
+use std::cell::RefCell;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Read, Write};
 use std::os::unix::fs::FileExt;
@@ -47,6 +56,21 @@ pub struct SnapshotImage {
     data_offset: u64,
     /// Invariant: the file holds `data_len` data bytes at `data_offset`.
     data_len: u64,
+    /// The crc check still to do (opened by [`open_latest_deferred`]); `None` once the
+    /// file verified.
+    deferred: RefCell<Option<DeferredCheck>>,
+}
+
+/// The crc check of a file opened without reading it: done by reading its data once, in
+/// order, from the start.
+#[derive(Debug)]
+struct DeferredCheck {
+    /// The crc of the header, the meta and the data before `upto`.
+    hasher: crc32fast::Hasher,
+    /// Data bytes hashed so far; `u64::MAX` once the check failed (every read refused).
+    upto: u64,
+    /// The crc stored at the end of the file.
+    stored: u32,
 }
 
 /// A durable snapshot: where it sits in the log, its metadata and its data.
@@ -100,6 +124,9 @@ pub enum Damage {
     /// The crc at the end does not match the bytes before it.
     #[error("crc mismatch")]
     CrcMismatch,
+    /// A read other than the in-order one of a file whose crc is not checked yet.
+    #[error("read out of order before the crc was checked")]
+    Unverified,
     /// The header's lengths do not add up to the file size.
     #[error("lengths do not add up to the file size")]
     LengthMismatch,
@@ -144,6 +171,12 @@ impl SnapshotImage {
     ///
     /// # Errors
     /// IO errors, and a file shorter than it was when verified.
+    /// While the crc check is deferred, only the next bytes in order are served, and the
+    /// read reaching the end fails when the crc does not match.
+    ///
+    /// # Errors
+    /// IO errors, a file shorter than it was when verified, and while the check is
+    /// deferred: [`Damage::Unverified`] for a read out of order, [`Damage::CrcMismatch`].
     pub fn read_at(&self, offset: u64, bytes_max: u64) -> Result<Vec<u8>, SnapshotError> {
         let offset = offset.min(self.data_len);
         let len = bytes_max.min(self.data_len - offset);
@@ -151,7 +184,44 @@ impl SnapshotImage {
         self.file
             .read_exact_at(&mut bytes, self.data_offset + offset)
             .map_err(io_err(&self.path))?;
+        self.check_read(offset, &bytes)?;
         Ok(bytes)
+    }
+
+    /// Whether the file's crc was checked (always, but for a deferred open whose data
+    /// was not read to the end yet).
+    pub fn is_verified(&self) -> bool {
+        self.deferred.borrow().is_none()
+    }
+
+    /// Feeds `bytes`, read at data `offset`, to the deferred crc check if there is one.
+    fn check_read(&self, offset: u64, bytes: &[u8]) -> Result<(), SnapshotError> {
+        let mut deferred = self.deferred.borrow_mut();
+        let Some(check) = deferred.as_mut() else {
+            return Ok(());
+        };
+        if offset != check.upto {
+            return Err(self.corrupt(self.data_offset + offset, Damage::Unverified));
+        }
+        check.hasher.update(bytes);
+        check.upto += bytes.len() as u64;
+        if check.upto < self.data_len {
+            return Ok(());
+        }
+        if check.hasher.clone().finalize() != check.stored {
+            check.upto = u64::MAX;
+            return Err(self.corrupt(self.data_offset + self.data_len, Damage::CrcMismatch));
+        }
+        *deferred = None;
+        Ok(())
+    }
+
+    fn corrupt(&self, offset: u64, damage: Damage) -> SnapshotError {
+        SnapshotError::Corrupt {
+            path: self.path.clone(),
+            offset,
+            damage,
+        }
     }
 
     /// The data from its first byte to its last, read sequentially (preads from its own
@@ -184,6 +254,9 @@ impl Read for ImageReader<'_> {
         if read == 0 {
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
+        self.image
+            .check_read(self.position, &buf[..read])
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
         self.position += read as u64;
         Ok(read)
     }
@@ -288,6 +361,7 @@ pub fn save_with(
             path: final_path,
             data_offset: (HEADER_BYTES + meta.len()) as u64,
             data_len,
+            deferred: RefCell::new(None),
         },
     })
 }
@@ -384,8 +458,45 @@ pub fn open(path: PathBuf) -> Result<OpenSnapshot, SnapshotError> {
             path,
             data_offset: (HEADER_BYTES + meta_len) as u64,
             data_len,
+            deferred: RefCell::new(None),
         },
     })
+}
+
+/// Opens the newest snapshot in `dir` like [`open_latest`], but reads only its header,
+/// meta and stored crc: the crc is checked by the first in-order read of its data to the
+/// end (see the module docs), so a restore reads the file once.
+///
+/// # Errors
+/// IO errors, and [`SnapshotError::Corrupt`] for a header that does not match the file.
+pub fn open_latest_deferred(dir: &Path) -> Result<Option<OpenSnapshot>, SnapshotError> {
+    let Some(path) = list(dir)?.pop() else {
+        return Ok(None);
+    };
+    let headed = open_header(path)?;
+    let mut stored = [0; CRC_BYTES as usize];
+    headed
+        .file
+        .read_exact_at(&mut stored, headed.len - CRC_BYTES)
+        .map_err(io_err(&headed.path))?;
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&headed.head);
+    hasher.update(&headed.meta);
+    let (index, term) = headed.position();
+    let (meta, mut image) = headed.into_parts();
+    image.deferred = RefCell::new(Some(DeferredCheck {
+        hasher,
+        upto: 0,
+        stored: u32::from_le_bytes(stored),
+    }));
+    // Empty data has no read to check it: check it now.
+    image.check_read(0, &[])?;
+    Ok(Some(OpenSnapshot {
+        index,
+        term,
+        meta,
+        image,
+    }))
 }
 
 /// Opens the snapshot at `index` and `term` that [`save_with`] made durable in `dir`
@@ -395,38 +506,87 @@ pub fn open(path: PathBuf) -> Result<OpenSnapshot, SnapshotError> {
 /// # Errors
 /// IO errors, no such file, and a header that does not match the file.
 pub fn open_saved(dir: &Path, index: u64, term: u64) -> Result<OpenSnapshot, SnapshotError> {
-    let path = dir.join(file_name(index, term));
-    let file = File::open(&path).map_err(io_err(&path))?;
-    let len = file.metadata().map_err(io_err(&path))?.len();
-    let corrupt = |offset, damage| SnapshotError::Corrupt {
-        path: path.clone(),
-        offset,
-        damage,
-    };
-    if len < HEADER_BYTES as u64 + CRC_BYTES {
-        return Err(corrupt(0, Damage::Short { len }));
-    }
-    let mut head = [0; HEADER_BYTES];
-    file.read_exact_at(&mut head, 0).map_err(io_err(&path))?;
-    if &head[..8] != MAGIC {
-        return Err(corrupt(0, Damage::BadMagic));
-    }
-    let (meta_len, data_len) =
-        parse_header(&head, len - CRC_BYTES).map_err(|(offset, damage)| corrupt(offset, damage))?;
-    let mut meta = vec![0; meta_len];
-    file.read_exact_at(&mut meta, HEADER_BYTES as u64)
-        .map_err(io_err(&path))?;
+    let (meta, image) = open_header(dir.join(file_name(index, term)))?.into_parts();
     Ok(OpenSnapshot {
         index,
         term,
         meta,
-        image: SnapshotImage {
-            file,
-            path,
-            data_offset: (HEADER_BYTES + meta_len) as u64,
-            data_len,
-        },
+        image,
     })
+}
+
+/// A snapshot file whose header was checked against its length (its crc not read).
+struct Headed {
+    file: File,
+    path: PathBuf,
+    len: u64,
+    head: [u8; HEADER_BYTES],
+    meta: Vec<u8>,
+    data_len: u64,
+}
+
+impl Headed {
+    /// The index and term the header names.
+    fn position(&self) -> (u64, u64) {
+        (
+            u64::from_le_bytes(self.head[8..16].try_into().unwrap_or([0; 8])),
+            u64::from_le_bytes(self.head[16..24].try_into().unwrap_or([0; 8])),
+        )
+    }
+
+    /// The meta and the image (whose crc counts as checked).
+    fn into_parts(self) -> (Vec<u8>, SnapshotImage) {
+        let image = SnapshotImage {
+            file: self.file,
+            path: self.path,
+            data_offset: (HEADER_BYTES + self.meta.len()) as u64,
+            data_len: self.data_len,
+            deferred: RefCell::new(None),
+        };
+        (self.meta, image)
+    }
+}
+
+/// Opens the file at `path` and reads its header and meta, the header checked against
+/// the file's length.
+fn open_header(path: PathBuf) -> Result<Headed, SnapshotError> {
+    let file = File::open(&path).map_err(io_err(&path))?;
+    let len = file.metadata().map_err(io_err(&path))?.len();
+    let (head, meta_len, data_len) = match read_header(&file, len).map_err(io_err(&path))? {
+        Ok(parts) => parts,
+        Err((offset, damage)) => {
+            return Err(SnapshotError::Corrupt {
+                path,
+                offset,
+                damage,
+            });
+        }
+    };
+    let mut meta = vec![0; meta_len];
+    file.read_exact_at(&mut meta, HEADER_BYTES as u64)
+        .map_err(io_err(&path))?;
+    Ok(Headed {
+        file,
+        path,
+        len,
+        head,
+        meta,
+        data_len,
+    })
+}
+
+/// The header of a file of `len` bytes checked against that length: the header,
+/// `meta_len` and `data_len`, or the damage found first.
+fn read_header(file: &File, len: u64) -> io::Result<Verified> {
+    if len < HEADER_BYTES as u64 + CRC_BYTES {
+        return Ok(Err((0, Damage::Short { len })));
+    }
+    let mut head = [0; HEADER_BYTES];
+    file.read_exact_at(&mut head, 0)?;
+    if &head[..8] != MAGIC {
+        return Ok(Err((0, Damage::BadMagic)));
+    }
+    Ok(parse_header(&head, len - CRC_BYTES).map(|(meta_len, data_len)| (head, meta_len, data_len)))
 }
 
 /// Checks the whole file's crc (streaming), then its header against its length.
@@ -585,6 +745,105 @@ mod tests {
             read_all(&open_latest(dir.path()).unwrap().unwrap().image),
             data()
         );
+    }
+
+    /// Goal: a deferred open reads the file once: its in-order read of the data checks
+    /// the crc, the read reaching the end fails on a damaged byte (of the data or of the
+    /// header, naming the file and the crc's offset), reads out of order are refused
+    /// until the check passed, and a failed check serves nothing afterwards.
+    #[test]
+    fn a_deferred_open_checks_the_crc_on_its_one_in_order_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = save(dir.path(), 10, 3, META, &data())
+            .unwrap()
+            .image
+            .path()
+            .to_path_buf();
+        let opened = open_latest_deferred(dir.path()).unwrap().unwrap();
+        assert_eq!((opened.index, opened.term), (10, 3));
+        assert_eq!(opened.meta, META);
+        assert!(!opened.image.is_verified());
+        let refused = opened.image.read_at(100, 10).unwrap_err();
+        assert!(
+            matches!(
+                refused,
+                SnapshotError::Corrupt {
+                    damage: Damage::Unverified,
+                    ..
+                }
+            ),
+            "{refused}"
+        );
+        assert_eq!(read_all(&opened.image), data());
+        assert!(opened.image.is_verified());
+        assert_eq!(opened.image.read_at(100, 10).unwrap(), &data()[100..110]);
+
+        let mut bytes = fs::read(&path).unwrap();
+        let crc_offset = bytes.len() as u64 - 4;
+        for at in [HEADER_BYTES + META.len() + 1500, 17] {
+            bytes[at] ^= 0x40;
+            fs::write(&path, &bytes).unwrap();
+            let opened = open_latest_deferred(dir.path()).unwrap().unwrap();
+            // In 1000-byte ranges, as a replica restoring through its log reads.
+            assert_eq!(opened.image.read_at(0, 1000).unwrap().len(), 1000);
+            assert_eq!(opened.image.read_at(1000, 1000).unwrap().len(), 1000);
+            let err = opened.image.read_at(2000, 1000).unwrap_err();
+            let SnapshotError::Corrupt {
+                path: named,
+                offset,
+                damage,
+            } = &err
+            else {
+                panic!("#{at}: {err}");
+            };
+            assert_eq!(
+                (named, *offset, *damage),
+                (&path, crc_offset, Damage::CrcMismatch)
+            );
+            assert!(!opened.image.is_verified());
+            assert!(
+                opened.image.read_at(0, 10).is_err(),
+                "#{at}: served after a failure"
+            );
+            let reader = open_latest_deferred(dir.path()).unwrap().unwrap();
+            let mut sink = Vec::new();
+            let io_err = reader.image.reader().read_to_end(&mut sink).unwrap_err();
+            assert!(
+                io_err.to_string().contains("crc mismatch"),
+                "#{at}: {io_err}"
+            );
+            bytes[at] ^= 0x40;
+        }
+        fs::write(&path, &bytes[..20]).unwrap();
+        assert!(matches!(
+            open_latest_deferred(dir.path()),
+            Err(SnapshotError::Corrupt {
+                damage: Damage::Short { len: 20 },
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn a_deferred_open_of_empty_data_checks_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = save(dir.path(), 4, 1, META, b"")
+            .unwrap()
+            .image
+            .path()
+            .to_path_buf();
+        let opened = open_latest_deferred(dir.path()).unwrap().unwrap();
+        assert!(opened.image.is_verified());
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[9] ^= 1;
+        fs::write(&path, &bytes).unwrap();
+        assert!(matches!(
+            open_latest_deferred(dir.path()),
+            Err(SnapshotError::Corrupt {
+                damage: Damage::CrcMismatch,
+                ..
+            })
+        ));
     }
 
     proptest! {

@@ -245,6 +245,11 @@ fn command_preview(command: &KvCommand) -> String {
         KvCommand::DeleteExpired { now_ms, keys } => {
             format!("delete-expired at {now_ms}: {} keys", keys.len())
         }
+        KvCommand::Publish {
+            session: s,
+            channel,
+            message,
+        } => format!("publish {} {}{}", text(channel), text(message), session(s)),
     }
 }
 

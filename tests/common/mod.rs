@@ -32,6 +32,16 @@ pub struct Cluster {
 impl Cluster {
     /// Writes configs for `count` nodes, lets `adjust` change each, and starts them all.
     pub fn start(count: usize, adjust: impl Fn(&mut Config)) -> Cluster {
+        let mut cluster = Cluster::configure(count, adjust);
+        for i in 0..count {
+            cluster.start_node(i);
+        }
+        cluster
+    }
+
+    /// Writes configs for `count` nodes and lets `adjust` change each; starts none (the
+    /// caller prepares their data directories first, then calls `start_node`).
+    pub fn configure(count: usize, adjust: impl Fn(&mut Config)) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let configs = write_local_configs(count, dir.path()).expect("configs");
         let nodes = configs.nodes;
@@ -41,17 +51,13 @@ impl Cluster {
             std::fs::write(&node.config_path, config.to_toml().expect("toml"))
                 .expect("write config");
         }
-        let mut cluster = Cluster {
+        Cluster {
             dir,
             children: nodes.iter().map(|_| None).collect(),
             join: nodes.iter().map(|_| None).collect(),
             nodes,
             ports: configs.ports,
-        };
-        for i in 0..count {
-            cluster.start_node(i);
         }
-        cluster
     }
 
     /// Starts node `i` (0-based) again.

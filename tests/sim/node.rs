@@ -342,6 +342,7 @@ fn node_config(id: NodeId, ids_max: u64) -> Config {
             ..SnapshotConfig::default()
         },
         log: Default::default(),
+        redis: Default::default(),
     }
 }
 

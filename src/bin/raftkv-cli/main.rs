@@ -17,8 +17,8 @@
 //! error, 6 (`status` only) a member does not answer although the cluster has a leader.
 //! `status` exits 4 when no member answers or none leads.
 
-use std::io::Write;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -29,9 +29,11 @@ use raftkv::kv::{Compare, CompareOp, Op, OpResult};
 use raftkv::raft::message::NodeId;
 
 mod member;
+mod snapshot;
 mod status;
 mod table;
 mod values;
+mod watch;
 
 use values::Output;
 
@@ -60,6 +62,7 @@ Binary-safe values and ranges:
   raftkv-cli --cluster A get KEY --raw > file           # the bytes, no newline
   raftkv-cli --cluster A put KEY 00ff --hex ; get KEY --hex
   raftkv-cli --cluster A range START END --limit N | --prefix P [--keys-only | --count]
+  raftkv-cli --cluster A watch KEY | --prefix P     # changes, until interrupted
 
 Membership (talks to the leader; retries until --wait):
   raftkv-cli --cluster A member list [--json]
@@ -71,13 +74,19 @@ Membership (talks to the leader; retries until --wait):
   promotes it to voter (--learner: stop after adding). Start the new node first with
   `raftkv-server --config FILE --join CLUSTER_ADDR`.
 
+Backup:
+  raftkv-cli --cluster A snapshot save FILE   # from the leader, verified
+  raftkv-log snapshot-restore FILE --data-dir DIR --node-id N --cluster-id C \\
+      --member ID=PEER,CLIENT ...             # each node of a NEW cluster
+
 Exit codes: 0 ok, 1 not found,
             2 usage error (also: a malformed --cluster address, or a Redis port given
               as a client address),
             3 cas or txn compare failed,
             4 unavailable, timeout or unreachable (membership: --wait ended first;
               status: no member answers, or none leads),
-            5 refused (an invalid membership change) or other errors,
+            5 refused (an invalid membership change) or other errors (also: writing
+              stdout or the snapshot file failed; a closed pipe is not an error),
             6 status: a member does not answer (the others have a leader).
   status names each member that does not answer, and a missing leader, on stderr.";
 
@@ -202,6 +211,19 @@ enum CliCommand {
         #[arg(long)]
         verbose: bool,
     },
+    /// Print the changes a member applies to KEY (or to the keys starting with P), one
+    /// line each (`REVISION PUT KEY VALUE` or `REVISION DELETE KEY`), until interrupted.
+    Watch {
+        /// The key.
+        #[arg(required_unless_present = "prefix", conflicts_with = "prefix")]
+        key: Option<String>,
+        /// Watch every key starting with P.
+        #[arg(long, value_name = "P")]
+        prefix: Option<String>,
+        /// Print keys and values in hexadecimal.
+        #[arg(long)]
+        hex: bool,
+    },
     /// List, add, promote or remove members.
     Member {
         #[command(subcommand)]
@@ -215,6 +237,23 @@ enum CliCommand {
         /// Seconds to wait for ID to lead (exit 4 if it does not).
         #[arg(long, default_value_t = 10, value_name = "SECS")]
         wait: u64,
+    },
+    /// Save a consistent snapshot of the whole store from the leader.
+    Snapshot {
+        #[command(subcommand)]
+        command: SnapshotCommand,
+    },
+}
+
+/// The `snapshot` subcommands.
+#[derive(Debug, Subcommand)]
+enum SnapshotCommand {
+    /// Write the state machine as the leader has applied it now (every write it
+    /// acknowledged before) to FILE, verified; restore it into a new cluster with
+    /// `raftkv-log snapshot-restore FILE ...`.
+    Save {
+        /// Where to write it (replaced only once the new file is complete and verified).
+        file: PathBuf,
     },
 }
 
@@ -291,12 +330,23 @@ fn main() -> ExitCode {
         CliCommand::Status { json, verbose } => {
             status::status(&cli.cluster, &options, json, verbose)
         }
+        CliCommand::Watch { key, prefix, hex } => {
+            let is_prefix = prefix.is_some();
+            let key = key.or(prefix).unwrap_or_default();
+            match watch::run(&cli.cluster, &options, key.as_bytes(), is_prefix, hex) {
+                Ok(()) => 0,
+                Err(error) => fail(&error),
+            }
+        }
         command => match Client::connect(&cli.cluster, options) {
             Ok(mut client) => match command {
                 CliCommand::Member { command } => {
                     member::run(&mut client, command, &cli.cluster.join(","))
                 }
                 CliCommand::TransferLeader { id, wait } => member::transfer(&mut client, id, wait),
+                CliCommand::Snapshot {
+                    command: SnapshotCommand::Save { file },
+                } => snapshot::save(&mut client, &file),
                 command => run(&mut client, command),
             },
             Err(error) => fail(&error),
@@ -398,8 +448,10 @@ fn run(client: &mut Client, command: CliCommand) -> u8 {
                 .map(|outcome| print_txn(&outcome))
         }
         CliCommand::Status { .. }
+        | CliCommand::Watch { .. }
         | CliCommand::Member { .. }
-        | CliCommand::TransferLeader { .. } => {
+        | CliCommand::TransferLeader { .. }
+        | CliCommand::Snapshot { .. } => {
             unreachable!("handled in main")
         }
     };
@@ -407,12 +459,7 @@ fn run(client: &mut Client, command: CliCommand) -> u8 {
 }
 
 fn print_line(bytes: &[u8]) -> u8 {
-    let mut stdout = std::io::stdout().lock();
-    // A closed stdout (a pipe into `head`) is not an error of the request.
-    let _ = stdout
-        .write_all(bytes)
-        .and_then(|()| stdout.write_all(b"\n"));
-    0
+    values::write_stdout(&[bytes, b"\n"])
 }
 
 fn not_found(key: &str) -> u8 {
@@ -452,7 +499,8 @@ fn exit_code(error: &Error) -> u8 {
         Error::Protocol { .. }
         | Error::Refused(_)
         | Error::SessionExpired
-        | Error::StaleSequence => EXIT_OTHER,
+        | Error::StaleSequence
+        | Error::Output(_) => EXIT_OTHER,
     }
 }
 

@@ -33,21 +33,32 @@ impl Output {
         }
     }
 
-    /// Writes `bytes` to stdout; returns exit code 0 (a closed stdout, as a pipe into
-    /// `head`, is not an error of the request).
+    /// Writes `bytes` to stdout; returns the exit code ([`write_stdout`]).
     pub fn print(self, bytes: &[u8]) -> u8 {
-        let mut stdout = std::io::stdout().lock();
-        let _ = match self {
-            Output::Raw => stdout.write_all(bytes),
-            Output::Line => stdout
-                .write_all(bytes)
-                .and_then(|()| stdout.write_all(b"\n")),
-            Output::Hex => stdout
-                .write_all(hex_encode(bytes).as_bytes())
-                .and_then(|()| stdout.write_all(b"\n")),
-        };
-        let _ = stdout.flush();
-        0
+        match self {
+            Output::Raw => write_stdout(&[bytes]),
+            Output::Line => write_stdout(&[bytes, b"\n"]),
+            Output::Hex => write_stdout(&[hex_encode(bytes).as_bytes(), b"\n"]),
+        }
+    }
+}
+
+/// Writes `parts` to stdout and flushes it; returns the exit code: 0 when written, or
+/// when stdout is a closed pipe (`| head` is not an error of the request); any other
+/// failure (a full disk under `> file`) is reported on stderr and exits 5.
+pub fn write_stdout(parts: &[&[u8]]) -> u8 {
+    let mut stdout = std::io::stdout().lock();
+    let written = parts
+        .iter()
+        .try_for_each(|part| stdout.write_all(part))
+        .and_then(|()| stdout.flush());
+    match written {
+        Ok(()) => 0,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => 0,
+        Err(e) => {
+            eprintln!("raftkv-cli: writing to stdout: {e}");
+            super::EXIT_OTHER
+        }
     }
 }
 
@@ -152,9 +163,12 @@ pub fn range(client: &mut Client, args: &RangeArgs) -> Result<u8, Error> {
         return Ok(Output::Line.print(result.count.to_string().as_bytes()));
     }
     for (key, value) in &result.entries {
-        output.print(key);
-        if !args.keys_only {
-            output.print(value);
+        let mut code = output.print(key);
+        if code == 0 && !args.keys_only {
+            code = output.print(value);
+        }
+        if code != 0 {
+            return Ok(code);
         }
     }
     Ok(0)

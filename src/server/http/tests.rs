@@ -98,7 +98,10 @@ impl FakeNode {
             RequestBody::Metrics
             | RequestBody::Range { .. }
             | RequestBody::MemberChange(_)
-            | RequestBody::TransferLeader { .. } => ResponseBody::Error("no".into()),
+            | RequestBody::TransferLeader { .. }
+            | RequestBody::Backup(_)
+            | RequestBody::Ttl { .. }
+            | RequestBody::Watch { .. } => ResponseBody::Error("no".into()),
         }
     }
 }

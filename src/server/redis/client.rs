@@ -5,7 +5,9 @@
 //! Invariant: nothing here reads a clock or does IO; ages come from the loop's clock as
 //! fed to [`RedisConn::set_now_ms`].
 
-use super::command::KillFilter;
+use super::command::{Bytes, KillFilter};
+use super::notify::NotifyFlags;
+use super::pubsub::PubsubQuery;
 use super::{RedisConn, info};
 use crate::codec::resp::RespValue;
 
@@ -35,6 +37,12 @@ pub enum LocalQuery {
     ClientKill(KillFilter),
     /// TIME: `[unix seconds, microseconds]`.
     Time,
+    /// PUBSUB, and PUBLISH's receiver count: the node's pub/sub index answers.
+    Pubsub(PubsubQuery),
+    /// `CONFIG GET patterns...`, with the node's `notify-keyspace-events`.
+    ConfigGet(Vec<Bytes>),
+    /// `CONFIG SET notify-keyspace-events`: the node's setting changes.
+    ConfigSet(NotifyFlags),
 }
 
 impl RedisConn {
@@ -45,15 +53,21 @@ impl RedisConn {
         let idle_s = self.now_ms.saturating_sub(self.last_command_ms) / 1000;
         let multi = self.multi.as_ref().map_or(-1, |queued| queued.len() as i64);
         let name = String::from_utf8_lossy(self.name.as_deref().unwrap_or_default());
+        let (sub, psub) = self.subscriptions.sizes();
+        let flags = match (self.multi.is_some(), sub + psub > 0) {
+            (true, _) => "x",
+            (false, true) => "P",
+            (false, false) => "N",
+        };
         format!(
             "id={} addr={} laddr={} fd=-1 name={name} age={age_s} idle={idle_s} flags={} \
-             db=0 sub=0 psub=0 ssub=0 multi={multi} watch={} qbuf=0 qbuf-free=0 \
+             db=0 sub={sub} psub={psub} ssub=0 multi={multi} watch={} qbuf=0 qbuf-free=0 \
              argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r \
              cmd={} user=default redir=-1 resp={} lib-name={} lib-ver={}",
             self.identity.id,
             self.identity.addr,
             self.identity.laddr,
-            if self.multi.is_some() { "x" } else { "N" },
+            flags,
             self.shared.watched.len(),
             self.last_command,
             self.protocol.version(),

@@ -6,6 +6,8 @@
 //!
 //! Invariant: parsing and the mappings are pure: no IO, no clock, no panics on any input.
 
+use super::notify::NotifyFlags;
+use super::pubsub::PubsubQuery;
 use super::{cursor, glob};
 use crate::codec::resp::{Protocol, RespValue};
 use crate::kv::{Op, OpResult, RmwOp, SetCondition, SetExpiry};
@@ -160,6 +162,22 @@ pub enum Control {
     Select,
     /// QUIT.
     Quit,
+    /// `SUBSCRIBE channel...`.
+    Subscribe(Vec<Bytes>),
+    /// `UNSUBSCRIBE [channel...]`.
+    Unsubscribe(Vec<Bytes>),
+    /// `PSUBSCRIBE pattern...`.
+    Psubscribe(Vec<Bytes>),
+    /// `PUNSUBSCRIBE [pattern...]`.
+    Punsubscribe(Vec<Bytes>),
+    /// `PUBLISH channel message`.
+    Publish(Bytes, Bytes),
+    /// `PUBSUB CHANNELS|NUMSUB|NUMPAT ...`.
+    Pubsub(PubsubQuery),
+    /// `CONFIG SET notify-keyspace-events flags` (the one setting a node changes live).
+    ConfigSet(NotifyFlags),
+    /// RESET.
+    Reset,
 }
 
 /// A parsed SCAN.
@@ -247,7 +265,19 @@ const TABLE: &[(&str, i64, &str, i64, i64, i64)] = &[
     ("config", -2, "admin noscript loading stale", 0, 0, 0),
     ("time", 1, "loading stale fast", 0, 0, 0),
     ("wait", 3, "noscript", 0, 0, 0),
+    ("subscribe", -2, "pubsub noscript loading stale", 0, 0, 0),
+    ("unsubscribe", -1, "pubsub noscript loading stale", 0, 0, 0),
+    ("psubscribe", -2, "pubsub noscript loading stale", 0, 0, 0),
+    ("punsubscribe", -1, "pubsub noscript loading stale", 0, 0, 0),
+    ("publish", 3, "pubsub loading stale fast", 0, 0, 0),
+    ("pubsub", -2, "pubsub loading stale", 0, 0, 0),
+    ("reset", 1, "noscript loading stale fast no_auth", 0, 0, 0),
 ];
+
+/// Whether `name` (lower case) is a command raftkv knows.
+pub fn is_known(name: &str) -> bool {
+    TABLE.iter().any(|entry| entry.0 == name)
+}
 
 /// What `CONFIG GET` reports: the settings clients and exporters read, with the values
 /// that describe raftkv (every write is durable in the Raft log before its reply, one
@@ -263,9 +293,13 @@ const CONFIG: &[(&str, &str)] = &[
     ("timeout", "0"),
 ];
 
+/// The one setting `CONFIG SET` changes (per node, not replicated).
+pub const NOTIFY_KEYSPACE_EVENTS: &str = "notify-keyspace-events";
+
 /// The reply to `CONFIG GET patterns...`: every setting a pattern matches (a map in
-/// RESP3, a flat array in RESP2, as Redis 7).
-pub fn config_get(patterns: &[Bytes]) -> RespValue {
+/// RESP3, a flat array in RESP2, as Redis 7), with the node's `notify` flags.
+pub fn config_get(patterns: &[Bytes], notify: NotifyFlags) -> RespValue {
+    let notify = notify.to_string();
     RespValue::Map(
         CONFIG
             .iter()
@@ -275,7 +309,14 @@ pub fn config_get(patterns: &[Bytes]) -> RespValue {
                     .iter()
                     .any(|p| glob::matches(&p.to_ascii_lowercase(), name))
             })
-            .map(|(name, value)| (RespValue::bulk(name), RespValue::bulk(value)))
+            .map(|&(name, value)| {
+                let value = if name == NOTIFY_KEYSPACE_EVENTS {
+                    notify.as_str()
+                } else {
+                    value
+                };
+                (RespValue::bulk(name), RespValue::bulk(value))
+            })
             .collect(),
     )
 }
@@ -512,7 +553,8 @@ pub fn parse(mut args: Vec<Bytes>) -> Result<Parsed, RespValue> {
                 "get" => Err(err(
                     "ERR wrong number of arguments for 'config|get' command",
                 )),
-                "set" | "resetstat" | "rewrite" => Err(err(format!(
+                "set" => parse_config_set(&rest[1..]),
+                "resetstat" | "rewrite" => Err(err(format!(
                     "ERR CONFIG {} is not supported by raftkv: settings come from the \
                      server's configuration file",
                     sub.to_uppercase()
@@ -537,8 +579,70 @@ pub fn parse(mut args: Vec<Bytes>) -> Result<Parsed, RespValue> {
             Some(_) => Err(err("ERR DB index is out of range")),
             None => Err(not_integer()),
         },
+        "subscribe" => control(Control::Subscribe(rest)),
+        "unsubscribe" => control(Control::Unsubscribe(rest)),
+        "psubscribe" => control(Control::Psubscribe(rest)),
+        "punsubscribe" => control(Control::Punsubscribe(rest)),
+        "publish" => {
+            let message = rest.pop().unwrap_or_default();
+            control(Control::Publish(one(&mut rest), message))
+        }
+        "pubsub" => parse_pubsub(rest),
+        "reset" => control(Control::Reset),
         _ => control(Control::Quit),
     }
+}
+
+fn parse_pubsub(mut rest: Vec<Bytes>) -> Result<Parsed, RespValue> {
+    let given = String::from_utf8_lossy(&rest[0]).into_owned();
+    let sub = given.to_lowercase();
+    let query = match (sub.as_str(), rest.len()) {
+        ("channels", 1) => PubsubQuery::Channels(None),
+        ("channels", 2) => PubsubQuery::Channels(rest.pop()),
+        ("numsub", _) => PubsubQuery::Numsub(rest.split_off(1)),
+        ("numpat", 1) => PubsubQuery::Numpat,
+        ("channels" | "numpat", _) => {
+            return Err(err(format!(
+                "ERR wrong number of arguments for 'pubsub|{sub}' command"
+            )));
+        }
+        _ => {
+            return Err(err(format!(
+                "ERR unknown subcommand '{given}'. Try PUBSUB HELP."
+            )));
+        }
+    };
+    Ok(Parsed::Control(Control::Pubsub(query)))
+}
+
+/// `CONFIG SET name value ...`: only `notify-keyspace-events` (the rest of the
+/// configuration comes from the server's file).
+fn parse_config_set(pairs: &[Bytes]) -> Result<Parsed, RespValue> {
+    if pairs.is_empty() || !pairs.len().is_multiple_of(2) {
+        return Err(err(
+            "ERR wrong number of arguments for 'config|set' command",
+        ));
+    }
+    let mut flags = None;
+    for pair in pairs.chunks(2) {
+        let name = String::from_utf8_lossy(&pair[0]).to_lowercase();
+        if name != NOTIFY_KEYSPACE_EVENTS {
+            return Err(err(format!(
+                "ERR CONFIG SET of '{name}' is not supported by raftkv: settings come from \
+                 the server's configuration file (only {NOTIFY_KEYSPACE_EVENTS} is set live)"
+            )));
+        }
+        flags = Some(NotifyFlags::parse(&pair[1]).ok_or_else(|| {
+            err(format!(
+                "ERR CONFIG SET failed (possibly related to argument \
+                 '{NOTIFY_KEYSPACE_EVENTS}') - Invalid event class character. Use \
+                 'Ag$lshzxeKEtmdn'."
+            ))
+        })?);
+    }
+    Ok(Parsed::Control(Control::ConfigSet(
+        flags.unwrap_or_default(),
+    )))
 }
 
 fn pairs(name: &str, rest: Vec<Bytes>) -> Result<Vec<(Bytes, Bytes)>, RespValue> {

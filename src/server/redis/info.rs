@@ -147,7 +147,10 @@ pub fn render(
             metric(metrics, "net.accepts_refused").to_string(),
         ),
         ("instantaneous_ops_per_sec", "0".into()),
-        ("expired_keys", metric(metrics, "kv_expired_keys").to_string()),
+        (
+            "expired_keys",
+            metric(metrics, "kv_expired_keys").to_string(),
+        ),
         ("evicted_keys", "0".into()),
         ("pubsub_channels", "0".into()),
     ]);

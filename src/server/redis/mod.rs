@@ -40,6 +40,12 @@
 //!   redis-server with no password configured.
 //! - CLIENT LIST / KILL and TIME: [`LocalQuery`]s the loop answers (it sees every
 //!   connection of the node and the wall clock), in the slot's place in the order.
+//! - SUBSCRIBE / PSUBSCRIBE / UNSUBSCRIBE / PUNSUBSCRIBE / RESET: the connection's
+//!   subscriptions and subscribed mode (`subscribed`); the node's index is changed when
+//!   the slot starts ([`pubsub`]). PUBLISH is a write (`Command::Publish`, one log entry
+//!   every node delivers as it applies it); its reply counts this node's receivers, a
+//!   [`LocalQuery`] like PUBSUB and CONFIG GET / SET (`notify-keyspace-events`,
+//!   [`notify`], a setting of the node).
 //! - WAIT: answered at once from the node's status, never blocking: on the leader, the
 //!   replicas whose match index reaches the applied index (which covers every write of
 //!   this connection, all applied before WAIT starts); on a follower, the replicas a
@@ -61,14 +67,19 @@ pub mod command;
 mod cursor;
 mod glob;
 mod info;
+pub mod notify;
+pub mod pubsub;
 mod scan;
+mod subscribed;
 
 use std::collections::{HashMap, VecDeque};
 
 pub use self::client::{Identity, LocalQuery};
 pub use self::command::KillFilter;
-use self::command::{Bytes, Cmd, Control, Parsed, auth_refusal, command_reply, config_get, parse};
+use self::command::{Bytes, Cmd, Control, Parsed, auth_refusal, command_reply, parse};
+use self::pubsub::{PubsubQuery, SubscriptionChange};
 use self::scan::RangeJob;
+use self::subscribed::{Kind, Subscriptions};
 use crate::codec::client::{Request, RequestBody, Response, ResponseBody, Role, Status};
 use crate::codec::resp::{Protocol, RespValue};
 use crate::kv::SetCondition;
@@ -142,10 +153,24 @@ enum Job {
     Local(LocalQuery),
     /// WAIT: how many replicas hold this connection's writes.
     Wait,
+    /// A subscription command: changes to the node's index, made when it starts (after
+    /// every earlier command), and its confirmations.
+    Hub {
+        changes: Vec<SubscriptionChange>,
+        reply: RespValue,
+    },
+    /// PUBLISH: a log entry every node delivers as it applies it; the reply counts this
+    /// node's receivers.
+    Publish {
+        channel: Bytes,
+        message: Bytes,
+    },
 }
 
 enum Step {
     Send(Vec<RequestBody>),
+    /// Ask the loop; its answer is the reply.
+    Local(LocalQuery),
     Done(RespValue),
 }
 
@@ -197,6 +222,8 @@ struct Shared {
     watched: Vec<(Bytes, Option<Bytes>)>,
     /// A write was sent (WAIT counts the replicas holding it).
     wrote: bool,
+    /// Subscription changes of started slots, for the node's index.
+    hub_changes: Vec<SubscriptionChange>,
 }
 
 impl Shared {
@@ -254,6 +281,8 @@ pub struct RedisConn {
     last_command: String,
     /// Local queries to hand to the loop, by slot id.
     local_queries: Vec<(u64, LocalQuery)>,
+    /// The channels and patterns subscribed (as of the last command received).
+    subscriptions: Subscriptions,
 }
 
 impl Default for RedisConn {
@@ -280,6 +309,7 @@ impl RedisConn {
                 session: SessionState::None,
                 watched: Vec::new(),
                 wrote: false,
+                hub_changes: Vec::new(),
             },
             multi: None,
             multi_dirty: false,
@@ -293,7 +323,46 @@ impl RedisConn {
             last_command_ms: 0,
             last_command: "NULL".into(),
             local_queries: Vec::new(),
+            subscriptions: Subscriptions::default(),
         }
+    }
+
+    /// The protocol the connection speaks now (pushes are written in it).
+    pub fn protocol(&self) -> Protocol {
+        self.protocol
+    }
+
+    /// The channels and patterns the node's index may list for this connection (to
+    /// remove it when it closes): those subscribed, and those an (P)UNSUBSCRIBE not yet
+    /// started or taken will leave.
+    pub fn subscription_names(&self) -> (Vec<Bytes>, Vec<Bytes>) {
+        let (mut channels, mut patterns) = self.subscriptions.names();
+        let unstarted = self
+            .slots
+            .iter()
+            .skip(self.started)
+            .filter_map(|slot| match &slot.job {
+                Job::Hub { changes, .. } => Some(changes),
+                _ => None,
+            });
+        for change in unstarted.flatten().chain(&self.shared.hub_changes) {
+            match change {
+                SubscriptionChange::Unsubscribe(name) => channels.push(name.clone()),
+                SubscriptionChange::Punsubscribe(name) => patterns.push(name.clone()),
+                SubscriptionChange::Subscribe(_) | SubscriptionChange::Psubscribe(_) => {}
+            }
+        }
+        (channels, patterns)
+    }
+
+    /// Whether the connection listens to a channel or pattern (it is not idle then).
+    pub fn is_subscribed(&self) -> bool {
+        self.subscriptions.count() > 0
+    }
+
+    /// The subscription changes for the node's index since the last call.
+    pub fn take_subscription_changes(&mut self) -> Vec<SubscriptionChange> {
+        std::mem::take(&mut self.shared.hub_changes)
     }
 
     /// Names the connection (the loop, once it accepted it).
@@ -323,7 +392,8 @@ impl RedisConn {
         let Some(index) = id.checked_sub(self.first_id).map(|i| i as usize) else {
             return;
         };
-        if matches!(self.slots.get(index), Some(slot) if matches!(slot.job, Job::Local(_))) {
+        let asked = |job: &Job| matches!(job, Job::Local(_) | Job::Publish { .. });
+        if matches!(self.slots.get(index), Some(slot) if asked(&slot.job)) {
             self.finish(index, reply);
             self.dispatch();
         }
@@ -367,7 +437,8 @@ impl RedisConn {
             | Job::DelOne(_)
             | Job::Rmw { .. }
             | Job::Exec { .. } => Class::Write,
-            Job::Watch(_) | Job::Unwatch(_) => Class::Exclusive,
+            Job::Watch(_) | Job::Unwatch(_) | Job::Hub { .. } => Class::Exclusive,
+            Job::Publish { .. } => Class::Write,
         };
         self.slots.push_back(Slot {
             job,
@@ -380,6 +451,11 @@ impl RedisConn {
     }
 
     fn job_for(&mut self, args: Vec<Bytes>) -> (Job, bool) {
+        if self.multi.is_none()
+            && let Some(reply) = self.subscriptions.intercept(self.protocol, &args)
+        {
+            return (Job::Reply(reply), false);
+        }
         let parsed = parse(args);
         if let Some(queued) = &mut self.multi {
             return match parsed {
@@ -404,6 +480,7 @@ impl RedisConn {
                     Job::Reply(RespValue::error("ERR MULTI calls can not be nested")),
                     false,
                 ),
+                Ok(Parsed::Control(Control::Reset)) => self.job_for_control(Control::Reset),
                 Ok(Parsed::Control(Control::Watch(_))) => (
                     Job::Reply(RespValue::error("ERR WATCH inside MULTI is not allowed")),
                     false,
@@ -432,6 +509,7 @@ impl RedisConn {
 
     fn job_for_control(&mut self, control: Control) -> (Job, bool) {
         let reply = |value| (Job::Reply(value), false);
+        let hub_job = |(reply, changes)| (Job::Hub { changes, reply }, false);
         match control {
             Control::Multi => {
                 self.multi = Some(Vec::new());
@@ -488,7 +566,31 @@ impl RedisConn {
             Control::Auth(user, _) => {
                 reply(auth_refusal(user.as_deref()).unwrap_or_else(RespValue::ok))
             }
-            Control::ConfigGet(patterns) => reply(config_get(&patterns)),
+            Control::ConfigGet(patterns) => (Job::Local(LocalQuery::ConfigGet(patterns)), false),
+            Control::ConfigSet(flags) => (Job::Local(LocalQuery::ConfigSet(flags)), false),
+            Control::Subscribe(names) => {
+                hub_job(self.subscriptions.subscribe(Kind::Channel, names))
+            }
+            Control::Psubscribe(names) => {
+                hub_job(self.subscriptions.subscribe(Kind::Pattern, names))
+            }
+            Control::Unsubscribe(names) => {
+                hub_job(self.subscriptions.unsubscribe(Kind::Channel, names))
+            }
+            Control::Punsubscribe(names) => {
+                hub_job(self.subscriptions.unsubscribe(Kind::Pattern, names))
+            }
+            Control::Publish(channel, message) => (Job::Publish { channel, message }, false),
+            Control::Pubsub(query) => (Job::Local(LocalQuery::Pubsub(query)), false),
+            Control::Reset => {
+                let changes = self.subscriptions.reset();
+                self.protocol = Protocol::Resp2;
+                self.name = None;
+                self.multi = None;
+                self.multi_dirty = false;
+                self.shared.watched.clear();
+                hub_job((RespValue::Simple("RESET".into()), changes))
+            }
             Control::Time => (Job::Local(LocalQuery::Time), false),
             Control::Wait => (Job::Wait, false),
             Control::ClientSetname(name) => {
@@ -655,6 +757,14 @@ impl RedisConn {
     fn apply_step(&mut self, index: usize, step: Step) {
         match step {
             Step::Done(value) => self.finish(index, value),
+            Step::Local(query) => {
+                let id = self.first_id + index as u64;
+                self.local_queries.push((id, query));
+                self.slots[index].state = SlotState::Running {
+                    parts: Vec::new(),
+                    missing: 0,
+                };
+            }
             Step::Send(bodies) => {
                 let id = self.first_id + index as u64;
                 self.slots[index].state = SlotState::Running {
@@ -844,6 +954,17 @@ fn start(job: &mut Job, shared: &mut Shared, via_log: bool) -> Step {
         }]),
         Job::Wait => Step::Send(vec![RequestBody::Status]),
         Job::Local(_) => Step::Done(RespValue::error("ERR unexpected local query")),
+        Job::Hub { changes, reply } => {
+            shared.hub_changes.append(changes);
+            Step::Done(std::mem::replace(reply, RespValue::ok()))
+        }
+        Job::Publish { channel, message } => {
+            Step::Send(vec![RequestBody::Command(Command::Publish {
+                session: shared.next_session(),
+                channel: channel.clone(),
+                message: std::mem::take(message),
+            })])
+        }
     }
 }
 
@@ -931,7 +1052,13 @@ fn advance(job: &mut Job, shared: &mut Shared, parts: Vec<ResponseBody>) -> Step
             Some(ResponseBody::Range(result)) => what.advance(query, result),
             other => Step::Done(failure_of(other.as_ref())),
         },
-        Job::Reply(_) | Job::Unwatch(_) | Job::Local(_) => {
+        Job::Publish { channel, .. } => match parts.first() {
+            Some(ResponseBody::Result(CommandResult::Ok)) => Step::Local(LocalQuery::Pubsub(
+                PubsubQuery::Receivers(std::mem::take(channel)),
+            )),
+            other => Step::Done(failure_of(other)),
+        },
+        Job::Reply(_) | Job::Unwatch(_) | Job::Local(_) | Job::Hub { .. } => {
             Step::Done(RespValue::error("ERR unexpected reply"))
         }
     }
@@ -945,9 +1072,10 @@ fn reply_bytes_hint(value: &RespValue) -> usize {
         RespValue::Simple(text) | RespValue::Error(text) => text.len() + 3,
         RespValue::Integer(_) | RespValue::Bulk(None) | RespValue::Array(None) => HEADER_BYTES,
         RespValue::Bulk(Some(bytes)) => bytes.len() + HEADER_BYTES,
-        RespValue::Array(Some(values)) | RespValue::Set(values) => {
+        RespValue::Array(Some(values)) | RespValue::Set(values) | RespValue::Push(values) => {
             HEADER_BYTES + values.iter().map(reply_bytes_hint).sum::<usize>()
         }
+        RespValue::Replies(values) => values.iter().map(reply_bytes_hint).sum::<usize>(),
         RespValue::Map(pairs) => {
             let hint = |(key, value): &(RespValue, RespValue)| {
                 reply_bytes_hint(key) + reply_bytes_hint(value)

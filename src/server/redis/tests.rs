@@ -3,6 +3,7 @@
 //! keep request order, read-modify-writes are one command each, WATCH aborts EXEC,
 //! NotLeader is followed.
 
+use super::pubsub::Hub;
 use super::*;
 use crate::kv::{KvConfig, KvStore, command_to_vec};
 
@@ -12,6 +13,10 @@ struct FakeNode {
     index: u64,
     /// Answer NotLeader (pointing at "leader:1") to local writes.
     follower: bool,
+    /// The node's pub/sub index (with this connection as client 0).
+    hub: Hub,
+    /// The loop queries `run` does not answer (CLIENT LIST / KILL, TIME), by slot id.
+    unanswered: Vec<(u64, LocalQuery)>,
 }
 
 impl Default for FakeNode {
@@ -20,6 +25,8 @@ impl Default for FakeNode {
             store: KvStore::new(KvConfig::default()),
             index: 0,
             follower: false,
+            hub: Hub::default(),
+            unanswered: Vec::new(),
         }
     }
 }
@@ -40,8 +47,24 @@ impl FakeNode {
             RequestBody::Status
             | RequestBody::Metrics
             | RequestBody::MemberChange(_)
-            | RequestBody::TransferLeader { .. } => ResponseBody::Error("no".into()),
+            | RequestBody::TransferLeader { .. }
+            | RequestBody::Backup(_)
+            | RequestBody::Ttl { .. }
+            | RequestBody::Watch { .. } => ResponseBody::Error("no".into()),
         }
+    }
+
+    /// The loop's answer to a pub/sub or CONFIG query, as `redis_pump` gives it.
+    fn local(&mut self, query: &LocalQuery) -> Option<RespValue> {
+        Some(match query {
+            LocalQuery::Pubsub(query) => self.hub.answer(query),
+            LocalQuery::ConfigGet(patterns) => command::config_get(patterns, self.hub.notify),
+            LocalQuery::ConfigSet(flags) => {
+                self.hub.notify = *flags;
+                RespValue::ok()
+            }
+            LocalQuery::ClientList | LocalQuery::ClientKill(_) | LocalQuery::Time => return None,
+        })
     }
 
     fn apply(&mut self, command: &Command) -> CommandResult {
@@ -79,10 +102,27 @@ fn run(conn: &mut RedisConn, node: &mut FakeNode, lines: &[&str]) -> String {
         conn.on_command(args(line));
     }
     let mut out = Vec::new();
+    let client = crate::replica::ClientRef {
+        key: 0,
+        generation: 1,
+    };
     loop {
         conn.take_replies(&mut out);
+        for change in conn.take_subscription_changes() {
+            node.hub.change(client, change);
+        }
+        let mut answered = false;
+        for (id, query) in conn.take_local_queries() {
+            match node.local(&query) {
+                Some(reply) => {
+                    conn.on_local_answer(id, reply);
+                    answered = true;
+                }
+                None => node.unanswered.push((id, query)),
+            }
+        }
         let submits = conn.take_submits();
-        if submits.is_empty() {
+        if submits.is_empty() && !answered {
             break;
         }
         let answers: Vec<Response> = submits
@@ -393,7 +433,7 @@ fn loop_queries_keep_order_and_kill_filters_select() {
     });
     let got = run(&mut conn, &mut node, &["PING", "TIME", "PING"]);
     assert_eq!(got, "+PONG\r\n", "TIME waits for the loop's answer");
-    let queries = conn.take_local_queries();
+    let queries = std::mem::take(&mut node.unanswered);
     assert_eq!(queries.len(), 1);
     assert_eq!(queries[0].1, LocalQuery::Time);
     conn.on_local_answer(queries[0].0, RespValue::Integer(1));
@@ -518,4 +558,73 @@ fn wait_counts_the_replicas_that_hold_the_writes() {
     for (i, (role, applied, wrote, want)) in cases.into_iter().enumerate() {
         assert_eq!(wait_replicas(&status(role, applied), wrote), want, "#{i}");
     }
+}
+
+/// Goal: SUBSCRIBE / PSUBSCRIBE / UNSUBSCRIBE confirm as redis-server 7 does in RESP2
+/// (arrays with running counts), RESP2 subscribed mode refuses other commands, PUBLISH
+/// is one log entry answered with this node's receiver count, and CONFIG SET changes
+/// what CONFIG GET shows. Method: a scripted session against the fake node.
+#[test]
+fn subscriptions_confirm_and_publish_counts_receivers() {
+    let mut conn = RedisConn::new();
+    let mut node = FakeNode::default();
+    let got = run(
+        &mut conn,
+        &mut node,
+        &[
+            "SUBSCRIBE a b",
+            "GET k",
+            "PSUBSCRIBE n*",
+            "PING",
+            "UNSUBSCRIBE",
+            "PUNSUBSCRIBE n*",
+            "PUBLISH a hi",
+            "CONFIG SET notify-keyspace-events KEA",
+            "CONFIG GET notify-keyspace-events",
+            "CONFIG SET notify-keyspace-events Q",
+        ],
+    );
+    let want = "*3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:1\r\n\
+        *3\r\n$9\r\nsubscribe\r\n$1\r\nb\r\n:2\r\n\
+        -ERR Can't execute 'get': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / \
+        RESET are allowed in this context\r\n\
+        *3\r\n$10\r\npsubscribe\r\n$2\r\nn*\r\n:3\r\n\
+        *2\r\n$4\r\npong\r\n$0\r\n\r\n\
+        *3\r\n$11\r\nunsubscribe\r\n$1\r\na\r\n:2\r\n\
+        *3\r\n$11\r\nunsubscribe\r\n$1\r\nb\r\n:1\r\n\
+        *3\r\n$12\r\npunsubscribe\r\n$2\r\nn*\r\n:0\r\n\
+        :0\r\n\
+        +OK\r\n\
+        *2\r\n$22\r\nnotify-keyspace-events\r\n$3\r\nAKE\r\n\
+        -ERR CONFIG SET failed (possibly related to argument 'notify-keyspace-events') - \
+        Invalid event class character. Use 'Ag$lshzxeKEtmdn'.\r\n";
+    assert_eq!(got, want);
+    assert!(node.hub.is_idle(), "every subscription was left");
+    let got = run(
+        &mut conn,
+        &mut node,
+        &["HELLO 3", "SUBSCRIBE a", "PUBLISH a x"],
+    );
+    assert!(
+        got.ends_with(">3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:1\r\n:1\r\n"),
+        "{got}"
+    );
+    assert!(!node.hub.is_idle());
+}
+
+/// Goal: a connection closing with an UNSUBSCRIBE not yet started still names that
+/// channel for removal from the node's index, and RESET inside MULTI resets. Method: an
+/// UNSUBSCRIBE queued behind an unanswered write; then MULTI, RESET, GET.
+#[test]
+fn pending_unsubscribes_are_named_for_removal_and_reset_ends_multi() {
+    let mut conn = RedisConn::new();
+    let mut node = FakeNode::default();
+    run(&mut conn, &mut node, &["HELLO 3", "SUBSCRIBE a"]);
+    conn.on_command(args("SET k v"));
+    conn.on_command(args("UNSUBSCRIBE a"));
+    let (channels, _) = conn.subscription_names();
+    assert_eq!(channels, vec![b"a".to_vec()], "the index still lists `a`");
+    let mut conn = RedisConn::new();
+    let got = run(&mut conn, &mut node, &["MULTI", "RESET", "GET nokey"]);
+    assert_eq!(got, "+OK\r\n+RESET\r\n$-1\r\n");
 }

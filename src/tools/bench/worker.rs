@@ -375,9 +375,11 @@ impl Worker<'_> {
                 self.resend_elsewhere(None);
             }
             ResponseBody::Error(_) => self.count_error("refused"),
-            ResponseBody::Status(_) | ResponseBody::Metrics(_) | ResponseBody::Range(_) => {
-                self.count_error("protocol")
-            }
+            ResponseBody::Status(_)
+            | ResponseBody::Metrics(_)
+            | ResponseBody::Range(_)
+            | ResponseBody::Backup(_)
+            | ResponseBody::Watch(_) => self.count_error("protocol"),
         }
     }
 
