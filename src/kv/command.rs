@@ -27,7 +27,7 @@
 //!                  | 14 SetExpiring key value condition:u8 get:u8 set_expiry
 //!              condition = 1 Always | 2 Absent | 3 Present
 //!              expire_condition = 1 Always | 2 NoExpiry | 3 HasExpiry | 4 Later
-//!                  | 5 Earlier
+//!                  | 5 Earlier | 6 EarlierThanOne
 //!              deadline = 1 At at_ms:u64 | 2 After ms:u64
 //!              set_expiry = 0 Clear | 1 Keep | 2 deadline
 //!              (a Set whose expiry is Clear is written as tag 4; times are unix
@@ -186,6 +186,8 @@ pub enum ExpireCondition {
     Later = 4,
     /// Only if the new time is earlier than the current one (LT).
     Earlier = 5,
+    /// Only if the key has one and the new time is earlier (XX LT).
+    EarlierThanOne = 6,
 }
 
 impl ExpireCondition {
@@ -196,6 +198,7 @@ impl ExpireCondition {
             3 => ExpireCondition::HasExpiry,
             4 => ExpireCondition::Later,
             5 => ExpireCondition::Earlier,
+            6 => ExpireCondition::EarlierThanOne,
             _ => return None,
         })
     }
@@ -208,6 +211,7 @@ impl ExpireCondition {
             ExpireCondition::HasExpiry => current.is_some(),
             ExpireCondition::Later => current.is_some_and(|current| new > current),
             ExpireCondition::Earlier => current.is_none_or(|current| new < current),
+            ExpireCondition::EarlierThanOne => current.is_some_and(|current| new < current),
         }
     }
 }

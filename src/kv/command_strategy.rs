@@ -81,7 +81,7 @@ fn set_expiry() -> impl Strategy<Value = SetExpiry> {
 /// The ops on expiry times (their effect on values depends on times a value-only model
 /// does not hold, so they are tested by encoding here and by `kv::expiry` tests).
 pub(crate) fn expiry_rmw() -> impl Strategy<Value = RmwOp> {
-    let condition = (1u8..=5).prop_map(|b| ExpireCondition::from_u8(b).expect("valid byte"));
+    let condition = (1u8..=6).prop_map(|b| ExpireCondition::from_u8(b).expect("valid byte"));
     prop_oneof![
         (bytes(), deadline(), condition).prop_map(|(key, at, condition)| RmwOp::Expire {
             key,

@@ -276,6 +276,11 @@ mod tests {
         assert_eq!(kv.expire("absent", 5_000, 100, Always), 0);
         kv.set("k", "v", SetExpiry::Clear);
         assert_eq!(kv.expire("k", 5_000, 100, HasExpiry), 0, "XX without one");
+        assert_eq!(
+            kv.expire("k", 5_000, 100, EarlierThanOne),
+            0,
+            "XX LT without one"
+        );
         assert_eq!(kv.expire("k", 5_000, 100, Later), 0, "GT: none is infinite");
         assert_eq!(
             kv.expire("k", 5_000, 100, Earlier),
@@ -287,6 +292,7 @@ mod tests {
         assert_eq!(kv.expire("k", 4_000, 100, Later), 0);
         assert_eq!(kv.expire("k", 6_000, 100, Later), 1);
         assert_eq!(kv.expire("k", 7_000, 100, Earlier), 0);
+        assert_eq!(kv.expire("k", 7_000, 100, EarlierThanOne), 0);
         assert_eq!(kv.expire("k", 3_000, 100, HasExpiry), 1);
         assert_eq!(kv.at("k"), Some(3_000));
         assert_eq!(kv.expire("k", 9_000, 3_000, Always), 0, "expired by now_ms");
