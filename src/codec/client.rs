@@ -56,6 +56,19 @@ pub enum RequestBody {
         /// Serve from the local applied state, possibly stale.
         stale: bool,
     },
+    /// The expiry time of `key`, answered `Result(CommandResult::Integer(n))`: -2 if
+    /// the key is absent (or expired), -1 if it has none, else the milliseconds left
+    /// (or, with `absolute`, the unix time in milliseconds). Through ReadIndex on the
+    /// leader, judged by its clock, like a Get; from local state and the receiving
+    /// node's clock if `stale`.
+    Ttl {
+        /// The key.
+        key: Vec<u8>,
+        /// Answer the unix time instead of the time left.
+        absolute: bool,
+        /// Serve from the local applied state, possibly stale.
+        stale: bool,
+    },
     /// The node's view of the cluster ([`Status`]).
     Status,
     /// The node's counters ([`ResponseBody::Metrics`]).
@@ -262,6 +275,7 @@ const REQ_MEMBER_PROMOTE: u8 = 6;
 const REQ_MEMBER_REMOVE: u8 = 7;
 const REQ_TRANSFER_LEADER: u8 = 8;
 const REQ_RANGE: u8 = 9;
+const REQ_TTL: u8 = 11;
 const REQ_BACKUP: u8 = 10;
 const REQ_WATCH: u8 = 16;
 
@@ -279,6 +293,8 @@ const RESP_WATCH: u8 = 16;
 const RANGE_KEYS_ONLY: u8 = 1;
 const RANGE_COUNT_ONLY: u8 = 2;
 const RANGE_STALE: u8 = 4;
+const TTL_ABSOLUTE: u8 = 1;
+const TTL_STALE: u8 = 2;
 
 /// Appends the body of `request` (no frame header) to `out`.
 pub fn encode_request(request: &Request, out: &mut Vec<u8>) {
@@ -293,6 +309,7 @@ pub fn encode_request(request: &Request, out: &mut Vec<u8>) {
         RequestBody::MemberChange(MemberChange::Remove { .. }) => REQ_MEMBER_REMOVE,
         RequestBody::TransferLeader { .. } => REQ_TRANSFER_LEADER,
         RequestBody::Range { .. } => REQ_RANGE,
+        RequestBody::Ttl { .. } => REQ_TTL,
         RequestBody::Backup(_) => REQ_BACKUP,
         RequestBody::Watch { .. } => REQ_WATCH,
     };
@@ -325,6 +342,15 @@ pub fn encode_request(request: &Request, out: &mut Vec<u8>) {
                 }
             }
             out.push(flags);
+        }
+        RequestBody::Ttl {
+            key,
+            absolute,
+            stale,
+        } => {
+            put_bytes(out, key);
+            let absolute = if *absolute { TTL_ABSOLUTE } else { 0 };
+            out.push(absolute | if *stale { TTL_STALE } else { 0 });
         }
         RequestBody::Watch { key, prefix } => {
             put_bytes(out, key);
@@ -402,6 +428,18 @@ pub fn decode_request_with_command_bytes(
                     count_only: flags & RANGE_COUNT_ONLY != 0,
                 },
                 stale: flags & RANGE_STALE != 0,
+            }
+        }
+        REQ_TTL => {
+            let key = input.bytes("ttl key")?;
+            let flags = input.u8("ttl flags")?;
+            if flags & !(TTL_ABSOLUTE | TTL_STALE) != 0 {
+                return Err(DecodeError::Malformed("unknown ttl flags"));
+            }
+            RequestBody::Ttl {
+                key,
+                absolute: flags & TTL_ABSOLUTE != 0,
+                stale: flags & TTL_STALE != 0,
             }
         }
         REQ_STATUS => RequestBody::Status,

@@ -20,8 +20,22 @@
 //!              rmw = 1 IncrBy key delta:i64 | 2 IncrByFloat key increment
 //!                  | 3 Append key value | 4 Set key value condition:u8 get:u8
 //!                  | 5 GetDel key | 6 SetIfAllAbsent list(key value)
-//!                  | 7 DeleteMany list(key)
+//!                  | 7 DeleteMany list(key) | 8 Rename from to nx:u8
+//!                  | 9 Copy from to replace:u8 | 10 FlushAll
+//!                  | 11 Expire key deadline expire_condition:u8
+//!                  | 12 Persist key | 13 GetEx key set_expiry
+//!                  | 14 SetExpiring key value condition:u8 get:u8 set_expiry
 //!              condition = 1 Always | 2 Absent | 3 Present
+//!              expire_condition = 1 Always | 2 NoExpiry | 3 HasExpiry | 4 Later
+//!                  | 5 Earlier | 6 EarlierThanOne
+//!              deadline = 1 At at_ms:u64 | 2 After ms:u64
+//!              set_expiry = 0 Clear | 1 Keep | 2 deadline
+//!              (a Set whose expiry is Clear is written as tag 4; times are unix
+//!              milliseconds, an After counted from the entry's time, see 8 At)
+//!   8 At       now_ms:u64 command   (the leader's clock when it accepted `command`,
+//!              any type but 8 and 9: keys it names that expired by then are deleted
+//!              first, and it runs judged at that time)
+//!   9 DeleteExpired now_ms:u64 list(key)   (sessionless: the leader's expiry cycle)
 //!  15 Publish  session channel message
 //! result: 1 | type | fields
 //!   1 Ok | 2 Value option | 3 NotFound | 4 CasFailed option
@@ -115,6 +129,93 @@ impl SetCondition {
     }
 }
 
+/// An expiry time as a command states it (unix milliseconds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Deadline {
+    /// This absolute time (Redis EXAT/PXAT, EXPIREAT/PEXPIREAT).
+    At(u64),
+    /// This many milliseconds after the time the entry is judged at (Redis EX/PX,
+    /// EXPIRE/PEXPIRE): the leader resolves it to an `At` when it stamps the command
+    /// ([`Command::stamped`]); one left unresolved counts from the entry's time (0 for
+    /// an entry without [`Command::At`]).
+    After(u64),
+}
+
+impl Deadline {
+    /// The absolute time, a relative one counted from `now_ms`.
+    pub fn resolve(self, now_ms: u64) -> u64 {
+        match self {
+            Deadline::At(at_ms) => at_ms,
+            Deadline::After(ms) => now_ms.saturating_add(ms),
+        }
+    }
+}
+
+/// What a [`RmwOp::Set`] or [`RmwOp::GetEx`] does to the key's expiry time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SetExpiry {
+    /// Removes it (a plain Redis SET, GETEX PERSIST).
+    Clear,
+    /// Keeps the one the key has (Redis KEEPTTL, GETEX without options).
+    Keep,
+    /// Sets it (Redis EX/PX/EXAT/PXAT).
+    At(Deadline),
+}
+
+impl SetExpiry {
+    fn resolved(self, now_ms: u64) -> SetExpiry {
+        match self {
+            SetExpiry::At(deadline) => SetExpiry::At(Deadline::At(deadline.resolve(now_ms))),
+            other => other,
+        }
+    }
+}
+
+/// When a [`RmwOp::Expire`] changes a key's expiry time (Redis's NX/XX/GT/LT; a key
+/// without one counts as expiring at infinity for `Later` and `Earlier`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum ExpireCondition {
+    /// Always.
+    Always = 1,
+    /// Only if the key has no expiry time (NX).
+    NoExpiry = 2,
+    /// Only if the key has one (XX).
+    HasExpiry = 3,
+    /// Only if the new time is later than the current one (GT).
+    Later = 4,
+    /// Only if the new time is earlier than the current one (LT).
+    Earlier = 5,
+    /// Only if the key has one and the new time is earlier (XX LT).
+    EarlierThanOne = 6,
+}
+
+impl ExpireCondition {
+    fn from_u8(byte: u8) -> Option<ExpireCondition> {
+        Some(match byte {
+            1 => ExpireCondition::Always,
+            2 => ExpireCondition::NoExpiry,
+            3 => ExpireCondition::HasExpiry,
+            4 => ExpireCondition::Later,
+            5 => ExpireCondition::Earlier,
+            6 => ExpireCondition::EarlierThanOne,
+            _ => return None,
+        })
+    }
+
+    /// Whether a key whose expiry time is `current` (`None`: none) gets `new`.
+    pub fn holds(self, current: Option<u64>, new: u64) -> bool {
+        match self {
+            ExpireCondition::Always => true,
+            ExpireCondition::NoExpiry => current.is_none(),
+            ExpireCondition::HasExpiry => current.is_some(),
+            ExpireCondition::Later => current.is_some_and(|current| new > current),
+            ExpireCondition::Earlier => current.is_none_or(|current| new < current),
+            ExpireCondition::EarlierThanOne => current.is_some_and(|current| new < current),
+        }
+    }
+}
+
 /// A read-modify-write of string values, decided when the entry is applied from the values
 /// it finds there: one log entry and one round trip, never a client-side retry, and the
 /// same outcome on every replica. The results are [`OpResult`]s (inside a transaction)
@@ -146,8 +247,9 @@ pub enum RmwOp {
         /// The suffix.
         value: Vec<u8>,
     },
-    /// Sets `key` to `value` if `condition` holds. Result: with `get`, `Value(old)`
-    /// whether or not it wrote; without, `Done`/`Ok` or `Unchanged`.
+    /// Sets `key` to `value` if `condition` holds, and its expiry time as `expiry`
+    /// says. Result: with `get`, `Value(old)` whether or not it wrote; without,
+    /// `Done`/`Ok` or `Unchanged`.
     Set {
         /// The key.
         key: Vec<u8>,
@@ -157,6 +259,8 @@ pub enum RmwOp {
         condition: SetCondition,
         /// Answer with the old value.
         get: bool,
+        /// The key's expiry time after a write.
+        expiry: SetExpiry,
     },
     /// Removes `key`. Result: `Value(old)`.
     GetDel {
@@ -197,9 +301,55 @@ pub enum RmwOp {
     },
     /// Removes every key (FLUSHDB / FLUSHALL). Result: `Done`.
     FlushAll,
+    /// Gives `key` the expiry time `at` if it exists and `condition` holds (EXPIRE,
+    /// PEXPIRE, EXPIREAT, PEXPIREAT); a time not after the entry's time deletes the key
+    /// instead. Result: `Integer(1)` if it set or deleted, `Integer(0)` if not.
+    Expire {
+        /// The key.
+        key: Vec<u8>,
+        /// The new expiry time.
+        at: Deadline,
+        /// When to change it.
+        condition: ExpireCondition,
+    },
+    /// Removes the expiry time of `key` (PERSIST). Result: `Integer(1)` if it had one,
+    /// `Integer(0)` if not (none, or absent).
+    Persist {
+        /// The key.
+        key: Vec<u8>,
+    },
+    /// Reads `key` and changes its expiry time as `expiry` says if it exists (GETEX);
+    /// a time not after the entry's time deletes it. Result: `Value(value)`.
+    GetEx {
+        /// The key.
+        key: Vec<u8>,
+        /// Its expiry time after the read.
+        expiry: SetExpiry,
+    },
 }
 
 impl RmwOp {
+    /// Appends the keys the op names to `keys`.
+    fn keys<'a>(&'a self, keys: &mut Vec<&'a [u8]>) {
+        match self {
+            RmwOp::IncrBy { key, .. }
+            | RmwOp::IncrByFloat { key, .. }
+            | RmwOp::Append { key, .. }
+            | RmwOp::Set { key, .. }
+            | RmwOp::GetDel { key }
+            | RmwOp::Expire { key, .. }
+            | RmwOp::Persist { key }
+            | RmwOp::GetEx { key, .. } => keys.push(key),
+            RmwOp::SetIfAllAbsent { pairs } => keys.extend(pairs.iter().map(|(k, _)| &k[..])),
+            RmwOp::DeleteMany { keys: named } => keys.extend(named.iter().map(|k| &k[..])),
+            RmwOp::Rename { from, to, .. } | RmwOp::Copy { from, to, .. } => {
+                keys.push(from);
+                keys.push(to);
+            }
+            RmwOp::FlushAll => {}
+        }
+    }
+
     /// The Redis command it implements, in lower case (for logs and dumps).
     pub fn name(&self) -> &'static str {
         match self {
@@ -217,6 +367,9 @@ impl RmwOp {
             RmwOp::Rename { .. } => "renamenx",
             RmwOp::Copy { .. } => "copy",
             RmwOp::FlushAll => "flushall",
+            RmwOp::Expire { .. } => "pexpireat",
+            RmwOp::Persist { .. } => "persist",
+            RmwOp::GetEx { .. } => "getex",
         }
     }
 }
@@ -379,6 +532,26 @@ pub enum Command {
         /// The operation.
         op: RmwOp,
     },
+    /// `command` judged at `now_ms`, the leader's clock (unix milliseconds) when it
+    /// accepted it ([`Command::stamped`]): the keys it names whose expiry time is not
+    /// after `now_ms` are deleted first, then it runs as it would alone. Never nested,
+    /// never around a `DeleteExpired`. Result: `command`'s.
+    At {
+        /// The time it is judged at.
+        now_ms: u64,
+        /// The command.
+        command: Box<Command>,
+    },
+    /// Deletes each of `keys` whose expiry time is not after `now_ms`, proposed by the
+    /// leader's expiry cycle without a session (nobody waits for it); a key set again
+    /// meanwhile, without an expiry time or with a later one, stays. Result:
+    /// `Integer(number deleted)`.
+    DeleteExpired {
+        /// The time the leader judged by, unix milliseconds.
+        now_ms: u64,
+        /// The keys it found expired.
+        keys: Vec<Vec<u8>>,
+    },
     /// Publishes `message` on the Redis pub/sub `channel`: no state change (result `Ok`);
     /// every node delivers it to its own subscribers when it applies the entry, so a
     /// message reaches every node, in log order.
@@ -402,8 +575,83 @@ impl Command {
             | Command::Txn { session, .. }
             | Command::Rmw { session, .. }
             | Command::Publish { session, .. } => Some(*session),
-            Command::Get { .. } | Command::RegisterSession => None,
+            Command::At { command, .. } => command.session(),
+            Command::Get { .. } | Command::RegisterSession | Command::DeleteExpired { .. } => None,
         }
+    }
+
+    /// The command as the leader proposes it at `now_ms` (its clock, unix
+    /// milliseconds): wrapped in [`Command::At`] with every relative expiry time made
+    /// absolute, unless its outcome cannot depend on time (a Put, a `RegisterSession`, a
+    /// `Publish`, one already stamped or a `DeleteExpired`), which is returned as it is.
+    pub fn stamped(self, now_ms: u64) -> Command {
+        let resolve = |op: &mut RmwOp| match op {
+            RmwOp::Set { expiry, .. } | RmwOp::GetEx { expiry, .. } => {
+                *expiry = expiry.resolved(now_ms);
+            }
+            RmwOp::Expire { at, .. } => *at = Deadline::At(at.resolve(now_ms)),
+            _ => {}
+        };
+        let mut command = match self {
+            Command::Put { .. }
+            | Command::RegisterSession
+            | Command::Publish { .. }
+            | Command::At { .. }
+            | Command::DeleteExpired { .. } => return self,
+            command => command,
+        };
+        match &mut command {
+            Command::Rmw { op, .. } => resolve(op),
+            Command::Txn {
+                success, failure, ..
+            } => {
+                for op in success.iter_mut().chain(failure.iter_mut()) {
+                    if let Op::Rmw(op) = op {
+                        resolve(op);
+                    }
+                }
+            }
+            _ => {}
+        }
+        Command::At {
+            now_ms,
+            command: Box::new(command),
+        }
+    }
+
+    /// Every key the command names (reads and writes), in no particular order; a key
+    /// may repeat. FLUSHALL names none.
+    pub fn keys(&self) -> Vec<&[u8]> {
+        let mut keys: Vec<&[u8]> = Vec::new();
+        match self {
+            Command::Get { key }
+            | Command::Put { key, .. }
+            | Command::Delete { key, .. }
+            | Command::Cas { key, .. } => keys.push(key),
+            Command::Txn {
+                compare,
+                success,
+                failure,
+                ..
+            } => {
+                keys.extend(compare.iter().map(|c| &c.key[..]));
+                for op in success.iter().chain(failure) {
+                    match op {
+                        Op::Put { key, .. } | Op::Delete { key } | Op::Get { key } => {
+                            keys.push(key);
+                        }
+                        Op::Rmw(op) => op.keys(&mut keys),
+                    }
+                }
+            }
+            Command::Rmw { op, .. } => op.keys(&mut keys),
+            Command::At { command, .. } => return command.keys(),
+            Command::DeleteExpired { keys: named, .. } => {
+                keys.extend(named.iter().map(|k| &k[..]));
+            }
+            Command::RegisterSession | Command::Publish { .. } => {}
+        }
+        keys
     }
 }
 
@@ -507,6 +755,52 @@ const RMW_DELETE_MANY: u8 = 7;
 const RMW_RENAME: u8 = 8;
 const RMW_COPY: u8 = 9;
 const RMW_FLUSH_ALL: u8 = 10;
+const RMW_EXPIRE: u8 = 11;
+const RMW_PERSIST: u8 = 12;
+const RMW_GET_EX: u8 = 13;
+const RMW_SET_EXPIRING: u8 = 14;
+const SET_EXPIRY_CLEAR: u8 = 0;
+const SET_EXPIRY_KEEP: u8 = 1;
+const DEADLINE_AT: u8 = 1;
+const DEADLINE_AFTER: u8 = 2;
+
+fn encode_deadline(deadline: Deadline, out: &mut Vec<u8>) {
+    let (tag, ms) = match deadline {
+        Deadline::At(at_ms) => (DEADLINE_AT, at_ms),
+        Deadline::After(ms) => (DEADLINE_AFTER, ms),
+    };
+    out.push(tag);
+    put_u64(out, ms);
+}
+
+fn decode_deadline(tag: u8, input: &mut Reader<'_>) -> Result<Deadline, DecodeError> {
+    Ok(match tag {
+        DEADLINE_AT => Deadline::At(input.u64("expiry time")?),
+        DEADLINE_AFTER => Deadline::After(input.u64("expiry duration")?),
+        _ => return Err(DecodeError::Malformed("expiry deadline")),
+    })
+}
+
+/// `set_expiry`: 0 Clear, 1 Keep, or a deadline (whose tags are 1 and 2, shifted by 1).
+fn encode_set_expiry(expiry: SetExpiry, out: &mut Vec<u8>) {
+    match expiry {
+        SetExpiry::Clear => out.push(SET_EXPIRY_CLEAR),
+        SetExpiry::Keep => out.push(SET_EXPIRY_KEEP),
+        SetExpiry::At(deadline) => {
+            let start = out.len();
+            encode_deadline(deadline, out);
+            out[start] += 1;
+        }
+    }
+}
+
+fn decode_set_expiry(input: &mut Reader<'_>) -> Result<SetExpiry, DecodeError> {
+    Ok(match input.u8("set expiry")? {
+        SET_EXPIRY_CLEAR => SetExpiry::Clear,
+        SET_EXPIRY_KEEP => SetExpiry::Keep,
+        tag => SetExpiry::At(decode_deadline(tag - 1, input)?),
+    })
+}
 
 fn encode_rmw(op: &RmwOp, out: &mut Vec<u8>) {
     match op {
@@ -530,12 +824,20 @@ fn encode_rmw(op: &RmwOp, out: &mut Vec<u8>) {
             value,
             condition,
             get,
+            expiry,
         } => {
-            out.push(RMW_SET);
+            out.push(if *expiry == SetExpiry::Clear {
+                RMW_SET
+            } else {
+                RMW_SET_EXPIRING
+            });
             put_bytes(out, key);
             put_bytes(out, value);
             out.push(*condition as u8);
             out.push(u8::from(*get));
+            if *expiry != SetExpiry::Clear {
+                encode_set_expiry(*expiry, out);
+            }
         }
         RmwOp::GetDel { key } => {
             out.push(RMW_GET_DEL);
@@ -576,7 +878,43 @@ fn encode_rmw(op: &RmwOp, out: &mut Vec<u8>) {
             out.push(u8::from(*flag));
         }
         RmwOp::FlushAll => out.push(RMW_FLUSH_ALL),
+        RmwOp::Expire { key, at, condition } => {
+            out.push(RMW_EXPIRE);
+            put_bytes(out, key);
+            encode_deadline(*at, out);
+            out.push(*condition as u8);
+        }
+        RmwOp::Persist { key } => {
+            out.push(RMW_PERSIST);
+            put_bytes(out, key);
+        }
+        RmwOp::GetEx { key, expiry } => {
+            out.push(RMW_GET_EX);
+            put_bytes(out, key);
+            encode_set_expiry(*expiry, out);
+        }
     }
+}
+
+/// The fields of a Set after its tag; `expiring`: tag 14, with a `set_expiry`.
+fn decode_set(input: &mut Reader<'_>, expiring: bool) -> Result<RmwOp, DecodeError> {
+    let key = input.bytes("set key")?;
+    let value = input.bytes("set value")?;
+    let condition = SetCondition::from_u8(input.u8("set condition")?)
+        .ok_or(DecodeError::Malformed("set condition"))?;
+    let get = input.bool("set get")?;
+    let expiry = if expiring {
+        decode_set_expiry(input)?
+    } else {
+        SetExpiry::Clear
+    };
+    Ok(RmwOp::Set {
+        key,
+        value,
+        condition,
+        get,
+        expiry,
+    })
 }
 
 fn decode_rmw(input: &mut Reader<'_>) -> Result<RmwOp, DecodeError> {
@@ -593,13 +931,8 @@ fn decode_rmw(input: &mut Reader<'_>) -> Result<RmwOp, DecodeError> {
             key: input.bytes("append key")?,
             value: input.bytes("append value")?,
         },
-        RMW_SET => RmwOp::Set {
-            key: input.bytes("set key")?,
-            value: input.bytes("set value")?,
-            condition: SetCondition::from_u8(input.u8("set condition")?)
-                .ok_or(DecodeError::Malformed("set condition"))?,
-            get: input.bool("set get")?,
-        },
+        RMW_SET => decode_set(input, false)?,
+        RMW_SET_EXPIRING => decode_set(input, true)?,
         RMW_GET_DEL => RmwOp::GetDel {
             key: input.bytes("getdel key")?,
         },
@@ -631,6 +964,23 @@ fn decode_rmw(input: &mut Reader<'_>) -> Result<RmwOp, DecodeError> {
             replace: input.bool("copy replace")?,
         },
         RMW_FLUSH_ALL => RmwOp::FlushAll,
+        RMW_EXPIRE => {
+            let key = input.bytes("expire key")?;
+            let tag = input.u8("expire deadline")?;
+            RmwOp::Expire {
+                key,
+                at: decode_deadline(tag, input)?,
+                condition: ExpireCondition::from_u8(input.u8("expire condition")?)
+                    .ok_or(DecodeError::Malformed("expire condition"))?,
+            }
+        }
+        RMW_PERSIST => RmwOp::Persist {
+            key: input.bytes("persist key")?,
+        },
+        RMW_GET_EX => RmwOp::GetEx {
+            key: input.bytes("getex key")?,
+            expiry: decode_set_expiry(input)?,
+        },
         other => return Err(DecodeError::UnknownType(other)),
     })
 }
@@ -643,7 +993,25 @@ fn rmw_encoded_len(op: &RmwOp) -> usize {
         RmwOp::IncrBy { key, .. } => bytes(key) + 8,
         RmwOp::IncrByFloat { key, increment } => bytes(key) + bytes(increment),
         RmwOp::Append { key, value } => bytes(key) + bytes(value),
-        RmwOp::Set { key, value, .. } => bytes(key) + bytes(value) + 2,
+        RmwOp::Set {
+            key, value, expiry, ..
+        } => {
+            bytes(key)
+                + bytes(value)
+                + 2
+                + match expiry {
+                    SetExpiry::Clear => 0,
+                    SetExpiry::Keep => 1,
+                    SetExpiry::At(_) => 9,
+                }
+        }
+        RmwOp::GetEx { key, expiry } => {
+            bytes(key)
+                + match expiry {
+                    SetExpiry::Clear | SetExpiry::Keep => 1,
+                    SetExpiry::At(_) => 9,
+                }
+        }
         RmwOp::GetDel { key } => bytes(key),
         RmwOp::SetIfAllAbsent { pairs } => {
             LEN + pairs
@@ -656,6 +1024,8 @@ fn rmw_encoded_len(op: &RmwOp) -> usize {
             bytes(from) + bytes(to) + 1
         }
         RmwOp::FlushAll => 0,
+        RmwOp::Expire { key, .. } => bytes(key) + 10,
+        RmwOp::Persist { key } => bytes(key),
     }
 }
 
@@ -714,6 +1084,8 @@ const CMD_CAS: u8 = 4;
 const CMD_TXN: u8 = 5;
 const CMD_REGISTER: u8 = 6;
 const CMD_RMW: u8 = 7;
+const CMD_AT: u8 = 8;
+const CMD_DELETE_EXPIRED: u8 = 9;
 const CMD_PUBLISH: u8 = 15;
 
 /// Appends the encoding of `command` (version byte first) to `out`.
@@ -774,6 +1146,19 @@ pub fn encode_command(command: &Command, out: &mut Vec<u8>) {
             encode_session(*session, out);
             encode_rmw(op, out);
         }
+        Command::At { now_ms, command } => {
+            out.push(CMD_AT);
+            put_u64(out, *now_ms);
+            encode_command(command, out);
+        }
+        Command::DeleteExpired { now_ms, keys } => {
+            out.push(CMD_DELETE_EXPIRED);
+            put_u64(out, *now_ms);
+            put_u32(out, crate::wire::len_u32(keys.len()));
+            for key in keys {
+                put_bytes(out, key);
+            }
+        }
         Command::Publish {
             session,
             channel,
@@ -827,6 +1212,10 @@ pub fn encoded_len(command: &Command) -> usize {
             }
             Command::RegisterSession => 0,
             Command::Rmw { op, .. } => SESSION + rmw_encoded_len(op),
+            Command::At { command, .. } => 8 + encoded_len(command),
+            Command::DeleteExpired { keys, .. } => {
+                8 + LEN + keys.iter().map(|k| bytes(k)).sum::<usize>()
+            }
             Command::Publish {
                 channel, message, ..
             } => SESSION + bytes(channel) + bytes(message),
@@ -955,6 +1344,26 @@ pub(crate) fn read_command(input: &mut Reader<'_>) -> Result<Command, DecodeErro
             session: decode_session(input)?,
             op: decode_rmw(input)?,
         },
+        CMD_AT => {
+            let now_ms = input.u64("at time")?;
+            let command = read_command(input)?;
+            if matches!(command, Command::At { .. } | Command::DeleteExpired { .. }) {
+                return Err(DecodeError::Malformed("at around at or delete-expired"));
+            }
+            Command::At {
+                now_ms,
+                command: Box::new(command),
+            }
+        }
+        CMD_DELETE_EXPIRED => {
+            let now_ms = input.u64("expired now")?;
+            let count = input.count(4, "expired key count")?;
+            let mut keys = Vec::with_capacity(count);
+            for _ in 0..count {
+                keys.push(input.bytes("expired key")?);
+            }
+            Command::DeleteExpired { now_ms, keys }
+        }
         CMD_PUBLISH => Command::Publish {
             session: decode_session(input)?,
             channel: input.bytes("publish channel")?,

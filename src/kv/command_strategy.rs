@@ -37,14 +37,15 @@ pub(crate) fn rmw() -> impl Strategy<Value = RmwOp> {
             .prop_map(|(key, delta)| RmwOp::IncrBy { key, delta }),
         (bytes(), number()).prop_map(|(key, increment)| RmwOp::IncrByFloat { key, increment }),
         (bytes(), number()).prop_map(|(key, value)| RmwOp::Append { key, value }),
-        (bytes(), number(), condition, any::<bool>()).prop_map(|(key, value, condition, get)| {
-            RmwOp::Set {
+        (bytes(), number(), condition, any::<bool>(), set_expiry()).prop_map(
+            |(key, value, condition, get, expiry)| RmwOp::Set {
                 key,
                 value,
                 condition,
                 get,
+                expiry,
             }
-        }),
+        ),
         bytes().prop_map(|key| RmwOp::GetDel { key }),
         pairs.prop_map(|pairs| RmwOp::SetIfAllAbsent { pairs }),
         proptest::collection::vec(bytes(), 0..3).prop_map(|keys| RmwOp::DeleteMany { keys }),
@@ -59,6 +60,36 @@ pub(crate) fn rmw() -> impl Strategy<Value = RmwOp> {
             replace
         }),
         Just(RmwOp::FlushAll),
+    ]
+}
+
+fn deadline() -> impl Strategy<Value = Deadline> {
+    prop_oneof![
+        any::<u64>().prop_map(Deadline::At),
+        any::<u64>().prop_map(Deadline::After),
+    ]
+}
+
+fn set_expiry() -> impl Strategy<Value = SetExpiry> {
+    prop_oneof![
+        Just(SetExpiry::Clear),
+        Just(SetExpiry::Keep),
+        deadline().prop_map(SetExpiry::At),
+    ]
+}
+
+/// The ops on expiry times (their effect on values depends on times a value-only model
+/// does not hold, so they are tested by encoding here and by `kv::expiry` tests).
+pub(crate) fn expiry_rmw() -> impl Strategy<Value = RmwOp> {
+    let condition = (1u8..=6).prop_map(|b| ExpireCondition::from_u8(b).expect("valid byte"));
+    prop_oneof![
+        (bytes(), deadline(), condition).prop_map(|(key, at, condition)| RmwOp::Expire {
+            key,
+            at,
+            condition
+        }),
+        bytes().prop_map(|key| RmwOp::Persist { key }),
+        (bytes(), set_expiry()).prop_map(|(key, expiry)| RmwOp::GetEx { key, expiry }),
     ]
 }
 
@@ -111,6 +142,24 @@ pub(crate) fn command() -> impl Strategy<Value = Command> {
                 message,
             }
         }),
+    ]
+}
+
+/// A command with a time: a stamped one (`At`) or the leader's `DeleteExpired`.
+pub(crate) fn timed_command() -> impl Strategy<Value = Command> {
+    prop_oneof![
+        (any::<u64>(), command(), session(), expiry_rmw()).prop_map(
+            |(now_ms, command, session, op)| {
+                let command = if now_ms % 2 == 0 {
+                    command
+                } else {
+                    Command::Rmw { session, op }
+                };
+                command.stamped(now_ms)
+            }
+        ),
+        (any::<u64>(), proptest::collection::vec(bytes(), 0..3))
+            .prop_map(|(now_ms, keys)| Command::DeleteExpired { now_ms, keys }),
     ]
 }
 

@@ -42,6 +42,31 @@ proptest! {
         prop_assert!(decode_command_ref(&trailing).is_err());
     }
 
+    /// Goal: the expiry ops (tags 11 to 14) round-trip, detect truncation, and have the
+    /// length `encoded_len` says.
+    /// Goal: stamped commands and the sessionless `DeleteExpired` round-trip, detect
+    /// truncation, and have the length `encoded_len` says.
+    #[test]
+    fn timed_commands_round_trip(command in strategy::timed_command()) {
+        let bytes = command_to_vec(&command);
+        prop_assert_eq!(encoded_len(&command), bytes.len());
+        prop_assert_eq!(decode_command(&bytes), Ok(command));
+        for cut in 0..bytes.len() {
+            prop_assert!(decode_command(&bytes[..cut]).is_err());
+        }
+    }
+
+    #[test]
+    fn expiry_ops_round_trip(session in strategy::session(), op in strategy::expiry_rmw()) {
+        let command = Command::Rmw { session, op };
+        let bytes = command_to_vec(&command);
+        prop_assert_eq!(encoded_len(&command), bytes.len());
+        prop_assert_eq!(decode_command(&bytes), Ok(command));
+        for cut in 0..bytes.len() {
+            prop_assert!(decode_command(&bytes[..cut]).is_err());
+        }
+    }
+
     #[test]
     fn encoded_len_is_the_length_of_the_encoding(command in strategy::command()) {
         prop_assert_eq!(encoded_len(&command), command_to_vec(&command).len());

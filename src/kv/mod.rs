@@ -7,6 +7,10 @@
 //! - [`KvStore`]: applies commands in log order, deduplicates retried writes through
 //!   client sessions (Raft thesis §6.3) that expire by log position, serves local reads
 //!   and ordered range reads ([`RangeQuery`], `range`).
+//! - expiry: keys may carry an absolute expiry time (unix milliseconds, `expiry`),
+//!   set and cleared only by log entries; reads judge it by a time the caller passes
+//!   ([`KvStore::get_at`]), and expired keys are deleted by entries the leader
+//!   proposes (`RmwOp::DeleteExpired`), never by a clock at apply.
 //! - snapshots: [`KvStore::snapshot_view`] takes a point-in-time view in O(1) that a
 //!   helper thread encodes ([`SnapshotView::write_to`]); [`KvStore::restore`] checks a
 //!   crc32 and every length before trusting a byte.
@@ -16,6 +20,7 @@
 
 mod bytes;
 pub mod command;
+mod expiry;
 pub mod number;
 mod ordmap;
 mod range;
@@ -25,8 +30,9 @@ mod snapshot;
 mod store;
 
 pub use command::{
-    Command, CommandResult, Compare, CompareOp, Op, OpResult, RmwOp, Session, SetCondition,
-    ValueError, command_to_vec, decode_command, decode_result, encode_command, encode_result,
+    Command, CommandResult, Compare, CompareOp, Deadline, ExpireCondition, Op, OpResult, RmwOp,
+    Session, SetCondition, SetExpiry, ValueError, command_to_vec, decode_command, decode_result,
+    encode_command, encode_result,
 };
 pub use range::{RANGE_REPLY_BYTES_MAX, RangeQuery, RangeResult, prefix_end};
 pub use rmw::RMW_VALUE_BYTES_MAX;

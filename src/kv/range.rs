@@ -79,20 +79,29 @@ pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
 
 impl KvStore {
     /// Answers `query` from the applied state (linearizable only after a ReadIndex
-    /// round confirmed the applied index, as [`KvStore::get`]).
+    /// round confirmed the applied index, as [`KvStore::get`]), every key included
+    /// (also one whose expiry time has passed but whose delete is not applied yet).
     pub fn range(&self, query: &RangeQuery) -> RangeResult {
+        self.range_at(query, 0)
+    }
+
+    /// As [`KvStore::range`] for a reader at `now_ms` (unix milliseconds): keys whose
+    /// expiry time is not after it are left out, as [`KvStore::get_at`] does.
+    pub fn range_at(&self, query: &RangeQuery, now_ms: u64) -> RangeResult {
         let limit = if query.limit == 0 {
             u64::MAX
         } else {
             query.limit
         };
         let below_end = |key: &[u8]| query.end.as_deref().is_none_or(|end| key < end);
+        let none_expired = self.expired_keys(now_ms, 1).is_empty();
         let mut keys = self
             .data
             .iter_from(&query.start[..])
-            .take_while(|(key, _)| below_end(key));
+            .take_while(|(key, _)| below_end(key))
+            .filter(|(key, _)| none_expired || self.get_at(key, now_ms).is_some());
         if query.count_only {
-            if query.start.is_empty() && query.end.is_none() {
+            if query.start.is_empty() && query.end.is_none() && none_expired {
                 let len = self.data.len() as u64;
                 return RangeResult {
                     entries: Vec::new(),

@@ -7,7 +7,7 @@
 //! finds ([`OpResult::Rejected`]) writes nothing.
 
 use super::bytes::{Key, Value};
-use super::command::{OpResult, RmwOp, ValueError};
+use super::command::{OpResult, RmwOp, SetExpiry, ValueError};
 use super::number::{Decimal, FloatError, parse_integer};
 use super::store::KvStore;
 
@@ -40,11 +40,19 @@ impl KvStore {
                 value,
                 condition,
                 get,
+                expiry,
             } => {
                 let old = self.get(&key).map(<[u8]>::to_vec);
                 let holds = condition.holds(old.as_deref());
                 if holds {
-                    self.put(&key, &value);
+                    match expiry {
+                        SetExpiry::Clear => self.set_value(&key, &value),
+                        SetExpiry::Keep => self.put(&key, &value),
+                        SetExpiry::At(at) => {
+                            self.put(&key, &value);
+                            self.expiries.set(&key, at.resolve(self.entry_now_ms));
+                        }
+                    }
                 }
                 match (get, holds) {
                     (true, _) => OpResult::Value(old),
@@ -52,22 +60,20 @@ impl KvStore {
                     (false, false) => OpResult::Unchanged,
                 }
             }
-            RmwOp::GetDel { key } => {
-                OpResult::Value(self.data.remove(&key[..]).map(|old| old.to_vec()))
-            }
+            RmwOp::GetDel { key } => OpResult::Value(self.remove_key(&key).map(|old| old.to_vec())),
             RmwOp::SetIfAllAbsent { pairs } => {
                 if pairs.iter().any(|(key, _)| self.get(key).is_some()) {
                     return OpResult::Integer(0);
                 }
                 for (key, value) in &pairs {
-                    self.put(key, value);
+                    self.set_value(key, value);
                 }
                 OpResult::Integer(1)
             }
             RmwOp::DeleteMany { keys } => {
                 let removed = keys
                     .iter()
-                    .filter(|key| self.data.remove(&key[..]).is_some())
+                    .filter(|key| self.remove_key(key).is_some())
                     .count();
                 OpResult::Integer(removed as i64)
             }
@@ -82,10 +88,11 @@ impl KvStore {
                 if only_if_absent && self.get(&to).is_some() {
                     return OpResult::Integer(0);
                 }
-                if from != to
-                    && let Some(value) = self.data.remove(&from[..])
-                {
-                    self.data.insert(Key::from(&to[..]), value);
+                if from != to {
+                    let expiry = self.expiries.get(&from);
+                    if let Some(value) = self.remove_key(&from) {
+                        self.insert_with_expiry(&to, value, expiry);
+                    }
                 }
                 if only_if_absent {
                     OpResult::Integer(1)
@@ -100,18 +107,66 @@ impl KvStore {
                 if from == to || (!replace && self.get(&to).is_some()) {
                     return OpResult::Integer(0);
                 }
-                self.data.insert(Key::from(&to[..]), value);
+                let expiry = self.expiries.get(&from);
+                self.insert_with_expiry(&to, value, expiry);
                 OpResult::Integer(1)
             }
             RmwOp::FlushAll => {
                 self.data.clear();
+                self.expiries.clear();
                 OpResult::Done
+            }
+            RmwOp::Expire { key, at, condition } => {
+                let at_ms = at.resolve(self.entry_now_ms);
+                if self.get(&key).is_none() || !condition.holds(self.expiries.get(&key), at_ms) {
+                    return OpResult::Integer(0);
+                }
+                self.set_expiry(&key, at_ms);
+                OpResult::Integer(1)
+            }
+            RmwOp::Persist { key } => {
+                OpResult::Integer(i64::from(self.expiries.remove(&key).is_some()))
+            }
+            RmwOp::GetEx { key, expiry } => {
+                let value = self.get(&key).map(<[u8]>::to_vec);
+                if value.is_some() {
+                    match expiry {
+                        SetExpiry::Keep => {}
+                        SetExpiry::Clear => {
+                            self.expiries.remove(&key);
+                        }
+                        SetExpiry::At(at) => self.set_expiry(&key, at.resolve(self.entry_now_ms)),
+                    }
+                }
+                OpResult::Value(value)
             }
         }
     }
 
+    /// Gives the present `key` the expiry time `at_ms`, or deletes it if that is not
+    /// after the entry's time (as Redis does with a time in the past).
+    fn set_expiry(&mut self, key: &[u8], at_ms: u64) {
+        if at_ms <= self.entry_now_ms {
+            self.remove_key(key);
+        } else {
+            self.expiries.set(key, at_ms);
+        }
+    }
+
+    /// Writes `value` keeping the key's expiry time (APPEND, INCR, SET KEEPTTL).
     fn put(&mut self, key: &[u8], value: &[u8]) {
         self.data.insert(Key::from(key), Value::from(value));
+    }
+
+    /// Writes `value` under `key` with expiry time `expiry` (RENAME, COPY carry it).
+    fn insert_with_expiry(&mut self, key: &[u8], value: Value, expiry: Option<u64>) {
+        self.data.insert(Key::from(key), value);
+        match expiry {
+            Some(at) => self.expiries.set(key, at),
+            None => {
+                self.expiries.remove(key);
+            }
+        }
     }
 
     fn incr_by(&mut self, key: &[u8], delta: i64) -> OpResult {
@@ -234,6 +289,9 @@ pub(crate) mod tests {
                 }
             }
             RmwOp::FlushAll => model.clear(),
+            RmwOp::Expire { .. } | RmwOp::Persist { .. } | RmwOp::GetEx { .. } => {
+                panic!("the value model holds no expiry times: `strategy::rmw` omits {op:?}")
+            }
         }
     }
 
@@ -296,6 +354,7 @@ pub(crate) mod tests {
             value: key(value),
             condition,
             get,
+            expiry: SetExpiry::Clear,
         }
     }
 

@@ -7,12 +7,16 @@
 //! key_count     x ( key: u32 len + bytes | value: u32 len + bytes )
 //! session_count x ( client_id u64 | last_active_index u64 | evicted_seq_max u64
 //!                   | result_count u32 | result_count x ( seq u64 | u32 len + encoded result ) )
+//! expiry_count u64 (version 3)
+//! expiry_count  x ( key: u32 len + bytes | expire_at_ms u64 )
 //! crc32 u32 (crc32fast, over every byte before it)
 //! ```
 //!
-//! Version 2 (written): keys in ascending byte order, sessions in ascending client id,
-//! each strictly (a repeat or a step back is corrupt), so equal stores give equal bytes.
-//! Version 1 (read only): the same fields in the old shard order (crc32 of the key /
+//! Version 3 (written): keys in ascending byte order, sessions in ascending client id,
+//! expiry times in ascending key order, each strictly (a repeat or a step back is
+//! corrupt), so equal stores give equal bytes; every key with an expiry time must be in
+//! the map. Version 2 (read only): the same without the expiry section (no key has an
+//! expiry time). Version 1 (read only): the same fields in the old shard order (crc32 of the key /
 //! a hash of the client id), restored by inserting each entry and refusing duplicates.
 //!
 //! Taking a snapshot without stalling the loop: [`KvStore::snapshot_view`] is O(1) and
@@ -22,7 +26,7 @@
 //! most its own path of the tree).
 //!
 //! Restoring streams too: [`KvStore::restore_from`] reads the image through a buffer
-//! (hashing it on the way), builds the tree bottom-up from the sorted keys (version 2)
+//! (hashing it on the way), builds the tree bottom-up from the sorted keys (versions 2 and 3)
 //! and checks the crc at the end; no copy of the whole image is held. Every length is
 //! checked against the bytes left before anything is allocated for it, and a parse
 //! error is reported as a checksum mismatch when the crc does not match either, so
@@ -36,6 +40,7 @@ use crate::wire::DecodeError;
 
 use super::bytes::{Key, Value};
 use super::command::{encode_result, read_result};
+use super::expiry::Expiries;
 use super::ordmap::{OrdMap, OrdMapBuilder, OrdMapView};
 use super::session::{SessionState, SessionTable};
 use super::store::{KvConfig, KvStore};
@@ -47,8 +52,10 @@ const READ_BUFFER_BYTES: usize = 1 << 20;
 /// The first eight bytes of a kv snapshot.
 pub const SNAPSHOT_MAGIC: [u8; 8] = *b"RKVSNAP\0";
 /// The snapshot format version written by this code.
-pub const SNAPSHOT_VERSION: u32 = 2;
-/// The older version still read: the same fields in shard order.
+pub const SNAPSHOT_VERSION: u32 = 3;
+/// The older version still read: sorted, without expiry times.
+const SNAPSHOT_VERSION_NO_EXPIRY: u32 = 2;
+/// The oldest version still read: the same fields in shard order.
 const SNAPSHOT_VERSION_SHARD_ORDER: u32 = 1;
 const HEADER_BYTES: usize = 8 + 4 + 8 + 8 + 8;
 const CRC_BYTES: usize = 4;
@@ -146,6 +153,7 @@ pub struct SnapshotView {
     applied_index: u64,
     data: OrdMapView<Key, Value>,
     sessions: OrdMapView<u64, Arc<SessionState>>,
+    expiries: OrdMapView<Key, u64>,
 }
 
 /// A writer that feeds everything it writes into a crc.
@@ -232,6 +240,16 @@ impl SnapshotView {
                 pace();
             }
         }
+        put_u64(&mut stage, self.expiries.len() as u64);
+        for (key, at) in self.expiries.iter() {
+            put_bytes(&mut stage, key);
+            put_u64(&mut stage, *at);
+            if stage.len() >= STAGE_BYTES {
+                out.put(&stage)?;
+                stage.clear();
+                pace();
+            }
+        }
         out.put(&stage)?;
         let crc = out.hasher.clone().finalize();
         out.inner.write_all(&crc.to_le_bytes())?;
@@ -279,6 +297,7 @@ impl KvStore {
             applied_index: self.applied_index,
             data: self.data.view(),
             sessions: self.sessions.view(),
+            expiries: self.expiries.view(),
         }
     }
 
@@ -312,12 +331,13 @@ impl KvStore {
             return Err(Error::NotASnapshot);
         }
         let version = body.u32()?;
-        let sorted = match version {
-            SNAPSHOT_VERSION => true,
-            SNAPSHOT_VERSION_SHARD_ORDER => false,
+        let (sorted, with_expiry) = match version {
+            SNAPSHOT_VERSION => (true, true),
+            SNAPSHOT_VERSION_NO_EXPIRY => (true, false),
+            SNAPSHOT_VERSION_SHARD_ORDER => (false, false),
             other => return Err(Error::UnsupportedVersion(other)),
         };
-        let parsed = parse_body(config, &mut body, sorted);
+        let parsed = parse_body(config, &mut body, sorted, with_expiry);
         let computed = match &parsed {
             // Only a fully read body has its crc; a read failure has none at all.
             Err(Error::Read(_)) => return parsed,
@@ -332,12 +352,13 @@ impl KvStore {
     }
 }
 
-/// Everything after the version: the map (bottom-up when `sorted`), the sessions, and
-/// nothing left over.
+/// Everything after the version: the map (bottom-up when `sorted`), the sessions, the
+/// expiry times (`with_expiry`), and nothing left over.
 fn parse_body<R: Read>(
     config: KvConfig,
     body: &mut Body<R>,
     sorted: bool,
+    with_expiry: bool,
 ) -> Result<KvStore, Error> {
     let mut store = KvStore::new(config);
     store.applied_index = body.u64()?;
@@ -368,6 +389,9 @@ fn parse_body<R: Read>(
     let rest = body.take(usize::try_from(body.left()).unwrap_or(usize::MAX))?;
     let mut input = Reader::new(rest);
     store.sessions = read_sessions(&mut input, session_count, sorted)?;
+    if with_expiry {
+        store.expiries = read_expiries(&mut input, &store.data)?;
+    }
     input.finish().map_err(corrupt)?;
     Ok(store)
 }
@@ -481,6 +505,27 @@ impl<R: Read> Body<R> {
             .map_err(|e| Error::Read(e.to_string()))?;
         Ok(crc)
     }
+}
+
+/// The expiry section: keys strictly ascending, each a key of `data`.
+fn read_expiries(input: &mut Reader<'_>, data: &OrdMap<Key, Value>) -> Result<Expiries, Error> {
+    let count = input.u64("expiry count").map_err(corrupt)?;
+    // Smallest entry: an empty key and its time = 12 bytes.
+    if count > (input.rest().len() / 12) as u64 {
+        return Err(Error::Corrupt("expiry count runs past the end".to_owned()));
+    }
+    let mut builder = OrdMapBuilder::new();
+    for _ in 0..count {
+        let key = input.slice("expiry key").map_err(corrupt)?;
+        let at = input.u64("expiry time").map_err(corrupt)?;
+        if data.get(key).is_none() {
+            return Err(Error::Corrupt("expiry time of an absent key".to_owned()));
+        }
+        if !builder.push(Key::from(key), at) {
+            return Err(Error::Corrupt("expiry times out of order".to_owned()));
+        }
+    }
+    Ok(Expiries::from_by_key(builder.finish()))
 }
 
 fn read_sessions(input: &mut Reader<'_>, count: u64, sorted: bool) -> Result<SessionTable, Error> {
@@ -655,8 +700,13 @@ mod tests {
         ));
     }
 
-    /// A snapshot body of `keys` in the given order, with no session, as `version`.
+    /// A snapshot body of `keys` in the given order, with no session, as `version`
+    /// (from version 3 with the expiry times `expiries`).
     fn hand_made(version: u32, keys: &[&[u8]]) -> Vec<u8> {
+        hand_made_expiring(version, keys, &[])
+    }
+
+    fn hand_made_expiring(version: u32, keys: &[&[u8]], expiries: &[(&[u8], u64)]) -> Vec<u8> {
         let mut bytes = SNAPSHOT_MAGIC.to_vec();
         put_u32(&mut bytes, version);
         put_u64(&mut bytes, 9);
@@ -665,6 +715,13 @@ mod tests {
         for key in keys {
             put_bytes(&mut bytes, key);
             put_bytes(&mut bytes, b"v");
+        }
+        if version >= 3 {
+            put_u64(&mut bytes, expiries.len() as u64);
+            for (key, at) in expiries {
+                put_bytes(&mut bytes, key);
+                put_u64(&mut bytes, *at);
+            }
         }
         let crc = crc32fast::hash(&bytes);
         bytes.extend_from_slice(&crc.to_le_bytes());
@@ -677,7 +734,7 @@ mod tests {
         let store = KvStore::restore(KvConfig::default(), &old).unwrap();
         assert_eq!(store.len(), 3);
         assert_eq!(store.applied_index(), 9);
-        assert_eq!(store.snapshot(), hand_made(2, &[b"a", b"b", b"c"]));
+        assert_eq!(store.snapshot(), hand_made(3, &[b"a", b"b", b"c"]));
         let duplicate = hand_made(1, &[b"a", b"a"]);
         assert!(matches!(
             KvStore::restore(KvConfig::default(), &duplicate),
@@ -693,7 +750,35 @@ mod tests {
                 Err(Error::Corrupt(_))
             ));
         }
-        assert!(KvStore::restore(KvConfig::default(), &hand_made(3, &[])).is_err());
+        assert!(KvStore::restore(KvConfig::default(), &hand_made(4, &[])).is_err());
+    }
+
+    /// Goal: a version 2 image (before expiry times) still reads, with no key
+    /// expiring, and is rewritten as version 3; a version 3 expiry section naming an
+    /// absent key, or out of key order, is corrupt.
+    #[test]
+    fn version_2_is_still_read_and_expiry_sections_are_checked() {
+        let old = hand_made(2, &[b"a", b"b"]);
+        let store = KvStore::restore(KvConfig::default(), &old).unwrap();
+        assert_eq!(store.len(), 2);
+        assert_eq!(store.expiring_len(), 0);
+        assert_eq!(store.snapshot(), hand_made(3, &[b"a", b"b"]));
+        let good = hand_made_expiring(3, &[b"a", b"b"], &[(b"a", 7), (b"b", 5)]);
+        let store = KvStore::restore(KvConfig::default(), &good).unwrap();
+        assert_eq!(store.expire_at(b"a"), Some(7));
+        assert_eq!(
+            store.expired_keys(7, 10),
+            vec![b"b".to_vec(), b"a".to_vec()]
+        );
+        for bad in [
+            hand_made_expiring(3, &[b"a"], &[(b"z", 7)]),
+            hand_made_expiring(3, &[b"a", b"b"], &[(b"b", 7), (b"a", 7)]),
+        ] {
+            assert!(matches!(
+                KvStore::restore(KvConfig::default(), &bad),
+                Err(Error::Corrupt(_))
+            ));
+        }
     }
 
     fn store_of(keys: u64) -> KvStore {

@@ -11,6 +11,7 @@ use super::bytes::{Key, Value};
 use super::command::{
     Command, CommandRef, CommandResult, Op, OpResult, RmwOp, Session, decode_command_ref,
 };
+use super::expiry::Expiries;
 use super::ordmap::OrdMap;
 use super::rmw::{NUMBER_TEXT_BYTES_MAX, RMW_VALUE_BYTES_MAX};
 use super::session::{Admission, SessionTable};
@@ -56,6 +57,14 @@ pub struct KvStore {
     pub(crate) config: KvConfig,
     pub(crate) data: OrdMap<Key, Value>,
     pub(crate) sessions: SessionTable,
+    /// Expiry times of keys in `data` (only of keys in `data`).
+    pub(crate) expiries: Expiries,
+    /// The time the entry being applied is judged at (its [`Command::At`], 0 without
+    /// one): what a relative expiry time left unresolved counts from. Not state: set
+    /// for each entry from the entry.
+    pub(crate) entry_now_ms: u64,
+    /// The keys the last applied entry deleted because their expiry time had passed.
+    expired: Vec<Vec<u8>>,
     /// Invariant: the highest index given to `apply` or `advance_applied`.
     pub(crate) applied_index: u64,
 }
@@ -67,6 +76,9 @@ impl KvStore {
             config,
             data: OrdMap::new(),
             sessions: SessionTable::new(),
+            expiries: Expiries::default(),
+            entry_now_ms: 0,
+            expired: Vec::new(),
             applied_index: 0,
         }
     }
@@ -80,6 +92,62 @@ impl KvStore {
     /// ReadIndex round has confirmed the applied index, stale otherwise).
     pub fn get(&self, key: &[u8]) -> Option<&[u8]> {
         self.data.get(key).map(|value| &value[..])
+    }
+
+    /// The value of `key` as a read at time `now_ms` (absolute unix milliseconds, the
+    /// reader's clock) sees it: absent when its expiry time is not after `now_ms`, even
+    /// though the entry deleting it is not applied yet.
+    pub fn get_at(&self, key: &[u8], now_ms: u64) -> Option<&[u8]> {
+        match self.expiries.get(key) {
+            Some(at) if at <= now_ms => None,
+            _ => self.get(key),
+        }
+    }
+
+    /// The expiry time of `key` (absolute unix milliseconds), `None` if it has none or
+    /// is absent.
+    pub fn expire_at(&self, key: &[u8]) -> Option<u64> {
+        self.expiries.get(key)
+    }
+
+    /// The number of keys with an expiry time.
+    pub fn expiring_len(&self) -> usize {
+        self.expiries.len()
+    }
+
+    /// Up to `max` keys whose expiry time is not after `now_ms`, earliest first: what the
+    /// leader's expiry cycle proposes to delete (`RmwOp::DeleteExpired`). O(log n + max).
+    pub fn expired_keys(&self, now_ms: u64, max: usize) -> Vec<Vec<u8>> {
+        self.expiries.due(now_ms, max)
+    }
+
+    /// The keys the last [`KvStore::apply`] deleted because their expiry time had
+    /// passed by the entry's time (a `DeleteExpired`, or the keys an `At` command named),
+    /// in the order deleted: what the `expired` keyspace events report.
+    pub fn expired_by_last_apply(&self) -> &[Vec<u8>] {
+        &self.expired
+    }
+
+    /// Deletes `key` if its expiry time is not after `now_ms`; returns whether it did.
+    fn delete_if_expired(&mut self, key: &[u8], now_ms: u64) -> bool {
+        if self.expiries.get(key).is_some_and(|at| at <= now_ms) && self.remove_key(key).is_some() {
+            self.expired.push(key.to_vec());
+            return true;
+        }
+        false
+    }
+
+    /// Sets `key` to `value` and removes its expiry time (a plain write).
+    pub(crate) fn set_value(&mut self, key: &[u8], value: &[u8]) {
+        self.data.insert(Key::from(key), Value::from(value));
+        self.expiries.remove(key);
+    }
+
+    /// Removes `key` and its expiry time, returning its value.
+    pub(crate) fn remove_key(&mut self, key: &[u8]) -> Option<Value> {
+        let old = self.data.remove(key)?;
+        self.expiries.remove(key);
+        Some(old)
     }
 
     /// The number of keys.
@@ -116,6 +184,8 @@ impl KvStore {
             ));
         }
         self.advance_applied(index);
+        self.expired.clear();
+        self.entry_now_ms = 0;
         // Puts and deletes borrow their bytes from the entry: a put copies its key and
         // value once, into the map, instead of into owned vectors first.
         match decode_command_ref(data) {
@@ -124,11 +194,11 @@ impl KvStore {
                 key,
                 value,
             }) => self.write(index, session, |store| {
-                store.data.insert(Key::from(key), Value::from(value));
+                store.set_value(key, value);
                 CommandResult::Ok
             }),
             Ok(CommandRef::Delete { session, key }) => {
-                self.write(index, session, |store| match store.data.remove(key) {
+                self.write(index, session, |store| match store.remove_key(key) {
                     Some(_) => CommandResult::Ok,
                     None => CommandResult::NotFound,
                 })
@@ -151,6 +221,20 @@ impl KvStore {
 
     fn execute(&mut self, index: u64, command: Command) -> CommandResult {
         match command {
+            Command::At { now_ms, command } => {
+                for key in command.keys() {
+                    self.delete_if_expired(key, now_ms);
+                }
+                self.entry_now_ms = now_ms;
+                self.execute(index, *command)
+            }
+            Command::DeleteExpired { now_ms, keys } => {
+                let deleted = keys
+                    .iter()
+                    .filter(|key| self.delete_if_expired(key, now_ms))
+                    .count();
+                CommandResult::Integer(deleted as i64)
+            }
             Command::Get { key } => CommandResult::Value(self.get(&key).map(<[u8]>::to_vec)),
             Command::RegisterSession => {
                 self.sessions
@@ -190,11 +274,10 @@ impl KvStore {
     fn execute_write(&mut self, write: Command) -> CommandResult {
         match write {
             Command::Put { key, value, .. } => {
-                self.data
-                    .insert(Key::from(&key[..]), Value::from(&value[..]));
+                self.set_value(&key, &value);
                 CommandResult::Ok
             }
-            Command::Delete { key, .. } => match self.data.remove(&key[..]) {
+            Command::Delete { key, .. } => match self.remove_key(&key) {
                 Some(_) => CommandResult::Ok,
                 None => CommandResult::NotFound,
             },
@@ -203,7 +286,7 @@ impl KvStore {
             } => {
                 let current = self.get(&key);
                 if current == expected.as_deref() {
-                    self.data.insert(Key::from(&key[..]), Value::from(&new[..]));
+                    self.set_value(&key, &new);
                     CommandResult::Ok
                 } else {
                     CommandResult::CasFailed {
@@ -234,11 +317,12 @@ impl KvStore {
                 CommandResult::Txn { succeeded, results }
             }
             Command::Rmw { op, .. } => self.apply_rmw(op).into(),
+            Command::Get { .. }
+            | Command::RegisterSession
+            | Command::At { .. }
+            | Command::DeleteExpired { .. } => CommandResult::Error("not a write".to_owned()),
             // Delivered by each node as it applies the entry; the state is unchanged.
             Command::Publish { .. } => CommandResult::Ok,
-            Command::Get { .. } | Command::RegisterSession => {
-                CommandResult::Error("not a write".to_owned())
-            }
         }
     }
 
@@ -300,8 +384,11 @@ impl KvStore {
                         let old = len(&written, to);
                         written.insert(to, old.max(moved));
                     }
+                    RmwOp::GetEx { key, .. } => {
+                        total = total.saturating_add(len(&written, key) as u64);
+                    }
                     // Later reads are counted at the values held now: an upper bound.
-                    RmwOp::FlushAll => {}
+                    RmwOp::FlushAll | RmwOp::Expire { .. } | RmwOp::Persist { .. } => {}
                 },
             }
         }
@@ -311,12 +398,11 @@ impl KvStore {
     fn execute_op(&mut self, op: Op) -> OpResult {
         match op {
             Op::Put { key, value } => {
-                self.data
-                    .insert(Key::from(&key[..]), Value::from(&value[..]));
+                self.set_value(&key, &value);
                 OpResult::Done
             }
             Op::Delete { key } => {
-                self.data.remove(&key[..]);
+                self.remove_key(&key);
                 OpResult::Done
             }
             Op::Get { key } => OpResult::Value(self.get(&key).map(<[u8]>::to_vec)),
@@ -664,7 +750,12 @@ mod tests {
                 }
             }
             Command::Rmw { op, .. } => crate::kv::rmw::tests::apply_model(model, op),
-            Command::Get { .. } | Command::RegisterSession | Command::Publish { .. } => {}
+            Command::At { command, .. } => apply_model(model, command),
+            // The model holds no expiry times: the model tests propose no timed deletes.
+            Command::Get { .. }
+            | Command::RegisterSession
+            | Command::Publish { .. }
+            | Command::DeleteExpired { .. } => {}
         }
     }
 }

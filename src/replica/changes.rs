@@ -1,6 +1,7 @@
 //! What an applied entry changed, told to the node's listeners: Redis pub/sub
 //! subscribers (a [`Command::Publish`]), keyspace notifications and native watches (the
-//! keys the entry wrote or deleted, with Redis's event names).
+//! keys the entry wrote or deleted, with Redis's event names, `expired` for keys deleted
+//! because their expiry time passed).
 //!
 //! The kv store reports only a command's result, so the changes are derived from the
 //! decoded command, its result and the existence, just before the apply, of the keys a
@@ -18,7 +19,7 @@
 
 use std::collections::HashMap;
 
-use crate::kv::{Command, CommandResult, KvStore, Op, OpResult, RmwOp, decode_command};
+use crate::kv::{Command, CommandResult, KvStore, Op, OpResult, RmwOp, SetExpiry, decode_command};
 
 /// What the driver wants reported about applied entries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -52,6 +53,13 @@ pub enum Event {
     RenameTo,
     /// COPY's destination key.
     CopyTo,
+    /// EXPIRE, PEXPIRE, EXPIREAT, PEXPIREAT, SET and GETEX with an expiry time.
+    Expire,
+    /// PERSIST.
+    Persist,
+    /// A key deleted because its expiry time passed (the leader's expiry cycle, or a
+    /// command that found it expired): Redis's `expired` class (`x`).
+    Expired,
 }
 
 impl Event {
@@ -66,6 +74,9 @@ impl Event {
             Event::RenameFrom => "rename_from",
             Event::RenameTo => "rename_to",
             Event::CopyTo => "copy_to",
+            Event::Expire => "expire",
+            Event::Persist => "persist",
+            Event::Expired => "expired",
         }
     }
 
@@ -79,7 +90,7 @@ impl Event {
 
     /// Whether the key is gone after it (a delete, for watches).
     pub fn deletes(self) -> bool {
-        matches!(self, Event::Del | Event::RenameFrom)
+        matches!(self, Event::Del | Event::RenameFrom | Event::Expired)
     }
 }
 
@@ -136,6 +147,12 @@ pub fn apply_observed(
     let flushed =
         (observe == Observe::EventsAndValues && flushes(&command)).then(|| Box::new(kv.clone()));
     let result = kv.apply(index, data);
+    // Keys found expired are deleted before the command runs (`Command::At`).
+    let expired = kv.expired_by_last_apply().to_vec();
+    let command = match command {
+        Command::At { command, .. } => *command,
+        command => command,
+    };
     let mut applied = Applied {
         index,
         events: Vec::new(),
@@ -146,6 +163,9 @@ pub fn apply_observed(
         existed,
         events: &mut applied.events,
     };
+    for key in expired {
+        tracker.write(key, Event::Expired);
+    }
     match (command, &result) {
         (Command::Put { key, .. } | Command::Cas { key, .. }, CommandResult::Ok) => {
             tracker.write(key, Event::Set);
@@ -176,6 +196,12 @@ pub fn apply_observed(
             CommandResult::Ok,
         ) => applied.published = Some((channel, message)),
         _ => {}
+    }
+    for event in &mut applied.events {
+        // An expiry time already passed deletes the key: Redis reports a `del`.
+        if event.event == Event::Expire && kv.get(&event.key).is_none() {
+            event.event = Event::Del;
+        }
     }
     if observe == Observe::EventsAndValues {
         for event in &mut applied.events {
@@ -285,6 +311,7 @@ impl Tracker<'_> {
                 key,
                 condition,
                 get,
+                expiry,
                 ..
             } => {
                 let wrote = match result {
@@ -292,7 +319,28 @@ impl Tracker<'_> {
                     _ => true,
                 };
                 if wrote {
-                    self.write(key, Event::Set);
+                    self.write(key.clone(), Event::Set);
+                    if matches!(expiry, SetExpiry::At(_)) {
+                        self.write(key, Event::Expire);
+                    }
+                }
+            }
+            RmwOp::Expire { key, .. } => {
+                if *result == OpResult::Integer(1) {
+                    self.write(key, Event::Expire);
+                }
+            }
+            RmwOp::Persist { key } => {
+                if *result == OpResult::Integer(1) {
+                    self.write(key, Event::Persist);
+                }
+            }
+            // GETEX PERSIST is not reported: the result does not tell whether the key
+            // had an expiry time to remove.
+            RmwOp::GetEx { key, expiry } => {
+                if matches!(result, OpResult::Value(Some(_))) && matches!(expiry, SetExpiry::At(_))
+                {
+                    self.write(key, Event::Expire);
                 }
             }
             RmwOp::GetDel { key } => {
@@ -333,7 +381,7 @@ impl Tracker<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kv::{KvConfig, Session, SetCondition, command_to_vec};
+    use crate::kv::{Deadline, ExpireCondition, KvConfig, Session, SetCondition, command_to_vec};
 
     fn session(seq: u64) -> Session {
         Session { client_id: 1, seq }
@@ -386,6 +434,7 @@ mod tests {
                         value: k("x"),
                         condition: SetCondition::Absent,
                         get: true,
+                        expiry: SetExpiry::Clear,
                     },
                 ),
                 vec![],
@@ -439,6 +488,69 @@ mod tests {
                     message: k("m"),
                 },
                 vec![],
+            ),
+            (
+                rmw(
+                    8,
+                    RmwOp::Set {
+                        key: k("e"),
+                        value: k("v"),
+                        condition: SetCondition::Always,
+                        get: false,
+                        expiry: SetExpiry::At(Deadline::At(100)),
+                    },
+                ),
+                vec![("e", "set"), ("e", "expire")],
+            ),
+            (
+                rmw(9, RmwOp::Persist { key: k("e") }),
+                vec![("e", "persist")],
+            ),
+            (rmw(10, RmwOp::Persist { key: k("e") }), vec![]),
+            (
+                rmw(
+                    11,
+                    RmwOp::Expire {
+                        key: k("e"),
+                        at: Deadline::At(50),
+                        condition: ExpireCondition::Always,
+                    },
+                ),
+                vec![("e", "expire")],
+            ),
+            (
+                Command::DeleteExpired {
+                    now_ms: 49,
+                    keys: vec![k("e")],
+                },
+                vec![],
+            ),
+            (
+                Command::DeleteExpired {
+                    now_ms: 50,
+                    keys: vec![k("e")],
+                },
+                vec![("e", "expired")],
+            ),
+            (
+                Command::Put {
+                    session: session(12),
+                    key: k("f"),
+                    value: k("1"),
+                },
+                vec![("f", "set")],
+            ),
+            (
+                rmw(
+                    13,
+                    RmwOp::Expire {
+                        key: k("f"),
+                        at: Deadline::At(10),
+                        condition: ExpireCondition::Always,
+                    },
+                )
+                .stamped(20),
+                vec![("f", "del")],
             ),
         ];
         for (i, (command, want)) in cases.into_iter().enumerate() {

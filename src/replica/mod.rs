@@ -52,6 +52,7 @@ pub mod alarm;
 mod backup;
 pub mod changes;
 pub mod events;
+pub mod expiry_cycle;
 pub mod exposition;
 pub mod log;
 pub mod members;
@@ -76,6 +77,7 @@ use ::log::{info, warn};
 use self::alarm::{Cause, NoSpaceAlarm, WriteFailure};
 use self::changes::{Applied, Observe};
 use self::events::{EVENTS_MAX, EventKind, Events};
+use self::expiry_cycle::ExpiryClock;
 pub use self::log::{ReplicaLog, SnapshotReader, SyncOutcome};
 use self::reads::Reads;
 pub use self::requests::{ClientRef, Outbox};
@@ -182,6 +184,8 @@ pub struct Replica<L: ReplicaLog, W: SnapshotWriter> {
     /// What the peer links were last computed from: (index of the configuration
     /// in force, leader, peers the core tracks).
     peers_fingerprint: (u64, NodeId, usize),
+    /// The expiry clock and the expiry cycle's entry in flight (`expiry_cycle`).
+    expiry: ExpiryClock,
     /// What to report about applied entries (see [`changes`]).
     observe: Observe,
     /// The changes of the entries applied since the last [`Replica::take_applied`].
@@ -287,6 +291,7 @@ impl<L: ReplicaLog, W: SnapshotWriter> Replica<L, W> {
             parked: ParkedRequests::default(),
             last_synced_entries: 0,
             peers_fingerprint: (u64::MAX, raft::NO_NODE, 0),
+            expiry: ExpiryClock::default(),
             observe: Observe::Off,
             applied: Vec::new(),
             config,
@@ -380,6 +385,7 @@ impl<L: ReplicaLog, W: SnapshotWriter> Replica<L, W> {
         self.events.set_now(now_ms);
         self.poll_restore(out)?;
         self.release_parked(out);
+        self.run_expiry_cycle();
         self.start_read_round(out);
         let mut synced_entries = 0u64;
         let mut applied_bytes = 0u64;
@@ -586,6 +592,7 @@ impl<L: ReplicaLog, W: SnapshotWriter> Replica<L, W> {
             EntryKind::Normal => {
                 let (result, applied) =
                     changes::apply_observed(&mut self.kv, entry.index, &entry.data, self.observe);
+                self.expiry.expired_keys += self.kv.expired_by_last_apply().len() as u64;
                 self.applied.extend(applied.filter(|a| !a.is_empty()));
                 Some(result)
             }

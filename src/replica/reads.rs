@@ -22,16 +22,34 @@ pub(super) enum ReadWhat {
     Key(Vec<u8>),
     /// An ordered range.
     Range(RangeQuery),
+    /// One key's expiry time (a Ttl request; `absolute`: as a unix time).
+    Ttl {
+        /// The key.
+        key: Vec<u8>,
+        /// Answer the unix time, not the time left.
+        absolute: bool,
+    },
 }
 
 impl ReadWhat {
-    /// The answer from the applied state of `kv`.
-    pub(super) fn answer(&self, kv: &KvStore) -> ResponseBody {
+    /// The answer from the applied state of `kv` for a reader at `now_ms` (unix
+    /// milliseconds; 0: no clock): keys whose expiry time is not after it are absent.
+    pub(super) fn answer(&self, kv: &KvStore, now_ms: u64) -> ResponseBody {
+        let value = |key: &[u8]| kv.get_at(key, now_ms).map(<[u8]>::to_vec);
         match self {
-            ReadWhat::Key(key) => {
-                ResponseBody::Result(CommandResult::Value(kv.get(key).map(<[u8]>::to_vec)))
+            ReadWhat::Key(key) => ResponseBody::Result(CommandResult::Value(value(key))),
+            ReadWhat::Range(query) => ResponseBody::Range(kv.range_at(query, now_ms)),
+            ReadWhat::Ttl { key, absolute } => {
+                let ttl = match (kv.get_at(key, now_ms), kv.expire_at(key)) {
+                    (None, _) => -2,
+                    (Some(_), None) => -1,
+                    (Some(_), Some(at)) if *absolute => i64::try_from(at).unwrap_or(i64::MAX),
+                    (Some(_), Some(at)) => {
+                        i64::try_from(at.saturating_sub(now_ms)).unwrap_or(i64::MAX)
+                    }
+                };
+                ResponseBody::Result(CommandResult::Integer(ttl))
             }
-            ReadWhat::Range(query) => ResponseBody::Range(kv.range(query)),
         }
     }
 }
@@ -188,7 +206,7 @@ impl<L: ReplicaLog, W: SnapshotWriter> Replica<L, W> {
                 break;
             }
             for read in entry.remove() {
-                let body = read.what.answer(&self.kv);
+                let body = read.what.answer(&self.kv, self.expiry.now_ms());
                 finish(&mut self.deadlines, out, read.into(), body);
             }
         }

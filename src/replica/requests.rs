@@ -145,6 +145,7 @@ impl<L: ReplicaLog, W: SnapshotWriter> Replica<L, W> {
             request.body,
             RequestBody::Get { stale: false, .. }
                 | RequestBody::Range { stale: false, .. }
+                | RequestBody::Ttl { stale: false, .. }
                 | RequestBody::Command(_)
                 | RequestBody::MemberChange(_)
         ) && raft.role != Role::Leader
@@ -310,9 +311,35 @@ impl<L: ReplicaLog, W: SnapshotWriter> Replica<L, W> {
             RequestBody::Watch { .. } => reply(ResponseBody::Error(
                 "a watch is served on a client-port connection of its own".into(),
             )),
-            RequestBody::Get { key, stale: true } => reply(ReadWhat::Key(key).answer(&self.kv)),
+            // Stale reads are not judged by a clock: an expired key shows until the
+            // leader's delete of it is applied here.
+            RequestBody::Get { key, stale: true } => reply(ReadWhat::Key(key).answer(&self.kv, 0)),
             RequestBody::Range { query, stale: true } => {
-                reply(ReadWhat::Range(query).answer(&self.kv))
+                reply(ReadWhat::Range(query).answer(&self.kv, 0))
+            }
+            RequestBody::Ttl {
+                key,
+                absolute,
+                stale: true,
+            } => {
+                let now_ms = self.expiry.now_ms();
+                reply(ReadWhat::Ttl { key, absolute }.answer(&self.kv, now_ms))
+            }
+            RequestBody::Ttl {
+                key,
+                absolute,
+                stale: false,
+            } => {
+                if let Some(body) = self.not_leader() {
+                    return reply(body);
+                }
+                self.add_read(
+                    client,
+                    request_id,
+                    ReadWhat::Ttl { key, absolute },
+                    deadline_ms,
+                );
+                None
             }
             RequestBody::Range {
                 query,
@@ -333,7 +360,22 @@ impl<L: ReplicaLog, W: SnapshotWriter> Replica<L, W> {
                 self.add_read(client, request_id, ReadWhat::Key(key), deadline_ms);
                 None
             }
-            RequestBody::Command(command) => {
+            RequestBody::Command(Command::At { .. } | Command::DeleteExpired { .. }) => {
+                reply(ResponseBody::Error(
+                    "a command carrying a time is written by the leader only".into(),
+                ))
+            }
+            RequestBody::Command(mut command) => {
+                // On the leader, a command whose outcome depends on time is stamped
+                // with its expiry clock (relative expiry times made absolute).
+                let mut command_bytes = command_bytes;
+                let now_ms = self.expiry.now_ms();
+                if now_ms > 0 && self.raw.raft().role == Role::Leader {
+                    command = command.stamped(now_ms);
+                    if matches!(command, Command::At { .. }) {
+                        command_bytes = None;
+                    }
+                }
                 let entry_bytes = command_bytes.map_or_else(|| encoded_len(&command), <[u8]>::len);
                 // Checked first, so a follower refuses it too instead of redirecting.
                 if let Some(body) = self.oversized(entry_bytes).or_else(|| self.not_leader()) {

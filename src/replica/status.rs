@@ -103,6 +103,8 @@ impl<L: ReplicaLog, W: SnapshotWriter> Replica<L, W> {
         let mut rendered = self.metrics.render();
         rendered.push(("kv_keys".into(), self.kv.len() as u64));
         rendered.push(("kv_sessions".into(), self.kv.session_count() as u64));
+        rendered.push(("kv_expiring_keys".into(), self.kv.expiring_len() as u64));
+        rendered.push(("kv_expired_keys".into(), self.expiry.expired_keys));
         rendered
     }
 }

@@ -243,6 +243,7 @@ impl Node {
     /// One logical clock tick; a store failure stops the node at the next
     /// `before_sleep`.
     pub fn tick(&mut self) {
+        self.set_expiry_clock();
         if let Err(e) = self.replica.tick() {
             self.fail(e);
         }
@@ -251,6 +252,7 @@ impl Node {
     /// A message from a peer; a store failure stops the node at the next
     /// `before_sleep`.
     pub fn on_peer_message(&mut self, message: Message) {
+        self.set_expiry_clock();
         if let Some(round_trip_us) = self.round_trips.on_received(&message, self.now_us()) {
             self.replica
                 .metrics_mut()
@@ -282,6 +284,7 @@ impl Node {
         command_bytes: Option<&[u8]>,
         now_ms: u64,
     ) -> Option<Response> {
+        self.set_expiry_clock();
         self.requests
             .on_request(port, client, &request, self.now_us());
         let response = match request.body {
@@ -325,6 +328,7 @@ impl Node {
         leader_addr: &str,
         now_ms: u64,
     ) -> Option<Response> {
+        self.set_expiry_clock();
         self.requests
             .on_request(port, client, &request, self.now_us());
         let response = self
@@ -386,6 +390,7 @@ impl Node {
         if let Some(error) = self.failed.take() {
             return Err(error);
         }
+        self.set_expiry_clock();
         let now_ms = self.opened.elapsed().as_millis() as u64;
         let mut out = TimedOutbox {
             inner: out,
@@ -394,6 +399,15 @@ impl Node {
             now_us: u64::try_from(self.opened.elapsed().as_micros()).unwrap_or(u64::MAX),
         };
         self.replica.before_sleep(now_ms, &mut out)
+    }
+
+    /// Gives the replica its expiry clock: the wall time the node opened plus the
+    /// monotonic time since, so a jump of the wall clock while it runs changes nothing
+    /// (see docs/REDIS.md, "Expiry").
+    fn set_expiry_clock(&mut self) {
+        let elapsed_ms = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.replica
+            .set_wall_clock_ms(self.opened_wall_ms.saturating_add(elapsed_ms));
     }
 
     /// The replica's clock in microseconds (for round trips).

@@ -239,6 +239,12 @@ fn command_preview(command: &KvCommand) -> String {
         ),
         KvCommand::RegisterSession => "register-session".to_string(),
         KvCommand::Rmw { session: s, op } => format!("rmw {}{}", op.name(), session(s)),
+        KvCommand::At { now_ms, command } => {
+            format!("at {now_ms}: {}", command_preview(command))
+        }
+        KvCommand::DeleteExpired { now_ms, keys } => {
+            format!("delete-expired at {now_ms}: {} keys", keys.len())
+        }
         KvCommand::Publish {
             session: s,
             channel,

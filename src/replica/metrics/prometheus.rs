@@ -70,6 +70,16 @@ impl<L: ReplicaLog, W: SnapshotWriter> Replica<L, W> {
             self.kv.len() as u64,
         );
         x.gauge(
+            "raftkv_kv_expiring_keys",
+            "Keys with an expiry time in the state machine.",
+            self.kv.expiring_len() as u64,
+        );
+        x.counter(
+            "raftkv_kv_expired_keys_total",
+            "Keys the state machine deleted because their expiry time had passed.",
+            self.expiry.expired_keys,
+        );
+        x.gauge(
             "raftkv_kv_sessions",
             "Client sessions the state machine tracks for deduplication.",
             self.kv.session_count() as u64,

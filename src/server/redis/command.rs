@@ -6,11 +6,12 @@
 //!
 //! Invariant: parsing and the mappings are pure: no IO, no clock, no panics on any input.
 
+use super::expiry::{self, TtlQuery};
 use super::notify::NotifyFlags;
 use super::pubsub::PubsubQuery;
 use super::{cursor, glob};
 use crate::codec::resp::{Protocol, RespValue};
-use crate::kv::{Op, OpResult, RmwOp, SetCondition};
+use crate::kv::{Deadline, ExpireCondition, Op, OpResult, RmwOp, SetCondition, SetExpiry};
 
 /// A key or value: raw bytes.
 pub type Bytes = Vec<u8>;
@@ -26,7 +27,8 @@ pub enum Cmd {
     Exists(Vec<Bytes>),
     /// MGET key...
     Mget(Vec<Bytes>),
-    /// `SET key value [NX|XX] [GET]`; `GETSET key value` is `SET key value GET`.
+    /// `SET key value [NX|XX] [GET] [EX|PX|EXAT|PXAT time|KEEPTTL]`; `GETSET key
+    /// value` is `SET key value GET`, SETEX / PSETEX are SET EX / PX ([`expiry`]).
     Set {
         /// The key.
         key: Bytes,
@@ -36,6 +38,26 @@ pub enum Cmd {
         cond: SetCondition,
         /// GET: reply with the old value.
         get: bool,
+        /// The key's expiry time after the write (plain SET: none).
+        expiry: SetExpiry,
+    },
+    /// EXPIRE / PEXPIRE / EXPIREAT / PEXPIREAT key time [NX|XX|GT|LT].
+    Expire {
+        /// The key.
+        key: Bytes,
+        /// The new expiry time.
+        at: Deadline,
+        /// When to change it.
+        condition: ExpireCondition,
+    },
+    /// PERSIST key.
+    Persist(Bytes),
+    /// `GETEX key [EX|PX|EXAT|PXAT time|PERSIST]`.
+    GetEx {
+        /// The key.
+        key: Bytes,
+        /// Its expiry time after the read.
+        expiry: SetExpiry,
     },
     /// SETNX key value (replies 1 or 0).
     Setnx {
@@ -117,6 +139,8 @@ pub enum Control {
     Unwatch,
     /// DBSIZE.
     Dbsize,
+    /// TTL / PTTL / EXPIRETIME / PEXPIRETIME key (a read of the key's expiry time).
+    Ttl(Bytes, TtlQuery),
     /// KEYS pattern.
     Keys(Bytes),
     /// `SCAN cursor [MATCH pattern] [COUNT n] [TYPE type]`.
@@ -238,6 +262,18 @@ const TABLE: &[(&str, i64, &str, i64, i64, i64)] = &[
     ("append", 3, "write denyoom fast", 1, 1, 1),
     ("getdel", 2, "write fast", 1, 1, 1),
     ("type", 2, "readonly fast", 1, 1, 1),
+    ("expire", -3, "write fast", 1, 1, 1),
+    ("pexpire", -3, "write fast", 1, 1, 1),
+    ("expireat", -3, "write fast", 1, 1, 1),
+    ("pexpireat", -3, "write fast", 1, 1, 1),
+    ("persist", 2, "write fast", 1, 1, 1),
+    ("ttl", 2, "readonly fast", 1, 1, 1),
+    ("pttl", 2, "readonly fast", 1, 1, 1),
+    ("expiretime", 2, "readonly fast", 1, 1, 1),
+    ("pexpiretime", 2, "readonly fast", 1, 1, 1),
+    ("getex", -2, "write fast", 1, 1, 1),
+    ("setex", 4, "write denyoom", 1, 1, 1),
+    ("psetex", 4, "write denyoom", 1, 1, 1),
     ("unlink", -2, "write fast", 1, -1, 1),
     ("rename", 3, "write", 1, 2, 1),
     ("renamenx", 3, "write fast", 1, 2, 1),
@@ -434,7 +470,7 @@ pub fn parse(mut args: Vec<Bytes>) -> Result<Parsed, RespValue> {
         "strlen" => data(Cmd::Strlen(one(&mut rest))),
         "exists" => data(Cmd::Exists(rest)),
         "mget" => data(Cmd::Mget(rest)),
-        "set" => parse_set(rest).map(Parsed::Data),
+        "set" => expiry::parse_set(rest).map(Parsed::Data),
         "setnx" | "getset" => {
             let value = rest.pop().unwrap_or_default();
             let key = one(&mut rest);
@@ -445,6 +481,7 @@ pub fn parse(mut args: Vec<Bytes>) -> Result<Parsed, RespValue> {
                     value,
                     cond: SetCondition::Always,
                     get: true,
+                    expiry: SetExpiry::Clear,
                 },
             })
         }
@@ -589,7 +626,8 @@ pub fn parse(mut args: Vec<Bytes>) -> Result<Parsed, RespValue> {
         }
         "pubsub" => parse_pubsub(rest),
         "reset" => control(Control::Reset),
-        _ => control(Control::Quit),
+        "quit" => control(Control::Quit),
+        _ => expiry::parse(&name, rest).unwrap_or_else(|| Err(err("ERR unknown command"))),
     }
 }
 
@@ -710,31 +748,6 @@ fn parse_scan(rest: Vec<Bytes>) -> Result<Scan, RespValue> {
         }
     }
     Ok(scan)
-}
-
-fn parse_set(mut rest: Vec<Bytes>) -> Result<Cmd, RespValue> {
-    let options: Vec<Bytes> = rest.drain(2..).collect();
-    let value = rest.pop().unwrap_or_default();
-    let key = rest.pop().unwrap_or_default();
-    let mut cond = SetCondition::Always;
-    let mut get = false;
-    for option in options {
-        match option.to_ascii_uppercase().as_slice() {
-            b"NX" if cond != SetCondition::Present => cond = SetCondition::Absent,
-            b"XX" if cond != SetCondition::Absent => cond = SetCondition::Present,
-            b"GET" => get = true,
-            b"EX" | b"PX" | b"EXAT" | b"PXAT" | b"KEEPTTL" => {
-                return Err(err("ERR expiry options are not supported by raftkv"));
-            }
-            _ => return Err(err("ERR syntax error")),
-        }
-    }
-    Ok(Cmd::Set {
-        key,
-        value,
-        cond,
-        get,
-    })
 }
 
 /// Client names may not hold spaces or control bytes (Redis's rule).
@@ -910,17 +923,30 @@ impl Cmd {
                 value,
                 cond,
                 get,
+                expiry,
             } => RmwOp::Set {
                 key: key.clone(),
                 value: value.clone(),
                 condition: *cond,
                 get: *get,
+                expiry: *expiry,
+            },
+            Cmd::Expire { key, at, condition } => RmwOp::Expire {
+                key: key.clone(),
+                at: *at,
+                condition: *condition,
+            },
+            Cmd::Persist(key) => RmwOp::Persist { key: key.clone() },
+            Cmd::GetEx { key, expiry } => RmwOp::GetEx {
+                key: key.clone(),
+                expiry: *expiry,
             },
             Cmd::Setnx { key, value } => RmwOp::Set {
                 key: key.clone(),
                 value: value.clone(),
                 condition: SetCondition::Absent,
                 get: false,
+                expiry: SetExpiry::Clear,
             },
             Cmd::Msetnx(pairs) => RmwOp::SetIfAllAbsent {
                 pairs: pairs.clone(),
@@ -975,6 +1001,7 @@ impl Cmd {
                     value,
                     condition: SetCondition::Always,
                     get: false,
+                    expiry: SetExpiry::Clear,
                 } => vec![Op::Put { key, value }],
                 op => vec![Op::Rmw(op)],
             };
@@ -1138,7 +1165,8 @@ mod tests {
                 key: b"k".to_vec(),
                 value: b"v".to_vec(),
                 cond: SetCondition::Absent,
-                get: true
+                get: true,
+                expiry: SetExpiry::Clear,
             }))
         );
     }

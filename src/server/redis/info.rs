@@ -147,7 +147,10 @@ pub fn render(
             metric(metrics, "net.accepts_refused").to_string(),
         ),
         ("instantaneous_ops_per_sec", "0".into()),
-        ("expired_keys", "0".into()),
+        (
+            "expired_keys",
+            metric(metrics, "kv_expired_keys").to_string(),
+        ),
         ("evicted_keys", "0".into()),
         ("pubsub_channels", "0".into()),
     ]);
@@ -199,7 +202,11 @@ pub fn render(
             if keys == 0 {
                 Vec::new()
             } else {
-                vec![("db0".into(), format!("keys={keys},expires=0,avg_ttl=0"))]
+                let expires = metric(metrics, "kv_expiring_keys");
+                vec![(
+                    "db0".into(),
+                    format!("keys={keys},expires={expires},avg_ttl=0"),
+                )]
             },
         ),
     ];

@@ -34,6 +34,11 @@
 //!   cursor is the last key returned (`cursor`); a MATCH pattern's literal prefix
 //!   narrows the range. RENAME/RENAMENX/COPY/FLUSHDB/FLUSHALL are read-modify-writes
 //!   like INCR; UNLINK is DEL; TYPE is a read (every value is a string).
+//! - expiry ([`expiry`]): EXPIRE & co., PERSIST, GETEX, SETEX and SET's EX/PX/EXAT/PXAT/
+//!   KEEPTTL are read-modify-writes (the leader makes relative times absolute by its
+//!   clock); TTL & co. are native `Ttl` reads (ReadIndex, judged by the leader's clock),
+//!   ordered like range reads. Every linearizable read (GET, EXISTS, TYPE, KEYS, SCAN,
+//!   DBSIZE, RANDOMKEY) leaves out keys whose expiry time has passed on the leader.
 //! - HELLO, AUTH, CLIENT ID/INFO/SETNAME/GETNAME/SETINFO, CONFIG GET, COMMAND: answered
 //!   here. HELLO 3 switches the connection to RESP3 from its own reply on (each slot
 //!   keeps the protocol in force when its command arrived). AUTH answers as
@@ -65,6 +70,7 @@
 mod client;
 pub mod command;
 mod cursor;
+pub mod expiry;
 mod glob;
 mod info;
 pub mod notify;
@@ -82,8 +88,8 @@ use self::scan::RangeJob;
 use self::subscribed::{Kind, Subscriptions};
 use crate::codec::client::{Request, RequestBody, Response, ResponseBody, Role, Status};
 use crate::codec::resp::{Protocol, RespValue};
-use crate::kv::SetCondition;
 use crate::kv::{Command, CommandResult, Compare, CompareOp, Op, OpResult, RangeQuery, Session};
+use crate::kv::{SetCondition, SetExpiry};
 /// Times a request follows a `NotLeader` answer.
 const FORWARDS_MAX: u8 = 3;
 
@@ -153,6 +159,11 @@ enum Job {
     Local(LocalQuery),
     /// WAIT: how many replicas hold this connection's writes.
     Wait,
+    /// A TTL-family read of the key's expiry time.
+    Ttl {
+        key: Bytes,
+        query: expiry::TtlQuery,
+    },
     /// A subscription command: changes to the node's index, made when it starts (after
     /// every earlier command), and its confirmations.
     Hub {
@@ -429,7 +440,7 @@ impl RedisConn {
     fn push(&mut self, job: Job, quit: bool) {
         let class = match &job {
             Job::Reply(_) | Job::Info(..) | Job::Local(_) => Class::Free,
-            Job::Range { .. } => Class::Scan,
+            Job::Range { .. } | Job::Ttl { .. } => Class::Scan,
             Job::Wait => Class::Exclusive,
             Job::Read { .. } => Class::Read,
             Job::Put { .. }
@@ -520,6 +531,7 @@ impl RedisConn {
             Control::Watch(keys) => (Job::Watch(keys), false),
             Control::Unwatch => (Job::Unwatch(RespValue::ok()), false),
             Control::Dbsize => (RangeJob::Dbsize.start(0), false),
+            Control::Ttl(key, query) => (Job::Ttl { key, query }, false),
             Control::Keys(pattern) => {
                 let found = Vec::new();
                 (RangeJob::Keys { pattern, found }.start(0), false)
@@ -821,6 +833,7 @@ fn job_for_cmd(cmd: Cmd) -> Job {
             value,
             cond: SetCondition::Always,
             get: false,
+            expiry: SetExpiry::Clear,
         } => Job::Put { key, value },
         Cmd::Mset(pairs) => Job::Mset(pairs),
         Cmd::Del(keys) if keys.len() == 1 => {
@@ -953,6 +966,11 @@ fn start(job: &mut Job, shared: &mut Shared, via_log: bool) -> Step {
             stale: false,
         }]),
         Job::Wait => Step::Send(vec![RequestBody::Status]),
+        Job::Ttl { key, query } => Step::Send(vec![RequestBody::Ttl {
+            key: key.clone(),
+            absolute: query.absolute,
+            stale: false,
+        }]),
         Job::Local(_) => Step::Done(RespValue::error("ERR unexpected local query")),
         Job::Hub { changes, reply } => {
             shared.hub_changes.append(changes);
@@ -1051,6 +1069,10 @@ fn advance(job: &mut Job, shared: &mut Shared, parts: Vec<ResponseBody>) -> Step
         Job::Range { what, query } => match parts.into_iter().next() {
             Some(ResponseBody::Range(result)) => what.advance(query, result),
             other => Step::Done(failure_of(other.as_ref())),
+        },
+        Job::Ttl { query, .. } => match parts.first() {
+            Some(ResponseBody::Result(CommandResult::Integer(ms))) => Step::Done(query.reply(*ms)),
+            other => Step::Done(failure_of(other)),
         },
         Job::Publish { channel, .. } => match parts.first() {
             Some(ResponseBody::Result(CommandResult::Ok)) => Step::Local(LocalQuery::Pubsub(

@@ -62,7 +62,11 @@ impl NotifyFlags {
 
     /// Which channels an event goes to: (`__keyspace@0__:<key>`, `__keyevent@0__:<event>`).
     pub fn channels_for(self, event: Event) -> (bool, bool) {
-        let class = if event.is_string() { STRING } else { GENERIC };
+        let class = match event {
+            Event::Expired => EXPIRED,
+            event if event.is_string() => STRING,
+            _ => GENERIC,
+        };
         let on = self.0 & class != 0;
         (on && self.0 & KEYSPACE != 0, on && self.0 & KEYEVENT != 0)
     }

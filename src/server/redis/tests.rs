@@ -49,6 +49,7 @@ impl FakeNode {
             | RequestBody::MemberChange(_)
             | RequestBody::TransferLeader { .. }
             | RequestBody::Backup(_)
+            | RequestBody::Ttl { .. }
             | RequestBody::Watch { .. } => ResponseBody::Error("no".into()),
         }
     }
