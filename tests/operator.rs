@@ -142,7 +142,11 @@ fn metrics(addrs: &str) -> BTreeMap<String, BTreeMap<String, u64>> {
 }
 
 /// Metrics that writes alone do not move, with the reason; each must still be reported.
-const NEEDS_FAULT: [(&str, &str); 12] = [
+const NEEDS_FAULT: [(&str, &str); 13] = [
+    (
+        "net.tls_failures",
+        "a failed TLS handshake on a TLS port (tests/tls.rs)",
+    ),
     (
         "loop.slow_turns",
         "a loop turn longer than half the heartbeat: a stall",
