@@ -69,6 +69,10 @@ pub struct Config {
     /// Redis port settings.
     #[serde(default)]
     pub redis: RedisConfig,
+    /// Authentication (docs/SECURITY.md); every key is optional and off by default, so
+    /// the section is left out of a serialized config that sets none.
+    #[serde(default, skip_serializing_if = "SecurityConfig::is_off")]
+    pub security: SecurityConfig,
 }
 
 /// One member of the cluster as seen by every other member.
@@ -281,6 +285,33 @@ pub struct RedisConfig {
     pub notify_keyspace_events: String,
 }
 
+/// Authentication settings: files holding the credentials, never the credentials
+/// themselves (see docs/SECURITY.md). A relative path is resolved against the directory
+/// of the config file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecurityConfig {
+    /// The file holding the cluster secret peers prove in their handshake; without it,
+    /// anyone who reaches the peer port and knows the cluster id is a peer (insecure).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster_secret_file: Option<PathBuf>,
+}
+
+impl SecurityConfig {
+    /// No security key is set.
+    pub fn is_off(&self) -> bool {
+        *self == SecurityConfig::default()
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        if let Some(path) = &mut self.cluster_secret_file
+            && path.is_relative()
+        {
+            *path = base.join(&*path);
+        }
+    }
+}
+
 /// A config file that cannot be used. The `Display` form is the message to print.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -354,6 +385,9 @@ impl Config {
             && let Some(parent) = path.parent()
         {
             config.data_dir = parent.join(&config.data_dir);
+        }
+        if let Some(parent) = path.parent() {
+            config.security.resolve_paths(parent);
         }
         config.validate(path)?;
         Ok(config)

@@ -109,6 +109,8 @@ pub struct ConnectionMetrics {
     pub peer_handshakes: u64,
     /// Connections closed at accept (a limit reached, or out of file descriptors).
     pub accepts_refused: u64,
+    /// Peer links closed because the other side did not prove the cluster secret.
+    pub peer_auth_failures: u64,
     /// Client connections closed for being idle.
     pub idle_timeouts: u64,
     /// Client connections closed for a request that never completed.
@@ -417,6 +419,7 @@ impl Metrics {
             ("net.client_connections", c.client_connections),
             ("net.peer_handshakes", c.peer_handshakes),
             ("net.accepts_refused", c.accepts_refused),
+            ("net.peer_auth_failures", c.peer_auth_failures),
             ("net.idle_timeouts", c.idle_timeouts),
             ("net.partial_request_timeouts", c.partial_request_timeouts),
             ("net.handshake_timeouts", c.handshake_timeouts),
@@ -478,7 +481,7 @@ mod tests {
         let rendered = Metrics::new(100_000).render();
         assert!(rendered.iter().all(|(_, v)| *v == 0));
         assert!(rendered.iter().all(|(n, _)| !n.starts_with("peer.")));
-        assert_eq!(rendered.len(), 38);
+        assert_eq!(rendered.len(), 39);
     }
 
     #[test]
@@ -590,6 +593,7 @@ mod tests {
             handshake_timeouts: 6,
             reads_paused: 7,
             output_limit_disconnects: 8,
+            peer_auth_failures: 9,
             ..ConnectionMetrics::default()
         });
         let r = m.render();
@@ -602,6 +606,7 @@ mod tests {
             "net.handshake_timeouts",
             "net.reads_paused",
             "net.output_limit_disconnects",
+            "net.peer_auth_failures",
         ];
         for (i, name) in want.iter().enumerate() {
             assert_eq!(value(&r, name), i as u64 + 1, "#{i}: {name}");

@@ -47,6 +47,7 @@ use crate::codec::client::{self as client_codec, RequestBody};
 use crate::config::Config;
 use crate::raft::message::NodeId;
 use crate::replica::timer::TimerWheel;
+use crate::security::Security;
 
 const PEER_LISTENER: Token = Token(0);
 const CLIENT_LISTENER: Token = Token(1);
@@ -101,7 +102,7 @@ impl EventLoop {
     ///
     /// # Errors
     /// Binding a listen address or registering with the poller failed.
-    pub fn new(config: &Config, node: Node) -> io::Result<EventLoop> {
+    pub fn new(config: &Config, node: Node, security: &Security) -> io::Result<EventLoop> {
         let poll = Poll::new()?;
         let mut peer_listener = bind(config.listen_peer, "listen_peer")?;
         let mut client_listener = bind(config.listen_client, "listen_client")?;
@@ -131,7 +132,7 @@ impl EventLoop {
             Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])?;
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)?;
-        let net = Net::new(config, poll);
+        let net = Net::new(config, poll, security);
         Ok(EventLoop {
             net,
             node,

@@ -46,6 +46,7 @@ use super::fd_limit;
 use super::forward::ForwardLink;
 use super::http::HttpConn;
 use super::node::{ClientRef, Node, Outbox};
+use super::peer_auth::PeerAuth;
 use super::peer_links::PeerLink;
 use super::redis::pubsub::Hub;
 use super::redis::{Identity, RedisConn};
@@ -58,6 +59,7 @@ use crate::config::Config;
 use crate::raft::message::{Message, NodeId};
 use crate::raft::rng::Rng;
 use crate::replica::metrics::ConnectionMetrics;
+use crate::security::Security;
 
 /// Tokens below this are reserved for the listeners and the signal pipe.
 pub const FIRST_CONNECTION_TOKEN: usize = 16;
@@ -258,6 +260,8 @@ pub(super) struct Net {
     pub(super) frame: FrameCodec,
     pub(super) cluster_id: u64,
     pub(super) node_id: NodeId,
+    /// The cluster secret and the peer handshakes in progress ([`super::peer_auth`]).
+    pub(super) peer_auth: PeerAuth,
     pub(super) output_bytes_max: usize,
     pub(super) read_bytes_per_turn_max: usize,
     pub(super) limits: ClientLimits,
@@ -326,7 +330,7 @@ pub(super) struct Net {
 
 impl Net {
     /// The network state of a node of `config`, polling with `poll`.
-    pub(super) fn new(config: &Config, poll: Poll) -> Net {
+    pub(super) fn new(config: &Config, poll: Poll, security: &Security) -> Net {
         let peer_addr = config
             .self_member()
             .map_or(config.listen_peer, |m| m.peer_addr)
@@ -340,6 +344,7 @@ impl Net {
             frame: FrameCodec::new(config.limits.frame_bytes_max),
             cluster_id: config.cluster_id,
             node_id: config.node_id,
+            peer_auth: PeerAuth::new(security.cluster_secret.clone()),
             output_bytes_max: config.limits.output_bytes_max,
             read_bytes_per_turn_max: config.limits.read_bytes_per_turn_max,
             limits: client_limits(config),
@@ -702,6 +707,7 @@ impl Net {
                 continue;
             };
             let _ = self.poll.registry().deregister(conn.io.stream_mut());
+            self.peer_auth.forget(key);
             if conn.is_client() {
                 self.client_count = self.client_count.saturating_sub(1);
             }

@@ -343,6 +343,7 @@ fn node_config(id: NodeId, ids_max: u64) -> Config {
         },
         log: Default::default(),
         redis: Default::default(),
+        security: Default::default(),
     }
 }
 

@@ -401,6 +401,7 @@ impl Metrics {
             ("partial_request_timeout", c.partial_request_timeouts),
             ("handshake_timeout", c.handshake_timeouts),
             ("output_limit", c.output_limit_disconnects),
+            ("peer_auth_failure", c.peer_auth_failures),
         ];
         for (reason, value) in closed {
             x.sample(
