@@ -295,6 +295,10 @@ pub struct SecurityConfig {
     /// anyone who reaches the peer port and knows the cluster id is a peer (insecure).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster_secret_file: Option<PathBuf>,
+    /// The users file of the client ports (users, password hashes, permissions); without
+    /// it every client may read, write and administer (insecure).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub users_file: Option<PathBuf>,
 }
 
 impl SecurityConfig {
@@ -304,10 +308,13 @@ impl SecurityConfig {
     }
 
     fn resolve_paths(&mut self, base: &Path) {
-        if let Some(path) = &mut self.cluster_secret_file
-            && path.is_relative()
+        for path in [&mut self.cluster_secret_file, &mut self.users_file]
+            .into_iter()
+            .flatten()
         {
-            *path = base.join(&*path);
+            if path.is_relative() {
+                *path = base.join(&*path);
+            }
         }
     }
 }

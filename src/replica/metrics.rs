@@ -111,6 +111,9 @@ pub struct ConnectionMetrics {
     pub accepts_refused: u64,
     /// Peer links closed because the other side did not prove the cluster secret.
     pub peer_auth_failures: u64,
+    /// Client AUTHs that failed and client commands refused for want of authentication
+    /// or permission (`security.users_file`).
+    pub client_auth_failures: u64,
     /// Client connections closed for being idle.
     pub idle_timeouts: u64,
     /// Client connections closed for a request that never completed.
@@ -420,6 +423,7 @@ impl Metrics {
             ("net.peer_handshakes", c.peer_handshakes),
             ("net.accepts_refused", c.accepts_refused),
             ("net.peer_auth_failures", c.peer_auth_failures),
+            ("net.client_auth_failures", c.client_auth_failures),
             ("net.idle_timeouts", c.idle_timeouts),
             ("net.partial_request_timeouts", c.partial_request_timeouts),
             ("net.handshake_timeouts", c.handshake_timeouts),
@@ -481,7 +485,7 @@ mod tests {
         let rendered = Metrics::new(100_000).render();
         assert!(rendered.iter().all(|(_, v)| *v == 0));
         assert!(rendered.iter().all(|(n, _)| !n.starts_with("peer.")));
-        assert_eq!(rendered.len(), 39);
+        assert_eq!(rendered.len(), 40);
     }
 
     #[test]
@@ -594,6 +598,7 @@ mod tests {
             reads_paused: 7,
             output_limit_disconnects: 8,
             peer_auth_failures: 9,
+            client_auth_failures: 10,
             ..ConnectionMetrics::default()
         });
         let r = m.render();
@@ -607,6 +612,7 @@ mod tests {
             "net.reads_paused",
             "net.output_limit_disconnects",
             "net.peer_auth_failures",
+            "net.client_auth_failures",
         ];
         for (i, name) in want.iter().enumerate() {
             assert_eq!(value(&r, name), i as u64 + 1, "#{i}: {name}");

@@ -33,6 +33,7 @@ use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use log::{debug, info, warn};
@@ -59,7 +60,7 @@ use crate::config::Config;
 use crate::raft::message::{Message, NodeId};
 use crate::raft::rng::Rng;
 use crate::replica::metrics::ConnectionMetrics;
-use crate::security::Security;
+use crate::security::{Security, Users};
 
 /// Tokens below this are reserved for the listeners and the signal pipe.
 pub const FIRST_CONNECTION_TOKEN: usize = 16;
@@ -262,6 +263,8 @@ pub(super) struct Net {
     pub(super) node_id: NodeId,
     /// The cluster secret and the peer handshakes in progress ([`super::peer_auth`]).
     pub(super) peer_auth: PeerAuth,
+    /// The users of the client ports (`security.users_file`); `None`: no checks.
+    pub(super) users: Option<Arc<Users>>,
     pub(super) output_bytes_max: usize,
     pub(super) read_bytes_per_turn_max: usize,
     pub(super) limits: ClientLimits,
@@ -345,6 +348,7 @@ impl Net {
             cluster_id: config.cluster_id,
             node_id: config.node_id,
             peer_auth: PeerAuth::new(security.cluster_secret.clone()),
+            users: security.users.clone(),
             output_bytes_max: config.limits.output_bytes_max,
             read_bytes_per_turn_max: config.limits.read_bytes_per_turn_max,
             limits: client_limits(config),
@@ -591,6 +595,9 @@ impl Net {
                         laddr,
                         opened_ms: self.step_now_ms,
                     });
+                    if let Some(users) = &self.users {
+                        redis.require_auth(users.clone());
+                    }
                 }
                 if peer {
                     self.handshake_count += 1;

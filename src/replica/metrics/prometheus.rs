@@ -402,6 +402,7 @@ impl Metrics {
             ("handshake_timeout", c.handshake_timeouts),
             ("output_limit", c.output_limit_disconnects),
             ("peer_auth_failure", c.peer_auth_failures),
+            ("client_auth_failure", c.client_auth_failures),
         ];
         for (reason, value) in closed {
             x.sample(
