@@ -183,6 +183,13 @@ fn run_node(path: &Path, join: Option<&str>) -> ExitCode {
              reaches the peer port and knows the cluster id can join (docs/SECURITY.md)"
         );
     }
+    if security.users.is_some() {
+        log::warn!(
+            "security.users_file protects the Redis port only: the client port ({}) and the \
+             HTTP port are not authenticated, keep them private (docs/SECURITY.md)",
+            config.listen_client
+        );
+    }
     match serve(&config, path, join, &security) {
         Ok(()) => {
             log::info!("stopped cleanly");
