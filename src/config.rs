@@ -299,6 +299,10 @@ pub struct SecurityConfig {
     /// it every client may read, write and administer (insecure).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub users_file: Option<PathBuf>,
+    /// With `users_file`: the HTTP port's `/metrics` needs no credentials (for a
+    /// Prometheus scraper without them).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub metrics_open: bool,
 }
 
 impl SecurityConfig {

@@ -112,7 +112,7 @@ fn every_key_is_in_the_embedded_default_and_documented() {
 fn security_keys_are_documented_resolved_and_round_trip() {
     let docs = include_str!("../docs/CONFIG.md");
     let text = format!(
-        "{MINIMAL}\n[security]\ncluster_secret_file = \"secret\"\nusers_file = \"/abs/users\"\n"
+        "{MINIMAL}\n[security]\ncluster_secret_file = \"secret\"\nusers_file = \"/abs/users\"\nmetrics_open = true\n"
     );
     let config = parse(&text).unwrap();
     assert_eq!(
@@ -124,8 +124,9 @@ fn security_keys_are_documented_resolved_and_round_trip() {
         Some(Path::new("/abs/users"))
     );
     let all: toml::Table = toml::from_str(&config.to_toml().unwrap()).unwrap();
-    let keys: Vec<&String> = all["security"].as_table().unwrap().keys().collect();
-    assert_eq!(keys, ["cluster_secret_file", "users_file"]);
+    let mut keys: Vec<&String> = all["security"].as_table().unwrap().keys().collect();
+    keys.sort();
+    assert_eq!(keys, ["cluster_secret_file", "metrics_open", "users_file"]);
     for key in keys {
         assert!(
             docs.contains(&format!("| `{key}` |")),

@@ -318,3 +318,68 @@ print("ok")
         "redis-py: {stdout}\n{stderr}"
     );
 }
+
+/// The HTTP port with the same users: Basic auth per request, 401 with
+/// `WWW-Authenticate` without valid credentials, 403 without the route's permission,
+/// `/health` open, `/metrics` closed unless `security.metrics_open`.
+#[test]
+fn http_port_takes_basic_auth_with_the_same_users() {
+    use base64::Engine;
+    let dir = tempfile::tempdir().expect("dir");
+    let cluster = secured_cluster(&users_file(dir.path()));
+    cluster.leader();
+    let addr = cluster.nodes[0].http_addr.expect("an HTTP port");
+    let basic = |user: &str, pass: &str| {
+        let text = format!("{user}:{pass}");
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(text)
+        )
+    };
+    let mut conn = eventually(|| common::http::Conn::try_open(addr));
+    let mut call = |method: &str, path: &str, auth: Option<&str>, body: &[u8]| {
+        let headers: Vec<(&str, &str)> = auth.map(|a| ("Authorization", a)).into_iter().collect();
+        conn.send(method, path, &headers, body);
+        conn.read_reply().expect("a reply")
+    };
+    let (writer, reader) = (basic("default", "pw"), basic("reader", "rpw"));
+    let put = eventually(
+        || match call("PUT", "/kv/k", Some(&writer), br#"{"value": "v"}"#) {
+            reply if reply.status == 200 => Ok(reply),
+            reply => Err(format!("status {}", reply.status)),
+        },
+    );
+    assert_eq!(put.status, 200);
+    let cases: [(&str, &str, Option<&str>, u16); 7] = [
+        ("GET", "/kv/k", None, 401),
+        ("GET", "/kv/k", Some(&basic("reader", "bad")), 401),
+        ("GET", "/kv/k", Some(&reader), 200),
+        ("PUT", "/kv/k", Some(&reader), 403),
+        ("GET", "/metrics", None, 401),
+        ("GET", "/metrics", Some(&reader), 200),
+        ("GET", "/health", None, 200),
+    ];
+    for (i, (method, path, auth, want)) in cases.into_iter().enumerate() {
+        let reply = call(method, path, auth, br#"{"value": "w"}"#);
+        assert_eq!(reply.status, want, "#{i}: {method} {path}");
+        if want == 401 {
+            assert_eq!(
+                reply.header("www-authenticate"),
+                Some("Basic realm=\"raftkv\", charset=\"UTF-8\""),
+                "#{i}"
+            );
+        }
+    }
+    let get = call("GET", "/kv/k", Some(&reader), b"");
+    assert!(
+        String::from_utf8_lossy(&get.body).contains('v'),
+        "the refused PUT wrote"
+    );
+    assert!(metric(&cluster.addr(0), "net.client_auth_failures") >= 4);
+    let log = cluster.log_text(0);
+    assert!(
+        log.contains("http client 127.0.0.1:"),
+        "no refusal with an address:\n{log}"
+    );
+    assert!(!log.contains("rpw"), "a password in the log");
+}

@@ -185,8 +185,8 @@ fn run_node(path: &Path, join: Option<&str>) -> ExitCode {
     }
     if security.users.is_some() {
         log::warn!(
-            "security.users_file protects the Redis port only: the client port ({}) and the \
-             HTTP port are not authenticated, keep them private (docs/SECURITY.md)",
+            "security.users_file protects the Redis and HTTP ports only: the client port \
+             ({}) is not authenticated, keep it private (docs/SECURITY.md)",
             config.listen_client
         );
     }

@@ -46,6 +46,7 @@ use super::connection::{Connection, FlushOutcome, QueueFrameError};
 use super::fd_limit;
 use super::forward::ForwardLink;
 use super::http::HttpConn;
+use super::http::auth::HttpAccess;
 use super::node::{ClientRef, Node, Outbox};
 use super::peer_auth::PeerAuth;
 use super::peer_links::PeerLink;
@@ -265,6 +266,8 @@ pub(super) struct Net {
     pub(super) peer_auth: PeerAuth,
     /// The users of the client ports (`security.users_file`); `None`: no checks.
     pub(super) users: Option<Arc<Users>>,
+    /// `security.metrics_open`: the HTTP port's `/metrics` needs no credentials.
+    pub(super) metrics_open: bool,
     pub(super) output_bytes_max: usize,
     pub(super) read_bytes_per_turn_max: usize,
     pub(super) limits: ClientLimits,
@@ -349,6 +352,7 @@ impl Net {
             node_id: config.node_id,
             peer_auth: PeerAuth::new(security.cluster_secret.clone()),
             users: security.users.clone(),
+            metrics_open: config.security.metrics_open,
             output_bytes_max: config.limits.output_bytes_max,
             read_bytes_per_turn_max: config.limits.read_bytes_per_turn_max,
             limits: client_limits(config),
@@ -598,6 +602,11 @@ impl Net {
                     if let Some(users) = &self.users {
                         redis.require_auth(users.clone());
                     }
+                }
+                if let (ConnKind::Http(http), Some(users)) = (&mut conn.kind, &self.users) {
+                    let access =
+                        HttpAccess::checked(users.clone(), self.metrics_open, addr.to_string());
+                    http.require_auth(access);
                 }
                 if peer {
                     self.handshake_count += 1;
