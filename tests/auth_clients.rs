@@ -274,7 +274,11 @@ fn redis_py_authenticates_over_resp2_and_resp3() {
     let addr = cluster.nodes[0].redis_addr;
     let script = r#"
 import sys, time, redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 host, port = sys.argv[1], int(sys.argv[2])
+# redis-py retries a refused connection with backoff (seconds); refusals are final here.
+once = Retry(NoBackoff(), 0)
 for attempt in range(100):
     try:
         redis.Redis(host=host, port=port, password="pw").set("k", "v")
@@ -292,7 +296,7 @@ for protocol in (2, 3):
         assert "no permissions to run the 'set' command" in str(e), str(e)
     try:
         redis.Redis(host=host, port=port, username="reader", password="bad",
-                    protocol=protocol).ping()
+                    protocol=protocol, retry=once).ping()
         raise SystemExit("a wrong password was accepted")
     except redis.exceptions.AuthenticationError as e:
         assert "invalid username-password pair" in str(e), str(e)
@@ -300,7 +304,7 @@ for protocol in (2, 3):
 for protocol, text in ((2, "Authentication required"),
                        (3, "HELLO must be called with the client already authenticated")):
     try:
-        redis.Redis(host=host, port=port, protocol=protocol).get("k")
+        redis.Redis(host=host, port=port, protocol=protocol, retry=once).get("k")
         raise SystemExit("no password was accepted")
     except redis.exceptions.AuthenticationError as e:
         assert text in str(e), str(e)
