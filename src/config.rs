@@ -72,6 +72,10 @@ pub struct Config {
     /// TLS on the listeners and links (docs/SECURITY.md).
     #[serde(default)]
     pub tls: TlsConfig,
+    /// Authentication (docs/SECURITY.md); every key is optional and off by default, so
+    /// the section is left out of a serialized config that sets none.
+    #[serde(default, skip_serializing_if = "SecurityConfig::is_off")]
+    pub security: SecurityConfig,
 }
 
 /// One member of the cluster as seen by every other member.
@@ -331,6 +335,44 @@ impl TlsConfig {
     }
 }
 
+/// Authentication settings: files holding the credentials, never the credentials
+/// themselves (see docs/SECURITY.md). A relative path is resolved against the directory
+/// of the config file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecurityConfig {
+    /// The file holding the cluster secret peers prove in their handshake; without it,
+    /// anyone who reaches the peer port and knows the cluster id is a peer (insecure).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster_secret_file: Option<PathBuf>,
+    /// The users file of the client ports (users, password hashes, permissions); without
+    /// it every client may read, write and administer (insecure).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub users_file: Option<PathBuf>,
+    /// With `users_file`: the HTTP port's `/metrics` needs no credentials (for a
+    /// Prometheus scraper without them).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub metrics_open: bool,
+}
+
+impl SecurityConfig {
+    /// No security key is set.
+    pub fn is_off(&self) -> bool {
+        *self == SecurityConfig::default()
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        for path in [&mut self.cluster_secret_file, &mut self.users_file]
+            .into_iter()
+            .flatten()
+        {
+            if path.is_relative() {
+                *path = base.join(&*path);
+            }
+        }
+    }
+}
+
 /// A config file that cannot be used. The `Display` form is the message to print.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -420,6 +462,7 @@ impl Config {
                     *file = parent.join(&*file);
                 }
             }
+            config.security.resolve_paths(parent);
         }
         config.validate(path)?;
         Ok(config)

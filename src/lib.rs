@@ -54,6 +54,7 @@ pub mod config;
 pub mod kv;
 pub mod raft;
 pub mod replica;
+pub mod security;
 pub mod server;
 pub mod storage;
 pub mod tls;

@@ -21,6 +21,7 @@ use clap::{Parser, Subcommand};
 use raftkv::client::{self, ClientOptions};
 use raftkv::config::{Config, TlsPort};
 use raftkv::raft::MemberState;
+use raftkv::security::Security;
 use raftkv::server::error::RunError;
 use raftkv::server::event_loop::EventLoop;
 use raftkv::server::fd_limit;
@@ -180,7 +181,28 @@ fn run_node(path: &Path, join: Option<&str>) -> ExitCode {
     )
     .format_timestamp_millis()
     .init();
-    match serve(&config, path, join) {
+    // After the logger, so a credentials file open to others is warned about.
+    let security = match Security::load(&config.security) {
+        Ok(security) => security,
+        Err(e) => {
+            eprintln!("raftkv-server: config {}: {e}", path.display());
+            return ExitCode::from(2);
+        }
+    };
+    if security.cluster_secret.is_none() {
+        log::info!(
+            "no security.cluster_secret_file: peers are not authenticated, anyone who \
+             reaches the peer port and knows the cluster id can join (docs/SECURITY.md)"
+        );
+    }
+    if security.users.is_some() {
+        log::warn!(
+            "security.users_file protects the Redis and HTTP ports only: the client port \
+             ({}) is not authenticated, keep it private (docs/SECURITY.md)",
+            config.listen_client
+        );
+    }
+    match serve(&config, path, join, &security) {
         Ok(()) => {
             log::info!("stopped cleanly");
             ExitCode::SUCCESS
@@ -194,7 +216,12 @@ fn run_node(path: &Path, join: Option<&str>) -> ExitCode {
 
 /// Opens the node of `config` (loaded from `path`), greets the cluster for `--join`, and
 /// runs the event loop until a clean stop.
-fn serve(config: &Config, path: &Path, join: Option<&str>) -> Result<(), ServeError> {
+fn serve(
+    config: &Config,
+    path: &Path,
+    join: Option<&str>,
+    security: &Security,
+) -> Result<(), ServeError> {
     log::info!(
         "node {} of cluster {}: peers on {}, clients on {}, data in {}",
         config.node_id,
@@ -240,7 +267,7 @@ fn serve(config: &Config, path: &Path, join: Option<&str>) -> Result<(), ServeEr
         })?;
     }
     let mut event_loop =
-        EventLoop::new(config, node, tls).map_err(|source| ServeError::Listen {
+        EventLoop::new(config, node, tls, security).map_err(|source| ServeError::Listen {
             path: path.to_path_buf(),
             source,
         })?;

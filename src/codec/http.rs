@@ -32,6 +32,8 @@ pub struct HttpRequest {
     pub keep_alive: bool,
     /// The body (`Content-Length` bytes).
     pub body: Vec<u8>,
+    /// The `Authorization` header, as sent (checked by the HTTP port's auth).
+    pub authorization: Option<String>,
 }
 
 /// Why a request cannot be decoded; the connection is answered and closed.
@@ -152,6 +154,7 @@ impl HttpCodec {
         let mut content_type = None;
         let mut connection = String::new();
         let mut expects_continue = false;
+        let mut authorization = None;
         for header in parsed.headers.iter() {
             let value = std::str::from_utf8(header.value)
                 .map_err(|_| HttpError::Malformed(format!("header {} is not UTF-8", header.name)))?
@@ -178,6 +181,7 @@ impl HttpCodec {
                 }
                 "connection" => connection = value.to_ascii_lowercase(),
                 "expect" => expects_continue = value.eq_ignore_ascii_case("100-continue"),
+                "authorization" => authorization = Some(value.to_string()),
                 _ => {}
             }
         }
@@ -199,6 +203,7 @@ impl HttpCodec {
                 content_type,
                 keep_alive,
                 body: Vec::new(),
+                authorization,
             },
             content_length: content_length.unwrap_or(0),
             expects_continue,

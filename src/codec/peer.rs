@@ -6,6 +6,12 @@
 //! that dialed it); every later frame is a [`PeerFrame::Message`]. The receiving
 //! node refuses a handshake with a foreign cluster id.
 //!
+//! With a cluster secret (docs/SECURITY.md) the handshake carries the dialer's nonce
+//! (type 2 instead of 1), the acceptor answers with [`PeerFrame::Answer`] (its nonce and
+//! its proof) and the dialer sends [`PeerFrame::Proof`] before any message; the proofs
+//! are made and checked by [`crate::security::peer_auth`]. Without a secret the
+//! handshake is type 1 and nothing is answered, as before.
+//!
 //! Body layout (little-endian): `type: u8 | fields...`. Messages carry
 //! `from: u64 | to: u64 | term: u64` after the type byte, then the kind's fields;
 //! entries are `index: u64 | term: u64 | kind: u8 | data: u32 len + bytes`;
@@ -20,6 +26,7 @@ use crate::raft::message::{
     Message, MessageBody, NodeId, ReadIndexRequest, ReadIndexResponse, SnapshotChunk, SnapshotMeta,
     SnapshotResponse, VoteRequest, VoteResponse,
 };
+use crate::security::peer_auth::{Nonce, Proof};
 use crate::wire::DecodeError;
 use crate::wire::{Reader, put_bytes, put_u32, put_u64};
 
@@ -34,12 +41,28 @@ pub enum PeerFrame {
         node_id: NodeId,
         /// The address the dialer's peer listener is reachable at (`ip:port`).
         peer_addr: String,
+        /// The dialer's challenge, when it authenticates with the cluster secret.
+        nonce: Option<Nonce>,
     },
+    /// The acceptor's reply to an authenticating handshake: its challenge, and its
+    /// proof of the secret over both nonces.
+    Answer {
+        /// The acceptor's challenge.
+        nonce: Nonce,
+        /// The acceptor's proof.
+        proof: Proof,
+    },
+    /// The dialer's proof of the secret over both nonces; the last frame before its
+    /// messages.
+    Proof(Proof),
     /// A Raft message.
     Message(Message),
 }
 
 const HANDSHAKE: u8 = 1;
+const HANDSHAKE_WITH_NONCE: u8 = 2;
+const ANSWER: u8 = 3;
+const PROOF: u8 = 4;
 const PRE_VOTE: u8 = 10;
 const PRE_VOTE_RESPONSE: u8 = 11;
 const VOTE: u8 = 12;
@@ -78,11 +101,28 @@ pub fn encode(frame: &PeerFrame, out: &mut Vec<u8>) {
             cluster_id,
             node_id,
             peer_addr,
+            nonce,
         } => {
-            out.push(HANDSHAKE);
+            out.push(if nonce.is_some() {
+                HANDSHAKE_WITH_NONCE
+            } else {
+                HANDSHAKE
+            });
             put_u64(out, *cluster_id);
             put_u64(out, *node_id);
             put_bytes(out, peer_addr.as_bytes());
+            if let Some(nonce) = nonce {
+                out.extend_from_slice(nonce);
+            }
+        }
+        PeerFrame::Answer { nonce, proof } => {
+            out.push(ANSWER);
+            out.extend_from_slice(nonce);
+            out.extend_from_slice(proof);
+        }
+        PeerFrame::Proof(proof) => {
+            out.push(PROOF);
+            out.extend_from_slice(proof);
         }
         PeerFrame::Message(message) => encode_message(message, out),
     }
@@ -178,12 +218,24 @@ fn encode_entry(entry: &Entry, out: &mut Vec<u8>) {
 pub fn decode(body: &[u8]) -> Result<PeerFrame, DecodeError> {
     let mut reader = Reader::new(body);
     let type_byte = reader.u8("message type")?;
-    let frame = if type_byte == HANDSHAKE {
+    let frame = if type_byte == HANDSHAKE || type_byte == HANDSHAKE_WITH_NONCE {
         PeerFrame::Handshake {
             cluster_id: reader.u64("handshake cluster id")?,
             node_id: reader.u64("handshake node id")?,
             peer_addr: reader.string("handshake peer address")?,
+            nonce: if type_byte == HANDSHAKE_WITH_NONCE {
+                Some(reader.array("handshake nonce")?)
+            } else {
+                None
+            },
         }
+    } else if type_byte == ANSWER {
+        PeerFrame::Answer {
+            nonce: reader.array("answer nonce")?,
+            proof: reader.array("answer proof")?,
+        }
+    } else if type_byte == PROOF {
+        PeerFrame::Proof(reader.array("proof")?)
     } else if (PRE_VOTE..=READ_INDEX_RESPONSE).contains(&type_byte) {
         let from = reader.u64("message from")?;
         let to = reader.u64("message to")?;
@@ -327,7 +379,19 @@ mod tests {
                 cluster_id: 42,
                 node_id: 3,
                 peer_addr: "127.0.0.1:7003".into(),
+                nonce: None,
             },
+            PeerFrame::Handshake {
+                cluster_id: 42,
+                node_id: 3,
+                peer_addr: "127.0.0.1:7003".into(),
+                nonce: Some([7; 32]),
+            },
+            PeerFrame::Answer {
+                nonce: [1; 32],
+                proof: [2; 32],
+            },
+            PeerFrame::Proof([3; 32]),
             message(MessageBody::PreVote(vote)),
             message(MessageBody::Vote(vote)),
             message(MessageBody::PreVoteResponse(VoteResponse { granted: true })),

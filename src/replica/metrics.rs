@@ -109,6 +109,11 @@ pub struct ConnectionMetrics {
     pub peer_handshakes: u64,
     /// Connections closed at accept (a limit reached, or out of file descriptors).
     pub accepts_refused: u64,
+    /// Peer links closed because the other side did not prove the cluster secret.
+    pub peer_auth_failures: u64,
+    /// Client AUTHs that failed and client commands refused for want of authentication
+    /// or permission (`security.users_file`).
+    pub client_auth_failures: u64,
     /// Client connections closed for being idle.
     pub idle_timeouts: u64,
     /// Client connections closed for a request that never completed.
@@ -420,6 +425,8 @@ impl Metrics {
             ("net.client_connections", c.client_connections),
             ("net.peer_handshakes", c.peer_handshakes),
             ("net.accepts_refused", c.accepts_refused),
+            ("net.peer_auth_failures", c.peer_auth_failures),
+            ("net.client_auth_failures", c.client_auth_failures),
             ("net.idle_timeouts", c.idle_timeouts),
             ("net.partial_request_timeouts", c.partial_request_timeouts),
             ("net.handshake_timeouts", c.handshake_timeouts),
@@ -482,7 +489,7 @@ mod tests {
         let rendered = Metrics::new(100_000).render();
         assert!(rendered.iter().all(|(_, v)| *v == 0));
         assert!(rendered.iter().all(|(n, _)| !n.starts_with("peer.")));
-        assert_eq!(rendered.len(), 39);
+        assert_eq!(rendered.len(), 41);
     }
 
     #[test]
@@ -595,6 +602,8 @@ mod tests {
             reads_paused: 7,
             output_limit_disconnects: 8,
             tls_failures: 9,
+            peer_auth_failures: 10,
+            client_auth_failures: 11,
             ..ConnectionMetrics::default()
         });
         let r = m.render();
@@ -608,6 +617,8 @@ mod tests {
             "net.reads_paused",
             "net.output_limit_disconnects",
             "net.tls_failures",
+            "net.peer_auth_failures",
+            "net.client_auth_failures",
         ];
         for (i, name) in want.iter().enumerate() {
             assert_eq!(value(&r, name), i as u64 + 1, "#{i}: {name}");

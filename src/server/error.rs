@@ -44,6 +44,10 @@ pub enum ProtocolError {
     /// handshake claims.
     #[error("handshake as node {0}, but its certificate does not name node-{0}")]
     CertificateNotForMember(NodeId),
+    /// A peer that did not prove the cluster secret (or offered a proof this node, with
+    /// no secret, cannot check). Counted in `net.peer_auth_failures`.
+    #[error("peer authentication failed: {0}")]
+    PeerAuth(&'static str),
     /// A handshake with no node id, or with this node's own.
     #[error("handshake with node id {0}")]
     BadNodeId(NodeId),

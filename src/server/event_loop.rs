@@ -48,6 +48,7 @@ use crate::codec::client::{self as client_codec, RequestBody};
 use crate::config::{Config, TlsConfig};
 use crate::raft::message::NodeId;
 use crate::replica::timer::TimerWheel;
+use crate::security::Security;
 
 const PEER_LISTENER: Token = Token(0);
 const CLIENT_LISTENER: Token = Token(1);
@@ -104,7 +105,12 @@ impl EventLoop {
     ///
     /// # Errors
     /// Binding a listen address or registering with the poller failed.
-    pub fn new(config: &Config, node: Node, tls: TlsPorts) -> io::Result<EventLoop> {
+    pub fn new(
+        config: &Config,
+        node: Node,
+        tls: TlsPorts,
+        security: &Security,
+    ) -> io::Result<EventLoop> {
         let poll = Poll::new()?;
         let mut peer_listener = bind(config.listen_peer, "listen_peer")?;
         let mut client_listener = bind(config.listen_client, "listen_client")?;
@@ -137,7 +143,7 @@ impl EventLoop {
         ])?;
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)?;
-        let net = Net::new(config, poll, tls);
+        let net = Net::new(config, poll, tls, security);
         Ok(EventLoop {
             net,
             node,

@@ -65,6 +65,7 @@ impl EventLoop {
                 Ok(Decoded::Request(consumed, request)) => {
                     conn.io.consume(consumed);
                     state.on_request(*request, &self.node);
+                    self.net.counts.client_auth_failures += state.take_auth_failures();
                 }
                 Ok(Decoded::Partial { expects_continue }) => {
                     if expects_continue

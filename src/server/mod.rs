@@ -31,6 +31,7 @@ mod http_pump;
 pub mod local;
 mod net;
 pub mod node;
+mod peer_auth;
 mod peer_links;
 pub mod ports;
 mod pubsub_pump;

@@ -33,6 +33,7 @@ use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use log::{debug, info, warn};
@@ -45,7 +46,9 @@ use super::connection::{Connection, FlushOutcome, QueueFrameError};
 use super::fd_limit;
 use super::forward::ForwardLink;
 use super::http::HttpConn;
+use super::http::auth::HttpAccess;
 use super::node::{ClientRef, Node, Outbox};
+use super::peer_auth::PeerAuth;
 use super::peer_links::PeerLink;
 use super::redis::pubsub::Hub;
 use super::redis::{Identity, RedisConn};
@@ -60,6 +63,7 @@ use crate::config::Config;
 use crate::raft::message::{Message, NodeId};
 use crate::raft::rng::Rng;
 use crate::replica::metrics::ConnectionMetrics;
+use crate::security::{Security, Users};
 
 /// Tokens below this are reserved for the listeners and the signal pipe.
 pub const FIRST_CONNECTION_TOKEN: usize = 16;
@@ -260,6 +264,12 @@ pub(super) struct Net {
     pub(super) frame: FrameCodec,
     pub(super) cluster_id: u64,
     pub(super) node_id: NodeId,
+    /// The cluster secret and the peer handshakes in progress ([`super::peer_auth`]).
+    pub(super) peer_auth: PeerAuth,
+    /// The users of the client ports (`security.users_file`); `None`: no checks.
+    pub(super) users: Option<Arc<Users>>,
+    /// `security.metrics_open`: the HTTP port's `/metrics` needs no credentials.
+    pub(super) metrics_open: bool,
     pub(super) output_bytes_max: usize,
     pub(super) read_bytes_per_turn_max: usize,
     pub(super) limits: ClientLimits,
@@ -332,7 +342,7 @@ pub(super) struct Net {
 
 impl Net {
     /// The network state of a node of `config`, polling with `poll`.
-    pub(super) fn new(config: &Config, poll: Poll, tls: TlsPorts) -> Net {
+    pub(super) fn new(config: &Config, poll: Poll, tls: TlsPorts, security: &Security) -> Net {
         let peer_addr = config
             .self_member()
             .map_or(config.listen_peer, |m| m.peer_addr)
@@ -346,6 +356,9 @@ impl Net {
             frame: FrameCodec::new(config.limits.frame_bytes_max),
             cluster_id: config.cluster_id,
             node_id: config.node_id,
+            peer_auth: PeerAuth::new(security.cluster_secret.clone()),
+            users: security.users.clone(),
+            metrics_open: config.security.metrics_open,
             output_bytes_max: config.limits.output_bytes_max,
             read_bytes_per_turn_max: config.limits.read_bytes_per_turn_max,
             limits: client_limits(config),
@@ -601,6 +614,14 @@ impl Net {
                         laddr,
                         opened_ms: self.step_now_ms,
                     });
+                    if let Some(users) = &self.users {
+                        redis.require_auth(users.clone());
+                    }
+                }
+                if let (ConnKind::Http(http), Some(users)) = (&mut conn.kind, &self.users) {
+                    let access =
+                        HttpAccess::checked(users.clone(), self.metrics_open, addr.to_string());
+                    http.require_auth(access);
                 }
                 if peer {
                     self.handshake_count += 1;
@@ -743,6 +764,7 @@ impl Net {
                 continue;
             };
             let _ = self.poll.registry().deregister(conn.io.stream_mut());
+            self.peer_auth.forget(key);
             if conn.is_client() {
                 self.client_count = self.client_count.saturating_sub(1);
             }

@@ -15,7 +15,8 @@
 //! ([`Net::set_peers`]): a member added at runtime is dialed at the address carried in
 //! the configuration, a removed one is dropped; a peer with no known address (the
 //! leader, for a node started with `--join`) is dialed at the address it announced in
-//! its handshake.
+//! its handshake. With a cluster secret, the handshake is a challenge-response
+//! ([`super::peer_auth`]) and a link carries messages only once both sides proved it.
 
 use std::io;
 use std::net::SocketAddr;
@@ -29,9 +30,11 @@ use super::connection::QueueFrameError;
 use super::error::ProtocolError;
 use super::net::{ConnKind, FRAMES_PER_TURN_MAX, Net};
 use super::node::{Node, WantedPeer};
+use super::peer_auth::Identified;
 use crate::codec::peer::{self as peer_codec, PeerFrame};
 use crate::raft;
 use crate::raft::message::{Message, NodeId};
+use crate::security::peer_auth::Nonce;
 
 const RECONNECT_MIN_MS: u64 = 50;
 const RECONNECT_MAX_MS: u64 = 2000;
@@ -53,6 +56,9 @@ pub(super) struct PeerLink {
     /// The link was recycled for silence and the peer has not been heard from since
     /// (later recycles of the same silence log at debug level).
     recycled: bool,
+    /// The nonce of the outbound link's handshake while the peer has not proved the
+    /// cluster secret; no message is sent on the link meanwhile.
+    awaiting: Option<Nonce>,
 }
 
 impl Net {
@@ -64,6 +70,13 @@ impl Net {
             return;
         }
         let addr = link.addr;
+        let nonce = match self.peer_auth.dial_nonce() {
+            Ok(nonce) => nonce,
+            Err(e) => {
+                warn!("peer {peer}: no handshake nonce (/dev/urandom: {e}); not dialing");
+                return;
+            }
+        };
         let result = TcpStream::connect(addr).and_then(|tcp| {
             let stream = self
                 .tls
@@ -84,6 +97,7 @@ impl Net {
                     cluster_id: self.cluster_id,
                     node_id: self.node_id,
                     peer_addr: self.peer_addr.clone(),
+                    nonce,
                 };
                 let codec = self.frame;
                 let conn = &mut self.conns[key];
@@ -99,6 +113,7 @@ impl Net {
                     link.conn = Some(key);
                     link.dialed_ms = now;
                     link.sent_since_heard = false;
+                    link.awaiting = nonce;
                 }
             }
             Err(e) => debug!("peer {peer}: dial {addr} failed: {e}"),
@@ -258,6 +273,7 @@ impl Net {
                         heard_ms: 0,
                         sent_since_heard: false,
                         recycled: false,
+                        awaiting: None,
                     };
                     self.peers.insert(id, link);
                 }
@@ -276,6 +292,9 @@ impl Net {
         let Some(key) = link.conn else {
             return 0;
         };
+        if link.awaiting.is_some() {
+            return 0;
+        }
         link.sent_since_heard = true;
         let codec = self.frame;
         let Some(conn) = self.conns.get_mut(key) else {
@@ -352,6 +371,11 @@ impl Net {
                 ConnKind::PeerIn(identified) => Some(identified),
                 _ => None,
             };
+            let outbound = match conn.kind {
+                ConnKind::PeerOut { peer, .. } => Some(peer),
+                _ => None,
+            };
+            let challenged = self.is_challenged(key);
             match (inbound, frame) {
                 (
                     Some(None),
@@ -359,8 +383,9 @@ impl Net {
                         cluster_id,
                         node_id,
                         peer_addr,
+                        nonce,
                     },
-                ) => {
+                ) if !challenged => {
                     if cluster_id != self.cluster_id {
                         return Err(ProtocolError::ForeignCluster {
                             node_id,
@@ -371,21 +396,16 @@ impl Net {
                     if node_id == raft::NO_NODE || node_id == self.node_id {
                         return Err(ProtocolError::BadNodeId(node_id));
                     }
-                    if !self.tls.names_member(conn.io.stream(), node_id) {
+                    if !self.tls.names_member(self.conns[key].io.stream(), node_id) {
                         return Err(ProtocolError::CertificateNotForMember(node_id));
                     }
-                    if !conn.closing {
-                        self.handshake_count = self.handshake_count.saturating_sub(1);
+                    if let Some(peer) = self.on_inbound_handshake(key, node_id, peer_addr, nonce)? {
+                        self.identify_inbound(key, peer);
                     }
-                    conn.kind = ConnKind::PeerIn(Some(node_id));
-                    info!("peer {node_id}: inbound link up (it listens on {peer_addr})");
-                    self.heard_from(node_id);
-                    match peer_addr.parse::<SocketAddr>() {
-                        Ok(addr) => {
-                            self.announced.insert(node_id, addr);
-                        }
-                        Err(_) => warn!("peer {node_id} announced a bad address {peer_addr:?}"),
-                    }
+                }
+                (Some(None), PeerFrame::Proof(proof)) => {
+                    let peer = self.on_inbound_proof(key, &proof)?;
+                    self.identify_inbound(key, peer);
                 }
                 (Some(Some(from)), PeerFrame::Message(message)) => {
                     if message.from != from || message.to != self.node_id {
@@ -397,10 +417,17 @@ impl Net {
                     }
                     node.on_peer_message(message);
                 }
+                (None, PeerFrame::Answer { nonce, proof }) if outbound.is_some() => {
+                    let peer = outbound.unwrap_or(raft::NO_NODE);
+                    let link = self.peers.get_mut(&peer).filter(|l| l.conn == Some(key));
+                    let dialer_nonce = link.and_then(|l| l.awaiting.take());
+                    self.on_outbound_answer(key, peer, dialer_nonce, nonce, &proof)?;
+                    info!("peer {peer}: outbound link authenticated");
+                }
                 (_, frame) => {
                     return Err(ProtocolError::Unexpected {
                         frame: frame_name(&frame),
-                        link: conn.kind.name(),
+                        link: self.conns[key].kind.name(),
                     });
                 }
             }
@@ -410,9 +437,31 @@ impl Net {
     }
 }
 
+impl Net {
+    /// Inbound link `key` is `peer`'s from now on: its messages are taken.
+    fn identify_inbound(&mut self, key: usize, peer: Identified) {
+        let Identified { node_id, peer_addr } = peer;
+        let conn = &mut self.conns[key];
+        if !conn.closing {
+            self.handshake_count = self.handshake_count.saturating_sub(1);
+        }
+        conn.kind = ConnKind::PeerIn(Some(node_id));
+        info!("peer {node_id}: inbound link up (it listens on {peer_addr})");
+        self.heard_from(node_id);
+        match peer_addr.parse::<SocketAddr>() {
+            Ok(addr) => {
+                self.announced.insert(node_id, addr);
+            }
+            Err(_) => warn!("peer {node_id} announced a bad address {peer_addr:?}"),
+        }
+    }
+}
+
 fn frame_name(frame: &PeerFrame) -> &'static str {
     match frame {
         PeerFrame::Handshake { .. } => "handshake",
+        PeerFrame::Answer { .. } => "handshake answer",
+        PeerFrame::Proof(_) => "handshake proof",
         PeerFrame::Message(_) => "message",
     }
 }

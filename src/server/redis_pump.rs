@@ -49,6 +49,7 @@ impl EventLoop {
                 Ok(Some((consumed, args))) => {
                     conn.io.consume(consumed);
                     redis.on_command(args);
+                    self.net.counts.client_auth_failures += redis.take_auth_failures();
                 }
                 Ok(None) => {
                     frames_left = false;

@@ -78,6 +78,15 @@ impl<'a> Reader<'a> {
         Ok(u64::from_le_bytes(bytes.try_into().expect("took 8 bytes")))
     }
 
+    /// Exactly `N` bytes (a fixed-size field: a nonce, a MAC).
+    pub(crate) fn array<const N: usize>(
+        &mut self,
+        what: &'static str,
+    ) -> Result<[u8; N], DecodeError> {
+        let bytes = self.take(N, what)?;
+        Ok(bytes.try_into().expect("took N bytes"))
+    }
+
     /// A `u32` length followed by that many bytes, borrowed.
     pub(crate) fn slice(&mut self, what: &'static str) -> Result<&'a [u8], DecodeError> {
         let len = self.u32(what)? as usize;

@@ -388,6 +388,7 @@ fn node_config(id: NodeId, ids_max: u64) -> Config {
         log: Default::default(),
         redis: Default::default(),
         tls: Default::default(),
+        security: Default::default(),
     }
 }
 

@@ -412,6 +412,8 @@ impl Metrics {
             ("handshake_timeout", c.handshake_timeouts),
             ("output_limit", c.output_limit_disconnects),
             ("tls", c.tls_failures),
+            ("peer_auth_failure", c.peer_auth_failures),
+            ("client_auth_failure", c.client_auth_failures),
         ];
         for (reason, value) in closed {
             x.sample(

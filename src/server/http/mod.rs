@@ -20,11 +20,15 @@
 //! [`FORWARDS_MAX`] times; deadlines are the node's and the forwarding link's
 //! (`limits.request_timeout_ms`, `limits.leader_wait_ms`).
 //!
+//! Authentication ([`auth`]): with a users file, each request is checked (Basic auth,
+//! the route's permission) before it is routed to the node; a refusal is its response.
+//!
 //! Invariant (order): requests run one at a time in arrival order: only the first
 //! request without a response runs, so a pipelined GET after a PUT sees the PUT, and
 //! responses leave in request order. Back-pressure counts the queued requests
 //! ([`HttpConn::requests`]) and the held response bytes ([`HttpConn::reply_bytes`]).
 
+pub mod auth;
 pub mod json;
 pub mod route;
 
@@ -32,6 +36,7 @@ use std::collections::VecDeque;
 
 use serde_json::json;
 
+use self::auth::HttpAccess;
 use self::route::Route;
 use super::redis::{Submit, Target};
 use crate::codec::client::{Request, RequestBody, Response, ResponseBody, Status};
@@ -123,6 +128,8 @@ pub struct HttpConn {
     done_bytes: usize,
     /// A request could not be decoded: no later input is a request.
     broken: bool,
+    /// Who may run what.
+    access: HttpAccess,
 }
 
 impl Default for HttpConn {
@@ -143,7 +150,18 @@ impl HttpConn {
             continued: false,
             done_bytes: 0,
             broken: false,
+            access: HttpAccess::default(),
         }
+    }
+
+    /// Checks this connection's requests with `access` (`security.users_file`).
+    pub fn require_auth(&mut self, access: HttpAccess) {
+        self.access = access;
+    }
+
+    /// Requests refused by authentication since the last call.
+    pub fn take_auth_failures(&mut self) -> u64 {
+        self.access.take_failures()
     }
 
     /// Requests received and not yet answered to the client.
@@ -180,7 +198,11 @@ impl HttpConn {
             return;
         }
         self.continued = false;
-        let job = match route::route(&request) {
+        let mut route = route::route(&request);
+        if let Some(refusal) = self.access.check(&request, &route) {
+            route = Route::Refuse(refusal);
+        }
+        let job = match route {
             Route::Dashboard => Job::Reply(HttpResponse {
                 status: 200,
                 content_type: "text/html; charset=utf-8",

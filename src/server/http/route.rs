@@ -157,6 +157,7 @@ mod tests {
             content_type: content_type.map(str::to_string),
             keep_alive: true,
             body: body.to_vec(),
+            authorization: None,
         })
     }
 

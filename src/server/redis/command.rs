@@ -310,6 +310,16 @@ const TABLE: &[(&str, i64, &str, i64, i64, i64)] = &[
     ("reset", 1, "noscript loading stale fast no_auth", 0, 0, 0),
 ];
 
+/// The flags of the command `args` names, when it is known and has a valid number of
+/// arguments (what Redis checks before authentication and permissions).
+pub fn flags_of(args: &[Bytes]) -> Option<&'static str> {
+    let name = String::from_utf8_lossy(args.first()?).to_lowercase();
+    let &(_, arity, flags, ..) = TABLE.iter().find(|entry| entry.0 == name)?;
+    let count = args.len() as i64;
+    let valid = (arity > 0 && count == arity) || (arity < 0 && count >= -arity);
+    valid.then_some(flags)
+}
+
 /// Whether `name` (lower case) is a command raftkv knows.
 pub fn is_known(name: &str) -> bool {
     TABLE.iter().any(|entry| entry.0 == name)

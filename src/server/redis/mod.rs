@@ -41,8 +41,10 @@
 //!   DBSIZE, RANDOMKEY) leaves out keys whose expiry time has passed on the leader.
 //! - HELLO, AUTH, CLIENT ID/INFO/SETNAME/GETNAME/SETINFO, CONFIG GET, COMMAND: answered
 //!   here. HELLO 3 switches the connection to RESP3 from its own reply on (each slot
-//!   keeps the protocol in force when its command arrived). AUTH answers as
-//!   redis-server with no password configured.
+//!   keeps the protocol in force when its command arrived). AUTH and HELLO's AUTH
+//!   check the users file when there is one (`access`), else answer as redis-server
+//!   with no password configured; every command is checked by `access` first (NOAUTH,
+//!   NOPERM; a refusal inside MULTI makes EXEC fail, as in Redis).
 //! - CLIENT LIST / KILL and TIME: [`LocalQuery`]s the loop answers (it sees every
 //!   connection of the node and the wall clock), in the slot's place in the order.
 //! - SUBSCRIBE / PSUBSCRIBE / UNSUBSCRIBE / PUNSUBSCRIBE / RESET: the connection's
@@ -67,6 +69,7 @@
 //! count the started slots not yet done; `done_bytes` is the sum of
 //! `reply_bytes_hint` over the `Done` slots.
 
+pub mod access;
 mod client;
 pub mod command;
 mod cursor;
@@ -79,10 +82,12 @@ mod scan;
 mod subscribed;
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 
+use self::access::Access;
 pub use self::client::{Identity, LocalQuery};
 pub use self::command::KillFilter;
-use self::command::{Bytes, Cmd, Control, Parsed, auth_refusal, command_reply, parse};
+use self::command::{Bytes, Cmd, Control, Parsed, command_reply, parse};
 use self::pubsub::{PubsubQuery, SubscriptionChange};
 use self::scan::RangeJob;
 use self::subscribed::{Kind, Subscriptions};
@@ -90,6 +95,7 @@ use crate::codec::client::{Request, RequestBody, Response, ResponseBody, Role, S
 use crate::codec::resp::{Protocol, RespValue};
 use crate::kv::{Command, CommandResult, Compare, CompareOp, Op, OpResult, RangeQuery, Session};
 use crate::kv::{SetCondition, SetExpiry};
+use crate::security::Users;
 /// Times a request follows a `NotLeader` answer.
 const FORWARDS_MAX: u8 = 3;
 
@@ -294,6 +300,8 @@ pub struct RedisConn {
     local_queries: Vec<(u64, LocalQuery)>,
     /// The channels and patterns subscribed (as of the last command received).
     subscriptions: Subscriptions,
+    /// Who the connection is authenticated as, and what it may run.
+    access: Access,
 }
 
 impl Default for RedisConn {
@@ -335,7 +343,18 @@ impl RedisConn {
             last_command: "NULL".into(),
             local_queries: Vec::new(),
             subscriptions: Subscriptions::default(),
+            access: Access::open(),
         }
+    }
+
+    /// Checks this connection's commands against `users` (`security.users_file`).
+    pub fn require_auth(&mut self, users: Arc<Users>) {
+        self.access = Access::checked(users);
+    }
+
+    /// Failed AUTHs and refused commands since the last call (`net.client_auth_failures`).
+    pub fn take_auth_failures(&mut self) -> u64 {
+        self.access.take_failures()
     }
 
     /// The protocol the connection speaks now (pushes are written in it).
@@ -431,6 +450,12 @@ impl RedisConn {
             && let Some(sub) = args.get(1)
         {
             self.last_command = format!("client|{}", String::from_utf8_lossy(sub).to_lowercase());
+        }
+        if let Some(refusal) = self.access.gate(&args, &self.identity.addr) {
+            self.multi_dirty |= self.multi.is_some();
+            self.push(Job::Reply(refusal), false);
+            self.dispatch();
+            return;
         }
         let (job, quit) = self.job_for(args);
         self.push(job, quit);
@@ -563,8 +588,15 @@ impl RedisConn {
                 auth,
                 name,
             } => {
-                if let Some(refusal) = auth.as_ref().and_then(|(user, _)| auth_refusal(Some(user)))
-                {
+                let addr = &self.identity.addr;
+                let refusal = match &auth {
+                    Some((user, pass)) => self.access.authenticate(Some(user), pass, addr),
+                    None if !self.access.is_authenticated() => {
+                        Some(RespValue::error(access::NOAUTH_HELLO))
+                    }
+                    None => None,
+                };
+                if let Some(refusal) = refusal {
                     return reply(refusal);
                 }
                 if let Some(name) = name {
@@ -575,8 +607,10 @@ impl RedisConn {
                 }
                 reply(self.hello_reply())
             }
-            Control::Auth(user, _) => {
-                reply(auth_refusal(user.as_deref()).unwrap_or_else(RespValue::ok))
+            Control::Auth(user, pass) => {
+                let addr = &self.identity.addr;
+                let refusal = self.access.authenticate(user.as_deref(), &pass, addr);
+                reply(refusal.unwrap_or_else(RespValue::ok))
             }
             Control::ConfigGet(patterns) => (Job::Local(LocalQuery::ConfigGet(patterns)), false),
             Control::ConfigSet(flags) => (Job::Local(LocalQuery::ConfigSet(flags)), false),
@@ -601,6 +635,7 @@ impl RedisConn {
                 self.multi = None;
                 self.multi_dirty = false;
                 self.shared.watched.clear();
+                self.access.reset();
                 hub_job((RespValue::Simple("RESET".into()), changes))
             }
             Control::Time => (Job::Local(LocalQuery::Time), false),
