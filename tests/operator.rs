@@ -142,7 +142,15 @@ fn metrics(addrs: &str) -> BTreeMap<String, BTreeMap<String, u64>> {
 }
 
 /// Metrics that writes alone do not move, with the reason; each must still be reported.
-const NEEDS_FAULT: [(&str, &str); 13] = [
+const NEEDS_FAULT: [(&str, &str); 15] = [
+    (
+        "net.peer_auth_failures",
+        "a peer that fails the cluster-secret handshake (tests/auth_peers.rs)",
+    ),
+    (
+        "net.client_auth_failures",
+        "a wrong password or a missing permission (tests/auth_clients.rs)",
+    ),
     (
         "net.tls_failures",
         "a failed TLS handshake on a TLS port (tests/tls.rs)",

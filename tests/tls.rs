@@ -377,6 +377,7 @@ fn claim_and_wait_close(stream: &mut impl ReadWrite, cluster_id: u64, node_id: u
         cluster_id,
         node_id,
         peer_addr: "127.0.0.1:1".into(),
+        nonce: None,
     };
     let mut bytes = Vec::new();
     FrameCodec::new(1 << 20)

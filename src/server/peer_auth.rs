@@ -87,6 +87,7 @@ impl Net {
             || "an unknown address".to_string(),
             |c| {
                 c.io.stream()
+                    .tcp()
                     .peer_addr()
                     .map_or_else(|_| "an unknown address".to_string(), |a| a.to_string())
             },
