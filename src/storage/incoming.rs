@@ -24,6 +24,11 @@ use super::snapshot::{
     put_in_place,
 };
 
+/// Data bytes written between two `fdatasync`s of the temp file: the file is flushed as
+/// it grows, so the final fsync of [`IncomingSnapshot::finish`] (on the loop's turn) has
+/// little left to write, whatever the snapshot's size.
+const SYNC_EVERY_BYTES: u64 = 16 << 20;
+
 /// The temp file of the snapshot being received, in the snapshot directory.
 pub const INCOMING_NAME: &str = "incoming.tmp";
 
@@ -38,6 +43,8 @@ pub struct IncomingSnapshot {
     meta: Vec<u8>,
     /// Data bytes written (the next chunk's offset).
     written: u64,
+    /// Data bytes written since the last `fdatasync`.
+    unsynced: u64,
     /// The crc of the header and meta as first written (`data_len` 0), combined with
     /// the data's at the end.
     data_crc: crc32fast::Hasher,
@@ -75,6 +82,7 @@ impl IncomingSnapshot {
             term,
             meta: meta.to_vec(),
             written: 0,
+            unsynced: 0,
             data_crc: crc32fast::Hasher::new(),
         })
     }
@@ -107,6 +115,15 @@ impl IncomingSnapshot {
         self.file
             .write_all_at(data, at)
             .map_err(io_err(&self.path))?;
+        let unsynced = self.unsynced + data.len() as u64;
+        if unsynced >= SYNC_EVERY_BYTES {
+            self.file.sync_data().map_err(io_err(&self.path))?;
+        }
+        self.unsynced = if unsynced >= SYNC_EVERY_BYTES {
+            0
+        } else {
+            unsynced
+        };
         self.data_crc.update(data);
         self.written += data.len() as u64;
         Ok(())

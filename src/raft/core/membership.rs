@@ -75,9 +75,17 @@ impl<S: LogStore> Raft<S> {
         self.progress
             .retain(|id, _| leading || config.contains(*id));
         for id in config.members() {
-            self.progress
-                .entry(id)
-                .or_insert_with(|| Progress::new(next, inflight_count_max));
+            if self.membership.contains(id) {
+                self.progress
+                    .entry(id)
+                    .or_insert_with(|| Progress::new(next, inflight_count_max));
+            } else {
+                // A member added (again) is a new server: the progress of one removed
+                // under this id (kept until it learned of its removal) says nothing of
+                // its log, and its match index would never let it get a snapshot.
+                self.progress
+                    .insert(id, Progress::new(next, inflight_count_max));
+            }
         }
         self.membership = config;
         if self.role == Role::Leader {

@@ -16,6 +16,14 @@ use crate::raft::progress::{LostLog, ProgressState};
 use crate::raft::quorum;
 use crate::raft::store::LogStore;
 
+/// Appends one flush sends a follower at most (each up to `message_bytes_max`): a
+/// follower far behind (a member just past its snapshot install) is caught up over many
+/// turns, more going out as its acknowledgements come back (each sets `needs_flush`),
+/// rather than the whole inflight window being read from the log and encoded in one
+/// turn (seconds for millions of entries). New entries fit one append, so a follower
+/// that keeps up gets one append per flush either way.
+const APPENDS_PER_FLUSH_MAX: usize = 4;
+
 impl<S: LogStore> Raft<S> {
     /// Figure 2, AppendEntries receiver, with the conflict hint of section 5.3.
     pub(super) fn handle_append(&mut self, from: NodeId, req: AppendRequest) -> Result<(), Error> {
@@ -407,7 +415,10 @@ impl<S: LogStore> Raft<S> {
                 .collect();
             for id in peers {
                 let mut send_if_empty = true;
-                while self.send_append(id, send_if_empty)? {
+                for _ in 0..APPENDS_PER_FLUSH_MAX {
+                    if !self.send_append(id, send_if_empty)? {
+                        break;
+                    }
                     send_if_empty = false;
                 }
             }
