@@ -1,7 +1,7 @@
 //! Backup and restore against the real binaries (issue 19 §5): `raftkv-cli snapshot
 //! save` pulls a consistent snapshot from the leader, `raftkv-log snapshot-restore`
 //! seeds each node of a NEW cluster from it, and the new cluster serves exactly the
-//! keys and values the old one held when the save started.
+//! keys and values the old one held when the save started, with their expiry times.
 //!
 //! `RAFTKV_BACKUP_KEYS` changes the number of preloaded keys (default one million).
 
@@ -9,6 +9,8 @@ mod common;
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::atomic::AtomicBool;
@@ -23,6 +25,24 @@ use raftkv::tools::bench::preload::{PreloadPlan, preload};
 
 const CLI: &str = env!("CARGO_BIN_EXE_raftkv-cli");
 const LOG: &str = env!("CARGO_BIN_EXE_raftkv-log");
+
+/// One Redis command on a new connection to `addr`; its one-line reply, without CRLF.
+fn redis(addr: SocketAddr, args: &[&str]) -> String {
+    let mut stream = TcpStream::connect(addr).expect("connect to the redis port");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("read timeout");
+    let mut out = format!("*{}\r\n", args.len());
+    for arg in args {
+        out.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+    }
+    stream.write_all(out.as_bytes()).expect("send");
+    let mut line = String::new();
+    BufReader::new(stream)
+        .read_line(&mut line)
+        .expect("a reply");
+    line.trim_end().to_string()
+}
 
 fn run(program: &str, args: &[&str]) -> Output {
     Command::new(program)
@@ -94,11 +114,25 @@ fn a_million_keys_round_trip_through_snapshot_save_and_restore_into_a_new_cluste
             "{key} existed"
         );
     }
+    // Keys with expiry times: far ones (checked exactly) and one 10 minutes ahead.
+    let redis_addr = source.nodes[leader].redis_addr;
+    for i in 0..100 {
+        let (key, at) = (format!("ttl/{i:03}"), (4_000_000_000u64 + i).to_string());
+        assert_eq!(redis(redis_addr, &["SET", &key, "v", "EXAT", &at]), "+OK");
+    }
+    assert_eq!(
+        redis(redis_addr, &["SET", "ttl/short", "v", "PX", "600000"]),
+        "+OK"
+    );
     client
         .put(b"last-acknowledged", b"before the save")
         .expect("put");
     let before = digest(&mut client);
-    assert_eq!(before.0, keys - 10 + 1000 + 2, "the source holds every key");
+    assert_eq!(
+        before.0,
+        keys - 10 + 1000 + 2 + 101,
+        "the source holds every key"
+    );
 
     let follower = (leader + 1) % 3;
     let file = source.dir.path().join("backup.snap");
@@ -174,6 +208,18 @@ fn a_million_keys_round_trip_through_snapshot_save_and_restore_into_a_new_cluste
     );
     assert_eq!(last.as_deref(), Some(&b"before the save"[..]));
     assert_eq!(digest(&mut restored), before, "the same keys and values");
+    let redis_addr = target.nodes[target.leader()].redis_addr;
+    for i in 0..100 {
+        let key = format!("ttl/{i:03}");
+        let want = format!(":{}", 4_000_000_000u64 + i);
+        assert_eq!(redis(redis_addr, &["EXPIRETIME", &key]), want, "{key}");
+    }
+    let pttl = redis(redis_addr, &["PTTL", "ttl/short"]);
+    let pttl: i64 = pttl[1..].parse().expect("PTTL is an integer");
+    assert!(
+        (1..=600_000).contains(&pttl),
+        "ttl/short keeps its TTL: {pttl}"
+    );
 
     restored.put(b"after-restore", b"yes").expect("a write");
     for i in 0..3 {

@@ -70,6 +70,18 @@ impl Expiries {
             .collect()
     }
 
+    /// The number of keys whose expiry time is not after `now_ms`: O(that many), no
+    /// allocation (a whole-store count while keys wait for their delete).
+    pub(crate) fn due_count(&self, now_ms: u64) -> usize {
+        if self.by_time.len() == 0 {
+            return 0;
+        }
+        self.by_time
+            .iter_from(&(0, Key::from(&[][..])))
+            .take_while(|((at, _), ())| *at <= now_ms)
+            .count()
+    }
+
     /// A point-in-time view of `key -> at` in key order, for a snapshot.
     pub(crate) fn view(&self) -> OrdMapView<Key, u64> {
         self.by_key.view()
@@ -267,6 +279,21 @@ mod tests {
         };
         assert_eq!(kv.run_at(incr, 2_000), CommandResult::Integer(1));
         assert_eq!(kv.at("n"), None);
+    }
+
+    #[test]
+    fn a_whole_store_count_leaves_out_expired_keys() {
+        let mut kv = Applier::new();
+        kv.set("a", "v", at(1_000));
+        kv.set("b", "v", at(2_000));
+        kv.set("c", "v", SetExpiry::Clear);
+        let query = crate::kv::RangeQuery {
+            count_only: true,
+            ..crate::kv::RangeQuery::default()
+        };
+        let count = |now_ms| kv.store.range_at(&query, now_ms).count;
+        assert_eq!((count(0), count(999), count(1_000)), (3, 3, 2));
+        assert_eq!(count(5_000), 1);
     }
 
     #[test]

@@ -138,6 +138,8 @@ pub fn apply_observed(
 ) -> (CommandResult, Option<Applied>) {
     let command = match (observe, decode_command(data)) {
         (Observe::Off, _) | (_, Err(_)) => return (kv.apply(index, data), None),
+        // A stamped command's changes are its inner command's (plus the expired keys).
+        (_, Ok(Command::At { command, .. })) => *command,
         (_, Ok(command)) => command,
     };
     let mut existed = HashMap::new();
@@ -149,10 +151,6 @@ pub fn apply_observed(
     let result = kv.apply(index, data);
     // Keys found expired are deleted before the command runs (`Command::At`).
     let expired = kv.expired_by_last_apply().to_vec();
-    let command = match command {
-        Command::At { command, .. } => *command,
-        command => command,
-    };
     let mut applied = Applied {
         index,
         events: Vec::new(),
@@ -163,6 +161,7 @@ pub fn apply_observed(
         existed,
         events: &mut applied.events,
     };
+    // Gone before the command ran (`write` records it absent for the command's deletes).
     for key in expired {
         tracker.write(key, Event::Expired);
     }
@@ -551,6 +550,24 @@ mod tests {
                 )
                 .stamped(20),
                 vec![("f", "del")],
+            ),
+            (
+                Command::Put {
+                    session: session(14),
+                    key: k("g"),
+                    value: k("1"),
+                },
+                vec![("g", "set")],
+            ),
+            (
+                rmw(
+                    15,
+                    RmwOp::DeleteMany {
+                        keys: vec![k("g"), k("none")],
+                    },
+                )
+                .stamped(30),
+                vec![("g", "del")],
             ),
         ];
         for (i, (command, want)) in cases.into_iter().enumerate() {
