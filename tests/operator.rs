@@ -142,7 +142,15 @@ fn metrics(addrs: &str) -> BTreeMap<String, BTreeMap<String, u64>> {
 }
 
 /// Metrics that writes alone do not move, with the reason; each must still be reported.
-const NEEDS_FAULT: [(&str, &str); 15] = [
+const NEEDS_FAULT: [(&str, &str); 17] = [
+    (
+        "kv_expiring_keys",
+        "keys written with a TTL (tests/redis_expiry.rs)",
+    ),
+    (
+        "kv_expired_keys",
+        "keys whose TTL passed (tests/redis_expiry.rs)",
+    ),
     (
         "net.peer_auth_failures",
         "a peer that fails the cluster-secret handshake (tests/auth_peers.rs)",

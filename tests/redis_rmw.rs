@@ -7,64 +7,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::thread;
-use std::time::Duration;
 
+use common::resp::Resp;
 use common::{Cluster, eventually};
-
-/// A raw RESP connection: sends argument lists, returns each reply as its wire text.
-struct Resp {
-    reader: BufReader<TcpStream>,
-}
-
-impl Resp {
-    fn connect(addr: SocketAddr) -> Resp {
-        let stream = TcpStream::connect(addr).expect("connect to the redis port");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(20)))
-            .expect("read timeout");
-        Resp {
-            reader: BufReader::new(stream),
-        }
-    }
-
-    fn send(&mut self, args: &[&str]) {
-        let mut out = format!("*{}\r\n", args.len());
-        for arg in args {
-            out.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
-        }
-        self.reader
-            .get_mut()
-            .write_all(out.as_bytes())
-            .expect("send a command");
-    }
-
-    /// One whole reply, as sent (`:1\r\n`, `$2\r\nab\r\n`, ...).
-    fn reply(&mut self) -> String {
-        let mut line = String::new();
-        self.reader.read_line(&mut line).expect("read a reply");
-        assert!(line.ends_with("\r\n"), "a whole reply line: {line:?}");
-        let count = |line: &str| line[1..line.len() - 2].parse::<i64>().expect("a length");
-        match line.as_bytes()[0] {
-            b'$' if count(&line) >= 0 => {
-                let mut body = vec![0; count(&line) as usize + 2];
-                self.reader.read_exact(&mut body).expect("read a bulk");
-                line + &String::from_utf8_lossy(&body)
-            }
-            b'*' if count(&line) > 0 => {
-                (0..count(&line)).fold(line.clone(), |text, _| text + &self.reply())
-            }
-            _ => line,
-        }
-    }
-
-    fn call(&mut self, line: &str) -> String {
-        self.send(&line.split(' ').collect::<Vec<_>>());
-        self.reply()
-    }
-}
 
 /// Checks each `(command, reply)` in order on `con`; keys get `prefix`.
 fn expect_replies(con: &mut Resp, prefix: &str, cases: &[(&str, &str)]) {

@@ -103,6 +103,29 @@ fn tls_leader(cluster: &Cluster, options: &ClientOptions) -> usize {
         .expect("the leader is a member")
 }
 
+/// A 3-node TLS cluster, its certificates, client options that trust them, and the
+/// index of its leader (asked over TLS).
+struct TlsFixture {
+    certs: tempfile::TempDir,
+    cluster: Cluster,
+    tls: ClientOptions,
+    leader: usize,
+}
+
+fn tls_fixture() -> TlsFixture {
+    let certs = tempfile::tempdir().expect("certs dir");
+    certs_init(certs.path(), 3);
+    let cluster = tls_cluster(certs.path());
+    let tls = tls_options(certs.path());
+    let leader = tls_leader(&cluster, &tls);
+    TlsFixture {
+        certs,
+        cluster,
+        tls,
+        leader,
+    }
+}
+
 fn metric(addr: &str, options: &ClientOptions, name: &str) -> u64 {
     let metrics = eventually(|| metrics_at(addr, options));
     metrics
@@ -144,12 +167,13 @@ fn wait_log(cluster: &Cluster, i: usize, needle: &str) {
 
 #[test]
 fn a_tls_cluster_elects_serves_the_cli_and_refuses_plaintext_clients() {
-    let certs = tempfile::tempdir().expect("certs dir");
-    certs_init(certs.path(), 3);
-    let cluster = tls_cluster(certs.path());
-    let tls = tls_options(certs.path());
     // A leader exists only if the mutual-TLS peer links work.
-    let leader = tls_leader(&cluster, &tls);
+    let TlsFixture {
+        certs,
+        cluster,
+        tls,
+        leader,
+    } = tls_fixture();
     let follower = (leader + 1) % 3;
     let ca = certs.path().join("ca.pem").display().to_string();
 
@@ -241,11 +265,12 @@ fn a_tls_cluster_elects_serves_the_cli_and_refuses_plaintext_clients() {
 #[test]
 fn redis_cli_curl_and_openssl_reach_the_tls_ports() {
     let test = "redis_cli_curl_and_openssl_reach_the_tls_ports";
-    let certs = tempfile::tempdir().expect("certs dir");
-    certs_init(certs.path(), 3);
-    let cluster = tls_cluster(certs.path());
-    let tls = tls_options(certs.path());
-    let leader = tls_leader(&cluster, &tls);
+    let TlsFixture {
+        certs,
+        cluster,
+        leader,
+        ..
+    } = tls_fixture();
     let follower = (leader + 1) % 3;
     let ca = certs.path().join("ca.pem").display().to_string();
     let node = &cluster.nodes[follower];
@@ -406,11 +431,12 @@ impl<T: Read + Write> ReadWrite for T {}
 
 #[test]
 fn peers_with_a_foreign_certificate_or_another_members_are_refused_and_logged() {
-    let certs = tempfile::tempdir().expect("certs dir");
-    certs_init(certs.path(), 3);
-    let cluster = tls_cluster(certs.path());
-    let tls = tls_options(certs.path());
-    let leader = tls_leader(&cluster, &tls);
+    let TlsFixture {
+        certs,
+        cluster,
+        tls,
+        leader,
+    } = tls_fixture();
     let target = (leader + 1) % 3;
     let peer_addr = cluster.nodes[target].peer_addr.to_string();
     let target_name = format!("node-{}", cluster.nodes[target].id);
@@ -502,11 +528,12 @@ fn served_certificate(addr: &str, ca: &Path) -> Vec<u8> {
 
 #[test]
 fn sighup_rotates_certificates_for_new_connections_while_open_ones_go_on() {
-    let certs = tempfile::tempdir().expect("certs dir");
-    certs_init(certs.path(), 3);
-    let cluster = tls_cluster(certs.path());
-    let tls = tls_options(certs.path());
-    let leader = tls_leader(&cluster, &tls);
+    let TlsFixture {
+        certs,
+        cluster,
+        tls,
+        leader,
+    } = tls_fixture();
     let ca = certs.path().join("ca.pem");
     let addr = cluster.addr(leader);
     let id = cluster.nodes[leader].id;

@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod http;
+pub mod resp;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
