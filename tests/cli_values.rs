@@ -2,7 +2,8 @@
 //! §2 and §6): `put KEY -` stores stdin byte for byte (NUL, CR, LF, invalid UTF-8),
 //! `get --raw` writes it back unchanged, `--hex` both ways, and `range` answers the keys
 //! of a range, a prefix, a limit, keys only and a count, in key order, across the
-//! native protocol's 1 MiB pages.
+//! native protocol's 1 MiB pages; `put --ttl` writes a key that expires by the
+//! leader's clock and `ttl` reports the time it has left (issue 19 §1).
 
 mod common;
 
@@ -38,6 +39,60 @@ fn ok(addrs: &str, args: &[&str], stdin: &[u8]) -> Vec<u8> {
         String::from_utf8_lossy(&out.stderr)
     );
     out.stdout
+}
+
+/// Goal: `put --ttl` sets a key that `ttl` shows counting down and that then expires
+/// (get exits 1), a key without one shows -1, an absent key exits 1, and a TTL of 0 is a
+/// usage error. Method: the CLI against a real cluster, a 2 s TTL.
+#[test]
+fn put_with_a_ttl_expires_and_ttl_reports_the_time_left() {
+    let cluster = Cluster::start(3, |_| {});
+    let addrs = cluster.addrs().join(",");
+    let mut client = cluster.client();
+    eventually(|| client.put(b"warm", b"up"));
+    let put_at = std::time::Instant::now();
+    assert_eq!(
+        ok(&addrs, &["put", "lease", "held", "--ttl", "2"], b""),
+        b"OK
+"
+    );
+    let seconds = String::from_utf8(ok(&addrs, &["ttl", "lease"], b"")).unwrap();
+    assert!(
+        ["1\n", "2\n"].contains(&seconds.as_str()),
+        "ttl: {seconds:?}"
+    );
+    let ms: u64 = String::from_utf8(ok(&addrs, &["ttl", "lease", "--ms"], b""))
+        .unwrap()
+        .trim()
+        .parse()
+        .expect("milliseconds");
+    assert!((1..=2000).contains(&ms), "ttl --ms: {ms}");
+    assert_eq!(ok(&addrs, &["get", "lease"], b""), b"held\n");
+    assert_eq!(ok(&addrs, &["ttl", "warm"], b""), b"-1\n");
+    assert_eq!(
+        cli(&addrs, &["ttl", "no such key"], b"").status.code(),
+        Some(1)
+    );
+    assert_eq!(
+        cli(&addrs, &["put", "k", "v", "--ttl", "0"], b"")
+            .status
+            .code(),
+        Some(2)
+    );
+    let deadline = put_at + std::time::Duration::from_secs(15);
+    while cli(&addrs, &["get", "lease"], b"").status.code() != Some(1) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the key never expired"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(
+        put_at.elapsed() >= std::time::Duration::from_millis(1500),
+        "expired after only {:?}",
+        put_at.elapsed()
+    );
+    assert_eq!(cli(&addrs, &["ttl", "lease"], b"").status.code(), Some(1));
 }
 
 /// Goal: a value with every byte value survives `put -` then `get --raw` exactly, and

@@ -20,7 +20,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::codec::client::{MemberChange, RequestBody, ResponseBody, Status};
 use crate::kv::{
-    Command, CommandResult, Compare, Op, OpResult, RangeQuery, RangeResult, RmwOp, Session,
+    Command, CommandResult, Compare, Deadline, Op, OpResult, RangeQuery, RangeResult, RmwOp,
+    Session, SetCondition, SetExpiry,
 };
 use crate::raft::message::NodeId;
 use crate::server::backoff::Backoff;
@@ -70,6 +71,17 @@ impl Default for ClientOptions {
             tls: None,
         }
     }
+}
+
+/// The answer of [`Client::ttl`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyTtl {
+    /// No such key (or it has expired).
+    Absent,
+    /// The key has no expiry time.
+    Persistent,
+    /// The key expires after this long.
+    Expires(Duration),
 }
 
 /// The outcome of [`Client::cas`].
@@ -276,6 +288,52 @@ impl Client {
         match result {
             CommandResult::Ok => Ok(()),
             other => Err(self.unexpected(&other)),
+        }
+    }
+
+    /// Sets `key` to `value`, expiring `ttl` after the leader accepts the write: the
+    /// leader turns the TTL into an absolute time on its clock (as Redis `SET k v PX ms`),
+    /// and its expiry cycle deletes the key once that time passed.
+    ///
+    /// # Errors
+    /// See [`Error`].
+    pub fn put_with_ttl(&mut self, key: &[u8], value: &[u8], ttl: Duration) -> Result<(), Error> {
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let result = self.write(|session| Command::Rmw {
+            session,
+            op: RmwOp::Set {
+                key: key.to_vec(),
+                value: value.to_vec(),
+                condition: SetCondition::Always,
+                get: false,
+                expiry: SetExpiry::At(Deadline::After(ttl_ms)),
+            },
+        })?;
+        match result {
+            CommandResult::Ok => Ok(()),
+            other => Err(self.unexpected(&other)),
+        }
+    }
+
+    /// How long `key` has left before it expires, judged by the leader's clock through
+    /// a linearizable read (as Redis `PTTL`).
+    ///
+    /// # Errors
+    /// See [`Error`].
+    pub fn ttl(&mut self, key: &[u8]) -> Result<KeyTtl, Error> {
+        let body = RequestBody::Ttl {
+            key: key.to_vec(),
+            absolute: false,
+            stale: false,
+        };
+        match self.call(&body)? {
+            ResponseBody::Result(CommandResult::Integer(-2)) => Ok(KeyTtl::Absent),
+            ResponseBody::Result(CommandResult::Integer(-1)) => Ok(KeyTtl::Persistent),
+            ResponseBody::Result(CommandResult::Integer(ms)) if ms >= 0 => {
+                Ok(KeyTtl::Expires(Duration::from_millis(ms as u64)))
+            }
+            ResponseBody::Result(CommandResult::Error(message)) => Err(Error::Refused(message)),
+            other => Err(self.unexpected_body(&other)),
         }
     }
 

@@ -23,8 +23,8 @@ mod watch;
 pub use addr::check_addr;
 pub use backup::{SaveProgress, SavedSnapshot};
 pub use cluster::{
-    CasOutcome, Client, ClientOptions, ClientStats, LeaderInfo, TxnOutcome, leader_of, metrics_at,
-    status_at,
+    CasOutcome, Client, ClientOptions, ClientStats, KeyTtl, LeaderInfo, TxnOutcome, leader_of,
+    metrics_at, status_at,
 };
 pub use error::Error;
 pub use pipeline::{FIRST_REQUEST_ID, Pipeline};

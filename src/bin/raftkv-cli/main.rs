@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use clap::error::ErrorKind;
 use clap::{CommandFactory, Parser, Subcommand};
-use raftkv::client::{CasOutcome, Client, ClientOptions, Error, TxnOutcome};
+use raftkv::client::{CasOutcome, Client, ClientOptions, Error, KeyTtl, TxnOutcome};
 use raftkv::kv::{Compare, CompareOp, Op, OpResult};
 use raftkv::raft::message::NodeId;
 use raftkv::tls::ClientTls;
@@ -65,6 +65,7 @@ Binary-safe values and ranges:
   raftkv-cli --cluster A put KEY 00ff --hex ; get KEY --hex
   raftkv-cli --cluster A range START END --limit N | --prefix P [--keys-only | --count]
   raftkv-cli --cluster A watch KEY | --prefix P     # changes, until interrupted
+  raftkv-cli --cluster A put KEY VALUE --ttl 30 ; ttl KEY   # expiry, leader's clock
 
 Membership (talks to the leader; retries until --wait):
   raftkv-cli --cluster A member list [--json]
@@ -137,6 +138,19 @@ enum CliCommand {
         /// VALUE (or stdin) is hexadecimal.
         #[arg(long)]
         hex: bool,
+        /// The key expires this many seconds after the leader takes the write (as
+        /// Redis `SET KEY VALUE EX SECONDS`).
+        #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=4_000_000_000))]
+        ttl: Option<u64>,
+    },
+    /// Print the seconds KEY has left before it expires, rounded up (-1: it never
+    /// expires; exit 1 if absent), by the leader's clock.
+    Ttl {
+        /// The key.
+        key: String,
+        /// Print milliseconds instead of seconds.
+        #[arg(long)]
+        ms: bool,
     },
     /// Print the value of KEY (exit 1 if absent).
     Get {
@@ -416,12 +430,33 @@ fn main() -> ExitCode {
 /// Runs one key-value command and returns the exit code.
 fn run(client: &mut Client, command: CliCommand) -> u8 {
     let outcome = match command {
-        CliCommand::Put { key, value, hex } => {
+        CliCommand::Put {
+            key,
+            value,
+            hex,
+            ttl,
+        } => {
             let value = values::read_value(&value, hex).unwrap_or_else(|e| usage_error(&e));
-            client
-                .put(key.as_bytes(), &value)
-                .map(|()| print_line(b"OK"))
+            let written = match ttl {
+                Some(seconds) => {
+                    client.put_with_ttl(key.as_bytes(), &value, Duration::from_secs(seconds))
+                }
+                None => client.put(key.as_bytes(), &value),
+            };
+            written.map(|()| print_line(b"OK"))
         }
+        CliCommand::Ttl { key, ms } => client.ttl(key.as_bytes()).map(|ttl| match ttl {
+            KeyTtl::Absent => not_found(&key),
+            KeyTtl::Persistent => print_line(b"-1"),
+            KeyTtl::Expires(left) => {
+                let shown = if ms {
+                    left.as_millis()
+                } else {
+                    left.as_millis().div_ceil(1000)
+                };
+                print_line(shown.to_string().as_bytes())
+            }
+        }),
         CliCommand::Get {
             key,
             stale,
