@@ -11,7 +11,7 @@ mod common;
 
 use std::collections::HashSet;
 use std::process::Command;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use common::{Cluster, eventually};
 use redis::Commands;
@@ -66,8 +66,9 @@ fn redis_py_with_default_settings_runs_the_application_scenario() {
 }
 
 /// Goal: a second client stack (the `redis` crate, RESP3) sees SCAN return every key
-/// once at least across cursor calls, and RENAME / RENAMENX / TYPE / DBSIZE / FLUSHALL as
-/// Redis answers them, on a follower (forwarded to the leader) as on the leader.
+/// once at least across cursor calls, RENAME / RENAMENX / TYPE / DBSIZE / FLUSHALL as
+/// Redis answers them, a cache entry with a TTL expire and SET NX PX keep one lock
+/// holder, on a follower (forwarded to the leader) as on the leader.
 #[test]
 fn the_redis_crate_scans_and_renames_over_resp3() {
     let cluster = Cluster::start(3, |_| {});
@@ -118,6 +119,36 @@ fn the_redis_crate_scans_and_renames_over_resp3() {
         assert_eq!(kind, "string");
         let value: i64 = con.get("renamed").unwrap();
         assert_eq!(value, 1);
+        // A cache entry with a TTL, and a lock with SET NX PX.
+        let () = con.set_ex("cache", "v", 1).unwrap();
+        let ttl: i64 = con.ttl("cache").unwrap();
+        assert!((0..=1).contains(&ttl), "TTL {ttl}");
+        let set_at = Instant::now();
+        while con.get::<_, Option<String>>("cache").unwrap().is_some() {
+            assert!(
+                set_at.elapsed() < Duration::from_secs(10),
+                "the cache entry never expired"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(
+            set_at.elapsed() >= Duration::from_millis(500),
+            "expired early"
+        );
+        let lock = |con: &mut redis::Connection, token: &str| -> Option<String> {
+            redis::cmd("SET")
+                .arg("lock")
+                .arg(token)
+                .arg("NX")
+                .arg("PX")
+                .arg(30000)
+                .query(con)
+                .unwrap()
+        };
+        assert_eq!(lock(&mut con, "a").as_deref(), Some("OK"));
+        assert_eq!(lock(&mut con, "b"), None, "a second holder");
+        let pttl: i64 = con.pttl("lock").unwrap();
+        assert!((29_000..=30_000).contains(&pttl), "PTTL {pttl}");
         let () = redis::cmd("FLUSHALL").query(&mut con).unwrap();
         let empty: Vec<String> = con.keys("*").unwrap();
         assert!(empty.is_empty());

@@ -10,7 +10,11 @@ Checks, raising AssertionError on the first difference from Redis:
 - 100k keys written in pipelined MSETs, then SCAN (scan_iter) returns every key at
   least once while other keys are written and deleted, on the leader and through a
   follower (which forwards); KEYS, DBSIZE, TYPE, EXISTS, RENAME/RENAMENX, COPY, UNLINK,
-  RANDOMKEY, FLUSHDB behave as Redis.
+  RANDOMKEY, FLUSHDB behave as Redis;
+- a cache with TTLs (SET EX, SETEX, TTL/PTTL, EXPIRE, PERSIST) whose entries expire,
+  and a lock with SET NX PX: one holder at a time across two connections (one through
+  a follower), released with WATCH/MULTI check-and-delete, and taken over once an
+  abandoned lock's PX passes.
 Prints `FIGURE name=value` lines (seconds) for the test to report.
 """
 
@@ -82,10 +86,56 @@ def scan_all(r, match, count):
     return seen
 
 
+def wait_gone(r, key, limit_s=10.0):
+    """Seconds until `key` reads as absent, polling; fails after `limit_s`."""
+    started = time.monotonic()
+    while r.get(key) is not None:
+        assert time.monotonic() - started < limit_s, f"{key} never expired"
+        time.sleep(0.05)
+    return time.monotonic() - started
+
+
+def check_cache_and_lock(r, other):
+    started = time.monotonic()
+    assert r.set("cache:user:1", "alice", ex=2) is True
+    assert r.setex("cache:user:2", 100, "bob") is True
+    assert r.get("cache:user:1") == b"alice"
+    assert 1 <= r.ttl("cache:user:1") <= 2, r.ttl("cache:user:1")
+    assert 0 < r.pttl("cache:user:1") <= 2000
+    assert r.expire("cache:user:2", 1) is True
+    assert r.persist("cache:user:2") is True and r.ttl("cache:user:2") == -1
+    assert r.ttl("cache:nope") == -2
+    waited = wait_gone(r, "cache:user:1")
+    assert time.monotonic() - started >= 1.5, "a 2 s TTL expired early"
+    print(f"FIGURE ttl_2s_gone_after_s={time.monotonic() - started:.3f}")
+    assert waited > 0 and r.exists("cache:user:1") == 0
+    assert r.get("cache:user:2") == b"bob", "PERSIST kept the key"
+
+    # The lock: one holder at a time, whichever node a client talks to.
+    assert r.set("lock:job", "token-a", nx=True, px=30000) is True
+    assert other.set("lock:job", "token-b", nx=True, px=30000) is None
+    assert 29000 < r.pttl("lock:job") <= 30000
+    with r.pipeline() as p:  # release only our own lock
+        p.watch("lock:job")
+        assert p.get("lock:job") == b"token-a"
+        p.multi()
+        p.delete("lock:job")
+        assert p.execute() == [1]
+    assert other.set("lock:job", "token-b", nx=True, px=30000) is True
+    assert r.get("lock:job") == b"token-b"
+    # An abandoned lock is free once its PX passed.
+    assert r.set("lock:short", "token-a", nx=True, px=500) is True
+    assert other.set("lock:short", "token-b", nx=True, px=500) is None
+    wait_gone(other, "lock:short")
+    assert other.set("lock:short", "token-b", nx=True, px=500) is True
+
+
 def main():
     leader, follower = sys.argv[1], sys.argv[2]
     r = connect(leader)
     check_connect_commands(r)
+    assert r.flushdb() is True
+    check_cache_and_lock(r, connect(follower))
     assert r.flushdb() is True
     started = time.monotonic()
     load(r, "scan:", KEYS)
