@@ -10,27 +10,15 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
 
+use common::resp::{RedisServer, exchange};
 use common::{Cluster, eventually, options};
 use raftkv::client::metrics_at;
 use raftkv::security::users::password_hash_hex;
 use raftkv::server::ports::lease_loopback_ports;
-
-/// redis-server on a leased loopback port, killed on drop.
-struct RedisServer(Child);
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn available(program: &str, args: &[&str], test: &str) -> bool {
     let found = Command::new(program)
@@ -72,40 +60,6 @@ fn secured_cluster(users: &std::path::Path) -> Cluster {
     Cluster::start(1, move |config| {
         config.security.users_file = Some(users.clone());
     })
-}
-
-fn encode(line: &str) -> Vec<u8> {
-    let words: Vec<&str> = line.split(' ').collect();
-    let mut out = format!("*{}\r\n", words.len()).into_bytes();
-    for word in words {
-        out.extend_from_slice(format!("${}\r\n{word}\r\n", word.len()).as_bytes());
-    }
-    out
-}
-
-/// Sends every command on one connection, then reads until the replies stop coming;
-/// returns the replies and the client's own address.
-fn exchange(addr: &str, commands: &[&str]) -> (Vec<u8>, String) {
-    let mut stream = eventually(|| TcpStream::connect(addr));
-    let local = stream.local_addr().expect("addr").to_string();
-    for line in commands {
-        stream.write_all(&encode(line)).expect("write");
-    }
-    stream
-        .set_read_timeout(Some(Duration::from_millis(300)))
-        .expect("timeout");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let mut out = Vec::new();
-    let mut buf = [0u8; 4096];
-    while Instant::now() < deadline {
-        match stream.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => out.extend_from_slice(&buf[..n]),
-            Err(_) if !out.is_empty() => break,
-            Err(_) => {}
-        }
-    }
-    (out, local)
 }
 
 fn metric(addr: &str, name: &str) -> u64 {

@@ -214,8 +214,11 @@ const NEEDS_FAULT: [(&str, &str); 17] = [
 ];
 
 /// Metrics set while the cluster starts (the election, the peer links), before any
-/// write: checked to be non-zero, not to move.
-const SET_AT_START: [&str; 5] = [
+/// write: checked to be non-zero, not to move. `loop.turn_us_max_recent` is a maximum
+/// over the last 10-20 s: the longest turn is often the start's, so 200 writes need not
+/// change it.
+const SET_AT_START: [&str; 6] = [
+    "loop.turn_us_max_recent",
     "raft.elections_started",
     "raft.elections_won",
     "raft.leader_changes",

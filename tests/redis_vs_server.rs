@@ -6,56 +6,11 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
 
+use common::resp::{RedisServer, exchange};
 use common::{Cluster, eventually};
 use raftkv::server::ports::lease_loopback_ports;
-
-/// redis-server on a leased loopback port, killed on drop.
-struct RedisServer(Child);
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn encode(line: &str) -> Vec<u8> {
-    let words: Vec<&str> = line.split(' ').collect();
-    let mut out = format!("*{}\r\n", words.len()).into_bytes();
-    for word in words {
-        out.extend_from_slice(format!("${}\r\n{word}\r\n", word.len()).as_bytes());
-    }
-    out
-}
-
-/// Sends every command, then reads until the replies stop coming (a short quiet time
-/// after the last byte, within a bounded total wait).
-fn exchange(addr: &str, commands: &[&str]) -> Vec<u8> {
-    let mut stream = eventually(|| TcpStream::connect(addr));
-    for line in commands {
-        stream.write_all(&encode(line)).expect("write");
-    }
-    stream
-        .set_read_timeout(Some(Duration::from_millis(300)))
-        .expect("timeout");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let mut out = Vec::new();
-    let mut buf = [0u8; 4096];
-    while Instant::now() < deadline {
-        match stream.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => out.extend_from_slice(&buf[..n]),
-            Err(_) if !out.is_empty() => break,
-            Err(_) => {}
-        }
-    }
-    out
-}
 
 /// Goal: for these commands raftkv's replies are redis-server's bytes. Method: one
 /// connection each, the same pipeline of commands, compare the whole reply streams.
@@ -87,7 +42,7 @@ fn replies_match_redis_server_byte_for_byte() {
     let leader = cluster.leader();
     let raftkv_addr = cluster.nodes[leader].redis_addr.to_string();
     eventually(|| {
-        let reply = exchange(&raftkv_addr, &["SET warm up"]);
+        let reply = exchange(&raftkv_addr, &["SET warm up"]).0;
         if reply == b"+OK\r\n" {
             Ok(())
         } else {
@@ -250,8 +205,8 @@ fn replies_match_redis_server_byte_for_byte() {
         "FLUSHDB",
     ];
     let resp3 = ["HELLO 3 SETNAME x", "GET nokey", "MGET nokey", "RANDOMKEY"];
-    let want = exchange(&server_addr, &commands);
-    let got = exchange(&raftkv_addr, &commands);
+    let want = exchange(&server_addr, &commands).0;
+    let got = exchange(&raftkv_addr, &commands).0;
     assert_eq!(
         String::from_utf8_lossy(&got),
         String::from_utf8_lossy(&want),
@@ -263,8 +218,8 @@ fn replies_match_redis_server_byte_for_byte() {
         text[text.find("modules\r\n*0\r\n").expect("HELLO map") + 13..].to_string()
     };
     assert_eq!(
-        tail(exchange(&raftkv_addr, &resp3)),
-        tail(exchange(&server_addr, &resp3)),
+        tail(exchange(&raftkv_addr, &resp3).0),
+        tail(exchange(&server_addr, &resp3).0),
         "RESP3 replies"
     );
 }

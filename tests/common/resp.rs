@@ -1,10 +1,12 @@
-//! A raw RESP connection for tests that compare replies byte for byte: sends argument
-//! lists and returns each reply as its wire text (read off the socket, not through a
-//! client library that rewords errors).
+//! Raw RESP for tests that compare replies byte for byte (read off the socket, not
+//! through a client library that rewords errors): a connection that sends argument
+//! lists and returns each reply as its wire text, a one-shot pipeline exchange, and a
+//! real redis-server process to compare with.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::time::Duration;
+use std::process::Child;
+use std::time::{Duration, Instant};
 
 use super::eventually;
 
@@ -65,4 +67,50 @@ impl Resp {
         assert!(reply.starts_with(':'), "{line}: {reply:?}");
         reply[1..reply.len() - 2].parse().expect("an integer")
     }
+}
+
+/// A redis-server process (started by the test), killed on drop.
+pub struct RedisServer(pub Child);
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The RESP array of the space-separated words of `line`.
+pub fn encode(line: &str) -> Vec<u8> {
+    let words: Vec<&str> = line.split(' ').collect();
+    let mut out = format!("*{}\r\n", words.len()).into_bytes();
+    for word in words {
+        out.extend_from_slice(format!("${}\r\n{word}\r\n", word.len()).as_bytes());
+    }
+    out
+}
+
+/// Sends every command on one connection, then reads until the replies stop coming (a
+/// short quiet time after the last byte, within a bounded total wait); returns the
+/// replies and the client's own address.
+pub fn exchange(addr: &str, commands: &[&str]) -> (Vec<u8>, String) {
+    let mut stream = eventually(|| TcpStream::connect(addr));
+    let local = stream.local_addr().expect("addr").to_string();
+    for line in commands {
+        stream.write_all(&encode(line)).expect("write");
+    }
+    stream
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .expect("timeout");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    while Instant::now() < deadline {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(_) if !out.is_empty() => break,
+            Err(_) => {}
+        }
+    }
+    (out, local)
 }
