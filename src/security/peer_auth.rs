@@ -16,12 +16,11 @@
 //! covered, so a proof made for one member cannot be used by another.
 //!
 //! Invariant: the secret is never on the wire; proofs are compared in constant time
-//! (`Mac::verify_slice`).
+//! (`ring::hmac::verify`).
 
 use std::io::{self, Read};
 
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
+use ring::hmac;
 
 use super::ClusterSecret;
 use crate::raft::message::NodeId;
@@ -72,27 +71,36 @@ pub fn fresh_nonce() -> io::Result<Nonce> {
     Ok(nonce)
 }
 
-fn mac(secret: &ClusterSecret, role: Role, transcript: &Transcript) -> Hmac<Sha256> {
-    let mut mac =
-        Hmac::<Sha256>::new_from_slice(secret.bytes()).expect("HMAC takes keys of any length");
-    mac.update(CONTEXT);
-    mac.update(&[role as u8]);
-    mac.update(&transcript.cluster_id.to_le_bytes());
-    mac.update(&transcript.dialer.to_le_bytes());
-    mac.update(&transcript.acceptor.to_le_bytes());
-    mac.update(&transcript.dialer_nonce);
-    mac.update(&transcript.acceptor_nonce);
-    mac
+/// The bytes a proof covers: the context, the role, the cluster id, both ids and both
+/// nonces.
+fn message(role: Role, transcript: &Transcript) -> Vec<u8> {
+    let mut message = Vec::with_capacity(CONTEXT.len() + 1 + 3 * 8 + 2 * NONCE_BYTES);
+    message.extend_from_slice(CONTEXT);
+    message.push(role as u8);
+    message.extend_from_slice(&transcript.cluster_id.to_le_bytes());
+    message.extend_from_slice(&transcript.dialer.to_le_bytes());
+    message.extend_from_slice(&transcript.acceptor.to_le_bytes());
+    message.extend_from_slice(&transcript.dialer_nonce);
+    message.extend_from_slice(&transcript.acceptor_nonce);
+    message
 }
 
-/// The proof `role` sends for `transcript`.
+fn key(secret: &ClusterSecret) -> hmac::Key {
+    hmac::Key::new(hmac::HMAC_SHA256, secret.bytes())
+}
+
+/// The proof `role` sends for `transcript`: HMAC-SHA256 of [`message`] keyed with the
+/// secret.
 pub fn prove(secret: &ClusterSecret, role: Role, transcript: &Transcript) -> Proof {
-    mac(secret, role, transcript).finalize().into_bytes().into()
+    let tag = hmac::sign(&key(secret), &message(role, transcript));
+    let mut proof = [0; PROOF_BYTES];
+    proof.copy_from_slice(tag.as_ref());
+    proof
 }
 
 /// Whether `proof` is `role`'s proof for `transcript` (constant-time comparison).
 pub fn verify(secret: &ClusterSecret, role: Role, transcript: &Transcript, proof: &Proof) -> bool {
-    mac(secret, role, transcript).verify_slice(proof).is_ok()
+    hmac::verify(&key(secret), &message(role, transcript), proof).is_ok()
 }
 
 #[cfg(test)]

@@ -24,7 +24,7 @@
 use std::fmt;
 use std::path::Path;
 
-use sha2::{Digest, Sha256};
+use ring::digest::{SHA256, digest};
 
 use super::secret::{SecretError, read_private};
 
@@ -191,11 +191,12 @@ impl Users {
     /// enabled; `None` otherwise (a wrong password, an unknown or disabled user: the
     /// caller cannot tell which, as with Redis's WRONGPASS).
     pub fn authenticate(&self, user: &str, password: &[u8]) -> Option<Permissions> {
-        let digest: [u8; 32] = Sha256::digest(password).into();
+        let mut sha256 = [0u8; 32];
+        sha256.copy_from_slice(digest(&SHA256, password).as_ref());
         let found = self.users.iter().find(|u| u.name == user)?;
         let mut matched = found.nopass;
         for hash in &found.hashes {
-            matched |= constant_time_eq(hash, &digest);
+            matched |= constant_time_eq(hash, &sha256);
         }
         (matched && found.enabled).then_some(found.permissions)
     }
@@ -212,7 +213,8 @@ impl Users {
 
 /// The SHA-256 of `password` in lower-case hex, as the users file wants it.
 pub fn password_hash_hex(password: &[u8]) -> String {
-    Sha256::digest(password)
+    digest(&SHA256, password)
+        .as_ref()
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
