@@ -587,6 +587,42 @@ fn sighup_rotates_certificates_for_new_connections_while_open_ones_go_on() {
     assert_eq!(served_certificate(&addr, &ca), new);
 }
 
+/// Goal: a client that opens a TLS connection and stalls in the handshake (half a
+/// ClientHello, then nothing) is closed by the idle timeout and does not hold up other
+/// clients. Method: `client_idle_timeout_ms = 1000`, a raw TCP connection that sends a
+/// TLS record header and 3 bytes of its body, a TLS client served meanwhile.
+#[test]
+fn a_client_stalled_in_the_tls_handshake_is_closed_by_the_idle_timeout() {
+    let certs = tempfile::tempdir().expect("certs dir");
+    certs_init(certs.path(), 3);
+    let certs_dir = certs.path().to_path_buf();
+    let cluster = Cluster::start(3, move |config: &mut Config| {
+        config.tls = tls_for(&certs_dir, config.node_id);
+        config.limits.client_idle_timeout_ms = 1000;
+    });
+    let tls = tls_options(certs.path());
+    let leader = tls_leader(&cluster, &tls);
+    let mut stalled = TcpStream::connect(cluster.addr(leader)).expect("connect");
+    // A handshake record announcing 512 bytes, of which 3 arrive.
+    stalled
+        .write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01])
+        .expect("write");
+    let started = Instant::now();
+    let mut client = Client::connect(&[cluster.addr(leader)], tls.clone()).expect("client");
+    eventually(|| client.put(b"while stalled", b"served"));
+    stalled
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut buf = [0u8; 64];
+    let closed = matches!(stalled.read(&mut buf), Ok(0) | Err(_));
+    assert!(closed, "the stalled handshake got an answer");
+    assert!(
+        started.elapsed() < Duration::from_secs(9),
+        "closed only after {:?}",
+        started.elapsed()
+    );
+}
+
 #[test]
 fn a_node_whose_tls_file_cannot_be_used_exits_2_naming_it() {
     let certs = tempfile::tempdir().expect("certs dir");

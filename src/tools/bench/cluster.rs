@@ -33,6 +33,8 @@ pub struct SpawnedCluster {
     dir: PathBuf,
     /// Whether `dir` was created by us (then removed on drop).
     remove_dir: bool,
+    /// The nodes speak TLS (certificates in `dir/certs`).
+    tls: bool,
 }
 
 impl SpawnedCluster {
@@ -63,6 +65,7 @@ impl SpawnedCluster {
             children: Vec::new(),
             dir,
             remove_dir,
+            tls,
         };
         for node in &cluster.nodes {
             set_fsync(&node.config_path, fsync)?;
@@ -99,13 +102,7 @@ impl SpawnedCluster {
 
     /// The CA of the cluster's certificates, when its ports speak TLS.
     pub fn ca_file(&self) -> Option<PathBuf> {
-        let path = self.dir.join("certs").join("ca.pem");
-        let tls = self
-            .nodes
-            .first()
-            .and_then(|node| Config::load(&node.config_path).ok())
-            .is_some_and(|config| !config.tls.ports.is_empty());
-        tls.then_some(path)
+        self.tls.then(|| self.dir.join("certs").join("ca.pem"))
     }
 
     /// The directory holding configs, data and logs.
